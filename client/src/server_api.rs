@@ -1,0 +1,298 @@
+//! Typed HTTP client for the index server's API (see `docs/PROTOCOL.md`).
+
+use peerdex_shared::api::{
+    BrowseResponse, ChallengeResponse, DeltaOp, ErrorBody, ErrorCode, HeartbeatResponse, ListEntry,
+    RegisterRequest, RegisterResponse, SearchResponse, SourcesResponse, StatsResponse,
+    SyncResponse,
+};
+use peerdex_shared::identity::registration_message;
+use peerdex_shared::{FileHash, PeerId};
+use reqwest::StatusCode;
+
+use crate::identity::Identity;
+
+/// Errors talking to the index server.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Could not reach the server or read its answer.
+    #[error("cannot reach the index server: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// The server answered with an error.
+    #[error("server said {status}: {}", body.error)]
+    Server {
+        /// HTTP status.
+        status: StatusCode,
+        /// The error body.
+        body: ErrorBody,
+    },
+    /// A call that needs a session was made before registering.
+    #[error("not registered with the server")]
+    NotRegistered,
+}
+
+impl ApiError {
+    /// The server's error code, when the server answered.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ApiError::Server { body, .. } => Some(body.code),
+            _ => None,
+        }
+    }
+}
+
+/// Search filters, as query parameters.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SearchQuery {
+    /// Query text.
+    pub q: String,
+    /// Extension filter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ext: Option<String>,
+    /// Kind filter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Minimum size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<u64>,
+    /// Maximum size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
+    /// Page size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// Page offset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+/// A connection to one index server, optionally registered as a peer.
+#[derive(Debug, Clone)]
+pub struct ServerClient {
+    http: reqwest::Client,
+    base: String,
+    session: Option<(PeerId, String)>,
+}
+
+async fn decode<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+) -> Result<T, ApiError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response.json().await?);
+    }
+    let text = response.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(ErrorBody {
+        error: if text.is_empty() {
+            status.to_string()
+        } else {
+            text
+        },
+        code: ErrorCode::Internal,
+        limit: None,
+        line: None,
+        path: None,
+        server_version: None,
+    });
+    Err(ApiError::Server { status, body })
+}
+
+async fn expect_empty(response: reqwest::Response) -> Result<(), ApiError> {
+    if response.status().is_success() {
+        return Ok(());
+    }
+    decode::<serde_json::Value>(response).await.map(|_| ())
+}
+
+/// Encodes entries or operations as a newline-delimited JSON body.
+pub fn ndjson<T: serde::Serialize>(items: &[T]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(items.len() * 160);
+    for item in items {
+        // Serializing our own wire types cannot fail.
+        if serde_json::to_writer(&mut out, item).is_ok() {
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+impl ServerClient {
+    /// A client for the server at `base` (e.g. `http://127.0.0.1:7700`).
+    pub fn new(base: &str) -> Result<ServerClient, ApiError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()?;
+        Ok(ServerClient {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            session: None,
+        })
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn session(&self) -> Result<&(PeerId, String), ApiError> {
+        self.session.as_ref().ok_or(ApiError::NotRegistered)
+    }
+
+    /// Uses an existing session token (for tests and for resuming).
+    pub fn with_session(mut self, peer: PeerId, token: String) -> Self {
+        self.session = Some((peer, token));
+        self
+    }
+
+    /// The session token, once registered.
+    pub fn session_token(&self) -> Option<&str> {
+        self.session.as_ref().map(|(_, t)| t.as_str())
+    }
+
+    /// Proves possession of `identity` and claims `nickname`; `port` is where this peer serves
+    /// files (0: none). Keeps the session for later calls.
+    pub async fn register(
+        &mut self,
+        identity: &Identity,
+        nickname: &str,
+        port: u16,
+    ) -> Result<RegisterResponse, ApiError> {
+        let challenge: ChallengeResponse =
+            decode(self.http.post(self.url("/api/v1/challenge")).send().await?).await?;
+        let peer_id = identity.peer_id();
+        let message = registration_message(&challenge.nonce, &peer_id, nickname, port);
+        let request = RegisterRequest {
+            peer_id,
+            nickname: nickname.to_string(),
+            port,
+            nonce: challenge.nonce,
+            signature: identity.sign(&message),
+        };
+        let response: RegisterResponse = decode(
+            self.http
+                .post(self.url("/api/v1/register"))
+                .json(&request)
+                .send()
+                .await?,
+        )
+        .await?;
+        self.session = Some((peer_id, response.session_token.clone()));
+        Ok(response)
+    }
+
+    /// Sends a heartbeat.
+    pub async fn heartbeat(&self) -> Result<HeartbeatResponse, ApiError> {
+        let (peer, token) = self.session()?;
+        let url = self.url(&format!("/api/v1/peers/{peer}/heartbeat"));
+        decode(self.http.post(url).bearer_auth(token).send().await?).await
+    }
+
+    /// Ends the session: the peer goes offline at once.
+    pub async fn logout(&self) -> Result<(), ApiError> {
+        let (peer, token) = self.session()?;
+        let url = self.url(&format!("/api/v1/peers/{peer}/session"));
+        expect_empty(self.http.delete(url).bearer_auth(token).send().await?).await
+    }
+
+    /// Uploads a full list body (NDJSON, optionally compressed with `content_encoding`).
+    pub async fn upload_full_body(
+        &self,
+        version: u64,
+        body: impl Into<reqwest::Body>,
+        content_encoding: Option<&str>,
+    ) -> Result<SyncResponse, ApiError> {
+        let (peer, token) = self.session()?;
+        let url = self.url(&format!("/api/v1/peers/{peer}/list"));
+        let mut request = self
+            .http
+            .put(url)
+            .bearer_auth(token)
+            .query(&[("version", version)]);
+        if let Some(encoding) = content_encoding {
+            request = request.header(reqwest::header::CONTENT_ENCODING, encoding);
+        }
+        decode(request.body(body).send().await?).await
+    }
+
+    /// Uploads a full list.
+    pub async fn upload_full(
+        &self,
+        version: u64,
+        entries: &[ListEntry],
+    ) -> Result<SyncResponse, ApiError> {
+        self.upload_full_body(version, ndjson(entries), None).await
+    }
+
+    /// Uploads a delta from `base` to `version`.
+    pub async fn upload_delta(
+        &self,
+        base: u64,
+        version: u64,
+        ops: &[DeltaOp],
+    ) -> Result<SyncResponse, ApiError> {
+        let (peer, token) = self.session()?;
+        let url = self.url(&format!("/api/v1/peers/{peer}/list/delta"));
+        let request = self
+            .http
+            .post(url)
+            .bearer_auth(token)
+            .query(&[("base", base), ("version", version)])
+            .body(ndjson(ops));
+        decode(request.send().await?).await
+    }
+
+    /// Deletes this peer's list from the server.
+    pub async fn delete_list(&self) -> Result<(), ApiError> {
+        let (peer, token) = self.session()?;
+        let url = self.url(&format!("/api/v1/peers/{peer}/list"));
+        expect_empty(self.http.delete(url).bearer_auth(token).send().await?).await
+    }
+
+    /// Searches.
+    pub async fn search(&self, query: &SearchQuery) -> Result<SearchResponse, ApiError> {
+        decode(
+            self.http
+                .get(self.url("/api/v1/search"))
+                .query(query)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// Online sources of one content.
+    pub async fn sources(&self, hash: &FileHash) -> Result<SourcesResponse, ApiError> {
+        decode(
+            self.http
+                .get(self.url(&format!("/api/v1/contents/{hash}/sources")))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// One page of a peer's files.
+    pub async fn browse(
+        &self,
+        nickname: &str,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<BrowseResponse, ApiError> {
+        let mut request = self
+            .http
+            .get(self.url(&format!("/api/v1/peers/by-nick/{nickname}/files")))
+            .query(&[("limit", limit)]);
+        if let Some(after) = after {
+            request = request.query(&[("after", after)]);
+        }
+        decode(request.send().await?).await
+    }
+
+    /// Server-wide counts.
+    pub async fn stats(&self) -> Result<StatsResponse, ApiError> {
+        decode(self.http.get(self.url("/api/v1/stats")).send().await?).await
+    }
+}

@@ -1,0 +1,119 @@
+//! Command line of `peerdex-server`: flags and environment over the config file over defaults.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::config::Config;
+use crate::server::Server;
+
+/// The peerdex index server: peers register and publish their file lists, anyone searches them.
+#[derive(Debug, Parser)]
+#[command(name = "peerdex-server", version, about)]
+pub struct Args {
+    /// Address to listen on (port 0: any free port) [default: 0.0.0.0:7700]
+    #[arg(long, env = "PEERDEX_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory for the database and search index [default: ./peerdex-data]
+    #[arg(long, env = "PEERDEX_DATA")]
+    pub data: Option<PathBuf>,
+    /// TOML configuration file (every limit and interval; see docs/CONFIG.md)
+    #[arg(long, env = "PEERDEX_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+impl Args {
+    /// The effective configuration: flags and env override the file, the file overrides defaults.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(data) = self.data {
+            config.data = data;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown signal received");
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = Server::bind(config).await?;
+    let addr = server.local_addr()?;
+    // The one line on stdout: scripts and tests wait for it.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on http://{addr}").context("writing to stdout")?;
+    stdout.flush().context("writing to stdout")?;
+    drop(stdout);
+    server.run(shutdown_signal()).await
+}
+
+/// Entry point of the binary; returns the process exit code.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing();
+    let print_only = args.print_config;
+    let result = args.into_config().and_then(|config| {
+        if print_only {
+            print!(
+                "{}",
+                toml::to_string_pretty(&config).context("rendering config")?
+            );
+            return Ok(());
+        }
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(serve(config))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("peerdex-server: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

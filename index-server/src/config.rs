@@ -1,0 +1,304 @@
+//! Server configuration: every limit and interval in one place, loadable from TOML.
+//!
+//! Precedence is command-line flag > environment variable > config file > built-in default; the
+//! first two are resolved by `cli`, this module owns the file format and the defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use ipnet::IpNet;
+use peerdex_shared::validate::PathLimits;
+use serde::{Deserialize, Serialize};
+
+/// Full server configuration. Every field has a default, so an empty file is valid.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Directory holding `peerdex.sqlite3` and `index/`.
+    pub data: PathBuf,
+    /// Proxies whose `X-Forwarded-For` is believed. Empty: the header is ignored.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Size limits on file lists.
+    pub limits: Limits,
+    /// Heartbeats, offline detection and retention.
+    pub presence: PresenceConfig,
+    /// Search caps and concurrency.
+    pub search: SearchConfig,
+    /// Connect-back probing of peer addresses.
+    pub probe: ProbeConfig,
+    /// Indexing cadence.
+    pub index: IndexConfig,
+    /// HTTP connection handling.
+    pub http: HttpConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7700)),
+            data: PathBuf::from("peerdex-data"),
+            trusted_proxies: Vec::new(),
+            limits: Limits::default(),
+            presence: PresenceConfig::default(),
+            search: SearchConfig::default(),
+            probe: ProbeConfig::default(),
+            index: IndexConfig::default(),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+/// Limits on what a peer may upload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Most entries in one peer's list.
+    pub max_entries_per_peer: u64,
+    /// Most operations in one delta upload (bigger changes are sent as a full list).
+    pub max_delta_ops: u64,
+    /// Longest path, in bytes.
+    pub max_path_bytes: usize,
+    /// Most path components.
+    pub max_depth: usize,
+    /// Longest path component, in bytes.
+    pub max_component_bytes: usize,
+    /// Largest list body after decompression, in bytes.
+    pub max_list_bytes: u64,
+    /// Longest line (one entry) of a list body, in bytes.
+    pub max_line_bytes: usize,
+    /// Largest body of the other (JSON) endpoints, in bytes.
+    pub max_json_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let paths = PathLimits::default();
+        Self {
+            max_entries_per_peer: 1_000_000,
+            max_delta_ops: 100_000,
+            max_path_bytes: paths.max_path_bytes,
+            max_depth: paths.max_depth,
+            max_component_bytes: paths.max_component_bytes,
+            max_list_bytes: 1 << 30,
+            max_line_bytes: 8 * 1024,
+            max_json_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// The path part of the limits, as the shared validator wants them.
+    pub fn path_limits(&self) -> PathLimits {
+        PathLimits {
+            max_path_bytes: self.max_path_bytes,
+            max_depth: self.max_depth,
+            max_component_bytes: self.max_component_bytes,
+        }
+    }
+}
+
+/// Presence settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// Interval peers are told to heartbeat at, seconds.
+    pub heartbeat_interval_secs: u64,
+    /// A peer silent this long is offline, seconds.
+    pub offline_after_secs: u64,
+    /// An offline peer's list is purged after this long, seconds.
+    pub retention_secs: u64,
+    /// How often offline lists are looked for and purged, seconds.
+    pub purge_interval_secs: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_secs: 30,
+            offline_after_secs: 90,
+            retention_secs: 7 * 24 * 3600,
+            purge_interval_secs: 600,
+        }
+    }
+}
+
+/// Search settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// Longest query text, bytes.
+    pub max_query_bytes: usize,
+    /// Most words and phrases in a query.
+    pub max_query_terms: usize,
+    /// Largest page size; larger `limit`s are clamped.
+    pub max_limit: u64,
+    /// Largest `offset`; deeper pages get 400.
+    pub max_offset: u64,
+    /// Most sources listed per result.
+    pub max_sources: usize,
+    /// Searches running at once; others wait their turn.
+    pub concurrency: usize,
+    /// Most distinct terms a prefix word may expand to.
+    pub max_prefix_expansions: u32,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            max_query_bytes: 512,
+            max_query_terms: 16,
+            max_limit: 100,
+            max_offset: 1000,
+            max_sources: 20,
+            concurrency: 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_prefix_expansions: 256,
+        }
+    }
+}
+
+/// Connect-back probe settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// Give up on a probe after this long, milliseconds.
+    pub timeout_ms: u64,
+    /// Probes allowed per target IP per minute (burst of the same size).
+    pub per_ip_per_minute: u32,
+    /// Registrations (and challenges) allowed per client IP per minute.
+    pub registrations_per_ip_per_minute: u32,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 5000,
+            per_ip_per_minute: 20,
+            registrations_per_ip_per_minute: 60,
+        }
+    }
+}
+
+/// Index settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexConfig {
+    /// Longest wait between a change and its tantivy commit, milliseconds.
+    pub commit_interval_ms: u64,
+    /// Memory budget of the tantivy writer, bytes.
+    pub writer_memory_bytes: usize,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self {
+            commit_interval_ms: 500,
+            writer_memory_bytes: 64 << 20,
+        }
+    }
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Time allowed to send the request headers, seconds.
+    pub header_read_timeout_secs: u64,
+    /// Longest pause while reading a list body, seconds.
+    pub body_idle_timeout_secs: u64,
+    /// Time allowed for a non-upload request, seconds.
+    pub request_timeout_secs: u64,
+    /// Most connections open at once; more are closed on accept.
+    pub max_connections: usize,
+    /// On shutdown, how long in-flight requests get to finish, seconds.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 10,
+            body_idle_timeout_secs: 30,
+            request_timeout_secs: 30,
+            max_connections: 4096,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+/// Seconds as a `Duration`.
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+impl Config {
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    /// Refuses settings that cannot work, with the name of the setting.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let checks: [(bool, &str); 8] = [
+            (
+                self.limits.max_entries_per_peer > 0,
+                "limits.max_entries_per_peer must be > 0",
+            ),
+            (
+                self.limits.max_line_bytes >= 256,
+                "limits.max_line_bytes must be >= 256",
+            ),
+            (
+                self.limits.max_path_bytes > 0,
+                "limits.max_path_bytes must be > 0",
+            ),
+            (
+                self.presence.heartbeat_interval_secs > 0,
+                "presence.heartbeat_interval_secs must be > 0",
+            ),
+            (
+                self.presence.offline_after_secs > self.presence.heartbeat_interval_secs,
+                "presence.offline_after_secs must exceed heartbeat_interval_secs",
+            ),
+            (
+                self.search.concurrency > 0,
+                "search.concurrency must be > 0",
+            ),
+            (self.search.max_limit > 0, "search.max_limit must be > 0"),
+            (
+                self.index.writer_memory_bytes >= 15_000_000,
+                "index.writer_memory_bytes must be >= 15000000",
+            ),
+        ];
+        for (ok, message) in checks {
+            anyhow::ensure!(ok, "invalid configuration: {message}");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_file_keeps_defaults() {
+        let config: Config =
+            toml::from_str("listen = \"127.0.0.1:0\"\n[limits]\nmax_entries_per_peer = 10\n")
+                .unwrap();
+        assert_eq!(config.limits.max_entries_per_peer, 10);
+        assert_eq!(config.limits.max_depth, 32);
+        assert_eq!(config.presence.offline_after_secs, 90);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,668 @@
+//! HTTP routes of the index server (documented in `docs/PROTOCOL.md`).
+//!
+//! Handlers parse and check input, then call the store and index on blocking threads. This module
+//! never names a rusqlite or tantivy type.
+
+mod error;
+mod lists;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use peerdex_shared::api::{
+    BrowseEntry, BrowseResponse, ChallengeResponse, ErrorCode, HeartbeatResponse, Reachability,
+    RegisterRequest, RegisterResponse, SearchHit, SearchResponse, Source, SourcesResponse,
+    StatsResponse,
+};
+use peerdex_shared::identity::registration_message;
+use peerdex_shared::kind::extension_of;
+use peerdex_shared::validate::validate_nickname;
+use peerdex_shared::{FileHash, FileKind, PeerId};
+use serde::Deserialize;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::{Level, info, warn};
+
+pub use error::ApiError;
+
+use crate::db::{ContentSources, PeerRow, SourceRow};
+use crate::index::{OnlineFilter, SearchSpec};
+use crate::limits::random_hex;
+use crate::presence::OnlineSet;
+use crate::query::{self, QueryLimits};
+use crate::state::{AppState, NONCE_TTL, STATS_TTL};
+
+/// Runs blocking work (SQLite, tantivy) off the async threads.
+pub(crate) async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)
+}
+
+/// The application router, with all routes and layers. Tests can call it directly.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limits = &state.config.limits;
+    let list_routes = Router::new()
+        .route(
+            "/api/v1/peers/{peer}/list",
+            put(put_list).delete(delete_list),
+        )
+        .route("/api/v1/peers/{peer}/list/delta", post(post_delta))
+        .layer(RequestBodyLimitLayer::new(
+            usize::try_from(limits.max_list_bytes).unwrap_or(usize::MAX),
+        ));
+    let timeout = Duration::from_secs(state.config.http.request_timeout_secs);
+    let other_routes = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/challenge", post(challenge))
+        .route("/api/v1/register", post(register))
+        .route("/api/v1/peers/{peer}/heartbeat", post(heartbeat))
+        .route("/api/v1/peers/{peer}/session", delete(logout))
+        .route("/api/v1/search", get(search))
+        .route("/api/v1/contents/{hash}/sources", get(sources))
+        .route("/api/v1/peers/by-nick/{nick}/files", get(browse))
+        .route("/api/v1/stats", get(stats))
+        .layer(DefaultBodyLimit::max(limits.max_json_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ));
+    Router::new()
+        .merge(list_routes)
+        .merge(other_routes)
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
+        )
+        .with_state(state)
+}
+
+// ---- helpers ---------------------------------------------------------------------------------
+
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::limit(
+            "max_json_bytes",
+            "request body is too large (max_json_bytes)",
+        ),
+        _ => ApiError::bad_request(format!("reading body: {e}")),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid json: {e}")))
+}
+
+fn query_params<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(v)| v)
+        .map_err(|e| ApiError::bad_request(format!("invalid query parameters: {}", e.body_text())))
+}
+
+fn parse_peer_id(text: &str) -> Result<PeerId, ApiError> {
+    text.parse()
+        .map_err(|e| ApiError::bad_request(format!("invalid peer id in path: {e}")))
+}
+
+/// The client's IP: the connection's address, or `X-Forwarded-For` when the connection comes from
+/// a configured trusted proxy (the rightmost address that is not itself a trusted proxy).
+fn client_ip(state: &AppState, remote: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    let direct = remote.ip().to_canonical();
+    if !state.is_trusted_proxy(direct) {
+        return direct;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .map(|ip| ip.to_canonical())
+        .collect::<Vec<_>>();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !state.is_trusted_proxy(*ip))
+        .unwrap_or(direct)
+}
+
+fn advertised(ip: Option<&str>, port: u16) -> Option<String> {
+    let ip: IpAddr = ip?.parse().ok()?;
+    (port != 0).then(|| SocketAddr::new(ip, port).to_string())
+}
+
+/// The peer a session token belongs to.
+pub struct Authed(pub PeerRow);
+
+impl FromRequestParts<Arc<AppState>> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::unauthorized("missing bearer token; register first"))?;
+        let hash = *blake3::hash(token.trim().as_bytes()).as_bytes();
+        let db = state.db.clone();
+        let peer = run_blocking(move || db.peer_by_session(&hash)).await??;
+        peer.map(Authed).ok_or_else(|| {
+            ApiError::unauthorized("unknown or expired session token; register again")
+        })
+    }
+}
+
+impl Authed {
+    /// Allows the call only on the caller's own peer.
+    fn require_self(&self, path_peer: &str) -> Result<&PeerRow, ApiError> {
+        let target = parse_peer_id(path_peer)?;
+        if target != self.0.key {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                "a peer can only change its own state",
+            ));
+        }
+        Ok(&self.0)
+    }
+}
+
+// ---- identity and presence ---------------------------------------------------------------------
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn challenge(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Json<ChallengeResponse>, ApiError> {
+    let ip = client_ip(&state, remote, &headers);
+    if !state.registrations.allow(&ip) {
+        return Err(rate_limited("too many registrations from this address"));
+    }
+    let nonce = state.nonces.issue().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "too many pending challenges",
+        )
+    })?;
+    Ok(Json(ChallengeResponse {
+        nonce,
+        expires_in_secs: NONCE_TTL.as_secs(),
+    }))
+}
+
+fn rate_limited(message: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::RateLimited,
+        message,
+    )
+}
+
+async fn register(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<RegisterResponse>, ApiError> {
+    let request: RegisterRequest = json_body(body)?;
+    validate_nickname(&request.nickname)
+        .map_err(|e| ApiError::bad_request(format!("nickname {e}")))?;
+    let ip = client_ip(&state, remote, &headers);
+    if !state.registrations.allow(&ip) {
+        return Err(rate_limited("too many registrations from this address"));
+    }
+    if !state.nonces.consume(&request.nonce) {
+        return Err(ApiError::unauthorized(
+            "unknown, used or expired nonce; ask for a new challenge",
+        ));
+    }
+    let message = registration_message(
+        &request.nonce,
+        &request.peer_id,
+        &request.nickname,
+        request.port,
+    );
+    request
+        .peer_id
+        .verify(&message, &request.signature)
+        .map_err(|e| ApiError::unauthorized(format!("registration refused: {e}")))?;
+
+    let token = random_hex::<32>().ok_or_else(|| ApiError::internal("no randomness"))?;
+    let session_hash = *blake3::hash(token.as_bytes()).as_bytes();
+    let db = state.db.clone();
+    let ip_text = ip.to_string();
+    let (key, nickname, port) = (request.peer_id, request.nickname.clone(), request.port);
+    let peer =
+        run_blocking(move || db.register(&key, &nickname, &ip_text, port, &session_hash)).await??;
+    state.presence.touch(peer.id);
+    info!(peer = %peer.key.fmt_short(), nickname = %peer.nickname, %ip, port, "peer registered");
+    if port != 0 {
+        spawn_probe(&state, &peer, ip);
+    }
+    Ok(Json(RegisterResponse {
+        session_token: token,
+        peer_id: peer.key,
+        list_version: peer.list_version,
+        entries: peer.entries,
+        heartbeat_interval_secs: state.config.presence.heartbeat_interval_secs,
+        offline_after_secs: state.config.presence.offline_after_secs,
+        advertised_addr: advertised(peer.ip.as_deref(), peer.port),
+        reachability: peer.reachability,
+    }))
+}
+
+/// Dials the peer back in the background and records whether it proved its key there.
+fn spawn_probe(state: &Arc<AppState>, peer: &PeerRow, ip: IpAddr) {
+    let addr = SocketAddr::new(ip, peer.port);
+    let (state2, key, id, port) = (state.clone(), peer.key, peer.id, peer.port);
+    let span = tracing::info_span!("connect_back", peer = %key.fmt_short(), %addr);
+    let task = async move {
+        let verdict = if !state2.probes.allow(&ip) {
+            warn!("connect-back rate limit reached for this IP; peer listed as firewalled");
+            Reachability::Firewalled
+        } else {
+            let timeout = Duration::from_millis(state2.config.probe.timeout_ms);
+            tokio::select! {
+                result = crate::probe::connect_back(addr, key, timeout) => match result {
+                    Ok(()) => Reachability::Reachable,
+                    Err(e) => {
+                        info!(error = %e, "connect-back failed; peer listed as firewalled");
+                        Reachability::Firewalled
+                    }
+                },
+                () = state2.shutdown.cancelled() => return,
+            }
+        };
+        let db = state2.db.clone();
+        let ip_text = ip.to_string();
+        match run_blocking(move || db.set_reachability(id, &ip_text, port, verdict)).await {
+            Ok(Ok(_)) => info!(?verdict, "connect-back done"),
+            Ok(Err(e)) => warn!(error = %e, "recording connect-back result failed"),
+            Err(e) => warn!(error = ?e.body.error, "recording connect-back result failed"),
+        }
+    };
+    state
+        .tasks
+        .spawn(tracing::Instrument::instrument(task, span));
+}
+
+async fn heartbeat(
+    State(state): State<Arc<AppState>>,
+    Path(peer): Path<String>,
+    authed: Authed,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
+    let peer = authed.require_self(&peer)?;
+    state.presence.touch(peer.id);
+    Ok(Json(HeartbeatResponse {
+        heartbeat_interval_secs: state.config.presence.heartbeat_interval_secs,
+        list_version: peer.list_version,
+        reachability: peer.reachability,
+    }))
+}
+
+async fn logout(
+    State(state): State<Arc<AppState>>,
+    Path(peer): Path<String>,
+    authed: Authed,
+) -> Result<StatusCode, ApiError> {
+    let peer = authed.require_self(&peer)?;
+    state.presence.mark_offline(peer.id);
+    let (db, id) = (state.db.clone(), peer.id);
+    run_blocking(move || db.end_session(id)).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- lists ---------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct FullParams {
+    version: u64,
+}
+
+#[derive(Deserialize)]
+struct DeltaParams {
+    base: u64,
+    version: u64,
+}
+
+async fn put_list(
+    State(state): State<Arc<AppState>>,
+    Path(peer): Path<String>,
+    authed: Authed,
+    params: Result<Query<FullParams>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<peerdex_shared::api::SyncResponse>, ApiError> {
+    let peer = authed.require_self(&peer)?;
+    let params = query_params(params)?;
+    state.presence.touch(peer.id);
+    lists::full_upload(&state, peer, params.version, &headers, body)
+        .await
+        .map(Json)
+}
+
+async fn post_delta(
+    State(state): State<Arc<AppState>>,
+    Path(peer): Path<String>,
+    authed: Authed,
+    params: Result<Query<DeltaParams>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<peerdex_shared::api::SyncResponse>, ApiError> {
+    let peer = authed.require_self(&peer)?;
+    let params = query_params(params)?;
+    state.presence.touch(peer.id);
+    lists::delta_upload(&state, peer, params.base, params.version, &headers, body)
+        .await
+        .map(Json)
+}
+
+async fn delete_list(
+    State(state): State<Arc<AppState>>,
+    Path(peer): Path<String>,
+    authed: Authed,
+) -> Result<StatusCode, ApiError> {
+    let peer = authed.require_self(&peer)?;
+    let (db, id) = (state.db.clone(), peer.id);
+    run_blocking(move || db.drop_list(id)).await??;
+    state.nudger.nudge();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- search ---------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct SearchParams {
+    q: Option<String>,
+    ext: Option<String>,
+    kind: Option<String>,
+    min_size: Option<u64>,
+    max_size: Option<u64>,
+    limit: Option<u64>,
+    offset: Option<u64>,
+}
+
+/// How long a search waits for a free slot before the server says it is busy.
+const SEARCH_QUEUE_WAIT: Duration = Duration::from_secs(5);
+
+async fn search(
+    State(state): State<Arc<AppState>>,
+    params: Result<Query<SearchParams>, QueryRejection>,
+) -> Result<Json<SearchResponse>, ApiError> {
+    let params = query_params(params)?;
+    let config = &state.config.search;
+    let text = params.q.as_deref().unwrap_or("");
+    let plan = query::parse(
+        text,
+        &QueryLimits {
+            max_query_bytes: config.max_query_bytes,
+            max_terms: config.max_query_terms,
+        },
+    )
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let ext = match params
+        .ext
+        .as_deref()
+        .map(|e| e.trim_start_matches('.').to_lowercase())
+    {
+        Some(e) if e.is_empty() || e.len() > 16 || !e.chars().all(char::is_alphanumeric) => {
+            return Err(ApiError::bad_request(format!("invalid extension {e:?}")));
+        }
+        other => other,
+    };
+    let kind = match params.kind.as_deref() {
+        Some(k) => Some(FileKind::parse(k).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unknown kind {k:?}; use one of audio, video, image, document, archive, other"
+            ))
+        })?),
+        None => None,
+    };
+    if let (Some(min), Some(max)) = (params.min_size, params.max_size)
+        && min > max
+    {
+        return Err(ApiError::bad_request("min_size is greater than max_size"));
+    }
+    let limit = params.limit.unwrap_or(20).clamp(1, config.max_limit);
+    let offset = params.offset.unwrap_or(0);
+    if offset > config.max_offset {
+        return Err(ApiError::bad_request(format!(
+            "offset {offset} is over the limit of {} (max_offset); refine the query",
+            config.max_offset
+        )));
+    }
+    let spec = SearchSpec {
+        plan,
+        ext,
+        kind,
+        min_size: params.min_size,
+        max_size: params.max_size,
+        max_prefix_expansions: config.max_prefix_expansions,
+    };
+
+    let _slot = tokio::time::timeout(SEARCH_QUEUE_WAIT, state.search_slots.acquire())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
+                "server busy; retry shortly",
+            )
+        })?
+        .map_err(ApiError::internal)?;
+    let online = Arc::new(state.presence.snapshot());
+    let state2 = state.clone();
+    let (total, hits) = run_blocking(move || -> Result<_, ApiError> {
+        let groups = state2.index.search(&spec, online.clone())?;
+        let total = groups.len() as u64;
+        let page: Vec<i64> = groups
+            .iter()
+            .skip(offset as usize)
+            .take(limit as usize)
+            .map(|g| g.content)
+            .collect();
+        let scores: HashMap<i64, f32> = groups.iter().map(|g| (g.content, g.score)).collect();
+        let resolved = state2.db.sources_of(&page)?;
+        let max_sources = state2.config.search.max_sources;
+        let hits = resolved
+            .into_iter()
+            .filter_map(|c| {
+                let score = scores.get(&c.content).copied().unwrap_or(0.0);
+                to_hit(c, score, &online, max_sources)
+            })
+            .collect::<Vec<_>>();
+        Ok((total, hits))
+    })
+    .await??;
+    Ok(Json(SearchResponse {
+        total,
+        offset,
+        limit,
+        hits,
+    }))
+}
+
+fn to_source(row: SourceRow) -> Source {
+    Source {
+        peer_id: row.key,
+        nickname: row.nickname,
+        addr: advertised(row.ip.as_deref(), row.port),
+        reachability: row.reachability,
+        share: row.share,
+        path: row.path,
+    }
+}
+
+/// A result row from a content and its entries: online sources only, reachable ones first.
+fn to_hit(
+    content: ContentSources,
+    score: f32,
+    online: &OnlineSet,
+    max_sources: usize,
+) -> Option<SearchHit> {
+    let mut sources: Vec<SourceRow> = content
+        .sources
+        .into_iter()
+        .filter(|s| online.contains(s.peer as u64))
+        .collect();
+    if sources.is_empty() {
+        return None;
+    }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for s in &sources {
+        *names
+            .entry(s.path.rsplit('/').next().unwrap_or(&s.path))
+            .or_default() += 1;
+    }
+    let name = names
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+        .map(|(n, _)| n.to_string())
+        .unwrap_or_default();
+    let ext = extension_of(&name);
+    sources.sort_by_key(|s| (s.reachability != Reachability::Reachable, s.peer));
+    let sources_online = sources.len() as u64;
+    sources.truncate(max_sources);
+    Some(SearchHit {
+        hash: content.hash,
+        size: content.size,
+        kind: FileKind::from_extension(&ext),
+        ext,
+        name,
+        score,
+        sources_online,
+        sources: sources.into_iter().map(to_source).collect(),
+    })
+}
+
+async fn sources(
+    State(state): State<Arc<AppState>>,
+    Path(hash): Path<String>,
+) -> Result<Json<SourcesResponse>, ApiError> {
+    let hash: FileHash = hash
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("invalid hash: {e}")))?;
+    let online = state.presence.snapshot();
+    let state2 = state.clone();
+    let best = run_blocking(move || -> Result<_, ApiError> {
+        let ids = state2.db.contents_with_hash(&hash)?;
+        let all = state2.db.sources_of(&ids)?;
+        let max = state2.config.search.max_sources.max(64);
+        // Peers may disagree on the size of a hash (a liar); offer the size most peers agree on.
+        Ok(all
+            .into_iter()
+            .filter_map(|c| to_hit(c, 0.0, &online, max))
+            .max_by_key(|h| h.sources_online))
+    })
+    .await??;
+    let hit = best.ok_or_else(|| ApiError::not_found("no online peer has this content"))?;
+    Ok(Json(SourcesResponse {
+        hash,
+        size: Some(hit.size),
+        sources: hit.sources,
+    }))
+}
+
+#[derive(Deserialize)]
+struct BrowseParams {
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Largest browse page.
+const MAX_BROWSE_LIMIT: i64 = 1000;
+
+async fn browse(
+    State(state): State<Arc<AppState>>,
+    Path(nick): Path<String>,
+    params: Result<Query<BrowseParams>, QueryRejection>,
+) -> Result<Json<BrowseResponse>, ApiError> {
+    let params = query_params(params)?;
+    validate_nickname(&nick).map_err(|e| ApiError::bad_request(format!("nickname {e}")))?;
+    let limit = params.limit.unwrap_or(100).clamp(1, MAX_BROWSE_LIMIT);
+    let after = match params.after {
+        Some(cursor) => Some(
+            cursor
+                .split_once('/')
+                .map(|(s, p)| (s.to_string(), p.to_string()))
+                .ok_or_else(|| ApiError::bad_request("invalid cursor"))?,
+        ),
+        None => None,
+    };
+    let db = state.db.clone();
+    let (peer, rows) = run_blocking(move || -> Result<_, ApiError> {
+        let peer = db
+            .peer_by_nickname(&nick)?
+            .ok_or_else(|| ApiError::not_found(format!("no peer is called {nick:?}")))?;
+        let rows = db.browse(
+            peer.id,
+            after.as_ref().map(|(s, p)| (s.as_str(), p.as_str())),
+            limit,
+        )?;
+        Ok((peer, rows))
+    })
+    .await??;
+    let next_cursor = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| format!("{}/{}", r.share, r.path)))
+        .flatten();
+    let files = rows
+        .into_iter()
+        .map(|r| BrowseEntry {
+            kind: FileKind::from_extension(&extension_of(&r.path)),
+            share: r.share,
+            path: r.path,
+            size: r.size,
+            mtime: r.mtime,
+            hash: r.hash,
+        })
+        .collect();
+    Ok(Json(BrowseResponse {
+        online: state.presence.is_online(peer.id),
+        peer_id: peer.key,
+        nickname: peer.nickname,
+        entries: peer.entries,
+        files,
+        next_cursor,
+    }))
+}
+
+async fn stats(State(state): State<Arc<AppState>>) -> Result<Json<StatsResponse>, ApiError> {
+    let cached = *state.stats_cache.lock().unwrap_or_else(|p| p.into_inner());
+    let counts = match cached {
+        Some((at, counts)) if at.elapsed() < STATS_TTL => counts,
+        _ => {
+            let db = state.db.clone();
+            let counts = run_blocking(move || db.counts()).await??;
+            *state.stats_cache.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((Instant::now(), counts));
+            counts
+        }
+    };
+    Ok(Json(StatsResponse {
+        peers_online: state.presence.snapshot().count(),
+        peers_known: counts.peers,
+        entries: counts.entries,
+        distinct_contents: counts.contents,
+    }))
+}

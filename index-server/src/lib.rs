@@ -1,0 +1,22 @@
+//! The peerdex index server.
+//!
+//! Layers, outermost first: `cli` (flags, config) → `server` (bind, accept loop, shutdown,
+//! maintenance) → `http` (routes, errors, list streaming) → `db` (SQLite, source of truth) and
+//! `index` (tantivy, derived). `text` and `query` turn names and queries into terms; `presence`,
+//! `limits` and `probe` guard who is online, how often, and whether an address is really theirs.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod index;
+pub mod limits;
+pub mod presence;
+pub mod probe;
+pub mod query;
+pub mod server;
+pub mod state;
+pub mod text;
+
+pub use config::Config;
+pub use server::Server;

@@ -1,0 +1,148 @@
+//! Who is online: last heartbeat per peer, in memory, persisted to SQLite in batches.
+//!
+//! Searches take a snapshot ([`OnlineSet`]) so offline peers' files disappear from results the
+//! moment their timeout passes, with no index change at all.
+
+use std::sync::{Mutex, RwLock};
+
+use crate::db::unix_now;
+use crate::index::OnlineFilter;
+
+/// Last-seen times by peer id.
+pub struct Presence {
+    last_seen: RwLock<Vec<i64>>,
+    /// Peers seen since the last persist, so only those are written back.
+    dirty: Mutex<Vec<i64>>,
+    offline_after: i64,
+}
+
+impl Presence {
+    /// Starts from persisted times (so a restart does not mark everyone offline).
+    pub fn new(persisted: &[(i64, i64)], offline_after_secs: u64) -> Presence {
+        let presence = Presence {
+            last_seen: RwLock::new(Vec::new()),
+            dirty: Mutex::new(Vec::new()),
+            offline_after: offline_after_secs as i64,
+        };
+        for &(peer, at) in persisted {
+            presence.set(peer, at);
+        }
+        presence
+            .dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        presence
+    }
+
+    fn set(&self, peer: i64, at: i64) {
+        let Ok(index) = usize::try_from(peer) else {
+            return;
+        };
+        let mut seen = self.last_seen.write().unwrap_or_else(|p| p.into_inner());
+        if seen.len() <= index {
+            seen.resize(index + 1, 0);
+        }
+        seen[index] = at;
+        drop(seen);
+        self.dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(peer);
+    }
+
+    /// Records a heartbeat (or registration) now.
+    pub fn touch(&self, peer: i64) {
+        self.set(peer, unix_now());
+    }
+
+    /// Marks a peer offline at once (it said goodbye).
+    pub fn mark_offline(&self, peer: i64) {
+        self.set(peer, 0);
+    }
+
+    /// Whether a peer is online now.
+    pub fn is_online(&self, peer: i64) -> bool {
+        let cutoff = unix_now() - self.offline_after;
+        let seen = self.last_seen.read().unwrap_or_else(|p| p.into_inner());
+        usize::try_from(peer)
+            .ok()
+            .and_then(|i| seen.get(i))
+            .is_some_and(|&at| at > 0 && at >= cutoff)
+    }
+
+    /// A snapshot of who is online now.
+    pub fn snapshot(&self) -> OnlineSet {
+        let cutoff = unix_now() - self.offline_after;
+        let seen = self.last_seen.read().unwrap_or_else(|p| p.into_inner());
+        let mut bits = vec![0u64; seen.len().div_ceil(64)];
+        let mut count = 0;
+        for (peer, &at) in seen.iter().enumerate() {
+            if at > 0 && at >= cutoff {
+                bits[peer / 64] |= 1 << (peer % 64);
+                count += 1;
+            }
+        }
+        OnlineSet { bits, count }
+    }
+
+    /// The heartbeat times to write back to SQLite since the last call.
+    pub fn take_dirty(&self) -> Vec<(i64, i64)> {
+        let peers = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
+        let seen = self.last_seen.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(i64, i64)> = peers
+            .into_iter()
+            .filter_map(|p| Some((p, *seen.get(usize::try_from(p).ok()?)?)))
+            .collect();
+        out.sort_unstable();
+        out.dedup_by_key(|(p, _)| *p);
+        out
+    }
+}
+
+/// Online peers at one instant, as a bitset over peer ids.
+#[derive(Debug, Clone)]
+pub struct OnlineSet {
+    bits: Vec<u64>,
+    count: u64,
+}
+
+impl OnlineSet {
+    /// How many peers are online.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+impl OnlineFilter for OnlineSet {
+    fn contains(&self, peer: u64) -> bool {
+        usize::try_from(peer)
+            .ok()
+            .and_then(|p| self.bits.get(p / 64).map(|w| w & (1 << (p % 64)) != 0))
+            .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn online_and_offline() {
+        let now = unix_now();
+        let presence = Presence::new(&[(3, now), (70, now - 1000)], 90);
+        assert!(presence.is_online(3));
+        assert!(!presence.is_online(70));
+        let snap = presence.snapshot();
+        assert!(
+            snap.contains(3) && !snap.contains(70) && !snap.contains(4) && !snap.contains(10_000)
+        );
+        assert_eq!(snap.count(), 1);
+        presence.touch(70);
+        presence.mark_offline(3);
+        assert!(presence.is_online(70) && !presence.is_online(3));
+        let dirty = presence.take_dirty();
+        assert_eq!(dirty.iter().map(|d| d.0).collect::<Vec<_>>(), [3, 70]);
+        assert!(presence.take_dirty().is_empty());
+    }
+}

@@ -1,0 +1,226 @@
+//! Turns what a user typed into a bounded search plan; never hands user text to a query language.
+//!
+//! Syntax: words must all match (each also as a prefix), `-word` excludes, `"two words"` is a
+//! phrase. Anything else is just text: `*`, `:`, `(`, `^` are separators, not operators.
+
+use thiserror::Error;
+
+use crate::text;
+
+/// Caps on a query, from the server configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLimits {
+    /// Longest query text accepted, in bytes.
+    pub max_query_bytes: usize,
+    /// Most words and phrases (required plus excluded).
+    pub max_terms: usize,
+}
+
+/// One required or excluded element of a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Clause {
+    /// A single term; matches as a prefix too when `prefix` is set.
+    Word {
+        /// The folded term.
+        term: String,
+        /// Whether longer words starting with it match too.
+        prefix: bool,
+    },
+    /// Terms that must appear next to each other, in order.
+    Phrase(Vec<String>),
+}
+
+/// A parsed query.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueryPlan {
+    /// All must match.
+    pub required: Vec<Clause>,
+    /// None may match.
+    pub excluded: Vec<Clause>,
+}
+
+/// Why a query was refused (all map to 400).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum QueryError {
+    /// Over `max_query_bytes`.
+    #[error("query is {len} bytes, over the limit of {limit} (max_query_bytes)")]
+    TooLong {
+        /// Length given.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Over `max_terms`.
+    #[error("query has more than {limit} words (max_query_terms)")]
+    TooManyTerms {
+        /// The limit.
+        limit: usize,
+    },
+    /// Nothing searchable: no word with a letter or digit outside exclusions.
+    #[error("query has no word to search for")]
+    NoTerms,
+}
+
+fn clause_for(raw: &str, quoted: bool) -> Option<Clause> {
+    let terms = text::tokenize_word(raw);
+    match terms.len() {
+        0 => None,
+        1 if !quoted => {
+            let term = terms.into_iter().next()?;
+            let prefix = text::allows_prefix(&term);
+            Some(Clause::Word { term, prefix })
+        }
+        1 => Some(Clause::Word {
+            term: terms.into_iter().next()?,
+            prefix: false,
+        }),
+        _ => Some(Clause::Phrase(terms)),
+    }
+}
+
+/// Parses `input` into a plan, enforcing `limits`.
+pub fn parse(input: &str, limits: &QueryLimits) -> Result<QueryPlan, QueryError> {
+    if input.len() > limits.max_query_bytes {
+        return Err(QueryError::TooLong {
+            len: input.len(),
+            limit: limits.max_query_bytes,
+        });
+    }
+    let mut plan = QueryPlan::default();
+    let mut rest = input;
+    loop {
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            break;
+        }
+        let (negated, body) = match rest.strip_prefix('-') {
+            Some(after) => (true, after),
+            None => (false, rest),
+        };
+        let (raw, quoted, remaining) = if let Some(after_quote) = body.strip_prefix('"') {
+            match after_quote.find('"') {
+                Some(end) => (&after_quote[..end], true, &after_quote[end + 1..]),
+                None => (after_quote, true, ""),
+            }
+        } else {
+            let end = body.find(char::is_whitespace).unwrap_or(body.len());
+            (&body[..end], false, &body[end..])
+        };
+        rest = remaining;
+        if let Some(clause) = clause_for(raw, quoted) {
+            let target = if negated {
+                &mut plan.excluded
+            } else {
+                &mut plan.required
+            };
+            if !target.contains(&clause) {
+                target.push(clause);
+            }
+            if plan.required.len() + plan.excluded.len() > limits.max_terms {
+                return Err(QueryError::TooManyTerms {
+                    limit: limits.max_terms,
+                });
+            }
+        }
+    }
+    if plan.required.is_empty() {
+        return Err(QueryError::NoTerms);
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: QueryLimits = QueryLimits {
+        max_query_bytes: 512,
+        max_terms: 16,
+    };
+
+    fn word(t: &str, prefix: bool) -> Clause {
+        Clause::Word {
+            term: t.into(),
+            prefix,
+        }
+    }
+
+    #[test]
+    fn words_exclusions_phrases() {
+        let plan = parse(r#"Beat -live "Let It Be" x"#, &LIMITS).unwrap();
+        assert_eq!(
+            plan.required,
+            [
+                word("beat", true),
+                Clause::Phrase(vec!["let".into(), "it".into(), "be".into()]),
+                word("x", false)
+            ]
+        );
+        assert_eq!(plan.excluded, [word("live", true)]);
+    }
+
+    #[test]
+    fn compound_words_become_phrases() {
+        let plan = parse("AC/DC 千尋", &LIMITS).unwrap();
+        assert_eq!(
+            plan.required,
+            [
+                Clause::Phrase(vec!["ac".into(), "dc".into()]),
+                word("千尋", false)
+            ]
+        );
+        let plan = parse("神隠し", &LIMITS).unwrap();
+        assert_eq!(
+            plan.required,
+            [Clause::Phrase(vec!["神隠".into(), "隠し".into()])]
+        );
+    }
+
+    #[test]
+    fn operators_of_other_languages_are_text() {
+        assert_eq!(parse("- *", &LIMITS), Err(QueryError::NoTerms));
+        assert_eq!(parse("a:(^", &LIMITS).unwrap().required, [word("a", false)]);
+        let nested = format!("{}x{}", "(".repeat(500), ")".repeat(500));
+        assert_eq!(
+            parse(
+                &nested,
+                &QueryLimits {
+                    max_query_bytes: 2000,
+                    ..LIMITS
+                }
+            )
+            .unwrap()
+            .required,
+            [word("x", false)]
+        );
+        assert_eq!(
+            parse("\"unterminated phrase", &LIMITS)
+                .unwrap()
+                .required
+                .len(),
+            1
+        );
+        assert_eq!(
+            parse("-only -exclusions", &LIMITS),
+            Err(QueryError::NoTerms)
+        );
+        assert_eq!(parse("", &LIMITS), Err(QueryError::NoTerms));
+        assert_eq!(parse("--x", &LIMITS).unwrap().excluded, [word("x", false)]);
+    }
+
+    #[test]
+    fn caps() {
+        let long = "a".repeat(513);
+        assert!(matches!(
+            parse(&long, &LIMITS),
+            Err(QueryError::TooLong { .. })
+        ));
+        let many: Vec<String> = (0..17).map(|i| format!("w{i}")).collect();
+        assert_eq!(
+            parse(&many.join(" "), &LIMITS),
+            Err(QueryError::TooManyTerms { limit: 16 })
+        );
+        // Repeats do not count twice.
+        assert!(parse(&["same"; 40].join(" "), &LIMITS).is_ok());
+    }
+}

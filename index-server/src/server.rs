@@ -1,0 +1,244 @@
+//! The server as a value: open the data directory, bind, run until a shutdown future resolves.
+//!
+//! `Server::bind` does everything that can fail at start-up (database, index, socket) so the
+//! caller can print the address only once the server is really ready. `Server::run` accepts
+//! connections with hyper's HTTP/1 builder (header read timeout, connection cap), runs the
+//! maintenance loop, and on shutdown lets in-flight requests finish, commits pending index work
+//! and persists presence.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::Service;
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, secs};
+use crate::db::{Db, unix_now};
+use crate::index::{Indexer, IndexerConfig, SearchIndex};
+use crate::limits::{IpRateLimiter, NonceStore};
+use crate::presence::Presence;
+use crate::state::{AppState, NONCE_TTL};
+
+/// A bound, ready-to-run index server.
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    indexer: Indexer,
+}
+
+/// Name of the SQLite file in the data directory.
+pub const DB_FILE: &str = "peerdex.sqlite3";
+/// Name of the tantivy directory in the data directory.
+pub const INDEX_DIR: &str = "index";
+
+impl Server {
+    /// Opens the data directory (recovering from any crash), starts the indexer and binds.
+    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data)
+            .with_context(|| format!("creating data directory {}", config.data.display()))?;
+        let db_path = config.data.join(DB_FILE);
+        let db = Arc::new(
+            Db::open(&db_path)
+                .with_context(|| format!("opening database {}", db_path.display()))?,
+        );
+        let index_path = config.data.join(INDEX_DIR);
+        let (index, watermark) = SearchIndex::open(&index_path)
+            .with_context(|| format!("opening search index {}", index_path.display()))?;
+        let indexer = Indexer::start(
+            index.clone(),
+            db.clone(),
+            watermark,
+            IndexerConfig {
+                commit_interval: Duration::from_millis(config.index.commit_interval_ms),
+                writer_memory_bytes: config.index.writer_memory_bytes,
+            },
+        )
+        .context("starting the indexer")?;
+        let presence = Arc::new(Presence::new(
+            &db.all_last_seen().context("loading presence")?,
+            config.presence.offline_after_secs,
+        ));
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let state = Arc::new(AppState {
+            nudger: indexer.nudger(),
+            db,
+            index,
+            presence,
+            nonces: NonceStore::new(NONCE_TTL),
+            registrations: IpRateLimiter::new(config.probe.registrations_per_ip_per_minute),
+            probes: IpRateLimiter::new(config.probe.per_ip_per_minute),
+            search_slots: Semaphore::new(config.search.concurrency),
+            stats_cache: Mutex::new(None),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            config,
+        });
+        Ok(Server {
+            listener,
+            state,
+            indexer,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let Server {
+            listener,
+            state,
+            indexer,
+        } = self;
+        let maintenance = tokio::spawn(maintenance(state.clone()));
+        let router = crate::http::router(state.clone());
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let connection_slots = Arc::new(Semaphore::new(state.config.http.max_connections));
+        let header_timeout = secs(state.config.http.header_read_timeout_secs);
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, remote) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Typically out of file descriptors: back off instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let Ok(slot) = connection_slots.clone().try_acquire_owned() else {
+                debug!(%remote, "connection limit reached; closing new connection");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let router = router.clone();
+            let service =
+                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(remote));
+                    router.clone().call(request)
+                });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    debug!(%remote, error = %e, "connection ended with an error");
+                }
+                drop(slot);
+            });
+        }
+        drop(listener);
+        info!("shutting down: finishing in-flight requests");
+        let grace = secs(state.config.http.shutdown_grace_secs);
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            warn!(
+                ?grace,
+                "in-flight requests did not finish in time; closing them"
+            );
+        }
+        state.shutdown.cancel();
+        state.tasks.close();
+        state.tasks.wait().await;
+        let _ = maintenance.await;
+        persist_presence(&state).await;
+        tokio::task::spawn_blocking(move || indexer.shutdown())
+            .await
+            .context("stopping the indexer")?;
+        info!("shutdown complete");
+        Ok(())
+    }
+}
+
+async fn persist_presence(state: &Arc<AppState>) {
+    let seen = state.presence.take_dirty();
+    let db = state.db.clone();
+    match tokio::task::spawn_blocking(move || db.persist_last_seen(&seen)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "persisting presence failed"),
+        Err(e) => warn!(error = %e, "persisting presence failed"),
+    }
+}
+
+/// How often presence is persisted and stale rows are cleaned.
+const MAINTENANCE_TICK: Duration = Duration::from_secs(2);
+/// Rows deleted per cleanup transaction.
+const CLEANUP_BATCH: i64 = 5000;
+/// Cleanup transactions per tick, so a huge cleanup never starves the writers.
+const CLEANUP_BATCHES_PER_TICK: usize = 20;
+
+/// Background upkeep: persist heartbeats, delete replaced generations, purge expired lists.
+async fn maintenance(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(MAINTENANCE_TICK);
+    let purge_every = secs(state.config.presence.purge_interval_secs);
+    let mut last_purge = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = state.shutdown.cancelled() => return,
+        }
+        persist_presence(&state).await;
+        let db = state.db.clone();
+        let cleaned = tokio::task::spawn_blocking(move || {
+            let mut total = 0;
+            for _ in 0..CLEANUP_BATCHES_PER_TICK {
+                match db.delete_stale_batch(CLEANUP_BATCH) {
+                    Ok(0) => break,
+                    Ok(n) => total += n,
+                    Err(e) => {
+                        warn!(error = %e, "cleaning replaced lists failed");
+                        break;
+                    }
+                }
+            }
+            total
+        })
+        .await
+        .unwrap_or(0);
+        if cleaned > 0 {
+            debug!(rows = cleaned, "cleaned replaced list generations");
+        }
+        if last_purge.elapsed() >= purge_every {
+            last_purge = tokio::time::Instant::now();
+            let cutoff = unix_now() - state.config.presence.retention_secs as i64;
+            let db = state.db.clone();
+            let purged = tokio::task::spawn_blocking(move || {
+                let purged = db.expire_lists(cutoff);
+                let _ = db.delete_orphan_contents(100_000);
+                purged
+            })
+            .await;
+            match purged {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => {
+                    info!(peers = n, "purged lists of peers offline past retention");
+                    state.nudger.nudge();
+                }
+                Ok(Err(e)) => warn!(error = %e, "purging expired lists failed"),
+                Err(e) => warn!(error = %e, "purging expired lists failed"),
+            }
+        }
+    }
+}

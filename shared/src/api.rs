@@ -1,0 +1,361 @@
+//! Request and response bodies of the index server's HTTP API (see `docs/PROTOCOL.md`).
+//!
+//! File lists travel as newline-delimited JSON (one [`ListEntry`] or [`DeltaOp`] per line) so
+//! that neither side ever has to hold a million-entry list in memory.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{FileHash, FileKind, PeerId, PeerSignature};
+
+/// Prefix of every versioned API route.
+pub const API_PREFIX: &str = "/api/v1";
+
+/// The route on a peer's own HTTP server that answers the index server's connect-back probe.
+pub const CONNECT_BACK_PATH: &str = "/peerdex/v1/connect-back";
+
+/// `POST /api/v1/challenge`: a fresh single-use nonce to sign for registration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChallengeResponse {
+    /// Opaque nonce to put in the registration message.
+    pub nonce: String,
+    /// Seconds the nonce stays valid.
+    pub expires_in_secs: u64,
+}
+
+/// `POST /api/v1/register` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// The peer's public key.
+    pub peer_id: PeerId,
+    /// The nickname claimed; bound to this key once taken.
+    pub nickname: String,
+    /// TCP port of the peer's file server, on the address the server sees the request come from.
+    /// `0` means the peer accepts no inbound connections (it will be listed as firewalled).
+    pub port: u16,
+    /// The nonce from [`ChallengeResponse`].
+    pub nonce: String,
+    /// Signature over [`crate::identity::registration_message`].
+    pub signature: PeerSignature,
+}
+
+/// Whether other peers can connect to a peer directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reachability {
+    /// The connect-back probe has not finished yet.
+    Pending,
+    /// The server connected to the advertised address and the peer proved its key there.
+    Reachable,
+    /// The probe failed (or was not possible): transfers need a reverse connection or relay.
+    Firewalled,
+}
+
+/// `POST /api/v1/register` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// Bearer token for the calls that change this peer's state.
+    pub session_token: String,
+    /// The peer id, echoed.
+    pub peer_id: PeerId,
+    /// Version of the peer's list the server holds (`null`: none yet, upload in full).
+    pub list_version: Option<u64>,
+    /// Number of entries in that list.
+    pub entries: u64,
+    /// How often to heartbeat.
+    pub heartbeat_interval_secs: u64,
+    /// After this long without a heartbeat the peer is offline.
+    pub offline_after_secs: u64,
+    /// The address the server will advertise (observed IP, announced port), if any.
+    pub advertised_addr: Option<String>,
+    /// State of the connect-back probe.
+    pub reachability: Reachability,
+}
+
+/// Optional media tags of an entry, kept for later use by richer searches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaTags {
+    /// Performer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artist: Option<String>,
+    /// Track or film title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Album.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub album: Option<String>,
+    /// Duration in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<u32>,
+    /// Bitrate in kbit/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bitrate_kbps: Option<u32>,
+}
+
+impl MediaTags {
+    /// True when no tag is set.
+    pub fn is_empty(&self) -> bool {
+        *self == MediaTags::default()
+    }
+}
+
+/// Longest accepted media tag text, in bytes.
+pub const MAX_TAG_BYTES: usize = 256;
+
+/// One shared file, as a line of a full list upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListEntry {
+    /// Name of the share the file is in.
+    pub share: String,
+    /// Path relative to the share root, `/`-separated.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, seconds since the Unix epoch.
+    pub mtime: i64,
+    /// BLAKE3 hash of the content.
+    pub hash: FileHash,
+    /// Optional media tags.
+    #[serde(default, skip_serializing_if = "MediaTags::is_empty")]
+    pub tags: MediaTags,
+}
+
+/// One line of a delta upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum DeltaOp {
+    /// A file that the server's version of the list does not have.
+    Add(ListEntry),
+    /// A file whose size, mtime, hash or tags changed (same share and path).
+    Change(ListEntry),
+    /// A file that is gone.
+    Remove {
+        /// Share name.
+        share: String,
+        /// Path within the share.
+        path: String,
+    },
+}
+
+/// Response to a full or delta list upload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncResponse {
+    /// The version the server now holds.
+    pub version: u64,
+    /// Entries in the list after the upload.
+    pub entries: u64,
+}
+
+/// `POST /api/v1/peers/{id}/heartbeat` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// When to send the next one.
+    pub heartbeat_interval_secs: u64,
+    /// The list version the server holds, so an agent notices a server that lost its list.
+    pub list_version: Option<u64>,
+    /// State of the connect-back probe.
+    pub reachability: Reachability,
+}
+
+/// One peer that holds a content, as shown in search results.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Source {
+    /// The peer's key.
+    pub peer_id: PeerId,
+    /// Its nickname.
+    pub nickname: String,
+    /// `IP:port` to connect to; `null` when the peer announced no port.
+    pub addr: Option<String>,
+    /// Whether the address was verified by connect-back.
+    pub reachability: Reachability,
+    /// Share the file is in.
+    pub share: String,
+    /// Path of the file within the share.
+    pub path: String,
+}
+
+/// One distinct content in search results, with the online peers that hold it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchHit {
+    /// Content hash.
+    pub hash: FileHash,
+    /// Size in bytes.
+    pub size: u64,
+    /// The most common file name among its online sources.
+    pub name: String,
+    /// Lowercase extension of that name.
+    pub ext: String,
+    /// Kind derived from the extension.
+    pub kind: FileKind,
+    /// Relevance score (higher is better; comparable within one response only).
+    pub score: f32,
+    /// How many online peers hold it.
+    pub sources_online: u64,
+    /// Up to `max_sources` of those peers, reachable ones first.
+    pub sources: Vec<Source>,
+}
+
+/// `GET /api/v1/search` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchResponse {
+    /// Distinct contents matching, online only (before pagination).
+    pub total: u64,
+    /// Offset used.
+    pub offset: u64,
+    /// Limit used (after clamping).
+    pub limit: u64,
+    /// Results, best first.
+    pub hits: Vec<SearchHit>,
+}
+
+/// `GET /api/v1/contents/{hash}/sources` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourcesResponse {
+    /// Content hash.
+    pub hash: FileHash,
+    /// Size in bytes (`null` when nobody online has it).
+    pub size: Option<u64>,
+    /// Online peers that hold it.
+    pub sources: Vec<Source>,
+}
+
+/// A file in a browse listing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BrowseEntry {
+    /// Share name.
+    pub share: String,
+    /// Path within the share.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time (Unix seconds).
+    pub mtime: i64,
+    /// Content hash.
+    pub hash: FileHash,
+    /// Kind from the extension.
+    pub kind: FileKind,
+}
+
+/// `GET /api/v1/peers/by-nick/{nick}/files` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BrowseResponse {
+    /// The peer browsed.
+    pub peer_id: PeerId,
+    /// Its nickname.
+    pub nickname: String,
+    /// Whether it is online now.
+    pub online: bool,
+    /// Total entries in its list.
+    pub entries: u64,
+    /// This page, sorted by share then path.
+    pub files: Vec<BrowseEntry>,
+    /// Pass as `after` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /api/v1/stats` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatsResponse {
+    /// Peers that heartbeat recently.
+    pub peers_online: u64,
+    /// Peers registered and not yet purged.
+    pub peers_known: u64,
+    /// File entries of all stored lists.
+    pub entries: u64,
+    /// Distinct contents among those entries.
+    pub distinct_contents: u64,
+}
+
+/// `POST /api/v1/peers/{id}/connect-back` body sent by the server to a peer's file server is
+/// a query string; this is the peer's JSON answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnectBackAnswer {
+    /// The peer answering.
+    pub peer_id: PeerId,
+    /// Signature over [`crate::identity::connect_back_message`].
+    pub signature: PeerSignature,
+}
+
+/// Machine-readable error codes carried in [`ErrorBody::code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request is malformed (bad JSON, bad parameter).
+    BadRequest,
+    /// No or invalid credentials.
+    Unauthorized,
+    /// Authenticated, but not allowed to act on this peer.
+    Forbidden,
+    /// Nothing at that address.
+    NotFound,
+    /// The nickname belongs to another key.
+    NicknameTaken,
+    /// The delta's base version is not the one the server holds: upload the full list.
+    VersionMismatch,
+    /// A size limit was exceeded; `limit` names it.
+    LimitExceeded,
+    /// An entry in a list is invalid; `line` and `path` name it.
+    InvalidEntry,
+    /// Too many requests; retry later.
+    RateLimited,
+    /// The server cannot take writes now (e.g. disk full).
+    Unavailable,
+    /// Something went wrong on the server; details are in its log.
+    Internal,
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Human-readable message, lowercase, no trailing period.
+    pub error: String,
+    /// Machine-readable code.
+    pub code: ErrorCode,
+    /// For `limit_exceeded`: the name of the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// For list errors: 1-based line number of the offending entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// For list errors: the offending path, when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// For `version_mismatch`: the version the server holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delta_ops_are_tagged() {
+        let op: DeltaOp =
+            serde_json::from_str(r#"{"op":"remove","share":"m","path":"a.mp3"}"#).unwrap();
+        assert_eq!(
+            op,
+            DeltaOp::Remove {
+                share: "m".into(),
+                path: "a.mp3".into()
+            }
+        );
+        let entry = format!(
+            r#"{{"op":"add","share":"m","path":"a.mp3","size":1,"mtime":2,"hash":"{}"}}"#,
+            "00".repeat(32)
+        );
+        assert!(matches!(
+            serde_json::from_str(&entry).unwrap(),
+            DeltaOp::Add(_)
+        ));
+    }
+
+    #[test]
+    fn list_entries_refuse_unknown_fields() {
+        let line = format!(
+            r#"{{"share":"m","path":"a","size":1,"mtime":2,"hash":"{}","evil":1}}"#,
+            "00".repeat(32)
+        );
+        assert!(serde_json::from_str::<ListEntry>(&line).is_err());
+    }
+}

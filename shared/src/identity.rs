@@ -1,0 +1,138 @@
+//! Peer identity: Ed25519 public keys as peer ids, and the exact messages peers sign.
+//!
+//! Every signed message starts with a distinct domain tag so a signature made for one purpose
+//! (registration) can never be replayed as another (connect-back answer).
+
+use std::fmt;
+use std::str::FromStr;
+
+use ed25519_dalek::{Signature, VerifyingKey};
+
+use crate::hash::{ParseHexError, decode_hex, serde_as_hex};
+
+/// A peer's identity: its Ed25519 public key, written as 64 lowercase hex characters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId([u8; 32]);
+
+impl PeerId {
+    /// Wraps the 32 bytes of an Ed25519 public key (not checked to be a valid curve point).
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw public key bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The first 10 hex characters, for logs.
+    pub fn fmt_short(&self) -> String {
+        hex::encode(&self.0[..5])
+    }
+
+    /// Checks that `signature` is this peer's signature over `message` (strict verification:
+    /// rejects small-order keys and non-canonical signatures).
+    pub fn verify(&self, message: &[u8], signature: &PeerSignature) -> Result<(), SignatureError> {
+        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| SignatureError::BadKey)?;
+        let signature = Signature::from_bytes(&signature.0);
+        key.verify_strict(message, &signature)
+            .map_err(|_| SignatureError::Mismatch)
+    }
+}
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PeerId({})", self.fmt_short())
+    }
+}
+
+impl FromStr for PeerId {
+    type Err = ParseHexError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        decode_hex::<32>(s).map(Self)
+    }
+}
+
+serde_as_hex!(PeerId, "peer id");
+
+/// An Ed25519 signature, written as 128 hex characters.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PeerSignature(pub [u8; 64]);
+
+impl fmt::Display for PeerSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for PeerSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PeerSignature({}…)", hex::encode(&self.0[..5]))
+    }
+}
+
+impl FromStr for PeerSignature {
+    type Err = ParseHexError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        decode_hex::<64>(s).map(Self)
+    }
+}
+
+serde_as_hex!(PeerSignature, "signature");
+
+/// Why a signature was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// The peer id is not a usable Ed25519 public key.
+    #[error("peer id is not a valid ed25519 public key")]
+    BadKey,
+    /// The signature does not match the key and message.
+    #[error("signature does not match the peer id")]
+    Mismatch,
+}
+
+/// The message a peer signs to register: proves it holds the key for `peer_id` *now* (the nonce
+/// was issued by the server moments ago) and binds the nickname and port it claims.
+pub fn registration_message(nonce: &str, peer_id: &PeerId, nickname: &str, port: u16) -> Vec<u8> {
+    format!("peerdex-register-v1\n{nonce}\n{peer_id}\n{nickname}\n{port}").into_bytes()
+}
+
+/// The message a peer signs to answer the server's connect-back probe. It includes the address the
+/// server dialled (the `Host` header of the probe), binding the proof to that address.
+pub fn connect_back_message(nonce: &str, peer_id: &PeerId, dialled: &str) -> Vec<u8> {
+    format!("peerdex-connect-back-v1\n{nonce}\n{peer_id}\n{dialled}").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    #[test]
+    fn sign_and_verify() {
+        let key = SigningKey::from_bytes(&[7u8; 32]);
+        let peer = PeerId::from_bytes(key.verifying_key().to_bytes());
+        let msg = registration_message("n1", &peer, "alice", 4000);
+        let sig = PeerSignature(key.sign(&msg).to_bytes());
+        assert_eq!(peer.verify(&msg, &sig), Ok(()));
+        let other = registration_message("n1", &peer, "mallory", 4000);
+        assert_eq!(peer.verify(&other, &sig), Err(SignatureError::Mismatch));
+        // The same nonce signed for another purpose must not verify as a registration.
+        let probe = connect_back_message("n1", &peer, "127.0.0.1:4000");
+        assert_ne!(probe, msg);
+    }
+
+    #[test]
+    fn peer_id_round_trip() {
+        let p = PeerId::from_bytes([1; 32]);
+        assert_eq!(p.to_string().parse::<PeerId>(), Ok(p));
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<PeerId>(&json).unwrap(), p);
+    }
+}

@@ -1,0 +1,17 @@
+//! Wire types and validation shared by the peerdex index server and client.
+//!
+//! This crate owns what both sides of the protocol must agree on byte for byte: the JSON request and
+//! response bodies, the content hash and peer id types, the messages peers sign, and the rules that
+//! decide whether a share name, path or nickname is acceptable.
+//!
+//! Invariant: no I/O, no async runtime. Everything here is pure and cheap to unit test.
+
+pub mod api;
+pub mod hash;
+pub mod identity;
+pub mod kind;
+pub mod validate;
+
+pub use hash::{FileHash, ParseHexError};
+pub use identity::{PeerId, PeerSignature};
+pub use kind::FileKind;

@@ -1,0 +1,303 @@
+//! Test harness: real index servers and peers on 127.0.0.1, each with its own temp directory.
+//!
+//! Set `TEST_LOG=1` to see the servers' tracing output.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use peerdex::server_api::SearchQuery;
+use peerdex::{Identity, ServerClient};
+use peerdex_server::Config;
+use peerdex_shared::FileHash;
+use peerdex_shared::api::{ListEntry, MediaTags, SearchResponse};
+use tokio_util::sync::CancellationToken;
+
+/// Prints the servers' tracing output when `TEST_LOG` is set.
+pub fn init_logging() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// A configuration for tests: loopback, ephemeral port, fast commits.
+pub fn test_config(data: &Path) -> Config {
+    let mut config = Config::default();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.data = data.to_owned();
+    config.index.commit_interval_ms = 100;
+    config.index.writer_memory_bytes = 15_000_000;
+    config.probe.timeout_ms = 2000;
+    config.http.shutdown_grace_secs = 5;
+    config
+}
+
+/// An index server running in this process.
+pub struct TestServer {
+    pub url: String,
+    pub data: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Self::start_in(dir.path(), tweak).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Starts on an existing data directory (to test restarts).
+    pub async fn start_in(data: &Path, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        init_logging();
+        let mut config = test_config(data);
+        tweak(&mut config);
+        let server = peerdex_server::Server::bind(config).await.unwrap();
+        let url = format!("http://{}", server.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let handle = tokio::spawn(server.run(async move { token.cancelled().await }));
+        TestServer {
+            url,
+            data: data.to_owned(),
+            _dir: None,
+            stop,
+            handle,
+        }
+    }
+
+    pub fn client(&self) -> ServerClient {
+        ServerClient::new(&self.url).unwrap()
+    }
+
+    /// Graceful shutdown; returns the data dir guard so a restart can reuse it.
+    pub async fn stop(self) -> Option<tempfile::TempDir> {
+        self.stop.cancel();
+        self.handle.await.unwrap().unwrap();
+        self._dir
+    }
+
+    pub async fn search(&self, q: &str) -> SearchResponse {
+        self.client()
+            .search(&SearchQuery {
+                q: q.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    }
+
+    pub async fn search_with(&self, query: SearchQuery) -> SearchResponse {
+        self.client().search(&query).await.unwrap()
+    }
+
+    /// Waits until searching `q` gives exactly `n` distinct results.
+    pub async fn wait_for_hits(&self, q: &str, n: usize) -> SearchResponse {
+        let client = self.client();
+        let query = SearchQuery {
+            q: q.into(),
+            limit: Some(100),
+            ..Default::default()
+        };
+        wait_until(
+            &format!("search {q:?} to give {n} hits"),
+            Duration::from_secs(10),
+            || {
+                let client = client.clone();
+                let query = query.clone();
+                async move {
+                    let result = client.search(&query).await.unwrap();
+                    if result.hits.len() == n {
+                        Ok(result)
+                    } else {
+                        Err(format!("{} hits: {:?}", result.hits.len(), names(&result)))
+                    }
+                }
+            },
+        )
+        .await
+    }
+}
+
+pub fn names(result: &SearchResponse) -> Vec<String> {
+    result.hits.iter().map(|h| h.name.clone()).collect()
+}
+
+/// Polls `check` until it returns `Ok`, or panics after `timeout` with the last state it saw.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(last) if start.elapsed() > timeout => {
+                panic!("timed out after {timeout:?} waiting for {what}; last state: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// A peer: a key pair, a session with a server, and optionally a live connect-back responder.
+pub struct TestPeer {
+    pub identity: Identity,
+    pub client: ServerClient,
+    pub nick: String,
+    pub port: u16,
+    responder: Option<CancellationToken>,
+}
+
+impl TestPeer {
+    /// A peer that accepts connections: it answers the server's connect-back probe.
+    pub async fn join(server: &str, nick: &str) -> TestPeer {
+        let identity = Identity::generate().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let token = CancellationToken::new();
+        tokio::spawn(peerdex::connect_back::serve(
+            listener,
+            identity.clone(),
+            token.clone(),
+        ));
+        let mut peer = TestPeer {
+            identity,
+            client: ServerClient::new(server).unwrap(),
+            nick: nick.into(),
+            port,
+            responder: Some(token),
+        };
+        peer.register().await;
+        peer
+    }
+
+    /// A peer that announces `port` but may not be listening there.
+    pub async fn join_announcing(server: &str, nick: &str, port: u16) -> TestPeer {
+        let identity = Identity::generate().unwrap();
+        let mut peer = TestPeer {
+            identity,
+            client: ServerClient::new(server).unwrap(),
+            nick: nick.into(),
+            port,
+            responder: None,
+        };
+        peer.register().await;
+        peer
+    }
+
+    pub async fn register(&mut self) -> peerdex_shared::api::RegisterResponse {
+        self.client
+            .register(&self.identity, &self.nick, self.port)
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestPeer {
+    fn drop(&mut self) {
+        if let Some(token) = &self.responder {
+            token.cancel();
+        }
+    }
+}
+
+/// A content hash derived from a label, so tests can say "the same content" by name.
+pub fn hash_of(label: &str) -> FileHash {
+    FileHash::from_bytes(*blake3::hash(label.as_bytes()).as_bytes())
+}
+
+/// A list entry in share `music` whose content is identified by `content`.
+pub fn entry(path: &str, size: u64, content: &str) -> ListEntry {
+    ListEntry {
+        share: "music".into(),
+        path: path.into(),
+        size,
+        mtime: 1_700_000_000,
+        hash: hash_of(content),
+        tags: MediaTags::default(),
+    }
+}
+
+/// The real server binary as a child process.
+pub struct ServerProcess {
+    pub child: Child,
+    pub url: String,
+}
+
+impl ServerProcess {
+    /// Starts `binary --listen 127.0.0.1:0 --data DATA` and waits for its "listening on" line.
+    pub fn spawn(binary: &Path, data: &Path, config_file: Option<&Path>) -> ServerProcess {
+        let mut command = Command::new(binary);
+        command
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data")
+            .arg(data);
+        if let Some(file) = config_file {
+            command.arg("--config").arg(file);
+        }
+        if std::env::var_os("TEST_LOG").is_none() {
+            command.env("RUST_LOG", "warn").stderr(Stdio::null());
+        }
+        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server printed no 'listening on' line");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        ServerProcess { child, url }
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "server did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Crashes and restarts: nothing acknowledged is lost, the index holds nothing SQLite does not.
+
+use std::time::Duration;
+
+use peerdex::ServerClient;
+use peerdex::server_api::SearchQuery;
+use peerdex_server::db::Db;
+use peerdex_server::index::SearchIndex;
+use peerdex_server::server::{DB_FILE, INDEX_DIR};
+use peerdex_tests::{ServerProcess, TestPeer, TestServer, entry, wait_until};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_peerdex-server-under-test");
+
+async fn count_hits(url: &str, q: &str) -> Result<u64, String> {
+    let client = ServerClient::new(url).unwrap();
+    let query = SearchQuery {
+        q: q.into(),
+        limit: Some(100),
+        ..Default::default()
+    };
+    client
+        .search(&query)
+        .await
+        .map(|r| r.total)
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn kill_9_during_uploads_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut acknowledged: Vec<(String, String)> = Vec::new(); // (nick, marker word)
+    let mut peers: Vec<(String, peerdex::Identity)> = Vec::new();
+    for round in 0..5u64 {
+        let server = ServerProcess::spawn(BINARY.as_ref(), &data, None);
+        // Upload from two peers concurrently; kill -9 while uploads are still going.
+        let mut tasks = Vec::new();
+        for p in 0..2 {
+            let nick = format!("peer{p}");
+            if peers.len() <= p {
+                peers.push((nick.clone(), peerdex::Identity::generate().unwrap()));
+            }
+            let identity = peers[p].1.clone();
+            let url = server.url.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut client = ServerClient::new(&url).unwrap();
+                let mut acked = Vec::new();
+                if client.register(&identity, &nick, 0).await.is_err() {
+                    return acked;
+                }
+                for upload in 0..1000u64 {
+                    let marker = format!("r{round}p{p}u{upload}");
+                    let entries: Vec<_> = (0..200)
+                        .map(|i| {
+                            entry(
+                                &format!("{marker}/file {i}.mp3"),
+                                i,
+                                &format!("{marker}-{i}"),
+                            )
+                        })
+                        .collect();
+                    match client.upload_full(round * 10_000 + upload, &entries).await {
+                        Ok(_) => acked.push((nick.clone(), marker)),
+                        Err(_) => break,
+                    }
+                }
+                acked
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(300 + 250 * round)).await;
+        server.kill9();
+        for task in tasks {
+            // The last acknowledged full list of each peer is the one that must survive.
+            if let Some(last) = task.await.unwrap().pop() {
+                acknowledged.retain(|(nick, _)| *nick != last.0);
+                acknowledged.push(last);
+            }
+        }
+        let db = Db::open(&data.join(DB_FILE)).unwrap();
+        assert_eq!(
+            db.integrity_check().unwrap(),
+            "ok",
+            "after kill -9 in round {round}"
+        );
+    }
+    assert!(
+        !acknowledged.is_empty(),
+        "no upload was acknowledged at all"
+    );
+
+    // Restart: every acknowledged list is searchable, with all its entries.
+    let server = ServerProcess::spawn(BINARY.as_ref(), &data, None);
+    for (nick, marker) in &acknowledged {
+        let mut client = ServerClient::new(&server.url).unwrap();
+        let identity = &peers.iter().find(|(n, _)| n == nick).unwrap().1;
+        client.register(identity, nick, 0).await.unwrap(); // come back online
+        let hits = wait_until(
+            &format!("{marker} to be searchable"),
+            Duration::from_secs(30),
+            || {
+                let (url, marker) = (server.url.clone(), marker.clone());
+                async move {
+                    match count_hits(&url, &marker).await? {
+                        200 => Ok(200),
+                        n => Err(format!("{n} hits")),
+                    }
+                }
+            },
+        )
+        .await;
+        assert_eq!(hits, 200);
+    }
+    // A graceful stop commits everything; then the index holds exactly what SQLite holds.
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM exit status {status}");
+    let db = Db::open(&data.join(DB_FILE)).unwrap();
+    let expected = db.counts().unwrap().entries;
+    let (index, watermark) = SearchIndex::open(&data.join(INDEX_DIR)).unwrap();
+    assert!(watermark.is_some());
+    assert_eq!(
+        index.num_docs(),
+        expected,
+        "index documents vs SQLite entries"
+    );
+    assert_eq!(expected, 200 * acknowledged.len() as u64);
+}
+
+#[tokio::test]
+async fn index_rebuilds_from_database_when_lost() {
+    let server = TestServer::start().await;
+    let alice = TestPeer::join_announcing(&server.url, "alice", 0).await;
+    alice
+        .client
+        .upload_full(1, &[entry("x/Rebuild Me.mp3", 1, "rebuild")])
+        .await
+        .unwrap();
+    server.wait_for_hits("rebuild", 1).await;
+    let data = server.data.clone();
+    let guard = server.stop().await;
+    std::fs::remove_dir_all(data.join(INDEX_DIR)).unwrap();
+    let server = TestServer::start_in(&data, |_| {}).await;
+    let mut alice = alice;
+    alice.client = server.client();
+    alice.register().await;
+    server.wait_for_hits("rebuild", 1).await;
+    drop(guard);
+}
