@@ -402,9 +402,11 @@ impl Indexer {
         watermark: Option<i64>,
         config: IndexerConfig,
     ) -> Result<Indexer, IndexError> {
-        let threads = std::thread::available_parallelism()
+        // tantivy wants at least 15 MB per writer thread: fewer threads on a small budget.
+        let cores = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(2);
+        let threads = (config.writer_memory_bytes / 15_000_000).clamp(1, cores);
         let writer: IndexWriter = index
             .index
             .writer_with_num_threads(threads, config.writer_memory_bytes)?;

@@ -205,7 +205,10 @@ mod tests {
             Err(QueryError::NoTerms)
         );
         assert_eq!(parse("", &LIMITS), Err(QueryError::NoTerms));
-        assert_eq!(parse("--x", &LIMITS).unwrap().excluded, [word("x", false)]);
+        assert_eq!(
+            parse("a --x", &LIMITS).unwrap().excluded,
+            [word("x", false)]
+        );
     }
 
     #[test]
