@@ -76,7 +76,7 @@ pub enum DbError {
     #[error("nickname {0:?} belongs to another peer")]
     NicknameTaken(String),
     /// A delta was based on a version the server does not hold.
-    #[error("delta is based on version {base} but the server holds {server:?}")]
+    #[error("delta is based on version {base} but the server holds {}", server.map_or("no list".to_string(), |v| format!("version {v}")))]
     VersionMismatch {
         /// The delta's base.
         base: u64,
@@ -540,8 +540,7 @@ impl Db {
             return Ok(());
         }
         self.write(|tx| {
-            let mut stmt =
-                tx.prepare_cached("UPDATE peers SET last_seen = MAX(last_seen, ?2) WHERE id = ?1")?;
+            let mut stmt = tx.prepare_cached("UPDATE peers SET last_seen = ?2 WHERE id = ?1")?;
             for (peer, at) in seen {
                 stmt.execute([peer, at])?;
             }

@@ -213,8 +213,8 @@ pub struct SearchResponse {
 pub struct SourcesResponse {
     /// Content hash.
     pub hash: FileHash,
-    /// Size in bytes (`null` when nobody online has it).
-    pub size: Option<u64>,
+    /// Size in bytes (the size most online sources agree on).
+    pub size: u64,
     /// Online peers that hold it.
     pub sources: Vec<Source>,
 }
@@ -266,8 +266,8 @@ pub struct StatsResponse {
     pub distinct_contents: u64,
 }
 
-/// `POST /api/v1/peers/{id}/connect-back` body sent by the server to a peer's file server is
-/// a query string; this is the peer's JSON answer.
+/// A peer's JSON answer to the server's connect-back probe, `GET /peerdex/v1/connect-back?nonce=N`
+/// sent to the peer's advertised address.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConnectBackAnswer {
     /// The peer answering.

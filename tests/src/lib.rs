@@ -31,9 +31,11 @@ pub fn init_logging() {
 
 /// A configuration for tests: loopback, ephemeral port, fast commits.
 pub fn test_config(data: &Path) -> Config {
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.data = data.to_owned();
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data: data.to_owned(),
+        ..Config::default()
+    };
     config.index.commit_interval_ms = 100;
     config.index.writer_memory_bytes = 15_000_000;
     config.probe.timeout_ms = 2000;

@@ -41,8 +41,41 @@ struct Lines {
     idle: Duration,
 }
 
-fn decoder(headers: &HeaderMap, body: Body) -> Result<Box<dyn AsyncRead + Send + Unpin>, ApiError> {
-    let stream = body.into_data_stream().map_err(std::io::Error::other);
+fn too_large(max_bytes: u64) -> ApiError {
+    ApiError::limit(
+        "max_list_bytes",
+        format!("list body exceeds {max_bytes} bytes (max_list_bytes)"),
+    )
+}
+
+fn decoder(
+    headers: &HeaderMap,
+    body: Body,
+    max_bytes: u64,
+) -> Result<Box<dyn AsyncRead + Send + Unpin>, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max_bytes) {
+        return Err(too_large(max_bytes));
+    }
+    // The raw (possibly compressed) bytes count too, for bodies sent without a length.
+    let mut raw_bytes = 0u64;
+    let stream = body
+        .into_data_stream()
+        .map_err(std::io::Error::other)
+        .and_then(move |chunk| {
+            raw_bytes += chunk.len() as u64;
+            futures_util::future::ready(if raw_bytes > max_bytes {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::FileTooLarge,
+                    "raw body over max_list_bytes",
+                ))
+            } else {
+                Ok(chunk)
+            })
+        });
     let raw = BufReader::with_capacity(256 * 1024, StreamReader::new(stream));
     let encoding = headers
         .get(header::CONTENT_ENCODING)
@@ -66,7 +99,7 @@ impl Lines {
         let limits = &state.config.limits;
         Ok(Lines {
             framed: FramedRead::new(
-                decoder(headers, body)?,
+                decoder(headers, body, limits.max_list_bytes)?,
                 LinesCodec::new_with_max_length(limits.max_line_bytes),
             ),
             line: 0,
@@ -100,6 +133,9 @@ impl Lines {
                     ),
                 )
                 .at_line(self.line),
+                LinesCodecError::Io(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
+                    too_large(self.max_bytes).at_line(self.line)
+                }
                 LinesCodecError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                     ApiError::invalid_entry(
                         self.line,

@@ -28,7 +28,6 @@ use peerdex_shared::kind::extension_of;
 use peerdex_shared::validate::validate_nickname;
 use peerdex_shared::{FileHash, FileKind, PeerId};
 use serde::Deserialize;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::{Level, info, warn};
@@ -54,15 +53,13 @@ pub(crate) async fn run_blocking<T: Send + 'static>(
 /// The application router, with all routes and layers. Tests can call it directly.
 pub fn router(state: Arc<AppState>) -> Router {
     let limits = &state.config.limits;
+    // List bodies are streamed and bounded by `lists` itself (raw and decompressed bytes).
     let list_routes = Router::new()
         .route(
             "/api/v1/peers/{peer}/list",
             put(put_list).delete(delete_list),
         )
-        .route("/api/v1/peers/{peer}/list/delta", post(post_delta))
-        .layer(RequestBodyLimitLayer::new(
-            usize::try_from(limits.max_list_bytes).unwrap_or(usize::MAX),
-        ));
+        .route("/api/v1/peers/{peer}/list/delta", post(post_delta));
     let timeout = Duration::from_secs(state.config.http.request_timeout_secs);
     let other_routes = Router::new()
         .route("/healthz", get(healthz))
@@ -514,7 +511,8 @@ fn to_source(row: SourceRow) -> Source {
     }
 }
 
-/// A result row from a content and its entries: online sources only, reachable ones first.
+/// A result row from a content and its entries: online peers only, one source each, reachable
+/// ones first. The name shown is the most common file name among all their copies.
 fn to_hit(
     content: ContentSources,
     score: f32,
@@ -541,7 +539,15 @@ fn to_hit(
         .map(|(n, _)| n.to_string())
         .unwrap_or_default();
     let ext = extension_of(&name);
-    sources.sort_by_key(|s| (s.reachability != Reachability::Reachable, s.peer));
+    // One source per peer (a peer may hold the same content under several paths).
+    sources.sort_by(|a, b| {
+        (a.reachability != Reachability::Reachable, a.peer, &a.path).cmp(&(
+            b.reachability != Reachability::Reachable,
+            b.peer,
+            &b.path,
+        ))
+    });
+    sources.dedup_by_key(|s| s.peer);
     let sources_online = sources.len() as u64;
     sources.truncate(max_sources);
     Some(SearchHit {
@@ -579,7 +585,7 @@ async fn sources(
     let hit = best.ok_or_else(|| ApiError::not_found("no online peer has this content"))?;
     Ok(Json(SourcesResponse {
         hash,
-        size: Some(hit.size),
+        size: hit.size,
         sources: hit.sources,
     }))
 }

@@ -120,7 +120,7 @@ async fn bad_lists_get_precise_errors_and_lose_nothing() {
         ("nul", format!("{}\n", good("a\0b.mp3")).into_bytes(), StatusCode::UNPROCESSABLE_ENTITY, "U+0000"),
         ("too deep", format!("{}\n", good("a/b/c/d/e/f/g/h/i.mp3")).into_bytes(), StatusCode::UNPROCESSABLE_ENTITY, "max_depth"),
         ("empty component", format!("{}\n", good("a//b.mp3")).into_bytes(), StatusCode::UNPROCESSABLE_ENTITY, "empty"),
-        ("bad hash", format!("{{\"share\":\"m\",\"path\":\"x\",\"size\":1,\"mtime\":1,\"hash\":\"zz\"}}\n").into_bytes(), StatusCode::UNPROCESSABLE_ENTITY, "invalid hash"),
+        ("bad hash", b"{\"share\":\"m\",\"path\":\"x\",\"size\":1,\"mtime\":1,\"hash\":\"zz\"}\n".to_vec(), StatusCode::UNPROCESSABLE_ENTITY, "invalid hash"),
         ("negative size", format!("{{\"share\":\"m\",\"path\":\"x\",\"size\":-1,\"mtime\":1,\"hash\":\"{hash}\"}}\n").into_bytes(), StatusCode::UNPROCESSABLE_ENTITY, "line 1"),
         ("unknown field", format!("{{\"share\":\"m\",\"path\":\"x\",\"size\":1,\"mtime\":1,\"hash\":\"{hash}\",\"ip\":\"1.2.3.4\"}}\n").into_bytes(), StatusCode::UNPROCESSABLE_ENTITY, "unknown field"),
         ("bad share", format!("{{\"share\":\"a/b\",\"path\":\"x\",\"size\":1,\"mtime\":1,\"hash\":\"{hash}\"}}\n").into_bytes(), StatusCode::UNPROCESSABLE_ENTITY, "share"),
@@ -206,4 +206,52 @@ async fn compressed_list_of_many_entries_streams_in_batches() {
         }
     }
     assert_eq!(seen, 12_000);
+}
+
+#[tokio::test]
+async fn bodies_over_the_size_limit_get_413_naming_it() {
+    let server = TestServer::start_with(|c| c.limits.max_list_bytes = 10_000).await;
+    let alice = TestPeer::join_announcing(&server.url, "alice", 0).await;
+    alice
+        .client
+        .upload_full(1, &[entry("keep/Small.mp3", 1, "small")])
+        .await
+        .unwrap();
+    let entries: Vec<_> = (0..200)
+        .map(|i| entry(&format!("big/File {i}.mp3"), i, &format!("b{i}")))
+        .collect();
+    let body = ndjson(&entries);
+    assert!(body.len() > 10_000);
+
+    // With Content-Length.
+    let (status, error) = put_raw(&alice, &server, body.clone(), None).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{error}");
+    assert_eq!(error["limit"], "max_list_bytes");
+    // Without (chunked): refused once the stream passes the limit.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(1000).map(|c| Ok(c.to_vec())).collect();
+    let streamed = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let url = format!(
+        "{}/api/v1/peers/{}/list?version=5",
+        server.url,
+        alice.identity.peer_id()
+    );
+    let response = reqwest::Client::new()
+        .put(url)
+        .bearer_auth(alice.client.session_token().unwrap())
+        .body(streamed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["limit"], "max_list_bytes");
+    // A small compressed body that inflates past the limit (a compression bomb).
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&vec![b'\n'; 1_000_000]).unwrap();
+    let (status, error) = put_raw(&alice, &server, gz.finish().unwrap(), Some("gzip")).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{error}");
+    assert_eq!(error["limit"], "max_list_bytes");
+
+    assert_eq!(names(&server.search("small").await), ["Small.mp3"]);
 }
