@@ -1,8 +1,5 @@
 //! Fixed-size binary identifiers (content hashes, peer keys) and their lowercase hex form.
 
-use std::fmt;
-use std::str::FromStr;
-
 /// A value could not be parsed from hexadecimal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseHexError {
@@ -36,42 +33,6 @@ pub(crate) fn decode_hex<const N: usize>(text: &str) -> Result<[u8; N], ParseHex
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileHash([u8; 32]);
 
-impl FileHash {
-    /// Wraps the raw 32 bytes of a BLAKE3 digest.
-    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
-    }
-
-    /// The raw digest bytes.
-    pub const fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// The first 10 hex characters, enough to tell hashes apart in logs.
-    pub fn fmt_short(&self) -> String {
-        hex::encode(&self.0[..5])
-    }
-}
-
-impl fmt::Display for FileHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
-}
-
-impl fmt::Debug for FileHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FileHash({})", self.fmt_short())
-    }
-}
-
-impl FromStr for FileHash {
-    type Err = ParseHexError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        decode_hex::<32>(s).map(Self)
-    }
-}
-
 macro_rules! serde_as_hex {
     ($ty:ty, $what:literal) => {
         impl serde::Serialize for $ty {
@@ -90,7 +51,52 @@ macro_rules! serde_as_hex {
 }
 pub(crate) use serde_as_hex;
 
-serde_as_hex!(FileHash, "hash");
+/// The shared surface of 32-byte identifiers shown as hex: constructors, `fmt_short` for logs,
+/// `Display`/`FromStr` as 64 hex characters, a short `Debug`, and serde as a hex string.
+macro_rules! hex_id {
+    ($ty:ident, $what:literal) => {
+        impl $ty {
+            /// Wraps 32 raw bytes.
+            pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+                Self(bytes)
+            }
+
+            /// The raw bytes.
+            pub const fn as_bytes(&self) -> &[u8; 32] {
+                &self.0
+            }
+
+            /// The first 10 hex characters, enough to tell values apart in logs.
+            pub fn fmt_short(&self) -> String {
+                hex::encode(&self.0[..5])
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&hex::encode(self.0))
+            }
+        }
+
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}({})", stringify!($ty), self.fmt_short())
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = $crate::hash::ParseHexError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $crate::hash::decode_hex::<32>(s).map(Self)
+            }
+        }
+
+        $crate::hash::serde_as_hex!($ty, $what);
+    };
+}
+pub(crate) use hex_id;
+
+hex_id!(FileHash, "hash");
 
 #[cfg(test)]
 mod tests {

@@ -8,28 +8,16 @@ use std::str::FromStr;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 
-use crate::hash::{ParseHexError, decode_hex, serde_as_hex};
+use crate::hash::{ParseHexError, decode_hex, hex_id, serde_as_hex};
 
-/// A peer's identity: its Ed25519 public key, written as 64 lowercase hex characters.
+/// A peer's identity: its Ed25519 public key, written as 64 lowercase hex characters
+/// (`from_bytes` does not check that the bytes are a valid curve point; `verify` does).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId([u8; 32]);
 
+hex_id!(PeerId, "peer id");
+
 impl PeerId {
-    /// Wraps the 32 bytes of an Ed25519 public key (not checked to be a valid curve point).
-    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
-    }
-
-    /// The raw public key bytes.
-    pub const fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// The first 10 hex characters, for logs.
-    pub fn fmt_short(&self) -> String {
-        hex::encode(&self.0[..5])
-    }
-
     /// Checks that `signature` is this peer's signature over `message` (strict verification:
     /// rejects small-order keys and non-canonical signatures).
     pub fn verify(&self, message: &[u8], signature: &PeerSignature) -> Result<(), SignatureError> {
@@ -39,27 +27,6 @@ impl PeerId {
             .map_err(|_| SignatureError::Mismatch)
     }
 }
-
-impl fmt::Display for PeerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
-}
-
-impl fmt::Debug for PeerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PeerId({})", self.fmt_short())
-    }
-}
-
-impl FromStr for PeerId {
-    type Err = ParseHexError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        decode_hex::<32>(s).map(Self)
-    }
-}
-
-serde_as_hex!(PeerId, "peer id");
 
 /// An Ed25519 signature, written as 128 hex characters.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -303,3 +303,44 @@ impl ServerProcess {
         }
     }
 }
+
+/// Registers by hand over raw HTTP (challenge, sign, register), sending `headers` with both
+/// requests and `extra` as additional JSON fields, to test what the server makes of them.
+pub async fn register_raw(
+    url: &str,
+    identity: &Identity,
+    nick: &str,
+    port: u16,
+    headers: &[(&str, &str)],
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
+    let http = reqwest::Client::new();
+    let with_headers = |mut request: reqwest::RequestBuilder| {
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request
+    };
+    let challenge: serde_json::Value = with_headers(http.post(format!("{url}/api/v1/challenge")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let nonce = challenge["nonce"].as_str().unwrap();
+    let message =
+        peerdex_shared::identity::registration_message(nonce, &identity.peer_id(), nick, port);
+    let mut body = serde_json::json!({
+        "peer_id": identity.peer_id(), "nickname": nick, "port": port, "nonce": nonce,
+        "signature": identity.sign(&message),
+    });
+    for (key, value) in extra {
+        body[*key] = serde_json::Value::from(*value);
+    }
+    with_headers(http.post(format!("{url}/api/v1/register")))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use peerdex_shared::api::Reachability;
-use peerdex_tests::{TestPeer, TestServer, entry, wait_until};
+use peerdex_tests::{TestPeer, TestServer, entry, register_raw, wait_until};
 
 async fn reachability_of(
     server: &TestServer,
@@ -77,34 +77,20 @@ async fn listening_peer_is_verified_others_are_firewalled() {
 async fn claimed_addresses_are_ignored() {
     let server = TestServer::start().await;
     let identity = peerdex::Identity::generate().unwrap();
-    let http = reqwest::Client::new();
-    let challenge: serde_json::Value = http
-        .post(format!("{}/api/v1/challenge", server.url))
-        .header("x-forwarded-for", "203.0.113.9")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let nonce = challenge["nonce"].as_str().unwrap();
-    let message =
-        peerdex_shared::identity::registration_message(nonce, &identity.peer_id(), "mallory", 4444);
-    let body = serde_json::json!({
-        "peer_id": identity.peer_id(), "nickname": "mallory", "port": 4444, "nonce": nonce,
-        "signature": identity.sign(&message), "ip": "203.0.113.9",
-    });
-    let response: serde_json::Value = http
-        .post(format!("{}/api/v1/register", server.url))
-        .header("x-forwarded-for", "203.0.113.9")
-        .header("forwarded", "for=203.0.113.9")
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let claims = [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("forwarded", "for=203.0.113.9"),
+    ];
+    let response = register_raw(
+        &server.url,
+        &identity,
+        "mallory",
+        4444,
+        &claims,
+        &[("ip", "203.0.113.9")],
+    )
+    .await;
+    let response: serde_json::Value = response.json().await.unwrap();
     assert_eq!(response["advertised_addr"], "127.0.0.1:4444", "{response}");
 }
 
@@ -113,31 +99,10 @@ async fn trusted_proxy_forwarded_address_is_used() {
     let server =
         TestServer::start_with(|c| c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()]).await;
     let identity = peerdex::Identity::generate().unwrap();
-    let http = reqwest::Client::new();
-    let challenge: serde_json::Value = http
-        .post(format!("{}/api/v1/challenge", server.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let nonce = challenge["nonce"].as_str().unwrap();
-    let message =
-        peerdex_shared::identity::registration_message(nonce, &identity.peer_id(), "proxied", 0);
-    let body = serde_json::json!({
-        "peer_id": identity.peer_id(), "nickname": "proxied", "port": 0, "nonce": nonce,
-        "signature": identity.sign(&message),
-    });
-    let response = http
-        .post(format!("{}/api/v1/register", server.url))
-        .header("x-forwarded-for", "198.51.100.7, 127.0.0.1")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let forwarded = [("x-forwarded-for", "198.51.100.7, 127.0.0.1")];
+    let response = register_raw(&server.url, &identity, "proxied", 0, &forwarded, &[]).await;
     assert!(response.status().is_success());
-    // Port 0: nothing advertised, but the recorded IP is the forwarded one (seen through browse).
+    // Port 0 advertises nothing, but the recorded IP is the forwarded one.
     let peer = peerdex_server::db::Db::open(&server.data.join(peerdex_server::server::DB_FILE))
         .unwrap()
         .peer_by_nickname("proxied")

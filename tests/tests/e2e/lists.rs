@@ -29,6 +29,8 @@ async fn delta_sync_adds_changes_and_removes() {
     ];
     let synced = alice.client.upload_delta(1, 2, &ops).await.unwrap();
     assert_eq!((synced.version, synced.entries), (2, 3));
+    // The added song shows only once the delta's index operations are committed.
+    server.wait_for_hits("let it be", 1).await;
     let result = server.wait_for_hits("beatles", 3).await;
     let mut got = names(&result);
     got.sort();
@@ -109,6 +111,7 @@ async fn bad_lists_get_precise_errors_and_lose_nothing() {
         .await
         .unwrap();
     server.wait_for_hits("original", 1).await;
+    server.wait_for_hits("bob song", 1).await;
 
     let good = |path: &str| serde_json::to_string(&entry(path, 1, path)).unwrap();
     let hash = "ab".repeat(32);
@@ -217,6 +220,7 @@ async fn bodies_over_the_size_limit_get_413_naming_it() {
         .upload_full(1, &[entry("keep/Small.mp3", 1, "small")])
         .await
         .unwrap();
+    server.wait_for_hits("small", 1).await;
     let entries: Vec<_> = (0..200)
         .map(|i| entry(&format!("big/File {i}.mp3"), i, &format!("b{i}")))
         .collect();
