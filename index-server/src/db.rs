@@ -752,8 +752,9 @@ impl Db {
         })
     }
 
-    /// Deletes up to `limit` rows of abandoned or replaced generations. Returns rows deleted; 0
-    /// means there is nothing left to clean.
+    /// Deletes up to `limit` rows of one abandoned or replaced generation. Returns the rows
+    /// deleted, at least 1 when any work was done (even if only the generation's marker was
+    /// removed); 0 means there is nothing left to clean.
     pub fn delete_stale_batch(&self, limit: i64) -> DbResult<usize> {
         self.write(|tx| {
             let Some((peer, generation)): Option<(i64, i64)> = tx

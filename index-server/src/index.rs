@@ -533,7 +533,8 @@ impl Worker {
             }
             self.applied = last;
             self.dirty = true;
-            // A long backlog (a rebuild) is committed in steps so progress survives a crash.
+            // The whole backlog is applied before the next commit: a crash mid-rebuild replays it
+            // from the last watermark (correct, but repeats the work).
             if stop.load(Ordering::SeqCst) || (ops.len() as i64) < OPS_PER_READ {
                 return Ok(());
             }
