@@ -10,6 +10,7 @@ pub mod api;
 pub mod hash;
 pub mod identity;
 pub mod kind;
+pub mod pieces;
 pub mod validate;
 
 pub use hash::{FileHash, ParseHexError};
