@@ -1,9 +1,13 @@
 //! The peerdex client: the agent that shares folders and the command line that searches and
 //! downloads.
 //!
-//! At this stage it holds the pieces every later part builds on: the peer's persistent identity,
-//! the typed client of the index server, and the connect-back answer of the peer HTTP server.
+//! - [`agent`]: scan, hash, sync with the index server, serve files to peers.
+//! - [`server_api`]: the typed client of the index server.
+//! - [`connect_back`]: the answer to the index server's reachability probe.
+//! - [`cli`]: the `peerdex` command line.
 
+pub mod agent;
+pub mod cli;
 pub mod connect_back;
 pub mod identity;
 pub mod server_api;

@@ -1,0 +1,905 @@
+//! The agent's catalog: one SQLite file in the state directory that remembers every shared file
+//! (path, size, mtime, inode, content hash), the piece hashes needed to verify downloads, and
+//! what the index server holds, so that restarts re-read nothing and upload only what changed.
+//!
+//! Rows are keyed by (share, folder, name): a folder's files are one index range, so a rescan
+//! compares a folder's listing with its rows in one query and writes nothing when nothing
+//! changed. Each row also records the server's copy of the entry (`srv_*`): a delta is the
+//! difference between the two, computed from the rows flagged `dirty`.
+//!
+//! Writes go through one connection behind a mutex (`BEGIN IMMEDIATE`); readers open their own.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use peerdex_shared::FileHash;
+use peerdex_shared::api::{DeltaOp, ListEntry, MediaTags};
+use peerdex_shared::pieces::{PieceCv, decode_cvs, encode_cvs};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+/// File name of the catalog in the state directory.
+pub const CATALOG_FILE: &str = "catalog.sqlite3";
+
+/// Errors of the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// SQLite failed.
+    #[error("catalog database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The catalog's own data is inconsistent.
+    #[error("catalog is damaged: {0}")]
+    Corrupt(String),
+}
+
+type Result<T> = std::result::Result<T, CatalogError>;
+
+/// What the file system says about a file: enough to tell whether it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Inode number.
+    pub inode: u64,
+    /// Device number.
+    pub dev: u64,
+}
+
+impl Stat {
+    /// From file metadata.
+    pub fn of(meta: &std::fs::Metadata) -> Stat {
+        use std::os::unix::fs::MetadataExt;
+        Stat {
+            size: meta.len(),
+            mtime_ns: meta.mtime().saturating_mul(1_000_000_000) + meta.mtime_nsec(),
+            inode: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
+
+    /// Modification time in whole seconds, as the index server stores it.
+    pub fn mtime_secs(&self) -> i64 {
+        self.mtime_ns.div_euclid(1_000_000_000)
+    }
+}
+
+/// A file's key in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileKey {
+    /// Share name.
+    pub share: String,
+    /// Folder within the share (`""` at the root).
+    pub dir: String,
+    /// File name.
+    pub name: String,
+}
+
+impl FileKey {
+    /// Splits a share-relative path into folder and name.
+    pub fn from_path(share: &str, rel: &str) -> FileKey {
+        let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        FileKey {
+            share: share.to_owned(),
+            dir: dir.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// The path within the share.
+    pub fn rel_path(&self) -> String {
+        join(&self.dir, &self.name)
+    }
+}
+
+/// `dir/name`, or `name` at the root.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// A file's row as a scan compares it.
+#[derive(Debug, Clone)]
+pub struct ChildRow {
+    /// File name.
+    pub name: String,
+    /// Recorded stat.
+    pub stat: Stat,
+    /// Deleted locally, waiting for the server to forget it.
+    pub gone: bool,
+}
+
+/// A change a scan found.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A file is new or its stat changed: it needs hashing.
+    Upsert(FileKey, Stat),
+    /// A file is gone.
+    Remove(FileKey),
+    /// A folder and everything under it is gone.
+    RemoveDir {
+        /// Share name.
+        share: String,
+        /// The folder.
+        dir: String,
+    },
+    /// A folder exists (so that its disappearance is noticed later).
+    Dir {
+        /// Share name.
+        share: String,
+        /// The folder.
+        dir: String,
+    },
+}
+
+/// A file waiting to be hashed.
+#[derive(Debug, Clone)]
+pub struct Unhashed {
+    /// Its key.
+    pub key: FileKey,
+    /// The stat the hash must be taken at.
+    pub stat: Stat,
+}
+
+/// A file the peer server may serve for a content hash.
+#[derive(Debug, Clone)]
+pub struct Servable {
+    /// Its key.
+    pub key: FileKey,
+    /// The stat it had when hashed.
+    pub stat: Stat,
+}
+
+/// One pending change to the server's copy of the list, and what the row will say it holds
+/// once the server accepted it.
+#[derive(Debug, Clone)]
+pub struct PendingOp {
+    /// The row.
+    pub key: FileKey,
+    /// The operation to send (`None`: nothing to send, only the dirty flag to clear).
+    pub op: Option<DeltaOp>,
+    /// The server's copy after the op: (hash, size, mtime) or none.
+    pub after: Option<(FileHash, u64, i64)>,
+}
+
+/// Counts for one share.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct ShareCounts {
+    /// Files found.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Files hashed (and so shared).
+    pub hashed_files: u64,
+    /// Bytes of those.
+    pub hashed_bytes: u64,
+}
+
+/// The catalog database.
+pub struct Catalog {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Catalog({})", self.path.display())
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER);
+CREATE TABLE IF NOT EXISTS files(
+    share TEXT NOT NULL,
+    dir TEXT NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    dev INTEGER NOT NULL,
+    hash BLOB,
+    gone INTEGER NOT NULL DEFAULT 0,
+    rejected INTEGER NOT NULL DEFAULT 0,
+    srv_hash BLOB,
+    srv_size INTEGER,
+    srv_mtime INTEGER,
+    dirty INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY(share, dir, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS files_by_hash ON files(hash) WHERE hash IS NOT NULL;
+CREATE INDEX IF NOT EXISTS files_by_inode ON files(dev, inode);
+CREATE INDEX IF NOT EXISTS files_dirty ON files(share, dir, name) WHERE dirty = 1;
+CREATE INDEX IF NOT EXISTS files_unhashed ON files(share, dir, name)
+    WHERE hash IS NULL AND gone = 0 AND rejected = 0;
+CREATE TABLE IF NOT EXISTS dirs(
+    share TEXT NOT NULL,
+    path TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    PRIMARY KEY(share, path)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dirs_by_parent ON dirs(share, parent);
+CREATE TABLE IF NOT EXISTS pieces(hash BLOB PRIMARY KEY, cvs BLOB NOT NULL);
+";
+
+/// Upper bound of the keys under folder `dir` (exclusive): `'/'` + 1 is `'0'`.
+fn subtree_bounds(dir: &str) -> (String, String) {
+    (format!("{dir}/"), format!("{dir}0"))
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(())
+}
+
+fn hash_from(blob: Option<Vec<u8>>) -> Option<FileHash> {
+    blob.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .map(FileHash::from_bytes)
+}
+
+fn stat_from(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Stat> {
+    Ok(Stat {
+        size: row.get::<_, i64>(first)? as u64,
+        mtime_ns: row.get(first + 1)?,
+        inode: row.get::<_, i64>(first + 2)? as u64,
+        dev: row.get::<_, i64>(first + 3)? as u64,
+    })
+}
+
+impl Catalog {
+    /// Opens (creating) the catalog in `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Catalog> {
+        let path = state_dir.join(CATALOG_FILE);
+        let conn = Connection::open(&path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        configure(&conn)?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Catalog {
+            path,
+            writer: Mutex::new(conn),
+        })
+    }
+
+    /// A read-only connection for one thread.
+    pub fn reader(&self) -> Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure(&conn)?;
+        Ok(conn)
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a transaction open (it rolls back on
+        // drop), so the connection is still usable.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The files recorded in one folder, sorted by name.
+    pub fn children(reader: &Connection, share: &str, dir: &str) -> Result<Vec<ChildRow>> {
+        let mut stmt = reader.prepare_cached(
+            "SELECT name, size, mtime_ns, inode, dev, gone FROM files
+             WHERE share = ?1 AND dir = ?2 ORDER BY name",
+        )?;
+        let rows = stmt.query_map(params![share, dir], |row| {
+            Ok(ChildRow {
+                name: row.get(0)?,
+                stat: stat_from(row, 1)?,
+                gone: row.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The folders recorded directly under `dir`.
+    pub fn child_dirs(reader: &Connection, share: &str, dir: &str) -> Result<Vec<String>> {
+        let mut stmt =
+            reader.prepare_cached("SELECT path FROM dirs WHERE share = ?1 AND parent = ?2")?;
+        let rows = stmt.query_map(params![share, dir], |row| row.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// One file's recorded stat, if it is there and not gone.
+    pub fn file_stat(reader: &Connection, key: &FileKey) -> Result<Option<Stat>> {
+        let mut stmt = reader.prepare_cached(
+            "SELECT size, mtime_ns, inode, dev FROM files
+             WHERE share = ?1 AND dir = ?2 AND name = ?3 AND gone = 0",
+        )?;
+        Ok(stmt
+            .query_row(params![key.share, key.dir, key.name], |row| {
+                stat_from(row, 0)
+            })
+            .optional()?)
+    }
+
+    /// Applies what a scan found, in one transaction. Returns (files, bytes) newly waiting
+    /// for a hash.
+    pub fn apply(&self, changes: &[Change]) -> Result<(u64, u64)> {
+        if changes.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut queued = (0u64, 0u64);
+        for change in changes {
+            match change {
+                Change::Upsert(key, stat) => {
+                    // A file renamed or moved within the shares keeps its inode, size and
+                    // mtime: its hash is taken over instead of reading it again.
+                    let known: Option<Vec<u8>> = tx
+                        .prepare_cached(
+                            "SELECT hash FROM files WHERE dev = ?1 AND inode = ?2 AND size = ?3
+                             AND mtime_ns = ?4 AND hash IS NOT NULL LIMIT 1",
+                        )?
+                        .query_row(
+                            params![
+                                stat.dev as i64,
+                                stat.inode as i64,
+                                stat.size as i64,
+                                stat.mtime_ns
+                            ],
+                            |row| row.get(0),
+                        )
+                        .optional()?;
+                    let n = tx
+                        .prepare_cached(
+                            "INSERT INTO files(share, dir, name, size, mtime_ns, inode, dev, hash, dirty)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1)
+                             ON CONFLICT(share, dir, name) DO UPDATE SET
+                                size = excluded.size, mtime_ns = excluded.mtime_ns,
+                                inode = excluded.inode, dev = excluded.dev,
+                                hash = excluded.hash, gone = 0, rejected = 0, dirty = 1
+                             WHERE gone = 1 OR size != excluded.size OR mtime_ns != excluded.mtime_ns
+                                OR inode != excluded.inode OR dev != excluded.dev",
+                        )?
+                        .execute(params![
+                            key.share,
+                            key.dir,
+                            key.name,
+                            stat.size as i64,
+                            stat.mtime_ns,
+                            stat.inode as i64,
+                            stat.dev as i64,
+                            known
+                        ])?;
+                    if n > 0 && known.is_none() {
+                        queued.0 += 1;
+                        queued.1 += stat.size;
+                    }
+                }
+                Change::Remove(key) => {
+                    remove_where(
+                        &tx,
+                        "share = ?1 AND dir = ?2 AND name = ?3",
+                        params![key.share, key.dir, key.name],
+                    )?;
+                }
+                Change::RemoveDir { share, dir } => {
+                    let (lo, hi) = subtree_bounds(dir);
+                    remove_where(
+                        &tx,
+                        "share = ?1 AND (dir = ?2 OR (dir >= ?3 AND dir < ?4))",
+                        params![share, dir, lo, hi],
+                    )?;
+                    tx.prepare_cached(
+                        "DELETE FROM dirs WHERE share = ?1
+                         AND (path = ?2 OR (path >= ?3 AND path < ?4))",
+                    )?
+                    .execute(params![share, dir, lo, hi])?;
+                }
+                Change::Dir { share, dir } => {
+                    let parent = dir.rsplit_once('/').map_or("", |(p, _)| p);
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO dirs(share, path, parent) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![share, dir, parent])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(queued)
+    }
+
+    /// Forgets every share not in `names` (they were unshared): their files are removed from
+    /// the server's list at the next sync.
+    pub fn retain_shares(&self, names: &[String]) -> Result<u64> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let shares: Vec<String> = {
+            let mut stmt = tx.prepare("SELECT DISTINCT share FROM files")?;
+            let rows = stmt.query_map([], |row| row.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut removed = 0;
+        for share in shares.iter().filter(|s| !names.contains(s)) {
+            removed += remove_where(&tx, "share = ?1", params![share])?;
+            tx.execute("DELETE FROM dirs WHERE share = ?1", params![share])?;
+        }
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    /// Up to `limit` files waiting for a hash.
+    pub fn unhashed(&self, reader: &Connection, limit: usize) -> Result<Vec<Unhashed>> {
+        let mut stmt = reader.prepare_cached(
+            "SELECT share, dir, name, size, mtime_ns, inode, dev FROM files
+             WHERE hash IS NULL AND gone = 0 AND rejected = 0 ORDER BY share, dir, name LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit as i64], |row| {
+            Ok(Unhashed {
+                key: FileKey {
+                    share: row.get(0)?,
+                    dir: row.get(1)?,
+                    name: row.get(2)?,
+                },
+                stat: stat_from(row, 3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Files and bytes waiting for a hash.
+    pub fn unhashed_totals(&self, reader: &Connection) -> Result<(u64, u64)> {
+        Ok(reader.query_row(
+            "SELECT count(*), coalesce(sum(size), 0) FROM files\n             WHERE hash IS NULL AND gone = 0 AND rejected = 0",
+            [],
+            |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
+        )?)
+    }
+
+    /// Records hashes, each only if the file still has the stat it was hashed at. Returns how
+    /// many were recorded.
+    pub fn record_hashes(&self, results: &[(Unhashed, FileHash, Vec<PieceCv>)]) -> Result<usize> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut recorded = 0;
+        for (file, hash, cvs) in results {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE files SET hash = ?4, dirty = 1
+                     WHERE share = ?1 AND dir = ?2 AND name = ?3 AND gone = 0
+                       AND size = ?5 AND mtime_ns = ?6 AND inode = ?7 AND dev = ?8",
+                )?
+                .execute(params![
+                    file.key.share,
+                    file.key.dir,
+                    file.key.name,
+                    hash.as_bytes().as_slice(),
+                    file.stat.size as i64,
+                    file.stat.mtime_ns,
+                    file.stat.inode as i64,
+                    file.stat.dev as i64
+                ])?;
+            if n > 0 && !cvs.is_empty() {
+                tx.prepare_cached("INSERT OR IGNORE INTO pieces(hash, cvs) VALUES (?1, ?2)")?
+                    .execute(params![hash.as_bytes().as_slice(), encode_cvs(cvs)])?;
+            }
+            recorded += n;
+        }
+        tx.commit()?;
+        Ok(recorded)
+    }
+
+    /// The files holding content `hash`, as recorded when hashed.
+    pub fn servable(reader: &Connection, hash: &FileHash) -> Result<Vec<Servable>> {
+        let mut stmt = reader.prepare_cached(
+            "SELECT share, dir, name, size, mtime_ns, inode, dev FROM files
+             WHERE hash = ?1 AND gone = 0 LIMIT 8",
+        )?;
+        let rows = stmt.query_map(params![hash.as_bytes().as_slice()], |row| {
+            Ok(Servable {
+                key: FileKey {
+                    share: row.get(0)?,
+                    dir: row.get(1)?,
+                    name: row.get(2)?,
+                },
+                stat: stat_from(row, 3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The piece CVs of content `hash` (files of two or more pieces).
+    pub fn piece_cvs(reader: &Connection, hash: &FileHash) -> Result<Option<Vec<PieceCv>>> {
+        let blob: Option<Vec<u8>> = reader
+            .prepare_cached("SELECT cvs FROM pieces WHERE hash = ?1")?
+            .query_row(params![hash.as_bytes().as_slice()], |row| row.get(0))
+            .optional()?;
+        match blob {
+            None => Ok(None),
+            Some(blob) => decode_cvs(&blob)
+                .map(Some)
+                .ok_or_else(|| CatalogError::Corrupt(format!("piece hashes of {hash}"))),
+        }
+    }
+
+    /// The list version the server holds, as last confirmed.
+    pub fn list_version(&self) -> Result<Option<u64>> {
+        let conn = self.writer();
+        let value: Option<i64> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'list_version'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(value.map(|v| v as u64))
+    }
+
+    /// Up to `limit` pending changes of the server's copy.
+    pub fn pending_ops(&self, reader: &Connection, limit: usize) -> Result<Vec<PendingOp>> {
+        let mut stmt = reader.prepare_cached(
+            "SELECT share, dir, name, size, mtime_ns, hash, gone, rejected,
+                    srv_hash, srv_size, srv_mtime
+             FROM files WHERE dirty = 1 LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit as i64], |row| {
+            let key = FileKey {
+                share: row.get(0)?,
+                dir: row.get(1)?,
+                name: row.get(2)?,
+            };
+            let size = row.get::<_, i64>(3)? as u64;
+            let mtime = row.get::<_, i64>(4)?.div_euclid(1_000_000_000);
+            let hash = hash_from(row.get(5)?);
+            let gone: bool = row.get(6)?;
+            let rejected: bool = row.get(7)?;
+            let srv_hash = hash_from(row.get(8)?);
+            let srv = srv_hash.map(|h| -> rusqlite::Result<_> {
+                Ok((
+                    h,
+                    row.get::<_, Option<i64>>(9)?.unwrap_or(0) as u64,
+                    row.get::<_, Option<i64>>(10)?.unwrap_or(0),
+                ))
+            });
+            let srv = srv.transpose()?;
+            // What the server should hold: the local file if it is hashed and shareable.
+            let local = match (hash, gone || rejected) {
+                (Some(h), false) => Some((h, size, mtime)),
+                _ => None,
+            };
+            let entry = |(hash, size, mtime): (FileHash, u64, i64)| ListEntry {
+                share: key.share.clone(),
+                path: key.rel_path(),
+                size,
+                mtime,
+                hash,
+                tags: MediaTags::default(),
+            };
+            let op = match (srv, local) {
+                (None, Some(l)) => Some(DeltaOp::Add(entry(l))),
+                (Some(s), Some(l)) if s != l => Some(DeltaOp::Change(entry(l))),
+                (Some(_), None) => Some(DeltaOp::Remove {
+                    share: key.share.clone(),
+                    path: key.rel_path(),
+                }),
+                _ => None,
+            };
+            Ok(PendingOp {
+                key,
+                op,
+                after: local,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records that the server accepted `ops` and now holds `version`.
+    pub fn mark_synced(&self, ops: &[PendingOp], version: u64) -> Result<()> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for op in ops {
+            let (hash, size, mtime) = match &op.after {
+                Some((h, s, m)) => (Some(h.as_bytes().to_vec()), Some(*s as i64), Some(*m)),
+                None => (None, None, None),
+            };
+            // The row may have changed since the op was read: it stays dirty if it now differs
+            // from what the server holds.
+            tx.prepare_cached(
+                "UPDATE files SET srv_hash = ?4, srv_size = ?5, srv_mtime = ?6,
+                    dirty = NOT (gone = 0 AND rejected = 0 AND hash IS ?4 AND size IS ?5
+                                 AND mtime_ns >= ?6 * 1000000000
+                                 AND mtime_ns < (?6 + 1) * 1000000000
+                                 OR (gone = 1 OR rejected = 1 OR hash IS NULL) AND ?4 IS NULL)
+                 WHERE share = ?1 AND dir = ?2 AND name = ?3",
+            )?
+            .execute(params![
+                op.key.share,
+                op.key.dir,
+                op.key.name,
+                hash,
+                size,
+                mtime
+            ])?;
+            tx.prepare_cached(
+                "DELETE FROM files WHERE share = ?1 AND dir = ?2 AND name = ?3
+                 AND gone = 1 AND srv_hash IS NULL",
+            )?
+            .execute(params![op.key.share, op.key.dir, op.key.name])?;
+        }
+        set_version(&tx, version)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks a file the server refused, so that it is left out of uploads until it changes.
+    pub fn reject(&self, share: &str, rel: &str) -> Result<bool> {
+        let key = FileKey::from_path(share, rel);
+        let n = self.writer().execute(
+            "UPDATE files SET rejected = 1, dirty = 1
+             WHERE share = ?1 AND dir = ?2 AND name = ?3",
+            params![key.share, key.dir, key.name],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Runs a full upload: holds the writer (so no row changes meanwhile), feeds every shared
+    /// entry to `send` in key order, then asks `outcome` whether the server accepted them. On
+    /// acceptance every row is marked as held by the server at `version`.
+    pub fn full_upload(
+        &self,
+        version: u64,
+        mut send: impl FnMut(ListEntry) -> bool,
+        outcome: impl FnOnce() -> bool,
+    ) -> Result<bool> {
+        let mut conn = self.writer();
+        {
+            let mut stmt = conn.prepare(
+                "SELECT share, dir, name, size, mtime_ns, hash FROM files
+                 WHERE hash IS NOT NULL AND gone = 0 AND rejected = 0
+                 ORDER BY share, dir, name",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let Some(hash) = hash_from(row.get(5)?) else {
+                    continue;
+                };
+                let entry = ListEntry {
+                    share: row.get(0)?,
+                    path: join(&row.get::<_, String>(1)?, &row.get::<_, String>(2)?),
+                    size: row.get::<_, i64>(3)? as u64,
+                    mtime: row.get::<_, i64>(4)?.div_euclid(1_000_000_000),
+                    hash,
+                    tags: MediaTags::default(),
+                };
+                if !send(entry) {
+                    return Ok(false);
+                }
+            }
+        }
+        if !outcome() {
+            return Ok(false);
+        }
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(
+            "DELETE FROM files WHERE gone = 1;
+             UPDATE files SET srv_hash = hash, srv_size = size,
+                srv_mtime = (mtime_ns - ((mtime_ns % 1000000000) + 1000000000) % 1000000000)
+                    / 1000000000,
+                dirty = 0
+             WHERE hash IS NOT NULL AND rejected = 0;
+             UPDATE files SET srv_hash = NULL, srv_size = NULL, srv_mtime = NULL, dirty = 0
+             WHERE hash IS NULL OR rejected = 1;",
+        )?;
+        set_version(&tx, version)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// The `n`-th (0-based) entry a full upload sends, as (share, path): to name the entry a
+    /// server refused by line number.
+    pub fn nth_shared(&self, n: u64) -> Result<Option<(String, String)>> {
+        let conn = self.writer();
+        Ok(conn
+            .query_row(
+                "SELECT share, dir, name FROM files
+                 WHERE hash IS NOT NULL AND gone = 0 AND rejected = 0
+                 ORDER BY share, dir, name LIMIT 1 OFFSET ?1",
+                params![n as i64],
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        join(&row.get::<_, String>(1)?, &row.get::<_, String>(2)?),
+                    ))
+                },
+            )
+            .optional()?)
+    }
+
+    /// Files, bytes and hashed counts per share.
+    pub fn counts(reader: &Connection) -> Result<Vec<(String, ShareCounts)>> {
+        let mut stmt = reader.prepare(
+            "SELECT share, count(*), coalesce(sum(size), 0),
+                    count(hash), coalesce(sum(CASE WHEN hash IS NOT NULL THEN size END), 0)
+             FROM files WHERE gone = 0 GROUP BY share ORDER BY share",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok((
+                row.get(0)?,
+                ShareCounts {
+                    files: row.get::<_, i64>(1)? as u64,
+                    bytes: row.get::<_, i64>(2)? as u64,
+                    hashed_files: row.get::<_, i64>(3)? as u64,
+                    hashed_bytes: row.get::<_, i64>(4)? as u64,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Drops piece hashes no file refers to any more.
+    pub fn collect_garbage(&self) -> Result<usize> {
+        Ok(self.writer().execute(
+            "DELETE FROM pieces WHERE hash NOT IN
+                (SELECT hash FROM files WHERE hash IS NOT NULL)",
+            [],
+        )?)
+    }
+}
+
+/// Turns rows into tombstones: the removal reaches the server at the next sync, which then
+/// deletes them. The hash is kept so that a file moved elsewhere in the shares is not re-read.
+/// Returns the rows affected.
+fn remove_where(
+    tx: &rusqlite::Transaction<'_>,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> Result<u64> {
+    let n = tx
+        .prepare_cached(&format!(
+            "UPDATE files SET gone = 1, dirty = 1 WHERE {filter} AND gone = 0"
+        ))?
+        .execute(args)?;
+    Ok(n as u64)
+}
+
+fn set_version(tx: &rusqlite::Transaction<'_>, version: u64) -> Result<()> {
+    tx.execute(
+        "INSERT INTO meta(key, value) VALUES ('list_version', ?1)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![version as i64],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(size: u64, mtime: i64) -> Stat {
+        Stat {
+            size,
+            mtime_ns: mtime * 1_000_000_000,
+            inode: 7,
+            dev: 1,
+        }
+    }
+
+    fn hash(label: &str) -> FileHash {
+        FileHash::from_bytes(*blake3::hash(label.as_bytes()).as_bytes())
+    }
+
+    fn hash_all(catalog: &Catalog, label: &str) {
+        let reader = catalog.reader().unwrap();
+        let pending: Vec<_> = catalog
+            .unhashed(&reader, 100)
+            .unwrap()
+            .into_iter()
+            .map(|u| (u, hash(label), vec![]))
+            .collect();
+        catalog.record_hashes(&pending).unwrap();
+    }
+
+    fn sync(catalog: &Catalog, version: u64) -> Vec<Option<DeltaOp>> {
+        let reader = catalog.reader().unwrap();
+        let ops = catalog.pending_ops(&reader, 100).unwrap();
+        catalog.mark_synced(&ops, version).unwrap();
+        ops.into_iter().map(|o| o.op).collect()
+    }
+
+    #[test]
+    fn deltas_follow_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        let key = FileKey::from_path("m", "a/b.mp3");
+        catalog
+            .apply(&[Change::Upsert(key.clone(), stat(10, 1))])
+            .unwrap();
+        // Not hashed yet: nothing to send.
+        assert_eq!(sync(&catalog, 1), vec![None]);
+        hash_all(&catalog, "one");
+        assert!(matches!(sync(&catalog, 2)[..], [Some(DeltaOp::Add(_))]));
+        assert!(sync(&catalog, 3).is_empty(), "clean after sync");
+        // Same stat again: no change at all.
+        assert_eq!(
+            catalog
+                .apply(&[Change::Upsert(key.clone(), stat(10, 1))])
+                .unwrap(),
+            (0, 0)
+        );
+        assert!(sync(&catalog, 3).is_empty());
+        // Modified: unhashed content must not stay advertised, then it comes back changed.
+        catalog
+            .apply(&[Change::Upsert(key.clone(), stat(11, 2))])
+            .unwrap();
+        assert!(matches!(
+            sync(&catalog, 4)[..],
+            [Some(DeltaOp::Remove { .. })]
+        ));
+        hash_all(&catalog, "two");
+        assert!(matches!(sync(&catalog, 5)[..], [Some(DeltaOp::Add(_))]));
+        // Deleted: a tombstone until the server forgets it.
+        catalog
+            .apply(&[Change::RemoveDir {
+                share: "m".into(),
+                dir: "a".into(),
+            }])
+            .unwrap();
+        assert!(matches!(
+            sync(&catalog, 6)[..],
+            [Some(DeltaOp::Remove { .. })]
+        ));
+        let reader = catalog.reader().unwrap();
+        assert!(Catalog::children(&reader, "m", "a").unwrap().is_empty());
+        assert_eq!(catalog.list_version().unwrap(), Some(6));
+    }
+
+    #[test]
+    fn a_change_during_sync_stays_dirty() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        let key = FileKey::from_path("m", "x.txt");
+        catalog
+            .apply(&[Change::Upsert(key.clone(), stat(1, 1))])
+            .unwrap();
+        hash_all(&catalog, "one");
+        let reader = catalog.reader().unwrap();
+        let ops = catalog.pending_ops(&reader, 100).unwrap();
+        // The file changes after the op was read but before the server answered.
+        catalog
+            .apply(&[Change::Upsert(key.clone(), stat(2, 2))])
+            .unwrap();
+        catalog.mark_synced(&ops, 1).unwrap();
+        let again = catalog.pending_ops(&reader, 100).unwrap();
+        assert!(matches!(again[0].op, Some(DeltaOp::Remove { .. })));
+    }
+
+    #[test]
+    fn full_upload_marks_everything_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        for name in ["a", "b", "c"] {
+            catalog
+                .apply(&[Change::Upsert(FileKey::from_path("m", name), stat(1, 1))])
+                .unwrap();
+        }
+        hash_all(&catalog, "x");
+        let mut sent = vec![];
+        assert!(
+            !catalog
+                .full_upload(
+                    1,
+                    |e| {
+                        sent.push(e);
+                        true
+                    },
+                    || false
+                )
+                .unwrap()
+        );
+        assert_eq!(sent.len(), 3);
+        let reader = catalog.reader().unwrap();
+        assert_eq!(
+            catalog.pending_ops(&reader, 10).unwrap().len(),
+            3,
+            "refused: still dirty"
+        );
+        assert!(catalog.full_upload(1, |_| true, || true).unwrap());
+        assert!(catalog.pending_ops(&reader, 10).unwrap().is_empty());
+        assert_eq!(catalog.list_version().unwrap(), Some(1));
+    }
+}

@@ -1,0 +1,321 @@
+//! Hashing files with BLAKE3 and keeping the piece hashes that let downloaders verify each piece.
+//!
+//! A file larger than one piece is hashed piece by piece (each piece is a BLAKE3 subtree), with
+//! the pieces spread over the hash threads; the piece CVs are then merged into the root, so one
+//! read yields both the content hash and the verification data. Smaller files are hashed whole,
+//! several at a time. The stat taken when the file was queued is checked before and after: a file
+//! that changed while being read is not recorded.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use peerdex_shared::FileHash;
+use peerdex_shared::pieces::{
+    PIECE_SIZE, PieceCv, piece_count, piece_cv, piece_range, root_from_cvs,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info_span, warn};
+
+use super::catalog::{Catalog, CatalogError, Change, Stat, Unhashed};
+use super::progress::Progress;
+
+/// Why a file was not hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// The file changed (or vanished) since it was queued: rescan it.
+    #[error("file changed while it was being hashed")]
+    Changed,
+    /// Reading failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A file's hash and piece CVs, or why there are none.
+pub type HashOutcome = Result<(FileHash, Vec<PieceCv>), HashError>;
+
+/// Files at least this large are split over all hash threads.
+const SPLIT_THRESHOLD: u64 = 4 * PIECE_SIZE;
+
+fn check(file: &File, expected: &Stat) -> Result<(), HashError> {
+    if Stat::of(&file.metadata()?) == *expected {
+        Ok(())
+    } else {
+        Err(HashError::Changed)
+    }
+}
+
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Result<(), HashError> {
+    file.read_exact_at(buf, offset).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            HashError::Changed
+        } else {
+            HashError::Io(e)
+        }
+    })
+}
+
+/// Hashes the file at `path`, which must still have `expected` stat. Returns the content hash
+/// and, for files of two or more pieces, the CV of every piece.
+pub fn hash_file(
+    path: &Path,
+    expected: &Stat,
+    threads: usize,
+    progress: &Progress,
+) -> HashOutcome {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(HashError::Changed),
+        Err(e) => return Err(e.into()),
+    };
+    check(&file, expected)?;
+    let len = expected.size;
+    let count = piece_count(len);
+    let result = if count == 1 {
+        let mut buf = vec![0u8; len as usize];
+        read_exact_at(&file, &mut buf, 0)?;
+        progress.add_bytes_hashed(len);
+        (
+            FileHash::from_bytes(*blake3::hash(&buf).as_bytes()),
+            Vec::new(),
+        )
+    } else {
+        let threads = if len >= SPLIT_THRESHOLD {
+            threads.max(1)
+        } else {
+            1
+        };
+        let next = AtomicU64::new(0);
+        let cvs = Mutex::new(vec![[0u8; 32]; count as usize]);
+        std::thread::scope(|scope| -> Result<(), HashError> {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| -> Result<(), HashError> {
+                        let mut buf = vec![0u8; PIECE_SIZE as usize];
+                        loop {
+                            let index = next.fetch_add(1, Ordering::Relaxed);
+                            if index >= count {
+                                return Ok(());
+                            }
+                            let range = piece_range(len, index);
+                            let piece = &mut buf[..(range.end - range.start) as usize];
+                            read_exact_at(&file, piece, range.start)?;
+                            let cv = piece_cv(index, piece);
+                            progress.add_bytes_hashed(piece.len() as u64);
+                            if let Ok(mut cvs) = cvs.lock() {
+                                cvs[index as usize] = cv;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for worker in workers {
+                worker.join().map_err(|_| {
+                    HashError::Io(std::io::Error::other("a hash thread panicked"))
+                })??;
+            }
+            Ok(())
+        })?;
+        let cvs = cvs.into_inner().unwrap_or_else(|p| p.into_inner());
+        (root_from_cvs(&cvs), cvs)
+    };
+    // A write that kept the size but landed during the read shows in the mtime.
+    check(&file, expected)?;
+    Ok(result)
+}
+
+/// The hashing loop's inputs.
+pub struct HashLoop {
+    /// Where unhashed files are found and hashes recorded.
+    pub catalog: Arc<Catalog>,
+    /// Share name to folder.
+    pub roots: HashMap<String, PathBuf>,
+    /// Threads to hash with.
+    pub threads: usize,
+    /// Counters.
+    pub progress: Arc<Progress>,
+    /// Notified when a scan queued work.
+    pub wake: Arc<tokio::sync::Notify>,
+    /// Notified when hashes were recorded (the sync loop sends them).
+    pub changed: Arc<tokio::sync::Notify>,
+    /// Where files that changed while being hashed are sent for a rescan.
+    pub rescan: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+}
+
+/// The hashing loop: takes unhashed files from the catalog in batches, hashes them and records
+/// the results, until `stop`.
+pub fn run(inputs: HashLoop, stop: CancellationToken) -> Result<(), CatalogError> {
+    let HashLoop {
+        catalog,
+        roots,
+        threads,
+        progress,
+        wake,
+        changed: catalog_changed,
+        rescan,
+    } = inputs;
+    let reader = catalog.reader()?;
+    let (files, bytes) = catalog.unhashed_totals(&reader)?;
+    progress.set_pending(files, bytes);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| CatalogError::Corrupt(format!("cannot start the hash thread: {e}")))?;
+    while !stop.is_cancelled() {
+        let batch = catalog.unhashed(&reader, 256)?;
+        if batch.is_empty() {
+            let (files, bytes) = catalog.unhashed_totals(&reader)?;
+            progress.set_pending(files, bytes);
+            // Sleep until a scan queues work; the timeout covers a notification that raced.
+            runtime.block_on(async {
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            });
+            continue;
+        }
+        let span = info_span!("hash_batch", files = batch.len());
+        let _guard = span.enter();
+        let outcome = hash_batch(&roots, &batch, threads, &progress, &stop);
+        let mut hashed = Vec::new();
+        let mut changed = Vec::new();
+        for (file, result) in batch.into_iter().zip(outcome) {
+            match result {
+                Some(Ok((hash, cvs))) => {
+                    progress.hashed(file.stat.size);
+                    hashed.push((file, hash, cvs));
+                }
+                Some(Err(HashError::Changed)) => changed.push(file),
+                Some(Err(HashError::Io(e))) => {
+                    warn!(share = %file.key.share, path = %file.key.rel_path(), error = %e,
+                        "cannot read file; leaving it out of the share");
+                    progress.hashed(file.stat.size);
+                    catalog.reject(&file.key.share, &file.key.rel_path())?;
+                }
+                None => {} // stopped
+            }
+        }
+        if catalog.record_hashes(&hashed)? > 0 {
+            catalog_changed.notify_one();
+        }
+        for file in changed {
+            debug!(path = %file.key.rel_path(), "changed while hashing; rescanning");
+            // Record the new stat (or the removal) straight away so the next batch does not
+            // pick the file up with its old stat.
+            let path = roots
+                .get(&file.key.share)
+                .map(|root| root.join(file.key.rel_path()));
+            let change = match path.map(std::fs::metadata) {
+                Some(Ok(meta)) if meta.is_file() => {
+                    Change::Upsert(file.key.clone(), Stat::of(&meta))
+                }
+                _ => Change::Remove(file.key.clone()),
+            };
+            catalog.apply(&[change])?;
+            let _ = rescan.send((file.key.share.clone(), file.key.rel_path()));
+        }
+    }
+    Ok(())
+}
+
+/// Hashes a batch: small files several at a time, large ones each over all threads. `None` for
+/// files skipped because of `stop`.
+fn hash_batch(
+    roots: &HashMap<String, PathBuf>,
+    batch: &[Unhashed],
+    threads: usize,
+    progress: &Progress,
+    stop: &CancellationToken,
+) -> Vec<Option<HashOutcome>> {
+    let hash_one = |file: &Unhashed, threads: usize| {
+        if stop.is_cancelled() {
+            return None;
+        }
+        let Some(root) = roots.get(&file.key.share) else {
+            return Some(Err(HashError::Changed));
+        };
+        Some(hash_file(
+            &root.join(file.key.rel_path()),
+            &file.stat,
+            threads,
+            progress,
+        ))
+    };
+    let results: Vec<Mutex<Option<_>>> = batch.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(file) = batch.get(i) else {
+                        return;
+                    };
+                    if file.stat.size >= SPLIT_THRESHOLD {
+                        continue; // done below, with every thread
+                    }
+                    let result = hash_one(file, 1);
+                    if let Ok(mut slot) = results[i].lock() {
+                        *slot = result;
+                    }
+                }
+            });
+        }
+    });
+    for (i, file) in batch.iter().enumerate() {
+        if file.stat.size >= SPLIT_THRESHOLD {
+            let result = hash_one(file, threads);
+            if let Ok(mut slot) = results[i].lock() {
+                *slot = result;
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|slot| slot.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_match_blake3_and_pieces_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let progress = Progress::default();
+        let p = PIECE_SIZE as usize;
+        for len in [0, 1, p, p + 1, 5 * p + 3] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let path = dir.path().join(format!("f{len}"));
+            std::fs::write(&path, &bytes).unwrap();
+            let stat = Stat::of(&std::fs::metadata(&path).unwrap());
+            let (hash, cvs) = hash_file(&path, &stat, 2, &progress).unwrap();
+            assert_eq!(
+                hash.as_bytes(),
+                blake3::hash(&bytes).as_bytes(),
+                "len {len}"
+            );
+            assert_eq!(cvs.len(), if len > p { len.div_ceil(p) } else { 0 });
+        }
+    }
+
+    #[test]
+    fn a_file_changed_since_queued_is_not_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"before").unwrap();
+        let stat = Stat::of(&std::fs::metadata(&path).unwrap());
+        std::fs::write(&path, b"after, longer").unwrap();
+        assert!(matches!(
+            hash_file(&path, &stat, 1, &Progress::default()),
+            Err(HashError::Changed)
+        ));
+    }
+}

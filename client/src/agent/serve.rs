@@ -1,0 +1,712 @@
+//! The agent's file server: other peers download shared content from it by hash over HTTP/1.1.
+//!
+//! Routes (see `docs/PROTOCOL.md`, "Peer file server"):
+//! - `GET`/`HEAD /peerdex/v1/blobs/{hash}`: the content, with one byte range at most.
+//! - `GET /peerdex/v1/blobs/{hash}/pieces?first=A&count=K`: the proof for pieces `A..A+K`.
+//! - `GET /peerdex/v1/connect-back?nonce=N`: the index server's reachability probe.
+//!
+//! Only content in the catalog is served, never a path taken from a request: the hash is looked
+//! up, and the file it was read from is opened and checked to be the same file (inode, size,
+//! mtime) before a byte is sent. Anything that is not exactly a known hash gets the same 404.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::{Body, Frame};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use peerdex_shared::FileHash;
+use peerdex_shared::api::CONNECT_BACK_PATH;
+use peerdex_shared::pieces::{PIECE_SIZE, build_proof, encode_cvs, piece_count};
+use rusqlite::Connection;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::catalog::{Catalog, Servable, Stat};
+use super::config::UploadConfig;
+use super::slots::{Bandwidth, Refusal, SlotGuard, SlotLimits, Slots};
+use crate::Identity;
+
+/// Prefix of the content routes.
+pub const BLOB_PREFIX: &str = "/peerdex/v1/blobs/";
+
+/// Bytes read from disk and handed to the socket at a time.
+const CHUNK: usize = 256 * 1024;
+
+/// Most piece hashes returned by one proof request (64 GiB of content).
+const MAX_PROOF_PIECES: u64 = 65_536;
+
+type ResponseBody = BoxBody<Bytes, std::io::Error>;
+
+/// An upload in progress, as `peerdex status` lists it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct UploadInfo {
+    /// Requesting address.
+    pub peer: String,
+    /// Content.
+    pub hash: FileHash,
+    /// Path within its share.
+    pub path: String,
+    /// Bytes sent so far.
+    pub sent: u64,
+    /// Bytes to send.
+    pub length: u64,
+}
+
+/// Counters of the file server.
+#[derive(Debug, Default)]
+pub struct ServeStats {
+    /// Bytes of content sent.
+    pub bytes_sent: AtomicU64,
+    /// Uploads that sent their whole range.
+    pub completed: AtomicU64,
+    /// Requests refused for lack of a slot.
+    pub refused: AtomicU64,
+    /// Uploads dropped for being too slow.
+    pub dropped_slow: AtomicU64,
+    active: Mutex<HashMap<u64, UploadInfo>>,
+    next_id: AtomicU64,
+}
+
+impl ServeStats {
+    /// Uploads in progress.
+    pub fn active(&self) -> Vec<UploadInfo> {
+        let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        active.values().cloned().collect()
+    }
+}
+
+/// Everything a request handler needs.
+pub struct FileServer {
+    catalog: Arc<Catalog>,
+    readers: Mutex<Vec<Connection>>,
+    roots: HashMap<String, PathBuf>,
+    identity: Identity,
+    config: UploadConfig,
+    slots: Arc<Slots>,
+    bandwidth: Option<Bandwidth>,
+    rescan: mpsc::UnboundedSender<(String, String)>,
+    /// Counters for status.
+    pub stats: ServeStats,
+}
+
+impl std::fmt::Debug for FileServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileServer").finish_non_exhaustive()
+    }
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response<ResponseBody> {
+    let body = serde_json::json!({ "error": message }).to_string();
+    let mut response = Response::new(full(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn full(bytes: Bytes) -> ResponseBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+fn not_found() -> Response<ResponseBody> {
+    json_error(StatusCode::NOT_FOUND, "no such content")
+}
+
+/// A byte range to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ByteRange {
+    start: u64,
+    end: u64, // exclusive
+}
+
+/// What a `Range` header asks of a `len`-byte file.
+#[derive(Debug, PartialEq, Eq)]
+enum RangeRequest {
+    /// No (usable) Range header: the whole file.
+    Full,
+    /// One satisfiable range.
+    Partial(ByteRange),
+    /// Nothing satisfiable, or more than one range.
+    Unsatisfiable,
+}
+
+fn parse_range(header: Option<&HeaderValue>, len: u64) -> RangeRequest {
+    let Some(spec) = header
+        .and_then(|h| h.to_str().ok())
+        .and_then(|s| s.trim().strip_prefix("bytes="))
+    else {
+        return RangeRequest::Full; // absent, or a unit we do not know: ignored, as HTTP says
+    };
+    if spec.contains(',') {
+        // One range per request: many overlapping ranges were a denial of service elsewhere.
+        return RangeRequest::Unsatisfiable;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeRequest::Full;
+    };
+    let parse = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            None
+        } else {
+            s.parse().ok()
+        }
+    };
+    let range = match (first.trim().is_empty(), parse(first), parse(last)) {
+        // bytes=-N: the last N bytes.
+        (true, _, Some(n)) if n > 0 => ByteRange {
+            start: len.saturating_sub(n),
+            end: len,
+        },
+        (true, _, _) => return RangeRequest::Unsatisfiable,
+        (false, Some(start), None) if last.trim().is_empty() => ByteRange { start, end: len },
+        (false, Some(start), Some(end)) if end >= start => ByteRange {
+            start,
+            end: end.saturating_add(1).min(len),
+        },
+        _ => return RangeRequest::Full,
+    };
+    if range.start >= len {
+        RangeRequest::Unsatisfiable
+    } else {
+        RangeRequest::Partial(range)
+    }
+}
+
+/// Parses `/peerdex/v1/blobs/{hash}[/pieces]`: exactly 64 lowercase or uppercase hex digits.
+fn parse_blob_path(path: &str) -> Option<(FileHash, bool)> {
+    let rest = path.strip_prefix(BLOB_PREFIX)?;
+    let (hash, pieces) = match rest.split_once('/') {
+        None => (rest, false),
+        Some((hash, "pieces")) => (hash, true),
+        Some(_) => return None,
+    };
+    if hash.len() != 64 {
+        return None;
+    }
+    hash.parse().ok().map(|h| (h, pieces))
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+impl FileServer {
+    /// A file server over `catalog`.
+    pub fn new(
+        catalog: Arc<Catalog>,
+        roots: HashMap<String, PathBuf>,
+        identity: Identity,
+        config: UploadConfig,
+        rescan: mpsc::UnboundedSender<(String, String)>,
+    ) -> Arc<FileServer> {
+        let slots = Slots::new(SlotLimits {
+            slots: config.slots,
+            per_peer: config.per_peer,
+            queue_len: config.queue_len,
+            hold: Duration::from_secs(config.queue_hold_secs),
+        });
+        let bandwidth = (config.max_rate > 0).then(|| Bandwidth::new(config.max_rate));
+        Arc::new(FileServer {
+            catalog,
+            readers: Mutex::new(Vec::new()),
+            roots,
+            identity,
+            config,
+            slots,
+            bandwidth,
+            rescan,
+            stats: ServeStats::default(),
+        })
+    }
+
+    /// (uploads running, requests queued).
+    pub fn slot_usage(&self) -> (usize, usize) {
+        self.slots.usage()
+    }
+
+    /// Runs a catalog query on a pooled read connection, off the async threads.
+    async fn with_reader<T: Send + 'static>(
+        self: &Arc<Self>,
+        query: impl FnOnce(&Connection) -> Result<T, super::catalog::CatalogError> + Send + 'static,
+    ) -> Option<T> {
+        let server = self.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let pooled = server.readers.lock().ok().and_then(|mut p| p.pop());
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => server.catalog.reader().ok()?,
+            };
+            let result = query(&conn);
+            if let Ok(mut pool) = server.readers.lock() {
+                pool.push(conn);
+            }
+            match result {
+                Ok(value) => Some(value),
+                Err(e) => {
+                    warn!(error = %e, "catalog lookup failed");
+                    None
+                }
+            }
+        })
+        .await;
+        outcome.ok().flatten()
+    }
+
+    /// Serves `listener` until `shutdown`.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        let connections = Arc::new(tokio::sync::Semaphore::new(self.config.max_connections));
+        loop {
+            let (stream, remote) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        debug!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = shutdown.cancelled() => return,
+            };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                debug!(%remote, "connection limit reached; closing");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let connection_token = shutdown.child_token();
+            let server = self.clone();
+            let token = connection_token.clone();
+            let service = hyper::service::service_fn(move |request| {
+                let server = server.clone();
+                let token = token.clone();
+                async move { Ok::<_, Infallible>(server.handle(request, remote, token).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(self.config.header_read_timeout_secs))
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::spawn(
+                async move {
+                    tokio::select! {
+                        result = connection => if let Err(e) = result {
+                            debug!(error = %e, "connection ended with an error");
+                        },
+                        () = connection_token.cancelled() => {}
+                    }
+                    drop(permit);
+                }
+                .instrument(info_span!("peer_connection", %remote)),
+            );
+        }
+    }
+
+    async fn handle<B>(
+        self: Arc<Self>,
+        request: Request<B>,
+        remote: SocketAddr,
+        connection: CancellationToken,
+    ) -> Response<ResponseBody> {
+        let path = request.uri().path();
+        if path == CONNECT_BACK_PATH {
+            let answer = crate::connect_back::answer(&self.identity, &request);
+            let (parts, body) = answer.into_parts();
+            return Response::from_parts(parts, body.map_err(|never| match never {}).boxed());
+        }
+        let Some((hash, pieces)) = parse_blob_path(path) else {
+            return not_found();
+        };
+        let span = info_span!("upload", peer = %remote.ip(), hash = %hash.fmt_short());
+        async move {
+            match (request.method(), pieces) {
+                (&Method::GET, true) => self.pieces(hash, request.uri().query()).await,
+                (&Method::GET | &Method::HEAD, false) => {
+                    self.blob(&request, hash, remote.ip(), connection).await
+                }
+                _ => {
+                    let mut response =
+                        json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+                    response
+                        .headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                    response
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn pieces(
+        self: &Arc<Self>,
+        hash: FileHash,
+        query: Option<&str>,
+    ) -> Response<ResponseBody> {
+        let lookup = self
+            .with_reader(move |conn| {
+                let files = Catalog::servable(conn, &hash)?;
+                let cvs = Catalog::piece_cvs(conn, &hash)?;
+                Ok((files, cvs))
+            })
+            .await;
+        let Some((files, cvs)) = lookup else {
+            return json_error(StatusCode::INTERNAL_SERVER_ERROR, "catalog unavailable");
+        };
+        let Some(file) = files.first() else {
+            return not_found();
+        };
+        let count = piece_count(file.stat.size);
+        let number = |name: &str, default: u64| match query_param(query, name) {
+            None => Some(default),
+            Some(v) => v.parse::<u64>().ok(),
+        };
+        let (Some(first), Some(asked)) = (number("first", 0), number("count", count)) else {
+            return json_error(StatusCode::BAD_REQUEST, "first and count must be numbers");
+        };
+        let end = first.saturating_add(asked.min(MAX_PROOF_PIECES)).min(count);
+        if first >= end {
+            return json_error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                &format!("the file has {count} pieces"),
+            );
+        }
+        let body = if count == 1 {
+            Vec::new() // a single piece is checked against the content hash itself
+        } else {
+            match cvs.map(|cvs| build_proof(&cvs, first, end)) {
+                Some(Ok(proof)) => encode_cvs(&proof),
+                _ => {
+                    warn!(hash = %hash.fmt_short(), "piece hashes missing or damaged");
+                    return json_error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "piece hashes unavailable",
+                    );
+                }
+            }
+        };
+        let mut response = Response::new(full(Bytes::from(body)));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        headers.insert("x-peerdex-size", HeaderValue::from(file.stat.size));
+        headers.insert("x-peerdex-piece-size", HeaderValue::from(PIECE_SIZE));
+        headers.insert("x-peerdex-pieces", HeaderValue::from(count));
+        if let Ok(value) = HeaderValue::from_str(&format!("{first}-{end}")) {
+            headers.insert("x-peerdex-proof-range", value);
+        }
+        response
+    }
+
+    /// Opens the first catalog file for `hash` that is still exactly the file that was hashed.
+    /// Files that changed are queued for a rescan.
+    fn open_verified(&self, files: &[Servable]) -> Result<(std::fs::File, Servable), bool> {
+        let mut changed = false;
+        for file in files {
+            let Some(root) = self.roots.get(&file.key.share) else {
+                continue;
+            };
+            let rel = file.key.rel_path();
+            let opened = std::fs::File::open(root.join(&rel)).and_then(|f| {
+                let stat = Stat::of(&f.metadata()?);
+                Ok((f, stat))
+            });
+            match opened {
+                // Same inode, size and mtime: the file that was hashed, even if a symlink or
+                // a renamed folder now sits somewhere on the way to it.
+                Ok((f, stat)) if stat == file.stat => return Ok((f, file.clone())),
+                _ => {
+                    changed = true;
+                    let _ = self.rescan.send((file.key.share.clone(), rel));
+                }
+            }
+        }
+        Err(changed)
+    }
+
+    async fn blob<B>(
+        self: &Arc<Self>,
+        request: &Request<B>,
+        hash: FileHash,
+        peer: IpAddr,
+        connection: CancellationToken,
+    ) -> Response<ResponseBody> {
+        let Some(files) = self
+            .with_reader(move |conn| Catalog::servable(conn, &hash))
+            .await
+        else {
+            return json_error(StatusCode::INTERNAL_SERVER_ERROR, "catalog unavailable");
+        };
+        if files.is_empty() {
+            return not_found();
+        }
+        let server = self.clone();
+        let opened = tokio::task::spawn_blocking(move || server.open_verified(&files)).await;
+        let (file, servable) = match opened {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(true)) => {
+                return json_error(
+                    StatusCode::CONFLICT,
+                    "the file changed since it was hashed; it is being rescanned",
+                );
+            }
+            _ => return not_found(),
+        };
+        let len = servable.stat.size;
+        let (status, range) = match parse_range(request.headers().get(header::RANGE), len) {
+            RangeRequest::Full => (StatusCode::OK, ByteRange { start: 0, end: len }),
+            RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, r),
+            RangeRequest::Unsatisfiable => {
+                let mut response = json_error(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "range not satisfiable (one range within the file)",
+                );
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    response.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                return response;
+            }
+        };
+        let mut builder = Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::ACCEPT_RANGES, "bytes")
+            .header(header::ETAG, format!("\"{hash}\""))
+            .header(header::CONTENT_LENGTH, range.end - range.start);
+        if status == StatusCode::PARTIAL_CONTENT {
+            builder = builder.header(
+                header::CONTENT_RANGE,
+                format!("bytes {}-{}/{len}", range.start, range.end - 1),
+            );
+        }
+        if request.method() == Method::HEAD || range.start == range.end {
+            return builder
+                .body(full(Bytes::new()))
+                .unwrap_or_else(|_| json_error(StatusCode::INTERNAL_SERVER_ERROR, "response"));
+        }
+        let slot = match self.slots.acquire(peer, hash) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                let (message, position) = match refusal {
+                    Refusal::Queued(n) => (
+                        format!("all upload slots are busy; you are number {n} in the queue"),
+                        Some(n),
+                    ),
+                    Refusal::QueueFull => (
+                        "all upload slots are busy and the queue is full".to_owned(),
+                        None,
+                    ),
+                };
+                let mut response = json_error(StatusCode::SERVICE_UNAVAILABLE, &message);
+                let retry = 1 + position.unwrap_or(self.config.queue_len) / self.config.slots;
+                let headers = response.headers_mut();
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry.min(60) as u64));
+                if let Some(n) = position {
+                    headers.insert("x-peerdex-queue-position", HeaderValue::from(n as u64));
+                }
+                return response;
+            }
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let id = self.stats.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut active) = self.stats.active.lock() {
+            active.insert(
+                id,
+                UploadInfo {
+                    peer: peer.to_string(),
+                    hash,
+                    path: format!("{}/{}", servable.key.share, servable.key.rel_path()),
+                    sent: 0,
+                    length: range.end - range.start,
+                },
+            );
+        }
+        let server = self.clone();
+        tokio::spawn(
+            async move {
+                server
+                    .send_file(file, range, tx, id, connection, slot)
+                    .await;
+            }
+            .instrument(tracing::Span::current()),
+        );
+        builder
+            .body(ChannelBody { rx }.boxed())
+            .unwrap_or_else(|_| json_error(StatusCode::INTERNAL_SERVER_ERROR, "response"))
+    }
+
+    /// Reads `range` of `file` and feeds it to the response body, holding `slot` until done.
+    /// A reader slower than the configured minimum rate has its connection closed.
+    async fn send_file(
+        self: Arc<Self>,
+        file: std::fs::File,
+        range: ByteRange,
+        tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+        id: u64,
+        connection: CancellationToken,
+        slot: SlotGuard,
+    ) {
+        let file = Arc::new(file);
+        let window = Duration::from_secs(self.config.min_rate_window_secs.max(1));
+        let min_bytes = self.config.min_rate.saturating_mul(window.as_secs());
+        let mut offset = range.start;
+        let mut window_sending = Duration::ZERO;
+        let mut window_bytes = 0u64;
+        let mut complete = false;
+        while offset < range.end {
+            let want = (range.end - offset).min(CHUNK as u64) as usize;
+            let reader = file.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; want];
+                reader
+                    .read_exact_at(&mut buf, offset)
+                    .map(|()| Bytes::from(buf))
+            })
+            .await;
+            let chunk = match read {
+                Ok(Ok(chunk)) => chunk,
+                Ok(Err(e)) => {
+                    warn!(error = %e, "reading a shared file failed mid-upload");
+                    let _ = tx.send(Err(e)).await;
+                    break;
+                }
+                Err(_) => break,
+            };
+            if let Some(bandwidth) = &self.bandwidth {
+                let wait = bandwidth.take(chunk.len() as u64);
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            let n = chunk.len() as u64;
+            let started = Instant::now();
+            match tokio::time::timeout(window, tx.send(Ok(chunk))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break, // the peer went away
+                Err(_) => {
+                    self.drop_slow(&connection);
+                    break;
+                }
+            }
+            window_sending += started.elapsed();
+            window_bytes += n;
+            offset += n;
+            self.stats.bytes_sent.fetch_add(n, Ordering::Relaxed);
+            if let Ok(mut active) = self.stats.active.lock()
+                && let Some(info) = active.get_mut(&id)
+            {
+                info.sent = offset - range.start;
+            }
+            if window_sending >= window {
+                if window_bytes < min_bytes {
+                    self.drop_slow(&connection);
+                    break;
+                }
+                window_sending = Duration::ZERO;
+                window_bytes = 0;
+            }
+            complete = offset == range.end;
+        }
+        if complete {
+            self.stats.completed.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(mut active) = self.stats.active.lock() {
+            active.remove(&id);
+        }
+        drop(slot);
+    }
+
+    fn drop_slow(&self, connection: &CancellationToken) {
+        self.stats.dropped_slow.fetch_add(1, Ordering::Relaxed);
+        debug!("peer reads slower than the minimum rate; closing its connection");
+        connection.cancel();
+    }
+}
+
+/// A response body fed by the task reading the file.
+struct ChannelBody {
+    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|item| item.map(|result| result.map(Frame::data)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(header: &str, len: u64) -> RangeRequest {
+        parse_range(Some(&HeaderValue::from_str(header).unwrap()), len)
+    }
+
+    #[test]
+    fn ranges() {
+        let r = |start, end| RangeRequest::Partial(ByteRange { start, end });
+        assert_eq!(range("bytes=0-9", 100), r(0, 10));
+        assert_eq!(range("bytes=90-", 100), r(90, 100));
+        assert_eq!(range("bytes=-10", 100), r(90, 100));
+        assert_eq!(range("bytes=-1000", 100), r(0, 100));
+        assert_eq!(range("bytes=50-1000", 100), r(50, 100));
+        assert_eq!(range("bytes=100-", 100), RangeRequest::Unsatisfiable);
+        assert_eq!(range("bytes=0-0", 0), RangeRequest::Unsatisfiable);
+        assert_eq!(range("bytes=0-1,5-9", 100), RangeRequest::Unsatisfiable);
+        assert_eq!(range("bytes=-0", 100), RangeRequest::Unsatisfiable);
+        assert_eq!(range("bytes=9-0", 100), RangeRequest::Full);
+        assert_eq!(range("items=0-1", 100), RangeRequest::Full);
+        assert_eq!(range("bytes=+1-2", 100), RangeRequest::Full);
+        assert_eq!(parse_range(None, 100), RangeRequest::Full);
+    }
+
+    #[test]
+    fn blob_paths_are_exact() {
+        let hash = "ab".repeat(32);
+        assert!(parse_blob_path(&format!("{BLOB_PREFIX}{hash}")).is_some());
+        assert_eq!(
+            parse_blob_path(&format!("{BLOB_PREFIX}{hash}/pieces")).map(|p| p.1),
+            Some(true)
+        );
+        for bad in [
+            format!("{BLOB_PREFIX}{hash}/"),
+            format!("{BLOB_PREFIX}{hash}/../../etc/passwd"),
+            format!("{BLOB_PREFIX}..%2f..%2fetc%2fpasswd"),
+            format!("{BLOB_PREFIX}{}", &hash[..63]),
+            format!("{BLOB_PREFIX}{hash}%00"),
+            "/etc/passwd".to_owned(),
+        ] {
+            assert!(parse_blob_path(&bad).is_none(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Upload slots: how many files the agent sends at once, to whom, and in what order the others
+//! wait.
+//!
+//! A request gets a slot when one is free, its peer is under the per-peer cap, and no request
+//! that waited longer could take that slot. Otherwise it is put in (or keeps) its place in the
+//! queue and is told its position; a queued request that does not ask again within the hold
+//! time loses its place. A peer at its cap does not hold up the peers behind it, so one greedy
+//! peer queueing many files cannot starve the others.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use peerdex_shared::FileHash;
+
+/// Slot settings.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotLimits {
+    /// Concurrent uploads.
+    pub slots: usize,
+    /// Concurrent uploads per peer address.
+    pub per_peer: usize,
+    /// Longest queue.
+    pub queue_len: usize,
+    /// How long a queued request keeps its place without asking again.
+    pub hold: Duration,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    peer: IpAddr,
+    hash: FileHash,
+    last_seen: Instant,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    active: usize,
+    per_peer: HashMap<IpAddr, usize>,
+    queue: VecDeque<Waiting>,
+}
+
+/// The slot table.
+#[derive(Debug)]
+pub struct Slots {
+    limits: SlotLimits,
+    state: Mutex<State>,
+}
+
+/// A held slot; freed on drop.
+#[derive(Debug)]
+pub struct SlotGuard {
+    slots: Arc<Slots>,
+    peer: IpAddr,
+}
+
+/// Why no slot was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// In the queue at this 1-based position.
+    Queued(usize),
+    /// The queue is full too.
+    QueueFull,
+}
+
+/// What a request got: a slot, or its place in the queue.
+pub type SlotResult = Result<SlotGuard, Refusal>;
+
+impl Slots {
+    /// An empty slot table.
+    pub fn new(limits: SlotLimits) -> Arc<Slots> {
+        Arc::new(Slots {
+            limits,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks for a slot for `peer` to download `hash`.
+    pub fn acquire(self: &Arc<Self>, peer: IpAddr, hash: FileHash) -> SlotResult {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let hold = self.limits.hold;
+        state
+            .queue
+            .retain(|w| now.duration_since(w.last_seen) < hold);
+        let free = self.limits.slots.saturating_sub(state.active);
+        let under_cap = |state: &State, p: &IpAddr| {
+            state.per_peer.get(p).copied().unwrap_or(0) < self.limits.per_peer
+        };
+        let mine = state
+            .queue
+            .iter()
+            .position(|w| w.peer == peer && w.hash == hash);
+        if free > 0 && under_cap(&state, &peer) {
+            // Only requests ahead of this one that could use a free slot now take precedence.
+            let ahead = mine.unwrap_or(state.queue.len());
+            let eligible_ahead = state
+                .queue
+                .iter()
+                .take(ahead)
+                .filter(|w| under_cap(&state, &w.peer))
+                .count();
+            if eligible_ahead < free {
+                if let Some(i) = mine {
+                    state.queue.remove(i);
+                }
+                state.active += 1;
+                *state.per_peer.entry(peer).or_insert(0) += 1;
+                return Ok(SlotGuard {
+                    slots: self.clone(),
+                    peer,
+                });
+            }
+        }
+        match mine {
+            Some(i) => {
+                state.queue[i].last_seen = now;
+                Err(Refusal::Queued(i + 1))
+            }
+            None if state.queue.len() >= self.limits.queue_len => Err(Refusal::QueueFull),
+            None => {
+                state.queue.push_back(Waiting {
+                    peer,
+                    hash,
+                    last_seen: now,
+                });
+                Err(Refusal::Queued(state.queue.len()))
+            }
+        }
+    }
+
+    /// (uploads running, requests queued).
+    pub fn usage(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.active, state.queue.len())
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut state = self.slots.lock();
+        state.active = state.active.saturating_sub(1);
+        if let Some(n) = state.per_peer.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                state.per_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// A token bucket shared by all uploads: at most `rate` bytes per second, bursts of one second.
+#[derive(Debug)]
+pub struct Bandwidth {
+    rate: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Bandwidth {
+    /// A limit of `rate` bytes per second.
+    pub fn new(rate: u64) -> Bandwidth {
+        Bandwidth {
+            rate: rate.max(1) as f64,
+            state: Mutex::new((rate as f64, Instant::now())),
+        }
+    }
+
+    /// Takes `bytes` from the bucket; returns how long to wait before sending them.
+    pub fn take(&self, bytes: u64) -> Duration {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let (tokens, at) = &mut *state;
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.rate);
+        *at = now;
+        *tokens -= bytes as f64;
+        if *tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-*tokens / self.rate)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(slots: usize, per_peer: usize) -> SlotLimits {
+        SlotLimits {
+            slots,
+            per_peer,
+            queue_len: 3,
+            hold: Duration::from_secs(60),
+        }
+    }
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, n])
+    }
+
+    fn h(n: u8) -> FileHash {
+        FileHash::from_bytes([n; 32])
+    }
+
+    #[test]
+    fn queued_requests_go_first_and_keep_their_place() {
+        let slots = Slots::new(limits(1, 1));
+        let a = slots.acquire(ip(1), h(1)).unwrap();
+        assert_eq!(slots.acquire(ip(2), h(2)).unwrap_err(), Refusal::Queued(1));
+        assert_eq!(slots.acquire(ip(3), h(3)).unwrap_err(), Refusal::Queued(2));
+        assert_eq!(slots.acquire(ip(2), h(2)).unwrap_err(), Refusal::Queued(1));
+        drop(a);
+        // The newcomer and the second in line wait for the first in line.
+        assert_eq!(slots.acquire(ip(3), h(3)).unwrap_err(), Refusal::Queued(2));
+        assert_eq!(slots.acquire(ip(4), h(4)).unwrap_err(), Refusal::Queued(3));
+        assert_eq!(slots.acquire(ip(5), h(5)).unwrap_err(), Refusal::QueueFull);
+        let b = slots.acquire(ip(2), h(2)).unwrap();
+        assert_eq!(slots.usage(), (1, 2));
+        drop(b);
+        assert!(slots.acquire(ip(3), h(3)).is_ok());
+    }
+
+    #[test]
+    fn a_greedy_peer_does_not_hold_up_others() {
+        let slots = Slots::new(limits(2, 1));
+        let _greedy = slots.acquire(ip(1), h(1)).unwrap();
+        // More files from the same peer wait, at its cap...
+        assert!(matches!(
+            slots.acquire(ip(1), h(2)),
+            Err(Refusal::Queued(1))
+        ));
+        assert!(matches!(
+            slots.acquire(ip(1), h(3)),
+            Err(Refusal::Queued(2))
+        ));
+        // ...but another peer gets the free slot at once.
+        assert!(slots.acquire(ip(2), h(4)).is_ok());
+    }
+
+    #[test]
+    fn bandwidth_paces_after_the_burst() {
+        let bw = Bandwidth::new(1000);
+        assert_eq!(bw.take(1000), Duration::ZERO);
+        let wait = bw.take(500);
+        assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,397 @@
+//! Keeping the index server's copy of the list equal to the catalog.
+//!
+//! On (re)connection the agent registers and compares the list version the server holds with
+//! the one the catalog last saw confirmed: equal means only pending changes travel, as deltas;
+//! anything else (first contact, a server that lost or rolled back its data) means one full
+//! upload. Afterwards catalog changes are sent as deltas a moment after they happen, and
+//! heartbeats keep the peer online. A server that is down or restarting is retried with
+//! exponential backoff and jitter while the agent keeps serving peers.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use peerdex_shared::api::{DeltaOp, ErrorCode, Reachability};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::catalog::Catalog;
+use crate::server_api::ApiError;
+use crate::{Identity, ServerClient};
+
+/// Most operations in one delta upload.
+const DELTA_BATCH: usize = 5_000;
+
+/// Wait after a change before sending it, so a burst travels as one delta.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// The connection to the index server, as `peerdex status` shows it.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct LinkStatus {
+    /// Server URL.
+    pub url: String,
+    /// Registered and heartbeating.
+    pub online: bool,
+    /// The last error talking to the server, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// Whether the server could connect back to our file server.
+    pub reachability: Option<Reachability>,
+    /// Address the server advertises for us.
+    pub advertised_addr: Option<String>,
+    /// List version the server holds.
+    pub list_version: Option<u64>,
+    /// Full list uploads since start.
+    pub full_uploads: u64,
+    /// Delta uploads since start.
+    pub delta_uploads: u64,
+    /// Entries sent since start.
+    pub entries_sent: u64,
+    /// Unix time of the last successful sync.
+    pub last_sync: Option<u64>,
+}
+
+/// Shared link status.
+pub type SharedLink = Arc<Mutex<LinkStatus>>;
+
+fn update(link: &SharedLink, f: impl FnOnce(&mut LinkStatus)) {
+    f(&mut link.lock().unwrap_or_else(|p| p.into_inner()));
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Exponential backoff with jitter, 1 s to 60 s.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(60);
+
+    fn new() -> Backoff {
+        Backoff { next: Self::FIRST }
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    /// The next delay: the current one ±25 %, then doubled for the time after.
+    fn step(&mut self) -> Duration {
+        let mut byte = [0u8; 1];
+        let _ = getrandom::fill(&mut byte);
+        let jitter = 0.75 + f64::from(byte[0]) / 255.0 * 0.5;
+        let delay = self.next.mul_f64(jitter);
+        self.next = (self.next * 2).min(Self::MAX);
+        delay
+    }
+}
+
+/// Why a sync failed.
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Catalog(#[from] super::catalog::CatalogError),
+    #[error("the catalog task failed")]
+    Task,
+}
+
+impl SyncError {
+    /// The session is gone (server restarted with a wiped database, or logged us out).
+    fn needs_register(&self) -> bool {
+        matches!(
+            self,
+            SyncError::Api(e) if matches!(e.code(), Some(ErrorCode::Unauthorized | ErrorCode::Forbidden))
+        )
+    }
+}
+
+/// Everything the sync loop needs.
+pub struct Syncer {
+    /// Server URL.
+    pub url: String,
+    /// Our key.
+    pub identity: Identity,
+    /// Nickname to claim.
+    pub nick: String,
+    /// Port of our file server (0: none).
+    pub port: u16,
+    /// The catalog.
+    pub catalog: Arc<Catalog>,
+    /// Notified when the catalog changed.
+    pub changed: Arc<Notify>,
+    /// Status for `peerdex status`.
+    pub link: SharedLink,
+}
+
+impl Syncer {
+    /// Runs until `stop`, then logs out so that the peer goes offline at once.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut backoff = Backoff::new();
+        update(&self.link, |l| l.url = self.url.clone());
+        loop {
+            let outcome = self.session(&stop).await;
+            if stop.is_cancelled() {
+                return;
+            }
+            let delay = match outcome {
+                Ok(()) => return,
+                Err(e) if e.needs_register() => {
+                    info!(error = %e, "session ended; registering again");
+                    Duration::ZERO
+                }
+                Err(e) => {
+                    let delay = backoff.step();
+                    warn!(server = %self.url, error = %e, retry_in = ?delay, "index server unavailable");
+                    update(&self.link, |l| {
+                        l.online = false;
+                        l.last_error = Some(e.to_string());
+                    });
+                    delay
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            if delay.is_zero() {
+                continue;
+            }
+            // Reset only after a session that got as far as registering (see `session`).
+            if self.link.lock().map(|l| l.online).unwrap_or(false) {
+                backoff.reset();
+            }
+        }
+    }
+
+    /// One session: register, sync, then heartbeat and send deltas until an error or `stop`.
+    async fn session(&self, stop: &CancellationToken) -> Result<(), SyncError> {
+        let mut client = ServerClient::new(&self.url)?;
+        let registered = client
+            .register(&self.identity, &self.nick, self.port)
+            .instrument(info_span!("register", server = %self.url))
+            .await?;
+        info!(
+            server = %self.url,
+            peer = %self.identity.peer_id().fmt_short(),
+            nick = %self.nick,
+            server_version = ?registered.list_version,
+            "registered with the index server"
+        );
+        update(&self.link, |l| {
+            l.online = true;
+            l.last_error = None;
+            l.reachability = Some(registered.reachability);
+            l.advertised_addr = registered.advertised_addr.clone();
+        });
+        self.sync(&client, registered.list_version).await?;
+        let mut interval = Duration::from_secs(registered.heartbeat_interval_secs.max(1));
+        let mut next_heartbeat = tokio::time::Instant::now() + interval;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => {
+                    // Best effort: the server also notices the silence after a while.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), client.logout()).await;
+                    update(&self.link, |l| l.online = false);
+                    return Ok(());
+                }
+                () = tokio::time::sleep_until(next_heartbeat) => {
+                    let beat = client.heartbeat().await?;
+                    interval = Duration::from_secs(beat.heartbeat_interval_secs.max(1));
+                    next_heartbeat = tokio::time::Instant::now() + interval;
+                    update(&self.link, |l| l.reachability = Some(beat.reachability));
+                    if beat.list_version != self.catalog.list_version()? {
+                        warn!(server_version = ?beat.list_version, "server holds another list version; resyncing");
+                        self.sync(&client, beat.list_version).await?;
+                    }
+                }
+                () = self.changed.notified() => {
+                    tokio::select! {
+                        () = stop.cancelled() => continue,
+                        () = tokio::time::sleep(SETTLE) => {}
+                    }
+                    let held = self.catalog.list_version()?;
+                    self.sync(&client, held).await?;
+                }
+            }
+        }
+    }
+
+    /// Brings the server from `server_version` to the catalog: deltas when the server holds the
+    /// version the catalog last confirmed, a full upload otherwise.
+    async fn sync(
+        &self,
+        client: &ServerClient,
+        server_version: Option<u64>,
+    ) -> Result<(), SyncError> {
+        let local = self.catalog.list_version()?;
+        let mut version = match (server_version, local) {
+            (Some(server), Some(local)) if server == local => server,
+            _ => {
+                let next = server_version.unwrap_or(0).max(local.unwrap_or(0)) + 1;
+                self.full_upload(client, next).await?;
+                next
+            }
+        };
+        // Bounded: each round either sends a batch, clears rows with nothing to send, or
+        // rejects one entry the server refused.
+        for _ in 0..10_000 {
+            let catalog = self.catalog.clone();
+            let pending = tokio::task::spawn_blocking(move || {
+                let reader = catalog.reader()?;
+                catalog.pending_ops(&reader, DELTA_BATCH)
+            })
+            .await
+            .map_err(|_| SyncError::Task)??;
+            if pending.is_empty() {
+                break;
+            }
+            let ops: Vec<DeltaOp> = pending.iter().filter_map(|p| p.op.clone()).collect();
+            if ops.is_empty() {
+                self.catalog.mark_synced(&pending, version)?;
+                continue;
+            }
+            match client
+                .upload_delta(version, version + 1, &ops)
+                .instrument(info_span!("delta", base = version, ops = ops.len()))
+                .await
+            {
+                Ok(done) => {
+                    version = done.version;
+                    self.catalog.mark_synced(&pending, version)?;
+                    debug!(ops = ops.len(), version, "delta accepted");
+                    update(&self.link, |l| {
+                        l.delta_uploads += 1;
+                        l.entries_sent += ops.len() as u64;
+                        l.list_version = Some(version);
+                        l.last_sync = Some(unix_now());
+                    });
+                }
+                Err(e) if e.code() == Some(ErrorCode::VersionMismatch) => {
+                    warn!("server's list moved on; sending the full list");
+                    let server = match &e {
+                        ApiError::Server { body, .. } => body.server_version,
+                        _ => None,
+                    };
+                    version = server.unwrap_or(version).max(version) + 1;
+                    self.full_upload(client, version).await?;
+                }
+                Err(ApiError::Server { body, .. })
+                    if body.code == ErrorCode::InvalidEntry && body.line.is_some() =>
+                {
+                    let index = body.line.unwrap_or(1).saturating_sub(1) as usize;
+                    let Some(op) = ops.get(index) else {
+                        return Err(SyncError::Api(ApiError::NotRegistered));
+                    };
+                    let (share, path) = match op {
+                        DeltaOp::Add(e) | DeltaOp::Change(e) => (e.share.clone(), e.path.clone()),
+                        DeltaOp::Remove { share, path } => (share.clone(), path.clone()),
+                    };
+                    warn!(%share, %path, reason = %body.error, "server refused a file; leaving it out");
+                    self.catalog.reject(&share, &path)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        update(&self.link, |l| l.list_version = Some(version));
+        Ok(())
+    }
+
+    /// Sends every shared entry as version `version`, gzip-compressed, streamed from the catalog.
+    async fn full_upload(&self, client: &ServerClient, version: u64) -> Result<(), SyncError> {
+        // Bounded: each failed round rejects one entry the server refused.
+        for _ in 0..1_000 {
+            let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+            let (outcome_tx, outcome_rx) = oneshot::channel::<bool>();
+            let catalog = self.catalog.clone();
+            let producer = tokio::task::spawn_blocking(move || {
+                // Both callbacks below write to the encoder and the channel, one after the other.
+                let sender = RefCell::new(Some(body_tx));
+                let encoder = RefCell::new(GzEncoder::new(Vec::new(), Compression::fast()));
+                let flush = || {
+                    let chunk = std::mem::take(encoder.borrow_mut().get_mut());
+                    chunk.is_empty()
+                        || sender
+                            .borrow()
+                            .as_ref()
+                            .is_some_and(|tx| tx.blocking_send(Ok(Bytes::from(chunk))).is_ok())
+                };
+                let mut sent = 0u64;
+                let accepted = catalog.full_upload(
+                    version,
+                    |entry| {
+                        sent += 1;
+                        let mut encoder_ref = encoder.borrow_mut();
+                        if serde_json::to_writer(&mut *encoder_ref, &entry).is_err()
+                            || encoder_ref.write_all(b"\n").is_err()
+                        {
+                            return false;
+                        }
+                        let full = encoder_ref.get_ref().len() >= 256 * 1024;
+                        drop(encoder_ref);
+                        !full || flush()
+                    },
+                    || {
+                        let finished = encoder.borrow_mut().try_finish().is_ok() && flush();
+                        // Closing the channel ends the request body.
+                        sender.borrow_mut().take();
+                        finished && outcome_rx.blocking_recv().unwrap_or(false)
+                    },
+                );
+                accepted.map(|ok| (ok, sent))
+            });
+            let stream = futures_util::stream::unfold(body_rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            });
+            let result = client
+                .upload_full_body(version, reqwest::Body::wrap_stream(stream), Some("gzip"))
+                .instrument(info_span!("full_upload", version))
+                .await;
+            let _ = outcome_tx.send(result.is_ok());
+            let (accepted, sent) = producer.await.map_err(|_| SyncError::Task)??;
+            match result {
+                Ok(done) if accepted => {
+                    info!(entries = done.entries, version, "full list uploaded");
+                    update(&self.link, |l| {
+                        l.full_uploads += 1;
+                        l.entries_sent += sent;
+                        l.list_version = Some(version);
+                        l.last_sync = Some(unix_now());
+                    });
+                    return Ok(());
+                }
+                Ok(_) => return Err(SyncError::Task),
+                Err(ApiError::Server { body, .. })
+                    if body.code == ErrorCode::InvalidEntry && body.line.is_some() =>
+                {
+                    let line = body.line.unwrap_or(1);
+                    match self.catalog.nth_shared(line.saturating_sub(1))? {
+                        Some((share, path)) => {
+                            warn!(%share, %path, reason = %body.error, "server refused a file; leaving it out");
+                            self.catalog.reject(&share, &path)?;
+                        }
+                        None => {
+                            return Err(SyncError::Api(ApiError::Server {
+                                status: reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+                                body,
+                            }));
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(SyncError::Task)
+    }
+}
