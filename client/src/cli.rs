@@ -241,8 +241,9 @@ fn print_status(status: &AgentStatus) {
         println!("          {addr}, {}", format!("{reach:?}").to_lowercase());
     }
     println!(
-        "list      version {}, {} full and {} delta uploads",
+        "list      version {}, {} changes to send; {} full and {} delta uploads since start",
         link.list_version.map_or("-".to_owned(), |v| v.to_string()),
+        status.unsynced_changes,
         link.full_uploads,
         link.delta_uploads
     );
@@ -396,6 +397,7 @@ pub fn main() -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

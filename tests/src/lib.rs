@@ -344,3 +344,131 @@ pub async fn register_raw(
         .await
         .unwrap()
 }
+
+/// An agent config for tests: loopback, ephemeral port, short debounce, every share of `shares`.
+pub fn agent_config(server: &str, state: &Path, shares: &[&Path]) -> peerdex::agent::AgentConfig {
+    use peerdex::agent::config::{ConfigFile, ShareConfig};
+    let mut file = ConfigFile::default();
+    file.scan.debounce_ms = 200;
+    file.scan.hash_threads = 2;
+    file.scan.walk_threads = 2;
+    let shares: Vec<ShareConfig> = shares
+        .iter()
+        .map(|path| ShareConfig {
+            path: path.to_path_buf(),
+            name: None,
+            exclude: vec![],
+            follow_symlinks: false,
+            include_hidden: false,
+        })
+        .collect();
+    peerdex::agent::AgentConfig::from_parts(
+        server.to_owned(),
+        None,
+        Some("127.0.0.1:0".parse().unwrap()),
+        state.to_owned(),
+        &shares,
+        &file,
+    )
+    .unwrap()
+}
+
+/// An agent running in this process, with its own state directory.
+pub struct TestAgent {
+    pub handle: peerdex::agent::AgentHandle,
+    pub config: peerdex::agent::AgentConfig,
+    /// `http://IP:PORT` of its file server.
+    pub url: String,
+    _state: Option<tempfile::TempDir>,
+}
+
+impl TestAgent {
+    /// Starts an agent sharing `shares` with `server`, after `tweak` edits its config.
+    pub async fn start(
+        server: &str,
+        shares: &[&Path],
+        tweak: impl FnOnce(&mut peerdex::agent::AgentConfig),
+    ) -> TestAgent {
+        let state = tempfile::tempdir().unwrap();
+        let mut config = agent_config(server, state.path(), shares);
+        tweak(&mut config);
+        let mut agent = Self::start_with(config).await;
+        agent._state = Some(state);
+        agent
+    }
+
+    /// Starts an agent with exactly `config` (e.g. to restart on the same state directory).
+    pub async fn start_with(config: peerdex::agent::AgentConfig) -> TestAgent {
+        init_logging();
+        let handle = peerdex::agent::start(config.clone()).await.unwrap();
+        let url = format!("http://{}", handle.serve_addr.unwrap());
+        TestAgent {
+            handle,
+            config,
+            url,
+            _state: None,
+        }
+    }
+
+    pub fn status(&self) -> peerdex::agent::AgentStatus {
+        self.handle.status()
+    }
+
+    /// Waits until the agent has hashed everything it found and the server holds it all.
+    pub async fn wait_synced(&self) -> peerdex::agent::AgentStatus {
+        wait_until(
+            "the agent to hash and sync",
+            Duration::from_secs(30),
+            || {
+                let status = self.status();
+                async move {
+                    let hashed: u64 = status.shares.iter().map(|s| s.counts.hashed_files).sum();
+                    let files: u64 = status.shares.iter().map(|s| s.counts.files).sum();
+                    let synced = status.server.online
+                        && !status.progress.scanning
+                        && status.progress.hash_files_pending == 0
+                        && hashed == files
+                        && status.server.list_version.is_some();
+                    if synced {
+                        Ok(status)
+                    } else {
+                        Err(format!("{status:?}"))
+                    }
+                }
+            },
+        )
+        .await
+    }
+
+    /// Stops the agent; returns its state directory guard so that it can be restarted.
+    pub async fn stop(self) -> (peerdex::agent::AgentConfig, Option<tempfile::TempDir>) {
+        self.handle.shutdown().await;
+        (self.config, self._state)
+    }
+}
+
+/// Writes `bytes` to `root/rel`, creating folders.
+pub fn write_file(root: &Path, rel: &str, bytes: &[u8]) -> PathBuf {
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// The BLAKE3 hash of `bytes`.
+pub fn content_hash(bytes: &[u8]) -> FileHash {
+    FileHash::from_bytes(*blake3::hash(bytes).as_bytes())
+}

@@ -731,6 +731,15 @@ impl Catalog {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Rows whose server copy may differ from the file (changes not yet sent).
+    pub fn pending_count(reader: &Connection) -> Result<u64> {
+        Ok(
+            reader.query_row("SELECT count(*) FROM files WHERE dirty = 1", [], |row| {
+                row.get::<_, i64>(0)
+            })? as u64,
+        )
+    }
+
     /// Drops piece hashes no file refers to any more.
     pub fn collect_garbage(&self) -> Result<usize> {
         Ok(self.writer().execute(

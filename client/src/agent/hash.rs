@@ -61,12 +61,7 @@ fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Result<(), HashErr
 
 /// Hashes the file at `path`, which must still have `expected` stat. Returns the content hash
 /// and, for files of two or more pieces, the CV of every piece.
-pub fn hash_file(
-    path: &Path,
-    expected: &Stat,
-    threads: usize,
-    progress: &Progress,
-) -> HashOutcome {
+pub fn hash_file(path: &Path, expected: &Stat, threads: usize, progress: &Progress) -> HashOutcome {
     let file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(HashError::Changed),

@@ -84,6 +84,8 @@ pub struct AgentStatus {
     pub serving: Option<SocketAddr>,
     /// The index server connection.
     pub server: LinkStatus,
+    /// Catalog changes not yet confirmed by the server (0: the server's list is current).
+    pub unsynced_changes: u64,
     /// Shares and their counts.
     pub shares: Vec<ShareStatus>,
     /// Scan and hash progress.
@@ -255,17 +257,25 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         let slots = config.upload.slots;
         let catalog = catalog.clone();
         Arc::new(move || {
-            let counts: HashMap<String, ShareCounts> = catalog
-                .reader()
-                .and_then(|r| Catalog::counts(&r))
+            let reader = catalog.reader();
+            let counts: HashMap<String, ShareCounts> = reader
+                .as_ref()
+                .ok()
+                .and_then(|r| Catalog::counts(r).ok())
                 .map(|c| c.into_iter().collect())
                 .unwrap_or_default();
+            let unsynced_changes = reader
+                .as_ref()
+                .ok()
+                .and_then(|r| Catalog::pending_count(r).ok())
+                .unwrap_or(0);
             let (_, queued) = files.slot_usage();
             AgentStatus {
                 peer_id,
                 nick: nick.clone(),
                 serving: serve_addr,
                 server: link.lock().map(|l| l.clone()).unwrap_or_default(),
+                unsynced_changes,
                 shares: shares
                     .iter()
                     .map(|s| ShareStatus {

@@ -1,10 +1,13 @@
-//! End-to-end scenarios: real servers over real HTTP on 127.0.0.1.
+//! End-to-end scenarios: real servers and agents over real HTTP on 127.0.0.1.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod agent;
+mod cli;
 mod connect_back;
 mod durability;
 mod lists;
+mod peer_server;
 mod presence;
 mod registry;
 mod search;
