@@ -428,6 +428,7 @@ impl TestAgent {
                         && !status.progress.scanning
                         && status.progress.hash_files_pending == 0
                         && hashed == files
+                        && status.unsynced_changes == 0
                         && status.server.list_version.is_some();
                     if synced {
                         Ok(status)

@@ -185,7 +185,7 @@ async fn a_restart_with_an_unchanged_share_reads_and_uploads_nothing() {
     assert_eq!(status.progress.files_seen, 51);
     assert_eq!(status.progress.bytes_hashed, 0, "no file was read again");
     assert_eq!(status.server.full_uploads, 0, "no list was uploaded");
-    assert_eq!(status.server.delta_uploads, 0);
+    assert_eq!(status.server.delta_uploads, 0, "{status:?}");
     assert_eq!(status.server.list_version, version);
     agent.stop().await;
     drop(state);
