@@ -118,8 +118,11 @@ pub fn ndjson<T: serde::Serialize>(items: &[T]) -> Vec<u8> {
 impl ServerClient {
     /// A client for the server at `base` (e.g. `http://127.0.0.1:7700`).
     pub fn new(base: &str) -> Result<ServerClient, ApiError> {
+        // No overall timeout (a full list of a million entries takes a while), but a server
+        // that stops answering mid-request is given up on.
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(std::time::Duration::from_secs(60))
             .build()?;
         Ok(ServerClient {
             http,

@@ -34,7 +34,7 @@ pub enum CatalogError {
 type Result<T> = std::result::Result<T, CatalogError>;
 
 /// What the file system says about a file: enough to tell whether it changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Stat {
     /// Size in bytes.
     pub size: u64,
@@ -52,10 +52,20 @@ impl Stat {
         use std::os::unix::fs::MetadataExt;
         Stat {
             size: meta.len(),
-            mtime_ns: meta.mtime().saturating_mul(1_000_000_000) + meta.mtime_nsec(),
+            mtime_ns: meta
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.mtime_nsec()),
             inode: meta.ino(),
             dev: meta.dev(),
         }
+    }
+
+    /// Whether `other` describes the same file in the same version: same inode, size and mtime.
+    /// The device number is left out: it can change across reboots and remounts (USB disks,
+    /// NFS, btrfs subvolumes) while the files stay the same.
+    pub fn same_version(&self, other: &Stat) -> bool {
+        self.size == other.size && self.mtime_ns == other.mtime_ns && self.inode == other.inode
     }
 
     /// Modification time in whole seconds, as the index server stores it.
@@ -164,6 +174,33 @@ pub struct PendingOp {
     /// The server's copy after the op: (hash, size, mtime) or none.
     pub after: Option<(FileHash, u64, i64)>,
 }
+
+/// What the server said to a full upload, as [`Catalog::full_upload`] needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// 2xx: the server holds the list.
+    Accepted,
+    /// The server refused the entry on this 1-based line.
+    RefusedLine(u64),
+    /// Anything else: the upload did not happen.
+    Failed,
+}
+
+/// How a full upload ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FullUpload {
+    /// The server holds every shared entry; rows are marked so.
+    Done,
+    /// Not accepted (transport error, server error, stopped); nothing changed.
+    Aborted,
+    /// The server refused this entry (share, path), now marked rejected; try again.
+    Refused(Option<(String, String)>),
+}
+
+/// The rows a full upload sends, in the order it sends them.
+const FULL_LIST_QUERY: &str = "SELECT share, dir, name, size, mtime_ns, hash FROM files
+     WHERE hash IS NOT NULL AND gone = 0 AND rejected = 0
+     ORDER BY share, dir, name";
 
 /// Counts for one share.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -329,9 +366,13 @@ impl Catalog {
             match change {
                 Change::Upsert(key, stat) => {
                     // A file renamed or moved within the shares keeps its inode, size and
-                    // mtime: its hash is taken over instead of reading it again.
-                    let known: Option<Vec<u8>> = tx
-                        .prepare_cached(
+                    // mtime: its hash is taken over instead of reading it again. Only for
+                    // mtimes with a sub-second part: files restored from an archive with
+                    // whole-second mtimes could reuse a freed inode with the same size.
+                    let known: Option<Vec<u8>> = if stat.mtime_ns.rem_euclid(1_000_000_000) == 0 {
+                        None
+                    } else {
+                        tx.prepare_cached(
                             "SELECT hash FROM files WHERE dev = ?1 AND inode = ?2 AND size = ?3
                              AND mtime_ns = ?4 AND hash IS NOT NULL LIMIT 1",
                         )?
@@ -344,7 +385,8 @@ impl Catalog {
                             ],
                             |row| row.get(0),
                         )
-                        .optional()?;
+                        .optional()?
+                    };
                     let n = tx
                         .prepare_cached(
                             "INSERT INTO files(share, dir, name, size, mtime_ns, inode, dev, hash, dirty)
@@ -354,7 +396,7 @@ impl Catalog {
                                 inode = excluded.inode, dev = excluded.dev,
                                 hash = excluded.hash, gone = 0, rejected = 0, dirty = 1
                              WHERE gone = 1 OR size != excluded.size OR mtime_ns != excluded.mtime_ns
-                                OR inode != excluded.inode OR dev != excluded.dev",
+                                OR inode != excluded.inode",
                         )?
                         .execute(params![
                             key.share,
@@ -462,7 +504,7 @@ impl Catalog {
                 .prepare_cached(
                     "UPDATE files SET hash = ?4, dirty = 1
                      WHERE share = ?1 AND dir = ?2 AND name = ?3 AND gone = 0
-                       AND size = ?5 AND mtime_ns = ?6 AND inode = ?7 AND dev = ?8",
+                       AND size = ?5 AND mtime_ns = ?6 AND inode = ?7",
                 )?
                 .execute(params![
                     file.key.share,
@@ -471,8 +513,7 @@ impl Catalog {
                     hash.as_bytes().as_slice(),
                     file.stat.size as i64,
                     file.stat.mtime_ns,
-                    file.stat.inode as i64,
-                    file.stat.dev as i64
+                    file.stat.inode as i64
                 ])?;
             if n > 0 && !cvs.is_empty() {
                 tx.prepare_cached("INSERT OR IGNORE INTO pieces(hash, cvs) VALUES (?1, ?2)")?
@@ -515,6 +556,28 @@ impl Catalog {
                 .map(Some)
                 .ok_or_else(|| CatalogError::Corrupt(format!("piece hashes of {hash}"))),
         }
+    }
+
+    /// A number kept in the catalog's `meta` table.
+    pub fn meta(&self, key: &str) -> Result<Option<i64>> {
+        Ok(self
+            .writer()
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                params![key],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Sets a number in the `meta` table.
+    pub fn set_meta(&self, key: &str, value: i64) -> Result<()> {
+        self.writer().execute(
+            "INSERT INTO meta(key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
     }
 
     /// The list version the server holds, as last confirmed.
@@ -638,21 +701,19 @@ impl Catalog {
     }
 
     /// Runs a full upload: holds the writer (so no row changes meanwhile), feeds every shared
-    /// entry to `send` in key order, then asks `outcome` whether the server accepted them. On
-    /// acceptance every row is marked as held by the server at `version`.
+    /// entry to `send` in key order, then asks `verdict` what the server made of them. On
+    /// acceptance every row is marked as held by the server at `version`; when the server refused
+    /// the entry on line `n`, that row is marked rejected (under the same lock, so line `n` is
+    /// still the row that was sent).
     pub fn full_upload(
         &self,
         version: u64,
         mut send: impl FnMut(ListEntry) -> bool,
-        outcome: impl FnOnce() -> bool,
-    ) -> Result<bool> {
+        verdict: impl FnOnce() -> Verdict,
+    ) -> Result<FullUpload> {
         let mut conn = self.writer();
         {
-            let mut stmt = conn.prepare(
-                "SELECT share, dir, name, size, mtime_ns, hash FROM files
-                 WHERE hash IS NOT NULL AND gone = 0 AND rejected = 0
-                 ORDER BY share, dir, name",
-            )?;
+            let mut stmt = conn.prepare(FULL_LIST_QUERY)?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let Some(hash) = hash_from(row.get(5)?) else {
@@ -667,12 +728,31 @@ impl Catalog {
                     tags: MediaTags::default(),
                 };
                 if !send(entry) {
-                    return Ok(false);
+                    return Ok(FullUpload::Aborted);
                 }
             }
         }
-        if !outcome() {
-            return Ok(false);
+        match verdict() {
+            Verdict::Accepted => {}
+            Verdict::Failed => return Ok(FullUpload::Aborted),
+            Verdict::RefusedLine(line) => {
+                let row: Option<(String, String, String)> = conn
+                    .query_row(
+                        &format!("{FULL_LIST_QUERY} LIMIT 1 OFFSET ?1"),
+                        params![line.saturating_sub(1) as i64],
+                        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                    )
+                    .optional()?;
+                let Some((share, dir, name)) = row else {
+                    return Ok(FullUpload::Refused(None));
+                };
+                conn.execute(
+                    "UPDATE files SET rejected = 1, dirty = 1
+                     WHERE share = ?1 AND dir = ?2 AND name = ?3",
+                    params![share, dir, name],
+                )?;
+                return Ok(FullUpload::Refused(Some((share, join(&dir, &name)))));
+            }
         }
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(
@@ -687,27 +767,7 @@ impl Catalog {
         )?;
         set_version(&tx, version)?;
         tx.commit()?;
-        Ok(true)
-    }
-
-    /// The `n`-th (0-based) entry a full upload sends, as (share, path): to name the entry a
-    /// server refused by line number.
-    pub fn nth_shared(&self, n: u64) -> Result<Option<(String, String)>> {
-        let conn = self.writer();
-        Ok(conn
-            .query_row(
-                "SELECT share, dir, name FROM files
-                 WHERE hash IS NOT NULL AND gone = 0 AND rejected = 0
-                 ORDER BY share, dir, name LIMIT 1 OFFSET ?1",
-                params![n as i64],
-                |row| {
-                    Ok((
-                        row.get(0)?,
-                        join(&row.get::<_, String>(1)?, &row.get::<_, String>(2)?),
-                    ))
-                },
-            )
-            .optional()?)
+        Ok(FullUpload::Done)
     }
 
     /// Files, bytes and hashed counts per share.
@@ -888,18 +948,17 @@ mod tests {
         }
         hash_all(&catalog, "x");
         let mut sent = vec![];
-        assert!(
-            !catalog
-                .full_upload(
-                    1,
-                    |e| {
-                        sent.push(e);
-                        true
-                    },
-                    || false
-                )
-                .unwrap()
-        );
+        let outcome = catalog
+            .full_upload(
+                1,
+                |e| {
+                    sent.push(e);
+                    true
+                },
+                || Verdict::Failed,
+            )
+            .unwrap();
+        assert_eq!(outcome, FullUpload::Aborted);
         assert_eq!(sent.len(), 3);
         let reader = catalog.reader().unwrap();
         assert_eq!(
@@ -907,7 +966,24 @@ mod tests {
             3,
             "refused: still dirty"
         );
-        assert!(catalog.full_upload(1, |_| true, || true).unwrap());
+        // The server refuses line 2: that row, and only it, is left out of the next attempt.
+        let refused = catalog
+            .full_upload(1, |_| true, || Verdict::RefusedLine(2))
+            .unwrap();
+        assert_eq!(refused, FullUpload::Refused(Some(("m".into(), "b".into()))));
+        let mut sent = vec![];
+        let done = catalog
+            .full_upload(
+                1,
+                |e| {
+                    sent.push(e.path);
+                    true
+                },
+                || Verdict::Accepted,
+            )
+            .unwrap();
+        assert_eq!(done, FullUpload::Done);
+        assert_eq!(sent, ["a", "c"]);
         assert!(catalog.pending_ops(&reader, 10).unwrap().is_empty());
         assert_eq!(catalog.list_version().unwrap(), Some(1));
     }

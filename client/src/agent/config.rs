@@ -348,7 +348,13 @@ impl AgentConfig {
     ) -> anyhow::Result<AgentConfig> {
         let mut shares: Vec<Share> = Vec::new();
         for config in share_configs {
-            let root = canonical_dir(&config.path)?;
+            // A folder that is missing now (an unmounted disk) is kept: its files stay in the
+            // catalog and the index, and the scanner picks it up when it is back.
+            let root = canonical_dir(&config.path).unwrap_or_else(|e| {
+                tracing::warn!(share = %config.path.display(), error = %format!("{e:#}"),
+                    "shared folder unavailable; keeping its files as they were");
+                config.path.clone()
+            });
             let name = share_name(config)?;
             if let Some(other) = shares.iter().find(|s| s.name == name) {
                 bail!(

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, warn};
 
 use super::catalog::{Catalog, CatalogError, Change, Stat, Unhashed};
+use super::config::Share;
 use super::progress::Progress;
 
 /// Why a file was not hashed.
@@ -33,6 +34,9 @@ pub enum HashError {
     /// Reading failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The agent is stopping.
+    #[error("stopped")]
+    Stopped,
 }
 
 /// A file's hash and piece CVs, or why there are none.
@@ -41,8 +45,30 @@ pub type HashOutcome = Result<(FileHash, Vec<PieceCv>), HashError>;
 /// Files at least this large are split over all hash threads.
 const SPLIT_THRESHOLD: u64 = 4 * PIECE_SIZE;
 
+/// Opens a shared file for reading: never a FIFO or device (whose open could block forever),
+/// and, unless the share follows symlinks, not through a symlink as the last component.
+pub fn open_shared(path: &Path, follow_symlinks: bool) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut flags = libc::O_NONBLOCK;
+    if !follow_symlinks {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)?;
+    if file.metadata()?.is_file() {
+        Ok(file)
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ))
+    }
+}
+
 fn check(file: &File, expected: &Stat) -> Result<(), HashError> {
-    if Stat::of(&file.metadata()?) == *expected {
+    if Stat::of(&file.metadata()?).same_version(expected) {
         Ok(())
     } else {
         Err(HashError::Changed)
@@ -61,10 +87,20 @@ fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Result<(), HashErr
 
 /// Hashes the file at `path`, which must still have `expected` stat. Returns the content hash
 /// and, for files of two or more pieces, the CV of every piece.
-pub fn hash_file(path: &Path, expected: &Stat, threads: usize, progress: &Progress) -> HashOutcome {
-    let file = match File::open(path) {
+pub fn hash_file(
+    path: &Path,
+    expected: &Stat,
+    follow_symlinks: bool,
+    threads: usize,
+    progress: &Progress,
+    stop: &CancellationToken,
+) -> HashOutcome {
+    let file = match open_shared(path, follow_symlinks) {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(HashError::Changed),
+        // Gone, or replaced by a symlink or something that is not a file: rescan it.
+        Err(e) if e.kind() != std::io::ErrorKind::PermissionDenied => {
+            return Err(HashError::Changed);
+        }
         Err(e) => return Err(e.into()),
     };
     check(&file, expected)?;
@@ -95,6 +131,9 @@ pub fn hash_file(path: &Path, expected: &Stat, threads: usize, progress: &Progre
                             let index = next.fetch_add(1, Ordering::Relaxed);
                             if index >= count {
                                 return Ok(());
+                            }
+                            if stop.is_cancelled() {
+                                return Err(HashError::Stopped);
                             }
                             let range = piece_range(len, index);
                             let piece = &mut buf[..(range.end - range.start) as usize];
@@ -127,8 +166,8 @@ pub fn hash_file(path: &Path, expected: &Stat, threads: usize, progress: &Progre
 pub struct HashLoop {
     /// Where unhashed files are found and hashes recorded.
     pub catalog: Arc<Catalog>,
-    /// Share name to folder.
-    pub roots: HashMap<String, PathBuf>,
+    /// Shares by name.
+    pub roots: HashMap<String, Share>,
     /// Threads to hash with.
     pub threads: usize,
     /// Counters.
@@ -187,17 +226,26 @@ pub fn run(inputs: HashLoop, stop: CancellationToken) -> Result<(), CatalogError
                     hashed.push((file, hash, cvs));
                 }
                 Some(Err(HashError::Changed)) => changed.push(file),
+                Some(Err(HashError::Stopped)) | None => {}
                 Some(Err(HashError::Io(e))) => {
                     warn!(share = %file.key.share, path = %file.key.rel_path(), error = %e,
                         "cannot read file; leaving it out of the share");
                     progress.hashed(file.stat.size);
                     catalog.reject(&file.key.share, &file.key.rel_path())?;
                 }
-                None => {} // stopped
             }
         }
         if catalog.record_hashes(&hashed)? > 0 {
             catalog_changed.notify_one();
+        } else if !changed.is_empty() {
+            // Only files that keep changing (being written, or a flaky network filesystem):
+            // give them a moment instead of spinning.
+            runtime.block_on(async {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            });
         }
         for file in changed {
             debug!(path = %file.key.rel_path(), "changed while hashing; rescanning");
@@ -205,8 +253,8 @@ pub fn run(inputs: HashLoop, stop: CancellationToken) -> Result<(), CatalogError
             // pick the file up with its old stat.
             let path = roots
                 .get(&file.key.share)
-                .map(|root| root.join(file.key.rel_path()));
-            let change = match path.map(std::fs::metadata) {
+                .map(|share| share.root.join(file.key.rel_path()));
+            let change = match path.map(std::fs::symlink_metadata) {
                 Some(Ok(meta)) if meta.is_file() => {
                     Change::Upsert(file.key.clone(), Stat::of(&meta))
                 }
@@ -222,7 +270,7 @@ pub fn run(inputs: HashLoop, stop: CancellationToken) -> Result<(), CatalogError
 /// Hashes a batch: small files several at a time, large ones each over all threads. `None` for
 /// files skipped because of `stop`.
 fn hash_batch(
-    roots: &HashMap<String, PathBuf>,
+    roots: &HashMap<String, Share>,
     batch: &[Unhashed],
     threads: usize,
     progress: &Progress,
@@ -232,14 +280,16 @@ fn hash_batch(
         if stop.is_cancelled() {
             return None;
         }
-        let Some(root) = roots.get(&file.key.share) else {
+        let Some(share) = roots.get(&file.key.share) else {
             return Some(Err(HashError::Changed));
         };
         Some(hash_file(
-            &root.join(file.key.rel_path()),
+            &share.root.join(file.key.rel_path()),
             &file.stat,
+            share.rules.follow_symlinks,
             threads,
             progress,
+            stop,
         ))
     };
     let results: Vec<Mutex<Option<_>>> = batch.iter().map(|_| Mutex::new(None)).collect();
@@ -291,7 +341,8 @@ mod tests {
             let path = dir.path().join(format!("f{len}"));
             std::fs::write(&path, &bytes).unwrap();
             let stat = Stat::of(&std::fs::metadata(&path).unwrap());
-            let (hash, cvs) = hash_file(&path, &stat, 2, &progress).unwrap();
+            let (hash, cvs) =
+                hash_file(&path, &stat, false, 2, &progress, &CancellationToken::new()).unwrap();
             assert_eq!(
                 hash.as_bytes(),
                 blake3::hash(&bytes).as_bytes(),
@@ -309,7 +360,14 @@ mod tests {
         let stat = Stat::of(&std::fs::metadata(&path).unwrap());
         std::fs::write(&path, b"after, longer").unwrap();
         assert!(matches!(
-            hash_file(&path, &stat, 1, &Progress::default()),
+            hash_file(
+                &path,
+                &stat,
+                false,
+                1,
+                &Progress::default(),
+                &CancellationToken::new()
+            ),
             Err(HashError::Changed)
         ));
     }

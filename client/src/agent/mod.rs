@@ -174,10 +174,10 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     let changed = Arc::new(Notify::new());
     let wake_hasher = Arc::new(Notify::new());
     let (rescan_tx, rescan_rx) = mpsc::unbounded_channel::<(String, String)>();
-    let roots: HashMap<String, PathBuf> = config
+    let roots: HashMap<String, Share> = config
         .shares
         .iter()
-        .map(|s| (s.name.clone(), s.root.clone()))
+        .map(|s| (s.name.clone(), s.clone()))
         .collect();
 
     let files = FileServer::new(
@@ -224,11 +224,10 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     };
     tasks.spawn(syncer.run(stop.clone()).instrument(info_span!("sync")));
 
-    let scanner = Arc::new(Scanner::new(
-        catalog.clone(),
-        progress.clone(),
-        config.walk_threads(),
-    ));
+    let scanner = Arc::new(
+        Scanner::new(catalog.clone(), progress.clone(), config.walk_threads())
+            .with_stop(stop.clone()),
+    );
     tasks.spawn(
         scan_loop(
             ScanLoop {
@@ -367,11 +366,7 @@ async fn scan_loop(mut state: ScanLoop, stop: CancellationToken) {
     let mut watching = None;
     let mut interval = Duration::from_secs(state.config.scan.rescan_interval_secs.max(1));
     if state.config.scan.watch {
-        match watch::watch(
-            &state.shares,
-            Duration::from_millis(state.config.scan.debounce_ms),
-            state.rescan_tx.clone(),
-        ) {
+        match watch::watch(&state.shares, state.rescan_tx.clone()) {
             Ok(w) => watching = Some(w),
             Err(e) => {
                 interval = Duration::from_secs(state.config.scan.poll_interval_secs.max(1));
@@ -384,6 +379,7 @@ async fn scan_loop(mut state: ScanLoop, stop: CancellationToken) {
             }
         }
     }
+    let debounce = Duration::from_millis(state.config.scan.debounce_ms);
     let mut next_full = tokio::time::Instant::now() + interval;
     loop {
         tokio::select! {
@@ -394,6 +390,11 @@ async fn scan_loop(mut state: ScanLoop, stop: CancellationToken) {
             }
             first = state.rescan_rx.recv() => {
                 let Some(first) = first else { break };
+                // Debounce: a burst of events (a copy, an unpacked archive) becomes one rescan.
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(debounce) => {}
+                }
                 let mut paths = BTreeSet::from([first]);
                 while let Ok(more) = state.rescan_rx.try_recv() {
                     paths.insert(more);

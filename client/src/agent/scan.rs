@@ -12,6 +12,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use peerdex_shared::validate::{PathLimits, validate_relative_path};
 use rusqlite::Connection;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::catalog::{Catalog, CatalogError, Change, FileKey, Stat, join};
@@ -40,6 +41,7 @@ pub struct Scanner {
     progress: Arc<Progress>,
     threads: usize,
     limits: PathLimits,
+    stop: CancellationToken,
 }
 
 struct Job {
@@ -65,7 +67,37 @@ impl Scanner {
             progress,
             threads: threads.max(1),
             limits: PathLimits::default(),
+            stop: CancellationToken::new(),
         }
+    }
+
+    /// Makes scans stop early (between folders) when `stop` is cancelled.
+    pub fn with_stop(mut self, stop: CancellationToken) -> Scanner {
+        self.stop = stop;
+        self
+    }
+
+    /// False when the share's folder looks unmounted: it is empty and on another device than
+    /// at the last scan. A mount point left empty must not look like a share whose files were
+    /// all deleted.
+    fn root_is_trustworthy(&self, share: &Share) -> Result<bool, CatalogError> {
+        let Ok(meta) = std::fs::metadata(&share.root) else {
+            return Ok(false);
+        };
+        if !meta.is_dir() {
+            return Ok(false);
+        }
+        let dev = Stat::of(&meta).dev as i64;
+        let key = format!("root_dev:{}", share.name);
+        let known = self.catalog.meta(&key)?;
+        let empty = std::fs::read_dir(&share.root).is_ok_and(|mut d| d.next().is_none());
+        if known.is_some_and(|known| known != dev) && empty {
+            return Ok(false);
+        }
+        if known != Some(dev) {
+            self.catalog.set_meta(&key, dev)?;
+        }
+        Ok(true)
     }
 
     /// Scans the folder `rel` of `share` (`""`: the whole share). With `recursive` false only
@@ -76,10 +108,9 @@ impl Scanner {
         rel: &str,
         recursive: bool,
     ) -> Result<ScanReport, CatalogError> {
-        if !std::fs::metadata(&share.root).is_ok_and(|m| m.is_dir()) {
-            // An unmounted disk must not look like a share whose files were all deleted.
+        if !self.root_is_trustworthy(share)? {
             warn!(share = %share.name, root = %share.root.display(),
-                "share folder is missing; keeping its files as they were");
+                "share folder is missing or looks unmounted; keeping its files as they were");
             return Ok(ScanReport {
                 unreadable_dirs: 1,
                 ..ScanReport::default()
@@ -122,7 +153,8 @@ impl Scanner {
             let job = {
                 let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
                 loop {
-                    if q.error.is_some() {
+                    if q.error.is_some() || self.stop.is_cancelled() {
+                        ready.notify_all();
                         return;
                     }
                     if let Some(job) = q.jobs.pop() {
@@ -190,9 +222,17 @@ impl Scanner {
         self.progress.dirs_scanned.fetch_add(1, Ordering::Relaxed);
         let mut files: HashMap<String, Stat> = HashMap::new();
         let mut dirs: Vec<(String, (u64, u64))> = Vec::new();
+        // A listing cut short by an I/O error must not turn the unlisted files into deletions.
+        let mut complete = true;
         for entry in entries {
-            let Ok(entry) = entry else {
-                continue;
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    warn!(share = %share.name, dir = %path.display(), error = %e,
+                        "reading folder failed part way; keeping its other files as they were");
+                    complete = false;
+                    break;
+                }
             };
             let Ok(name) = entry.file_name().into_string() else {
                 report.unshareable_names += 1;
@@ -205,8 +245,12 @@ impl Scanner {
                 debug!(share = %share.name, path = %rel, "skipping a name that cannot be shared");
                 continue;
             }
-            let Ok(file_type) = entry.file_type() else {
-                continue;
+            let file_type = match entry.file_type() {
+                Ok(t) => t,
+                Err(e) => {
+                    complete &= e.kind() == std::io::ErrorKind::NotFound;
+                    continue;
+                }
             };
             let meta = if file_type.is_symlink() {
                 if !share.rules.follow_symlinks {
@@ -219,7 +263,11 @@ impl Scanner {
             } else {
                 match entry.metadata() {
                     Ok(meta) => meta,
-                    Err(_) => continue, // vanished since the listing
+                    Err(e) => {
+                        // Gone since the listing is a removal; anything else is unknown.
+                        complete &= e.kind() == std::io::ErrorKind::NotFound;
+                        continue;
+                    }
                 }
             };
             if meta.is_dir() {
@@ -239,7 +287,7 @@ impl Scanner {
         let mut changes = Vec::new();
         for row in Catalog::children(reader, &share.name, &job.rel)? {
             match files.remove(&row.name) {
-                Some(stat) if stat == row.stat && !row.gone => {}
+                Some(stat) if stat.same_version(&row.stat) && !row.gone => {}
                 Some(stat) => changes.push(Change::Upsert(
                     FileKey {
                         share: share.name.clone(),
@@ -248,7 +296,7 @@ impl Scanner {
                     },
                     stat,
                 )),
-                None if row.gone => {}
+                None if row.gone || !complete => {}
                 None => changes.push(Change::Remove(FileKey {
                     share: share.name.clone(),
                     dir: job.rel.clone(),
@@ -270,7 +318,7 @@ impl Scanner {
             .into_iter()
             .collect();
         let on_disk: HashSet<String> = dirs.iter().map(|(n, _)| join(&job.rel, n)).collect();
-        for gone in known.difference(&on_disk) {
+        for gone in known.difference(&on_disk).filter(|_| complete) {
             changes.push(Change::RemoveDir {
                 share: share.name.clone(),
                 dir: gone.clone(),
@@ -325,19 +373,49 @@ impl Scanner {
     }
 
     /// Rescans what an event at `rel` may have changed: the folder itself when it is one,
-    /// otherwise the nearest existing folder above it (without its known subfolders).
+    /// otherwise the nearest existing folder above it. Known subfolders are not descended into
+    /// (a change inside them has its own event); new ones are scanned whole.
     pub fn rescan_path(&self, share: &Share, rel: &str) -> Result<ScanReport, CatalogError> {
+        if !self.inside_share(share, rel) {
+            debug!(share = %share.name, path = %rel, "event behind a symlink; ignored");
+            return Ok(ScanReport::default());
+        }
         let path = share.root.join(rel);
         if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
             self.record_ancestors(share, rel)?;
-            return self.scan(share, rel, true);
+            return self.scan(share, rel, false);
         }
         let mut dir = rel.rsplit_once('/').map_or("", |(d, _)| d).to_owned();
-        while !dir.is_empty() && !share.root.join(&dir).is_dir() {
+        while !dir.is_empty()
+            && !std::fs::symlink_metadata(share.root.join(&dir)).is_ok_and(|m| m.is_dir())
+        {
             dir = dir.rsplit_once('/').map_or("", |(d, _)| d).to_owned();
         }
         self.record_ancestors(share, &dir)?;
         self.scan(share, &dir, false)
+    }
+
+    /// Whether the folders on the way to `rel` are real folders of the share: no symlink among
+    /// them, or, when the share follows symlinks, none leading out of it.
+    fn inside_share(&self, share: &Share, rel: &str) -> bool {
+        let parent = rel.rsplit_once('/').map_or("", |(d, _)| d);
+        if parent.is_empty() {
+            return true;
+        }
+        if share.rules.follow_symlinks {
+            return std::fs::canonicalize(share.root.join(parent))
+                .map_or(true, |p| p.starts_with(&share.root));
+        }
+        let mut path = share.root.clone();
+        for part in parent.split('/') {
+            path.push(part);
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.file_type().is_symlink() => return false,
+                Ok(_) => {}
+                Err(_) => return true, // gone: the rescan of the nearest folder notices
+            }
+        }
+        true
     }
 
     fn record_ancestors(&self, share: &Share, rel: &str) -> Result<(), CatalogError> {
@@ -352,5 +430,86 @@ impl Scanner {
         }
         self.catalog.apply(&changes)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::config::{ShareConfig, ShareRules};
+
+    fn setup(follow_symlinks: bool) -> (tempfile::TempDir, Share, Arc<Catalog>, Scanner) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("share");
+        std::fs::create_dir_all(root.join("music")).unwrap();
+        std::fs::write(root.join("music/a.mp3"), b"a").unwrap();
+        std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+        std::fs::write(dir.path().join("outside/secret.txt"), b"secret").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside"), root.join("link")).unwrap();
+        let config = ShareConfig {
+            path: root.clone(),
+            name: None,
+            exclude: vec![],
+            follow_symlinks,
+            include_hidden: false,
+        };
+        let share = Share {
+            name: "share".into(),
+            root: std::fs::canonicalize(&root).unwrap(),
+            rules: ShareRules::new(&config).unwrap(),
+        };
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let catalog = Arc::new(Catalog::open(&state).unwrap());
+        let scanner = Scanner::new(catalog.clone(), Arc::new(Progress::default()), 2);
+        (dir, share, catalog, scanner)
+    }
+
+    fn files(catalog: &Catalog) -> u64 {
+        let reader = catalog.reader().unwrap();
+        Catalog::counts(&reader)
+            .unwrap()
+            .iter()
+            .map(|(_, c)| c.files)
+            .sum()
+    }
+
+    #[test]
+    fn symlinks_out_of_the_share_are_never_followed() {
+        for follow in [false, true] {
+            let (_dir, share, catalog, scanner) = setup(follow);
+            let report = scanner.scan(&share, "", true).unwrap();
+            assert_eq!(report.files, 1, "follow_symlinks = {follow}");
+            // An event reported behind the symlink (as a watcher following links would).
+            scanner.rescan_path(&share, "link/secret.txt").unwrap();
+            scanner.rescan_path(&share, "link").unwrap();
+            assert_eq!(files(&catalog), 1, "follow_symlinks = {follow}");
+        }
+    }
+
+    #[test]
+    fn a_missing_share_folder_deletes_nothing() {
+        let (dir, share, catalog, scanner) = setup(false);
+        scanner.scan(&share, "", true).unwrap();
+        std::fs::rename(&share.root, dir.path().join("moved away")).unwrap();
+        let report = scanner.scan(&share, "", true).unwrap();
+        assert_eq!(report.unreadable_dirs, 1);
+        assert_eq!(files(&catalog), 1);
+    }
+
+    #[test]
+    fn deletions_and_new_folders_are_found_without_a_full_rescan() {
+        let (_dir, share, catalog, scanner) = setup(false);
+        scanner.scan(&share, "", true).unwrap();
+        std::fs::create_dir_all(share.root.join("new/deeper")).unwrap();
+        std::fs::write(share.root.join("new/deeper/b.mp3"), b"b").unwrap();
+        scanner.rescan_path(&share, "new").unwrap();
+        assert_eq!(files(&catalog), 2);
+        std::fs::remove_dir_all(share.root.join("music")).unwrap();
+        scanner.rescan_path(&share, "music/a.mp3").unwrap();
+        assert_eq!(files(&catalog), 1);
+        // Nothing changed: a rescan writes nothing and queues nothing.
+        let report = scanner.scan(&share, "", true).unwrap();
+        assert_eq!(report.changed, 0);
     }
 }

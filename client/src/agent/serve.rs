@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,7 +34,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::catalog::{Catalog, Servable, Stat};
-use super::config::UploadConfig;
+use super::config::{Share, UploadConfig};
+use super::hash::open_shared;
 use super::slots::{Bandwidth, Refusal, SlotGuard, SlotLimits, Slots};
 use crate::Identity;
 
@@ -92,7 +92,7 @@ impl ServeStats {
 pub struct FileServer {
     catalog: Arc<Catalog>,
     readers: Mutex<Vec<Connection>>,
-    roots: HashMap<String, PathBuf>,
+    roots: HashMap<String, Share>,
     identity: Identity,
     config: UploadConfig,
     slots: Arc<Slots>,
@@ -214,7 +214,7 @@ impl FileServer {
     /// A file server over `catalog`.
     pub fn new(
         catalog: Arc<Catalog>,
-        roots: HashMap<String, PathBuf>,
+        roots: HashMap<String, Share>,
         identity: Identity,
         config: UploadConfig,
         rescan: mpsc::UnboundedSender<(String, String)>,
@@ -275,6 +275,7 @@ impl FileServer {
     /// Serves `listener` until `shutdown`.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
         let connections = Arc::new(tokio::sync::Semaphore::new(self.config.max_connections));
+        let per_peer = Arc::new(PeerConnections::default());
         loop {
             let (stream, remote) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -289,6 +290,13 @@ impl FileServer {
             };
             let Ok(permit) = connections.clone().try_acquire_owned() else {
                 debug!(%remote, "connection limit reached; closing");
+                continue;
+            };
+            let Some(peer_permit) = per_peer
+                .clone()
+                .acquire(peer_key(remote.ip()), MAX_CONNECTIONS_PER_PEER)
+            else {
+                debug!(%remote, "per-peer connection limit reached; closing");
                 continue;
             };
             let _ = stream.set_nodelay(true);
@@ -314,6 +322,7 @@ impl FileServer {
                         () = connection_token.cancelled() => {}
                     }
                     drop(permit);
+                    drop(peer_permit);
                 }
                 .instrument(info_span!("peer_connection", %remote)),
             );
@@ -340,7 +349,8 @@ impl FileServer {
             match (request.method(), pieces) {
                 (&Method::GET, true) => self.pieces(hash, request.uri().query()).await,
                 (&Method::GET | &Method::HEAD, false) => {
-                    self.blob(&request, hash, remote.ip(), connection).await
+                    self.blob(&request, hash, peer_key(remote.ip()), connection)
+                        .await
                 }
                 _ => {
                     let mut response =
@@ -423,18 +433,19 @@ impl FileServer {
     fn open_verified(&self, files: &[Servable]) -> Result<(std::fs::File, Servable), bool> {
         let mut changed = false;
         for file in files {
-            let Some(root) = self.roots.get(&file.key.share) else {
+            let Some(share) = self.roots.get(&file.key.share) else {
                 continue;
             };
             let rel = file.key.rel_path();
-            let opened = std::fs::File::open(root.join(&rel)).and_then(|f| {
-                let stat = Stat::of(&f.metadata()?);
-                Ok((f, stat))
-            });
+            let opened =
+                open_shared(&share.root.join(&rel), share.rules.follow_symlinks).and_then(|f| {
+                    let stat = Stat::of(&f.metadata()?);
+                    Ok((f, stat))
+                });
             match opened {
                 // Same inode, size and mtime: the file that was hashed, even if a symlink or
                 // a renamed folder now sits somewhere on the way to it.
-                Ok((f, stat)) if stat == file.stat => return Ok((f, file.clone())),
+                Ok((f, stat)) if stat.same_version(&file.stat) => return Ok((f, file.clone())),
                 _ => {
                     changed = true;
                     let _ = self.rescan.send((file.key.share.clone(), rel));
@@ -645,6 +656,62 @@ impl FileServer {
     }
 }
 
+/// Most connections one peer address may hold open.
+const MAX_CONNECTIONS_PER_PEER: usize = 16;
+
+/// The address that counts as one peer for limits: an IPv4 address, or an IPv6 /64 (one host
+/// can hold a whole /64 and rotate through it).
+pub fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::from(octets)
+            }
+        },
+        v4 => v4,
+    }
+}
+
+/// Open connections per peer address.
+#[derive(Debug, Default)]
+struct PeerConnections {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One open connection of a peer; released on drop.
+struct PeerPermit {
+    table: Arc<PeerConnections>,
+    peer: IpAddr,
+}
+
+impl PeerConnections {
+    fn acquire(self: Arc<Self>, peer: IpAddr, max: usize) -> Option<PeerPermit> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(peer).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        drop(open);
+        Some(PeerPermit { table: self, peer })
+    }
+}
+
+impl Drop for PeerPermit {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.peer) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.peer);
+            }
+        }
+    }
+}
+
 /// A response body fed by the task reading the file.
 struct ChannelBody {
     rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
@@ -688,6 +755,17 @@ mod tests {
         assert_eq!(range("items=0-1", 100), RangeRequest::Full);
         assert_eq!(range("bytes=+1-2", 100), RangeRequest::Full);
         assert_eq!(parse_range(None, 100), RangeRequest::Full);
+    }
+
+    #[test]
+    fn ipv6_peers_are_counted_by_slash_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(peer_key(a), peer_key(b));
+        assert_ne!(peer_key(a), peer_key(c));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(peer_key(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct SlotLimits {
     pub hold: Duration,
 }
 
+/// Most requests one peer may have waiting in the queue.
+pub const MAX_QUEUED_PER_PEER: usize = 16;
+
 #[derive(Debug)]
 struct Waiting {
     peer: IpAddr,
@@ -117,12 +120,18 @@ impl Slots {
                 });
             }
         }
+        let queued_by_peer = state.queue.iter().filter(|w| w.peer == peer).count();
         match mine {
             Some(i) => {
                 state.queue[i].last_seen = now;
                 Err(Refusal::Queued(i + 1))
             }
-            None if state.queue.len() >= self.limits.queue_len => Err(Refusal::QueueFull),
+            // One peer cannot fill the queue for everyone else.
+            None if state.queue.len() >= self.limits.queue_len
+                || queued_by_peer >= MAX_QUEUED_PER_PEER =>
+            {
+                Err(Refusal::QueueFull)
+            }
             None => {
                 state.queue.push_back(Waiting {
                     peer,

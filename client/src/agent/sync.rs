@@ -20,7 +20,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::catalog::Catalog;
+use super::catalog::{Catalog, CatalogError, FullUpload, Verdict};
 use crate::server_api::ApiError;
 use crate::{Identity, ServerClient};
 
@@ -105,6 +105,9 @@ enum SyncError {
     Catalog(#[from] super::catalog::CatalogError),
     #[error("the catalog task failed")]
     Task,
+    /// The server will not take this list as it is (e.g. more entries than it allows).
+    #[error("the server refuses the list: {0}")]
+    Refused(String),
 }
 
 impl SyncError {
@@ -116,6 +119,12 @@ impl SyncError {
         )
     }
 }
+
+/// How long to wait before retrying after a server that refuses the list as it is.
+const REFUSED_RETRY: Duration = Duration::from_secs(3600);
+
+/// Time given to a session to log out after `stop`, before it is abandoned.
+const LOGOUT_GRACE: Duration = Duration::from_secs(5);
 
 /// Everything the sync loop needs.
 pub struct Syncer {
@@ -135,24 +144,50 @@ pub struct Syncer {
     pub link: SharedLink,
 }
 
+/// Runs a blocking catalog call off the async threads.
+async fn blocking<T: Send + 'static>(
+    catalog: &Arc<Catalog>,
+    call: impl FnOnce(&Catalog) -> Result<T, CatalogError> + Send + 'static,
+) -> Result<T, SyncError> {
+    let catalog = catalog.clone();
+    tokio::task::spawn_blocking(move || call(&catalog))
+        .await
+        .map_err(|_| SyncError::Task)?
+        .map_err(SyncError::from)
+}
+
 impl Syncer {
     /// Runs until `stop`, then logs out so that the peer goes offline at once.
     pub async fn run(self, stop: CancellationToken) {
         let mut backoff = Backoff::new();
         update(&self.link, |l| l.url = self.url.clone());
         loop {
-            let outcome = self.session(&stop).await;
+            let mut registered = false;
+            let session = self.session(&stop, &mut registered);
+            let outcome = tokio::select! {
+                outcome = session => outcome,
+                // A call in flight when stopping (a stalled server) is abandoned after a grace.
+                () = async { stop.cancelled().await; tokio::time::sleep(LOGOUT_GRACE).await } => Ok(()),
+            };
             if stop.is_cancelled() {
                 return;
             }
+            if registered {
+                backoff.reset();
+            }
             let delay = match outcome {
                 Ok(()) => return,
-                Err(e) if e.needs_register() => {
+                // Only a session that got as far as registering is re-registered at once; a
+                // refused registration backs off like any other error.
+                Err(e) if registered && e.needs_register() => {
                     info!(error = %e, "session ended; registering again");
                     Duration::ZERO
                 }
                 Err(e) => {
-                    let delay = backoff.step();
+                    let delay = match e {
+                        SyncError::Refused(_) => REFUSED_RETRY,
+                        _ => backoff.step(),
+                    };
                     warn!(server = %self.url, error = %e, retry_in = ?delay, "index server unavailable");
                     update(&self.link, |l| {
                         l.online = false;
@@ -165,38 +200,36 @@ impl Syncer {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(delay) => {}
             }
-            if delay.is_zero() {
-                continue;
-            }
-            // Reset only after a session that got as far as registering (see `session`).
-            if self.link.lock().map(|l| l.online).unwrap_or(false) {
-                backoff.reset();
-            }
         }
     }
 
     /// One session: register, sync, then heartbeat and send deltas until an error or `stop`.
-    async fn session(&self, stop: &CancellationToken) -> Result<(), SyncError> {
+    async fn session(
+        &self,
+        stop: &CancellationToken,
+        registered: &mut bool,
+    ) -> Result<(), SyncError> {
         let mut client = ServerClient::new(&self.url)?;
-        let registered = client
+        let answer = client
             .register(&self.identity, &self.nick, self.port)
             .instrument(info_span!("register", server = %self.url))
             .await?;
+        *registered = true;
         info!(
             server = %self.url,
             peer = %self.identity.peer_id().fmt_short(),
             nick = %self.nick,
-            server_version = ?registered.list_version,
+            server_version = ?answer.list_version,
             "registered with the index server"
         );
         update(&self.link, |l| {
             l.online = true;
             l.last_error = None;
-            l.reachability = Some(registered.reachability);
-            l.advertised_addr = registered.advertised_addr.clone();
+            l.reachability = Some(answer.reachability);
+            l.advertised_addr = answer.advertised_addr.clone();
         });
-        self.sync(&client, registered.list_version).await?;
-        let mut interval = Duration::from_secs(registered.heartbeat_interval_secs.max(1));
+        self.sync(&client, answer.list_version).await?;
+        let mut interval = Duration::from_secs(answer.heartbeat_interval_secs.max(1));
         let mut next_heartbeat = tokio::time::Instant::now() + interval;
         loop {
             tokio::select! {
@@ -211,7 +244,8 @@ impl Syncer {
                     interval = Duration::from_secs(beat.heartbeat_interval_secs.max(1));
                     next_heartbeat = tokio::time::Instant::now() + interval;
                     update(&self.link, |l| l.reachability = Some(beat.reachability));
-                    if beat.list_version != self.catalog.list_version()? {
+                    let held = blocking(&self.catalog, Catalog::list_version).await?;
+                    if beat.list_version != held {
                         warn!(server_version = ?beat.list_version, "server holds another list version; resyncing");
                         self.sync(&client, beat.list_version).await?;
                     }
@@ -221,7 +255,7 @@ impl Syncer {
                         () = stop.cancelled() => continue,
                         () = tokio::time::sleep(SETTLE) => {}
                     }
-                    let held = self.catalog.list_version()?;
+                    let held = blocking(&self.catalog, Catalog::list_version).await?;
                     self.sync(&client, held).await?;
                 }
             }
@@ -235,7 +269,7 @@ impl Syncer {
         client: &ServerClient,
         server_version: Option<u64>,
     ) -> Result<(), SyncError> {
-        let local = self.catalog.list_version()?;
+        let local = blocking(&self.catalog, Catalog::list_version).await?;
         let mut version = match (server_version, local) {
             (Some(server), Some(local)) if server == local => server,
             _ => {
@@ -244,62 +278,72 @@ impl Syncer {
                 next
             }
         };
-        // Bounded: each round either sends a batch, clears rows with nothing to send, or
-        // rejects one entry the server refused.
+        // Bounded: each round either sends a batch, clears rows with nothing to send, rejects
+        // one entry the server refused, or falls back to a full upload.
         for _ in 0..10_000 {
-            let catalog = self.catalog.clone();
-            let pending = tokio::task::spawn_blocking(move || {
-                let reader = catalog.reader()?;
-                catalog.pending_ops(&reader, DELTA_BATCH)
+            let pending = blocking(&self.catalog, |c| {
+                let reader = c.reader()?;
+                c.pending_ops(&reader, DELTA_BATCH)
             })
-            .await
-            .map_err(|_| SyncError::Task)??;
+            .await?;
             if pending.is_empty() {
                 break;
             }
             let ops: Vec<DeltaOp> = pending.iter().filter_map(|p| p.op.clone()).collect();
             if ops.is_empty() {
-                self.catalog.mark_synced(&pending, version)?;
+                blocking(&self.catalog, move |c| c.mark_synced(&pending, version)).await?;
                 continue;
             }
-            match client
+            let result = client
                 .upload_delta(version, version + 1, &ops)
                 .instrument(info_span!("delta", base = version, ops = ops.len()))
-                .await
-            {
+                .await;
+            match result {
                 Ok(done) => {
                     version = done.version;
-                    self.catalog.mark_synced(&pending, version)?;
-                    debug!(ops = ops.len(), version, "delta accepted");
+                    let count = ops.len() as u64;
+                    blocking(&self.catalog, move |c| c.mark_synced(&pending, version)).await?;
+                    debug!(ops = count, version, "delta accepted");
                     update(&self.link, |l| {
                         l.delta_uploads += 1;
-                        l.entries_sent += ops.len() as u64;
+                        l.entries_sent += count;
                         l.list_version = Some(version);
                         l.last_sync = Some(unix_now());
                     });
                 }
-                Err(e) if e.code() == Some(ErrorCode::VersionMismatch) => {
-                    warn!("server's list moved on; sending the full list");
+                Err(ApiError::Server { body, .. })
+                    if body.code == ErrorCode::InvalidEntry && body.line.is_some() =>
+                {
+                    let index = body.line.unwrap_or(1).saturating_sub(1) as usize;
+                    match ops.get(index) {
+                        Some(DeltaOp::Add(e) | DeltaOp::Change(e)) => {
+                            let (share, path) = (e.share.clone(), e.path.clone());
+                            warn!(%share, %path, reason = %body.error, "server refused a file; leaving it out");
+                            blocking(&self.catalog, move |c| c.reject(&share, &path)).await?;
+                        }
+                        // A removal the server cannot take (its rules changed): only a full
+                        // upload brings the two lists back together.
+                        _ => {
+                            warn!(reason = %body.error, "server refused a removal; sending the full list");
+                            version += 1;
+                            self.full_upload(client, version).await?;
+                        }
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.code(),
+                        Some(ErrorCode::VersionMismatch | ErrorCode::LimitExceeded)
+                    ) =>
+                {
+                    // The server's list moved on (or the delta is too large for it): resend all.
+                    warn!(error = %e, "delta not accepted; sending the full list");
                     let server = match &e {
                         ApiError::Server { body, .. } => body.server_version,
                         _ => None,
                     };
                     version = server.unwrap_or(version).max(version) + 1;
                     self.full_upload(client, version).await?;
-                }
-                Err(ApiError::Server { body, .. })
-                    if body.code == ErrorCode::InvalidEntry && body.line.is_some() =>
-                {
-                    let index = body.line.unwrap_or(1).saturating_sub(1) as usize;
-                    let Some(op) = ops.get(index) else {
-                        return Err(SyncError::Api(ApiError::NotRegistered));
-                    };
-                    let (share, path) = match op {
-                        DeltaOp::Add(e) | DeltaOp::Change(e) => (e.share.clone(), e.path.clone()),
-                        DeltaOp::Remove { share, path } => (share.clone(), path.clone()),
-                    };
-                    warn!(%share, %path, reason = %body.error, "server refused a file; leaving it out");
-                    self.catalog.reject(&share, &path)?;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -313,7 +357,7 @@ impl Syncer {
         // Bounded: each failed round rejects one entry the server refused.
         for _ in 0..1_000 {
             let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-            let (outcome_tx, outcome_rx) = oneshot::channel::<bool>();
+            let (verdict_tx, verdict_rx) = oneshot::channel::<Verdict>();
             let catalog = self.catalog.clone();
             let producer = tokio::task::spawn_blocking(move || {
                 // Both callbacks below write to the encoder and the channel, one after the other.
@@ -328,7 +372,7 @@ impl Syncer {
                             .is_some_and(|tx| tx.blocking_send(Ok(Bytes::from(chunk))).is_ok())
                 };
                 let mut sent = 0u64;
-                let accepted = catalog.full_upload(
+                let outcome = catalog.full_upload(
                     version,
                     |entry| {
                         sent += 1;
@@ -346,10 +390,14 @@ impl Syncer {
                         let finished = encoder.borrow_mut().try_finish().is_ok() && flush();
                         // Closing the channel ends the request body.
                         sender.borrow_mut().take();
-                        finished && outcome_rx.blocking_recv().unwrap_or(false)
+                        if finished {
+                            verdict_rx.blocking_recv().unwrap_or(Verdict::Failed)
+                        } else {
+                            Verdict::Failed
+                        }
                     },
                 );
-                accepted.map(|ok| (ok, sent))
+                outcome.map(|outcome| (outcome, sent))
             });
             let stream = futures_util::stream::unfold(body_rx, |mut rx| async move {
                 rx.recv().await.map(|item| (item, rx))
@@ -358,10 +406,17 @@ impl Syncer {
                 .upload_full_body(version, reqwest::Body::wrap_stream(stream), Some("gzip"))
                 .instrument(info_span!("full_upload", version))
                 .await;
-            let _ = outcome_tx.send(result.is_ok());
-            let (accepted, sent) = producer.await.map_err(|_| SyncError::Task)??;
-            match result {
-                Ok(done) if accepted => {
+            let verdict = match &result {
+                Ok(_) => Verdict::Accepted,
+                Err(ApiError::Server { body, .. }) if body.code == ErrorCode::InvalidEntry => {
+                    body.line.map_or(Verdict::Failed, Verdict::RefusedLine)
+                }
+                Err(_) => Verdict::Failed,
+            };
+            let _ = verdict_tx.send(verdict);
+            let (outcome, sent) = producer.await.map_err(|_| SyncError::Task)??;
+            match (outcome, result) {
+                (FullUpload::Done, Ok(done)) => {
                     info!(entries = done.entries, version, "full list uploaded");
                     update(&self.link, |l| {
                         l.full_uploads += 1;
@@ -371,25 +426,14 @@ impl Syncer {
                     });
                     return Ok(());
                 }
-                Ok(_) => return Err(SyncError::Task),
-                Err(ApiError::Server { body, .. })
-                    if body.code == ErrorCode::InvalidEntry && body.line.is_some() =>
-                {
-                    let line = body.line.unwrap_or(1);
-                    match self.catalog.nth_shared(line.saturating_sub(1))? {
-                        Some((share, path)) => {
-                            warn!(%share, %path, reason = %body.error, "server refused a file; leaving it out");
-                            self.catalog.reject(&share, &path)?;
-                        }
-                        None => {
-                            return Err(SyncError::Api(ApiError::Server {
-                                status: reqwest::StatusCode::UNPROCESSABLE_ENTITY,
-                                body,
-                            }));
-                        }
-                    }
+                (FullUpload::Refused(Some((share, path))), Err(ApiError::Server { body, .. })) => {
+                    warn!(%share, %path, reason = %body.error, "server refused a file; leaving it out");
                 }
-                Err(e) => return Err(e.into()),
+                (_, Err(e)) if e.code() == Some(ErrorCode::LimitExceeded) => {
+                    return Err(SyncError::Refused(e.to_string()));
+                }
+                (_, Err(e)) => return Err(e.into()),
+                (_, Ok(_)) => return Err(SyncError::Task),
             }
         }
         Err(SyncError::Task)

@@ -1,14 +1,16 @@
-//! Watching shares for changes (inotify and friends, through `notify`), debounced, so that an
-//! added, changed, renamed or deleted file is rescanned within a couple of seconds.
+//! Watching shares for changes (inotify and friends, through `notify`), so that an added, changed,
+//! renamed or deleted file is rescanned within a couple of seconds. The scan loop debounces the
+//! paths sent from here.
 //!
 //! Events only name paths; what changed is found by rescanning them (see
 //! [`super::scan::Scanner::rescan_path`]), so a lost or merged event cannot corrupt anything.
+//! Reads are not changes: open/read/close-without-write events are dropped, or the agent's own
+//! scanning and serving would trigger rescans forever. Symlinks are not followed by the watcher.
 
 use std::path::{Component, Path};
-use std::time::Duration;
 
-use notify_debouncer_mini::notify::RecursiveMode;
-use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use notify::event::{AccessKind, AccessMode};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -16,7 +18,7 @@ use super::config::Share;
 
 /// A live watch; dropping it stops watching.
 pub struct Watch {
-    _debouncer: Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>,
+    _watcher: RecommendedWatcher,
 }
 
 /// The path of `path` within `share`, `/`-separated; `None` outside it or not UTF-8.
@@ -32,43 +34,47 @@ pub fn relative(share: &Share, path: &Path) -> Option<String> {
     Some(parts.join("/"))
 }
 
+/// Whether an event can mean that a file or folder changed.
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 /// Watches every share and sends `(share name, path)` of changed entries to `changes`.
 /// Fails when the system cannot watch them (e.g. the inotify watch limit is reached); the
 /// caller then falls back to periodic rescans.
 pub fn watch(
     shares: &[Share],
-    debounce: Duration,
     changes: mpsc::UnboundedSender<(String, String)>,
-) -> Result<Watch, notify_debouncer_mini::notify::Error> {
+) -> Result<Watch, notify::Error> {
     let targets = shares.to_vec();
-    let mut debouncer = new_debouncer(debounce, move |result: DebounceEventResult| {
-        match result {
-            Ok(events) => {
-                for event in events {
-                    let Some(share) = targets.iter().find(|s| event.path.starts_with(&s.root))
-                    else {
-                        continue;
-                    };
-                    let Some(rel) = relative(share, &event.path) else {
-                        continue;
-                    };
-                    let is_dir = event.path.is_dir();
-                    if !rel.is_empty() && !share.rules.admits_path(&rel, is_dir) {
-                        continue; // e.g. a download in progress, or a hidden folder
-                    }
-                    debug!(share = %share.name, path = %rel, "file event");
-                    let _ = changes.send((share.name.clone(), rel));
+    let handler = move |result: notify::Result<Event>| match result {
+        Ok(event) if is_change(&event.kind) => {
+            for path in &event.paths {
+                let Some(share) = targets.iter().find(|s| path.starts_with(&s.root)) else {
+                    continue;
+                };
+                let Some(rel) = relative(share, path) else {
+                    continue;
+                };
+                let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+                if !rel.is_empty() && !share.rules.admits_path(&rel, is_dir) {
+                    continue; // e.g. a download in progress, or a hidden folder
                 }
+                debug!(share = %share.name, path = %rel, kind = ?event.kind, "file event");
+                let _ = changes.send((share.name.clone(), rel));
             }
-            Err(e) => warn!(error = %e, "file watcher error; the periodic rescan will catch up"),
         }
-    })?;
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "file watcher error; the periodic rescan will catch up"),
+    };
+    let config = notify::Config::default().with_follow_symlinks(false);
+    let mut watcher = RecommendedWatcher::new(handler, config)?;
     for share in shares {
-        debouncer
-            .watcher()
-            .watch(&share.root, RecursiveMode::Recursive)?;
+        watcher.watch(&share.root, RecursiveMode::Recursive)?;
     }
-    Ok(Watch {
-        _debouncer: debouncer,
-    })
+    Ok(Watch { _watcher: watcher })
 }

@@ -139,6 +139,21 @@ async fn added_modified_renamed_and_deleted_files_reach_the_index() {
     wait_for_paths(&server, "sunset", &[]).await;
     wait_for_paths(&server, "keep", &["keep.txt"]).await;
 
+    // Reading files is not a change: serving one triggers no rescan (regression: open and
+    // close-after-read events once made the agent rescan forever).
+    let before = agent.status().progress.dirs_scanned;
+    let keep = content_hash(b"keep");
+    let served = reqwest::get(format!("{}/peerdex/v1/blobs/{keep}", agent.url))
+        .await
+        .unwrap();
+    assert_eq!(served.bytes().await.unwrap().as_ref(), b"keep");
+    tokio::time::sleep(Duration::from_millis(1500)).await; // several debounce periods
+    assert_eq!(
+        agent.status().progress.dirs_scanned,
+        before,
+        "a read caused rescans"
+    );
+
     // The renames re-read nothing: only the two versions of the file and the dusk file
     // were hashed after the first scan.
     let status = agent.status();

@@ -188,6 +188,22 @@ async fn only_catalog_content_is_served() {
     assert!(matches!(r.status().as_u16(), 404 | 409), "{}", r.status());
     assert!(!r.text().await.unwrap().contains("CANARY"));
 
+    // A file replaced by a FIFO is refused at once instead of blocking the server.
+    let fifo_hash = content_hash(b"shared content");
+    std::fs::remove_file(share.join("shared.txt")).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(share.join("shared.txt"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        get(&blob_url(&agent, &fifo_hash), None),
+    )
+    .await
+    .expect("a FIFO must not block the file server");
+    assert!(matches!(r.status().as_u16(), 404 | 409), "{}", r.status());
+
     // A file edited after hashing: 409, and it is queued for a rehash that makes the new
     // content available.
     let old_hash = content_hash(b"will be edited");
@@ -211,7 +227,7 @@ async fn only_catalog_content_is_served() {
     assert_eq!(get(&blob_url(&agent, &old_hash), None).await.status(), 404);
     // Other methods are refused.
     let post = reqwest::Client::new()
-        .post(blob_url(&agent, &content_hash(b"shared content")))
+        .post(blob_url(&agent, &new_hash))
         .send()
         .await
         .unwrap();
