@@ -51,7 +51,10 @@ fn main() {
     let rate = |d: Duration| gib / d.as_secs_f64();
     let (memory, one, two) = (median(memory), median(one), median(two));
     println!("file: {mib} MiB in page cache, rounds: {rounds}");
-    println!("blake3::hash in memory, 1 thread (baseline): {:.2} GiB/s", rate(memory));
+    println!(
+        "blake3::hash in memory, 1 thread (baseline): {:.2} GiB/s",
+        rate(memory)
+    );
     println!(
         "agent hash_file, 1 thread: {:.2} GiB/s ({:.2}x the baseline)",
         rate(one),
