@@ -145,22 +145,26 @@ pub enum Change {
     },
 }
 
-/// A file waiting to be hashed.
+/// A file as the catalog recorded it: waiting to be hashed (the hash must be taken at this
+/// stat), or hashed (the file must still have this stat to be served).
 #[derive(Debug, Clone)]
-pub struct Unhashed {
+pub struct FileRecord {
     /// Its key.
     pub key: FileKey,
-    /// The stat the hash must be taken at.
+    /// The recorded stat.
     pub stat: Stat,
 }
 
-/// A file the peer server may serve for a content hash.
-#[derive(Debug, Clone)]
-pub struct Servable {
-    /// Its key.
-    pub key: FileKey,
-    /// The stat it had when hashed.
-    pub stat: Stat,
+/// Reads a [`FileRecord`] from the columns `share, dir, name, size, mtime_ns, inode, dev`.
+fn file_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
+    Ok(FileRecord {
+        key: FileKey {
+            share: row.get(0)?,
+            dir: row.get(1)?,
+            name: row.get(2)?,
+        },
+        stat: stat_from(row, 3)?,
+    })
 }
 
 /// One pending change to the server's copy of the list, and what the row will say it holds
@@ -466,21 +470,12 @@ impl Catalog {
     }
 
     /// Up to `limit` files waiting for a hash.
-    pub fn unhashed(&self, reader: &Connection, limit: usize) -> Result<Vec<Unhashed>> {
+    pub fn unhashed(&self, reader: &Connection, limit: usize) -> Result<Vec<FileRecord>> {
         let mut stmt = reader.prepare_cached(
             "SELECT share, dir, name, size, mtime_ns, inode, dev FROM files
              WHERE hash IS NULL AND gone = 0 AND rejected = 0 ORDER BY share, dir, name LIMIT ?1",
         )?;
-        let rows = stmt.query_map(params![limit as i64], |row| {
-            Ok(Unhashed {
-                key: FileKey {
-                    share: row.get(0)?,
-                    dir: row.get(1)?,
-                    name: row.get(2)?,
-                },
-                stat: stat_from(row, 3)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![limit as i64], file_record)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -495,7 +490,7 @@ impl Catalog {
 
     /// Records hashes, each only if the file still has the stat it was hashed at. Returns how
     /// many were recorded.
-    pub fn record_hashes(&self, results: &[(Unhashed, FileHash, Vec<PieceCv>)]) -> Result<usize> {
+    pub fn record_hashes(&self, results: &[(FileRecord, FileHash, Vec<PieceCv>)]) -> Result<usize> {
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut recorded = 0;
@@ -526,21 +521,12 @@ impl Catalog {
     }
 
     /// The files holding content `hash`, as recorded when hashed.
-    pub fn servable(reader: &Connection, hash: &FileHash) -> Result<Vec<Servable>> {
+    pub fn servable(reader: &Connection, hash: &FileHash) -> Result<Vec<FileRecord>> {
         let mut stmt = reader.prepare_cached(
             "SELECT share, dir, name, size, mtime_ns, inode, dev FROM files
              WHERE hash = ?1 AND gone = 0 LIMIT 8",
         )?;
-        let rows = stmt.query_map(params![hash.as_bytes().as_slice()], |row| {
-            Ok(Servable {
-                key: FileKey {
-                    share: row.get(0)?,
-                    dir: row.get(1)?,
-                    name: row.get(2)?,
-                },
-                stat: stat_from(row, 3)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![hash.as_bytes().as_slice()], file_record)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 

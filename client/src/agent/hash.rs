@@ -21,7 +21,7 @@ use peerdex_shared::pieces::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, warn};
 
-use super::catalog::{Catalog, CatalogError, Change, Stat, Unhashed};
+use super::catalog::{Catalog, CatalogError, Change, FileRecord, Stat};
 use super::config::Share;
 use super::progress::Progress;
 
@@ -271,12 +271,12 @@ pub fn run(inputs: HashLoop, stop: CancellationToken) -> Result<(), CatalogError
 /// files skipped because of `stop`.
 fn hash_batch(
     roots: &HashMap<String, Share>,
-    batch: &[Unhashed],
+    batch: &[FileRecord],
     threads: usize,
     progress: &Progress,
     stop: &CancellationToken,
 ) -> Vec<Option<HashOutcome>> {
-    let hash_one = |file: &Unhashed, threads: usize| {
+    let hash_one = |file: &FileRecord, threads: usize| {
         if stop.is_cancelled() {
             return None;
         }

@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
-use super::catalog::{Catalog, Servable, Stat};
+use super::catalog::{Catalog, FileRecord, Stat};
 use super::config::{Share, UploadConfig};
 use super::hash::open_shared;
 use super::slots::{Bandwidth, Refusal, SlotGuard, SlotLimits, Slots};
@@ -430,7 +430,7 @@ impl FileServer {
 
     /// Opens the first catalog file for `hash` that is still exactly the file that was hashed.
     /// Files that changed are queued for a rescan.
-    fn open_verified(&self, files: &[Servable]) -> Result<(std::fs::File, Servable), bool> {
+    fn open_verified(&self, files: &[FileRecord]) -> Result<(std::fs::File, FileRecord), bool> {
         let mut changed = false;
         for file in files {
             let Some(share) = self.roots.get(&file.key.share) else {
