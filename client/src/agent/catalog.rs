@@ -482,7 +482,8 @@ impl Catalog {
     /// Files and bytes waiting for a hash.
     pub fn unhashed_totals(&self, reader: &Connection) -> Result<(u64, u64)> {
         Ok(reader.query_row(
-            "SELECT count(*), coalesce(sum(size), 0) FROM files\n             WHERE hash IS NULL AND gone = 0 AND rejected = 0",
+            "SELECT count(*), coalesce(sum(size), 0) FROM files
+             WHERE hash IS NULL AND gone = 0 AND rejected = 0",
             [],
             |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
         )?)
