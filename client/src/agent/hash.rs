@@ -42,6 +42,9 @@ pub enum HashError {
 /// A file's hash and piece CVs, or why there are none.
 pub type HashOutcome = Result<(FileHash, Vec<PieceCv>), HashError>;
 
+/// Files taken from the catalog and recorded per transaction.
+const HASH_BATCH: usize = 2048;
+
 /// Files at least this large are split over all hash threads.
 const SPLIT_THRESHOLD: u64 = 4 * PIECE_SIZE;
 
@@ -200,7 +203,7 @@ pub fn run(inputs: HashLoop, stop: CancellationToken) -> Result<(), CatalogError
         .build()
         .map_err(|e| CatalogError::Corrupt(format!("cannot start the hash thread: {e}")))?;
     while !stop.is_cancelled() {
-        let batch = catalog.unhashed(&reader, 256)?;
+        let batch = catalog.unhashed(&reader, HASH_BATCH)?;
         if batch.is_empty() {
             let (files, bytes) = catalog.unhashed_totals(&reader)?;
             progress.set_pending(files, bytes);

@@ -28,7 +28,7 @@ use crate::{Identity, ServerClient};
 const DELTA_BATCH: usize = 5_000;
 
 /// Wait after a change before sending it, so a burst travels as one delta.
-const SETTLE: Duration = Duration::from_millis(300);
+const SETTLE: Duration = Duration::from_secs(1);
 
 /// The connection to the index server, as `peerdex status` shows it.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
