@@ -2,6 +2,7 @@
 //! downloads.
 //!
 //! - [`agent`]: scan, hash, sync with the index server, serve files to peers.
+//! - [`download`]: verified, multi-source, resumable downloads from peers.
 //! - [`server_api`]: the typed client of the index server.
 //! - [`connect_back`]: the answer to the index server's reachability probe.
 //! - [`cli`]: the `peerdex` command line.
@@ -9,6 +10,7 @@
 pub mod agent;
 pub mod cli;
 pub mod connect_back;
+pub mod download;
 pub mod identity;
 pub mod server_api;
 

@@ -357,6 +357,8 @@ pub fn agent_config(server: &str, state: &Path, shares: &[&Path]) -> peerdex::ag
     file.scan.debounce_ms = 200;
     file.scan.hash_threads = 2;
     file.scan.walk_threads = 2;
+    file.download.dir = Some(state.join("downloads"));
+    file.download.share = Some(false);
     let shares: Vec<ShareConfig> = shares
         .iter()
         .map(|path| ShareConfig {
@@ -477,4 +479,48 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 /// The BLAKE3 hash of `bytes`.
 pub fn content_hash(bytes: &[u8]) -> FileHash {
     FileHash::from_bytes(*blake3::hash(bytes).as_bytes())
+}
+
+/// Downloads `hash` from the peers `server` knows into `dir`, with `tweak`ed options.
+pub async fn download_into(
+    server: &str,
+    hash: FileHash,
+    dir: &Path,
+    tweak: impl FnOnce(&mut peerdex::download::DownloadOptions),
+) -> Result<peerdex::download::DownloadReport, peerdex::download::DownloadError> {
+    let mut options = peerdex::download::DownloadOptions {
+        stall_timeout: Duration::from_secs(5),
+        ..Default::default()
+    };
+    tweak(&mut options);
+    peerdex::download::download(
+        &ServerClient::new(server).unwrap(),
+        hash,
+        None,
+        &peerdex::download::Destination::Dir(dir.to_owned()),
+        &options,
+        std::sync::Arc::new(peerdex::download::DownloadProgress::default()),
+        CancellationToken::new(),
+    )
+    .await
+}
+
+/// Waits until the server lists `n` online sources for `hash`.
+pub async fn wait_for_sources(server: &TestServer, hash: FileHash, n: usize) {
+    let client = server.client();
+    wait_until(
+        &format!("{n} sources for {hash}"),
+        Duration::from_secs(30),
+        || {
+            let client = client.clone();
+            async move {
+                match client.sources(&hash).await {
+                    Ok(found) if found.sources.len() == n => Ok(()),
+                    Ok(found) => Err(format!("{} sources", found.sources.len())),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        },
+    )
+    .await
 }

@@ -33,7 +33,25 @@ pub struct ConfigFile {
     pub upload: UploadConfig,
     /// Scanning, hashing and watching.
     pub scan: ScanConfig,
+    /// Where `peerdex get` puts files while this agent runs.
+    pub download: DownloadConfig,
 }
+
+/// The agent's download folder.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DownloadConfig {
+    /// The folder [default: the platform download folder + `/peerdex`, else `downloads` in the
+    /// state directory].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// Share what is downloaded (as the share `downloads`) once it is complete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub share: Option<bool>,
+}
+
+/// Name of the share holding downloads.
+pub const DOWNLOADS_SHARE: &str = "downloads";
 
 /// One shared folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -245,8 +263,9 @@ pub struct ShareRules {
 }
 
 /// Names of files that are never shared: downloads in progress, editor and office temporaries.
-const TEMPORARY_SUFFIXES: [&str; 9] = [
+const TEMPORARY_SUFFIXES: [&str; 10] = [
     ".part",
+    ".peerdex-state",
     ".partial",
     ".crdownload",
     ".download",
@@ -334,6 +353,8 @@ pub struct AgentConfig {
     pub upload: UploadConfig,
     /// Scan settings.
     pub scan: ScanConfig,
+    /// Where downloads land while the agent runs.
+    pub download_dir: PathBuf,
 }
 
 impl AgentConfig {
@@ -372,6 +393,37 @@ impl AgentConfig {
         if file.upload.slots == 0 || file.upload.per_peer == 0 {
             bail!("upload.slots and upload.per_peer must be at least 1");
         }
+        let download_dir = match &file.download.dir {
+            Some(dir) => dir.clone(),
+            None => dirs::download_dir()
+                .map(|d| d.join("peerdex"))
+                .unwrap_or_else(|| state.join("downloads")),
+        };
+        // Downloads become shared once complete (partial files are never shared), unless the
+        // folder is already inside a share or sharing them is turned off.
+        let inside_a_share = shares.iter().any(|s| download_dir.starts_with(&s.root));
+        if file.download.share.unwrap_or(true) && !inside_a_share {
+            std::fs::create_dir_all(&download_dir)
+                .with_context(|| format!("creating download folder {}", download_dir.display()))?;
+            let root = canonical_dir(&download_dir)?;
+            if shares.iter().any(|s| s.name == DOWNLOADS_SHARE) {
+                bail!(
+                    "a share is named {DOWNLOADS_SHARE:?}; rename it or set download.share = false"
+                );
+            }
+            let config = ShareConfig {
+                path: root.clone(),
+                name: Some(DOWNLOADS_SHARE.into()),
+                exclude: Vec::new(),
+                follow_symlinks: false,
+                include_hidden: false,
+            };
+            shares.push(Share {
+                name: DOWNLOADS_SHARE.into(),
+                root,
+                rules: ShareRules::new(&config)?,
+            });
+        }
         Ok(AgentConfig {
             server,
             nick,
@@ -380,6 +432,7 @@ impl AgentConfig {
             shares,
             upload: file.upload.clone(),
             scan: file.scan.clone(),
+            download_dir,
         })
     }
 
@@ -436,6 +489,28 @@ mod tests {
         assert!(again.unshare(&music));
         assert!(!again.unshare(&music));
         assert!(again.shares.is_empty());
+    }
+
+    #[test]
+    fn every_setting_survives_a_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let music = dir.path().join("Music");
+        std::fs::create_dir(&music).unwrap();
+        let file = dir.path().join("config.toml");
+        let mut config = ConfigFile {
+            server: Some("http://x:7700".into()),
+            nick: Some("n".into()),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        };
+        let mut music_share = share(&music);
+        music_share.exclude = vec!["*.iso".into(), "private/**".into()];
+        config.share(music_share).unwrap();
+        config.download.dir = Some(dir.path().join("dl"));
+        config.download.share = Some(false);
+        config.save(&file).unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(ConfigFile::load(&file).unwrap(), config, "{text}");
     }
 
     #[test]

@@ -107,62 +107,88 @@ pub fn hash_file(
         Err(e) => return Err(e.into()),
     };
     check(&file, expected)?;
-    let len = expected.size;
-    let count = piece_count(len);
-    let result = if count == 1 {
-        let mut buf = vec![0u8; len as usize];
-        read_exact_at(&file, &mut buf, 0)?;
-        progress.add_bytes_hashed(len);
-        (
-            FileHash::from_bytes(*blake3::hash(&buf).as_bytes()),
-            Vec::new(),
-        )
-    } else {
-        let threads = if len >= SPLIT_THRESHOLD {
-            threads.max(1)
-        } else {
-            1
-        };
-        let next = AtomicU64::new(0);
-        let cvs = Mutex::new(vec![[0u8; 32]; count as usize]);
-        std::thread::scope(|scope| -> Result<(), HashError> {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| -> Result<(), HashError> {
-                        let mut buf = vec![0u8; PIECE_SIZE as usize];
-                        loop {
-                            let index = next.fetch_add(1, Ordering::Relaxed);
-                            if index >= count {
-                                return Ok(());
-                            }
-                            if stop.is_cancelled() {
-                                return Err(HashError::Stopped);
-                            }
-                            let range = piece_range(len, index);
-                            let piece = &mut buf[..(range.end - range.start) as usize];
-                            read_exact_at(&file, piece, range.start)?;
-                            let cv = piece_cv(index, piece);
-                            progress.add_bytes_hashed(piece.len() as u64);
-                            if let Ok(mut cvs) = cvs.lock() {
-                                cvs[index as usize] = cv;
-                            }
-                        }
-                    })
-                })
-                .collect();
-            for worker in workers {
-                worker.join().map_err(|_| {
-                    HashError::Io(std::io::Error::other("a hash thread panicked"))
-                })??;
-            }
-            Ok(())
-        })?;
-        let cvs = cvs.into_inner().unwrap_or_else(|p| p.into_inner());
-        (root_from_cvs(&cvs), cvs)
-    };
+    let result = hash_pieces(&file, expected.size, threads, progress, stop)?;
     // A write that kept the size but landed during the read shows in the mtime.
     check(&file, expected)?;
     Ok(result)
+}
+
+/// The hash and piece CVs of the first `len` bytes of `file`, piece ranges spread over
+/// `threads` threads for large files.
+fn hash_pieces(
+    file: &File,
+    len: u64,
+    threads: usize,
+    progress: &Progress,
+    stop: &CancellationToken,
+) -> HashOutcome {
+    let count = piece_count(len);
+    if count == 1 {
+        let mut buf = vec![0u8; len as usize];
+        read_exact_at(file, &mut buf, 0)?;
+        progress.add_bytes_hashed(len);
+        return Ok((
+            FileHash::from_bytes(*blake3::hash(&buf).as_bytes()),
+            Vec::new(),
+        ));
+    }
+    let threads = if len >= SPLIT_THRESHOLD {
+        threads.max(1)
+    } else {
+        1
+    };
+    let next = AtomicU64::new(0);
+    let cvs = Mutex::new(vec![[0u8; 32]; count as usize]);
+    std::thread::scope(|scope| -> Result<(), HashError> {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> Result<(), HashError> {
+                    let mut buf = vec![0u8; PIECE_SIZE as usize];
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        if index >= count {
+                            return Ok(());
+                        }
+                        if stop.is_cancelled() {
+                            return Err(HashError::Stopped);
+                        }
+                        let range = piece_range(len, index);
+                        let piece = &mut buf[..(range.end - range.start) as usize];
+                        read_exact_at(file, piece, range.start)?;
+                        let cv = piece_cv(index, piece);
+                        progress.add_bytes_hashed(piece.len() as u64);
+                        if let Ok(mut cvs) = cvs.lock() {
+                            cvs[index as usize] = cv;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker
+                .join()
+                .map_err(|_| HashError::Io(std::io::Error::other("a hash thread panicked")))??;
+        }
+        Ok(())
+    })?;
+    let cvs = cvs.into_inner().unwrap_or_else(|p| p.into_inner());
+    Ok((root_from_cvs(&cvs), cvs))
+}
+
+/// The content hash of the first `len` bytes of an open file (a finished download, checked
+/// before it gets its name).
+pub fn hash_open_file(file: &File, len: u64, threads: usize) -> std::io::Result<FileHash> {
+    match hash_pieces(
+        file,
+        len,
+        threads,
+        &Progress::default(),
+        &CancellationToken::new(),
+    ) {
+        Ok((hash, _)) => Ok(hash),
+        Err(HashError::Io(e)) => Err(e),
+        Err(e) => Err(std::io::Error::other(e.to_string())),
+    }
 }
 
 /// The hashing loop's inputs.

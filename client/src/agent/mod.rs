@@ -82,6 +82,8 @@ pub struct AgentStatus {
     pub nick: String,
     /// Where the file server listens (none: inbound connections are not accepted).
     pub serving: Option<SocketAddr>,
+    /// Where `peerdex get` puts files while this agent runs.
+    pub download_dir: PathBuf,
     /// The index server connection.
     pub server: LinkStatus,
     /// Catalog changes not yet confirmed by the server (0: the server's list is current).
@@ -253,6 +255,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
 
     let status: Arc<dyn Fn() -> AgentStatus + Send + Sync> = {
         let shares = config.shares.clone();
+        let download_dir = config.download_dir.clone();
         let slots = config.upload.slots;
         let catalog = catalog.clone();
         Arc::new(move || {
@@ -273,6 +276,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
                 peer_id,
                 nick: nick.clone(),
                 serving: serve_addr,
+                download_dir: download_dir.clone(),
                 server: link.lock().map(|l| l.clone()).unwrap_or_default(),
                 unsynced_changes,
                 shares: shares

@@ -85,6 +85,10 @@ async fn share_then_run_the_agent_then_stop_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no agent is running"));
 
+    // Downloads go to (and are shared from) a folder of the test, not the user's.
+    let mut file = peerdex::agent::config::ConfigFile::load(&config).unwrap();
+    file.download.dir = Some(dir.path().join("dl"));
+    file.save(&config).unwrap();
     let (child, serving) = spawn_agent(&state, &config, &server.url);
     assert!(serving.starts_with("http://127.0.0.1:"));
     wait_until(
@@ -157,4 +161,232 @@ fn wait_for_exit(mut child: Child, timeout: Duration) -> std::process::ExitStatu
         assert!(start.elapsed() < timeout, "the agent did not exit");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Runs `peerdex` with a state dir and no config file, from `cwd`.
+fn peerdex_in(cwd: &Path, state: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .current_dir(cwd)
+        .arg("--state")
+        .arg(state)
+        .arg("--config")
+        .arg(state.join("none.toml"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_then_get_by_row_by_hash_and_to_stdout() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    let bytes = pseudo_random(3 * (1 << 20) + 17, 21);
+    write_file(&share, "Live Concert.flac", &bytes);
+    let agent = TestAgent::start(&server.url, &[&share], |_| {}).await;
+    agent.wait_synced().await;
+    server.wait_for_hits("concert", 1).await;
+    let me = dir.path().join("me");
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+
+    // --json: one document with every field, including sources with addresses.
+    let out = peerdex_in(
+        &work,
+        &me,
+        &["search", "--server", &server.url, "--json", "concert"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hash = content_hash(&bytes).to_string();
+    assert_eq!(found["hits"][0]["hash"], hash.as_str());
+    assert_eq!(found["hits"][0]["size"], bytes.len());
+    assert_eq!(found["hits"][0]["name"], "Live Concert.flac");
+    assert!(found["hits"][0]["sources"][0]["addr"].is_string());
+    // The table, with size filters.
+    let out = peerdex_in(
+        &work,
+        &me,
+        &[
+            "search",
+            "--server",
+            &server.url,
+            "--min-size",
+            "1MiB",
+            "concert",
+        ],
+    );
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        table.contains("Live Concert.flac") && table.contains("3.0 MiB"),
+        "{table}"
+    );
+    let out = peerdex_in(
+        &work,
+        &me,
+        &[
+            "search",
+            "--server",
+            &server.url,
+            "--max-size",
+            "1MB",
+            "concert",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no results"));
+    let out = peerdex_in(
+        &work,
+        &me,
+        &["search", "--server", &server.url, "--min-size", "lots", "x"],
+    );
+    assert_eq!(out.status.code(), Some(2), "a bad size is a usage error");
+
+    // Row 1 of the last search, into the current folder (the last search was "no results":
+    // search again first).
+    peerdex_in(&work, &me, &["search", "--server", &server.url, "concert"]);
+    let out = peerdex_in(&work, &me, &["get", "--json", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["hash"], hash.as_str());
+    assert_eq!(report["size"], bytes.len());
+    assert_eq!(report["sources_used"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        std::fs::read(work.join("Live Concert.flac")).unwrap(),
+        bytes
+    );
+
+    // The same again: refused without --force, with its own exit code; by hash with --force.
+    let out = peerdex_in(&work, &me, &["get", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    let other = dir.path().join("other");
+    let out = peerdex_in(
+        &work,
+        &me,
+        &[
+            "get",
+            "--server",
+            &server.url,
+            "-o",
+            other.to_str().unwrap(),
+            &hash,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        summary.starts_with(&hash) && summary.contains("from 1 source"),
+        "{summary}"
+    );
+    assert_eq!(
+        std::fs::read(other.join("Live Concert.flac")).unwrap(),
+        bytes
+    );
+
+    // --stdout: the bytes, in order, on standard output.
+    let out = peerdex_in(
+        &work,
+        &me,
+        &["get", "--server", &server.url, "--stdout", &hash],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, bytes);
+
+    // Unknown content: "not found".
+    let unknown = content_hash(b"nobody shares this").to_string();
+    let out = peerdex_in(&work, &me, &["get", "--server", &server.url, &unknown]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = peerdex_in(&work, &me, &["get", "9"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has 1 rows"));
+
+    // The only source is gone but still listed (it announced a dead port): "no source reachable".
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let ghost = TestPeer::join_announcing(&server.url, "ghost", dead_port).await;
+    let mut ghost_entry = entry("ghost/only here.bin", 5, "ghost");
+    ghost_entry.hash = content_hash(b"ghost bytes");
+    ghost.client.upload_full(1, &[ghost_entry]).await.unwrap();
+    let ghost_hash = content_hash(b"ghost bytes").to_string();
+    let out = peerdex_in(&work, &me, &["get", "--server", &server.url, &ghost_hash]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ghost"));
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_land_in_the_running_agents_folder_and_become_shared() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    write_file(&share, "shared poem.txt", b"roses are red");
+    let source = TestAgent::start(&server.url, &[&share], |_| {}).await;
+    source.wait_synced().await;
+    // A second agent with nothing shared but its download folder.
+    let state = dir.path().join("mine");
+    let downloads = dir.path().join("my downloads");
+    let file = peerdex::agent::config::ConfigFile {
+        download: peerdex::agent::config::DownloadConfig {
+            dir: Some(downloads.clone()),
+            share: Some(true),
+        },
+        ..Default::default()
+    };
+    let config = peerdex::agent::AgentConfig::from_parts(
+        server.url.clone(),
+        Some("collector".into()),
+        Some("127.0.0.1:0".parse().unwrap()),
+        state.clone(),
+        &[],
+        &file,
+    )
+    .unwrap();
+    let mine = TestAgent::start_with(config).await;
+    let hash = content_hash(b"roses are red");
+    let out = peerdex_in(
+        dir.path(),
+        &state,
+        &["get", "--server", &server.url, &hash.to_string()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(downloads.join("shared poem.txt")).unwrap(),
+        b"roses are red"
+    );
+    // Once complete it is shared: the server lists the collector as a second source.
+    wait_for_sources(&server, hash, 2).await;
+    mine.stop().await;
+    source.stop().await;
 }

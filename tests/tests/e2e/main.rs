@@ -5,6 +5,7 @@
 mod agent;
 mod cli;
 mod connect_back;
+mod download;
 mod durability;
 mod lists;
 mod peer_server;

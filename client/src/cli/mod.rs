@@ -1,6 +1,9 @@
 //! The `peerdex` command line: parses flags, merges them over the config file, and runs one
 //! command. `main.rs` only calls [`main`].
 
+mod get;
+mod search;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,15 +13,14 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use tracing::{info, warn};
 
+use crate::Identity;
 use crate::agent::config::{
     AgentConfig, ConfigFile, DEFAULT_LISTEN, ShareConfig, default_config_path, default_state_dir,
 };
 use crate::agent::{self, AgentStatus, KEY_FILE};
-use crate::server_api::SearchQuery;
-use crate::{Identity, ServerClient};
 
 /// Index server used when none is configured.
-const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
 
 /// Share folders with your peers and find what they share.
 #[derive(Debug, Parser)]
@@ -54,7 +56,14 @@ enum Command {
         json: bool,
     },
     /// Search the index server
-    Search(SearchArgs),
+    Search(search::SearchArgs),
+    /// List a peer's shared files
+    Browse(search::BrowseArgs),
+    /// Download files (rows of the last search, or hashes) directly from the peers that have them
+    ///
+    /// Exit codes: 0 complete and verified, 3 not found, 4 no source reachable, 5 verification
+    /// failed, 6 disk full, 130 interrupted (partial downloads are kept for resuming), 1 other.
+    Get(get::GetArgs),
 }
 
 #[derive(Debug, Args)]
@@ -92,28 +101,6 @@ struct ShareArgs {
     /// Share hidden files and folders too
     #[arg(long)]
     include_hidden: bool,
-}
-
-#[derive(Debug, Args)]
-struct SearchArgs {
-    /// Index server URL
-    #[arg(long, env = "PEERDEX_SERVER", default_value = DEFAULT_SERVER)]
-    server: String,
-    /// Only files with this extension
-    #[arg(long)]
-    ext: Option<String>,
-    /// Only files of this kind (audio, video, image, document, archive, other)
-    #[arg(long)]
-    kind: Option<String>,
-    /// Most results
-    #[arg(long, default_value_t = 20)]
-    limit: u64,
-    /// Print the server's JSON answer
-    #[arg(long)]
-    json: bool,
-    /// Words to search for (`-word` excludes, `"a b"` is a phrase)
-    #[arg(required = true)]
-    words: Vec<String>,
 }
 
 /// Formats a byte count with binary units.
@@ -288,37 +275,6 @@ fn print_status(status: &AgentStatus) {
     }
 }
 
-async fn search(args: SearchArgs) -> anyhow::Result<()> {
-    let client = ServerClient::new(&args.server)?;
-    let query = SearchQuery {
-        q: args.words.join(" "),
-        ext: args.ext,
-        kind: args.kind,
-        limit: Some(args.limit),
-        ..Default::default()
-    };
-    let result = client
-        .search(&query)
-        .await
-        .with_context(|| format!("searching {}", args.server))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
-    } else {
-        for (row, hit) in result.hits.iter().enumerate() {
-            println!(
-                "{:>3}  {}  {}  {} source(s)  {}",
-                row + 1,
-                hit.name,
-                human_size(hit.size),
-                hit.sources_online,
-                hit.hash.fmt_short()
-            );
-        }
-        println!("{} of {} result(s)", result.hits.len(), result.total);
-    }
-    Ok(())
-}
-
 fn edit_config(
     path: &Path,
     edit: impl FnOnce(&mut ConfigFile) -> anyhow::Result<()>,
@@ -328,7 +284,7 @@ fn edit_config(
     file.save(path)
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Id => {
             let path = state_dir(cli.state)?.join(KEY_FILE);
@@ -379,9 +335,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print_status(&status);
             }
         }
-        Command::Search(args) => search(args).await?,
+        Command::Search(args) => {
+            // Remember the rows for `peerdex get ROW` (best effort without a state dir).
+            search::search(args, state_dir(cli.state).ok()).await?;
+        }
+        Command::Browse(args) => search::browse(args).await?,
+        Command::Get(args) => return get::get(args, state_dir(cli.state)?).await,
     }
-    Ok(())
+    Ok(0)
 }
 
 /// Runs the command line and returns the process exit code.
@@ -410,7 +371,7 @@ pub fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("peerdex: error: {e:#}");
             ExitCode::FAILURE

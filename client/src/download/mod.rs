@@ -1,0 +1,967 @@
+//! Downloading content by hash, directly from the peers that hold it: multi-source, verified
+//! piece by piece, resumable.
+//!
+//! The index server is asked only for sources. Each source gets a worker that claims runs of
+//! missing pieces and fetches them with one range request; faster sources simply claim more.
+//! Every piece is checked against the content hash (through the piece hashes proven by
+//! `shared::pieces`) before it is written at its offset in `NAME.peerdex-part`; a source that
+//! sends a bad byte is dropped and named, and its piece goes back to the pool. Near the end, a
+//! piece still in flight is raced on an idle source. When no source is left the server is asked
+//! again. The finished file is hashed in full, then renamed into place: nothing unverified ever
+//! has the final name. An interrupted download leaves the part and state files; running the
+//! same command again re-verifies them and fetches only what is missing.
+
+pub mod names;
+pub mod part;
+pub mod peer;
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use peerdex_shared::pieces::{PieceCv, piece_count, piece_range, verify_piece};
+use peerdex_shared::{FileHash, PeerId};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::ServerClient;
+use crate::server_api::ApiError;
+use names::sanitize_file_name;
+use part::{PartPaths, PartState, StateError};
+use peer::{PeerSource, RangeStream, SourceError, fetch_piece_hashes};
+
+/// Pieces asked for in one range request while plenty remain.
+const RUN_PIECES: u64 = 4;
+
+/// How often the state file is rewritten while pieces arrive.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// Times the index server is asked again for sources when none is left.
+const REQUERIES: u32 = 2;
+
+/// Where a download goes.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// Into this folder, under the (sanitized) name peers give the file.
+    Dir(PathBuf),
+    /// Exactly this file.
+    File(PathBuf),
+    /// To standard output, in order, as pieces are verified; the partial file lives in this
+    /// work folder meanwhile.
+    Stdout(PathBuf),
+}
+
+/// Download settings.
+#[derive(Debug, Clone)]
+pub struct DownloadOptions {
+    /// Sources used at once.
+    pub max_sources: usize,
+    /// A source that sends nothing for this long is dropped.
+    pub stall_timeout: Duration,
+    /// Longest total wait for a busy source before it is dropped.
+    pub busy_limit: Duration,
+    /// Replace an existing file (and a partial download of other content) at the destination.
+    pub force: bool,
+    /// Never download from this peer (ourselves).
+    pub exclude_peer: Option<PeerId>,
+    /// Threads for the final hash.
+    pub hash_threads: usize,
+}
+
+impl Default for DownloadOptions {
+    fn default() -> Self {
+        DownloadOptions {
+            max_sources: 4,
+            stall_timeout: Duration::from_secs(20),
+            busy_limit: Duration::from_secs(600),
+            force: false,
+            exclude_peer: None,
+            hash_threads: 2,
+        }
+    }
+}
+
+/// Live counters of a download, for a progress bar.
+#[derive(Debug, Default)]
+pub struct DownloadProgress {
+    /// Bytes of the content.
+    pub total: AtomicU64,
+    /// Bytes verified so far (including pieces kept from an earlier attempt).
+    pub verified: AtomicU64,
+    /// Sources transferring now.
+    pub active_sources: AtomicUsize,
+    notes: Mutex<Vec<String>>,
+}
+
+impl DownloadProgress {
+    /// Messages for the user since the last call (dropped sources, busy sources).
+    pub fn take_notes(&self) -> Vec<String> {
+        std::mem::take(&mut *self.notes.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn note(&self, message: String) {
+        self.notes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(message);
+    }
+}
+
+/// What a finished download did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DownloadReport {
+    /// Content hash.
+    pub hash: FileHash,
+    /// Size in bytes.
+    pub size: u64,
+    /// Where the file is (none for standard output).
+    pub path: Option<PathBuf>,
+    /// Time taken.
+    pub elapsed_secs: f64,
+    /// Bytes received from peers (more than needed when pieces were raced or refetched).
+    pub bytes_fetched: u64,
+    /// Pieces fetched in this run.
+    pub pieces_fetched: u64,
+    /// Pieces kept from an earlier, interrupted run (verified again).
+    pub pieces_reused: u64,
+    /// Sources that delivered pieces.
+    pub sources_used: Vec<String>,
+    /// Sources dropped, with the reason.
+    pub sources_dropped: Vec<(String, String)>,
+}
+
+/// Why a download failed. Each kind has its own exit code ([`DownloadError::exit_code`]).
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// No online peer has this content.
+    #[error("not found: no online peer has {0}")]
+    NotFound(FileHash),
+    /// Peers have it, but none could deliver it.
+    #[error("no source reachable for {hash}{}", describe(.dropped))]
+    NoSource {
+        /// The content.
+        hash: FileHash,
+        /// Sources tried and why each was dropped.
+        dropped: Vec<(String, String)>,
+    },
+    /// Data did not match the content hash and no honest source was left.
+    #[error("verification failed: {0}")]
+    Verification(String),
+    /// The disk is full; the partial download is kept for resuming.
+    #[error("disk full writing {0} (the partial download is kept; free space and run again)")]
+    DiskFull(PathBuf),
+    /// The destination exists.
+    #[error("{0} already exists (use --force to replace it)")]
+    Exists(PathBuf),
+    /// Interrupted; the partial download is kept for resuming.
+    #[error("interrupted (the partial download is kept; run the same command to resume)")]
+    Interrupted,
+    /// The index server failed.
+    #[error("index server: {0}")]
+    Server(#[from] ApiError),
+    /// A local file operation failed.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The partial download's state file is damaged.
+    #[error("download state {}: {source}", path.display())]
+    State {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong.
+        source: StateError,
+    },
+}
+
+fn describe(dropped: &[(String, String)]) -> String {
+    if dropped.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = dropped
+        .iter()
+        .map(|(s, why)| format!("{s}: {why}"))
+        .collect();
+    format!(" ({})", list.join("; "))
+}
+
+impl DownloadError {
+    /// The process exit code for this failure: 3 not found, 4 no source reachable,
+    /// 5 verification failed, 6 disk full, 130 interrupted, 1 anything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DownloadError::NotFound(_) => 3,
+            DownloadError::NoSource { .. } => 4,
+            DownloadError::Verification(_) => 5,
+            DownloadError::DiskFull(_) => 6,
+            DownloadError::Interrupted => 130,
+            _ => 1,
+        }
+    }
+
+    fn io(what: &'static str, path: &Path, source: std::io::Error) -> DownloadError {
+        if source.kind() == std::io::ErrorKind::StorageFull
+            || source.kind() == std::io::ErrorKind::QuotaExceeded
+        {
+            DownloadError::DiskFull(path.to_owned())
+        } else {
+            DownloadError::Io {
+                what,
+                path: path.to_owned(),
+                source,
+            }
+        }
+    }
+}
+
+/// One piece board for all workers: what is written, what is being fetched.
+struct Board {
+    done: Vec<bool>,
+    /// Piece → (claimed at, fetchers).
+    in_flight: HashMap<u64, (Instant, u8)>,
+    remaining: u64,
+    active_sources: usize,
+}
+
+impl Board {
+    /// The next run of missing pieces no one fetches, or, near the end, a piece in flight on one
+    /// source only (to race it).
+    fn claim(&mut self) -> Option<Range<u64>> {
+        let count = self.done.len() as u64;
+        let free = (0..count).find(|i| !self.done[*i as usize] && !self.in_flight.contains_key(i));
+        if let Some(first) = free {
+            let unclaimed = self.remaining.saturating_sub(self.in_flight.len() as u64);
+            let run = if unclaimed > RUN_PIECES * self.active_sources.max(1) as u64 {
+                RUN_PIECES
+            } else {
+                1
+            };
+            let mut end = first + 1;
+            while end < count
+                && end - first < run
+                && !self.done[end as usize]
+                && !self.in_flight.contains_key(&end)
+            {
+                end += 1;
+            }
+            let now = Instant::now();
+            for i in first..end {
+                self.in_flight.insert(i, (now, 1));
+            }
+            return Some(first..end);
+        }
+        let (&oldest, _) = self
+            .in_flight
+            .iter()
+            .filter(|(_, (_, fetchers))| *fetchers < 2)
+            .min_by_key(|(_, (since, _))| *since)?;
+        if let Some(flight) = self.in_flight.get_mut(&oldest) {
+            flight.1 += 1;
+        }
+        Some(oldest..oldest + 1)
+    }
+
+    /// Records piece `i` as written; false when another fetch already did.
+    fn finish(&mut self, i: u64) -> bool {
+        self.in_flight.remove(&i);
+        let slot = &mut self.done[i as usize];
+        if *slot {
+            return false;
+        }
+        *slot = true;
+        self.remaining -= 1;
+        true
+    }
+
+    /// Gives back the pieces of a run that were not written.
+    fn release(&mut self, pieces: Range<u64>) {
+        for i in pieces {
+            if let Some(flight) = self.in_flight.get_mut(&i) {
+                if flight.1 > 1 {
+                    flight.1 -= 1;
+                } else {
+                    self.in_flight.remove(&i);
+                }
+            }
+        }
+    }
+}
+
+/// Everything the workers share.
+struct Job {
+    hash: FileHash,
+    size: u64,
+    cvs: Option<Arc<Vec<PieceCv>>>,
+    file: Arc<File>,
+    data_path: PathBuf,
+    board: Mutex<Board>,
+    changed: Notify,
+    progress: Arc<DownloadProgress>,
+    http: reqwest::Client,
+    options: DownloadOptions,
+    cancel: CancellationToken,
+    bytes_fetched: AtomicU64,
+    pieces_fetched: AtomicU64,
+    /// Fatal local error (disk full...) that ends the download.
+    fatal: Mutex<Option<DownloadError>>,
+}
+
+/// How a worker ended.
+enum WorkerEnd {
+    /// Nothing left to fetch.
+    Complete,
+    /// The source was dropped.
+    Dropped(SourceError),
+    /// The download is being cancelled or failed locally.
+    Stopped,
+}
+
+impl Job {
+    fn board(&self) -> std::sync::MutexGuard<'_, Board> {
+        self.board.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fail(&self, error: DownloadError) {
+        self.fatal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(error);
+        self.cancel.cancel();
+    }
+
+    /// Verifies piece `i` and writes it at its offset. Ok(false): it does not match.
+    async fn store(self: &Arc<Self>, i: u64, bytes: Vec<u8>) -> Result<bool, DownloadError> {
+        let job = self.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let expected = job.cvs.as_ref().map(|cvs| cvs[i as usize]);
+            if verify_piece(&job.hash, job.size, i, expected.as_ref(), &bytes).is_err() {
+                return Ok(false);
+            }
+            if job.board().done[i as usize] {
+                return Ok(true); // won by a racing fetch
+            }
+            job.file
+                .write_all_at(&bytes, piece_range(job.size, i).start)
+                .map_err(|e| DownloadError::io("writing", &job.data_path, e))?;
+            Ok(true)
+        })
+        .await;
+        outcome.unwrap_or_else(|_| Err(DownloadError::Interrupted))
+    }
+
+    /// Fetches `run` from `source`, storing each verified piece as it completes.
+    /// `delivered` counts the pieces this fetch was first to write.
+    async fn fetch_run(
+        self: &Arc<Self>,
+        source: &PeerSource,
+        run: Range<u64>,
+        delivered: &mut u64,
+    ) -> Result<(), SourceError> {
+        let start = piece_range(self.size, run.start).start;
+        let end = piece_range(self.size, run.end - 1).end;
+        if start == end {
+            // The empty file: nothing to fetch, only the hash to check.
+            return match self.store(run.start, Vec::new()).await {
+                Ok(true) => {
+                    if self.board().finish(run.start) {
+                        *delivered += 1;
+                    }
+                    Ok(())
+                }
+                Ok(false) => Err(SourceError::BadData(
+                    "the empty file has another hash".into(),
+                )),
+                Err(e) => {
+                    self.fail(e);
+                    Ok(())
+                }
+            };
+        }
+        let mut stream = RangeStream::open(&self.http, source, &self.hash, start, end).await?;
+        let mut piece = run.start;
+        let mut buf: Vec<u8> = Vec::with_capacity((end - start).min(8 << 20) as usize);
+        loop {
+            let chunk = tokio::select! {
+                chunk = stream.chunk() => chunk?,
+                () = self.cancel.cancelled() => return Ok(()),
+            };
+            let Some(chunk) = chunk else {
+                break;
+            };
+            self.bytes_fetched
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            buf.extend_from_slice(&chunk);
+            loop {
+                if piece >= run.end {
+                    if !buf.is_empty() {
+                        return Err(SourceError::BadData("more bytes than asked for".into()));
+                    }
+                    break;
+                }
+                let range = piece_range(self.size, piece);
+                let len = (range.end - range.start) as usize;
+                if buf.len() < len {
+                    break;
+                }
+                let rest = buf.split_off(len);
+                let bytes = std::mem::replace(&mut buf, rest);
+                match self.store(piece, bytes).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(SourceError::BadData(format!(
+                            "piece {piece} does not match"
+                        )));
+                    }
+                    Err(e) => {
+                        self.fail(e);
+                        return Ok(());
+                    }
+                }
+                if self.board().finish(piece) {
+                    *delivered += 1;
+                    self.pieces_fetched.fetch_add(1, Ordering::Relaxed);
+                    self.progress
+                        .verified
+                        .fetch_add(len as u64, Ordering::Relaxed);
+                }
+                self.changed.notify_waiters();
+                piece += 1;
+            }
+        }
+        if piece < run.end {
+            return Err(SourceError::Unreachable(format!(
+                "answer ended after {} of {} bytes",
+                (piece_range(self.size, piece).start - start) + buf.len() as u64,
+                end - start
+            )));
+        }
+        Ok(())
+    }
+
+    /// One source's worker: claims and fetches runs until nothing is left or the source fails.
+    /// Also returns how many pieces it delivered.
+    async fn work(self: Arc<Self>, source: PeerSource) -> (WorkerEnd, u64) {
+        let mut delivered = 0;
+        let end = self.work_loop(&source, &mut delivered).await;
+        (end, delivered)
+    }
+
+    async fn work_loop(self: &Arc<Self>, source: &PeerSource, delivered: &mut u64) -> WorkerEnd {
+        let mut busy_waited = Duration::ZERO;
+        loop {
+            if self.cancel.is_cancelled() {
+                return WorkerEnd::Stopped;
+            }
+            let claim = {
+                let mut board = self.board();
+                if board.remaining == 0 {
+                    return WorkerEnd::Complete;
+                }
+                board.claim()
+            };
+            let Some(run) = claim else {
+                // Everything is claimed by others: wait for a change (a piece done or given back).
+                tokio::select! {
+                    () = self.changed.notified() => {}
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    () = self.cancel.cancelled() => return WorkerEnd::Stopped,
+                }
+                continue;
+            };
+            let outcome = self.fetch_run(source, run.clone(), delivered).await;
+            self.board().release(run);
+            self.changed.notify_waiters();
+            match outcome {
+                Ok(()) => {}
+                Err(SourceError::Busy {
+                    retry_after,
+                    position,
+                }) => {
+                    busy_waited += retry_after;
+                    if busy_waited > self.options.busy_limit {
+                        return WorkerEnd::Dropped(SourceError::Busy {
+                            retry_after,
+                            position,
+                        });
+                    }
+                    debug!(source = %source.label, ?position, "source busy; waiting");
+                    tokio::select! {
+                        () = tokio::time::sleep(retry_after) => {}
+                        () = self.cancel.cancelled() => return WorkerEnd::Stopped,
+                    }
+                }
+                Err(e) => return WorkerEnd::Dropped(e),
+            }
+        }
+    }
+}
+
+/// The most common file name among the sources' paths.
+fn common_name(sources: &[peerdex_shared::api::Source]) -> Option<String> {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for source in sources {
+        let name = source.path.rsplit('/').next().unwrap_or(&source.path);
+        *counts.entry(name).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+        .map(|(name, _)| name.to_owned())
+}
+
+/// Downloads `hash`. `name` is the file name to use with [`Destination::Dir`] (untrusted: it is
+/// sanitized); without it the name most sources use is taken.
+pub async fn download(
+    server: &ServerClient,
+    hash: FileHash,
+    name: Option<&str>,
+    destination: &Destination,
+    options: &DownloadOptions,
+    progress: Arc<DownloadProgress>,
+    cancel: CancellationToken,
+) -> Result<DownloadReport, DownloadError> {
+    let started = Instant::now();
+    let found = match server.sources(&hash).await {
+        Ok(found) => found,
+        Err(e) if e.code() == Some(peerdex_shared::api::ErrorCode::NotFound) => {
+            return Err(DownloadError::NotFound(hash));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let size = found.size;
+    let fallback = hash.to_string();
+    let file_name = sanitize_file_name(
+        &name
+            .map(str::to_owned)
+            .or_else(|| common_name(&found.sources))
+            .unwrap_or_default(),
+        &fallback,
+    );
+    let (final_path, to_stdout) = match destination {
+        Destination::Dir(dir) => (dir.join(&file_name), false),
+        Destination::File(path) => (path.clone(), false),
+        Destination::Stdout(work) => (work.join(&fallback), true),
+    };
+    if !to_stdout && !options.force && final_path.exists() {
+        return Err(DownloadError::Exists(final_path));
+    }
+    if let Some(dir) = final_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| DownloadError::io("creating folder", dir, e))?;
+    }
+    let paths = PartPaths::beside(&final_path);
+    let span = info_span!("download", hash = %hash.fmt_short(), size);
+    let result = run(RunInput {
+        server,
+        hash,
+        size,
+        sources: found.sources,
+        paths: &paths,
+        to_stdout,
+        options,
+        progress,
+        cancel,
+    })
+    .instrument(span)
+    .await;
+    let (bytes_fetched, pieces_fetched, pieces_reused, used, dropped) = result?;
+    Ok(DownloadReport {
+        hash,
+        size,
+        path: (!to_stdout).then_some(final_path),
+        elapsed_secs: started.elapsed().as_secs_f64(),
+        bytes_fetched,
+        pieces_fetched,
+        pieces_reused,
+        sources_used: used,
+        sources_dropped: dropped,
+    })
+}
+
+struct RunInput<'a> {
+    server: &'a ServerClient,
+    hash: FileHash,
+    size: u64,
+    sources: Vec<peerdex_shared::api::Source>,
+    paths: &'a PartPaths,
+    to_stdout: bool,
+    options: &'a DownloadOptions,
+    progress: Arc<DownloadProgress>,
+    cancel: CancellationToken,
+}
+
+type RunOutcome = (u64, u64, u64, Vec<String>, Vec<(String, String)>);
+
+/// Opens (or resumes) the partial download, fetches what is missing, verifies the whole file and
+/// moves it into place.
+async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
+    let RunInput {
+        server,
+        hash,
+        size,
+        sources,
+        paths,
+        to_stdout,
+        options,
+        progress,
+        cancel,
+    } = input;
+    let count = piece_count(size);
+    progress.total.store(size, Ordering::Relaxed);
+
+    // Resume what an earlier run left, after checking it again.
+    let mut state = match PartState::load(&paths.state) {
+        Ok(Some(state)) if state.hash == hash && state.size == size => state,
+        Ok(Some(_)) if !options.force => {
+            return Err(DownloadError::Exists(paths.data.clone()));
+        }
+        Ok(_) => PartState::new(hash, size),
+        Err(StateError::Invalid) => PartState::new(hash, size),
+        Err(source) => {
+            return Err(DownloadError::State {
+                path: paths.state.clone(),
+                source,
+            });
+        }
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&paths.data)
+        .map_err(|e| DownloadError::io("opening", &paths.data, e))?;
+    file.set_len(size)
+        .map_err(|e| DownloadError::io("sizing", &paths.data, e))?;
+    let file = Arc::new(file);
+    let reused = reverify(&file, &mut state, &paths.data).await?;
+    progress
+        .verified
+        .store(done_bytes(&state), Ordering::Relaxed);
+
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .read_timeout(options.stall_timeout)
+        .build()
+        .map_err(ApiError::from)?;
+    let mut dropped: Vec<(String, String)> = Vec::new();
+    let mut tried: HashSet<PeerId> = HashSet::new();
+    let mut pool: Vec<PeerSource> = usable(&sources, options, &tried);
+
+    // The piece hashes, proven against the content hash, from the first source that has them.
+    if count > 1 && state.cvs.is_none() {
+        while state.cvs.is_none() {
+            let Some(source) = pool.first().cloned() else {
+                return Err(no_source(hash, dropped));
+            };
+            match fetch_piece_hashes(&http, &source, &hash, size, count).await {
+                Ok(cvs) => state.cvs = Some(cvs),
+                Err(e @ SourceError::Busy { .. }) => {
+                    // Try the others first; come back to it.
+                    pool.rotate_left(1);
+                    if pool.len() == 1 {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    debug!(source = %source.label, error = %e, "busy while asked for piece hashes");
+                    continue;
+                }
+                Err(e) => {
+                    progress.note(format!("dropped source {}: {e}", source.label));
+                    dropped.push((source.label.clone(), e.to_string()));
+                    tried.insert(source.peer_id);
+                    pool.remove(0);
+                }
+            }
+        }
+        save(&state, &paths.state);
+    }
+
+    let remaining = state.done.iter().filter(|d| !**d).count() as u64;
+    let job = Arc::new(Job {
+        hash,
+        size,
+        cvs: state.cvs.clone().map(Arc::new),
+        file: file.clone(),
+        data_path: paths.data.clone(),
+        board: Mutex::new(Board {
+            done: state.done.clone(),
+            in_flight: HashMap::new(),
+            remaining,
+            active_sources: 0,
+        }),
+        changed: Notify::new(),
+        progress: progress.clone(),
+        http,
+        options: options.clone(),
+        cancel: cancel.child_token(),
+        bytes_fetched: AtomicU64::new(0),
+        pieces_fetched: AtomicU64::new(0),
+        fatal: Mutex::new(None),
+    });
+
+    let streamer = to_stdout.then(|| tokio::spawn(stream_to_stdout(job.clone())));
+    let mut used: Vec<String> = Vec::new();
+    let mut workers: JoinSet<(PeerSource, WorkerEnd, u64)> = JoinSet::new();
+    let mut requeries = 0;
+    let mut last_save = Instant::now();
+    loop {
+        if job.board().remaining == 0 || job.cancel.is_cancelled() {
+            break;
+        }
+        while workers.len() < options.max_sources.max(1) && !pool.is_empty() {
+            let source = pool.remove(0);
+            tried.insert(source.peer_id);
+            let job2 = job.clone();
+            workers.spawn(async move {
+                let span = info_span!("source", source = %source.label);
+                let (end, delivered) = job2.work(source.clone()).instrument(span).await;
+                (source, end, delivered)
+            });
+            job.board().active_sources = workers.len();
+            progress
+                .active_sources
+                .store(workers.len(), Ordering::Relaxed);
+        }
+        if workers.is_empty() {
+            // Everyone was dropped: ask the server for peers not tried yet.
+            if requeries >= REQUERIES {
+                break;
+            }
+            requeries += 1;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Ok(found) = server.sources(&hash).await {
+                pool = usable(&found.sources, options, &tried);
+            }
+            continue;
+        }
+        let finished = tokio::select! {
+            finished = workers.join_next() => finished,
+            () = tokio::time::sleep(SAVE_EVERY) => None,
+        };
+        if last_save.elapsed() >= SAVE_EVERY {
+            state.done = job.board().done.clone();
+            save(&state, &paths.state);
+            last_save = Instant::now();
+        }
+        let (source, end, delivered) = match finished {
+            Some(Ok(done)) => done,
+            Some(Err(e)) => {
+                // A worker panicked: a bug, but the others go on.
+                warn!(error = %e, "a download worker failed");
+                continue;
+            }
+            None => continue,
+        };
+        job.board().active_sources = workers.len();
+        progress
+            .active_sources
+            .store(workers.len(), Ordering::Relaxed);
+        match end {
+            WorkerEnd::Complete | WorkerEnd::Stopped => {}
+            WorkerEnd::Dropped(e) => {
+                warn!(source = %source.label, error = %e, "source dropped");
+                progress.note(format!("dropped source {}: {e}", source.label));
+                dropped.push((source.label.clone(), e.to_string()));
+            }
+        }
+        if delivered > 0 {
+            used.push(source.label.clone());
+        }
+    }
+    job.cancel.cancel();
+    while let Some(Ok((source, _, delivered))) = workers.join_next().await {
+        if delivered > 0 {
+            used.push(source.label.clone());
+        }
+    }
+    progress.active_sources.store(0, Ordering::Relaxed);
+    state.done = job.board().done.clone();
+    save(&state, &paths.state);
+    if let Some(streamer) = streamer {
+        // The streamer ends once every piece was written out (or on failure).
+        let _ = streamer.await;
+    }
+    if let Some(error) = job.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(error);
+    }
+    if job.board().remaining > 0 {
+        if cancel.is_cancelled() {
+            return Err(DownloadError::Interrupted);
+        }
+        let all_lied = !dropped.is_empty()
+            && dropped
+                .iter()
+                .all(|(_, why)| why.starts_with("sent data that does not match"));
+        if all_lied {
+            return Err(DownloadError::Verification(format!(
+                "every source sent data that does not match {hash}{}",
+                describe(&dropped)
+            )));
+        }
+        return Err(no_source(hash, dropped));
+    }
+
+    // Every piece verified; hash the whole file once more before it gets its name.
+    let check_file = file.clone();
+    let threads = options.hash_threads;
+    let whole = tokio::task::spawn_blocking(move || {
+        crate::agent::hash::hash_open_file(&check_file, size, threads)
+    })
+    .await
+    .map_err(|_| DownloadError::Interrupted)?
+    .map_err(|e| DownloadError::io("reading back", &paths.data, e))?;
+    if whole != hash {
+        // Start over next time rather than trusting this state again.
+        let _ = std::fs::remove_file(&paths.state);
+        return Err(DownloadError::Verification(format!(
+            "the assembled file hashes to {whole}, not {hash}"
+        )));
+    }
+    file.sync_all()
+        .map_err(|e| DownloadError::io("flushing", &paths.data, e))?;
+    if to_stdout {
+        let _ = std::fs::remove_file(&paths.data);
+    } else {
+        std::fs::rename(&paths.data, &paths.destination)
+            .map_err(|e| DownloadError::io("renaming into place", &paths.destination, e))?;
+        // Make the rename itself durable.
+        let dir = match paths.destination.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        if let Ok(dir) = File::open(dir) {
+            let _ = dir.sync_all();
+        }
+    }
+    let _ = std::fs::remove_file(&paths.state);
+    Ok((
+        job.bytes_fetched.load(Ordering::Relaxed),
+        job.pieces_fetched.load(Ordering::Relaxed),
+        reused,
+        used,
+        dropped,
+    ))
+}
+
+fn usable(
+    sources: &[peerdex_shared::api::Source],
+    options: &DownloadOptions,
+    tried: &HashSet<PeerId>,
+) -> Vec<PeerSource> {
+    sources
+        .iter()
+        .filter(|s| Some(s.peer_id) != options.exclude_peer && !tried.contains(&s.peer_id))
+        .filter_map(PeerSource::from_api)
+        .collect()
+}
+
+fn no_source(hash: FileHash, dropped: Vec<(String, String)>) -> DownloadError {
+    DownloadError::NoSource { hash, dropped }
+}
+
+fn done_bytes(state: &PartState) -> u64 {
+    state
+        .done
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d)
+        .map(|(i, _)| {
+            let r = piece_range(state.size, i as u64);
+            r.end - r.start
+        })
+        .sum()
+}
+
+fn save(state: &PartState, path: &Path) {
+    if let Err(e) = state.save(path) {
+        warn!(path = %path.display(), error = %e, "cannot save the download state");
+    }
+}
+
+/// Reads back every piece an earlier run marked written and keeps only those that verify.
+/// Returns how many were kept.
+async fn reverify(
+    file: &Arc<File>,
+    state: &mut PartState,
+    path: &Path,
+) -> Result<u64, DownloadError> {
+    if state.done_count() == 0 {
+        return Ok(0);
+    }
+    if piece_count(state.size) > 1 && state.cvs.is_none() {
+        state.done.iter_mut().for_each(|d| *d = false);
+        return Ok(0);
+    }
+    let file = file.clone();
+    let mut checked = state.clone();
+    let checked = tokio::task::spawn_blocking(move || -> std::io::Result<PartState> {
+        let mut buf = Vec::new();
+        for i in 0..checked.done.len() {
+            if !checked.done[i] {
+                continue;
+            }
+            let range = piece_range(checked.size, i as u64);
+            buf.resize((range.end - range.start) as usize, 0);
+            file.read_exact_at(&mut buf, range.start)?;
+            let cv = checked.cvs.as_ref().map(|c| c[i]);
+            checked.done[i] =
+                verify_piece(&checked.hash, checked.size, i as u64, cv.as_ref(), &buf).is_ok();
+        }
+        Ok(checked)
+    })
+    .await
+    .map_err(|_| DownloadError::Interrupted)?
+    .map_err(|e| DownloadError::io("reading back", path, e))?;
+    *state = checked;
+    Ok(state.done_count())
+}
+
+/// Writes the pieces to standard output in order, as they are verified.
+async fn stream_to_stdout(job: Arc<Job>) {
+    use tokio::io::AsyncWriteExt;
+    let mut out = tokio::io::stdout();
+    let count = job.board().done.len() as u64;
+    let mut next = 0u64;
+    while next < count {
+        let ready = job.board().done[next as usize];
+        if !ready {
+            if job.cancel.is_cancelled() {
+                return;
+            }
+            tokio::select! {
+                () = job.changed.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            continue;
+        }
+        let range = piece_range(job.size, next);
+        let file = job.file.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; (range.end - range.start) as usize];
+            file.read_exact_at(&mut buf, range.start).map(|()| buf)
+        })
+        .await;
+        let Ok(Ok(bytes)) = read else {
+            job.cancel.cancel();
+            return;
+        };
+        if out.write_all(&bytes).await.is_err() {
+            // The reader went away (a player was closed): stop the download.
+            job.cancel.cancel();
+            return;
+        }
+        next += 1;
+    }
+    let _ = out.flush().await;
+}
