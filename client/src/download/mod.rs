@@ -229,6 +229,8 @@ impl DownloadError {
 /// One piece board for all workers: what is written, what is being fetched.
 struct Board {
     done: Vec<bool>,
+    /// No piece below this is missing (claims start here, not at 0).
+    cursor: u64,
     /// Piece → (claimed at, fetchers).
     in_flight: HashMap<u64, (Instant, u8)>,
     remaining: u64,
@@ -240,7 +242,8 @@ impl Board {
     /// source only (to race it).
     fn claim(&mut self) -> Option<Range<u64>> {
         let count = self.done.len() as u64;
-        let free = (0..count).find(|i| !self.done[*i as usize] && !self.in_flight.contains_key(i));
+        let free = (self.cursor..count)
+            .find(|i| !self.done[*i as usize] && !self.in_flight.contains_key(i));
         if let Some(first) = free {
             let unclaimed = self.remaining.saturating_sub(self.in_flight.len() as u64);
             let run = if unclaimed > RUN_PIECES * self.active_sources.max(1) as u64 {
@@ -282,6 +285,9 @@ impl Board {
         }
         *slot = true;
         self.remaining -= 1;
+        while self.done.get(self.cursor as usize) == Some(&true) {
+            self.cursor += 1;
+        }
         true
     }
 
@@ -661,19 +667,22 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
 
     // The piece hashes, proven against the content hash, from the first source that has them.
     if count > 1 && state.cvs.is_none() {
+        let mut busy_waited = Duration::ZERO;
         while state.cvs.is_none() {
             let Some(source) = pool.first().cloned() else {
                 return Err(no_source(hash, dropped));
             };
+            if cancel.is_cancelled() {
+                return Err(DownloadError::Interrupted);
+            }
             match fetch_piece_hashes(&http, &source, &hash, size, count).await {
                 Ok(cvs) => state.cvs = Some(cvs),
-                Err(e @ SourceError::Busy { .. }) => {
-                    // Try the others first; come back to it.
+                Err(SourceError::Busy { retry_after, .. }) if busy_waited < options.busy_limit => {
+                    // Try the others first; wait only when every source is busy.
                     pool.rotate_left(1);
-                    if pool.len() == 1 {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                    debug!(source = %source.label, error = %e, "busy while asked for piece hashes");
+                    busy_waited += retry_after.min(Duration::from_secs(1));
+                    debug!(source = %source.label, "busy while asked for piece hashes");
+                    tokio::time::sleep(retry_after.min(Duration::from_secs(1))).await;
                     continue;
                 }
                 Err(e) => {
@@ -695,6 +704,11 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         file: file.clone(),
         data_path: paths.data.clone(),
         board: Mutex::new(Board {
+            cursor: state
+                .done
+                .iter()
+                .position(|d| !d)
+                .unwrap_or(state.done.len()) as u64,
             done: state.done.clone(),
             in_flight: HashMap::new(),
             remaining,
@@ -964,4 +978,45 @@ async fn stream_to_stdout(job: Arc<Job>) {
         next += 1;
     }
     let _ = out.flush().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn board(count: usize, sources: usize) -> Board {
+        Board {
+            done: vec![false; count],
+            cursor: 0,
+            in_flight: HashMap::new(),
+            remaining: count as u64,
+            active_sources: sources,
+        }
+    }
+
+    #[test]
+    fn claims_take_runs_then_single_pieces_then_race_the_slowest() {
+        let mut b = board(12, 1);
+        assert_eq!(b.claim(), Some(0..4));
+        assert_eq!(b.claim(), Some(4..8));
+        // Few pieces left unclaimed: one at a time.
+        assert_eq!(b.claim(), Some(8..9));
+        for i in 0..4 {
+            assert!(b.finish(i));
+        }
+        assert_eq!(b.cursor, 4);
+        assert_eq!(b.claim(), Some(9..10));
+        assert_eq!(b.claim(), Some(10..11));
+        assert_eq!(b.claim(), Some(11..12));
+        // Everything is claimed: the oldest piece in flight is raced, once.
+        let raced = b.claim().unwrap();
+        assert_eq!(raced.end - raced.start, 1);
+        assert!((4..8).contains(&raced.start));
+        // The first fetch to finish wins; the racer's copy is not counted again.
+        assert!(b.finish(raced.start));
+        assert!(!b.finish(raced.start));
+        // A failed run goes back to the pool.
+        b.release(9..10);
+        assert_eq!(b.claim(), Some(9..10));
+    }
 }
