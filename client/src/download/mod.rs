@@ -15,7 +15,7 @@ pub mod names;
 pub mod part;
 pub mod peer;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
@@ -38,7 +38,7 @@ use part::{PartPaths, PartState, StateError};
 use peer::{PeerSource, RangeStream, SourceError, fetch_piece_hashes};
 
 /// Pieces asked for in one range request while plenty remain.
-const RUN_PIECES: u64 = 4;
+const RUN_PIECES: u64 = 8;
 
 /// How often the state file is rewritten while pieces arrive.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
@@ -396,8 +396,16 @@ impl Job {
             };
         }
         let mut stream = RangeStream::open(&self.http, source, &self.hash, start, end).await?;
+        let piece_len = |i: u64| {
+            let r = piece_range(self.size, i);
+            (r.end - r.start) as usize
+        };
+        // Pieces being verified and written while the next ones arrive, oldest first.
+        let mut storing: VecDeque<(u64, tokio::task::JoinHandle<Result<bool, DownloadError>>)> =
+            VecDeque::new();
         let mut piece = run.start;
-        let mut buf: Vec<u8> = Vec::with_capacity((end - start).min(8 << 20) as usize);
+        let mut current: Vec<u8> = Vec::with_capacity(piece_len(piece));
+        let mut received = 0u64;
         loop {
             let chunk = tokio::select! {
                 chunk = stream.chunk() => chunk?,
@@ -408,52 +416,74 @@ impl Job {
             };
             self.bytes_fetched
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            buf.extend_from_slice(&chunk);
-            loop {
+            received += chunk.len() as u64;
+            let mut data: &[u8] = &chunk;
+            while !data.is_empty() {
                 if piece >= run.end {
-                    if !buf.is_empty() {
-                        return Err(SourceError::BadData("more bytes than asked for".into()));
+                    return Err(SourceError::BadData("more bytes than asked for".into()));
+                }
+                let take = (piece_len(piece) - current.len()).min(data.len());
+                current.extend_from_slice(&data[..take]);
+                data = &data[take..];
+                if current.len() == piece_len(piece) {
+                    let next = if piece + 1 < run.end {
+                        piece_len(piece + 1)
+                    } else {
+                        0
+                    };
+                    let bytes = std::mem::replace(&mut current, Vec::with_capacity(next));
+                    let job = self.clone();
+                    storing.push_back((
+                        piece,
+                        tokio::spawn(async move { job.store(piece, bytes).await }),
+                    ));
+                    piece += 1;
+                    while storing.len() > 2 {
+                        if let Some((i, task)) = storing.pop_front() {
+                            self.settle(i, task, delivered).await?;
+                        }
                     }
-                    break;
                 }
-                let range = piece_range(self.size, piece);
-                let len = (range.end - range.start) as usize;
-                if buf.len() < len {
-                    break;
-                }
-                let rest = buf.split_off(len);
-                let bytes = std::mem::replace(&mut buf, rest);
-                match self.store(piece, bytes).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        return Err(SourceError::BadData(format!(
-                            "piece {piece} does not match"
-                        )));
-                    }
-                    Err(e) => {
-                        self.fail(e);
-                        return Ok(());
-                    }
-                }
-                if self.board().finish(piece) {
-                    *delivered += 1;
-                    self.pieces_fetched.fetch_add(1, Ordering::Relaxed);
-                    self.progress
-                        .verified
-                        .fetch_add(len as u64, Ordering::Relaxed);
-                }
-                self.changed.notify_waiters();
-                piece += 1;
             }
+        }
+        while let Some((i, task)) = storing.pop_front() {
+            self.settle(i, task, delivered).await?;
         }
         if piece < run.end {
             return Err(SourceError::Unreachable(format!(
-                "answer ended after {} of {} bytes",
-                (piece_range(self.size, piece).start - start) + buf.len() as u64,
+                "answer ended after {received} of {} bytes",
                 end - start
             )));
         }
         Ok(())
+    }
+
+    /// Waits for piece `i` to be verified and written, and records it.
+    async fn settle(
+        &self,
+        i: u64,
+        task: tokio::task::JoinHandle<Result<bool, DownloadError>>,
+        delivered: &mut u64,
+    ) -> Result<(), SourceError> {
+        match task.await.unwrap_or(Err(DownloadError::Interrupted)) {
+            Ok(true) => {
+                if self.board().finish(i) {
+                    *delivered += 1;
+                    self.pieces_fetched.fetch_add(1, Ordering::Relaxed);
+                    let r = piece_range(self.size, i);
+                    self.progress
+                        .verified
+                        .fetch_add(r.end - r.start, Ordering::Relaxed);
+                }
+                self.changed.notify_waiters();
+                Ok(())
+            }
+            Ok(false) => Err(SourceError::BadData(format!("piece {i} does not match"))),
+            Err(e) => {
+                self.fail(e);
+                Err(SourceError::Unreachable("stopped".into()))
+            }
+        }
     }
 
     /// One source's worker: claims and fetches runs until nothing is left or the source fails.
@@ -996,27 +1026,31 @@ mod tests {
 
     #[test]
     fn claims_take_runs_then_single_pieces_then_race_the_slowest() {
-        let mut b = board(12, 1);
-        assert_eq!(b.claim(), Some(0..4));
-        assert_eq!(b.claim(), Some(4..8));
+        let run = RUN_PIECES;
+        let count = run + 2;
+        let mut b = board(count as usize, 1);
+        assert_eq!(b.claim(), Some(0..run));
         // Few pieces left unclaimed: one at a time.
-        assert_eq!(b.claim(), Some(8..9));
-        for i in 0..4 {
+        assert_eq!(b.claim(), Some(run..run + 1));
+        for i in 0..run {
             assert!(b.finish(i));
         }
-        assert_eq!(b.cursor, 4);
-        assert_eq!(b.claim(), Some(9..10));
-        assert_eq!(b.claim(), Some(10..11));
-        assert_eq!(b.claim(), Some(11..12));
+        assert_eq!(b.cursor, run);
+        for i in run + 1..count {
+            assert_eq!(b.claim(), Some(i..i + 1));
+        }
         // Everything is claimed: the oldest piece in flight is raced, once.
         let raced = b.claim().unwrap();
         assert_eq!(raced.end - raced.start, 1);
-        assert!((4..8).contains(&raced.start));
+        assert!((run..count).contains(&raced.start));
         // The first fetch to finish wins; the racer's copy is not counted again.
         assert!(b.finish(raced.start));
         assert!(!b.finish(raced.start));
         // A failed run goes back to the pool.
-        b.release(9..10);
-        assert_eq!(b.claim(), Some(9..10));
+        let last = count - 1;
+        if raced.start != last {
+            b.release(last..count);
+            assert_eq!(b.claim(), Some(last..count));
+        }
     }
 }
