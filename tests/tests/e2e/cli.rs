@@ -309,6 +309,25 @@ async fn search_then_get_by_row_by_hash_and_to_stdout() {
     );
     assert_eq!(out.stdout, bytes);
 
+    // Browse: every file of a peer, paginated by the server, as JSON.
+    let nick = agent.status().nick;
+    let out = peerdex_in(
+        &work,
+        &me,
+        &["browse", "--server", &server.url, "--json", &nick],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listing["online"], true);
+    assert_eq!(listing["files"][0]["path"], "Live Concert.flac");
+    assert_eq!(listing["files"][0]["hash"], hash.as_str());
+    let out = peerdex_in(&work, &me, &["browse", "--server", &server.url, &nick]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Live Concert.flac"));
+
     // Unknown content: "not found".
     let unknown = content_hash(b"nobody shares this").to_string();
     let out = peerdex_in(&work, &me, &["get", "--server", &server.url, &unknown]);

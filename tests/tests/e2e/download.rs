@@ -349,3 +349,52 @@ async fn names_from_peers_cannot_leave_the_output_folder() {
     assert!(!dir.path().join("nest/escaped.mp3").exists());
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_stalls_is_dropped_and_the_others_finish() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = pseudo_random(6 * P + 1, 15);
+    // The honest source is slow enough (2 MiB/s) for the stall to be noticed before the end.
+    let agents = agents_sharing(&server, dir.path(), 1, &[("slow.bin", &bytes)], |_, c| {
+        c.upload.max_rate = 2 << 20;
+        c.upload.min_rate = 1;
+    })
+    .await;
+    let hash = content_hash(&bytes);
+    // A peer that accepts connections and then never answers, listing the same content.
+    let staller = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = staller.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = staller.accept().await {
+            sockets.push(socket); // read nothing, answer nothing
+        }
+    });
+    let peer = TestPeer::join_announcing(&server.url, "staller", port).await;
+    let mut listed = entry("x/slow.bin", bytes.len() as u64, "unused");
+    listed.hash = hash;
+    peer.client.upload_full(1, &[listed]).await.unwrap();
+    wait_for_sources(&server, hash, 2).await;
+
+    let report = download_into(&server.url, hash, &dir.path().join("out"), |o| {
+        o.max_sources = 2;
+        o.stall_timeout = Duration::from_secs(2);
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("out/slow.bin")).unwrap(),
+        bytes
+    );
+    assert_eq!(report.sources_used.len(), 1, "{report:?}");
+    let dropped = report
+        .sources_dropped
+        .iter()
+        .any(|(source, why)| source.starts_with("staller") && why.contains("stalled"));
+    assert!(dropped, "{:?}", report.sources_dropped);
+    held.abort();
+    for agent in agents {
+        agent.stop().await;
+    }
+}
