@@ -247,7 +247,7 @@ pub fn encode_cvs(cvs: &[PieceCv]) -> Vec<u8> {
 
 /// Splits the wire form into CVs; `None` when the length is not a multiple of 32.
 pub fn decode_cvs(bytes: &[u8]) -> Option<Vec<PieceCv>> {
-    if bytes.len() % CV_LEN != 0 {
+    if !bytes.len().is_multiple_of(CV_LEN) {
         return None;
     }
     Some(

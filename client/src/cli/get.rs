@@ -60,7 +60,10 @@ struct Target {
     name: Option<String>,
 }
 
-fn resolve(targets: &[String], last: Option<&LastSearch>) -> anyhow::Result<Vec<Target>> {
+fn resolve(
+    targets: &[String],
+    last: &anyhow::Result<Option<LastSearch>>,
+) -> anyhow::Result<Vec<Target>> {
     targets
         .iter()
         .map(|t| {
@@ -70,8 +73,12 @@ fn resolve(targets: &[String], last: Option<&LastSearch>) -> anyhow::Result<Vec<
             let row: usize = t
                 .parse()
                 .with_context(|| format!("{t:?} is neither a row number nor a 64-digit hash"))?;
-            let Some(last) = last else {
-                bail!("row {row}: there is no earlier search; search first, or give a hash");
+            let last = match last {
+                Ok(Some(last)) => last,
+                Ok(None) => {
+                    bail!("row {row}: there is no earlier search; search first, or give a hash")
+                }
+                Err(e) => bail!("row {row}: {e:#}"),
             };
             let hit = row
                 .checked_sub(1)
@@ -170,15 +177,15 @@ async fn agent_download_dir(state: &std::path::Path) -> Option<PathBuf> {
 
 /// Runs `peerdex get`; returns the exit code.
 pub async fn get(args: GetArgs, state: PathBuf) -> anyhow::Result<u8> {
-    let last = LastSearch::load(&state).ok();
-    let targets = resolve(&args.targets, last.as_ref())?;
+    let last = LastSearch::load(&state);
+    let targets = resolve(&args.targets, &last)?;
     if (args.output.is_some() || args.stdout) && targets.len() != 1 {
         bail!("--output and --stdout take exactly one download");
     }
     let server = args
         .server
         .clone()
-        .or_else(|| last.as_ref().map(|l| l.server.clone()))
+        .or_else(|| last.as_ref().ok()?.as_ref().map(|l| l.server.clone()))
         .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
     let client = ServerClient::new(&server)?;
     let destination = if args.stdout {
@@ -210,7 +217,11 @@ pub async fn get(args: GetArgs, state: PathBuf) -> anyhow::Result<u8> {
     let interrupt = cancel.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
+            // First Ctrl-C: stop cleanly, keeping what was downloaded. A second one: now.
             interrupt.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
         }
     });
 
@@ -251,11 +262,12 @@ pub async fn get(args: GetArgs, state: PathBuf) -> anyhow::Result<u8> {
             }
             Err(e) => {
                 eprintln!("peerdex: error: {}: {e}", target.hash.fmt_short());
+                if matches!(e, DownloadError::Interrupted) {
+                    exit = e.exit_code();
+                    break;
+                }
                 if exit == 0 {
                     exit = e.exit_code();
-                }
-                if matches!(e, DownloadError::Interrupted) {
-                    break;
                 }
             }
         }

@@ -116,13 +116,17 @@ pub struct LastSearch {
 }
 
 impl LastSearch {
-    /// Reads the remembered search from `state`.
-    pub fn load(state: &Path) -> anyhow::Result<LastSearch> {
+    /// Reads the remembered search from `state`; `None` when there was none.
+    pub fn load(state: &Path) -> anyhow::Result<Option<LastSearch>> {
         let path = state.join(LAST_SEARCH_FILE);
-        let text = std::fs::read(&path).with_context(
-            || "no earlier search to take a row from; search first, or give a hash",
-        )?;
-        serde_json::from_slice(&text).with_context(|| format!("{} is damaged", path.display()))
+        let text = match std::fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        serde_json::from_slice(&text)
+            .map(Some)
+            .with_context(|| format!("{} is damaged; search again", path.display()))
     }
 
     fn save(&self, state: &Path) -> anyhow::Result<()> {

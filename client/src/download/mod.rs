@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use peerdex_shared::pieces::{PieceCv, piece_count, piece_range, verify_piece};
+use peerdex_shared::pieces::{PieceCv, piece_count, piece_range, root_from_cvs, verify_piece};
 use peerdex_shared::{FileHash, PeerId};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -42,6 +42,12 @@ const RUN_PIECES: u64 = 8;
 
 /// How often the state file is rewritten while pieces arrive.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// Slowest transfer rate a source may keep up (bytes/s, over each stall window).
+const MIN_SOURCE_RATE: u64 = 1024;
+
+/// Largest content accepted (a lying majority could claim any size): 4 TiB.
+const MAX_SIZE: u64 = 1 << 42;
 
 /// Times the index server is asked again for sources when none is left.
 const REQUERIES: u32 = 2;
@@ -395,7 +401,15 @@ impl Job {
                 }
             };
         }
-        let mut stream = RangeStream::open(&self.http, source, &self.hash, start, end).await?;
+        let mut stream = tokio::select! {
+            opened = RangeStream::open(&self.http, source, &self.hash, start, end) => opened?,
+            () = self.cancel.cancelled() => return Err(SourceError::LocalStop),
+        };
+        // A source dripping a byte now and then never trips the read timeout: it must also keep
+        // up a minimum rate over each stall window.
+        let window = self.options.stall_timeout;
+        let mut window_start = Instant::now();
+        let mut window_bytes = 0u64;
         let piece_len = |i: u64| {
             let r = piece_range(self.size, i);
             (r.end - r.start) as usize
@@ -417,6 +431,14 @@ impl Job {
             self.bytes_fetched
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             received += chunk.len() as u64;
+            window_bytes += chunk.len() as u64;
+            if window_start.elapsed() >= window {
+                if window_bytes < MIN_SOURCE_RATE.saturating_mul(window.as_secs().max(1)) {
+                    return Err(SourceError::Stalled);
+                }
+                window_start = Instant::now();
+                window_bytes = 0;
+            }
             let mut data: &[u8] = &chunk;
             while !data.is_empty() {
                 if piece >= run.end {
@@ -481,7 +503,7 @@ impl Job {
             Ok(false) => Err(SourceError::BadData(format!("piece {i} does not match"))),
             Err(e) => {
                 self.fail(e);
-                Err(SourceError::Unreachable("stopped".into()))
+                Err(SourceError::LocalStop)
             }
         }
     }
@@ -538,6 +560,7 @@ impl Job {
                         () = self.cancel.cancelled() => return WorkerEnd::Stopped,
                     }
                 }
+                Err(SourceError::LocalStop) => return WorkerEnd::Stopped,
                 Err(e) => return WorkerEnd::Dropped(e),
             }
         }
@@ -653,12 +676,27 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         progress,
         cancel,
     } = input;
+    if size > MAX_SIZE {
+        return Err(DownloadError::Verification(format!(
+            "the size reported for {hash} ({size} bytes) is implausible"
+        )));
+    }
     let count = piece_count(size);
     progress.total.store(size, Ordering::Relaxed);
 
     // Resume what an earlier run left, after checking it again.
     let mut state = match PartState::load(&paths.state) {
-        Ok(Some(state)) if state.hash == hash && state.size == size => state,
+        Ok(Some(mut state)) if state.hash == hash && state.size == size => {
+            // Piece hashes damaged on disk would brand every honest source a liar.
+            if state
+                .cvs
+                .as_ref()
+                .is_some_and(|cvs| root_from_cvs(cvs) != hash)
+            {
+                state = PartState::new(hash, size);
+            }
+            state
+        }
         Ok(Some(_)) if !options.force => {
             return Err(DownloadError::Exists(paths.data.clone()));
         }
@@ -678,17 +716,30 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         .truncate(false)
         .open(&paths.data)
         .map_err(|e| DownloadError::io("opening", &paths.data, e))?;
+    // One download per partial file: a second run on the same destination waits its turn.
+    file.try_lock().map_err(|_| {
+        DownloadError::io(
+            "locking",
+            &paths.data,
+            std::io::Error::other("another download of this file is running"),
+        )
+    })?;
     file.set_len(size)
         .map_err(|e| DownloadError::io("sizing", &paths.data, e))?;
     let file = Arc::new(file);
-    let reused = reverify(&file, &mut state, &paths.data).await?;
+    let reused = tokio::select! {
+        reused = reverify(&file, &mut state, &paths.data) => reused?,
+        () = cancel.cancelled() => return Err(DownloadError::Interrupted),
+    };
     progress
         .verified
         .store(done_bytes(&state), Ordering::Relaxed);
 
+    // Peers never redirect us: a hostile one could point every downloader at a victim.
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .read_timeout(options.stall_timeout)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(ApiError::from)?;
     let mut dropped: Vec<(String, String)> = Vec::new();
@@ -698,14 +749,27 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
     // The piece hashes, proven against the content hash, from the first source that has them.
     if count > 1 && state.cvs.is_none() {
         let mut busy_waited = Duration::ZERO;
+        let mut requeries = 0;
         while state.cvs.is_none() {
-            let Some(source) = pool.first().cloned() else {
-                return Err(no_source(hash, dropped));
-            };
             if cancel.is_cancelled() {
                 return Err(DownloadError::Interrupted);
             }
-            match fetch_piece_hashes(&http, &source, &hash, size, count).await {
+            let Some(source) = pool.first().cloned() else {
+                if requeries >= REQUERIES {
+                    return Err(out_of_sources(hash, dropped));
+                }
+                requeries += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if let Ok(found) = server.sources(&hash).await {
+                    pool = usable(&found.sources, options, &tried);
+                }
+                continue;
+            };
+            let fetched = tokio::select! {
+                fetched = fetch_piece_hashes(&http, &source, &hash, size, count) => fetched,
+                () = cancel.cancelled() => return Err(DownloadError::Interrupted),
+            };
+            match fetched {
                 Ok(cvs) => state.cvs = Some(cvs),
                 Err(SourceError::Busy { retry_after, .. }) if busy_waited < options.busy_limit => {
                     // Try the others first; wait only when every source is busy.
@@ -713,7 +777,6 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
                     busy_waited += retry_after.min(Duration::from_secs(1));
                     debug!(source = %source.label, "busy while asked for piece hashes");
                     tokio::time::sleep(retry_after.min(Duration::from_secs(1))).await;
-                    continue;
                 }
                 Err(e) => {
                     progress.note(format!("dropped source {}: {e}", source.label));
@@ -723,7 +786,7 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
                 }
             }
         }
-        save(&state, &paths.state);
+        save(&state, &paths.state).await;
     }
 
     let remaining = state.done.iter().filter(|d| !**d).count() as u64;
@@ -795,7 +858,7 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         };
         if last_save.elapsed() >= SAVE_EVERY {
             state.done = job.board().done.clone();
-            save(&state, &paths.state);
+            save(&state, &paths.state).await;
             last_save = Instant::now();
         }
         let (source, end, delivered) = match finished {
@@ -831,7 +894,7 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
     }
     progress.active_sources.store(0, Ordering::Relaxed);
     state.done = job.board().done.clone();
-    save(&state, &paths.state);
+    save(&state, &paths.state).await;
     if let Some(streamer) = streamer {
         // The streamer ends once every piece was written out (or on failure).
         let _ = streamer.await;
@@ -843,17 +906,7 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         if cancel.is_cancelled() {
             return Err(DownloadError::Interrupted);
         }
-        let all_lied = !dropped.is_empty()
-            && dropped
-                .iter()
-                .all(|(_, why)| why.starts_with("sent data that does not match"));
-        if all_lied {
-            return Err(DownloadError::Verification(format!(
-                "every source sent data that does not match {hash}{}",
-                describe(&dropped)
-            )));
-        }
-        return Err(no_source(hash, dropped));
+        return Err(out_of_sources(hash, dropped));
     }
 
     // Every piece verified; hash the whole file once more before it gets its name.
@@ -910,8 +963,21 @@ fn usable(
         .collect()
 }
 
-fn no_source(hash: FileHash, dropped: Vec<(String, String)>) -> DownloadError {
-    DownloadError::NoSource { hash, dropped }
+/// The error when no source is left: a verification failure when every source lied, "no source
+/// reachable" otherwise.
+fn out_of_sources(hash: FileHash, dropped: Vec<(String, String)>) -> DownloadError {
+    let all_lied = !dropped.is_empty()
+        && dropped
+            .iter()
+            .all(|(_, why)| why.starts_with("sent data that does not match"));
+    if all_lied {
+        DownloadError::Verification(format!(
+            "every source sent data that does not match {hash}{}",
+            describe(&dropped)
+        ))
+    } else {
+        DownloadError::NoSource { hash, dropped }
+    }
 }
 
 fn done_bytes(state: &PartState) -> u64 {
@@ -927,9 +993,17 @@ fn done_bytes(state: &PartState) -> u64 {
         .sum()
 }
 
-fn save(state: &PartState, path: &Path) {
-    if let Err(e) = state.save(path) {
-        warn!(path = %path.display(), error = %e, "cannot save the download state");
+/// Writes the state file off the async threads (it holds every piece hash and is flushed).
+async fn save(state: &PartState, path: &Path) {
+    let (state, path) = (state.clone(), path.to_owned());
+    let outcome = tokio::task::spawn_blocking(move || {
+        if let Err(e) = state.save(&path) {
+            warn!(path = %path.display(), error = %e, "cannot save the download state");
+        }
+    })
+    .await;
+    if outcome.is_err() {
+        warn!("saving the download state failed");
     }
 }
 
@@ -973,6 +1047,17 @@ async fn reverify(
 
 /// Writes the pieces to standard output in order, as they are verified.
 async fn stream_to_stdout(job: Arc<Job>) {
+    if let Err(e) = write_pieces_in_order(&job).await {
+        // The reader went away (a player was closed) or the output is full: stop the download.
+        job.fail(DownloadError::io(
+            "writing to",
+            Path::new("standard output"),
+            e,
+        ));
+    }
+}
+
+async fn write_pieces_in_order(job: &Job) -> std::io::Result<()> {
     use tokio::io::AsyncWriteExt;
     let mut out = tokio::io::stdout();
     let count = job.board().done.len() as u64;
@@ -981,7 +1066,7 @@ async fn stream_to_stdout(job: Arc<Job>) {
         let ready = job.board().done[next as usize];
         if !ready {
             if job.cancel.is_cancelled() {
-                return;
+                return Ok(());
             }
             tokio::select! {
                 () = job.changed.notified() => {}
@@ -991,23 +1076,17 @@ async fn stream_to_stdout(job: Arc<Job>) {
         }
         let range = piece_range(job.size, next);
         let file = job.file.clone();
-        let read = tokio::task::spawn_blocking(move || {
+        let bytes = tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; (range.end - range.start) as usize];
             file.read_exact_at(&mut buf, range.start).map(|()| buf)
         })
-        .await;
-        let Ok(Ok(bytes)) = read else {
-            job.cancel.cancel();
-            return;
-        };
-        if out.write_all(&bytes).await.is_err() {
-            // The reader went away (a player was closed): stop the download.
-            job.cancel.cancel();
-            return;
-        }
+        .await
+        .map_err(std::io::Error::other)??;
+        out.write_all(&bytes).await?;
         next += 1;
     }
-    let _ = out.flush().await;
+    // The last write's error only shows here.
+    out.flush().await
 }
 
 #[cfg(test)]

@@ -38,7 +38,12 @@ pub fn sanitize_file_name(name: &str, fallback: &str) -> String {
     {
         clean = format!("_{clean}");
     }
-    truncate_keeping_extension(&clean, MAX_NAME_BYTES)
+    let mut clean = truncate_keeping_extension(&clean, MAX_NAME_BYTES);
+    // Our own partial and state files must not be named by a peer.
+    if clean.ends_with(".peerdex-part") || clean.ends_with(".peerdex-state") {
+        clean.push('_');
+    }
+    clean
 }
 
 fn truncate_keeping_extension(name: &str, max: usize) -> String {
@@ -81,6 +86,7 @@ mod tests {
             ("what?.mp3", "what_.mp3"),
             ("노래.flac", "노래.flac"),
             ("Déjà vu.ogg", "Déjà vu.ogg"),
+            ("song.mp3.peerdex-part", "song.mp3.peerdex-part_"),
         ];
         for (input, expected) in cases {
             assert_eq!(sanitize_file_name(input, "HASH"), expected, "{input:?}");

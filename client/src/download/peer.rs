@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use peerdex_shared::api::Source;
-use peerdex_shared::pieces::{PieceCv, decode_cvs, verify_proof};
+use peerdex_shared::pieces::{CV_LEN, PieceCv, decode_cvs, proof_len, verify_proof};
 use peerdex_shared::{FileHash, PeerId};
 use reqwest::StatusCode;
 
@@ -65,6 +65,10 @@ pub enum SourceError {
     /// Some other HTTP answer.
     #[error("answered {0}")]
     Refused(StatusCode),
+    /// The download stopped for a local reason (cancelled, disk full, output closed): not the
+    /// source's fault.
+    #[error("stopped")]
+    LocalStop,
 }
 
 impl SourceError {
@@ -128,10 +132,28 @@ pub async fn fetch_piece_hashes(
         if let Some(e) = classify(&response) {
             return Err(e);
         }
-        let body = response
-            .bytes()
+        // Read no more than the proof can be: a peer cannot make us buffer an endless body.
+        let expected = proof_len(count, first, end)
+            .map_err(|e| SourceError::BadData(format!("piece hashes: {e}")))?
+            * CV_LEN;
+        if response
+            .content_length()
+            .is_some_and(|n| n > expected as u64)
+        {
+            return Err(SourceError::BadData("piece hashes: answer too long".into()));
+        }
+        let mut body = Vec::with_capacity(expected);
+        let mut response = response;
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| SourceError::from_reqwest(&e))?;
+            .map_err(|e| SourceError::from_reqwest(&e))?
+        {
+            if body.len() + chunk.len() > expected {
+                return Err(SourceError::BadData("piece hashes: answer too long".into()));
+            }
+            body.extend_from_slice(&chunk);
+        }
         let proof = decode_cvs(&body)
             .ok_or_else(|| SourceError::BadData("piece hashes of a wrong length".into()))?;
         let pieces = verify_proof(hash, size, first, end, &proof)

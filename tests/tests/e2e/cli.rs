@@ -328,6 +328,32 @@ async fn search_then_get_by_row_by_hash_and_to_stdout() {
     let out = peerdex_in(&work, &me, &["browse", "--server", &server.url, &nick]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Live Concert.flac"));
 
+    // A reader that goes away early (a closed player) is an error, not a success.
+    let mut early = Command::new(BIN)
+        .current_dir(&work)
+        .arg("--state")
+        .arg(&me)
+        .args([
+            "--config",
+            "/nonexistent/none.toml",
+            "get",
+            "--server",
+            &server.url,
+            "--stdout",
+            &hash,
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 10];
+    std::io::Read::read_exact(early.stdout.as_mut().unwrap(), &mut first).unwrap();
+    assert_eq!(first, bytes[..10]);
+    drop(early.stdout.take());
+    let status = wait_for_exit(early, Duration::from_secs(30));
+    assert!(!status.success(), "{status:?}");
+
     // Unknown content: "not found".
     let unknown = content_hash(b"nobody shares this").to_string();
     let out = peerdex_in(&work, &me, &["get", "--server", &server.url, &unknown]);
