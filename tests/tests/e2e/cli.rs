@@ -57,16 +57,11 @@ async fn share_then_run_the_agent_then_stop_it() {
     std::fs::create_dir_all(&elsewhere).unwrap();
 
     // `share` and `unshare` edit the config file.
-    let out = peerdex(
+    succeeded(peerdex(
         &state,
         &config,
         &["share", music.to_str().unwrap(), "--exclude", "*.iso"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     let out = peerdex(&state, &config, &["share", elsewhere.to_str().unwrap()]);
     assert!(out.status.success());
     let out = peerdex(&state, &config, &["unshare", elsewhere.to_str().unwrap()]);
@@ -106,12 +101,7 @@ async fn share_then_run_the_agent_then_stop_it() {
     .await;
 
     // Status over the control socket.
-    let out = peerdex(&state, &config, &["status", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeeded(peerdex(&state, &config, &["status", "--json"]));
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["nick"], "cli-agent");
     assert_eq!(status["shares"][0]["name"], "Music");
@@ -163,6 +153,16 @@ fn wait_for_exit(mut child: Child, timeout: Duration) -> std::process::ExitStatu
     }
 }
 
+/// Asserts that a command succeeded, showing its errors otherwise.
+fn succeeded(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Runs `peerdex` with a state dir and no config file, from `cwd`.
 fn peerdex_in(cwd: &Path, state: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
@@ -192,16 +192,11 @@ async fn search_then_get_by_row_by_hash_and_to_stdout() {
     std::fs::create_dir_all(&work).unwrap();
 
     // --json: one document with every field, including sources with addresses.
-    let out = peerdex_in(
+    let out = succeeded(peerdex_in(
         &work,
         &me,
         &["search", "--server", &server.url, "--json", "concert"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let hash = content_hash(&bytes).to_string();
     assert_eq!(found["hits"][0]["hash"], hash.as_str());
@@ -249,12 +244,7 @@ async fn search_then_get_by_row_by_hash_and_to_stdout() {
     // Row 1 of the last search, into the current folder (the last search was "no results":
     // search again first).
     peerdex_in(&work, &me, &["search", "--server", &server.url, "concert"]);
-    let out = peerdex_in(&work, &me, &["get", "--json", "1"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeeded(peerdex_in(&work, &me, &["get", "--json", "1"]));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["hash"], hash.as_str());
     assert_eq!(report["size"], bytes.len());
@@ -269,7 +259,7 @@ async fn search_then_get_by_row_by_hash_and_to_stdout() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
     let other = dir.path().join("other");
-    let out = peerdex_in(
+    let out = succeeded(peerdex_in(
         &work,
         &me,
         &[
@@ -280,12 +270,7 @@ async fn search_then_get_by_row_by_hash_and_to_stdout() {
             other.to_str().unwrap(),
             &hash,
         ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     let summary = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         summary.starts_with(&hash) && summary.contains("from 1 source"),
@@ -297,30 +282,20 @@ async fn search_then_get_by_row_by_hash_and_to_stdout() {
     );
 
     // --stdout: the bytes, in order, on standard output.
-    let out = peerdex_in(
+    let out = succeeded(peerdex_in(
         &work,
         &me,
         &["get", "--server", &server.url, "--stdout", &hash],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     assert_eq!(out.stdout, bytes);
 
     // Browse: every file of a peer, paginated by the server, as JSON.
     let nick = agent.status().nick;
-    let out = peerdex_in(
+    let out = succeeded(peerdex_in(
         &work,
         &me,
         &["browse", "--server", &server.url, "--json", &nick],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listing["online"], true);
     assert_eq!(listing["files"][0]["path"], "Live Concert.flac");
@@ -416,16 +391,11 @@ async fn downloads_land_in_the_running_agents_folder_and_become_shared() {
     .unwrap();
     let mine = TestAgent::start_with(config).await;
     let hash = content_hash(b"roses are red");
-    let out = peerdex_in(
+    succeeded(peerdex_in(
         dir.path(),
         &state,
         &["get", "--server", &server.url, &hash.to_string()],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     assert_eq!(
         std::fs::read(downloads.join("shared poem.txt")).unwrap(),
         b"roses are red"

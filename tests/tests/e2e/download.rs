@@ -34,6 +34,47 @@ async fn agents_sharing(
     agents
 }
 
+/// Starts downloading `hash` into `out` in the background; returns the task and its progress.
+fn start_download(
+    server: &TestServer,
+    hash: peerdex_shared::FileHash,
+    out: &Path,
+    options: DownloadOptions,
+    cancel: CancellationToken,
+) -> (
+    tokio::task::JoinHandle<Result<peerdex::download::DownloadReport, DownloadError>>,
+    Arc<DownloadProgress>,
+) {
+    let progress = Arc::new(DownloadProgress::default());
+    let (client, out, shown) = (server.client(), out.to_owned(), progress.clone());
+    let task = tokio::spawn(async move {
+        download(
+            &client,
+            hash,
+            None,
+            &Destination::Dir(out),
+            &options,
+            shown,
+            cancel,
+        )
+        .await
+    });
+    (task, progress)
+}
+
+/// Waits until at least `bytes` of the download are verified.
+async fn wait_for_verified(progress: &DownloadProgress, bytes: u64) {
+    wait_until("part of the file", Duration::from_secs(30), || async {
+        let done = progress.verified.load(std::sync::atomic::Ordering::Relaxed);
+        if done >= bytes {
+            Ok(())
+        } else {
+            Err(format!("{done} bytes"))
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downloads_match_the_source_byte_for_byte() {
     let server = TestServer::start().await;
@@ -121,38 +162,14 @@ async fn a_source_that_vanishes_mid_transfer_is_dropped() {
     .await;
     let hash = content_hash(&bytes);
     wait_for_sources(&server, hash, 2).await;
-    let progress = Arc::new(DownloadProgress::default());
     let out = dir.path().join("out");
-    let client = server.client();
     let options = DownloadOptions {
         stall_timeout: Duration::from_secs(5),
         ..Default::default()
     };
-    let running = {
-        let progress = progress.clone();
-        let out = out.clone();
-        tokio::spawn(async move {
-            download(
-                &client,
-                hash,
-                None,
-                &Destination::Dir(out),
-                &options,
-                progress,
-                CancellationToken::new(),
-            )
-            .await
-        })
-    };
-    wait_until("a quarter of the file", Duration::from_secs(30), || async {
-        let done = progress.verified.load(std::sync::atomic::Ordering::Relaxed);
-        if done >= 4 * PIECE_SIZE {
-            Ok(())
-        } else {
-            Err(format!("{done} bytes"))
-        }
-    })
-    .await;
+    let (running, progress) =
+        start_download(&server, hash, &out, options, CancellationToken::new());
+    wait_for_verified(&progress, 4 * PIECE_SIZE).await;
     agents.remove(0).stop().await;
     let report = running.await.unwrap().unwrap();
     assert_eq!(std::fs::read(out.join("album.zip")).unwrap(), bytes);
@@ -239,33 +256,15 @@ async fn an_interrupted_download_resumes_with_only_the_missing_pieces() {
     .await;
     let hash = content_hash(&bytes);
     let out = dir.path().join("out");
-    let progress = Arc::new(DownloadProgress::default());
     let cancel = CancellationToken::new();
-    let client = server.client();
-    let running = {
-        let (progress, cancel, out) = (progress.clone(), cancel.clone(), out.clone());
-        tokio::spawn(async move {
-            download(
-                &client,
-                hash,
-                None,
-                &Destination::Dir(out),
-                &DownloadOptions::default(),
-                progress,
-                cancel,
-            )
-            .await
-        })
-    };
-    wait_until("a third of the file", Duration::from_secs(30), || async {
-        let done = progress.verified.load(std::sync::atomic::Ordering::Relaxed);
-        if done >= 4 * PIECE_SIZE {
-            Ok(())
-        } else {
-            Err(format!("{done} bytes"))
-        }
-    })
-    .await;
+    let (running, progress) = start_download(
+        &server,
+        hash,
+        &out,
+        DownloadOptions::default(),
+        cancel.clone(),
+    );
+    wait_for_verified(&progress, 4 * PIECE_SIZE).await;
     cancel.cancel();
     let interrupted = running.await.unwrap();
     assert!(
