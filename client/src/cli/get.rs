@@ -125,7 +125,8 @@ fn summary(report: &DownloadReport) -> String {
     line
 }
 
-/// Shows progress until `done`: a bar on a terminal, nothing but notes otherwise.
+/// Shows progress until `done`: a bar on a terminal, a log line every 10 s otherwise (visible
+/// with `RUST_LOG=info`); notes (dropped sources) either way.
 async fn show_progress(progress: Arc<DownloadProgress>, label: String, done: CancellationToken) {
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
@@ -138,11 +139,22 @@ async fn show_progress(progress: Arc<DownloadProgress>, label: String, done: Can
         );
         bar
     });
+    let mut last_log = std::time::Instant::now();
     loop {
         let stop = tokio::select! {
             () = done.cancelled() => true,
             () = tokio::time::sleep(Duration::from_millis(150)) => false,
         };
+        if bar.is_none() && last_log.elapsed() >= Duration::from_secs(10) {
+            last_log = std::time::Instant::now();
+            tracing::info!(
+                file = %label,
+                verified = progress.verified.load(Ordering::Relaxed),
+                total = progress.total.load(Ordering::Relaxed),
+                sources = progress.active_sources.load(Ordering::Relaxed),
+                "download progress"
+            );
+        }
         for note in progress.take_notes() {
             match &bar {
                 Some(bar) => bar.println(format!("peerdex: {note}")),
