@@ -34,6 +34,8 @@ pub struct Config {
     pub index: IndexConfig,
     /// HTTP connection handling.
     pub http: HttpConfig,
+    /// Reverse connections and the relay for peers that accept no connections.
+    pub relay: RelayConfig,
 }
 
 impl Default for Config {
@@ -48,6 +50,44 @@ impl Default for Config {
             probe: ProbeConfig::default(),
             index: IndexConfig::default(),
             http: HttpConfig::default(),
+            relay: RelayConfig::default(),
+        }
+    }
+}
+
+/// Helping firewalled peers: control channels, tickets, and the relay of last resort.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Forward bytes between two peers that cannot reach each other.
+    pub enabled: bool,
+    /// Relayed transfers at once, server-wide.
+    pub max_sessions: usize,
+    /// Relayed transfers at once per source peer and per downloader address.
+    pub max_sessions_per_peer: usize,
+    /// Bandwidth of one relayed transfer, bytes per second.
+    pub bytes_per_sec: u64,
+    /// Bandwidth of all relayed transfers together, bytes per second.
+    pub total_bytes_per_sec: u64,
+    /// How long a ticket (a request to a firewalled peer to connect) is valid, seconds.
+    pub ticket_ttl_secs: u64,
+    /// Keep-alive interval on control channels, seconds.
+    pub control_ping_secs: u64,
+    /// Reverse-connection requests per downloader address per minute.
+    pub transfers_per_ip_per_minute: u32,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_sessions: 16,
+            max_sessions_per_peer: 2,
+            bytes_per_sec: 2 * 1024 * 1024,
+            total_bytes_per_sec: 8 * 1024 * 1024,
+            ticket_ttl_secs: 15,
+            control_ping_secs: 15,
+            transfers_per_ip_per_minute: 60,
         }
     }
 }

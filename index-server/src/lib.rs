@@ -17,6 +17,7 @@ pub mod query;
 pub mod server;
 pub mod state;
 pub mod text;
+pub mod transfers;
 
 pub use config::Config;
 pub use server::Server;

@@ -28,6 +28,7 @@ use crate::index::{Indexer, IndexerConfig, SearchIndex};
 use crate::limits::{IpRateLimiter, NonceStore};
 use crate::presence::Presence;
 use crate::state::{AppState, NONCE_TTL};
+use crate::transfers::{ControlHub, Relay, ServerKey};
 
 /// A bound, ready-to-run index server.
 pub struct Server {
@@ -84,6 +85,11 @@ impl Server {
             stats_cache: Mutex::new(None),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            draining: CancellationToken::new(),
+            server_key: ServerKey::load_or_create(&config.data)?,
+            control: Arc::new(ControlHub::default()),
+            relay: Relay::new(config.relay.clone()),
+            transfers: IpRateLimiter::new(config.relay.transfers_per_ip_per_minute),
             config,
         });
         Ok(Server {
@@ -107,7 +113,9 @@ impl Server {
         } = self;
         let maintenance = tokio::spawn(maintenance(state.clone()));
         let router = crate::http::router(state.clone());
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        // Relay connections are upgraded, so hyper-util's graceful helper (which cannot watch
+        // upgradeable connections) is replaced by a drain signal and a tracker.
+        let connections = TaskTracker::new();
         let connection_slots = Arc::new(Semaphore::new(state.config.http.max_connections));
         let header_timeout = secs(state.config.http.header_read_timeout_secs);
         tokio::pin!(shutdown);
@@ -138,10 +146,19 @@ impl Server {
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let draining = state.draining.clone();
+            connections.spawn(async move {
+                tokio::pin!(connection);
+                let result = tokio::select! {
+                    result = connection.as_mut() => result,
+                    () = draining.cancelled() => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                if let Err(e) = result {
                     debug!(%remote, error = %e, "connection ended with an error");
                 }
                 drop(slot);
@@ -150,7 +167,9 @@ impl Server {
         drop(listener);
         info!("shutting down: finishing in-flight requests");
         let grace = secs(state.config.http.shutdown_grace_secs);
-        if tokio::time::timeout(grace, graceful.shutdown())
+        state.draining.cancel();
+        connections.close();
+        if tokio::time::timeout(grace, connections.wait())
             .await
             .is_err()
         {

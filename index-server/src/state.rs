@@ -13,6 +13,7 @@ use crate::db::{Counts, Db};
 use crate::index::{Nudger, SearchIndex};
 use crate::limits::{IpRateLimiter, NonceStore};
 use crate::presence::Presence;
+use crate::transfers::{ControlHub, Relay, ServerKey};
 
 /// How long a registration nonce stays valid.
 pub const NONCE_TTL: Duration = Duration::from_secs(120);
@@ -46,6 +47,17 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
+    /// Cancelled when shutdown starts: long-lived streams (control channels, relays) end so that
+    /// in-flight requests can drain.
+    pub draining: CancellationToken,
+    /// The server's own key, which signs tickets.
+    pub server_key: ServerKey,
+    /// Open control channels of agents.
+    pub control: Arc<ControlHub>,
+    /// The relay of last resort.
+    pub relay: Arc<Relay>,
+    /// Reverse-connection requests per downloader IP.
+    pub transfers: IpRateLimiter,
 }
 
 impl AppState {

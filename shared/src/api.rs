@@ -69,6 +69,9 @@ pub struct RegisterResponse {
     pub advertised_addr: Option<String>,
     /// State of the connect-back probe.
     pub reachability: Reachability,
+    /// The server's own public key: tickets it sends over the control channel are signed with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_key: Option<PeerId>,
 }
 
 /// Optional media tags of an entry, kept for later use by richer searches.
@@ -276,6 +279,87 @@ pub struct ConnectBackAnswer {
     pub signature: PeerSignature,
 }
 
+/// What a ticket asks the source peer to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TicketKind {
+    /// Dial the downloader's verified address (`addr`) and serve the content there.
+    Reverse,
+    /// Connect to the index server's relay endpoint for this ticket and serve the content there.
+    Relay,
+}
+
+/// A short-lived permission, signed by the index server, for a source peer to open one
+/// connection for one downloader and one content (see [`crate::identity::ticket_message`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    /// Random id (also the relay session id).
+    pub id: String,
+    /// Reverse connection or relay.
+    pub kind: TicketKind,
+    /// The peer asked to serve.
+    pub source: PeerId,
+    /// The downloader's key (proven by the connect-back probe for reverse connections).
+    pub downloader: PeerId,
+    /// Where to dial, for reverse connections: the downloader's verified `IP:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    /// Chosen by the downloader and sent first on the connection, so it knows which request the
+    /// connection answers.
+    pub token: String,
+    /// The only content the connection may serve.
+    pub hash: FileHash,
+    /// Unix time after which the ticket is void.
+    pub expires_at: u64,
+}
+
+/// A message from the index server on a peer's control channel
+/// (`GET /api/v1/peers/{id}/control`, one JSON object per line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ControlMessage {
+    /// Keep-alive; also tells the agent it is online.
+    Ping,
+    /// Open a connection as the ticket says (reverse dial or relay) and serve its content there.
+    Connect {
+        /// What to do.
+        ticket: Box<Ticket>,
+        /// The server's signature over [`crate::identity::ticket_message`].
+        signature: PeerSignature,
+    },
+}
+
+/// `POST /api/v1/transfers` body: a downloader asks a firewalled source to connect to it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransferRequest {
+    /// The source peer.
+    pub source: PeerId,
+    /// The content.
+    pub hash: FileHash,
+    /// The downloader's key; the server verifies it answers on `port` (connect-back).
+    pub downloader: PeerId,
+    /// The port the downloader listens on, at the address the server sees the request come from.
+    pub port: u16,
+    /// Echoed to the downloader as the first line of the connection.
+    pub token: String,
+}
+
+/// `POST /api/v1/transfers` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransferResponse {
+    /// The ticket sent to the source.
+    pub ticket_id: String,
+    /// Seconds the source has to connect.
+    pub expires_in_secs: u64,
+}
+
+/// The first line a source sends on a reverse connection, before speaking HTTP as the server:
+/// `PEERDEX-REVERSE <token>\n`.
+pub const REVERSE_PREAMBLE: &str = "PEERDEX-REVERSE ";
+
+/// The `Upgrade` protocol name of relay connections.
+pub const RELAY_PROTOCOL: &str = "peerdex-relay";
+
 /// Machine-readable error codes carried in [`ErrorBody::code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -300,6 +384,12 @@ pub enum ErrorCode {
     RateLimited,
     /// The server cannot take writes now (e.g. disk full).
     Unavailable,
+    /// The relay is full (its concurrency or a per-peer quota) or turned off.
+    RelayUnavailable,
+    /// The source peer has no control channel open, so it cannot be asked to connect.
+    SourceUnreachable,
+    /// The downloader's address could not be verified by connect-back: it cannot be dialled.
+    AddressUnverified,
     /// Something went wrong on the server; details are in its log.
     Internal,
 }

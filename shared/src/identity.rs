@@ -76,6 +76,24 @@ pub fn connect_back_message(nonce: &str, peer_id: &PeerId, dialled: &str) -> Vec
     format!("peerdex-connect-back-v1\n{nonce}\n{peer_id}\n{dialled}").into_bytes()
 }
 
+/// The message the index server signs to ask a peer to open a connection for a transfer (a
+/// ticket, see [`crate::api::Ticket`]). It binds every field, so a ticket cannot be altered or
+/// reused for another downloader, address, content or time.
+pub fn ticket_message(ticket: &crate::api::Ticket) -> Vec<u8> {
+    format!(
+        "peerdex-ticket-v1\n{}\n{:?}\n{}\n{}\n{}\n{}\n{}\n{}",
+        ticket.id,
+        ticket.kind,
+        ticket.source,
+        ticket.downloader,
+        ticket.addr.as_deref().unwrap_or("-"),
+        ticket.token,
+        ticket.hash,
+        ticket.expires_at
+    )
+    .into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 
 mod error;
 mod lists;
+mod transfers;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -71,13 +72,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/contents/{hash}/sources", get(sources))
         .route("/api/v1/peers/by-nick/{nick}/files", get(browse))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/transfers", post(transfers::transfer))
         .layer(DefaultBodyLimit::max(limits.max_json_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ));
+    // Long-lived: the control channel streams for hours, relays are upgraded connections.
+    let open_ended = Router::new()
+        .route("/api/v1/peers/{peer}/control", get(transfers::control))
+        .route("/api/v1/relay", get(transfers::relay))
+        .route("/api/v1/relay/{id}/accept", get(transfers::relay_accept));
     Router::new()
         .merge(list_routes)
+        .merge(open_ended)
         .merge(other_routes)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(
@@ -266,6 +274,7 @@ async fn register(
         offline_after_secs: state.config.presence.offline_after_secs,
         advertised_addr: advertised(peer.ip.as_deref(), peer.port),
         reachability: peer.reachability,
+        server_key: Some(state.server_key.public()),
     }))
 }
 

@@ -1,0 +1,296 @@
+//! Routes that help firewalled peers (PROTOCOL §8): the control channel an agent keeps open, the
+//! reverse-connection request of a downloader, and the two ends of a relay session.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use hyper::upgrade::OnUpgrade;
+use peerdex_shared::api::{
+    ControlMessage, ErrorCode, RELAY_PROTOCOL, Ticket, TicketKind, TransferRequest,
+    TransferResponse,
+};
+use peerdex_shared::{FileHash, PeerId};
+use serde::Deserialize;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::{ApiError, Authed, client_ip, json_body, query_params};
+use crate::limits::random_hex;
+use crate::state::AppState;
+
+/// Longest token a downloader may choose.
+const MAX_TOKEN_LEN: usize = 64;
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn check_token(token: &str) -> Result<(), ApiError> {
+    if token.is_empty()
+        || token.len() > MAX_TOKEN_LEN
+        || !token.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        return Err(ApiError::bad_request(
+            "token must be 1 to 64 ASCII letters or digits",
+        ));
+    }
+    Ok(())
+}
+
+/// Makes and signs a ticket and sends it down the source's control channel.
+fn send_ticket(
+    state: &AppState,
+    kind: TicketKind,
+    source: PeerId,
+    downloader: PeerId,
+    addr: Option<String>,
+    token: &str,
+    hash: FileHash,
+) -> Result<Ticket, ApiError> {
+    let id = random_hex::<16>().ok_or_else(|| ApiError::internal("no randomness"))?;
+    let ticket = Ticket {
+        id,
+        kind,
+        source,
+        downloader,
+        addr,
+        token: token.to_owned(),
+        hash,
+        expires_at: unix_now() + state.config.relay.ticket_ttl_secs,
+    };
+    let signature = state.server_key.sign(&ticket);
+    let message = ControlMessage::Connect {
+        ticket: Box::new(ticket.clone()),
+        signature,
+    };
+    if !state.control.send(&source, message) {
+        return Err(source_unreachable());
+    }
+    Ok(ticket)
+}
+
+fn source_unreachable() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::SourceUnreachable,
+        "the source has no control channel open; it cannot be asked to connect",
+    )
+}
+
+/// `GET /api/v1/peers/{peer}/control`: the agent's control channel, one JSON message per line
+/// (pings and tickets) until the agent or the server closes it. An open channel keeps the peer
+/// online.
+pub async fn control(
+    State(state): State<Arc<AppState>>,
+    auth: Authed,
+    Path(peer): Path<String>,
+) -> Result<Response, ApiError> {
+    let me = auth.require_self(&peer)?.clone();
+    let receiver = state.control.attach(me.key);
+    state.presence.touch(me.id);
+    info!(peer = %me.key.fmt_short(), "control channel open");
+    let ping = Duration::from_secs(state.config.relay.control_ping_secs.max(1));
+    let stop = state.draining.clone();
+    let presence = state.presence.clone();
+    // First line at once, so the agent knows it is connected.
+    let first = Some(ControlMessage::Ping);
+    let stream = futures_util::stream::unfold(
+        (receiver, first, stop, presence),
+        move |(mut receiver, mut first, stop, presence)| async move {
+            let message = match first.take() {
+                Some(message) => message,
+                None => tokio::select! {
+                    message = receiver.messages.recv() => message?,
+                    () = tokio::time::sleep(ping) => {
+                        presence.touch(me.id);
+                        ControlMessage::Ping
+                    }
+                    () = stop.cancelled() => return None,
+                },
+            };
+            let mut line = serde_json::to_vec(&message).unwrap_or_default();
+            line.push(b'\n');
+            Some((
+                Ok::<_, std::convert::Infallible>(Bytes::from(line)),
+                (receiver, first, stop, presence),
+            ))
+        },
+    );
+    let mut response = Response::new(Body::from_stream(stream));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(response)
+}
+
+/// `POST /api/v1/transfers`: a downloader that accepts connections asks a firewalled source to
+/// connect to it. The downloader's address is verified first (connect-back on its port, signed
+/// with its key); only then does the source get a ticket naming that address.
+pub async fn transfer(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<TransferResponse>), ApiError> {
+    let request: TransferRequest = json_body(body)?;
+    check_token(&request.token)?;
+    if request.port == 0 {
+        return Err(ApiError::bad_request("port must not be 0"));
+    }
+    let ip = client_ip(&state, remote, &headers);
+    if !state.transfers.allow(&ip) || !state.probes.allow(&ip) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            "too many transfer requests from this address; try again in a minute",
+        ));
+    }
+    if !state.control.is_attached(&request.source) {
+        return Err(source_unreachable());
+    }
+    let addr = SocketAddr::new(ip, request.port);
+    let timeout = Duration::from_millis(state.config.probe.timeout_ms);
+    if let Err(e) = crate::probe::connect_back(addr, request.downloader, timeout).await {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::AddressUnverified,
+            format!("your address {addr} could not be verified ({e}); use the relay"),
+        ));
+    }
+    let ticket = send_ticket(
+        &state,
+        TicketKind::Reverse,
+        request.source,
+        request.downloader,
+        Some(addr.to_string()),
+        &request.token,
+        request.hash,
+    )?;
+    info!(source = %request.source.fmt_short(), downloader = %addr, "reverse connection requested");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(TransferResponse {
+            ticket_id: ticket.id,
+            expires_in_secs: state.config.relay.ticket_ttl_secs,
+        }),
+    ))
+}
+
+/// Parameters of a relay request.
+#[derive(Deserialize)]
+pub struct RelayParams {
+    source: PeerId,
+    hash: FileHash,
+    downloader: PeerId,
+    token: String,
+}
+
+fn wants_relay_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(RELAY_PROTOCOL))
+}
+
+fn switching_protocols() -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static(RELAY_PROTOCOL));
+    response
+}
+
+fn take_upgrade(request: &mut Request) -> Result<OnUpgrade, ApiError> {
+    if !wants_relay_upgrade(request.headers()) {
+        return Err(ApiError::bad_request(format!(
+            "send Connection: upgrade and Upgrade: {RELAY_PROTOCOL}"
+        )));
+    }
+    request
+        .extensions_mut()
+        .remove::<OnUpgrade>()
+        .ok_or_else(|| ApiError::bad_request("this connection cannot be upgraded"))
+}
+
+/// `GET /api/v1/relay?source&hash&downloader&token` with `Upgrade: peerdex-relay`: the downloader's
+/// end of a relay session. The source is asked (with a ticket) to connect its end; once it does,
+/// both get `101` and the server forwards bytes between them within the quotas.
+pub async fn relay(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    params: Result<Query<RelayParams>, QueryRejection>,
+    mut request: Request,
+) -> Result<Response, ApiError> {
+    let params: RelayParams = query_params(params)?;
+    check_token(&params.token)?;
+    let upgrade = take_upgrade(&mut request)?;
+    let ip: IpAddr = client_ip(&state, remote, request.headers());
+    let permit = state.relay.admit(params.source, ip).map_err(|refusal| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::RelayUnavailable,
+            refusal.to_string(),
+        )
+    })?;
+    if !state.control.is_attached(&params.source) {
+        return Err(source_unreachable());
+    }
+    let ticket = send_ticket(
+        &state,
+        TicketKind::Relay,
+        params.source,
+        params.downloader,
+        None,
+        &params.token,
+        params.hash,
+    )?;
+    let arrival = state.relay.wait_for_source(&ticket.id, params.source);
+    let source_upgrade = match tokio::time::timeout(state.relay.ticket_ttl(), arrival).await {
+        Ok(Ok(upgrade)) => upgrade,
+        _ => {
+            state.relay.forget(&ticket.id);
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                ErrorCode::SourceUnreachable,
+                "the source did not connect to the relay in time",
+            ));
+        }
+    };
+    let span = info_span!("relay", source = %params.source.fmt_short(), downloader = %ip);
+    let relay = state.relay.clone();
+    let shutdown = state.draining.clone();
+    state.tasks.spawn(
+        relay
+            .splice(upgrade, source_upgrade, permit, shutdown)
+            .instrument(span),
+    );
+    Ok(switching_protocols())
+}
+
+/// `GET /api/v1/relay/{id}/accept` with `Upgrade: peerdex-relay`: the source's end of relay
+/// session `id`, authenticated as the peer the ticket named.
+pub async fn relay_accept(
+    State(state): State<Arc<AppState>>,
+    auth: Authed,
+    Path(id): Path<String>,
+    mut request: Request,
+) -> Result<Response, ApiError> {
+    let upgrade = take_upgrade(&mut request)?;
+    if !state.relay.source_arrived(&id, auth.0.key, upgrade) {
+        warn!(peer = %auth.0.key.fmt_short(), "relay accept for an unknown or expired session");
+        return Err(ApiError::not_found(
+            "no relay session waits for this peer under that id",
+        ));
+    }
+    Ok(switching_protocols())
+}
