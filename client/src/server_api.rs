@@ -3,7 +3,7 @@
 use peerdex_shared::api::{
     BrowseResponse, ChallengeResponse, DeltaOp, ErrorBody, ErrorCode, HeartbeatResponse, ListEntry,
     RegisterRequest, RegisterResponse, SearchResponse, SourcesResponse, StatsResponse,
-    SyncResponse,
+    SyncResponse, TransferRequest, TransferResponse,
 };
 use peerdex_shared::identity::registration_message;
 use peerdex_shared::{FileHash, PeerId};
@@ -28,6 +28,9 @@ pub enum ApiError {
     /// A call that needs a session was made before registering.
     #[error("not registered with the server")]
     NotRegistered,
+    /// The server URL cannot be used.
+    #[error("bad server URL: {0}")]
+    BadUrl(String),
 }
 
 impl ApiError {
@@ -292,6 +295,38 @@ impl ServerClient {
             request = request.query(&[("after", after)]);
         }
         decode(request.send().await?).await
+    }
+
+    /// Asks a firewalled source to connect to us (a reverse connection, PROTOCOL §8).
+    pub async fn transfer(&self, request: &TransferRequest) -> Result<TransferResponse, ApiError> {
+        decode(
+            self.http
+                .post(self.url("/api/v1/transfers"))
+                .json(request)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// The server's host and port, for connections made without this client (the relay).
+    pub fn host_port(&self) -> Result<(String, u16), ApiError> {
+        let url = reqwest::Url::parse(&self.base).map_err(|e| ApiError::BadUrl(e.to_string()))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| ApiError::BadUrl("no host".into()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| ApiError::BadUrl("no port".into()))?;
+        Ok((host, port))
+    }
+
+    /// The session, once registered: (peer id, bearer token).
+    pub fn session_info(&self) -> Option<(PeerId, String)> {
+        self.session.clone()
     }
 
     /// Server-wide counts.

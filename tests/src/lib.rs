@@ -408,7 +408,11 @@ impl TestAgent {
     pub async fn start_with(config: peerdex::agent::AgentConfig) -> TestAgent {
         init_logging();
         let handle = peerdex::agent::start(config.clone()).await.unwrap();
-        let url = format!("http://{}", handle.serve_addr.unwrap());
+        // Empty for an agent that accepts no connections (`--no-listen`).
+        let url = handle
+            .serve_addr
+            .map(|addr| format!("http://{addr}"))
+            .unwrap_or_default();
         TestAgent {
             handle,
             config,
@@ -445,6 +449,21 @@ impl TestAgent {
                 }
             },
         )
+        .await
+    }
+
+    /// Waits until the agent's control channel to the server is open.
+    pub async fn wait_control_channel(&self) {
+        wait_until("the control channel", Duration::from_secs(30), || {
+            let open = self.status().server.control_channel;
+            async move {
+                if open {
+                    Ok(())
+                } else {
+                    Err("closed".to_string())
+                }
+            }
+        })
         .await
     }
 

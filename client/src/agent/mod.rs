@@ -7,6 +7,7 @@
 //! and is awaited by [`AgentHandle::shutdown`].
 
 pub mod catalog;
+pub mod channel;
 pub mod config;
 pub mod control;
 pub mod hash;
@@ -215,6 +216,17 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     };
 
     let link: SharedLink = Arc::new(Mutex::new(LinkStatus::default()));
+    let (sessions, session_updates) = tokio::sync::watch::channel(None);
+    tasks.spawn(
+        channel::Channel {
+            url: config.server.clone(),
+            sessions: session_updates,
+            files: files.clone(),
+            link: link.clone(),
+        }
+        .run(stop.clone())
+        .instrument(info_span!("control")),
+    );
     let syncer = Syncer {
         url: config.server.clone(),
         identity: identity.clone(),
@@ -223,6 +235,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         catalog: catalog.clone(),
         changed: changed.clone(),
         link: link.clone(),
+        sessions,
     };
     tasks.spawn(syncer.run(stop.clone()).instrument(info_span!("sync")));
 

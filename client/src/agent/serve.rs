@@ -300,39 +300,60 @@ impl FileServer {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let connection_token = shutdown.child_token();
             let server = self.clone();
-            let token = connection_token.clone();
-            let service = hyper::service::service_fn(move |request| {
-                let server = server.clone();
-                let token = token.clone();
-                async move { Ok::<_, Infallible>(server.handle(request, remote, token).await) }
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                server
+                    .serve_io(TokioIo::new(stream), remote, None, shutdown)
+                    .await;
+                drop(permit);
+                drop(peer_permit);
             });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(self.config.header_read_timeout_secs))
-                .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::spawn(
-                async move {
-                    tokio::select! {
-                        result = connection => if let Err(e) = result {
-                            debug!(error = %e, "connection ended with an error");
-                        },
-                        () = connection_token.cancelled() => {}
-                    }
-                    drop(permit);
-                    drop(peer_permit);
-                }
-                .instrument(info_span!("peer_connection", %remote)),
-            );
         }
+    }
+
+    /// Serves HTTP on one connection, however it was opened: accepted on our port, dialled by us
+    /// on a ticket (reverse connection), or through the index server's relay. `only` restricts it
+    /// to one content (the ticket's); `remote` is who the slots count it against.
+    pub async fn serve_io<I>(
+        self: Arc<Self>,
+        io: I,
+        remote: SocketAddr,
+        only: Option<FileHash>,
+        shutdown: CancellationToken,
+    ) where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let connection_token = shutdown.child_token();
+        let server = self.clone();
+        let token = connection_token.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let server = server.clone();
+            let token = token.clone();
+            async move { Ok::<_, Infallible>(server.handle(request, remote, only, token).await) }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(self.config.header_read_timeout_secs))
+            .max_buf_size(64 * 1024)
+            .serve_connection(io, service);
+        async move {
+            tokio::select! {
+                result = connection => if let Err(e) = result {
+                    debug!(error = %e, "connection ended with an error");
+                },
+                () = connection_token.cancelled() => {}
+            }
+        }
+        .instrument(info_span!("peer_connection", %remote))
+        .await;
     }
 
     async fn handle<B>(
         self: Arc<Self>,
         request: Request<B>,
         remote: SocketAddr,
+        only: Option<FileHash>,
         connection: CancellationToken,
     ) -> Response<ResponseBody> {
         let path = request.uri().path();
@@ -344,6 +365,10 @@ impl FileServer {
         let Some((hash, pieces)) = parse_blob_path(path) else {
             return not_found();
         };
+        // A connection opened on a ticket serves that ticket's content only.
+        if only.is_some_and(|only| only != hash) {
+            return not_found();
+        }
         let span = info_span!("upload", peer = %remote.ip(), hash = %hash.fmt_short());
         async move {
             match (request.method(), pieces) {

@@ -53,6 +53,9 @@ pub struct LinkStatus {
     pub entries_sent: u64,
     /// Unix time of the last successful sync.
     pub last_sync: Option<u64>,
+    /// The control channel (how the server reaches us for reverse connections and relays) is
+    /// open.
+    pub control_channel: bool,
 }
 
 /// Shared link status.
@@ -142,6 +145,8 @@ pub struct Syncer {
     pub changed: Arc<Notify>,
     /// Status for `peerdex status`.
     pub link: SharedLink,
+    /// Where each new session is published, for the control channel.
+    pub sessions: tokio::sync::watch::Sender<Option<super::channel::Session>>,
 }
 
 /// Runs a blocking catalog call off the async threads.
@@ -215,6 +220,11 @@ impl Syncer {
             .instrument(info_span!("register", server = %self.url))
             .await?;
         *registered = true;
+        let _ = self.sessions.send(Some(super::channel::Session {
+            peer: self.identity.peer_id(),
+            token: client.session_token().unwrap_or_default().to_owned(),
+            server_key: answer.server_key,
+        }));
         info!(
             server = %self.url,
             peer = %self.identity.peer_id().fmt_short(),
@@ -234,6 +244,7 @@ impl Syncer {
         loop {
             tokio::select! {
                 () = stop.cancelled() => {
+                    let _ = self.sessions.send(None);
                     // Best effort: the server also notices the silence after a while.
                     let _ = tokio::time::timeout(Duration::from_secs(2), client.logout()).await;
                     update(&self.link, |l| l.online = false);

@@ -49,6 +49,9 @@ pub struct GetArgs {
     /// Print each finished download's report as a JSON line
     #[arg(long)]
     json: bool,
+    /// Accept no connections from firewalled sources (reach them through the relay instead)
+    #[arg(long)]
+    no_listen: bool,
     /// Rows of the last search, or content hashes
     #[arg(required = true, value_name = "ROW|HASH")]
     targets: Vec<String>,
@@ -211,18 +214,20 @@ pub async fn get(args: GetArgs, state: PathBuf) -> anyhow::Result<u8> {
     } else {
         Destination::Dir(std::env::current_dir().context("no current folder; pass -o DIR")?)
     };
-    // Never download from ourselves.
+    // Our key (shared with a local agent): never download from ourselves, and prove our
+    // address with it when firewalled sources connect back.
     let key = state.join(KEY_FILE);
-    let exclude_peer = key
+    let identity = key
         .exists()
         .then(|| Identity::load_or_create(&key).ok())
-        .flatten()
-        .map(|i| i.peer_id());
+        .flatten();
     let options = DownloadOptions {
         max_sources: args.max_sources.max(1),
         stall_timeout: Duration::from_secs(args.stall_timeout.max(1)),
         force: args.force,
-        exclude_peer,
+        exclude_peer: identity.as_ref().map(|i| i.peer_id()),
+        identity,
+        accept_connections: !args.no_listen,
         ..DownloadOptions::default()
     };
     let cancel = CancellationToken::new();

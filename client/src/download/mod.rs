@@ -35,7 +35,7 @@ use crate::ServerClient;
 use crate::server_api::ApiError;
 use names::sanitize_file_name;
 use part::{PartPaths, PartState, StateError};
-use peer::{PeerSource, RangeStream, SourceError, fetch_piece_hashes};
+use peer::{Connection, Connector, PeerSource, RangeStream, SourceError, fetch_piece_hashes};
 
 /// Pieces asked for in one range request while plenty remain.
 const RUN_PIECES: u64 = 8;
@@ -79,6 +79,11 @@ pub struct DownloadOptions {
     pub exclude_peer: Option<PeerId>,
     /// Threads for the final hash.
     pub hash_threads: usize,
+    /// Our key, to prove our address for reverse connections (a fresh one when absent).
+    pub identity: Option<crate::Identity>,
+    /// Let firewalled sources connect to us (reverse connections); when false, or when our
+    /// address cannot be verified, they are reached through the relay.
+    pub accept_connections: bool,
 }
 
 impl Default for DownloadOptions {
@@ -90,6 +95,8 @@ impl Default for DownloadOptions {
             force: false,
             exclude_peer: None,
             hash_threads: 2,
+            identity: None,
+            accept_connections: true,
         }
     }
 }
@@ -321,7 +328,9 @@ struct Job {
     board: Mutex<Board>,
     changed: Notify,
     progress: Arc<DownloadProgress>,
-    http: reqwest::Client,
+    connector: Arc<Connector>,
+    /// Connections opened while fetching the piece hashes, handed to that source's worker.
+    warm: Mutex<HashMap<PeerId, Connection>>,
     options: DownloadOptions,
     cancel: CancellationToken,
     bytes_fetched: AtomicU64,
@@ -377,7 +386,7 @@ impl Job {
     /// `delivered` counts the pieces this fetch was first to write.
     async fn fetch_run(
         self: &Arc<Self>,
-        source: &PeerSource,
+        conn: &mut Connection,
         run: Range<u64>,
         delivered: &mut u64,
     ) -> Result<(), SourceError> {
@@ -402,7 +411,7 @@ impl Job {
             };
         }
         let mut stream = tokio::select! {
-            opened = RangeStream::open(&self.http, source, &self.hash, start, end) => opened?,
+            opened = RangeStream::open(conn, &self.hash, start, end) => opened?,
             () = self.cancel.cancelled() => return Err(SourceError::LocalStop),
         };
         // A source dripping a byte now and then never trips the read timeout: it must also keep
@@ -510,14 +519,25 @@ impl Job {
 
     /// One source's worker: claims and fetches runs until nothing is left or the source fails.
     /// Also returns how many pieces it delivered.
-    async fn work(self: Arc<Self>, source: PeerSource) -> (WorkerEnd, u64) {
+    async fn work(self: Arc<Self>, source: PeerSource) -> (WorkerEnd, u64, Option<peer::Route>) {
         let mut delivered = 0;
-        let end = self.work_loop(&source, &mut delivered).await;
-        (end, delivered)
+        let mut route = None;
+        let end = self.work_loop(&source, &mut delivered, &mut route).await;
+        (end, delivered, route)
     }
 
-    async fn work_loop(self: &Arc<Self>, source: &PeerSource, delivered: &mut u64) -> WorkerEnd {
+    async fn work_loop(
+        self: &Arc<Self>,
+        source: &PeerSource,
+        delivered: &mut u64,
+        route: &mut Option<peer::Route>,
+    ) -> WorkerEnd {
         let mut busy_waited = Duration::ZERO;
+        let mut conn: Option<Connection> = self
+            .warm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&source.peer_id);
         loop {
             if self.cancel.is_cancelled() {
                 return WorkerEnd::Stopped;
@@ -538,7 +558,28 @@ impl Job {
                 }
                 continue;
             };
-            let outcome = self.fetch_run(source, run.clone(), delivered).await;
+            if conn.is_none() {
+                let opened = tokio::select! {
+                    opened = self.connector.connect(source, &self.hash) => opened,
+                    () = self.cancel.cancelled() => Err(SourceError::LocalStop),
+                };
+                match opened {
+                    Ok(opened) => conn = Some(opened),
+                    Err(e) => {
+                        self.board().release(run);
+                        self.changed.notify_waiters();
+                        return match e {
+                            SourceError::LocalStop => WorkerEnd::Stopped,
+                            e => WorkerEnd::Dropped(e),
+                        };
+                    }
+                }
+            }
+            let Some(open) = conn.as_mut() else {
+                continue;
+            };
+            *route = Some(open.route);
+            let outcome = self.fetch_run(open, run.clone(), delivered).await;
             self.board().release(run);
             self.changed.notify_waiters();
             match outcome {
@@ -547,6 +588,8 @@ impl Job {
                     retry_after,
                     position,
                 }) => {
+                    // The refusal's unread body makes the connection unusable: open a new one.
+                    conn = None;
                     busy_waited += retry_after;
                     if busy_waited > self.options.busy_limit {
                         return WorkerEnd::Dropped(SourceError::Busy {
@@ -735,13 +778,22 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         .verified
         .store(done_bytes(&state), Ordering::Relaxed);
 
-    // Peers never redirect us: a hostile one could point every downloader at a victim.
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .read_timeout(options.stall_timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(ApiError::from)?;
+    // Sources are reached directly, by reverse connection, or through the relay (`peer.rs`).
+    let identity = match &options.identity {
+        Some(identity) => identity.clone(),
+        None => crate::Identity::generate().map_err(|e| DownloadError::Io {
+            what: "creating a key for",
+            path: PathBuf::from("reverse connections"),
+            source: std::io::Error::other(e.to_string()),
+        })?,
+    };
+    let connector = Arc::new(Connector::new(
+        server.clone(),
+        identity,
+        options.stall_timeout,
+        options.accept_connections,
+    ));
+    let mut warm: HashMap<PeerId, Connection> = HashMap::new();
     let mut dropped: Vec<(String, String)> = Vec::new();
     let mut tried: HashSet<PeerId> = HashSet::new();
     let mut pool: Vec<PeerSource> = usable(&sources, options, &tried);
@@ -766,11 +818,19 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
                 continue;
             };
             let fetched = tokio::select! {
-                fetched = fetch_piece_hashes(&http, &source, &hash, size, count) => fetched,
+                fetched = async {
+                    let mut conn = connector.connect(&source, &hash).await?;
+                    let cvs = fetch_piece_hashes(&mut conn, &hash, size, count).await?;
+                    Ok::<_, SourceError>((conn, cvs))
+                } => fetched,
                 () = cancel.cancelled() => return Err(DownloadError::Interrupted),
             };
             match fetched {
-                Ok(cvs) => state.cvs = Some(cvs),
+                Ok((conn, cvs)) => {
+                    // The connection serves the same source's worker next.
+                    warm.insert(source.peer_id, conn);
+                    state.cvs = Some(cvs);
+                }
                 Err(SourceError::Busy { retry_after, .. }) if busy_waited < options.busy_limit => {
                     // Try the others first; wait only when every source is busy.
                     pool.rotate_left(1);
@@ -809,7 +869,8 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         }),
         changed: Notify::new(),
         progress: progress.clone(),
-        http,
+        connector,
+        warm: Mutex::new(warm),
         options: options.clone(),
         cancel: cancel.child_token(),
         bytes_fetched: AtomicU64::new(0),
@@ -819,7 +880,7 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
 
     let streamer = to_stdout.then(|| tokio::spawn(stream_to_stdout(job.clone())));
     let mut used: Vec<String> = Vec::new();
-    let mut workers: JoinSet<(PeerSource, WorkerEnd, u64)> = JoinSet::new();
+    let mut workers: JoinSet<(PeerSource, WorkerEnd, u64, Option<peer::Route>)> = JoinSet::new();
     let mut requeries = 0;
     let mut last_save = Instant::now();
     loop {
@@ -832,8 +893,8 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
             let job2 = job.clone();
             workers.spawn(async move {
                 let span = info_span!("source", source = %source.label);
-                let (end, delivered) = job2.work(source.clone()).instrument(span).await;
-                (source, end, delivered)
+                let (end, delivered, route) = job2.work(source.clone()).instrument(span).await;
+                (source, end, delivered, route)
             });
             job.board().active_sources = workers.len();
             progress
@@ -861,7 +922,7 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
             save(&state, &paths.state).await;
             last_save = Instant::now();
         }
-        let (source, end, delivered) = match finished {
+        let (source, end, delivered, route) = match finished {
             Some(Ok(done)) => done,
             Some(Err(e)) => {
                 // A worker panicked: a bug, but the others go on.
@@ -883,13 +944,13 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
             }
         }
         if delivered > 0 {
-            used.push(source.label.clone());
+            used.push(used_label(&source, route));
         }
     }
     job.cancel.cancel();
-    while let Some(Ok((source, _, delivered))) = workers.join_next().await {
+    while let Some(Ok((source, _, delivered, route))) = workers.join_next().await {
         if delivered > 0 {
-            used.push(source.label.clone());
+            used.push(used_label(&source, route));
         }
     }
     progress.active_sources.store(0, Ordering::Relaxed);
@@ -951,6 +1012,14 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
     ))
 }
 
+/// How a source that delivered is named in the report: with the route its bytes took.
+fn used_label(source: &PeerSource, route: Option<peer::Route>) -> String {
+    match route {
+        Some(route) => format!("{} via {route}", source.label),
+        None => source.label.clone(),
+    }
+}
+
 fn usable(
     sources: &[peerdex_shared::api::Source],
     options: &DownloadOptions,
@@ -959,7 +1028,7 @@ fn usable(
     sources
         .iter()
         .filter(|s| Some(s.peer_id) != options.exclude_peer && !tried.contains(&s.peer_id))
-        .filter_map(PeerSource::from_api)
+        .map(PeerSource::from_api)
         .collect()
 }
 

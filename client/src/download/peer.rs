@@ -1,41 +1,90 @@
-//! Talking to one source peer's file server: piece proofs and byte ranges (PROTOCOL §6), with
-//! every failure sorted into what the downloader should do about it.
+//! Talking to one source peer's file server (PROTOCOL §6) over one HTTP/1.1 connection, however
+//! it was reached: **direct** (we dial the peer), **reverse** (the peer dials us, asked by the
+//! index server with a ticket), or **relay** (both dial the index server, which splices the two).
+//! Whatever the route, the bytes are verified the same way; every failure is sorted into what the
+//! downloader should do about it.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use peerdex_shared::api::Source;
+use http_body_util::{BodyExt, Empty};
+use hyper::StatusCode;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use peerdex_shared::api::{
+    ErrorCode, RELAY_PROTOCOL, REVERSE_PREAMBLE, Reachability, Source, TransferRequest,
+};
 use peerdex_shared::pieces::{CV_LEN, PieceCv, decode_cvs, proof_len, verify_proof};
 use peerdex_shared::{FileHash, PeerId};
-use reqwest::StatusCode;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OnceCell, oneshot};
+use tracing::debug;
+
+use crate::server_api::ApiError;
+use crate::{Identity, ServerClient};
 
 /// Most pieces asked for in one proof request (the server's cap).
 pub const PROOF_BATCH: u64 = 65_536;
+
+/// Time allowed to open a TCP connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a source was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// We dialled the peer's verified address.
+    Direct,
+    /// The peer dialled us, on the index server's ticket.
+    Reverse,
+    /// Through the index server's relay.
+    Relay,
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Route::Direct => "direct",
+            Route::Reverse => "reverse connection",
+            Route::Relay => "relay",
+        })
+    }
+}
 
 /// A peer that holds the content, as the downloader uses it.
 #[derive(Debug, Clone)]
 pub struct PeerSource {
     /// Its key.
     pub peer_id: PeerId,
-    /// `nick (IP:port)`, for messages.
+    /// Its nickname.
+    pub nickname: String,
+    /// Its advertised address, if any.
+    pub addr: Option<SocketAddr>,
+    /// Whether that address was verified.
+    pub reachability: Reachability,
+    /// `nick (IP:port)` or `nick (firewalled)`, for messages.
     pub label: String,
-    /// `http://IP:port`.
-    pub base: String,
 }
 
 impl PeerSource {
-    /// A source from the index server's answer; `None` when it has no address to dial.
-    pub fn from_api(source: &Source) -> Option<PeerSource> {
-        let addr = source.addr.as_deref()?;
-        Some(PeerSource {
+    /// A source from the index server's answer.
+    pub fn from_api(source: &Source) -> PeerSource {
+        let addr: Option<SocketAddr> = source.addr.as_deref().and_then(|a| a.parse().ok());
+        let place = match addr {
+            Some(addr) => addr.to_string(),
+            None => "firewalled".to_owned(),
+        };
+        PeerSource {
             peer_id: source.peer_id,
-            label: format!("{} ({addr})", source.nickname),
-            base: format!("http://{addr}"),
-        })
-    }
-
-    fn blob_url(&self, hash: &FileHash) -> String {
-        format!("{}/peerdex/v1/blobs/{hash}", self.base)
+            nickname: source.nickname.clone(),
+            addr,
+            reachability: source.reachability,
+            label: format!("{} ({place})", source.nickname),
+        }
     }
 }
 
@@ -71,17 +120,7 @@ pub enum SourceError {
     LocalStop,
 }
 
-impl SourceError {
-    fn from_reqwest(e: &reqwest::Error) -> SourceError {
-        if e.is_timeout() {
-            SourceError::Stalled
-        } else {
-            SourceError::Unreachable(e.to_string())
-        }
-    }
-}
-
-fn classify(response: &reqwest::Response) -> Option<SourceError> {
+fn classify(response: &hyper::Response<Incoming>) -> Option<SourceError> {
     let status = response.status();
     if status.is_success() {
         return None;
@@ -107,28 +146,96 @@ fn classify(response: &reqwest::Response) -> Option<SourceError> {
     })
 }
 
+/// One HTTP/1.1 connection to a source's file server.
+pub struct Connection {
+    sender: SendRequest<Empty<Bytes>>,
+    /// How it was reached.
+    pub route: Route,
+    stall: Duration,
+}
+
+impl Connection {
+    async fn handshake<I>(io: I, route: Route, stall: Duration) -> Result<Connection, SourceError>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let (sender, driver) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| SourceError::Unreachable(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = driver.await {
+                debug!(error = %e, "peer connection ended");
+            }
+        });
+        Ok(Connection {
+            sender,
+            route,
+            stall,
+        })
+    }
+
+    async fn get(
+        &mut self,
+        path: &str,
+        range: Option<String>,
+    ) -> Result<hyper::Response<Incoming>, SourceError> {
+        let mut request = hyper::Request::get(path).header(hyper::header::HOST, "peer");
+        if let Some(range) = range {
+            request = request.header(hyper::header::RANGE, range);
+        }
+        let request = request
+            .body(Empty::new())
+            .map_err(|e| SourceError::Unreachable(e.to_string()))?;
+        let sent = async {
+            self.sender
+                .ready()
+                .await
+                .map_err(|e| SourceError::Unreachable(e.to_string()))?;
+            self.sender
+                .send_request(request)
+                .await
+                .map_err(|e| SourceError::Unreachable(e.to_string()))
+        };
+        tokio::time::timeout(self.stall, sent)
+            .await
+            .map_err(|_| SourceError::Stalled)?
+    }
+}
+
+/// The next chunk of a response body, within the stall timeout; `None` at its end.
+async fn next_chunk(body: &mut Incoming, stall: Duration) -> Result<Option<Bytes>, SourceError> {
+    loop {
+        let frame = tokio::time::timeout(stall, body.frame())
+            .await
+            .map_err(|_| SourceError::Stalled)?;
+        match frame {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(SourceError::Unreachable(e.to_string())),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+}
+
 /// Fetches and verifies the hashes of every piece of the content (`count` ≥ 2 pieces).
 pub async fn fetch_piece_hashes(
-    http: &reqwest::Client,
-    source: &PeerSource,
+    conn: &mut Connection,
     hash: &FileHash,
     size: u64,
     count: u64,
 ) -> Result<Vec<PieceCv>, SourceError> {
-    let mut all = Vec::with_capacity(count as usize);
+    let mut all = Vec::with_capacity(count.min(1 << 20) as usize);
     let mut first = 0;
     while first < count {
         let end = (first + PROOF_BATCH).min(count);
-        let url = format!(
-            "{}/pieces?first={first}&count={}",
-            source.blob_url(hash),
+        let path = format!(
+            "/peerdex/v1/blobs/{hash}/pieces?first={first}&count={}",
             end - first
         );
-        let response = http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| SourceError::from_reqwest(&e))?;
+        let mut response = conn.get(&path, None).await?;
         if let Some(e) = classify(&response) {
             return Err(e);
         }
@@ -136,19 +243,8 @@ pub async fn fetch_piece_hashes(
         let expected = proof_len(count, first, end)
             .map_err(|e| SourceError::BadData(format!("piece hashes: {e}")))?
             * CV_LEN;
-        if response
-            .content_length()
-            .is_some_and(|n| n > expected as u64)
-        {
-            return Err(SourceError::BadData("piece hashes: answer too long".into()));
-        }
         let mut body = Vec::with_capacity(expected);
-        let mut response = response;
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| SourceError::from_reqwest(&e))?
-        {
+        while let Some(chunk) = next_chunk(response.body_mut(), conn.stall).await? {
             if body.len() + chunk.len() > expected {
                 return Err(SourceError::BadData("piece hashes: answer too long".into()));
             }
@@ -166,24 +262,24 @@ pub async fn fetch_piece_hashes(
 
 /// A response streaming the bytes `start..end` of the content.
 pub struct RangeStream {
-    response: reqwest::Response,
+    body: Incoming,
+    stall: Duration,
 }
 
 impl RangeStream {
-    /// Asks `source` for bytes `start..end` (end exclusive, non-empty).
+    /// Asks for bytes `start..end` (end exclusive, non-empty) on `conn`.
     pub async fn open(
-        http: &reqwest::Client,
-        source: &PeerSource,
+        conn: &mut Connection,
         hash: &FileHash,
         start: u64,
         end: u64,
     ) -> Result<RangeStream, SourceError> {
-        let response = http
-            .get(source.blob_url(hash))
-            .header(reqwest::header::RANGE, format!("bytes={start}-{}", end - 1))
-            .send()
-            .await
-            .map_err(|e| SourceError::from_reqwest(&e))?;
+        let response = conn
+            .get(
+                &format!("/peerdex/v1/blobs/{hash}"),
+                Some(format!("bytes={start}-{}", end - 1)),
+            )
+            .await?;
         if let Some(e) = classify(&response) {
             return Err(e);
         }
@@ -191,25 +287,309 @@ impl RangeStream {
         let expected = format!("bytes {start}-{}/", end - 1);
         let range_ok = response
             .headers()
-            .get(reqwest::header::CONTENT_RANGE)
+            .get(hyper::header::CONTENT_RANGE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with(&expected));
-        let whole_file_ok = response.status() == StatusCode::OK && start == 0;
-        if !(range_ok || whole_file_ok && response.content_length() == Some(end)) {
+        let length = response
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let whole_file_ok =
+            response.status() == StatusCode::OK && start == 0 && length == Some(end);
+        if !(range_ok || whole_file_ok) {
             return Err(SourceError::BadData(format!(
                 "answered range {start}-{} with {:?}",
                 end - 1,
-                response.headers().get(reqwest::header::CONTENT_RANGE)
+                response.headers().get(hyper::header::CONTENT_RANGE)
             )));
         }
-        Ok(RangeStream { response })
+        Ok(RangeStream {
+            body: response.into_body(),
+            stall: conn.stall,
+        })
     }
 
     /// The next chunk of bytes; `None` at the end of the response.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, SourceError> {
-        self.response
-            .chunk()
-            .await
-            .map_err(|e| SourceError::from_reqwest(&e))
+        next_chunk(&mut self.body, self.stall).await
     }
+}
+
+/// Connections waiting on our reverse listener, by the token the source sends first.
+type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<TcpStream>>>>;
+
+/// The port firewalled sources dial back to (reverse connections). It also answers the index
+/// server's connect-back probe, which verifies the address before any source is told to dial it.
+pub struct ReverseListener {
+    port: u16,
+    waiting: Waiting,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ReverseListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ReverseListener {
+    async fn bind(identity: Identity) -> std::io::Result<ReverseListener> {
+        let listener = match TcpListener::bind("[::]:0").await {
+            Ok(listener) => listener,
+            Err(_) => TcpListener::bind("0.0.0.0:0").await?,
+        };
+        let port = listener.local_addr()?.port();
+        let waiting: Waiting = Arc::default();
+        let accepting = waiting.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(route_incoming(stream, identity.clone(), accepting.clone()));
+            }
+        });
+        Ok(ReverseListener {
+            port,
+            waiting,
+            task,
+        })
+    }
+
+    fn expect(&self, token: &str) -> oneshot::Receiver<TcpStream> {
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token.to_owned(), tx);
+        rx
+    }
+
+    fn forget(&self, token: &str) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(token);
+    }
+}
+
+/// Sorts an incoming connection: a source answering a ticket (preamble line with the token) or
+/// the index server's connect-back probe (HTTP).
+async fn route_incoming(mut stream: TcpStream, identity: Identity, waiting: Waiting) {
+    let mut head = [0u8; 16];
+    let peeked = tokio::time::timeout(Duration::from_secs(5), stream.peek(&mut head)).await;
+    let Ok(Ok(n)) = peeked else {
+        return;
+    };
+    if head[..n].starts_with(REVERSE_PREAMBLE.as_bytes()) {
+        // Read the preamble line byte by byte, so nothing after it is consumed.
+        let mut line = Vec::new();
+        loop {
+            let mut byte = [0u8; 1];
+            let read =
+                tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut byte)).await;
+            match read {
+                Ok(Ok(_)) if byte[0] == b'\n' => break,
+                Ok(Ok(_)) if line.len() < REVERSE_PREAMBLE.len() + 80 => line.push(byte[0]),
+                _ => return,
+            }
+        }
+        let token = String::from_utf8_lossy(&line[REVERSE_PREAMBLE.len()..]).into_owned();
+        let sender = waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(token.trim());
+        if let Some(sender) = sender {
+            let _ = sender.send(stream);
+        }
+        return;
+    }
+    let service = hyper::service::service_fn(move |request| {
+        let response = crate::connect_back::answer(&identity, &request);
+        async move { Ok::<_, std::convert::Infallible>(response) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+/// Opens connections to sources: direct when the source has a verified address, else a reverse
+/// connection when ours can be verified, else the relay.
+pub struct Connector {
+    server: ServerClient,
+    identity: Identity,
+    stall: Duration,
+    listener: OnceCell<Option<ReverseListener>>,
+    /// Our address failed the server's connect-back once: reverse connections cannot work.
+    unreachable: std::sync::atomic::AtomicBool,
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 16];
+    let _ = getrandom::fill(&mut bytes);
+    hex::encode(bytes)
+}
+
+impl Connector {
+    /// A connector that asks `server` for reverse connections and relays, proving addresses
+    /// with `identity`.
+    pub fn new(
+        server: ServerClient,
+        identity: Identity,
+        stall: Duration,
+        accept_connections: bool,
+    ) -> Connector {
+        Connector {
+            server,
+            identity,
+            stall,
+            listener: OnceCell::new(),
+            unreachable: std::sync::atomic::AtomicBool::new(!accept_connections),
+        }
+    }
+
+    /// Connects to `source` for content `hash`, trying direct, reverse, then relay.
+    pub async fn connect(
+        &self,
+        source: &PeerSource,
+        hash: &FileHash,
+    ) -> Result<Connection, SourceError> {
+        let mut errors = Vec::new();
+        if let Some(addr) = source
+            .addr
+            .filter(|_| source.reachability != Reachability::Firewalled)
+        {
+            match self.direct(addr).await {
+                Ok(conn) => return Ok(conn),
+                Err(e) => errors.push(format!("direct: {e}")),
+            }
+        }
+        if !self.unreachable.load(std::sync::atomic::Ordering::Relaxed) {
+            match self.reverse(source, hash).await {
+                Ok(conn) => return Ok(conn),
+                Err(e) => errors.push(format!("reverse: {e}")),
+            }
+        }
+        match self.relay(source, hash).await {
+            Ok(conn) => Ok(conn),
+            Err(e) => {
+                errors.push(format!("relay: {e}"));
+                Err(SourceError::Unreachable(errors.join("; ")))
+            }
+        }
+    }
+
+    async fn direct(&self, addr: SocketAddr) -> Result<Connection, SourceError> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| SourceError::Unreachable("connection timed out".into()))?
+            .map_err(|e| SourceError::Unreachable(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        Connection::handshake(TokioIo::new(stream), Route::Direct, self.stall).await
+    }
+
+    async fn reverse(
+        &self,
+        source: &PeerSource,
+        hash: &FileHash,
+    ) -> Result<Connection, SourceError> {
+        let listener = self
+            .listener
+            .get_or_init(|| async { ReverseListener::bind(self.identity.clone()).await.ok() })
+            .await
+            .as_ref()
+            .ok_or_else(|| {
+                SourceError::Unreachable("cannot listen for reverse connections".into())
+            })?;
+        let token = random_token();
+        let incoming = listener.expect(&token);
+        let request = TransferRequest {
+            source: source.peer_id,
+            hash: *hash,
+            downloader: self.identity.peer_id(),
+            port: listener.port,
+            token: token.clone(),
+        };
+        let answer = match self.server.transfer(&request).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                listener.forget(&token);
+                if e.code() == Some(ErrorCode::AddressUnverified) {
+                    // Nobody can dial us: do not ask again for other sources.
+                    self.unreachable
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Err(server_error(e));
+            }
+        };
+        let wait = Duration::from_secs(answer.expires_in_secs.clamp(1, 60));
+        let stream = match tokio::time::timeout(wait, incoming).await {
+            Ok(Ok(stream)) => stream,
+            _ => {
+                listener.forget(&token);
+                return Err(SourceError::Unreachable(
+                    "the source did not connect back in time".into(),
+                ));
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        Connection::handshake(TokioIo::new(stream), Route::Reverse, self.stall).await
+    }
+
+    async fn relay(&self, source: &PeerSource, hash: &FileHash) -> Result<Connection, SourceError> {
+        let (host, port) = self.server.host_port().map_err(server_error)?;
+        let stream =
+            tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+                .await
+                .map_err(|_| SourceError::Unreachable("the index server did not answer".into()))?
+                .map_err(|e| SourceError::Unreachable(format!("index server: {e}")))?;
+        let (mut sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| SourceError::Unreachable(e.to_string()))?;
+        tokio::spawn(driver.with_upgrades());
+        let path = format!(
+            "/api/v1/relay?source={}&hash={hash}&downloader={}&token={}",
+            source.peer_id,
+            self.identity.peer_id(),
+            random_token()
+        );
+        let request = hyper::Request::get(path)
+            .header(hyper::header::HOST, format!("{host}:{port}"))
+            .header(hyper::header::CONNECTION, "upgrade")
+            .header(hyper::header::UPGRADE, RELAY_PROTOCOL)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| SourceError::Unreachable(e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| SourceError::Unreachable(e.to_string()))?;
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| status.to_string());
+            return Err(SourceError::Unreachable(format!(
+                "relay refused: {message}"
+            )));
+        }
+        let upgraded = hyper::upgrade::on(response)
+            .await
+            .map_err(|e| SourceError::Unreachable(format!("relay: {e}")))?;
+        Connection::handshake(upgraded, Route::Relay, self.stall).await
+    }
+}
+
+fn server_error(e: ApiError) -> SourceError {
+    SourceError::Unreachable(match e {
+        ApiError::Server { body, .. } => body.error,
+        other => other.to_string(),
+    })
 }

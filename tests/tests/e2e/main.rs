@@ -7,6 +7,7 @@ mod cli;
 mod connect_back;
 mod download;
 mod durability;
+mod firewalled;
 mod lists;
 mod peer_server;
 mod presence;

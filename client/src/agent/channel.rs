@@ -1,0 +1,461 @@
+//! The agent's control channel: one long-lived request to the index server
+//! (`GET /api/v1/peers/{id}/control`) over which the server sends pings and tickets. A ticket asks
+//! the agent to open a connection for one downloader: dial the downloader's verified address
+//! (reverse connection) or connect to the server's relay, then serve the ticket's content there.
+//!
+//! The agent never dials an address that did not come in a ticket signed by the server's key
+//! (learned at registration), addressed to this peer and not expired; dials per destination are
+//! rate-limited, so the server cannot be used to point peers at a victim either.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use peerdex_shared::api::{ControlMessage, RELAY_PROTOCOL, REVERSE_PREAMBLE, Ticket, TicketKind};
+use peerdex_shared::identity::ticket_message;
+use peerdex_shared::{PeerId, PeerSignature};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::serve::FileServer;
+use super::sync::SharedLink;
+
+/// Dials (or relay connections) allowed per destination per minute.
+const DIALS_PER_MINUTE: usize = 10;
+
+/// Longest line accepted on the control channel.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Latest expiry accepted on a ticket, from now (longer ones are not the server's doing).
+const MAX_TICKET_LIFE: u64 = 600;
+
+/// What the sync loop learned at registration, needed to open the control channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Our peer id.
+    pub peer: PeerId,
+    /// Bearer token.
+    pub token: String,
+    /// The server's key, which signs tickets.
+    pub server_key: Option<PeerId>,
+}
+
+/// Why a ticket was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TicketError {
+    /// The server gave no key at registration.
+    #[error("the server has no ticket key")]
+    NoServerKey,
+    /// Not signed by the server's key (forged or altered).
+    #[error("the ticket's signature is not the server's")]
+    BadSignature,
+    /// Addressed to another peer.
+    #[error("the ticket is for another peer")]
+    NotForUs,
+    /// Past its expiry.
+    #[error("the ticket has expired")]
+    Expired,
+    /// Valid for implausibly long.
+    #[error("the ticket's expiry is too far ahead")]
+    TooLong,
+    /// A reverse ticket without a usable address.
+    #[error("the ticket has no usable address")]
+    BadAddress,
+    /// Too many dials to this destination lately.
+    #[error("too many connections to {0} in the last minute")]
+    RateLimited(String),
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Checks that `ticket` came from the server (its signature), is for `me`, and is current.
+/// Returns the address to dial for reverse tickets.
+pub fn check_ticket(
+    ticket: &Ticket,
+    signature: &PeerSignature,
+    server_key: Option<&PeerId>,
+    me: &PeerId,
+    now: u64,
+) -> Result<Option<SocketAddr>, TicketError> {
+    let key = server_key.ok_or(TicketError::NoServerKey)?;
+    key.verify(&ticket_message(ticket), signature)
+        .map_err(|_| TicketError::BadSignature)?;
+    if ticket.source != *me {
+        return Err(TicketError::NotForUs);
+    }
+    if ticket.expires_at < now {
+        return Err(TicketError::Expired);
+    }
+    if ticket.expires_at > now + MAX_TICKET_LIFE {
+        return Err(TicketError::TooLong);
+    }
+    match ticket.kind {
+        TicketKind::Reverse => ticket
+            .addr
+            .as_deref()
+            .and_then(|a| a.parse().ok())
+            .map(Some)
+            .ok_or(TicketError::BadAddress),
+        TicketKind::Relay => Ok(None),
+    }
+}
+
+/// Dials per destination in the last minute.
+#[derive(Default)]
+struct DialLimiter {
+    recent: Mutex<HashMap<String, Vec<Instant>>>,
+}
+
+impl DialLimiter {
+    fn allow(&self, destination: &str) -> bool {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        recent.retain(|_, times| {
+            times.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+            !times.is_empty()
+        });
+        let times = recent.entry(destination.to_owned()).or_default();
+        if times.len() >= DIALS_PER_MINUTE {
+            return false;
+        }
+        times.push(now);
+        true
+    }
+}
+
+/// Everything the control channel needs.
+pub struct Channel {
+    /// Index server URL.
+    pub url: String,
+    /// Sessions published by the sync loop.
+    pub sessions: watch::Receiver<Option<Session>>,
+    /// Where tickets are served.
+    pub files: Arc<FileServer>,
+    /// Status for `peerdex status`.
+    pub link: SharedLink,
+}
+
+/// Why the control channel dropped.
+#[derive(Debug, thiserror::Error)]
+enum ChannelError {
+    #[error("{0}")]
+    Http(#[from] reqwest::Error),
+    #[error("server answered {0}")]
+    Status(reqwest::StatusCode),
+    #[error("a control message is too long")]
+    LineTooLong,
+}
+
+impl Channel {
+    /// Keeps the control channel open until `stop`, reconnecting with backoff.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let dials = Arc::new(DialLimiter::default());
+        let mut delay = Duration::from_secs(1);
+        loop {
+            let session = loop {
+                if let Some(session) = self.sessions.borrow_and_update().clone() {
+                    break session;
+                }
+                tokio::select! {
+                    changed = self.sessions.changed() => if changed.is_err() { return },
+                    () = stop.cancelled() => return,
+                }
+            };
+            let outcome = tokio::select! {
+                outcome = self.listen(&session, &dials, &stop) => outcome,
+                () = stop.cancelled() => return,
+            };
+            self.set_open(false);
+            match outcome {
+                Ok(()) => delay = Duration::from_secs(1),
+                Err(ChannelError::Status(status))
+                    if status == reqwest::StatusCode::UNAUTHORIZED =>
+                {
+                    // The session is gone: wait for the sync loop to register again.
+                    tokio::select! {
+                        _ = self.sessions.changed() => {}
+                        () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    debug!(error = %e, retry_in = ?delay, "control channel closed");
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = stop.cancelled() => return,
+            }
+            delay = (delay * 2).min(Duration::from_secs(60));
+        }
+    }
+
+    fn set_open(&self, open: bool) {
+        let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        link.control_channel = open;
+    }
+
+    /// One control stream: reads messages until it ends.
+    async fn listen(
+        &self,
+        session: &Session,
+        dials: &Arc<DialLimiter>,
+        stop: &CancellationToken,
+    ) -> Result<(), ChannelError> {
+        // The server pings every 15 s; a minute of silence means the connection is dead.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .build()?;
+        let url = format!(
+            "{}/api/v1/peers/{}/control",
+            self.url.trim_end_matches('/'),
+            session.peer
+        );
+        let mut response = http.get(url).bearer_auth(&session.token).send().await?;
+        if !response.status().is_success() {
+            return Err(ChannelError::Status(response.status()));
+        }
+        info!("control channel open");
+        self.set_open(true);
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                match serde_json::from_slice::<ControlMessage>(&line) {
+                    Ok(message) => self.handle(message, session, dials, stop),
+                    Err(e) => debug!(error = %e, "ignoring an unknown control message"),
+                }
+            }
+            if pending.len() > MAX_LINE {
+                return Err(ChannelError::LineTooLong);
+            }
+        }
+        Ok(())
+    }
+
+    /// Acts on one message: tickets are checked, then served on their own task.
+    fn handle(
+        &self,
+        message: ControlMessage,
+        session: &Session,
+        dials: &Arc<DialLimiter>,
+        stop: &CancellationToken,
+    ) {
+        let ControlMessage::Connect { ticket, signature } = message else {
+            return;
+        };
+        let checked = check_ticket(
+            &ticket,
+            &signature,
+            session.server_key.as_ref(),
+            &session.peer,
+            unix_now(),
+        )
+        .and_then(|addr| {
+            let destination = addr.map_or_else(|| "relay".to_owned(), |a| a.ip().to_string());
+            if dials.allow(&destination) {
+                Ok(addr)
+            } else {
+                Err(TicketError::RateLimited(destination))
+            }
+        });
+        let addr = match checked {
+            Ok(addr) => addr,
+            Err(e) => {
+                warn!(error = %e, ticket = %ticket.id, "refusing a ticket");
+                return;
+            }
+        };
+        let files = self.files.clone();
+        let (url, token, stop) = (self.url.clone(), session.token.clone(), stop.clone());
+        let span = info_span!("ticket", kind = ?ticket.kind, hash = %ticket.hash.fmt_short());
+        tokio::spawn(
+            async move {
+                let served = match addr {
+                    Some(addr) => reverse(files, &ticket, addr, stop).await,
+                    None => relay(files, &ticket, &url, &token, stop).await,
+                };
+                if let Err(e) = served {
+                    warn!(error = %e, "could not open the connection a ticket asked for");
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Dials the downloader, announces the ticket's token, then serves the ticket's content.
+async fn reverse(
+    files: Arc<FileServer>,
+    ticket: &Ticket,
+    addr: SocketAddr,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::other("connection timed out"))??;
+    let _ = stream.set_nodelay(true);
+    stream
+        .write_all(format!("{REVERSE_PREAMBLE}{}\n", ticket.token).as_bytes())
+        .await?;
+    debug!(%addr, "reverse connection open");
+    files
+        .serve_io(TokioIo::new(stream), addr, Some(ticket.hash), stop)
+        .await;
+    Ok(())
+}
+
+/// Connects our end of the relay session, then serves the ticket's content through it.
+async fn relay(
+    files: Arc<FileServer>,
+    ticket: &Ticket,
+    url: &str,
+    token: &str,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let parsed = reqwest::Url::parse(url).map_err(std::io::Error::other)?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| std::io::Error::other("server URL has no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = parsed
+        .port_or_known_default()
+        .ok_or_else(|| std::io::Error::other("server URL has no port"))?;
+    let stream = TcpStream::connect((host.as_str(), port)).await?;
+    let server_addr = stream.peer_addr()?;
+    let (mut sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(driver.with_upgrades());
+    let request = hyper::Request::get(format!("/api/v1/relay/{}/accept", ticket.id))
+        .header(hyper::header::HOST, format!("{host}:{port}"))
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(hyper::header::CONNECTION, "upgrade")
+        .header(hyper::header::UPGRADE, RELAY_PROTOCOL)
+        .body(Empty::<Bytes>::new())
+        .map_err(std::io::Error::other)?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(std::io::Error::other)?;
+    if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+        return Err(std::io::Error::other(format!(
+            "relay answered {}",
+            response.status()
+        )));
+    }
+    let upgraded = hyper::upgrade::on(response)
+        .await
+        .map_err(std::io::Error::other)?;
+    debug!("relay connection open");
+    files
+        .serve_io(upgraded, server_addr, Some(ticket.hash), stop)
+        .await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::{Signer, SigningKey};
+    use peerdex_shared::FileHash;
+
+    fn ticket(source: PeerId, expires_at: u64) -> Ticket {
+        Ticket {
+            id: "id".into(),
+            kind: TicketKind::Reverse,
+            source,
+            downloader: PeerId::from_bytes([9; 32]),
+            addr: Some("127.0.0.1:4000".into()),
+            token: "tok".into(),
+            hash: FileHash::from_bytes([5; 32]),
+            expires_at,
+        }
+    }
+
+    fn sign(key: &SigningKey, ticket: &Ticket) -> PeerSignature {
+        PeerSignature(key.sign(&ticket_message(ticket)).to_bytes())
+    }
+
+    #[test]
+    fn only_current_tickets_signed_by_the_server_for_us_are_accepted() {
+        let server = SigningKey::from_bytes(&[1; 32]);
+        let server_key = PeerId::from_bytes(server.verifying_key().to_bytes());
+        let me = PeerId::from_bytes([2; 32]);
+        let now = 1_000_000;
+        let good = ticket(me, now + 15);
+        let addr = check_ticket(&good, &sign(&server, &good), Some(&server_key), &me, now);
+        assert_eq!(addr, Ok(Some("127.0.0.1:4000".parse().unwrap())));
+
+        let forger = SigningKey::from_bytes(&[3; 32]);
+        let forged = check_ticket(&good, &sign(&forger, &good), Some(&server_key), &me, now);
+        assert_eq!(forged, Err(TicketError::BadSignature));
+        let mut redirected = good.clone();
+        redirected.addr = Some("10.0.0.1:80".into());
+        let altered = check_ticket(
+            &redirected,
+            &sign(&server, &good),
+            Some(&server_key),
+            &me,
+            now,
+        );
+        assert_eq!(altered, Err(TicketError::BadSignature));
+        let expired = ticket(me, now - 1);
+        assert_eq!(
+            check_ticket(
+                &expired,
+                &sign(&server, &expired),
+                Some(&server_key),
+                &me,
+                now
+            ),
+            Err(TicketError::Expired)
+        );
+        let forever = ticket(me, now + 100_000);
+        assert_eq!(
+            check_ticket(
+                &forever,
+                &sign(&server, &forever),
+                Some(&server_key),
+                &me,
+                now
+            ),
+            Err(TicketError::TooLong)
+        );
+        let other = ticket(PeerId::from_bytes([4; 32]), now + 15);
+        assert_eq!(
+            check_ticket(&other, &sign(&server, &other), Some(&server_key), &me, now),
+            Err(TicketError::NotForUs)
+        );
+        assert_eq!(
+            check_ticket(&good, &sign(&server, &good), None, &me, now),
+            Err(TicketError::NoServerKey)
+        );
+    }
+
+    #[test]
+    fn dials_per_destination_are_limited() {
+        let limiter = DialLimiter::default();
+        for _ in 0..DIALS_PER_MINUTE {
+            assert!(limiter.allow("10.0.0.1"));
+        }
+        assert!(!limiter.allow("10.0.0.1"));
+        assert!(limiter.allow("10.0.0.2"));
+    }
+}
