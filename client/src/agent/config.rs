@@ -9,8 +9,9 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use peerdex_shared::validate::validate_share_name;
 use serde::{Deserialize, Serialize};
 
-/// Default port of the agent's file server.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:7701";
+/// Default address of the agent's file server: every IPv6 and IPv4 address (IPv4 only where
+/// the system has no IPv6).
+pub const DEFAULT_LISTEN: &str = "[::]:7701";
 
 /// The config file as written on disk. Every field is optional so that a file holding only
 /// `[[share]]` tables is valid.

@@ -162,11 +162,17 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         );
     }
     let listener = match config.listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr}"))?,
-        ),
+        Some(addr) => Some(match TcpListener::bind(addr).await {
+            Ok(listener) => listener,
+            // `[::]` on a system without IPv6: the same port on every IPv4 address.
+            Err(_) if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED => {
+                let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+                TcpListener::bind(v4)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} or {v4}"))?
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot listen on {addr}")),
+        }),
         None => None,
     };
     let serve_addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;

@@ -189,3 +189,56 @@ async fn a_download_mixes_direct_and_firewalled_sources() {
     open.stop().await;
     hidden.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_on_ipv6_are_advertised_and_used() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this machine; skipping");
+        return;
+    }
+    let server = TestServer::start_with(|c| c.listen = "[::1]:0".parse().unwrap()).await;
+    assert!(server.url.starts_with("http://[::1]:"), "{}", server.url);
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = pseudo_random(P + 7, 35);
+    write_file(&dir.path().join("share"), "six.bin", &bytes);
+    let agent = TestAgent::start(&server.url, &[&dir.path().join("share")], |c| {
+        c.listen = Some("[::1]:0".parse().unwrap());
+    })
+    .await;
+    agent.wait_synced().await;
+    let hash = content_hash(&bytes);
+    let client = server.client();
+    let source = wait_until(
+        "the IPv6 address to be verified",
+        std::time::Duration::from_secs(20),
+        || {
+            let client = client.clone();
+            async move {
+                let found = client.sources(&hash).await.map_err(|e| e.to_string())?;
+                match found.sources.first() {
+                    Some(s) if s.reachability == peerdex_shared::api::Reachability::Reachable => {
+                        Ok(s.clone())
+                    }
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await;
+    let advertised = source.addr.unwrap();
+    assert!(advertised.starts_with("[::1]:"), "{advertised}");
+    assert_eq!(
+        agent.status().server.advertised_addr.as_deref(),
+        Some(advertised.as_str())
+    );
+    let out = dir.path().join("out");
+    let report = download_into(&server.url, hash, &out, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(out.join("six.bin")).unwrap(), bytes);
+    assert!(
+        report.sources_used[0].contains("[::1]") && report.sources_used[0].ends_with("via direct"),
+        "{report:?}"
+    );
+    agent.stop().await;
+}
