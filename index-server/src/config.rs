@@ -284,7 +284,7 @@ impl Config {
 
     /// Refuses settings that cannot work, with the name of the setting.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let checks: [(bool, &str); 8] = [
+        let checks: [(bool, &str); 10] = [
             (
                 self.limits.max_entries_per_peer > 0,
                 "limits.max_entries_per_peer must be > 0",
@@ -313,6 +313,14 @@ impl Config {
             (
                 self.index.writer_memory_bytes >= 15_000_000,
                 "index.writer_memory_bytes must be >= 15000000",
+            ),
+            (
+                self.relay.ticket_ttl_secs > 0,
+                "relay.ticket_ttl_secs must be > 0",
+            ),
+            (
+                self.relay.control_ping_secs > 0 && self.relay.control_ping_secs < 60,
+                "relay.control_ping_secs must be between 1 and 59 (agents give up after 60 s of silence)",
             ),
         ];
         for (ok, message) in checks {

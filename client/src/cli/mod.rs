@@ -238,6 +238,14 @@ fn print_status(status: &AgentStatus) {
         Some(addr) => println!("serving   http://{addr}"),
         None => println!("serving   no (inbound connections off)"),
     }
+    println!(
+        "control   {}",
+        if link.control_channel {
+            "open (firewalled downloads go by reverse connection or relay)"
+        } else {
+            "closed (peers that cannot dial us cannot download from us)"
+        }
+    );
     println!("shares");
     for share in &status.shares {
         println!(
