@@ -74,7 +74,7 @@ struct AgentArgs {
     /// Folder to share (repeatable); replaces the shares of the config file
     #[arg(long = "share", value_name = "DIR")]
     shares: Vec<PathBuf>,
-    /// Address of the file server, e.g. 0.0.0.0:7701 or 127.0.0.1:0 [default: 0.0.0.0:7701]
+    /// Address of the file server, e.g. 0.0.0.0:7701 or 127.0.0.1:0 [default: [::]:7701, IPv6 and IPv4]
     #[arg(long, conflicts_with = "no_listen")]
     listen: Option<SocketAddr>,
     /// Accept no inbound connections (as a peer behind NAT)
