@@ -405,3 +405,74 @@ async fn downloads_land_in_the_running_agents_folder_and_become_shared() {
     mine.stop().await;
     source.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_with_no_listen_is_reached_through_the_relay() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("Nat");
+    write_file(&share, "behind.txt", b"shared from behind a NAT");
+    let state = dir.path().join("agent-state");
+    let config = dir.path().join("agent.toml");
+    let mut file = peerdex::agent::config::ConfigFile::default();
+    file.download.share = Some(false);
+    file.save(&config).unwrap();
+    let child = Command::new(BIN)
+        .arg("--state")
+        .arg(&state)
+        .arg("--config")
+        .arg(&config)
+        .args(["agent", "--server", &server.url, "--no-listen", "--share"])
+        .arg(&share)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // No "serving on" line: the agent accepts nothing. Its status says so.
+    let status = wait_until(
+        "the agent's control channel",
+        Duration::from_secs(30),
+        || {
+            let out = peerdex(&state, &config, &["status", "--json"]);
+            async move {
+                let status: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+                if status["server"]["control_channel"] == true
+                    && status["shares"][0]["hashed_files"] == 1
+                {
+                    Ok(status)
+                } else {
+                    Err(format!("{status}"))
+                }
+            }
+        },
+    )
+    .await;
+    assert!(status["serving"].is_null());
+    let hash = content_hash(b"shared from behind a NAT").to_string();
+    wait_for_sources(&server, content_hash(b"shared from behind a NAT"), 1).await;
+    let me = dir.path().join("me");
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let out = succeeded(peerdex_in(
+        &work,
+        &me,
+        &["get", "--server", &server.url, "--no-listen", &hash],
+    ));
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(summary.contains("via relay"), "{summary}");
+    assert_eq!(
+        std::fs::read(work.join("behind.txt")).unwrap(),
+        b"shared from behind a NAT"
+    );
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(wait_for_exit(child, Duration::from_secs(30)).success());
+}
