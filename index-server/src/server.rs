@@ -149,13 +149,18 @@ impl Server {
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             let draining = state.draining.clone();
+            let abort = state.shutdown.clone();
             connections.spawn(async move {
                 tokio::pin!(connection);
                 let result = tokio::select! {
                     result = connection.as_mut() => result,
                     () = draining.cancelled() => {
                         connection.as_mut().graceful_shutdown();
-                        connection.await
+                        tokio::select! {
+                            result = connection.as_mut() => result,
+                            // Past the grace period: close it.
+                            () = abort.cancelled() => Ok(()),
+                        }
                     }
                 };
                 if let Err(e) = result {

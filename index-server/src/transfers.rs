@@ -134,6 +134,14 @@ impl ControlHub {
         }
     }
 
+    /// Closes `peer`'s control channel (logout, new session).
+    pub fn detach(&self, peer: &PeerId) {
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(peer);
+    }
+
     /// Whether `peer` has a control channel open.
     pub fn is_attached(&self, peer: &PeerId) -> bool {
         self.channels
@@ -220,6 +228,37 @@ pub struct Relay {
     pub bytes: AtomicU64,
 }
 
+/// The address that counts as one downloader for quotas: an IPv4 address, or an IPv6 /64 (one
+/// host can hold a whole /64).
+pub fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::from(octets)
+        }
+        v4 => v4,
+    }
+}
+
+/// Removes a waiting session when its downloader goes away (or the wait ends).
+pub struct WaitingGuard {
+    relay: Arc<Relay>,
+    id: String,
+}
+
+impl Drop for WaitingGuard {
+    fn drop(&mut self) {
+        self.relay.forget(&self.id);
+    }
+}
+
+/// How long a relayed connection may carry nothing before it is closed.
+const RELAY_IDLE: Duration = Duration::from_secs(60);
+
+/// Longest a relay session may last.
+const RELAY_MAX_LIFE: Duration = Duration::from_secs(4 * 3600);
+
 /// A held relay quota; released on drop.
 pub struct RelayPermit {
     relay: Arc<Relay>,
@@ -267,6 +306,7 @@ impl Relay {
         if !self.config.enabled {
             return Err(RelayRefusal::Disabled);
         }
+        let downloader = ip_key(downloader);
         let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         if usage.total >= self.config.max_sessions {
             return Err(RelayRefusal::Full(self.config.max_sessions));
@@ -295,13 +335,22 @@ impl Relay {
     }
 
     /// Registers a session waiting for `source` to connect; the receiver gets its connection.
-    pub fn wait_for_source(&self, id: &str, source: PeerId) -> oneshot::Receiver<OnUpgrade> {
+    /// The entry goes away with the guard.
+    pub fn wait_for_source(
+        self: &Arc<Self>,
+        id: &str,
+        source: PeerId,
+    ) -> (oneshot::Receiver<OnUpgrade>, WaitingGuard) {
         let (tx, rx) = oneshot::channel();
         self.waiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.to_owned(), (source, tx));
-        rx
+        let guard = WaitingGuard {
+            relay: self.clone(),
+            id: id.to_owned(),
+        };
+        (rx, guard)
     }
 
     /// Forgets a waiting session (timed out).
@@ -331,8 +380,9 @@ impl Relay {
         Duration::from_secs(self.config.ticket_ttl_secs)
     }
 
-    /// Forwards bytes both ways between the two upgraded connections until either side closes,
-    /// within the session's and the global bandwidth.
+    /// Forwards bytes both ways between the two upgraded connections until both directions are
+    /// done, within the session's and the global bandwidth. A session idle for a minute, or older
+    /// than four hours, is closed: the relay is for transfers, not a standing tunnel.
     pub async fn splice(
         self: Arc<Self>,
         downloader: OnUpgrade,
@@ -347,21 +397,40 @@ impl Relay {
         let (mut d_read, mut d_write) = tokio::io::split(TokioIo::new(downloader));
         let (mut s_read, mut s_write) = tokio::io::split(TokioIo::new(source));
         let session = Arc::new(Bucket::new(self.config.bytes_per_sec));
-        let to_source = self
+        let activity = Arc::new(Mutex::new(Instant::now()));
+        let to_source =
+            self.clone()
+                .pump(&mut d_read, &mut s_write, session.clone(), activity.clone());
+        let to_downloader = self
             .clone()
-            .pump(&mut d_read, &mut s_write, session.clone());
-        let to_downloader = self.clone().pump(&mut s_read, &mut d_write, session);
+            .pump(&mut s_read, &mut d_write, session, activity.clone());
+        let watchdog = async {
+            let started = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let idle = activity.lock().map(|a| a.elapsed()).unwrap_or_default();
+                if idle > RELAY_IDLE || started.elapsed() > RELAY_MAX_LIFE {
+                    return;
+                }
+            }
+        };
         let started = Instant::now();
         let forwarded = tokio::select! {
-            n = to_downloader => n,
-            n = to_source => n,
+            (up, down) = async { tokio::join!(to_source, to_downloader) } => up + down,
+            () = watchdog => 0,
             () = shutdown.cancelled() => 0,
         };
         info!(bytes = forwarded, elapsed = ?started.elapsed(), "relay session ended");
         drop(permit);
     }
 
-    async fn pump<R, W>(self: Arc<Self>, from: &mut R, to: &mut W, session: Arc<Bucket>) -> u64
+    async fn pump<R, W>(
+        self: Arc<Self>,
+        from: &mut R,
+        to: &mut W,
+        session: Arc<Bucket>,
+        activity: Arc<Mutex<Instant>>,
+    ) -> u64
     where
         R: tokio::io::AsyncRead + Unpin,
         W: tokio::io::AsyncWrite + Unpin,
@@ -380,9 +449,13 @@ impl Relay {
             if to.write_all(&buf[..n]).await.is_err() {
                 break;
             }
+            if let Ok(mut last) = activity.lock() {
+                *last = Instant::now();
+            }
             total += n as u64;
             self.bytes.fetch_add(n as u64, Ordering::Relaxed);
         }
+        // Pass the half-close on: the other direction may still be sending.
         let _ = to.shutdown().await;
         total
     }

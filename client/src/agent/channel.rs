@@ -36,6 +36,15 @@ const MAX_LINE: usize = 64 * 1024;
 /// Latest expiry accepted on a ticket, from now (longer ones are not the server's doing).
 const MAX_TICKET_LIFE: u64 = 600;
 
+/// Clock difference tolerated between the server and this agent, seconds.
+const CLOCK_SKEW: u64 = 60;
+
+/// Connections opened on tickets at once.
+const MAX_TICKET_CONNECTIONS: usize = 16;
+
+/// Ticket ids remembered so that none is used twice.
+const SEEN_TICKETS: usize = 4096;
+
 /// What the sync loop learned at registration, needed to open the control channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
@@ -71,6 +80,9 @@ pub enum TicketError {
     /// Too many dials to this destination lately.
     #[error("too many connections to {0} in the last minute")]
     RateLimited(String),
+    /// This ticket was already used.
+    #[error("the ticket was already used")]
+    Replayed,
 }
 
 fn unix_now() -> u64 {
@@ -94,10 +106,11 @@ pub fn check_ticket(
     if ticket.source != *me {
         return Err(TicketError::NotForUs);
     }
-    if ticket.expires_at < now {
+    // The server's clock and ours may differ a little; a ticket is used once anyway.
+    if ticket.expires_at + CLOCK_SKEW < now {
         return Err(TicketError::Expired);
     }
-    if ticket.expires_at > now + MAX_TICKET_LIFE {
+    if ticket.expires_at > now + MAX_TICKET_LIFE + CLOCK_SKEW {
         return Err(TicketError::TooLong);
     }
     match ticket.kind {
@@ -111,13 +124,27 @@ pub fn check_ticket(
     }
 }
 
-/// Dials per destination in the last minute.
+/// Dials per destination in the last minute, and the tickets already used.
 #[derive(Default)]
 struct DialLimiter {
     recent: Mutex<HashMap<String, Vec<Instant>>>,
+    seen: Mutex<std::collections::VecDeque<String>>,
 }
 
 impl DialLimiter {
+    /// Records `id`; false when it was used before.
+    fn first_use(&self, id: &str) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.iter().any(|s| s == id) {
+            return false;
+        }
+        if seen.len() >= SEEN_TICKETS {
+            seen.pop_front();
+        }
+        seen.push_back(id.to_owned());
+        true
+    }
+
     fn allow(&self, destination: &str) -> bool {
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
@@ -144,6 +171,26 @@ pub struct Channel {
     pub files: Arc<FileServer>,
     /// Status for `peerdex status`.
     pub link: SharedLink,
+    /// Connections opened on tickets at once (each is an outbound connection).
+    pub connections: Arc<tokio::sync::Semaphore>,
+}
+
+impl Channel {
+    /// A control channel for the agent.
+    pub fn new(
+        url: String,
+        sessions: watch::Receiver<Option<Session>>,
+        files: Arc<FileServer>,
+        link: SharedLink,
+    ) -> Channel {
+        Channel {
+            url,
+            sessions,
+            files,
+            link,
+            connections: Arc::new(tokio::sync::Semaphore::new(MAX_TICKET_CONNECTIONS)),
+        }
+    }
 }
 
 /// Why the control channel dropped.
@@ -172,11 +219,18 @@ impl Channel {
                     () = stop.cancelled() => return,
                 }
             };
+            let mut renewed = self.sessions.clone();
+            let mut opened = false;
             let outcome = tokio::select! {
-                outcome = self.listen(&session, &dials, &stop) => outcome,
+                outcome = self.listen(&session, &dials, &stop, &mut opened) => outcome,
+                // A new session (re-registration): the old token is void; reopen with the new.
+                _ = renewed.changed() => Ok(()),
                 () = stop.cancelled() => return,
             };
             self.set_open(false);
+            if opened {
+                delay = Duration::from_secs(1);
+            }
             match outcome {
                 Ok(()) => delay = Duration::from_secs(1),
                 Err(ChannelError::Status(status))
@@ -213,6 +267,7 @@ impl Channel {
         session: &Session,
         dials: &Arc<DialLimiter>,
         stop: &CancellationToken,
+        opened: &mut bool,
     ) -> Result<(), ChannelError> {
         // The server pings every 15 s; a minute of silence means the connection is dead.
         let http = reqwest::Client::builder()
@@ -229,6 +284,7 @@ impl Channel {
             return Err(ChannelError::Status(response.status()));
         }
         info!("control channel open");
+        *opened = true;
         self.set_open(true);
         let mut pending: Vec<u8> = Vec::new();
         while let Some(chunk) = response.chunk().await? {
@@ -266,7 +322,15 @@ impl Channel {
             unix_now(),
         )
         .and_then(|addr| {
-            let destination = addr.map_or_else(|| "relay".to_owned(), |a| a.ip().to_string());
+            if !dials.first_use(&ticket.id) {
+                return Err(TicketError::Replayed);
+            }
+            // Reverse: per address dialled. Relay: per downloader, so requests naming one
+            // downloader cannot use up everyone's relay connections.
+            let destination = match addr {
+                Some(addr) => addr.ip().to_string(),
+                None => format!("relay for {}", ticket.downloader.fmt_short()),
+            };
             if dials.allow(&destination) {
                 Ok(addr)
             } else {
@@ -280,6 +344,10 @@ impl Channel {
                 return;
             }
         };
+        let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+            warn!(ticket = %ticket.id, "too many ticket connections open; refusing");
+            return;
+        };
         let files = self.files.clone();
         let (url, token, stop) = (self.url.clone(), session.token.clone(), stop.clone());
         let span = info_span!("ticket", kind = ?ticket.kind, hash = %ticket.hash.fmt_short());
@@ -292,6 +360,7 @@ impl Channel {
                 if let Err(e) = served {
                     warn!(error = %e, "could not open the connection a ticket asked for");
                 }
+                drop(permit);
             }
             .instrument(span),
         );
@@ -416,7 +485,7 @@ mod tests {
             now,
         );
         assert_eq!(altered, Err(TicketError::BadSignature));
-        let expired = ticket(me, now - 1);
+        let expired = ticket(me, now - CLOCK_SKEW - 1);
         assert_eq!(
             check_ticket(
                 &expired,
@@ -427,6 +496,9 @@ mod tests {
             ),
             Err(TicketError::Expired)
         );
+        // A little clock skew is tolerated.
+        let late = ticket(me, now - 5);
+        assert!(check_ticket(&late, &sign(&server, &late), Some(&server_key), &me, now).is_ok());
         let forever = ticket(me, now + 100_000);
         assert_eq!(
             check_ticket(
@@ -450,8 +522,11 @@ mod tests {
     }
 
     #[test]
-    fn dials_per_destination_are_limited() {
+    fn dials_per_destination_are_limited_and_tickets_used_once() {
         let limiter = DialLimiter::default();
+        assert!(limiter.first_use("t1"));
+        assert!(!limiter.first_use("t1"));
+        assert!(limiter.first_use("t2"));
         for _ in 0..DIALS_PER_MINUTE {
             assert!(limiter.allow("10.0.0.1"));
         }

@@ -224,12 +224,12 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     let link: SharedLink = Arc::new(Mutex::new(LinkStatus::default()));
     let (sessions, session_updates) = tokio::sync::watch::channel(None);
     tasks.spawn(
-        channel::Channel {
-            url: config.server.clone(),
-            sessions: session_updates,
-            files: files.clone(),
-            link: link.clone(),
-        }
+        channel::Channel::new(
+            config.server.clone(),
+            session_updates,
+            files.clone(),
+            link.clone(),
+        )
         .run(stop.clone())
         .instrument(info_span!("control")),
     );

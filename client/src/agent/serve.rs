@@ -357,7 +357,9 @@ impl FileServer {
         connection: CancellationToken,
     ) -> Response<ResponseBody> {
         let path = request.uri().path();
-        if path == CONNECT_BACK_PATH {
+        // On a ticket's connection (reverse or relayed) only the ticket's content is served: no
+        // signatures for whoever is on the other end.
+        if path == CONNECT_BACK_PATH && only.is_none() {
             let answer = crate::connect_back::answer(&self.identity, &request);
             let (parts, body) = answer.into_parts();
             return Response::from_parts(parts, body.map_err(|never| match never {}).boxed());

@@ -568,10 +568,10 @@ impl Job {
                     Err(e) => {
                         self.board().release(run);
                         self.changed.notify_waiters();
-                        return match e {
-                            SourceError::LocalStop => WorkerEnd::Stopped,
-                            e => WorkerEnd::Dropped(e),
-                        };
+                        match self.wait_if_busy(e, &mut busy_waited, source).await {
+                            Some(end) => return end,
+                            None => continue,
+                        }
                     }
                 }
             }
@@ -582,30 +582,40 @@ impl Job {
             let outcome = self.fetch_run(open, run.clone(), delivered).await;
             self.board().release(run);
             self.changed.notify_waiters();
-            match outcome {
-                Ok(()) => {}
-                Err(SourceError::Busy {
-                    retry_after,
-                    position,
-                }) => {
-                    // The refusal's unread body makes the connection unusable: open a new one.
-                    conn = None;
-                    busy_waited += retry_after;
-                    if busy_waited > self.options.busy_limit {
-                        return WorkerEnd::Dropped(SourceError::Busy {
-                            retry_after,
-                            position,
-                        });
-                    }
-                    debug!(source = %source.label, ?position, "source busy; waiting");
-                    tokio::select! {
-                        () = tokio::time::sleep(retry_after) => {}
-                        () = self.cancel.cancelled() => return WorkerEnd::Stopped,
-                    }
+            if let Err(e) = outcome {
+                // A refusal's unread body makes the connection unusable: the next run opens a
+                // new one.
+                conn = None;
+                if let Some(end) = self.wait_if_busy(e, &mut busy_waited, source).await {
+                    return end;
                 }
-                Err(SourceError::LocalStop) => return WorkerEnd::Stopped,
-                Err(e) => return WorkerEnd::Dropped(e),
             }
+        }
+    }
+
+    /// For a busy source (its slots, or the relay, are full): waits as told and returns `None`
+    /// to try again, unless it has been busy for too long. Any other error ends the worker.
+    async fn wait_if_busy(
+        &self,
+        error: SourceError,
+        busy_waited: &mut Duration,
+        source: &PeerSource,
+    ) -> Option<WorkerEnd> {
+        let SourceError::Busy { retry_after, .. } = &error else {
+            return Some(match error {
+                SourceError::LocalStop => WorkerEnd::Stopped,
+                e => WorkerEnd::Dropped(e),
+            });
+        };
+        let retry_after = *retry_after;
+        *busy_waited += retry_after;
+        if *busy_waited > self.options.busy_limit {
+            return Some(WorkerEnd::Dropped(error));
+        }
+        debug!(source = %source.label, %error, "source busy; waiting");
+        tokio::select! {
+            () = tokio::time::sleep(retry_after) => None,
+            () = self.cancel.cancelled() => Some(WorkerEnd::Stopped),
         }
     }
 }

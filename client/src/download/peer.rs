@@ -34,6 +34,12 @@ pub const PROOF_BATCH: u64 = 65_536;
 /// Time allowed to open a TCP connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Time allowed for a relay session to be set up (the server waits for the source).
+const RELAY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections at once on the reverse listener that are not (yet) a source's.
+const MAX_INCOMING: usize = 32;
+
 /// How a source was reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -91,13 +97,13 @@ impl PeerSource {
 /// Why a request to a source failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SourceError {
-    /// All its upload slots are busy: ask again after the delay.
-    #[error("busy (queue position {position:?})")]
+    /// Its upload slots (or the relay) are full: ask again after the delay.
+    #[error("busy: {reason}")]
     Busy {
         /// From `Retry-After`.
         retry_after: Duration,
-        /// From `X-Peerdex-Queue-Position`.
-        position: Option<u64>,
+        /// What is full, as the peer or the server said.
+        reason: String,
     },
     /// It no longer has the content (404), or the file changed since it was hashed (409).
     #[error("no longer has the file ({0})")]
@@ -136,7 +142,10 @@ fn classify(response: &hyper::Response<Incoming>) -> Option<SourceError> {
             };
             SourceError::Busy {
                 retry_after: Duration::from_secs(header("retry-after").unwrap_or(5).clamp(1, 60)),
-                position: header("x-peerdex-queue-position"),
+                reason: match header("x-peerdex-queue-position") {
+                    Some(n) => format!("all upload slots in use, number {n} in the queue"),
+                    None => "all upload slots in use".to_owned(),
+                },
             }
         }
         StatusCode::NOT_FOUND | StatusCode::CONFLICT | StatusCode::RANGE_NOT_SATISFIABLE => {
@@ -342,12 +351,25 @@ impl ReverseListener {
         let port = listener.local_addr()?.port();
         let waiting: Waiting = Arc::default();
         let accepting = waiting.clone();
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_INCOMING));
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(_) => {
+                        // Out of descriptors or similar: do not spin.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
                 };
-                tokio::spawn(route_incoming(stream, identity.clone(), accepting.clone()));
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    continue; // too many at once: drop it
+                };
+                let (identity, waiting) = (identity.clone(), accepting.clone());
+                tokio::spawn(async move {
+                    route_incoming(stream, identity, waiting).await;
+                    drop(slot);
+                });
             }
         });
         Ok(ReverseListener {
@@ -377,11 +399,25 @@ impl ReverseListener {
 /// Sorts an incoming connection: a source answering a ticket (preamble line with the token) or
 /// the index server's connect-back probe (HTTP).
 async fn route_incoming(mut stream: TcpStream, identity: Identity, waiting: Waiting) {
+    // Enough bytes to tell a source's preamble from HTTP (it may arrive in pieces).
     let mut head = [0u8; 16];
-    let peeked = tokio::time::timeout(Duration::from_secs(5), stream.peek(&mut head)).await;
-    let Ok(Ok(n)) = peeked else {
-        return;
-    };
+    let mut n = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while n < head.len() {
+        match tokio::time::timeout_at(deadline, stream.peek(&mut head)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(got)) => n = got,
+        }
+        if !REVERSE_PREAMBLE
+            .as_bytes()
+            .starts_with(&head[..n.min(REVERSE_PREAMBLE.len())])
+        {
+            break; // not a preamble: HTTP
+        }
+        if n < head.len() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     if head[..n].starts_with(REVERSE_PREAMBLE.as_bytes()) {
         // Read the preamble line byte by byte, so nothing after it is consumed.
         let mut line = Vec::new();
@@ -409,9 +445,11 @@ async fn route_incoming(mut stream: TcpStream, identity: Identity, waiting: Wait
         let response = crate::connect_back::answer(&identity, &request);
         async move { Ok::<_, std::convert::Infallible>(response) }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(5))
+        .serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(Duration::from_secs(30), connection).await;
 }
 
 /// Opens connections to sources: direct when the source has a verified address, else a reverse
@@ -471,8 +509,13 @@ impl Connector {
                 Err(e) => errors.push(format!("reverse: {e}")),
             }
         }
-        match self.relay(source, hash).await {
+        // The server waits up to its ticket lifetime for the source; a bit more here.
+        let relayed = tokio::time::timeout(RELAY_TIMEOUT, self.relay(source, hash))
+            .await
+            .unwrap_or_else(|_| Err(SourceError::Unreachable("the relay did not answer".into())));
+        match relayed {
             Ok(conn) => Ok(conn),
+            Err(busy @ SourceError::Busy { .. }) => Err(busy),
             Err(e) => {
                 errors.push(format!("relay: {e}"));
                 Err(SourceError::Unreachable(errors.join("; ")))
@@ -515,7 +558,10 @@ impl Connector {
             Ok(answer) => answer,
             Err(e) => {
                 listener.forget(&token);
-                if e.code() == Some(ErrorCode::AddressUnverified) {
+                if matches!(
+                    e.code(),
+                    Some(ErrorCode::AddressUnverified | ErrorCode::RateLimited)
+                ) {
                     // Nobody can dial us: do not ask again for other sources.
                     self.unreachable
                         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -566,6 +612,11 @@ impl Connector {
             .map_err(|e| SourceError::Unreachable(e.to_string()))?;
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(hyper::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
             let body = response
                 .into_body()
                 .collect()
@@ -576,9 +627,14 @@ impl Connector {
                 .ok()
                 .and_then(|v| v["error"].as_str().map(str::to_owned))
                 .unwrap_or_else(|| status.to_string());
-            return Err(SourceError::Unreachable(format!(
-                "relay refused: {message}"
-            )));
+            return Err(match retry_after {
+                // Full for now (not turned off): wait and ask again.
+                Some(secs) => SourceError::Busy {
+                    retry_after: Duration::from_secs(secs.clamp(1, 60)),
+                    reason: format!("relay: {message}"),
+                },
+                None => SourceError::Unreachable(format!("relay refused: {message}")),
+            });
         }
         let upgraded = hyper::upgrade::on(response)
             .await

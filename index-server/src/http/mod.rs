@@ -264,6 +264,8 @@ async fn register(
     info!(peer = %peer.key.fmt_short(), nickname = %peer.nickname, %ip, port, "peer registered");
     if port != 0 {
         spawn_probe(&state, &peer, ip);
+        // The old session's control channel goes with it; the agent opens a new one.
+        state.control.detach(&peer.key);
     }
     Ok(Json(RegisterResponse {
         session_token: token,
@@ -334,6 +336,8 @@ async fn logout(
 ) -> Result<StatusCode, ApiError> {
     let peer = authed.require_self(&peer)?;
     state.presence.mark_offline(peer.id);
+    // A logged-out peer's control channel would keep it online with its pings.
+    state.control.detach(&peer.key);
     let (db, id) = (state.db.clone(), peer.id);
     run_blocking(move || db.end_session(id)).await??;
     Ok(StatusCode::NO_CONTENT)

@@ -10,7 +10,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
 use peerdex_shared::api::{
     ControlMessage, ErrorCode, RELAY_PROTOCOL, Ticket, TicketKind, TransferRequest,
@@ -20,9 +20,10 @@ use peerdex_shared::{FileHash, PeerId};
 use serde::Deserialize;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::{ApiError, Authed, client_ip, json_body, query_params};
+use super::{ApiError, Authed, client_ip, json_body, query_params, run_blocking};
 use crate::limits::random_hex;
 use crate::state::AppState;
+use crate::transfers::RelayRefusal;
 
 /// Longest token a downloader may choose.
 const MAX_TOKEN_LEN: usize = 64;
@@ -97,30 +98,30 @@ pub async fn control(
     let receiver = state.control.attach(me.key);
     state.presence.touch(me.id);
     info!(peer = %me.key.fmt_short(), "control channel open");
-    let ping = Duration::from_secs(state.config.relay.control_ping_secs.max(1));
+    let mut ping = tokio::time::interval(Duration::from_secs(
+        state.config.relay.control_ping_secs.max(1),
+    ));
+    // The first tick is at once: the agent knows at once that it is connected.
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stop = state.draining.clone();
     let presence = state.presence.clone();
-    // First line at once, so the agent knows it is connected.
-    let first = Some(ControlMessage::Ping);
     let stream = futures_util::stream::unfold(
-        (receiver, first, stop, presence),
-        move |(mut receiver, mut first, stop, presence)| async move {
-            let message = match first.take() {
-                Some(message) => message,
-                None => tokio::select! {
-                    message = receiver.messages.recv() => message?,
-                    () = tokio::time::sleep(ping) => {
-                        presence.touch(me.id);
-                        ControlMessage::Ping
-                    }
-                    () = stop.cancelled() => return None,
-                },
+        (receiver, ping, stop, presence),
+        move |(mut receiver, mut ping, stop, presence)| async move {
+            // Pings keep their own rhythm, however many tickets flow in between.
+            let message = tokio::select! {
+                message = receiver.messages.recv() => message?,
+                _ = ping.tick() => {
+                    presence.touch(me.id);
+                    ControlMessage::Ping
+                }
+                () = stop.cancelled() => return None,
             };
             let mut line = serde_json::to_vec(&message).unwrap_or_default();
             line.push(b'\n');
             Some((
                 Ok::<_, std::convert::Infallible>(Bytes::from(line)),
-                (receiver, first, stop, presence),
+                (receiver, ping, stop, presence),
             ))
         },
     );
@@ -147,7 +148,7 @@ pub async fn transfer(
         return Err(ApiError::bad_request("port must not be 0"));
     }
     let ip = client_ip(&state, remote, &headers);
-    if !state.transfers.allow(&ip) || !state.probes.allow(&ip) {
+    if !state.transfers.allow(&crate::transfers::ip_key(ip)) {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RateLimited,
@@ -235,15 +236,47 @@ pub async fn relay(
     check_token(&params.token)?;
     let upgrade = take_upgrade(&mut request)?;
     let ip: IpAddr = client_ip(&state, remote, request.headers());
-    let permit = state.relay.admit(params.source, ip).map_err(|refusal| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::RelayUnavailable,
-            refusal.to_string(),
-        )
-    })?;
+    if !state.transfers.allow(&crate::transfers::ip_key(ip)) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            "too many relay requests from this address; try again in a minute",
+        ));
+    }
+    let permit = match state.relay.admit(params.source, ip) {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            let temporary = !matches!(refusal, RelayRefusal::Disabled);
+            let mut response = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::RelayUnavailable,
+                refusal.to_string(),
+            )
+            .into_response();
+            if temporary {
+                // Full, not off: worth asking again shortly.
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            return Ok(response);
+        }
+    };
     if !state.control.is_attached(&params.source) {
         return Err(source_unreachable());
+    }
+    // Only for content the source lists: the relay carries transfers, not arbitrary tunnels.
+    let (db, hash, source) = (state.db.clone(), params.hash, params.source);
+    let listed = run_blocking(move || -> Result<bool, crate::db::DbError> {
+        let ids = db.contents_with_hash(&hash)?;
+        Ok(db
+            .sources_of(&ids)?
+            .iter()
+            .any(|c| c.sources.iter().any(|s| s.key == source)))
+    })
+    .await??;
+    if !listed {
+        return Err(ApiError::not_found("the source does not list this content"));
     }
     let ticket = send_ticket(
         &state,
@@ -254,11 +287,11 @@ pub async fn relay(
         &params.token,
         params.hash,
     )?;
-    let arrival = state.relay.wait_for_source(&ticket.id, params.source);
+    // If the downloader goes away while waiting, the guard forgets the session.
+    let (arrival, _waiting) = state.relay.wait_for_source(&ticket.id, params.source);
     let source_upgrade = match tokio::time::timeout(state.relay.ticket_ttl(), arrival).await {
         Ok(Ok(upgrade)) => upgrade,
         _ => {
-            state.relay.forget(&ticket.id);
             return Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 ErrorCode::SourceUnreachable,
@@ -268,7 +301,7 @@ pub async fn relay(
     };
     let span = info_span!("relay", source = %params.source.fmt_short(), downloader = %ip);
     let relay = state.relay.clone();
-    let shutdown = state.draining.clone();
+    let shutdown = state.shutdown.clone();
     state.tasks.spawn(
         relay
             .splice(upgrade, source_upgrade, permit, shutdown)

@@ -351,12 +351,14 @@ async fn names_from_peers_cannot_leave_the_output_folder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_that_stalls_is_dropped_and_the_others_finish() {
-    let server = TestServer::start().await;
+    // The staller's connect-back never completes while the download runs, so it is dialled
+    // directly (as a peer whose check is pending).
+    let server = TestServer::start_with(|c| c.probe.timeout_ms = 60_000).await;
     let dir = tempfile::tempdir().unwrap();
     let bytes = pseudo_random(6 * P + 1, 15);
-    // The honest source is slow enough (2 MiB/s) for the stall to be noticed before the end.
+    // The honest source is slow enough (1 MiB/s) for the stall to be noticed before the end.
     let agents = agents_sharing(&server, dir.path(), 1, &[("slow.bin", &bytes)], |_, c| {
-        c.upload.max_rate = 2 << 20;
+        c.upload.max_rate = 1 << 20;
         c.upload.min_rate = 1;
     })
     .await;

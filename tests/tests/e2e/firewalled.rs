@@ -107,6 +107,8 @@ async fn a_relay_over_quota_is_refused_with_a_clear_message() {
         &dir.path().join("out"),
         |o| {
             o.accept_connections = false;
+            // Full is temporary: the source is retried, then given up with the reason.
+            o.busy_limit = std::time::Duration::from_secs(3);
         },
     )
     .await;
