@@ -17,6 +17,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use peerdex_shared::api::{ControlMessage, Ticket};
 use peerdex_shared::identity::ticket_message;
+use peerdex_shared::rate::TokenBucket;
 use peerdex_shared::{PeerId, PeerSignature};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
@@ -160,36 +161,6 @@ impl ControlHub {
     }
 }
 
-/// A token bucket: `rate` bytes per second, bursts of one second.
-struct Bucket {
-    rate: f64,
-    state: Mutex<(f64, Instant)>,
-}
-
-impl Bucket {
-    fn new(rate: u64) -> Bucket {
-        Bucket {
-            rate: rate.max(1) as f64,
-            state: Mutex::new((rate as f64, Instant::now())),
-        }
-    }
-
-    /// Takes `bytes`; returns how long to wait before sending them.
-    fn take(&self, bytes: usize) -> Duration {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let (tokens, at) = &mut *state;
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.rate);
-        *at = now;
-        *tokens -= bytes as f64;
-        if *tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-*tokens / self.rate)
-        }
-    }
-}
-
 /// Why a relay session was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RelayRefusal {
@@ -223,7 +194,7 @@ pub struct Relay {
     config: RelayConfig,
     usage: Mutex<Usage>,
     waiting: Mutex<HashMap<String, (PeerId, oneshot::Sender<OnUpgrade>)>>,
-    global: Bucket,
+    global: TokenBucket,
     /// Bytes forwarded since start.
     pub bytes: AtomicU64,
 }
@@ -289,7 +260,7 @@ impl Relay {
     /// A relay with the operator's settings.
     pub fn new(config: RelayConfig) -> Arc<Relay> {
         Arc::new(Relay {
-            global: Bucket::new(config.total_bytes_per_sec),
+            global: TokenBucket::new(config.total_bytes_per_sec),
             config,
             usage: Mutex::new(Usage::default()),
             waiting: Mutex::new(HashMap::new()),
@@ -396,7 +367,7 @@ impl Relay {
         };
         let (mut d_read, mut d_write) = tokio::io::split(TokioIo::new(downloader));
         let (mut s_read, mut s_write) = tokio::io::split(TokioIo::new(source));
-        let session = Arc::new(Bucket::new(self.config.bytes_per_sec));
+        let session = Arc::new(TokenBucket::new(self.config.bytes_per_sec));
         let activity = Arc::new(Mutex::new(Instant::now()));
         let to_source =
             self.clone()
@@ -428,7 +399,7 @@ impl Relay {
         self: Arc<Self>,
         from: &mut R,
         to: &mut W,
-        session: Arc<Bucket>,
+        session: Arc<TokenBucket>,
         activity: Arc<Mutex<Instant>>,
     ) -> u64
     where
@@ -442,7 +413,7 @@ impl Relay {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            let wait = session.take(n).max(self.global.take(n));
+            let wait = session.take(n as u64).max(self.global.take(n as u64));
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }

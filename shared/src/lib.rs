@@ -11,6 +11,7 @@ pub mod hash;
 pub mod identity;
 pub mod kind;
 pub mod pieces;
+pub mod rate;
 pub mod validate;
 
 pub use hash::{FileHash, ParseHexError};

@@ -163,37 +163,8 @@ impl Drop for SlotGuard {
     }
 }
 
-/// A token bucket shared by all uploads: at most `rate` bytes per second, bursts of one second.
-#[derive(Debug)]
-pub struct Bandwidth {
-    rate: f64,
-    state: Mutex<(f64, Instant)>,
-}
-
-impl Bandwidth {
-    /// A limit of `rate` bytes per second.
-    pub fn new(rate: u64) -> Bandwidth {
-        Bandwidth {
-            rate: rate.max(1) as f64,
-            state: Mutex::new((rate as f64, Instant::now())),
-        }
-    }
-
-    /// Takes `bytes` from the bucket; returns how long to wait before sending them.
-    pub fn take(&self, bytes: u64) -> Duration {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let (tokens, at) = &mut *state;
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.rate);
-        *at = now;
-        *tokens -= bytes as f64;
-        if *tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-*tokens / self.rate)
-        }
-    }
-}
+/// The upload rate limit shared by all uploads (one second of burst).
+pub type Bandwidth = peerdex_shared::rate::TokenBucket;
 
 #[cfg(test)]
 mod tests {
@@ -249,13 +220,5 @@ mod tests {
         ));
         // ...but another peer gets the free slot at once.
         assert!(slots.acquire(ip(2), h(4)).is_ok());
-    }
-
-    #[test]
-    fn bandwidth_paces_after_the_burst() {
-        let bw = Bandwidth::new(1000);
-        assert_eq!(bw.take(1000), Duration::ZERO);
-        let wait = bw.take(500);
-        assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500));
     }
 }
