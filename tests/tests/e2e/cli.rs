@@ -476,3 +476,74 @@ async fn an_agent_with_no_listen_is_reached_through_the_relay() {
     );
     assert!(wait_for_exit(child, Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_killed_with_sigkill_resumes_with_what_it_had() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    let bytes = pseudo_random(8 * (1 << 20) + 3, 37);
+    write_file(&share, "long.bin", &bytes);
+    // 1 MiB/s, so the download is still running when it is killed.
+    let agent = TestAgent::start(&server.url, &[&share], |c| {
+        c.upload.max_rate = 1 << 20;
+        c.upload.min_rate = 1;
+    })
+    .await;
+    agent.wait_synced().await;
+    let hash = content_hash(&bytes).to_string();
+    let me = dir.path().join("me");
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let mut child = Command::new(BIN)
+        .current_dir(&work)
+        .arg("--state")
+        .arg(&me)
+        .args([
+            "--config",
+            "/nonexistent/none.toml",
+            "get",
+            "--server",
+            &server.url,
+            &hash,
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the state file records some written pieces, then kill -9.
+    let state_file = work.join("long.bin.peerdex-state");
+    wait_until(
+        "pieces recorded in the state file",
+        Duration::from_secs(30),
+        || {
+            let state = peerdex::download::part::PartState::load(&state_file)
+                .ok()
+                .flatten();
+            async move {
+                match state {
+                    Some(state) if state.done_count() >= 2 => Ok(()),
+                    other => Err(format!("{:?}", other.map(|s| s.done_count()))),
+                }
+            }
+        },
+    )
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!work.join("long.bin").exists());
+    let out = succeeded(peerdex_in(
+        &work,
+        &me,
+        &["get", "--server", &server.url, "--json", &hash],
+    ));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["pieces_reused"].as_u64().unwrap() >= 2, "{report}");
+    assert_eq!(
+        report["pieces_reused"].as_u64().unwrap() + report["pieces_fetched"].as_u64().unwrap(),
+        9
+    );
+    assert_eq!(std::fs::read(work.join("long.bin")).unwrap(), bytes);
+    agent.stop().await;
+}

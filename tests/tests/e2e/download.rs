@@ -399,3 +399,75 @@ async fn a_source_that_stalls_is_dropped_and_the_others_finish() {
         agent.stop().await;
     }
 }
+
+/// A tmpfs of `bytes` at a fresh folder, unmounted on drop; `None` where mounting is not
+/// allowed (not root, no CAP_SYS_ADMIN).
+struct SmallDisk {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().ok()?;
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).ok()?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}")])
+            .arg("tmpfs")
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then_some(SmallDisk { path, _dir: dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_keeps_the_partial_download_for_resuming() {
+    let Some(disk) = SmallDisk::mount(4 << 20) else {
+        eprintln!("cannot mount a small filesystem here (needs root); disk-full test not run");
+        return;
+    };
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = pseudo_random(3 * P, 36);
+    let agents = agents_sharing(&server, dir.path(), 1, &[("big.bin", &bytes)], |_, _| {}).await;
+    let hash = content_hash(&bytes);
+    // Leave less room than the file needs.
+    let filler = disk.path.join("filler");
+    std::fs::write(&filler, vec![0u8; 2 << 20]).unwrap();
+    let failed = download_into(&server.url, hash, &disk.path, |_| {}).await;
+    let error = failed.unwrap_err();
+    assert_eq!(error.exit_code(), 6, "{error}");
+    assert!(error.to_string().contains("disk full"), "{error}");
+    assert!(
+        !disk.path.join("big.bin").exists(),
+        "nothing unverified gets the name"
+    );
+    assert!(
+        disk.path.join("big.bin.peerdex-part").exists(),
+        "the partial download is kept"
+    );
+    // Space comes back: the same download resumes and completes.
+    std::fs::remove_file(&filler).unwrap();
+    let report = download_into(&server.url, hash, &disk.path, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(disk.path.join("big.bin")).unwrap(), bytes);
+    assert!(
+        report.pieces_reused + report.pieces_fetched == 3,
+        "{report:?}"
+    );
+    for agent in agents {
+        agent.stop().await;
+    }
+}
