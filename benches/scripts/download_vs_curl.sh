@@ -38,9 +38,9 @@ secs() { local s e; s=$(date +%s.%N); "$@" > /dev/null 2>&1; e=$(date +%s.%N); e
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 : > curl.t; : > get1.t; : > get2.t
 for _ in $(seq 1 "$ROUNDS"); do
-  rm -f out/*; secs curl -sf -o out/c.bin "$AGENT/peerdex/v1/blobs/$HASH" >> curl.t
-  rm -f out/*; secs "$BIN/peerdex" --state "$WORK/me" get --server "$URL" --max-sources 1 -o out "$HASH" >> get1.t
-  rm -f out/*; secs "$BIN/peerdex" --state "$WORK/me" get --server "$URL" --max-sources 2 -o out "$HASH" >> get2.t
+  rm -f out/*; sync; secs curl -sf -o out/c.bin "$AGENT/peerdex/v1/blobs/$HASH" >> curl.t
+  rm -f out/*; sync; secs "$BIN/peerdex" --state "$WORK/me" get --server "$URL" --max-sources 1 -o out "$HASH" >> get1.t
+  rm -f out/*; sync; secs "$BIN/peerdex" --state "$WORK/me" get --server "$URL" --max-sources 2 -o out "$HASH" >> get2.t
 done
 C=$(median < curl.t); G1=$(median < get1.t); G2=$(median < get2.t)
 echo "content: $MIB MiB, rounds: $ROUNDS (medians, unpinned)"

@@ -31,6 +31,9 @@ use crate::{Identity, ServerClient};
 /// Most pieces asked for in one proof request (the server's cap).
 pub const PROOF_BATCH: u64 = 65_536;
 
+/// Bytes read from a source's socket at a time.
+const READ_BUFFER: usize = 512 * 1024;
+
 /// Time allowed to open a TCP connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -168,7 +171,11 @@ impl Connection {
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
-        let (sender, driver) = hyper::client::conn::http1::handshake(io)
+        // Large reads: small socket reads held loopback transfers far below what the disk and
+        // BLAKE3 can take (PITFALLS).
+        let (sender, driver) = hyper::client::conn::http1::Builder::new()
+            .read_buf_exact_size(Some(READ_BUFFER))
+            .handshake(io)
             .await
             .map_err(|e| SourceError::Unreachable(e.to_string()))?;
         tokio::spawn(async move {
