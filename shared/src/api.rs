@@ -320,6 +320,12 @@ pub struct Ticket {
 pub enum ControlMessage {
     /// Keep-alive; also tells the agent it is online.
     Ping,
+    /// Whether others can connect to the peer directly: sent when the channel opens and when a
+    /// connect-back probe finishes.
+    Reachability {
+        /// The server's verdict.
+        reachability: Reachability,
+    },
     /// Open a connection as the ticket says (reverse dial or relay) and serve its content there.
     Connect {
         /// What to do.

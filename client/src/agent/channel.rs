@@ -311,8 +311,14 @@ impl Channel {
         dials: &Arc<DialLimiter>,
         stop: &CancellationToken,
     ) {
-        let ControlMessage::Connect { ticket, signature } = message else {
-            return;
+        let (ticket, signature) = match message {
+            ControlMessage::Connect { ticket, signature } => (ticket, signature),
+            ControlMessage::Reachability { reachability } => {
+                let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
+                link.reachability = Some(reachability);
+                return;
+            }
+            ControlMessage::Ping => return,
         };
         let checked = check_ticket(
             &ticket,

@@ -305,7 +305,16 @@ fn spawn_probe(state: &Arc<AppState>, peer: &PeerRow, ip: IpAddr) {
         let db = state2.db.clone();
         let ip_text = ip.to_string();
         match run_blocking(move || db.set_reachability(id, &ip_text, port, verdict)).await {
-            Ok(Ok(_)) => info!(?verdict, "connect-back done"),
+            Ok(Ok(_)) => {
+                info!(?verdict, "connect-back done");
+                // Tell the agent at once rather than at its next heartbeat.
+                state2.control.send(
+                    &key,
+                    peerdex_shared::api::ControlMessage::Reachability {
+                        reachability: verdict,
+                    },
+                );
+            }
             Ok(Err(e)) => warn!(error = %e, "recording connect-back result failed"),
             Err(e) => warn!(error = ?e.body.error, "recording connect-back result failed"),
         }

@@ -105,23 +105,31 @@ pub async fn control(
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stop = state.draining.clone();
     let presence = state.presence.clone();
+    // The first message says what the server knows of the peer's reachability.
+    let first = Some(ControlMessage::Reachability {
+        reachability: me.reachability,
+    });
     let stream = futures_util::stream::unfold(
-        (receiver, ping, stop, presence),
-        move |(mut receiver, mut ping, stop, presence)| async move {
+        (receiver, ping, stop, presence, first),
+        move |(mut receiver, mut ping, stop, presence, mut first)| async move {
             // Pings keep their own rhythm, however many tickets flow in between.
-            let message = tokio::select! {
+            let message = if let Some(first) = first.take() {
+                first
+            } else {
+                tokio::select! {
                 message = receiver.messages.recv() => message?,
                 _ = ping.tick() => {
                     presence.touch(me.id);
                     ControlMessage::Ping
                 }
                 () = stop.cancelled() => return None,
+                }
             };
             let mut line = serde_json::to_vec(&message).unwrap_or_default();
             line.push(b'\n');
             Some((
                 Ok::<_, std::convert::Infallible>(Bytes::from(line)),
-                (receiver, ping, stop, presence),
+                (receiver, ping, stop, presence, first),
             ))
         },
     );

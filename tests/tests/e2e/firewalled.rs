@@ -233,6 +233,22 @@ async fn peers_on_ipv6_are_advertised_and_used() {
         agent.status().server.advertised_addr.as_deref(),
         Some(advertised.as_str())
     );
+    // The agent hears the verdict over its control channel, not at its next heartbeat (30 s).
+    wait_until(
+        "the agent to learn it is reachable",
+        std::time::Duration::from_secs(10),
+        || {
+            let seen = agent.status().server.reachability;
+            async move {
+                if seen == Some(peerdex_shared::api::Reachability::Reachable) {
+                    Ok(())
+                } else {
+                    Err(format!("{seen:?}"))
+                }
+            }
+        },
+    )
+    .await;
     let out = dir.path().join("out");
     let report = download_into(&server.url, hash, &out, |_| {})
         .await
