@@ -8,6 +8,7 @@ mod connect_back;
 mod download;
 mod durability;
 mod firewalled;
+mod hostile;
 mod lists;
 mod peer_server;
 mod presence;

@@ -1,0 +1,256 @@
+//! Hostile input (issue 6, first part): malformed and oversized requests to the index server and
+//! slow or idle connections to an agent's file server. Every case ends in a clear answer or a
+//! closed connection; afterwards the server is healthy and another peer's list is intact.
+
+use std::time::Duration;
+
+use peerdex_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A deadline for answers that must come "at once": far above normal latency, so it only
+/// catches hangs, not slowness (timing belongs in benchmarks).
+const HANG: Duration = Duration::from_secs(10);
+
+/// Sends raw bytes and returns the status code of the answer (0 when the connection closed
+/// without one).
+async fn raw_status(base: &str, request: &[u8]) -> u16 {
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may answer (and close) before reading everything we send.
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(HANG, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within {HANG:?}");
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_to_the_index_server_get_clear_answers() {
+    let server = TestServer::start().await;
+    // A bystander whose list must survive everything below.
+    let bystander = TestPeer::join_announcing(&server.url, "bystander", 0).await;
+    bystander
+        .client
+        .upload_full(1, &[entry("safe/Untouched Song.mp3", 1, "untouched")])
+        .await
+        .unwrap();
+    server.wait_for_hits("untouched", 1).await;
+
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", server.url);
+    let search = |q: &str| {
+        let http = http.clone();
+        let url = url("/api/v1/search");
+        let q = q.to_owned();
+        async move {
+            let response = tokio::time::timeout(HANG, http.get(url).query(&[("q", q)]).send())
+                .await
+                .expect("search answered")
+                .unwrap();
+            response.status().as_u16()
+        }
+    };
+    // Hostile queries: tokenized, never parsed, so they are plain searches or clear 400s.
+    let nested = format!("{}a{}", "(".repeat(5000), ")".repeat(5000));
+    let words = vec!["word"; 1000].join(" ");
+    let long = "x".repeat(10 * 1024);
+    for q in [
+        "- *",
+        "a:(^",
+        "*",
+        "\"",
+        "-",
+        "\"unclosed",
+        "%00",
+        "%25%32%35",
+        "a\u{0}b",
+    ] {
+        let status = search(q).await;
+        assert!(status == 200 || status == 400, "{q:?} → {status}");
+    }
+    for q in [nested.as_str(), words.as_str(), long.as_str()] {
+        let status = search(q).await;
+        assert!(
+            status == 200 || status == 400,
+            "{} bytes → {status}",
+            q.len()
+        );
+    }
+    for (query, want) in [
+        ("q=x&limit=999999999999", 200),
+        ("q=x&offset=99999999", 400),
+        ("q=x&limit=-1", 400),
+        ("q=x&min_size=abc", 400),
+        ("q=x&kind=spaceship", 400),
+    ] {
+        let response = http
+            .get(url(&format!("/api/v1/search?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), want, "{query}");
+        if want == 400 {
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert!(
+                !body["error"].as_str().unwrap_or("").is_empty(),
+                "{query}: {body}"
+            );
+        }
+    }
+
+    // Malformed, oversized and deeply nested JSON.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let bodies: Vec<(&str, Vec<u8>)> = vec![
+        ("not json", b"{not json".to_vec()),
+        ("deeply nested", deep.into_bytes()),
+        ("oversized", vec![b' '; 2 << 20]),
+        ("invalid utf-8", vec![0xff, 0xfe, 0xfd]),
+    ];
+    for (what, body) in bodies {
+        let response = tokio::time::timeout(
+            HANG,
+            http.post(url("/api/v1/register"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send(),
+        )
+        .await
+        .expect("register answered")
+        .unwrap();
+        let status = response.status().as_u16();
+        assert!(
+            status == 400 || status == 413 || status == 422,
+            "{what} → {status}"
+        );
+    }
+
+    // Protocol abuse: huge URI, too many headers, garbage instead of HTTP.
+    let huge_uri = format!(
+        "GET /api/v1/search?q={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    let status = raw_status(&server.url, huge_uri.as_bytes()).await;
+    assert!(
+        status == 414 || status == 431 || status == 400 || status == 0,
+        "huge URI → {status}"
+    );
+    let mut many = String::from("GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..500 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let status = raw_status(&server.url, many.as_bytes()).await;
+    assert!(
+        status == 431 || status == 400 || status == 0,
+        "500 headers → {status}"
+    );
+    let status = raw_status(&server.url, b"\x16\x03\x01\x02\x00garbage\r\n\r\n").await;
+    assert!(status == 400 || status == 0, "garbage → {status}");
+
+    // Afterwards: healthy, and the bystander's list is intact and searchable.
+    let health = http.get(url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let result = server.search("untouched").await;
+    assert_eq!(names(&result), ["Untouched Song.mp3"]);
+    drop(bystander);
+}
+
+/// A connection from 127.0.0.2: on loopback, but counted as another peer than 127.0.0.1.
+async fn attacker_connect(addr: &str) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind("127.0.0.2:0".parse().unwrap())?;
+    socket.connect(addr.parse().unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_connections_do_not_block_the_file_server() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    write_file(&share, "wanted.txt", b"still served");
+    let agent = TestAgent::start(&server.url, &[&share], |c| {
+        c.upload.header_read_timeout_secs = 2;
+    })
+    .await;
+    agent.wait_synced().await;
+    let addr = agent.url.trim_start_matches("http://").to_owned();
+
+    // Slowloris from another peer (127.0.0.2 is loopback too, but another address): sockets
+    // that trickle a header byte by byte, and sockets that send nothing.
+    let mut tricklers = Vec::new();
+    for _ in 0..10 {
+        let addr = addr.clone();
+        tricklers.push(tokio::spawn(async move {
+            let Ok(mut stream) = attacker_connect(&addr).await else {
+                return;
+            };
+            for byte in b"GET /peerdex/v1/blobs/".iter().cycle().take(60) {
+                if stream.write_all(&[*byte]).await.is_err() {
+                    return; // closed by the server: expected
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }));
+    }
+    let mut silent = Vec::new();
+    for _ in 0..10 {
+        silent.push(attacker_connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A normal request is still served meanwhile.
+    let hash = content_hash(b"still served");
+    let served = tokio::time::timeout(
+        HANG,
+        reqwest::get(format!("{}/peerdex/v1/blobs/{hash}", agent.url)),
+    )
+    .await
+    .expect("served while slow clients hold connections")
+    .unwrap();
+    assert_eq!(served.bytes().await.unwrap().as_ref(), b"still served");
+
+    // Connections that send nothing are closed after the header timeout.
+    for mut socket in silent {
+        let mut buf = [0u8; 16];
+        let closed = tokio::time::timeout(HANG, socket.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "an idle connection stayed open"
+        );
+    }
+    // An idle keep-alive connection is closed too.
+    let mut keep_alive = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    keep_alive
+        .write_all(format!("GET /peerdex/v1/blobs/{hash} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let done = tokio::time::timeout(HANG, keep_alive.read_to_end(&mut answer)).await;
+    assert!(
+        done.is_ok(),
+        "the idle keep-alive connection was not closed"
+    );
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    for trickler in tricklers {
+        let _ = tokio::time::timeout(HANG, trickler).await;
+    }
+    agent.stop().await;
+}
