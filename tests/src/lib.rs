@@ -204,6 +204,17 @@ impl TestPeer {
         peer
     }
 
+    /// A peer with the given key, announcing `port` (something else answers there).
+    pub fn with_identity(server: &str, nick: &str, port: u16, identity: Identity) -> TestPeer {
+        TestPeer {
+            identity,
+            client: ServerClient::new(server).unwrap(),
+            nick: nick.into(),
+            port,
+            responder: None,
+        }
+    }
+
     pub async fn register(&mut self) -> peerdex_shared::api::RegisterResponse {
         self.client
             .register(&self.identity, &self.nick, self.port)
@@ -542,4 +553,35 @@ pub async fn wait_for_sources(server: &TestServer, hash: FileHash, n: usize) {
         },
     )
     .await
+}
+
+/// A tmpfs of `bytes` at a fresh folder, unmounted on drop; `None` where mounting is not
+/// allowed (not root, no CAP_SYS_ADMIN).
+pub struct SmallDisk {
+    pub path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    pub fn mount(bytes: u64) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().ok()?;
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).ok()?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}")])
+            .arg("tmpfs")
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then_some(SmallDisk { path, _dir: dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+    }
 }

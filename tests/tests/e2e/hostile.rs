@@ -254,3 +254,199 @@ async fn slow_and_idle_connections_do_not_block_the_file_server() {
     }
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_on_the_server_refuses_writes_and_recovers() {
+    let Some(disk) = SmallDisk::mount(24 << 20) else {
+        eprintln!(
+            "cannot mount a small filesystem here (needs root); server disk-full test not run"
+        );
+        return;
+    };
+    let data = disk.path.join("data");
+    let server = TestServer::start_in(&data, |_| {}).await;
+    let alice = TestPeer::join_announcing(&server.url, "alice", 0).await;
+    alice
+        .client
+        .upload_full(1, &[entry("kept/Before The Storm.mp3", 1, "before")])
+        .await
+        .unwrap();
+    server.wait_for_hits("storm", 1).await;
+
+    let bob = TestPeer::join_announcing(&server.url, "bob", 0).await;
+    // Fill what is left of the disk.
+    let filler = disk.path.join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 1 << 20];
+        while file.write_all(&block).is_ok() {}
+        let _ = file.sync_all();
+    }
+    // Registering is a write too: refused with the same clear answer.
+    let refused = peerdex::ServerClient::new(&server.url)
+        .unwrap()
+        .register(&peerdex::Identity::generate().unwrap(), "carol", 0)
+        .await;
+    assert!(
+        matches!(refused, Err(peerdex::server_api::ApiError::Server { status, .. }) if status.as_u16() == 507)
+    );
+    let big: Vec<_> = (0..20_000)
+        .map(|i| {
+            entry(
+                &format!("bob/Long Name Number {i} of a big list.mp3"),
+                i,
+                &format!("b{i}"),
+            )
+        })
+        .collect();
+    let refused = bob.client.upload_full(1, &big).await;
+    let error = refused.expect_err("a full disk cannot take a list");
+    let code = match &error {
+        peerdex::server_api::ApiError::Server { status, .. } => status.as_u16(),
+        other => panic!("expected an answer, got {other}"),
+    };
+    assert!(code == 507 || code == 503, "{error}");
+
+    // Earlier data is intact and the server still answers.
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", server.url))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        names(&server.search("storm").await),
+        ["Before The Storm.mp3"]
+    );
+
+    // Space comes back: the same upload goes through.
+    std::fs::remove_file(&filler).unwrap();
+    let stored = bob.client.upload_full(1, &big[..1000]).await.unwrap();
+    assert_eq!(stored.entries, 1000);
+    server.wait_for_hits("\"number 999\"", 1).await;
+    server.stop().await;
+}
+
+/// How a fake source misbehaves.
+#[derive(Clone, Copy, PartialEq)]
+enum Lie {
+    /// Sends half of each range, then closes.
+    ShortRead,
+    /// Sends other bytes of the right length.
+    OtherFile,
+}
+
+/// A peer that answers the server's probe and piece proofs correctly, then lies about ranges.
+async fn lying_peer(server: &TestServer, nick: &str, bytes: Vec<u8>, lie: Lie) -> TestPeer {
+    use http_body_util::Full;
+    use peerdex_shared::pieces::{build_proof, encode_cvs, piece_count, piece_cv, piece_range};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let identity = peerdex::Identity::generate().unwrap();
+    let responder = identity.clone();
+    let bytes = std::sync::Arc::new(bytes);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (identity, bytes) = (responder.clone(), bytes.clone());
+            let service = hyper::service::service_fn(
+                move |request: hyper::Request<hyper::body::Incoming>| {
+                    let (identity, bytes) = (identity.clone(), bytes.clone());
+                    async move {
+                        let path = request.uri().path().to_owned();
+                        let len = bytes.len() as u64;
+                        let response = if path == peerdex_shared::api::CONNECT_BACK_PATH {
+                            let answer = peerdex::connect_back::answer(&identity, &request);
+                            let (parts, body) = answer.into_parts();
+                            hyper::Response::from_parts(parts, body)
+                        } else if path.ends_with("/pieces") {
+                            let count = piece_count(len);
+                            let cvs: Vec<_> = (0..count)
+                                .map(|i| {
+                                    let r = piece_range(len, i);
+                                    piece_cv(i, &bytes[r.start as usize..r.end as usize])
+                                })
+                                .collect();
+                            let proof = build_proof(&cvs, 0, count).unwrap();
+                            hyper::Response::new(Full::new(bytes::Bytes::from(encode_cvs(&proof))))
+                        } else {
+                            let range = request.headers()[hyper::header::RANGE]
+                                .to_str()
+                                .unwrap()
+                                .to_owned();
+                            let (start, end) = range
+                                .trim_start_matches("bytes=")
+                                .split_once('-')
+                                .map(|(a, b)| {
+                                    (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap() + 1)
+                                })
+                                .unwrap();
+                            let mut body = bytes[start as usize..end as usize].to_vec();
+                            match lie {
+                                Lie::ShortRead => body.truncate(body.len() / 2),
+                                Lie::OtherFile => {
+                                    body.iter_mut().for_each(|b| *b = b.wrapping_add(1))
+                                }
+                            }
+                            hyper::Response::builder()
+                                .status(206)
+                                .header("content-range", format!("bytes {start}-{}/{len}", end - 1))
+                                .header("content-length", end - start)
+                                .body(Full::new(bytes::Bytes::from(body)))
+                                .unwrap()
+                        };
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                },
+            );
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    let mut peer = TestPeer::with_identity(&server.url, nick, port, identity);
+    peer.register().await;
+    peer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_that_short_read_or_send_another_file_are_dropped_and_named() {
+    for lie in [Lie::ShortRead, Lie::OtherFile] {
+        let server = TestServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = pseudo_random(8 << 20, 41);
+        let hash = content_hash(&bytes);
+        write_file(&dir.path().join("share"), "genuine.bin", &bytes);
+        // The honest agent is slow (2 MiB/s), so the liar gets runs to answer.
+        let honest = TestAgent::start(&server.url, &[&dir.path().join("share")], |c| {
+            c.upload.max_rate = 2 << 20;
+            c.upload.min_rate = 1;
+        })
+        .await;
+        honest.wait_synced().await;
+        let liar = lying_peer(&server, "liar", bytes.clone(), lie).await;
+        let mut listed = entry("x/genuine.bin", bytes.len() as u64, "unused");
+        listed.hash = hash;
+        liar.client.upload_full(1, &[listed]).await.unwrap();
+        wait_for_sources(&server, hash, 2).await;
+
+        let out = dir.path().join("out");
+        let report = download_into(&server.url, hash, &out, |o| o.max_sources = 2)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(out.join("genuine.bin")).unwrap(), bytes);
+        let named = report
+            .sources_dropped
+            .iter()
+            .find(|(source, _)| source.starts_with("liar"))
+            .map(|(_, why)| why.clone())
+            .unwrap_or_default();
+        match lie {
+            Lie::ShortRead => assert!(named.contains("unreachable"), "{report:?}"),
+            Lie::OtherFile => assert!(named.contains("does not match"), "{report:?}"),
+        }
+        honest.stop().await;
+    }
+}
