@@ -257,12 +257,18 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `binary --listen 127.0.0.1:0 --data DATA` and waits for its "listening on" line.
     pub fn spawn(binary: &Path, data: &Path, config_file: Option<&Path>) -> ServerProcess {
+        Self::spawn_on(binary, data, config_file, "127.0.0.1:0")
+    }
+
+    /// Like [`ServerProcess::spawn`], on a given address (to restart on the same port).
+    pub fn spawn_on(
+        binary: &Path,
+        data: &Path,
+        config_file: Option<&Path>,
+        listen: &str,
+    ) -> ServerProcess {
         let mut command = Command::new(binary);
-        command
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data")
-            .arg(data);
+        command.arg("--listen").arg(listen).arg("--data").arg(data);
         if let Some(file) = config_file {
             command.arg("--config").arg(file);
         }

@@ -7,7 +7,7 @@ use peerdex::server_api::SearchQuery;
 use peerdex_server::db::Db;
 use peerdex_server::index::SearchIndex;
 use peerdex_server::server::{DB_FILE, INDEX_DIR};
-use peerdex_tests::{ServerProcess, TestPeer, TestServer, entry, wait_until};
+use peerdex_tests::{ServerProcess, TestAgent, TestPeer, TestServer, entry, wait_until};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_peerdex-server-under-test");
 
@@ -160,4 +160,106 @@ async fn index_rebuilds_from_database_when_lost() {
     alice.register().await;
     server.wait_for_hits("rebuild", 1).await;
     drop(guard);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_ingest_by_agents_twenty_times_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Short heartbeats, so agents notice each restart quickly.
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        "[presence]\nheartbeat_interval_secs = 1\noffline_after_secs = 3\n\
+         [index]\ncommit_interval_ms = 100\nwriter_memory_bytes = 15000000\n",
+    )
+    .unwrap();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let url = format!("http://{listen}");
+    let mut agents = Vec::new();
+    for a in 0..3 {
+        let share = dir.path().join(format!("share{a}"));
+        std::fs::create_dir_all(&share).unwrap();
+        agents.push((
+            share,
+            TestAgent::start(&url, &[&dir.path().join(format!("share{a}"))], |_| {}).await,
+        ));
+    }
+    let mut added = 0u64;
+    for round in 0..20u64 {
+        let server = ServerProcess::spawn_on(BINARY.as_ref(), &data, Some(&config), &listen);
+        // Changes keep coming while the server is up; it dies at a different moment each round.
+        for (a, (share, _)) in agents.iter().enumerate() {
+            for f in 0..5 {
+                let name = format!("agent{a} round{round} file{f} token{a}x.txt");
+                peerdex_tests::write_file(share, &name, name.as_bytes());
+                added += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200 + (round * 137) % 900)).await;
+        server.kill9();
+        let db = Db::open(&data.join(DB_FILE)).unwrap();
+        assert_eq!(
+            db.integrity_check().unwrap(),
+            "ok",
+            "after kill -9 in round {round}"
+        );
+    }
+
+    // Back for good: every agent catches up, and the server holds exactly what they share.
+    let server = ServerProcess::spawn_on(BINARY.as_ref(), &data, Some(&config), &listen);
+    for (_, agent) in &agents {
+        agent.wait_synced().await;
+    }
+    let expected: u64 = added;
+    wait_until(
+        "every file in the index",
+        Duration::from_secs(60),
+        || async {
+            let stats = ServerClient::new(&url)
+                .unwrap()
+                .stats()
+                .await
+                .map_err(|e| e.to_string())?;
+            if stats.entries == expected {
+                Ok(())
+            } else {
+                Err(format!("{} of {expected}", stats.entries))
+            }
+        },
+    )
+    .await;
+    for a in 0..3 {
+        let token = format!("token{a}x");
+        wait_until(
+            &format!("{token} searchable"),
+            Duration::from_secs(30),
+            || {
+                let (url, token) = (url.clone(), token.clone());
+                async move {
+                    match count_hits(&url, &token).await? {
+                        100 => Ok(()),
+                        n => Err(format!("{n} hits")),
+                    }
+                }
+            },
+        )
+        .await;
+    }
+    for (_, agent) in agents {
+        agent.stop().await;
+    }
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM exit status {status}");
+    let db = Db::open(&data.join(DB_FILE)).unwrap();
+    let (index, _) = SearchIndex::open(&data.join(INDEX_DIR)).unwrap();
+    assert_eq!(
+        index.num_docs(),
+        db.counts().unwrap().entries,
+        "index documents vs SQLite entries"
+    );
 }
