@@ -17,6 +17,8 @@ use peerdex_shared::FileHash;
 use peerdex_shared::api::{ListEntry, MediaTags, SearchResponse};
 use tokio_util::sync::CancellationToken;
 
+pub mod load;
+
 /// Prints the servers' tracing output when `TEST_LOG` is set.
 pub fn init_logging() {
     if std::env::var_os("TEST_LOG").is_some() {

@@ -10,6 +10,7 @@ mod durability;
 mod firewalled;
 mod hostile;
 mod lists;
+mod load;
 mod peer_server;
 mod presence;
 mod registry;
