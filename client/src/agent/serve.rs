@@ -129,14 +129,16 @@ fn not_found() -> Response<ResponseBody> {
 
 /// A byte range to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ByteRange {
-    start: u64,
-    end: u64, // exclusive
+pub struct ByteRange {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
 }
 
 /// What a `Range` header asks of a `len`-byte file.
 #[derive(Debug, PartialEq, Eq)]
-enum RangeRequest {
+pub enum RangeRequest {
     /// No (usable) Range header: the whole file.
     Full,
     /// One satisfiable range.
@@ -145,7 +147,8 @@ enum RangeRequest {
     Unsatisfiable,
 }
 
-fn parse_range(header: Option<&HeaderValue>, len: u64) -> RangeRequest {
+/// Reads a `Range` header (untrusted) against a file of `len` bytes.
+pub fn parse_range(header: Option<&HeaderValue>, len: u64) -> RangeRequest {
     let Some(spec) = header
         .and_then(|h| h.to_str().ok())
         .and_then(|s| s.trim().strip_prefix("bytes="))

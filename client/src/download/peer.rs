@@ -276,6 +276,26 @@ pub async fn fetch_piece_hashes(
     Ok(all)
 }
 
+/// Whether a source's answer (untrusted headers) to a request for bytes `start..end` is exactly
+/// that range: a `206` whose `Content-Range` starts at `start` and ends at `end - 1`, or a whole
+/// file of `end` bytes when `start` is 0. Anything else would put bytes at the wrong offsets.
+pub fn range_answer_ok(
+    status: u16,
+    content_range: Option<&str>,
+    content_length: Option<&str>,
+    start: u64,
+    end: u64,
+) -> bool {
+    if end <= start {
+        return false;
+    }
+    let expected = format!("bytes {start}-{}/", end - 1);
+    let range_ok = status == 206 && content_range.is_some_and(|v| v.starts_with(&expected));
+    let length = content_length.and_then(|v| v.trim().parse::<u64>().ok());
+    let whole_file_ok = status == 200 && start == 0 && length == Some(end);
+    range_ok || whole_file_ok
+}
+
 /// A response streaming the bytes `start..end` of the content.
 pub struct RangeStream {
     body: Incoming,
@@ -299,21 +319,21 @@ impl RangeStream {
         if let Some(e) = classify(&response) {
             return Err(e);
         }
-        // A full-file answer to a range request would put bytes at the wrong offsets.
-        let expected = format!("bytes {start}-{}/", end - 1);
-        let range_ok = response
-            .headers()
-            .get(hyper::header::CONTENT_RANGE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with(&expected));
-        let length = response
-            .headers()
-            .get(hyper::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let whole_file_ok =
-            response.status() == StatusCode::OK && start == 0 && length == Some(end);
-        if !(range_ok || whole_file_ok) {
+        let header = |name: hyper::header::HeaderName| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let answered = range_answer_ok(
+            response.status().as_u16(),
+            header(hyper::header::CONTENT_RANGE).as_deref(),
+            header(hyper::header::CONTENT_LENGTH).as_deref(),
+            start,
+            end,
+        );
+        if !answered {
             return Err(SourceError::BadData(format!(
                 "answered range {start}-{} with {:?}",
                 end - 1,
