@@ -353,6 +353,9 @@ pub struct Counts {
 /// The database: one writer, a pool of readers.
 pub struct Db {
     writer: Mutex<Connection>,
+    /// Taken by bulk list batches before the writer, so that at most one of them waits for it:
+    /// registrations and other short writes are not starved by many uploads at once.
+    bulk: Mutex<()>,
     readers: Mutex<Vec<Connection>>,
     path: std::path::PathBuf,
 }
@@ -384,6 +387,7 @@ impl Db {
         )?;
         Ok(Db {
             writer: Mutex::new(conn),
+            bulk: Mutex::new(()),
             readers: Mutex::new(Vec::new()),
             path: path.to_owned(),
         })
@@ -583,6 +587,10 @@ impl Db {
         generation: i64,
         batch: &[(u64, ListEntry)],
     ) -> DbResult<()> {
+        let _turn = self
+            .bulk
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         self.write(|tx| {
             for (line, entry) in batch {
                 insert_file(tx, peer, generation, entry).map_err(|e| match e {
