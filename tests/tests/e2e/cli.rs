@@ -153,6 +153,21 @@ fn wait_for_exit(mut child: Child, timeout: Duration) -> std::process::ExitStatu
     }
 }
 
+/// Starts `peerdex ARGS` in `cwd` with a state dir and no config file; stdout piped.
+fn spawn_in(cwd: &Path, state: &Path, args: &[&str]) -> Child {
+    Command::new(BIN)
+        .current_dir(cwd)
+        .arg("--state")
+        .arg(state)
+        .args(["--config", "/nonexistent/none.toml"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// Asserts that a command succeeded, showing its errors otherwise.
 fn succeeded(out: Output) -> Output {
     assert!(
@@ -304,24 +319,11 @@ async fn search_then_get_by_row_by_hash_and_to_stdout() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("Live Concert.flac"));
 
     // A reader that goes away early (a closed player) is an error, not a success.
-    let mut early = Command::new(BIN)
-        .current_dir(&work)
-        .arg("--state")
-        .arg(&me)
-        .args([
-            "--config",
-            "/nonexistent/none.toml",
-            "get",
-            "--server",
-            &server.url,
-            "--stdout",
-            &hash,
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut early = spawn_in(
+        &work,
+        &me,
+        &["get", "--server", &server.url, "--stdout", &hash],
+    );
     let mut first = [0u8; 10];
     std::io::Read::read_exact(early.stdout.as_mut().unwrap(), &mut first).unwrap();
     assert_eq!(first, bytes[..10]);
@@ -495,23 +497,7 @@ async fn a_get_killed_with_sigkill_resumes_with_what_it_had() {
     let me = dir.path().join("me");
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
-    let mut child = Command::new(BIN)
-        .current_dir(&work)
-        .arg("--state")
-        .arg(&me)
-        .args([
-            "--config",
-            "/nonexistent/none.toml",
-            "get",
-            "--server",
-            &server.url,
-            &hash,
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_in(&work, &me, &["get", "--server", &server.url, &hash]);
     // Wait until the state file records some written pieces, then kill -9.
     let state_file = work.join("long.bin.peerdex-state");
     wait_until(
