@@ -15,6 +15,35 @@ use peerdex::server_api::{SearchQuery, ndjson};
 use peerdex_shared::api::{DeltaOp, ListEntry};
 use peerdex_tests::{TestPeer, TestServer, entry};
 
+/// Bytes of every file under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Peak resident memory of this process, bytes.
+fn peak_rss() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb * 1024.0)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -89,6 +118,7 @@ async fn main() {
     let body = ndjson(&entries);
     let (mut ack, mut searchable, mut bare, mut delta, mut reconnect, mut search) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut disk = vec![];
     for run in 0..runs {
         // Alternate baseline and system so drift on a noisy machine hits both alike.
         bare.push(bare_sqlite(&entries).as_secs_f64());
@@ -147,9 +177,13 @@ async fn main() {
         }
         search.push(median(lat));
         eprintln!("run {run} done");
-        server.stop().await;
+        let data = server.data.clone();
+        let guard = server.stop().await;
+        disk.push(dir_bytes(&data) as f64);
+        drop(guard);
     }
     let (ack, searchable, bare) = (median(ack), median(searchable), median(bare));
+    let disk = median(disk);
     println!("entries: {n}, runs: {runs} (medians)");
     println!(
         "full upload to 2xx:        {ack:.2} s  ({:.0} entries/s)",
@@ -170,4 +204,14 @@ async fn main() {
         median(reconnect) * 1000.0
     );
     println!("search, 1 client, p50:     {:.2} ms", median(search));
+    println!(
+        "data directory after stop:  {:.1} MiB, {:.0} bytes/entry",
+        disk / (1 << 20) as f64,
+        disk / n as f64
+    );
+    println!(
+        "peak RSS of the process:    {:.0} MiB (server and client), {:.0} bytes/entry",
+        peak_rss() / (1 << 20) as f64,
+        peak_rss() / n as f64
+    );
 }
