@@ -105,9 +105,15 @@ pub async fn control(
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stop = state.draining.clone();
     let presence = state.presence.clone();
-    // The first message says what the server knows of the peer's reachability.
+    // The first message says what the server knows of the peer's reachability, read after the
+    // channel is attached: a probe finishing now either updated the row already or sends its
+    // verdict down the channel.
+    let (db, id) = (state.db.clone(), me.id);
+    let current = run_blocking(move || db.peer(id))
+        .await??
+        .map_or(me.reachability, |row| row.reachability);
     let first = Some(ControlMessage::Reachability {
-        reachability: me.reachability,
+        reachability: current,
     });
     let stream = futures_util::stream::unfold(
         (receiver, ping, stop, presence, first),

@@ -125,7 +125,7 @@ async fn hostile_requests_to_the_index_server_get_clear_answers() {
         ("invalid utf-8", vec![0xff, 0xfe, 0xfd]),
     ];
     for (what, body) in bodies {
-        let response = tokio::time::timeout(
+        let sent = tokio::time::timeout(
             HANG,
             http.post(url("/api/v1/register"))
                 .header("content-type", "application/json")
@@ -133,13 +133,20 @@ async fn hostile_requests_to_the_index_server_get_clear_answers() {
                 .send(),
         )
         .await
-        .expect("register answered")
-        .unwrap();
-        let status = response.status().as_u16();
-        assert!(
-            status == 400 || status == 413 || status == 422,
-            "{what} → {status}"
-        );
+        .expect("register answered");
+        match sent {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                assert!(
+                    status == 400 || status == 413 || status == 422,
+                    "{what} → {status}"
+                );
+            }
+            // The server may answer 413 and close before the client has finished sending a
+            // body that large; the client then sees the connection closed.
+            Err(e) if what == "oversized" => assert!(e.is_request(), "{what}: {e}"),
+            Err(e) => panic!("{what}: {e}"),
+        }
     }
 
     // Protocol abuse: huge URI, too many headers, garbage instead of HTTP.
