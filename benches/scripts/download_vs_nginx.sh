@@ -13,32 +13,16 @@ for tool in nginx curl taskset; do
   command -v $tool >/dev/null || { echo "$tool is missing: run benches/install-baselines.sh"; exit 1; }
 done
 WORK=$(mktemp -d)
-cleanup() { [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null; kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"; }
+source "$(dirname "$0")/nginx.sh"
+cleanup() { stop_nginx "$WORK"; kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 cd "$WORK"
-chmod 755 "$WORK"   # nginx workers drop privileges and must read www/
 mkdir -p a b c out www
 head -c $((MIB << 20)) /dev/urandom > a/content.bin
 cp a/content.bin b/content.bin; cp a/content.bin c/content.bin; cp a/content.bin www/content.bin
 printf '[download]\nshare = false\n' > conf.toml
 
-NGINX_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > nginx.conf <<CONF
-worker_processes 1;
-daemon on;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx.err;
-events { worker_connections 64; }
-http {
-  access_log off;
-  sendfile on;
-  client_body_temp_path $WORK/tmp; proxy_temp_path $WORK/tmp; fastcgi_temp_path $WORK/tmp;
-  uwsgi_temp_path $WORK/tmp; scgi_temp_path $WORK/tmp;
-  server { listen 127.0.0.1:$NGINX_PORT; root $WORK/www; }
-}
-CONF
-mkdir -p tmp
-taskset -c 0 nginx -c "$WORK/nginx.conf" -p "$WORK"
+NGINX_PORT=$(start_nginx "$WORK" 0 "server { listen 127.0.0.1:\$PORT; root $WORK/www; }")
 
 taskset -c 0 "$BIN/peerdex-server" --listen 127.0.0.1:0 --data "$WORK/data" > srv.out 2> srv.err &
 for _ in $(seq 1 100); do [ -s srv.out ] && break; sleep 0.1; done

@@ -31,19 +31,6 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Peak resident memory of this process, bytes.
-fn peak_rss() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb * 1024.0)
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -211,7 +198,7 @@ async fn main() {
     );
     println!(
         "peak RSS of the process:    {:.0} MiB (server and client), {:.0} bytes/entry",
-        peak_rss() / (1 << 20) as f64,
-        peak_rss() / n as f64
+        (peerdex_tests::peak_rss_bytes() as f64) / (1 << 20) as f64,
+        (peerdex_tests::peak_rss_bytes() as f64) / n as f64
     );
 }

@@ -12,18 +12,6 @@ use std::time::Duration;
 use peerdex_tests::TestServer;
 use peerdex_tests::load::{LoadConfig, run};
 
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -55,7 +43,7 @@ async fn main() {
         "entries held: {}, peers online: {}, peak RSS of the process: {:.0} MiB",
         stats.entries,
         stats.peers_online,
-        rss_mib()
+        (peerdex_tests::peak_rss_bytes() as f64 / (1 << 20) as f64)
     );
     for error in report.errors.iter().take(10) {
         println!("error: {error}");
