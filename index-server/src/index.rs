@@ -12,9 +12,9 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use peerdex_shared::FileKind;
@@ -24,7 +24,7 @@ use tantivy::columnar::Column;
 use tantivy::directory::MmapDirectory;
 use tantivy::indexer::LogMergePolicy;
 use tantivy::query::{
-    BooleanQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, RangeQuery, TermQuery,
+    BooleanQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, RangeQuery, TermQuery, Weight,
 };
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
@@ -123,6 +123,20 @@ pub struct SearchSpec {
     pub max_size: Option<u64>,
     /// Most terms a prefix may expand to.
     pub max_prefix_expansions: u32,
+    /// Groups the caller needs (offset + limit): the search keeps only the best this many.
+    pub want: usize,
+}
+
+/// What a search found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchOutcome {
+    /// The best groups, at most [`SearchSpec::want`], best first.
+    pub groups: Vec<Group>,
+    /// Distinct contents matching (online peers only): the exact count when `total_exact`, else
+    /// a lower bound (the search stopped counting once it knew the best groups).
+    pub total: u64,
+    /// Whether `total` counts every match.
+    pub total_exact: bool,
 }
 
 /// One group of matching documents: a content and how well it matched.
@@ -226,12 +240,13 @@ impl SearchIndex {
         }
     }
 
-    fn build_query(&self, spec: &SearchSpec) -> BooleanQuery {
+    /// The query for `spec`; words match as prefixes too only with `allow_prefix`.
+    fn build_query(&self, spec: &SearchSpec, allow_prefix: bool) -> Box<dyn Query> {
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for clause in &spec.plan.required {
             clauses.push((
                 Occur::Must,
-                self.clause_query(clause, true, spec.max_prefix_expansions),
+                self.clause_query(clause, allow_prefix, spec.max_prefix_expansions),
             ));
         }
         // Exclusions are exact: `-live` should not also hide "liverpool".
@@ -262,35 +277,79 @@ impl SearchIndex {
                 Box::new(RangeQuery::new(bound(spec.min_size), bound(spec.max_size))),
             ));
         }
-        BooleanQuery::new(clauses)
+        // A lone term query keeps tantivy's block-max pruning for single terms.
+        if clauses.len() == 1
+            && clauses[0].0 == Occur::Must
+            && let Some((_, query)) = clauses.pop()
+        {
+            return query;
+        }
+        Box::new(BooleanQuery::new(clauses))
     }
 
-    /// Runs a search (blocking: call from a blocking thread). Returns every matching content of
-    /// online peers, best first: by score, then by number of matching entries.
+    /// Runs a search (blocking: call from a blocking thread). Returns the best `spec.want`
+    /// contents of online peers, best first: by score, then by number of matching entries.
+    ///
+    /// Whole words are looked for first, with top-k pruning (documents that cannot reach the
+    /// best `want` groups are skipped, not scored). Only when they do not fill the page are words
+    /// also matched as prefixes, and those matches rank after the whole-word ones.
     pub fn search(
         &self,
         spec: &SearchSpec,
         online: Arc<dyn OnlineFilter>,
-    ) -> Result<Vec<Group>, IndexError> {
-        let query = self.build_query(spec);
+    ) -> Result<SearchOutcome, IndexError> {
         let searcher = self.reader.searcher();
-        let collector = GroupByContent { online };
-        let groups = searcher.search(&query, &collector)?;
-        let mut groups: Vec<Group> = groups
+        let want = spec.want.max(1);
+        let whole = self.collect(&searcher, &*self.build_query(spec, false), want, &online)?;
+        let any_prefix = spec
+            .plan
+            .required
+            .iter()
+            .any(|c| matches!(c, Clause::Word { prefix: true, .. }));
+        if !any_prefix || whole.groups.len() >= want {
+            let total = whole.groups.len() as u64;
+            // Unless no word could match as a prefix, there may be prefix-only matches uncounted.
+            let total_exact = !whole.pruned && !any_prefix;
+            let mut groups = sorted(whole.groups);
+            groups.truncate(want);
+            return Ok(SearchOutcome {
+                groups,
+                total,
+                total_exact,
+            });
+        }
+        let wide = self.collect(&searcher, &*self.build_query(spec, true), want, &online)?;
+        let total = wide.groups.len().max(whole.groups.len()) as u64;
+        let total_exact = !wide.pruned;
+        let prefix_only: GroupMap = wide
+            .groups
             .into_iter()
-            .map(|(content, (score, matches))| Group {
-                content: content as i64,
-                score,
-                matches,
-            })
+            .filter(|(content, _)| !whole.groups.contains_key(content))
             .collect();
-        groups.sort_by(|a, b| {
-            b.score
-                .total_cmp(&a.score)
-                .then(b.matches.cmp(&a.matches))
-                .then(a.content.cmp(&b.content))
-        });
-        Ok(groups)
+        let mut groups = sorted(whole.groups);
+        groups.extend(sorted(prefix_only));
+        groups.truncate(want);
+        Ok(SearchOutcome {
+            groups,
+            total,
+            total_exact,
+        })
+    }
+
+    fn collect(
+        &self,
+        searcher: &tantivy::Searcher,
+        query: &dyn Query,
+        want: usize,
+        online: &Arc<dyn OnlineFilter>,
+    ) -> Result<TopGroups, IndexError> {
+        let collector = GroupByContent {
+            online: online.clone(),
+            want,
+            keep: (want * 2).max(MIN_KEEP),
+            floor: Mutex::new(Score::MIN),
+        };
+        Ok(searcher.search(query, &collector)?)
     }
 
     /// Documents in the last committed snapshot (for tests and stats).
@@ -316,28 +375,119 @@ impl SearchIndex {
 
 type GroupMap = HashMap<u64, (Score, u32)>;
 
+/// Groups kept before the worst are dropped, at least: small result sets are counted exactly.
+const MIN_KEEP: usize = 256;
+
+fn sorted(groups: GroupMap) -> Vec<Group> {
+    let mut groups: Vec<Group> = groups
+        .into_iter()
+        .map(|(content, (score, matches))| Group {
+            content: content as i64,
+            score,
+            matches,
+        })
+        .collect();
+    groups.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(b.matches.cmp(&a.matches))
+            .then(a.content.cmp(&b.content))
+    });
+    groups
+}
+
+/// Collects the best `want` groups by content: each group's score is its best document's.
 struct GroupByContent {
     online: Arc<dyn OnlineFilter>,
+    want: usize,
+    keep: usize,
+    /// The score a document must beat, learnt from the segments already searched.
+    floor: Mutex<Score>,
+}
+
+/// The best groups found so far and the score a new document must beat to matter.
+struct TopGroups {
+    groups: GroupMap,
+    want: usize,
+    keep: usize,
+    threshold: Score,
+    /// Whether groups were dropped (so the count of groups is a lower bound).
+    pruned: bool,
+}
+
+impl TopGroups {
+    fn offer(&mut self, content: u64, score: Score) {
+        if score <= self.threshold {
+            return;
+        }
+        let group = self.groups.entry(content).or_insert((score, 0));
+        group.0 = group.0.max(score);
+        group.1 += 1;
+        if self.groups.len() > self.keep {
+            self.shrink();
+        }
+    }
+
+    /// Keeps the best `want` groups; a document must now beat the worst of them.
+    fn shrink(&mut self) {
+        let mut scores: Vec<Score> = self.groups.values().map(|g| g.0).collect();
+        let nth = self.want.clamp(1, scores.len()) - 1;
+        let (_, cutoff, _) = scores.select_nth_unstable_by(nth, |a, b| b.total_cmp(a));
+        let cutoff = *cutoff;
+        // Fewer than `want` groups score above the cutoff: drop ties at it down to `want`.
+        let at_least_cutoff = scores.iter().filter(|&&score| score >= cutoff).count();
+        let mut ties_to_drop = at_least_cutoff.saturating_sub(self.want);
+        self.groups.retain(|_, g| {
+            if g.0 < cutoff {
+                false
+            } else if g.0 == cutoff && ties_to_drop > 0 {
+                ties_to_drop -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        self.threshold = cutoff;
+        self.pruned = true;
+    }
 }
 
 struct GroupSegment {
     online: Arc<dyn OnlineFilter>,
     peer: Column<u64>,
     content: Column<u64>,
-    groups: GroupMap,
+    top: TopGroups,
+}
+
+impl GroupSegment {
+    fn offer(&mut self, doc: DocId, score: Score) -> Score {
+        if let (Some(peer), Some(content)) = (self.peer.first(doc), self.content.first(doc))
+            && self.online.contains(peer)
+        {
+            self.top.offer(content, score);
+        }
+        self.top.threshold
+    }
 }
 
 impl Collector for GroupByContent {
-    type Fruit = GroupMap;
+    type Fruit = TopGroups;
     type Child = GroupSegment;
 
     fn for_segment(&self, _ord: u32, segment: &SegmentReader) -> tantivy::Result<GroupSegment> {
         let fast = segment.fast_fields();
+        let floor = *self.floor.lock().unwrap_or_else(|p| p.into_inner());
         Ok(GroupSegment {
             online: self.online.clone(),
             peer: fast.u64("peer")?,
             content: fast.u64("content")?,
-            groups: GroupMap::new(),
+            top: TopGroups {
+                groups: GroupMap::new(),
+                want: self.want,
+                keep: self.keep,
+                threshold: floor,
+                pruned: floor > Score::MIN,
+            },
         })
     }
 
@@ -345,11 +495,40 @@ impl Collector for GroupByContent {
         true
     }
 
-    fn merge_fruits(&self, fruits: Vec<GroupMap>) -> tantivy::Result<GroupMap> {
-        let mut merged = GroupMap::new();
+    /// Like the default, but lets the query skip documents that cannot beat the threshold
+    /// (block-max WAND for term unions and intersections).
+    fn collect_segment(
+        &self,
+        weight: &dyn Weight,
+        segment_ord: u32,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<TopGroups> {
+        let mut segment = self.for_segment(segment_ord, reader)?;
+        let alive = reader.alive_bitset();
+        weight.for_each_pruning(segment.top.threshold, reader, &mut |doc, score| {
+            if alive.is_some_and(|a| a.is_deleted(doc)) {
+                return segment.top.threshold;
+            }
+            segment.offer(doc, score)
+        })?;
+        let top = segment.harvest();
+        let mut floor = self.floor.lock().unwrap_or_else(|p| p.into_inner());
+        *floor = floor.max(top.threshold);
+        Ok(top)
+    }
+
+    fn merge_fruits(&self, fruits: Vec<TopGroups>) -> tantivy::Result<TopGroups> {
+        let mut merged = TopGroups {
+            groups: GroupMap::new(),
+            want: self.want,
+            keep: self.keep,
+            threshold: Score::MIN,
+            pruned: false,
+        };
         for fruit in fruits {
-            for (content, (score, n)) in fruit {
-                let e = merged.entry(content).or_insert((score, 0));
+            merged.pruned |= fruit.pruned;
+            for (content, (score, n)) in fruit.groups {
+                let e = merged.groups.entry(content).or_insert((score, 0));
                 e.0 = e.0.max(score);
                 e.1 += n;
             }
@@ -359,22 +538,14 @@ impl Collector for GroupByContent {
 }
 
 impl SegmentCollector for GroupSegment {
-    type Fruit = GroupMap;
+    type Fruit = TopGroups;
 
     fn collect(&mut self, doc: DocId, score: Score) {
-        let (Some(peer), Some(content)) = (self.peer.first(doc), self.content.first(doc)) else {
-            return;
-        };
-        if !self.online.contains(peer) {
-            return;
-        }
-        let e = self.groups.entry(content).or_insert((score, 0));
-        e.0 = e.0.max(score);
-        e.1 += 1;
+        self.offer(doc, score);
     }
 
-    fn harvest(self) -> GroupMap {
-        self.groups
+    fn harvest(self) -> TopGroups {
+        self.top
     }
 }
 
@@ -589,5 +760,206 @@ impl Worker {
             "index committed"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::query::{QueryLimits, parse};
+
+    struct Everyone;
+    impl OnlineFilter for Everyone {
+        fn contains(&self, _peer: u64) -> bool {
+            true
+        }
+    }
+
+    struct EvenPeers;
+    impl OnlineFilter for EvenPeers {
+        fn contains(&self, peer: u64) -> bool {
+            peer.is_multiple_of(2)
+        }
+    }
+
+    /// An on-disk index of `n` documents over three commits (several segments, some deletes).
+    fn index_of(dir: &Path, n: i64) -> SearchIndex {
+        let (index, _) = SearchIndex::open(dir).unwrap();
+        let mut writer: IndexWriter = index.index.writer_with_num_threads(1, 15_000_000).unwrap();
+        for id in 0..n {
+            // Contents repeat (grouping), path lengths vary (scores differ), and one word in
+            // seven is "love", one in three "lovely" (a prefix-only match for "love").
+            let content = id % (n / 3).max(1);
+            let words = ["night"; 12][..(id % 11 + 1) as usize].join(" ");
+            let love = match id % 21 {
+                0 => "love lovely",
+                x if x % 7 == 0 => "love",
+                x if x % 3 == 0 => "lovely",
+                _ => "quiet",
+            };
+            let doc = FileDoc {
+                id,
+                peer: id % 10,
+                content,
+                share: "s".into(),
+                path: format!("{words} {love} {id}.mp3"),
+                size: 1000 + id as u64,
+            };
+            writer.add_document(index.document(&doc)).unwrap();
+            if id % (n / 3).max(1) == 0 {
+                writer.commit().unwrap();
+            }
+        }
+        // Deleted documents must not be found.
+        writer.delete_term(Term::from_field_u64(index.fields.file, 7));
+        writer.commit().unwrap();
+        index.reader.reload().unwrap();
+        index
+    }
+
+    fn spec(q: &str, want: usize) -> SearchSpec {
+        SearchSpec {
+            plan: parse(
+                q,
+                &QueryLimits {
+                    max_query_bytes: 512,
+                    max_terms: 16,
+                },
+            )
+            .unwrap(),
+            ext: None,
+            kind: None,
+            min_size: None,
+            max_size: None,
+            max_prefix_expansions: 256,
+            want,
+        }
+    }
+
+    /// Every group, scored by the plain collector: the reference the pruned search must match.
+    fn exhaustive(index: &SearchIndex, spec: &SearchSpec, allow_prefix: bool) -> Vec<Group> {
+        let searcher = index.reader.searcher();
+        let collector = GroupByContent {
+            online: Arc::new(Everyone),
+            want: usize::MAX / 4,
+            keep: usize::MAX / 2,
+            floor: Mutex::new(Score::MIN),
+        };
+        let query = index.build_query(spec, allow_prefix);
+        let weight = query
+            .weight(tantivy::query::EnableScoring::enabled_from_searcher(
+                &searcher,
+            ))
+            .unwrap();
+        let mut fruits = Vec::new();
+        for (ord, reader) in searcher.segment_readers().iter().enumerate() {
+            let mut segment = collector.for_segment(ord as u32, reader).unwrap();
+            weight
+                .for_each(reader, &mut |doc, score| {
+                    if !reader.alive_bitset().is_some_and(|a| a.is_deleted(doc)) {
+                        segment.collect(doc, score);
+                    }
+                })
+                .unwrap();
+            fruits.push(segment.harvest());
+        }
+        sorted(collector.merge_fruits(fruits).unwrap().groups)
+    }
+
+    #[test]
+    fn pruned_search_finds_the_same_best_groups_as_scoring_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = index_of(dir.path(), 3_000);
+        for want in [1, 5, 20, 300] {
+            let spec = spec("\"night love\"", want);
+            let found = index.search(&spec, Arc::new(Everyone)).unwrap();
+            let reference = exhaustive(&index, &spec, false);
+            assert_eq!(found.groups.len(), want.min(reference.len()));
+            // Same contents in the same order, up to ties at equal scores.
+            for (got, expected) in found.groups.iter().zip(&reference) {
+                assert_eq!(got.score, expected.score, "want {want}");
+            }
+            let best: Vec<i64> = found.groups.iter().map(|g| g.content).collect();
+            assert!(!best.contains(&7), "a deleted document was found");
+        }
+        // Single term (block-max WAND on one posting list), with many groups dropped.
+        let spec_night = spec("night", 10);
+        let found = index.search(&spec_night, Arc::new(Everyone)).unwrap();
+        let reference = exhaustive(&index, &spec_night, false);
+        let scores = |g: &[Group]| g.iter().map(|g| g.score).collect::<Vec<_>>();
+        assert_eq!(scores(&found.groups), scores(&reference[..10]));
+        assert!(!found.total_exact && found.total >= 10);
+    }
+
+    #[test]
+    fn small_results_are_counted_exactly_and_prefixes_come_after_whole_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = index_of(dir.path(), 300);
+        // "love" fills no page of 100: prefix matches ("lovely") are added after whole words.
+        let found = index
+            .search(&spec("love", 100), Arc::new(Everyone))
+            .unwrap();
+        let whole = exhaustive(&index, &spec("love", 100), false);
+        let wide = exhaustive(&index, &spec("love", 100), true);
+        assert!(wide.len() > whole.len());
+        assert_eq!(
+            found.total,
+            wide.len().min(100).max(found.total as usize) as u64
+        );
+        let first: Vec<i64> = found.groups[..whole.len()]
+            .iter()
+            .map(|g| g.content)
+            .collect();
+        let mut expected: Vec<i64> = whole.iter().map(|g| g.content).collect();
+        let mut sorted_first = first.clone();
+        sorted_first.sort();
+        expected.sort();
+        assert_eq!(sorted_first, expected, "whole-word matches rank first");
+        // A word that cannot be a prefix ("quiet" in a phrase) is counted exactly.
+        let quiet = index
+            .search(&spec("\"quiet\"", 1000), Arc::new(Everyone))
+            .unwrap();
+        assert!(quiet.total_exact);
+        assert_eq!(
+            quiet.total as usize,
+            exhaustive(&index, &spec("\"quiet\"", 1000), false).len()
+        );
+    }
+
+    #[test]
+    fn offline_peers_are_left_out_before_pruning() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = index_of(dir.path(), 3_000);
+        let found = index
+            .search(&spec("night", 20), Arc::new(EvenPeers))
+            .unwrap();
+        assert_eq!(found.groups.len(), 20);
+        // Contents are id % 1000 and peers id % 10: an online peer's content is even.
+        assert!(found.groups.iter().all(|g| g.content % 2 == 0));
+    }
+
+    #[test]
+    fn top_groups_keep_the_best_and_break_ties_down_to_want() {
+        let mut top = TopGroups {
+            groups: GroupMap::new(),
+            want: 3,
+            keep: 8,
+            threshold: Score::MIN,
+            pruned: false,
+        };
+        for content in 0..100u64 {
+            top.offer(content, (content % 10) as f32);
+        }
+        assert!(top.pruned);
+        let mut kept: Vec<(u64, f32)> = top.groups.iter().map(|(c, g)| (*c, g.0)).collect();
+        kept.sort_by(|a, b| b.1.total_cmp(&a.1));
+        assert!(kept.len() <= top.keep);
+        assert!(kept.iter().take(3).all(|(_, s)| *s == 9.0), "{kept:?}");
+        // Below the threshold nothing enters.
+        let before = top.groups.len();
+        top.offer(1_000, top.threshold);
+        assert_eq!(top.groups.len(), before);
     }
 }

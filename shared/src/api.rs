@@ -198,11 +198,21 @@ pub struct SearchHit {
     pub sources: Vec<Source>,
 }
 
+fn exact_by_default() -> bool {
+    true
+}
+
 /// `GET /api/v1/search` response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SearchResponse {
-    /// Distinct contents matching, online only (before pagination).
+    /// Distinct contents matching, online only (before pagination): exact when `total_exact`,
+    /// otherwise a lower bound.
     pub total: u64,
+    /// Whether `total` counts every match. A search stops counting once it has the best
+    /// `offset + limit` results, and words are matched as prefixes only when whole words do not
+    /// fill the page.
+    #[serde(default = "exact_by_default")]
+    pub total_exact: bool,
     /// Offset used.
     pub offset: u64,
     /// Limit used (after clamping).

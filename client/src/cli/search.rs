@@ -276,8 +276,10 @@ pub async fn search(args: SearchArgs, state: Option<PathBuf>) -> anyhow::Result<
     for line in table(&result.hits, terminal_width()) {
         println!("{line}");
     }
+    // A total that is a lower bound reads "20 of 1000+".
+    let plus = if result.total_exact { "" } else { "+" };
     println!(
-        "{} of {} result(s); `peerdex get ROW` downloads a row",
+        "{} of {}{plus} result(s); `peerdex get ROW` downloads a row",
         result.hits.len(),
         result.total
     );

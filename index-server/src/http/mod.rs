@@ -478,6 +478,8 @@ async fn search(
         min_size: params.min_size,
         max_size: params.max_size,
         max_prefix_expansions: config.max_prefix_expansions,
+        // Both are bounded above (max_offset, max_limit), so this is small.
+        want: (offset + limit) as usize,
     };
 
     let _slot = tokio::time::timeout(SEARCH_QUEUE_WAIT, state.search_slots.acquire())
@@ -492,9 +494,9 @@ async fn search(
         .map_err(ApiError::internal)?;
     let online = Arc::new(state.presence.snapshot());
     let state2 = state.clone();
-    let (total, hits) = run_blocking(move || -> Result<_, ApiError> {
-        let groups = state2.index.search(&spec, online.clone())?;
-        let total = groups.len() as u64;
+    let (total, total_exact, hits) = run_blocking(move || -> Result<_, ApiError> {
+        let found = state2.index.search(&spec, online.clone())?;
+        let groups = found.groups;
         let page: Vec<i64> = groups
             .iter()
             .skip(offset as usize)
@@ -511,11 +513,12 @@ async fn search(
                 to_hit(c, score, &online, max_sources)
             })
             .collect::<Vec<_>>();
-        Ok((total, hits))
+        Ok((found.total, found.total_exact, hits))
     })
     .await??;
     Ok(Json(SearchResponse {
         total,
+        total_exact,
         offset,
         limit,
         hits,
