@@ -12,24 +12,9 @@
 use std::time::{Duration, Instant};
 
 use peerdex::server_api::{SearchQuery, ndjson};
+use peerdex_benches::dir_bytes;
 use peerdex_shared::api::{DeltaOp, ListEntry};
 use peerdex_tests::{TestPeer, TestServer, entry};
-
-/// Bytes of every file under `dir`.
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

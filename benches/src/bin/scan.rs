@@ -7,7 +7,8 @@
 //! temp dir), scans it once into a fresh catalog (walk + catalog inserts, no hashing), then
 //! alternates, ROUNDS times, `find DIR -printf '%s %T@\n'` with a no-change rescan by the agent's
 //! scanner, and reports medians and their ratio. A no-change rescan must find no change, queue
-//! nothing for hashing and so read no file contents; the bench fails if it does.
+//! nothing for hashing and so read no file contents; the bench fails if it does. Last, the peak
+//! resident memory of the process, to compare across share sizes.
 
 #![allow(clippy::unwrap_used)]
 
@@ -133,5 +134,11 @@ fn main() {
     println!(
         "ratio rescan / find: {:.2}x",
         rescan_median.as_secs_f64() / find_median.as_secs_f64()
+    );
+    // The scanner holds folders waiting to be read, never the file list: this should not grow
+    // with the share (compare two sizes).
+    println!(
+        "peak RSS of this process (scanner + catalog): {:.0} MiB",
+        peerdex_tests::peak_rss_bytes() as f64 / 1048576.0
     );
 }

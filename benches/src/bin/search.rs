@@ -21,7 +21,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -31,6 +31,7 @@ use clap::Parser;
 use peerdex::server_api::SearchQuery;
 use peerdex::{Identity, ServerClient};
 use peerdex_benches::corpus::{Corpus, CorpusConfig, Query};
+use peerdex_benches::dir_bytes;
 use peerdex_tests::ServerProcess;
 use tokio::sync::Semaphore;
 
@@ -325,21 +326,6 @@ fn churn(
         while tasks.join_next().await.is_some() {}
         cycles.load(Ordering::Relaxed)
     })
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// A process's memory in bytes: `[Pss_Anon, Pss_File, VmHWM]`. Proportional set sizes, because
