@@ -450,6 +450,15 @@ fn capitalized(word: &str) -> String {
     }
 }
 
+/// Words as they appear in a title: each capitalized, separated by spaces.
+fn title_case(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| capitalized(w))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn size_between(rng: &mut SmallRng, median: f64, spread: f64, min: u64, max: u64) -> u64 {
     LogNormal::new(median.ln(), spread)
         .map_or(min, |law| law.sample(rng) as u64)
@@ -579,19 +588,11 @@ impl Corpus {
             8 => ("m4a", size_between(rng, 8e6, 0.4, 1_000_000, 40_000_000)),
             _ => ("ogg", size_between(rng, 6e6, 0.4, 1_000_000, 30_000_000)),
         };
-        let title_text = title
-            .iter()
-            .map(|w| capitalized(w))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let title_text = title_case(&title);
         let path = format!(
             "Music/{}/{} ({year})/{track:02} - {title_text}.{ext}",
             artist.join(" "),
-            album
-                .iter()
-                .map(|w| capitalized(w))
-                .collect::<Vec<_>>()
-                .join(" "),
+            title_case(&album),
         );
         let words = artist.into_iter().chain(album).chain(title).collect();
         Item {
@@ -606,11 +607,7 @@ impl Corpus {
 
     fn video(&self, rng: &mut SmallRng, hash: FileHash) -> Item {
         let title = self.words(rng, 1, 3);
-        let title_text = title
-            .iter()
-            .map(|w| capitalized(w))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let title_text = title_case(&title);
         let ext = if rng.random_bool(0.7) { "mkv" } else { "mp4" };
         let quality = ["720p", "1080p", "1080p", "2160p"][rng.random_range(0..4)];
         let (path, size, words) = if rng.random_bool(0.5) {
@@ -624,11 +621,7 @@ impl Corpus {
         } else {
             let episode_title = self.words(rng, 1, 3);
             let (season, episode) = (rng.random_range(1..=8), rng.random_range(1..=24));
-            let episode_text = episode_title
-                .iter()
-                .map(|w| capitalized(w))
-                .collect::<Vec<_>>()
-                .join(" ");
+            let episode_text = title_case(&episode_title);
             (
                 format!(
                     "Videos/TV/{title_text}/Season {season:02}/{title_text} - S{season:02}E{episode:02} - {episode_text}.{ext}"
@@ -658,11 +651,7 @@ impl Corpus {
             8 => ("Notes", "docx", 1e5),
             _ => ("Notes", "txt", 2e4),
         };
-        let title_text = title
-            .iter()
-            .map(|w| capitalized(w))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let title_text = title_case(&title);
         let path = format!(
             "Documents/{folder}/{} - {title_text}.{ext}",
             author.join(" ")
