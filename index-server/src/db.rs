@@ -365,7 +365,7 @@ const MAX_IDLE_READERS: usize = 16;
 /// What a connection is for: the one writer keeps a large private page cache; readers share the
 /// operating system's page cache through a memory map instead of copying pages with `pread` into
 /// a private cache each (faster lookups, and memory that does not grow with the readers).
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Role {
     Writer,
     Reader,
