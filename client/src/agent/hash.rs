@@ -175,22 +175,6 @@ fn hash_pieces(
     Ok((root_from_cvs(&cvs), cvs))
 }
 
-/// The content hash of the first `len` bytes of an open file (a finished download, checked
-/// before it gets its name).
-pub fn hash_open_file(file: &File, len: u64, threads: usize) -> std::io::Result<FileHash> {
-    match hash_pieces(
-        file,
-        len,
-        threads,
-        &Progress::default(),
-        &CancellationToken::new(),
-    ) {
-        Ok((hash, _)) => Ok(hash),
-        Err(HashError::Io(e)) => Err(e),
-        Err(e) => Err(std::io::Error::other(e.to_string())),
-    }
-}
-
 /// The hashing loop's inputs.
 pub struct HashLoop {
     /// Where unhashed files are found and hashes recorded.

@@ -39,6 +39,8 @@ use peer::{Connection, Connector, PeerSource, RangeStream, SourceError, fetch_pi
 
 /// Pieces asked for in one range request while plenty remain.
 const RUN_PIECES: u64 = 8;
+/// Pieces per range request when a single source is left.
+const LONE_SOURCE_RUN_PIECES: u64 = 64;
 
 /// How often the state file is rewritten while pieces arrive.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
@@ -77,8 +79,6 @@ pub struct DownloadOptions {
     pub force: bool,
     /// Never download from this peer (ourselves).
     pub exclude_peer: Option<PeerId>,
-    /// Threads for the final hash.
-    pub hash_threads: usize,
     /// Our key, to prove our address for reverse connections (a fresh one when absent).
     pub identity: Option<crate::Identity>,
     /// Let firewalled sources connect to us (reverse connections); when false, or when our
@@ -94,7 +94,6 @@ impl Default for DownloadOptions {
             busy_limit: Duration::from_secs(600),
             force: false,
             exclude_peer: None,
-            hash_threads: 2,
             identity: None,
             accept_connections: true,
         }
@@ -259,7 +258,11 @@ impl Board {
             .find(|i| !self.done[*i as usize] && !self.in_flight.contains_key(i));
         if let Some(first) = free {
             let unclaimed = self.remaining.saturating_sub(self.in_flight.len() as u64);
-            let run = if unclaimed > RUN_PIECES * self.active_sources.max(1) as u64 {
+            let run = if self.active_sources <= 1 {
+                // Nothing to race or share: long ranges spare a round trip and a drain of the
+                // verify-and-write pipeline every few pieces.
+                LONE_SOURCE_RUN_PIECES
+            } else if unclaimed > RUN_PIECES * self.active_sources as u64 {
                 RUN_PIECES
             } else {
                 1
@@ -980,22 +983,9 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         return Err(out_of_sources(hash, dropped));
     }
 
-    // Every piece verified; hash the whole file once more before it gets its name.
-    let check_file = file.clone();
-    let threads = options.hash_threads;
-    let whole = tokio::task::spawn_blocking(move || {
-        crate::agent::hash::hash_open_file(&check_file, size, threads)
-    })
-    .await
-    .map_err(|_| DownloadError::Interrupted)?
-    .map_err(|e| DownloadError::io("reading back", &paths.data, e))?;
-    if whole != hash {
-        // Start over next time rather than trusting this state again.
-        let _ = std::fs::remove_file(&paths.state);
-        return Err(DownloadError::Verification(format!(
-            "the assembled file hashes to {whole}, not {hash}"
-        )));
-    }
+    // No read-back: every piece was verified against the proven piece hashes before it was
+    // written (or re-read and verified on resume), and those hashes were checked against the
+    // content hash, so the file is the content. Reading it back would hash it a second time.
     file.sync_all()
         .map_err(|e| DownloadError::io("flushing", &paths.data, e))?;
     if to_stdout {
@@ -1185,8 +1175,8 @@ mod tests {
     #[test]
     fn claims_take_runs_then_single_pieces_then_race_the_slowest() {
         let run = RUN_PIECES;
-        let count = run + 2;
-        let mut b = board(count as usize, 1);
+        let count = 2 * run + 2;
+        let mut b = board(count as usize, 2);
         assert_eq!(b.claim(), Some(0..run));
         // Few pieces left unclaimed: one at a time.
         assert_eq!(b.claim(), Some(run..run + 1));
@@ -1210,5 +1200,14 @@ mod tests {
             b.release(last..count);
             assert_eq!(b.claim(), Some(last..count));
         }
+    }
+
+    #[test]
+    fn a_lone_source_gets_long_ranges_to_the_end() {
+        let count = LONE_SOURCE_RUN_PIECES + 3;
+        let mut b = board(count as usize, 1);
+        assert_eq!(b.claim(), Some(0..LONE_SOURCE_RUN_PIECES));
+        // No single-piece endgame: there is no other source to race.
+        assert_eq!(b.claim(), Some(LONE_SOURCE_RUN_PIECES..count));
     }
 }
