@@ -1,8 +1,10 @@
 //! The tantivy index: a derived, rebuildable search structure over the active file lists.
 //!
 //! One document per active file entry, with no stored fields (SQLite holds the data): the words of
-//! its folder path and name, its extension, kind and size for filters, and as fast fields the
-//! owning peer and the content id used to group results by hash.
+//! its folder path and name, and their prefixes (so a prefix search is one posting list); as fast
+//! fields its extension, kind and size for filters, the owning peer, and the content id used to
+//! group results by hash. Filters are checked on fast fields while collecting, so the word query
+//! alone drives the search and keeps its top-k pruning.
 //!
 //! The indexer thread is the only owner of the `IndexWriter`. It replays SQLite's `index_ops` log
 //! and commits on a timer with the last applied sequence number as the commit payload, so after a
@@ -24,10 +26,10 @@ use tantivy::columnar::Column;
 use tantivy::directory::MmapDirectory;
 use tantivy::indexer::LogMergePolicy;
 use tantivy::query::{
-    BooleanQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, RangeQuery, TermQuery, Weight,
+    BooleanQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, TermQuery, Weight,
 };
 use tantivy::schema::{
-    FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
+    FAST, Field, INDEXED, IndexRecordOption, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{
@@ -38,10 +40,10 @@ use tracing::{debug, error, info, warn};
 
 use crate::db::{Db, DbError, FileDoc, IndexOp};
 use crate::query::{Clause, QueryPlan};
-use crate::text::{PeerdexTokenizer, TOKENIZER_NAME};
+use crate::text::{PREFIX_TOKENIZER_NAME, PeerdexTokenizer, TOKENIZER_NAME, prefix_is_indexed};
 
 /// Bump when the schema or tokenizer changes: an index of another version is rebuilt from SQLite.
-const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_VERSION: u32 = 2;
 
 /// Errors of the index.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +75,7 @@ struct Fields {
     ext: Field,
     kind: Field,
     text: Field,
+    prefix: Field,
 }
 
 fn build_schema() -> (Schema, Fields) {
@@ -82,14 +85,21 @@ fn build_schema() -> (Schema, Fields) {
             .set_tokenizer(TOKENIZER_NAME)
             .set_index_option(IndexRecordOption::WithFreqsAndPositions),
     );
+    // Basic postings: a prefix stands for several words, so its frequency means little.
+    let prefix_options = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(PREFIX_TOKENIZER_NAME)
+            .set_index_option(IndexRecordOption::Basic),
+    );
     let fields = Fields {
         file: b.add_u64_field("file", INDEXED),
         peer: b.add_u64_field("peer", INDEXED | FAST),
         content: b.add_u64_field("content", FAST),
-        size: b.add_u64_field("size", INDEXED | FAST),
-        ext: b.add_text_field("ext", STRING),
-        kind: b.add_text_field("kind", STRING),
+        size: b.add_u64_field("size", FAST),
+        ext: b.add_text_field("ext", TextOptions::default().set_fast("raw")),
+        kind: b.add_u64_field("kind", FAST),
         text: b.add_text_field("text", text_options),
+        prefix: b.add_text_field("prefix", prefix_options),
     };
     (b.build(), fields)
 }
@@ -192,6 +202,10 @@ impl SearchIndex {
             TOKENIZER_NAME,
             TextAnalyzer::from(PeerdexTokenizer::default()),
         );
+        index.tokenizers().register(
+            PREFIX_TOKENIZER_NAME,
+            TextAnalyzer::from(PeerdexTokenizer::prefixes()),
+        );
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -207,6 +221,11 @@ impl SearchIndex {
     }
 
     fn word_query(&self, term: &str, prefix: bool, max_expansions: u32) -> Box<dyn Query> {
+        if prefix && prefix_is_indexed(term) {
+            // Every word starting with `term`, whole words included, in one posting list.
+            let t = Term::from_field_text(self.fields.prefix, term);
+            return Box::new(TermQuery::new(t, IndexRecordOption::Basic));
+        }
         let t = Term::from_field_text(self.fields.text, term);
         let exact = TermQuery::new(t.clone(), IndexRecordOption::WithFreqs);
         if !prefix {
@@ -253,30 +272,7 @@ impl SearchIndex {
         for clause in &spec.plan.excluded {
             clauses.push((Occur::MustNot, self.clause_query(clause, false, 0)));
         }
-        if let Some(ext) = &spec.ext {
-            let term = Term::from_field_text(self.fields.ext, ext);
-            clauses.push((
-                Occur::Must,
-                Box::new(TermQuery::new(term, IndexRecordOption::Basic)),
-            ));
-        }
-        if let Some(kind) = spec.kind {
-            let term = Term::from_field_text(self.fields.kind, kind.as_str());
-            clauses.push((
-                Occur::Must,
-                Box::new(TermQuery::new(term, IndexRecordOption::Basic)),
-            ));
-        }
-        if spec.min_size.is_some() || spec.max_size.is_some() {
-            let bound = |v: Option<u64>| match v {
-                Some(v) => std::ops::Bound::Included(Term::from_field_u64(self.fields.size, v)),
-                None => std::ops::Bound::Unbounded,
-            };
-            clauses.push((
-                Occur::Must,
-                Box::new(RangeQuery::new(bound(spec.min_size), bound(spec.max_size))),
-            ));
-        }
+        // Filters are not clauses: the collector checks them on fast fields (see `Filters`).
         // A lone term query keeps tantivy's block-max pruning for single terms.
         if clauses.len() == 1
             && clauses[0].0 == Occur::Must
@@ -300,7 +296,7 @@ impl SearchIndex {
     ) -> Result<SearchOutcome, IndexError> {
         let searcher = self.reader.searcher();
         let want = spec.want.max(1);
-        let whole = self.collect(&searcher, &*self.build_query(spec, false), want, &online)?;
+        let whole = self.collect(&searcher, &*self.build_query(spec, false), spec, &online)?;
         let any_prefix = spec
             .plan
             .required
@@ -312,7 +308,7 @@ impl SearchIndex {
             let total_exact = !whole.pruned && !any_prefix;
             (sorted(whole.groups), total, total_exact)
         } else {
-            let wide = self.collect(&searcher, &*self.build_query(spec, true), want, &online)?;
+            let wide = self.collect(&searcher, &*self.build_query(spec, true), spec, &online)?;
             let total = wide.groups.len().max(whole.groups.len());
             let prefix_only: GroupMap = wide
                 .groups
@@ -335,11 +331,13 @@ impl SearchIndex {
         &self,
         searcher: &tantivy::Searcher,
         query: &dyn Query,
-        want: usize,
+        spec: &SearchSpec,
         online: &Arc<dyn OnlineFilter>,
     ) -> Result<TopGroups, IndexError> {
+        let want = spec.want.max(1);
         let collector = GroupByContent {
             online: online.clone(),
+            filters: Filters::of(spec),
             want,
             keep: (want * 2).max(MIN_KEEP),
             floor: Mutex::new(Score::MIN),
@@ -362,13 +360,103 @@ impl SearchIndex {
         d.add_u64(self.fields.content, doc.content as u64);
         d.add_u64(self.fields.size, doc.size);
         d.add_text(self.fields.ext, &ext);
-        d.add_text(self.fields.kind, kind.as_str());
+        d.add_u64(self.fields.kind, kind_code(kind));
         d.add_text(self.fields.text, &doc.path);
+        d.add_text(self.fields.prefix, &doc.path);
         d
     }
 }
 
 type GroupMap = HashMap<u64, (Score, u32)>;
+
+/// The number a kind is stored as in the `kind` fast field.
+fn kind_code(kind: FileKind) -> u64 {
+    FileKind::ALL.iter().position(|k| *k == kind).unwrap_or(0) as u64
+}
+
+/// A search's filters, checked per document on fast fields.
+#[derive(Debug, Clone, Default)]
+struct Filters {
+    ext: Option<String>,
+    kind: Option<u64>,
+    min_size: Option<u64>,
+    max_size: Option<u64>,
+}
+
+impl Filters {
+    fn of(spec: &SearchSpec) -> Filters {
+        Filters {
+            ext: spec.ext.clone(),
+            kind: spec.kind.map(kind_code),
+            min_size: spec.min_size,
+            max_size: spec.max_size,
+        }
+    }
+
+    /// The filters bound to one segment's columns.
+    fn for_segment(&self, segment: &SegmentReader) -> tantivy::Result<SegmentFilters> {
+        let fast = segment.fast_fields();
+        let mut impossible = false;
+        let ext = match &self.ext {
+            None => None,
+            Some(ext) => {
+                let found = match fast.str("ext")? {
+                    Some(column) => {
+                        let (dictionary, ords) = column.into_parts();
+                        dictionary.term_ord(ext.as_bytes())?.map(|ord| (ords, ord))
+                    }
+                    None => None,
+                };
+                // No document of this segment has the extension.
+                impossible = found.is_none();
+                found
+            }
+        };
+        let kind = match self.kind {
+            Some(code) => Some((fast.u64("kind")?, code)),
+            None => None,
+        };
+        let size = if self.min_size.is_some() || self.max_size.is_some() {
+            let range = self.min_size.unwrap_or(0)..=self.max_size.unwrap_or(u64::MAX);
+            Some((fast.u64("size")?, range))
+        } else {
+            None
+        };
+        Ok(SegmentFilters {
+            impossible,
+            ext,
+            kind,
+            size,
+        })
+    }
+}
+
+/// [`Filters`] against one segment's columns.
+struct SegmentFilters {
+    /// No document of the segment can pass.
+    impossible: bool,
+    ext: Option<(Column<u64>, u64)>,
+    kind: Option<(Column<u64>, u64)>,
+    size: Option<(Column<u64>, std::ops::RangeInclusive<u64>)>,
+}
+
+impl SegmentFilters {
+    fn pass(&self, doc: DocId) -> bool {
+        !self.impossible
+            && self
+                .ext
+                .as_ref()
+                .is_none_or(|(ords, ord)| ords.first(doc) == Some(*ord))
+            && self
+                .kind
+                .as_ref()
+                .is_none_or(|(kinds, code)| kinds.first(doc) == Some(*code))
+            && self
+                .size
+                .as_ref()
+                .is_none_or(|(sizes, range)| sizes.first(doc).is_some_and(|s| range.contains(&s)))
+    }
+}
 
 /// Groups kept before the worst are dropped, at least: small result sets are counted exactly.
 const MIN_KEEP: usize = 256;
@@ -394,6 +482,7 @@ fn sorted(groups: GroupMap) -> Vec<Group> {
 /// Collects the best `want` groups by content: each group's score is its best document's.
 struct GroupByContent {
     online: Arc<dyn OnlineFilter>,
+    filters: Filters,
     want: usize,
     keep: usize,
     /// The score a document must beat, learnt from the segments already searched.
@@ -449,6 +538,7 @@ impl TopGroups {
 
 struct GroupSegment {
     online: Arc<dyn OnlineFilter>,
+    filters: SegmentFilters,
     peer: Column<u64>,
     content: Column<u64>,
     top: TopGroups,
@@ -456,7 +546,8 @@ struct GroupSegment {
 
 impl GroupSegment {
     fn offer(&mut self, doc: DocId, score: Score) -> Score {
-        if let (Some(peer), Some(content)) = (self.peer.first(doc), self.content.first(doc))
+        if self.filters.pass(doc)
+            && let (Some(peer), Some(content)) = (self.peer.first(doc), self.content.first(doc))
             && self.online.contains(peer)
         {
             self.top.offer(content, score);
@@ -474,6 +565,7 @@ impl Collector for GroupByContent {
         let floor = *self.floor.lock().unwrap_or_else(|p| p.into_inner());
         Ok(GroupSegment {
             online: self.online.clone(),
+            filters: self.filters.for_segment(segment)?,
             peer: fast.u64("peer")?,
             content: fast.u64("content")?,
             top: TopGroups {
@@ -499,6 +591,9 @@ impl Collector for GroupByContent {
         reader: &SegmentReader,
     ) -> tantivy::Result<TopGroups> {
         let mut segment = self.for_segment(segment_ord, reader)?;
+        if segment.filters.impossible {
+            return Ok(segment.harvest());
+        }
         let alive = reader.alive_bitset();
         weight.for_each_pruning(segment.top.threshold, reader, &mut |doc, score| {
             if alive.is_some_and(|a| a.is_deleted(doc)) {
@@ -838,6 +933,7 @@ mod tests {
         let searcher = index.reader.searcher();
         let collector = GroupByContent {
             online: Arc::new(Everyone),
+            filters: Filters::of(spec),
             want: usize::MAX / 4,
             keep: usize::MAX / 2,
             floor: Mutex::new(Score::MIN),
@@ -921,6 +1017,44 @@ mod tests {
             quiet.total as usize,
             exhaustive(&index, &spec("\"quiet\"", 1000), false).len()
         );
+    }
+
+    #[test]
+    fn filters_are_checked_while_collecting() {
+        let dir = tempfile::tempdir().unwrap();
+        // Contents are `id % 100`; sizes are `1000 + id`; every name ends in `.mp3`.
+        let index = index_of(dir.path(), 300);
+        let everyone: Arc<dyn OnlineFilter> = Arc::new(Everyone);
+        let count = |edit: &dyn Fn(&mut SearchSpec)| {
+            let mut s = spec("night", 300);
+            edit(&mut s);
+            let found = index.search(&s, everyone.clone()).unwrap();
+            assert!(found.total_exact);
+            let mut contents: Vec<i64> = found.groups.iter().map(|g| g.content).collect();
+            contents.sort_unstable();
+            contents
+        };
+        assert_eq!(count(&|_| {}).len(), 100);
+        assert_eq!(
+            count(&|s| s.min_size = Some(1250)),
+            (50..100).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            count(&|s| {
+                s.min_size = Some(1010);
+                s.max_size = Some(1019);
+            }),
+            (10..20).collect::<Vec<_>>()
+        );
+        assert_eq!(count(&|s| s.ext = Some("mp3".into())).len(), 100);
+        assert!(count(&|s| s.ext = Some("flac".into())).is_empty());
+        assert_eq!(count(&|s| s.kind = Some(FileKind::Audio)).len(), 100);
+        assert!(count(&|s| s.kind = Some(FileKind::Video)).is_empty());
+        // Prefix matches are filtered too ("nig" is found through the prefix field).
+        let mut prefixed = spec("nig", 300);
+        prefixed.min_size = Some(1290);
+        let found = index.search(&prefixed, everyone.clone()).unwrap();
+        assert_eq!(found.groups.len(), 10);
     }
 
     #[test]

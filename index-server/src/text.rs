@@ -126,13 +126,68 @@ pub fn allows_prefix(term: &str) -> bool {
     }
 }
 
+/// Longest prefix indexed by [`prefix_terms`], in characters. A longer typed word is matched as
+/// a prefix by expanding it against the term dictionary (few words share a long prefix).
+pub const MAX_INDEXED_PREFIX_CHARS: usize = 10;
+
+/// Whether `term` is matched as a prefix through the prefix field (one term lookup) rather than
+/// by expanding it against the dictionary.
+pub fn prefix_is_indexed(term: &str) -> bool {
+    allows_prefix(term) && term.chars().count() <= MAX_INDEXED_PREFIX_CHARS
+}
+
+/// The distinct prefixes of a text's terms that a typed word may stand for (see
+/// [`allows_prefix`]), up to [`MAX_INDEXED_PREFIX_CHARS`] characters, whole terms included:
+/// `Beatles` → `be`, `bea`, `beat`, `beatl`, `beatle`, `beatles`. Indexing them turns a prefix
+/// search into one posting list instead of a union over every completion.
+pub fn prefix_terms(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for term in tokenize(text) {
+        for (chars, (end, c)) in term.char_indices().enumerate() {
+            if chars >= MAX_INDEXED_PREFIX_CHARS {
+                break;
+            }
+            let prefix = &term[..end + c.len_utf8()];
+            if allows_prefix(prefix) {
+                out.push(prefix.to_string());
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// The name of the tokenizer registered with tantivy.
 pub const TOKENIZER_NAME: &str = "peerdex";
 
-/// tantivy adapter around [`tokenize`].
-#[derive(Clone, Default)]
+/// The name of the prefix tokenizer ([`prefix_terms`]) registered with tantivy.
+pub const PREFIX_TOKENIZER_NAME: &str = "peerdex_prefix";
+
+/// tantivy adapter around [`tokenize`] (the default) or [`prefix_terms`].
+#[derive(Clone)]
 pub struct PeerdexTokenizer {
     token: tantivy::tokenizer::Token,
+    terms: fn(&str) -> Vec<String>,
+}
+
+impl Default for PeerdexTokenizer {
+    fn default() -> Self {
+        PeerdexTokenizer {
+            token: tantivy::tokenizer::Token::default(),
+            terms: tokenize,
+        }
+    }
+}
+
+impl PeerdexTokenizer {
+    /// The tokenizer of the prefix field.
+    pub fn prefixes() -> Self {
+        PeerdexTokenizer {
+            terms: prefix_terms,
+            ..PeerdexTokenizer::default()
+        }
+    }
 }
 
 /// Token stream over pre-computed terms.
@@ -148,7 +203,7 @@ impl tantivy::tokenizer::Tokenizer for PeerdexTokenizer {
     fn token_stream<'a>(&'a mut self, text: &'a str) -> PeerdexTokenStream<'a> {
         self.token.reset();
         PeerdexTokenStream {
-            terms: tokenize(text).into_iter(),
+            terms: (self.terms)(text).into_iter(),
             position: 0,
             token: &mut self.token,
         }
@@ -222,6 +277,26 @@ mod tests {
         assert_eq!(tokenize(&long)[0].len(), MAX_TERM_BYTES);
         let long_multibyte = "é".repeat(1000);
         assert!(tokenize(&long_multibyte)[0].len() <= MAX_TERM_BYTES);
+    }
+
+    #[test]
+    fn prefix_terms_cover_what_a_typed_prefix_may_be() {
+        assert_eq!(
+            prefix_terms("The Beatles/be"),
+            [
+                "be", "bea", "beat", "beatl", "beatle", "beatles", "th", "the"
+            ]
+        );
+        // Long words stop at the cap; CJK bigrams have no prefixes; a Hangul syllable does.
+        let long = prefix_terms("abcdefghijklmnop");
+        assert_eq!(long.len(), MAX_INDEXED_PREFIX_CHARS - 1);
+        assert!(long.contains(&"abcdefghij".to_string()));
+        assert!(prefix_terms("千尋").is_empty());
+        assert_eq!(prefix_terms("아이유"), ["아", "아이", "아이유"]);
+        for typed in ["be", "beatles", "아이"] {
+            assert!(prefix_is_indexed(typed));
+        }
+        assert!(!prefix_is_indexed("abcdefghijk"));
     }
 
     #[test]
