@@ -4,8 +4,6 @@
 //!
 //! `cargo run --release -p peerdex-benches --example search_breakdown -- /tmp/pdx-10m 10000000`
 
-#![allow(clippy::unwrap_used)]
-
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
