@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use peerdex_shared::FileKind;
 use peerdex_shared::kind::extension_of;
 use tantivy::collector::{Collector, SegmentCollector};
-use tantivy::columnar::Column;
+use tantivy::columnar::{Column, StrColumn};
 use tantivy::directory::MmapDirectory;
+use tantivy::index::SegmentId;
 use tantivy::indexer::LogMergePolicy;
 use tantivy::query::{
     BooleanQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, TermQuery, Weight,
@@ -110,6 +111,31 @@ pub struct SearchIndex {
     index: Index,
     reader: IndexReader,
     fields: Fields,
+    columns: Arc<Mutex<HashMap<SegmentId, Arc<SegmentColumns>>>>,
+}
+
+/// The fast-field columns of one segment. Opening a column reads every block header of it (tens
+/// of thousands in a large segment), so they are opened once per segment, not once per search.
+struct SegmentColumns {
+    peer: Column<u64>,
+    content: Column<u64>,
+    size: Column<u64>,
+    kind: Column<u64>,
+    /// The extension's dictionary and per-document term ordinals (absent in an empty segment).
+    ext: Option<StrColumn>,
+}
+
+impl SegmentColumns {
+    fn open(segment: &SegmentReader) -> tantivy::Result<SegmentColumns> {
+        let fast = segment.fast_fields();
+        Ok(SegmentColumns {
+            peer: fast.u64("peer")?,
+            content: fast.u64("content")?,
+            size: fast.u64("size")?,
+            kind: fast.u64("kind")?,
+            ext: fast.str("ext")?,
+        })
+    }
 }
 
 /// Set of online peer ids, snapshotted per search.
@@ -215,6 +241,7 @@ impl SearchIndex {
                 index,
                 reader,
                 fields,
+                columns: Arc::default(),
             },
             watermark,
         ))
@@ -295,8 +322,15 @@ impl SearchIndex {
         online: Arc<dyn OnlineFilter>,
     ) -> Result<SearchOutcome, IndexError> {
         let searcher = self.reader.searcher();
+        let columns = self.columns_of(&searcher)?;
         let want = spec.want.max(1);
-        let whole = self.collect(&searcher, &*self.build_query(spec, false), spec, &online)?;
+        let whole = self.collect(
+            &searcher,
+            &columns,
+            &*self.build_query(spec, false),
+            spec,
+            &online,
+        )?;
         let any_prefix = spec
             .plan
             .required
@@ -308,7 +342,13 @@ impl SearchIndex {
             let total_exact = !whole.pruned && !any_prefix;
             (sorted(whole.groups), total, total_exact)
         } else {
-            let wide = self.collect(&searcher, &*self.build_query(spec, true), spec, &online)?;
+            let wide = self.collect(
+                &searcher,
+                &columns,
+                &*self.build_query(spec, true),
+                spec,
+                &online,
+            )?;
             let total = wide.groups.len().max(whole.groups.len());
             let prefix_only: GroupMap = wide
                 .groups
@@ -327,15 +367,47 @@ impl SearchIndex {
         })
     }
 
+    /// The columns of each segment of `searcher`, by segment ordinal: cached ones, plus those of
+    /// segments new since the last search. Segments merged away are forgotten.
+    fn columns_of(
+        &self,
+        searcher: &tantivy::Searcher,
+    ) -> Result<Vec<Arc<SegmentColumns>>, IndexError> {
+        let mut cache = self.columns.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::with_capacity(searcher.segment_readers().len());
+        for segment in searcher.segment_readers() {
+            let columns = match cache.get(&segment.segment_id()) {
+                Some(columns) => columns.clone(),
+                None => {
+                    let columns = Arc::new(SegmentColumns::open(segment)?);
+                    cache.insert(segment.segment_id(), columns.clone());
+                    columns
+                }
+            };
+            out.push(columns);
+        }
+        if cache.len() > out.len() {
+            let live: Vec<SegmentId> = searcher
+                .segment_readers()
+                .iter()
+                .map(|s| s.segment_id())
+                .collect();
+            cache.retain(|id, _| live.contains(id));
+        }
+        Ok(out)
+    }
+
     fn collect(
         &self,
         searcher: &tantivy::Searcher,
+        columns: &[Arc<SegmentColumns>],
         query: &dyn Query,
         spec: &SearchSpec,
         online: &Arc<dyn OnlineFilter>,
     ) -> Result<TopGroups, IndexError> {
         let want = spec.want.max(1);
         let collector = GroupByContent {
+            columns: columns.to_vec(),
             online: online.clone(),
             filters: Filters::of(spec),
             want,
@@ -394,17 +466,16 @@ impl Filters {
     }
 
     /// The filters bound to one segment's columns.
-    fn for_segment(&self, segment: &SegmentReader) -> tantivy::Result<SegmentFilters> {
-        let fast = segment.fast_fields();
+    fn for_segment(&self, columns: &SegmentColumns) -> tantivy::Result<SegmentFilters> {
         let mut impossible = false;
         let ext = match &self.ext {
             None => None,
             Some(ext) => {
-                let found = match fast.str("ext")? {
-                    Some(column) => {
-                        let (dictionary, ords) = column.into_parts();
-                        dictionary.term_ord(ext.as_bytes())?.map(|ord| (ords, ord))
-                    }
+                let found = match &columns.ext {
+                    Some(column) => column
+                        .dictionary()
+                        .term_ord(ext.as_bytes())?
+                        .map(|ord| (column.ords().clone(), ord)),
                     None => None,
                 };
                 // No document of this segment has the extension.
@@ -412,13 +483,10 @@ impl Filters {
                 found
             }
         };
-        let kind = match self.kind {
-            Some(code) => Some((fast.u64("kind")?, code)),
-            None => None,
-        };
+        let kind = self.kind.map(|code| (columns.kind.clone(), code));
         let size = if self.min_size.is_some() || self.max_size.is_some() {
             let range = self.min_size.unwrap_or(0)..=self.max_size.unwrap_or(u64::MAX);
-            Some((fast.u64("size")?, range))
+            Some((columns.size.clone(), range))
         } else {
             None
         };
@@ -481,6 +549,8 @@ fn sorted(groups: GroupMap) -> Vec<Group> {
 
 /// Collects the best `want` groups by content: each group's score is its best document's.
 struct GroupByContent {
+    /// Columns by segment ordinal.
+    columns: Vec<Arc<SegmentColumns>>,
     online: Arc<dyn OnlineFilter>,
     filters: Filters,
     want: usize,
@@ -560,14 +630,21 @@ impl Collector for GroupByContent {
     type Fruit = TopGroups;
     type Child = GroupSegment;
 
-    fn for_segment(&self, _ord: u32, segment: &SegmentReader) -> tantivy::Result<GroupSegment> {
-        let fast = segment.fast_fields();
+    fn for_segment(&self, ord: u32, segment: &SegmentReader) -> tantivy::Result<GroupSegment> {
+        let opened;
+        let columns = match self.columns.get(ord as usize) {
+            Some(columns) => &**columns,
+            None => {
+                opened = SegmentColumns::open(segment)?;
+                &opened
+            }
+        };
         let floor = *self.floor.lock().unwrap_or_else(|p| p.into_inner());
         Ok(GroupSegment {
             online: self.online.clone(),
-            filters: self.filters.for_segment(segment)?,
-            peer: fast.u64("peer")?,
-            content: fast.u64("content")?,
+            filters: self.filters.for_segment(columns)?,
+            peer: columns.peer.clone(),
+            content: columns.content.clone(),
             top: TopGroups {
                 groups: GroupMap::new(),
                 want: self.want,
@@ -931,7 +1008,9 @@ mod tests {
     /// Every group, scored by the plain collector: the reference the pruned search must match.
     fn exhaustive(index: &SearchIndex, spec: &SearchSpec, allow_prefix: bool) -> Vec<Group> {
         let searcher = index.reader.searcher();
+        // No cached columns: each segment opens its own (the path a cache miss takes).
         let collector = GroupByContent {
+            columns: Vec::new(),
             online: Arc::new(Everyone),
             filters: Filters::of(spec),
             want: usize::MAX / 4,
