@@ -1137,6 +1137,54 @@ mod tests {
     }
 
     #[test]
+    fn cached_columns_follow_new_and_merged_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = index_of(dir.path(), 300);
+        let before = index.search(&spec("night", 5), Arc::new(Everyone)).unwrap();
+        assert_eq!(before.groups.len(), 5);
+        let segments = || index.reader.searcher().segment_readers().len();
+        assert_eq!(index.columns.lock().unwrap().len(), segments());
+
+        // A new segment: its documents' contents and peers come from its own columns.
+        let mut writer: IndexWriter = index.index.writer_with_num_threads(1, 15_000_000).unwrap();
+        let doc = FileDoc {
+            id: 1000,
+            peer: 4,
+            content: 777,
+            share: "s".into(),
+            path: "sunrise.flac".into(),
+            size: 5,
+        };
+        writer.add_document(index.document(&doc)).unwrap();
+        writer.commit().unwrap();
+        index.reader.reload().unwrap();
+        let found = index
+            .search(&spec("sunrise", 5), Arc::new(Everyone))
+            .unwrap();
+        assert_eq!(found.groups.len(), 1);
+        assert_eq!(found.groups[0].content, 777);
+
+        // Merged into one segment: the old segments' columns are forgotten.
+        let ids = index.index.searchable_segment_ids().unwrap();
+        writer.merge(&ids).wait().unwrap();
+        writer.commit().unwrap();
+        writer.wait_merging_threads().unwrap();
+        index.reader.reload().unwrap();
+        assert_eq!(segments(), 1);
+        let after = index.search(&spec("night", 5), Arc::new(Everyone)).unwrap();
+        // Scores move with the corpus statistics; the groups and their matches do not.
+        let groups = |o: &SearchOutcome| -> Vec<(i64, u32)> {
+            o.groups.iter().map(|g| (g.content, g.matches)).collect()
+        };
+        assert_eq!(groups(&after), groups(&before));
+        assert_eq!(index.columns.lock().unwrap().len(), 1);
+        let found = index
+            .search(&spec("sunrise", 5), Arc::new(Everyone))
+            .unwrap();
+        assert_eq!(found.groups[0].content, 777);
+    }
+
+    #[test]
     fn offline_peers_are_left_out_before_pruning() {
         let dir = tempfile::tempdir().unwrap();
         let index = index_of(dir.path(), 3_000);
