@@ -1,6 +1,7 @@
 //! Where a search's time goes at scale, by kind of query: runs the search bench's query stream
 //! in-process against an existing data directory (made by the `search` bench; stop its server
-//! first) and splits each search into the index part and the SQLite sources part.
+//! first) and splits each search into the index part and the holders part (SQLite, or the holders
+//! cache once a content was looked up; the first pass over the stream fills it).
 //!
 //! `cargo run --release -p peerdex-benches --example search_breakdown -- /tmp/pdx-10m 10000000`
 
@@ -66,7 +67,7 @@ fn main() -> anyhow::Result<()> {
         let found = index.search(&spec, online.clone())?;
         let searched = Instant::now();
         let page: Vec<i64> = found.groups.iter().map(|g| g.content).collect();
-        let sources = db.sources_of(&page)?;
+        let holders = db.holders_of(&page)?;
         let resolved = Instant::now();
         let filter = match (q.kind, q.ext, q.min_size) {
             (Some(_), _, _) => "kind",
@@ -86,7 +87,7 @@ fn main() -> anyhow::Result<()> {
         c.queries += 1;
         c.index += searched - started;
         c.sources += resolved - searched;
-        c.source_rows += sources.iter().map(|s| s.sources.len() as u64).sum::<u64>();
+        c.source_rows += holders.iter().map(|h| h.copies.len() as u64).sum::<u64>();
     }
     println!("{} distinct queries of {queries}", distinct.len());
     println!("| queries | n | index, mean | sources, mean | source rows per query |");

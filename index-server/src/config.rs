@@ -184,6 +184,8 @@ pub struct SearchConfig {
     pub concurrency: usize,
     /// Most distinct terms a prefix word may expand to.
     pub max_prefix_expansions: u32,
+    /// Memory for holders of recently found contents (who holds what, under which path), MiB.
+    pub holders_cache_mib: usize,
 }
 
 impl Default for SearchConfig {
@@ -196,6 +198,7 @@ impl Default for SearchConfig {
             max_sources: 20,
             concurrency: 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_prefix_expansions: 256,
+            holders_cache_mib: 64,
         }
     }
 }

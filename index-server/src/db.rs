@@ -13,12 +13,14 @@
 //! transaction; the indexer replays that log into tantivy (see `index`).
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use peerdex_shared::api::{DeltaOp, ListEntry, MediaTags, Reachability};
 use peerdex_shared::validate::nickname_key;
 use peerdex_shared::{FileHash, PeerId};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::holders::{HolderCache, Holders, PeerCard};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS peers (
@@ -290,40 +292,6 @@ pub struct FileDoc {
     pub size: u64,
 }
 
-/// One peer holding a content, for search results.
-#[derive(Debug, Clone)]
-pub struct SourceRow {
-    /// Peer id.
-    pub peer: i64,
-    /// Peer key.
-    pub key: PeerId,
-    /// Nickname.
-    pub nickname: String,
-    /// Observed IP.
-    pub ip: Option<String>,
-    /// Announced port.
-    pub port: u16,
-    /// Connect-back state.
-    pub reachability: Reachability,
-    /// Share name.
-    pub share: String,
-    /// Path within the share.
-    pub path: String,
-}
-
-/// A content and every active entry that holds it.
-#[derive(Debug, Clone)]
-pub struct ContentSources {
-    /// Content id.
-    pub content: i64,
-    /// Hash.
-    pub hash: FileHash,
-    /// Size.
-    pub size: u64,
-    /// Every active entry (online or not) with this content.
-    pub sources: Vec<SourceRow>,
-}
-
 /// A row of a browse listing.
 #[derive(Debug, Clone)]
 pub struct BrowseRow {
@@ -358,7 +326,12 @@ pub struct Db {
     bulk: Mutex<()>,
     readers: Mutex<Vec<Connection>>,
     path: std::path::PathBuf,
+    /// Holders of contents and peers' cards for search results; writes below invalidate it.
+    holders: HolderCache,
 }
+
+/// Default budget of the holders cache (see [`Db::with_holders_cache`]).
+pub const DEFAULT_HOLDERS_CACHE_BYTES: usize = 64 << 20;
 
 const MAX_IDLE_READERS: usize = 16;
 
@@ -406,7 +379,14 @@ impl Db {
             bulk: Mutex::new(()),
             readers: Mutex::new(Vec::new()),
             path: path.to_owned(),
+            holders: HolderCache::new(DEFAULT_HOLDERS_CACHE_BYTES),
         })
+    }
+
+    /// Sets the memory budget of the holders cache, in bytes.
+    pub fn with_holders_cache(mut self, budget: usize) -> Db {
+        self.holders = HolderCache::new(budget);
+        self
     }
 
     fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> DbResult<T>) -> DbResult<T> {
@@ -490,6 +470,7 @@ impl Db {
             )?;
             finish_peer(raw)
         })
+        .inspect(|row| self.holders.forget_peer(row.id))
     }
 
     /// The peer owning a session token hash.
@@ -545,13 +526,15 @@ impl Db {
         port: u16,
         r: Reachability,
     ) -> DbResult<bool> {
-        self.write(|tx| {
+        let changed = self.write(|tx| {
             let n = tx.execute(
                 "UPDATE peers SET reachability = ?1 WHERE id = ?2 AND ip = ?3 AND port = ?4",
                 params![reachability_code(r), peer, ip, port],
             )?;
             Ok(n == 1)
-        })
+        })?;
+        self.holders.forget_peer(peer);
+        Ok(changed)
     }
 
     /// Persists heartbeat times (batched by the presence tracker).
@@ -662,7 +645,9 @@ impl Db {
             }
             push_op(tx, IndexOp::ReindexPeer { peer })?;
             Ok(())
-        })
+        })?;
+        self.holders.forget_all_contents();
+        Ok(())
     }
 
     /// Abandons a staging generation; its rows are deleted later.
@@ -689,7 +674,8 @@ impl Db {
         ops: &[(u64, DeltaOp)],
         max_entries: u64,
     ) -> DbResult<u64> {
-        self.write(|tx| {
+        let mut touched = Vec::with_capacity(ops.len());
+        let entries = self.write(|tx| {
             let (server, generation, mut entries): (Option<i64>, i64, i64) = tx
                 .query_row(
                     "SELECT list_version, active_gen, entries FROM peers WHERE id = ?1",
@@ -713,7 +699,10 @@ impl Db {
                     DeltaOp::Add(entry) => {
                         entries += 1;
                         match insert_file(tx, peer, generation, entry) {
-                            Ok(id) => id,
+                            Ok((id, content)) => {
+                                touched.push(content);
+                                id
+                            }
                             Err(e) if is_unique_violation(&e) => {
                                 return Err(conflict(&entry.share, &entry.path, "adds a path the server already has"));
                             }
@@ -721,7 +710,15 @@ impl Db {
                         }
                     }
                     DeltaOp::Change(entry) => {
+                        let old: Option<i64> = tx
+                            .prepare_cached(
+                                "SELECT content FROM files WHERE peer = ?1 AND gen = ?2 AND share = ?3 AND path = ?4",
+                            )?
+                            .query_row(params![peer, generation, entry.share, entry.path], |r| r.get(0))
+                            .optional()?;
+                        touched.extend(old);
                         let content = upsert_content(tx, &entry.hash, entry.size)?;
+                        touched.push(content);
                         tx.prepare_cached(
                             "UPDATE files SET size = ?5, mtime = ?6, content = ?7, tags = ?8
                              WHERE peer = ?1 AND gen = ?2 AND share = ?3 AND path = ?4 RETURNING id",
@@ -736,12 +733,14 @@ impl Db {
                     }
                     DeltaOp::Remove { share, path } => {
                         entries -= 1;
-                        tx.prepare_cached(
-                            "DELETE FROM files WHERE peer = ?1 AND gen = ?2 AND share = ?3 AND path = ?4 RETURNING id",
+                        let (id, content): (i64, i64) = tx.prepare_cached(
+                            "DELETE FROM files WHERE peer = ?1 AND gen = ?2 AND share = ?3 AND path = ?4 RETURNING id, content",
                         )?
-                        .query_row(params![peer, generation, share, path], |r| r.get(0))
+                        .query_row(params![peer, generation, share, path], |r| Ok((r.get(0)?, r.get(1)?)))
                         .optional()?
-                        .ok_or_else(|| conflict(share, path, "removes a path the server does not have"))?
+                        .ok_or_else(|| conflict(share, path, "removes a path the server does not have"))?;
+                        touched.push(content);
+                        id
                     }
                 };
                 push_op(tx, IndexOp::FileChanged { peer, file })?;
@@ -754,12 +753,16 @@ impl Db {
                 params![peer, version as i64, entries],
             )?;
             Ok(entries as u64)
-        })
+        })?;
+        self.holders.forget_contents(&touched);
+        Ok(entries)
     }
 
     /// Drops a peer's list entirely (the peer asked, or it was offline past retention).
     pub fn drop_list(&self, peer: i64) -> DbResult<()> {
-        self.write(|tx| drop_list_in(tx, peer))
+        self.write(|tx| drop_list_in(tx, peer))?;
+        self.holders.forget_all_contents();
+        Ok(())
     }
 
     /// Drops the lists of peers not seen since `cutoff` (Unix seconds). Returns how many.
@@ -773,6 +776,11 @@ impl Db {
                 drop_list_in(tx, peer)?;
             }
             Ok(peers.len())
+        })
+        .inspect(|&dropped| {
+            if dropped > 0 {
+                self.holders.forget_all_contents();
+            }
         })
     }
 
@@ -896,47 +904,89 @@ impl Db {
         })
     }
 
-    /// For each content id, its hash, size and every active entry holding it.
-    pub fn sources_of(&self, contents: &[i64]) -> DbResult<Vec<ContentSources>> {
-        self.read(|conn| {
+    /// For each content id that exists, its hash, size and every active copy (online or not),
+    /// in the order asked. Served from the holders cache; misses are read and cached.
+    pub fn holders_of(&self, contents: &[i64]) -> DbResult<Vec<Arc<Holders>>> {
+        let (cached, seen) = self.holders.contents(contents);
+        let missing: Vec<i64> = contents
+            .iter()
+            .zip(&cached)
+            .filter(|(_, c)| c.is_none())
+            .map(|(&id, _)| id)
+            .collect();
+        if missing.is_empty() {
+            return Ok(cached.into_iter().flatten().collect());
+        }
+        let read = self.read(|conn| {
             let mut content_stmt =
                 conn.prepare_cached("SELECT hash, size FROM contents WHERE id = ?1")?;
-            let mut source_stmt = conn.prepare_cached(
-                "SELECT p.id, p.peer_key, p.nickname, p.ip, p.port, p.reachability, f.share, f.path
+            let mut copies_stmt = conn.prepare_cached(
+                "SELECT f.peer, f.share, f.path
                  FROM files f JOIN peers p ON p.id = f.peer AND f.gen = p.active_gen
                  WHERE f.content = ?1",
             )?;
-            let mut out = Vec::with_capacity(contents.len());
-            for &content in contents {
+            let mut read = Vec::with_capacity(missing.len());
+            for &content in &missing {
                 let Some((hash, size)): Option<(Vec<u8>, i64)> = content_stmt
                     .query_row([content], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?
                 else {
                     continue;
                 };
-                let mut sources = Vec::new();
-                let mut rows = source_stmt.query([content])?;
-                while let Some(r) = rows.next()? {
-                    sources.push(SourceRow {
-                        peer: r.get(0)?,
-                        key: PeerId::from_bytes(blob32(r.get(1)?)?),
-                        nickname: r.get(2)?,
-                        ip: r.get(3)?,
-                        port: u16::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
-                        reachability: reachability_from(r.get(5)?),
-                        share: r.get(6)?,
-                        path: r.get(7)?,
-                    });
-                }
-                out.push(ContentSources {
-                    content,
-                    hash: FileHash::from_bytes(blob32(hash)?),
-                    size: size as u64,
-                    sources,
-                });
+                let rows = copies_stmt
+                    .query_map([content], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let hash = FileHash::from_bytes(blob32(hash)?);
+                read.push(Arc::new(Holders::new(content, hash, size as u64, rows)));
             }
-            Ok(out)
-        })
+            Ok(read)
+        })?;
+        self.holders.fill_contents(seen, &read);
+        let mut read: std::collections::HashMap<i64, Arc<Holders>> =
+            read.into_iter().map(|h| (h.content, h)).collect();
+        Ok(contents
+            .iter()
+            .zip(cached)
+            .filter_map(|(id, cached)| cached.or_else(|| read.remove(id)))
+            .collect())
+    }
+
+    /// What a search result shows about a peer (cached; `None` if there is no such peer).
+    pub fn peer_card(&self, peer: i64) -> DbResult<Option<Arc<PeerCard>>> {
+        let seen = match self.holders.peer(peer) {
+            Ok(card) => return Ok(Some(card)),
+            Err(seen) => seen,
+        };
+        let card = self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT peer_key, nickname, ip, port, reachability FROM peers WHERE id = ?1",
+            )?
+            .query_row([peer], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get(4)?,
+                ))
+            })
+            .optional()?
+            .map(|(key, nickname, ip, port, reachability)| {
+                Ok::<_, DbError>(PeerCard {
+                    key: PeerId::from_bytes(blob32(key)?),
+                    nickname,
+                    ip,
+                    port: u16::try_from(port).unwrap_or(0),
+                    reachability: reachability_from(reachability),
+                })
+            })
+            .transpose()
+        })?;
+        let card = card.map(Arc::new);
+        if let Some(card) = &card {
+            self.holders.fill_peer(seen, peer, card.clone());
+        }
+        Ok(card)
     }
 
     /// Content ids with this hash (one per distinct claimed size).
@@ -1035,30 +1085,33 @@ fn upsert_content(tx: &Connection, hash: &FileHash, size: u64) -> rusqlite::Resu
     .query_row(params![hash.as_bytes(), size as i64], |r| r.get(0))
 }
 
+/// Inserts an entry; returns its file id and content id.
 fn insert_file(
     tx: &Connection,
     peer: i64,
     generation: i64,
     entry: &ListEntry,
-) -> rusqlite::Result<i64> {
+) -> rusqlite::Result<(i64, i64)> {
     let content = upsert_content(tx, &entry.hash, entry.size)?;
-    tx.prepare_cached(
-        "INSERT INTO files (peer, gen, share, path, size, mtime, content, tags)
+    let file = tx
+        .prepare_cached(
+            "INSERT INTO files (peer, gen, share, path, size, mtime, content, tags)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
-    )?
-    .query_row(
-        params![
-            peer,
-            generation,
-            entry.share,
-            entry.path,
-            entry.size as i64,
-            entry.mtime,
-            content,
-            tags_json(&entry.tags)
-        ],
-        |r| r.get(0),
-    )
+        )?
+        .query_row(
+            params![
+                peer,
+                generation,
+                entry.share,
+                entry.path,
+                entry.size as i64,
+                entry.mtime,
+                content,
+                tags_json(&entry.tags)
+            ],
+            |r| r.get(0),
+        )?;
+    Ok((file, content))
 }
 
 #[cfg(test)]

@@ -2,12 +2,13 @@
 //!
 //! Layers, outermost first: `cli` (flags, config) → `server` (bind, accept loop, shutdown,
 //! maintenance) → `http` (routes, errors, list streaming) → `db` (SQLite, source of truth) and
-//! `index` (tantivy, derived). `text` and `query` turn names and queries into terms; `presence`,
+//! `index` (tantivy, derived), with `holders` caching who holds what for results. `text` and `query` turn names and queries into terms; `presence`,
 //! `limits` and `probe` guard who is online, how often, and whether an address is really theirs.
 
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod holders;
 pub mod http;
 pub mod index;
 pub mod limits;

@@ -51,7 +51,8 @@ impl Server {
         let db_path = config.data.join(DB_FILE);
         let db = Arc::new(
             Db::open(&db_path)
-                .with_context(|| format!("opening database {}", db_path.display()))?,
+                .with_context(|| format!("opening database {}", db_path.display()))?
+                .with_holders_cache(config.search.holders_cache_mib.saturating_mul(1 << 20)),
         );
         let index_path = config.data.join(INDEX_DIR);
         let (index, watermark) = SearchIndex::open(&index_path)

@@ -35,7 +35,8 @@ use tracing::{Level, info, warn};
 
 pub use error::ApiError;
 
-use crate::db::{ContentSources, PeerRow, SourceRow};
+use crate::db::{Db, DbError, PeerRow};
+use crate::holders::{Holders, PeerCard, Place};
 use crate::index::{OnlineFilter, SearchSpec};
 use crate::limits::random_hex;
 use crate::presence::OnlineSet;
@@ -504,15 +505,12 @@ async fn search(
             .map(|g| g.content)
             .collect();
         let scores: HashMap<i64, f32> = groups.iter().map(|g| (g.content, g.score)).collect();
-        let resolved = state2.db.sources_of(&page)?;
         let max_sources = state2.config.search.max_sources;
-        let hits = resolved
-            .into_iter()
-            .filter_map(|c| {
-                let score = scores.get(&c.content).copied().unwrap_or(0.0);
-                to_hit(c, score, &online, max_sources)
-            })
-            .collect::<Vec<_>>();
+        let mut hits = Vec::with_capacity(page.len());
+        for holders in state2.db.holders_of(&page)? {
+            let score = scores.get(&holders.content).copied().unwrap_or(0.0);
+            hits.extend(to_hit(&state2.db, &holders, score, &online, max_sources)?);
+        }
         Ok((found.total, found.total_exact, hits))
     })
     .await??;
@@ -525,66 +523,81 @@ async fn search(
     }))
 }
 
-fn to_source(row: SourceRow) -> Source {
+fn to_source(card: &PeerCard, place: &Place) -> Source {
     Source {
-        peer_id: row.key,
-        nickname: row.nickname,
-        addr: advertised(row.ip.as_deref(), row.port),
-        reachability: row.reachability,
-        share: row.share,
-        path: row.path,
+        peer_id: card.key,
+        nickname: card.nickname.clone(),
+        addr: advertised(card.ip.as_deref(), card.port),
+        reachability: card.reachability,
+        share: place.share.to_string(),
+        path: place.path.to_string(),
     }
 }
 
-/// A result row from a content and its entries: online peers only, one source each, reachable
-/// ones first. The name shown is the most common file name among all their copies.
+/// A result row from a content and its copies: online peers only, one source each (its first
+/// path), reachable ones first. The name shown is the most common file name among the online
+/// copies (the smallest of equally common ones).
 fn to_hit(
-    content: ContentSources,
+    db: &Db,
+    holders: &Holders,
     score: f32,
     online: &OnlineSet,
     max_sources: usize,
-) -> Option<SearchHit> {
-    let mut sources: Vec<SourceRow> = content
-        .sources
-        .into_iter()
-        .filter(|s| online.contains(s.peer as u64))
-        .collect();
-    if sources.is_empty() {
-        return None;
+) -> Result<Option<SearchHit>, DbError> {
+    let mut name_counts = vec![0u32; holders.names.len()];
+    let (mut reachable, mut others) = (Vec::new(), Vec::new());
+    let mut sources_online = 0u64;
+    let mut last_peer = None;
+    // Copies are ordered by peer, then path: a peer's first copy is its source.
+    for &(peer, place) in &holders.copies {
+        if !online.contains(peer as u64) {
+            continue;
+        }
+        let place = &holders.places[place as usize];
+        name_counts[place.name as usize] += 1;
+        if last_peer == Some(peer) {
+            continue;
+        }
+        last_peer = Some(peer);
+        sources_online += 1;
+        if reachable.len() >= max_sources {
+            // The page of sources is all reachable peers; the rest are only counted.
+            continue;
+        }
+        let Some(card) = db.peer_card(peer)? else {
+            continue;
+        };
+        if card.reachability == Reachability::Reachable {
+            reachable.push((card, place));
+        } else if others.len() < max_sources {
+            others.push((card, place));
+        }
     }
-    let mut names: HashMap<&str, usize> = HashMap::new();
-    for s in &sources {
-        *names
-            .entry(s.path.rsplit('/').next().unwrap_or(&s.path))
-            .or_default() += 1;
+    if sources_online == 0 {
+        return Ok(None);
     }
-    let name = names
-        .into_iter()
-        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
-        .map(|(n, _)| n.to_string())
+    let name = name_counts
+        .iter()
+        .zip(&holders.names)
+        .max_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(a.1)))
+        .map(|(_, name)| name.to_string())
         .unwrap_or_default();
     let ext = extension_of(&name);
-    // One source per peer (a peer may hold the same content under several paths).
-    sources.sort_by(|a, b| {
-        (a.reachability != Reachability::Reachable, a.peer, &a.path).cmp(&(
-            b.reachability != Reachability::Reachable,
-            b.peer,
-            &b.path,
-        ))
-    });
-    sources.dedup_by_key(|s| s.peer);
-    let sources_online = sources.len() as u64;
-    sources.truncate(max_sources);
-    Some(SearchHit {
-        hash: content.hash,
-        size: content.size,
+    Ok(Some(SearchHit {
+        hash: holders.hash,
+        size: holders.size,
         kind: FileKind::from_extension(&ext),
         ext,
         name,
         score,
         sources_online,
-        sources: sources.into_iter().map(to_source).collect(),
-    })
+        sources: reachable
+            .iter()
+            .chain(&others)
+            .take(max_sources)
+            .map(|(card, place)| to_source(card, place))
+            .collect(),
+    }))
 }
 
 async fn sources(
@@ -598,13 +611,19 @@ async fn sources(
     let state2 = state.clone();
     let best = run_blocking(move || -> Result<_, ApiError> {
         let ids = state2.db.contents_with_hash(&hash)?;
-        let all = state2.db.sources_of(&ids)?;
         let max = state2.config.search.max_sources.max(64);
         // Peers may disagree on the size of a hash (a liar); offer the size most peers agree on.
-        Ok(all
-            .into_iter()
-            .filter_map(|c| to_hit(c, 0.0, &online, max))
-            .max_by_key(|h| h.sources_online))
+        let mut best: Option<SearchHit> = None;
+        for holders in state2.db.holders_of(&ids)? {
+            if let Some(hit) = to_hit(&state2.db, &holders, 0.0, &online, max)?
+                && best
+                    .as_ref()
+                    .is_none_or(|b| hit.sources_online >= b.sources_online)
+            {
+                best = Some(hit);
+            }
+        }
+        Ok(best)
     })
     .await??;
     let hit = best.ok_or_else(|| ApiError::not_found("no online peer has this content"))?;

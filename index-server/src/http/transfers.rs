@@ -283,10 +283,16 @@ pub async fn relay(
     let (db, hash, source) = (state.db.clone(), params.hash, params.source);
     let listed = run_blocking(move || -> Result<bool, crate::db::DbError> {
         let ids = db.contents_with_hash(&hash)?;
-        Ok(db
-            .sources_of(&ids)?
-            .iter()
-            .any(|c| c.sources.iter().any(|s| s.key == source)))
+        for holders in db.holders_of(&ids)? {
+            let mut peers: Vec<i64> = holders.copies.iter().map(|&(peer, _)| peer).collect();
+            peers.dedup();
+            for peer in peers {
+                if db.peer_card(peer)?.is_some_and(|card| card.key == source) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     })
     .await??;
     if !listed {

@@ -2,6 +2,7 @@
 
 use peerdex::server_api::SearchQuery;
 use peerdex_shared::FileKind;
+use peerdex_shared::api::DeltaOp;
 use peerdex_tests::{TestPeer, TestServer, entry, hash_of, names};
 use reqwest::StatusCode;
 
@@ -296,4 +297,66 @@ async fn sources_and_stats_endpoints() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+/// Results are built from cached holders: every list or peer change must show in the very next
+/// answer, before the index has committed anything.
+#[tokio::test]
+async fn sources_follow_list_and_peer_changes_at_once() {
+    let (server, alice, mut bob) = library().await;
+    let client = server.client();
+    let come_together = hash_of("come-together");
+    let nicks = |s: &peerdex_shared::api::SourcesResponse| -> Vec<String> {
+        let mut n: Vec<String> = s.sources.iter().map(|s| s.nickname.clone()).collect();
+        n.sort();
+        n
+    };
+    // Asked twice: the second answer comes from the cache and must be the same.
+    for _ in 0..2 {
+        let sources = client.sources(&come_together).await.unwrap();
+        assert_eq!(nicks(&sources), ["alice", "bob"]);
+        let hit = server.search("together").await.hits.remove(0);
+        assert_eq!(
+            (hit.sources_online, hit.name.as_str()),
+            (2, "Come Together.mp3")
+        );
+    }
+
+    // A new nickname shows at once.
+    bob.nick = "robert".into();
+    bob.register().await;
+    let sources = client.sources(&come_together).await.unwrap();
+    assert_eq!(nicks(&sources), ["alice", "robert"]);
+
+    // Bob deletes both his copies: one source left, with Alice's name for it.
+    let ops = [
+        DeltaOp::Remove {
+            share: "music".into(),
+            path: "incoming/come_together.mp3".into(),
+        },
+        DeltaOp::Remove {
+            share: "music".into(),
+            path: "old/Come Together.mp3".into(),
+        },
+    ];
+    bob.client.upload_delta(1, 2, &ops).await.unwrap();
+    let sources = client.sources(&come_together).await.unwrap();
+    assert_eq!(nicks(&sources), ["alice"]);
+    let hit = server.search("together").await.hits.remove(0);
+    assert_eq!(
+        (hit.sources_online, hit.name.as_str()),
+        (1, "Come Together.mp3")
+    );
+
+    // Alice replaces her list: nobody holds it any more.
+    alice
+        .client
+        .upload_full(2, &[entry("Other/Song.mp3", 1, "other")])
+        .await
+        .unwrap();
+    let missing = client.sources(&come_together).await.unwrap_err();
+    assert_eq!(
+        missing.code(),
+        Some(peerdex_shared::api::ErrorCode::NotFound)
+    );
 }
