@@ -335,9 +335,8 @@ pub const DEFAULT_HOLDERS_CACHE_BYTES: usize = 64 << 20;
 
 const MAX_IDLE_READERS: usize = 16;
 
-/// What a connection is for: the one writer keeps a large private page cache; readers share the
-/// operating system's page cache through a memory map instead of copying pages with `pread` into
-/// a private cache each (faster lookups, and memory that does not grow with the readers).
+/// What a connection is for: the one writer keeps a large private page cache; readers keep a
+/// smaller one each and read through the operating system's page cache (see `open_connection`).
 #[derive(Clone, Copy)]
 enum Role {
     Writer,

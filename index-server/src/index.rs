@@ -324,13 +324,11 @@ impl SearchIndex {
         let searcher = self.reader.searcher();
         let columns = self.columns_of(&searcher)?;
         let want = spec.want.max(1);
-        let whole = self.collect(
-            &searcher,
-            &columns,
-            &*self.build_query(spec, false),
-            spec,
-            &online,
-        )?;
+        let collect = |allow_prefix| {
+            let query = self.build_query(spec, allow_prefix);
+            self.collect(&searcher, &columns, &*query, spec, &online)
+        };
+        let whole = collect(false)?;
         let any_prefix = spec
             .plan
             .required
@@ -342,13 +340,7 @@ impl SearchIndex {
             let total_exact = !whole.pruned && !any_prefix;
             (sorted(whole.groups), total, total_exact)
         } else {
-            let wide = self.collect(
-                &searcher,
-                &columns,
-                &*self.build_query(spec, true),
-                spec,
-                &online,
-            )?;
+            let wide = collect(true)?;
             let total = wide.groups.len().max(whole.groups.len());
             let prefix_only: GroupMap = wide
                 .groups
