@@ -12,6 +12,7 @@
 //! cached entry is never older than the last committed write that concerns it.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex, RwLock};
 
 use peerdex_shared::api::Reachability;
@@ -59,22 +60,22 @@ impl Holders {
         let mut name_ids: HashMap<Box<str>, u32> = HashMap::new();
         let mut copies = Vec::new();
         for (peer, share, path) in rows {
-            let place = match place_ids.get(&(share.clone(), path.clone())) {
-                Some(&id) => id,
-                None => {
-                    let name: Box<str> = path.rsplit('/').next().unwrap_or(&path).into();
+            // Most copies of popular content share a place: look it up without copying strings.
+            let place = match place_ids.entry((share, path)) {
+                Entry::Occupied(known) => *known.get(),
+                Entry::Vacant(new) => {
+                    let (share, path) = new.key();
+                    let name: Box<str> = path.rsplit('/').next().unwrap_or(path).into();
                     let name = *name_ids.entry(name.clone()).or_insert_with(|| {
                         names.push(name);
                         (names.len() - 1) as u32
                     });
-                    let id = places.len() as u32;
                     places.push(Place {
                         share: share.as_str().into(),
                         path: path.as_str().into(),
                         name,
                     });
-                    place_ids.insert((share, path), id);
-                    id
+                    *new.insert((places.len() - 1) as u32)
                 }
             };
             copies.push((peer, place));
