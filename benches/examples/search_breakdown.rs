@@ -1,7 +1,8 @@
 //! Where a search's time goes at scale, by kind of query: runs the search bench's query stream
 //! in-process against an existing data directory (made by the `search` bench; stop its server
 //! first) and splits each search into the index part and the holders part (SQLite, or the holders
-//! cache once a content was looked up; the first pass over the stream fills it).
+//! cache once a content was looked up; the first pass over the stream fills it). It also says
+//! how many queries repeat an earlier one, and their share of the time.
 //!
 //! `cargo run --release -p peerdex-benches --example search_breakdown -- /tmp/pdx-10m 10000000`
 
@@ -47,9 +48,11 @@ fn main() -> anyhow::Result<()> {
     let mut rng = corpus.query_stream(0);
     let mut categories: BTreeMap<String, Category> = BTreeMap::new();
     let mut distinct = HashSet::new();
+    // Queries seen before in the stream, and their time: what a cache of results could save.
+    let mut repeated = (0u64, Duration::ZERO);
     for _ in 0..queries {
         let q = corpus.query(&mut rng);
-        distinct.insert(format!("{q:?}"));
+        let repeat = !distinct.insert(format!("{q:?}"));
         let limits = QueryLimits {
             max_query_bytes: 512,
             max_terms: 16,
@@ -88,6 +91,10 @@ fn main() -> anyhow::Result<()> {
         c.index += searched - started;
         c.sources += resolved - searched;
         c.source_rows += holders.iter().map(|h| h.copies.len() as u64).sum::<u64>();
+        if repeat {
+            repeated.0 += 1;
+            repeated.1 += resolved - started;
+        }
     }
     println!("{} distinct queries of {queries}", distinct.len());
     println!("| queries | n | index, mean | sources, mean | source rows per query |");
@@ -109,6 +116,12 @@ fn main() -> anyhow::Result<()> {
         "| all | {queries} | {:.2} ms | {:.2} ms | |",
         ms(index_total, queries),
         ms(sources_total, queries)
+    );
+    println!(
+        "repeated queries: {} of {queries} ({:.0}%), {:.0}% of the index and holders time",
+        repeated.0,
+        repeated.0 as f64 * 100.0 / queries as f64,
+        repeated.1.as_secs_f64() * 100.0 / (index_total + sources_total).as_secs_f64()
     );
     Ok(())
 }
