@@ -2,7 +2,8 @@
 //! in-process against an existing data directory (made by the `search` bench; stop its server
 //! first) and splits each search into the index part and the holders part (SQLite, or the holders
 //! cache once a content was looked up; the first pass over the stream fills it). It also says
-//! how many queries repeat an earlier one, and their share of the time.
+//! how many queries repeat an earlier one, and their share of the time, and what tantivy's own
+//! top-documents collector takes for the same queries (the engine's floor).
 //!
 //! `cargo run --release -p peerdex-benches --example search_breakdown -- /tmp/pdx-10m 10000000`
 
@@ -50,6 +51,8 @@ fn main() -> anyhow::Result<()> {
     let mut distinct = HashSet::new();
     // Queries seen before in the stream, and their time: what a cache of results could save.
     let mut repeated = (0u64, Duration::ZERO);
+    // The same queries through tantivy's own top-documents collector: the engine's floor.
+    let mut engine_only = Duration::ZERO;
     for _ in 0..queries {
         let q = corpus.query(&mut rng);
         let repeat = !distinct.insert(format!("{q:?}"));
@@ -72,6 +75,8 @@ fn main() -> anyhow::Result<()> {
         let page: Vec<i64> = found.groups.iter().map(|g| g.content).collect();
         let holders = db.holders_of(&page)?;
         let resolved = Instant::now();
+        index.top_documents_only(&spec)?;
+        engine_only += resolved.elapsed();
         let filter = match (q.kind, q.ext, q.min_size) {
             (Some(_), _, _) => "kind",
             (_, Some(_), _) => "ext",
@@ -116,6 +121,12 @@ fn main() -> anyhow::Result<()> {
         "| all | {queries} | {:.2} ms | {:.2} ms | |",
         ms(index_total, queries),
         ms(sources_total, queries)
+    );
+    println!(
+        "tantivy's top {} documents alone (no grouping, filters or online check, whole words \
+         only): {:.2} ms per query",
+        20,
+        ms(engine_only, queries)
     );
     println!(
         "repeated queries: {} of {queries} ({:.0}%), {:.0}% of the index and holders time",

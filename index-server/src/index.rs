@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use peerdex_shared::FileKind;
 use peerdex_shared::kind::extension_of;
-use tantivy::collector::{Collector, SegmentCollector};
+use tantivy::collector::{Collector, SegmentCollector, TopDocs};
 use tantivy::columnar::{Column, StrColumn};
 use tantivy::directory::MmapDirectory;
 use tantivy::index::SegmentId;
@@ -407,6 +407,17 @@ impl SearchIndex {
             floor: Mutex::new(Score::MIN),
         };
         Ok(searcher.search(query, &collector)?)
+    }
+
+    /// The engine's floor for `spec`, for benchmarks: tantivy's own best `want` documents for
+    /// the whole-word query (block-max pruning, no grouping, filters or online check). Returns
+    /// how many it found.
+    #[doc(hidden)]
+    pub fn top_documents_only(&self, spec: &SearchSpec) -> Result<usize, IndexError> {
+        let searcher = self.reader.searcher();
+        let query = self.build_query(spec, false);
+        let top = TopDocs::with_limit(spec.want.max(1)).order_by_score();
+        Ok(searcher.search(&*query, &top)?.len())
     }
 
     /// Documents in the last committed snapshot (for tests and stats).
