@@ -13,7 +13,8 @@
 //!    heartbeats at the server's interval for the whole run.
 //! 3. For each client count (`--clients 1,16,64`): closed-loop searches (a client sends its next
 //!    query when the previous answer is read) for `--seconds`, after a short warm-up.
-//!    Reports QPS and p50/p95/p99.
+//!    Reports QPS and p50/p95/p99, and the server's CPU time over the same window: cores busy
+//!    and CPU per search (what capacity on this machine comes down to).
 //! 4. Churn at `--churn-clients` clients: peers log out and come back (reconnect with an unchanged
 //!    list) at `--churn-per-sec`; the p99 is compared with the same clients without churn.
 //! 5. The server's resident memory (anonymous and file-backed) and the data directory's size,
@@ -212,6 +213,8 @@ struct RunResult {
     errors: u64,
     empty: u64,
     elapsed: Duration,
+    /// CPU time the server used while latencies were recorded.
+    server_cpu: Duration,
 }
 
 impl RunResult {
@@ -222,20 +225,24 @@ impl RunResult {
 
     fn row(&self, label: &str) -> String {
         format!(
-            "| {label} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {} | {:.0} % |",
+            "| {label} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {} | {:.0} % | {:.2} | {:.2} ms |",
             self.latencies.len() as f64 / self.elapsed.as_secs_f64(),
             self.at(0.50),
             self.at(0.95),
             self.at(0.99),
             self.errors,
             self.empty as f64 * 100.0 / self.latencies.len().max(1) as f64,
+            self.server_cpu.as_secs_f64() / self.elapsed.as_secs_f64(),
+            self.server_cpu.as_secs_f64() * 1e3 / self.latencies.len() as f64,
         )
     }
 }
 
-/// `clients` closed-loop clients for `warmup` (not recorded) then `measure`.
+/// `clients` closed-loop clients for `warmup` (not recorded) then `measure`, against the server
+/// with process id `server`.
 async fn search_run(
     url: &str,
+    server: u32,
     corpus: &Arc<Corpus>,
     clients: usize,
     warmup: Duration,
@@ -244,6 +251,12 @@ async fn search_run(
 ) -> anyhow::Result<RunResult> {
     let start = Instant::now();
     let (record_from, deadline) = (start + warmup, start + warmup + measure);
+    let server_cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(record_from.into()).await;
+        let before = cpu_time(server);
+        tokio::time::sleep_until(deadline.into()).await;
+        cpu_time(server).saturating_sub(before)
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..clients {
         let client = ServerClient::new(url)?;
@@ -281,6 +294,7 @@ async fn search_run(
         errors: 0,
         empty: 0,
         elapsed: measure,
+        server_cpu: Duration::ZERO,
     };
     while let Some(done) = tasks.join_next().await {
         let (latencies, errors, empty) = done?;
@@ -288,6 +302,7 @@ async fn search_run(
         result.errors += errors;
         result.empty += empty;
     }
+    result.server_cpu = server_cpu.await?;
     if result.latencies.is_empty() {
         bail!("no search answered in {measure:?}");
     }
@@ -326,6 +341,23 @@ fn churn(
         while tasks.join_next().await.is_some() {}
         cycles.load(Ordering::Relaxed)
     })
+}
+
+/// CPU time (user and system, all threads) process `pid` has used so far; zero if unreadable.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3, the state;
+    // utime and stime are fields 14 and 15, in clock ticks (USER_HZ, 100 on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 /// A process's memory in bytes: `[Pss_Anon, Pss_File, VmHWM]`. Proportional set sizes, because
@@ -486,13 +518,22 @@ async fn main() -> anyhow::Result<()> {
     memory_row("with all peers online", pid, args.entries);
 
     println!(
-        "\n| clients | QPS | p50 | p95 | p99 | errors | empty answers |\n|---|---|---|---|---|---|---|"
+        "\n| clients | QPS | p50 | p95 | p99 | errors | empty answers | server cores busy | server CPU per search |\n|---|---|---|---|---|---|---|---|---|"
     );
     let measure = Duration::from_secs(args.seconds);
     let warmup = Duration::from_secs(3);
     let mut reference = None;
     for (run, &clients) in args.clients.iter().enumerate() {
-        let result = search_run(&server.url, &corpus, clients, warmup, measure, run as u64).await?;
+        let result = search_run(
+            &server.url,
+            pid,
+            &corpus,
+            clients,
+            warmup,
+            measure,
+            run as u64,
+        )
+        .await?;
         println!("{}", result.row(&clients.to_string()));
         if clients == args.churn_clients {
             reference = Some(result);
@@ -504,6 +545,7 @@ async fn main() -> anyhow::Result<()> {
             None => {
                 search_run(
                     &server.url,
+                    pid,
                     &corpus,
                     args.churn_clients,
                     warmup,
@@ -517,6 +559,7 @@ async fn main() -> anyhow::Result<()> {
         let churning = churn(peers.clone(), args.churn_per_sec, churn_stop.clone());
         let during = search_run(
             &server.url,
+            pid,
             &corpus,
             args.churn_clients,
             warmup,
