@@ -112,28 +112,35 @@ impl TestServer {
 
     /// Waits until searching `q` gives exactly `n` distinct results.
     pub async fn wait_for_hits(&self, q: &str, n: usize) -> SearchResponse {
+        self.wait_for_hits_within(q, n, Duration::from_secs(10))
+            .await
+    }
+
+    /// [`TestServer::wait_for_hits`] with another bound: benchmarks index lists of millions.
+    pub async fn wait_for_hits_within(
+        &self,
+        q: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> SearchResponse {
         let client = self.client();
         let query = SearchQuery {
             q: q.into(),
             limit: Some(100),
             ..Default::default()
         };
-        wait_until(
-            &format!("search {q:?} to give {n} hits"),
-            Duration::from_secs(10),
-            || {
-                let client = client.clone();
-                let query = query.clone();
-                async move {
-                    let result = client.search(&query).await.unwrap();
-                    if result.hits.len() == n {
-                        Ok(result)
-                    } else {
-                        Err(format!("{} hits: {:?}", result.hits.len(), names(&result)))
-                    }
+        wait_until(&format!("search {q:?} to give {n} hits"), timeout, || {
+            let client = client.clone();
+            let query = query.clone();
+            async move {
+                let result = client.search(&query).await.unwrap();
+                if result.hits.len() == n {
+                    Ok(result)
+                } else {
+                    Err(format!("{} hits: {:?}", result.hits.len(), names(&result)))
                 }
-            },
-        )
+            }
+        })
         .await
     }
 }
