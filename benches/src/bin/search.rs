@@ -238,17 +238,25 @@ impl RunResult {
     }
 }
 
-/// `clients` closed-loop clients for `warmup` (not recorded) then `measure`, against the server
-/// with process id `server`.
-async fn search_run(
-    url: &str,
+/// What every search run shares: the server (URL and process id), the corpus and the timing.
+struct Runs<'a> {
+    url: &'a str,
     server: u32,
-    corpus: &Arc<Corpus>,
-    clients: usize,
+    corpus: &'a Arc<Corpus>,
     warmup: Duration,
     measure: Duration,
-    run: u64,
-) -> anyhow::Result<RunResult> {
+}
+
+/// `clients` closed-loop clients for `warmup` (not recorded) then `measure`; `run` picks their
+/// query streams.
+async fn search_run(runs: &Runs<'_>, clients: usize, run: u64) -> anyhow::Result<RunResult> {
+    let Runs {
+        url,
+        server,
+        corpus,
+        warmup,
+        measure,
+    } = *runs;
     let start = Instant::now();
     let (record_from, deadline) = (start + warmup, start + warmup + measure);
     let server_cpu = tokio::spawn(async move {
@@ -520,20 +528,16 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "\n| clients | QPS | p50 | p95 | p99 | errors | empty answers | server cores busy | server CPU per search |\n|---|---|---|---|---|---|---|---|---|"
     );
-    let measure = Duration::from_secs(args.seconds);
-    let warmup = Duration::from_secs(3);
+    let runs = Runs {
+        url: &server.url,
+        server: pid,
+        corpus: &corpus,
+        warmup: Duration::from_secs(3),
+        measure: Duration::from_secs(args.seconds),
+    };
     let mut reference = None;
     for (run, &clients) in args.clients.iter().enumerate() {
-        let result = search_run(
-            &server.url,
-            pid,
-            &corpus,
-            clients,
-            warmup,
-            measure,
-            run as u64,
-        )
-        .await?;
+        let result = search_run(&runs, clients, run as u64).await?;
         println!("{}", result.row(&clients.to_string()));
         if clients == args.churn_clients {
             reference = Some(result);
@@ -542,31 +546,11 @@ async fn main() -> anyhow::Result<()> {
     if args.churn_per_sec > 0 {
         let reference = match reference {
             Some(r) => r,
-            None => {
-                search_run(
-                    &server.url,
-                    pid,
-                    &corpus,
-                    args.churn_clients,
-                    warmup,
-                    measure,
-                    100,
-                )
-                .await?
-            }
+            None => search_run(&runs, args.churn_clients, 100).await?,
         };
         let churn_stop = Arc::new(AtomicBool::new(false));
         let churning = churn(peers.clone(), args.churn_per_sec, churn_stop.clone());
-        let during = search_run(
-            &server.url,
-            pid,
-            &corpus,
-            args.churn_clients,
-            warmup,
-            measure,
-            101,
-        )
-        .await?;
+        let during = search_run(&runs, args.churn_clients, 101).await?;
         churn_stop.store(true, Ordering::Relaxed);
         let cycles = churning.await?;
         println!(
