@@ -13,6 +13,7 @@ pub mod connect_back;
 pub mod download;
 pub mod identity;
 pub mod server_api;
+pub mod units;
 
 pub use identity::Identity;
 pub use server_api::ServerClient;

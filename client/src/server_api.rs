@@ -43,6 +43,34 @@ impl ApiError {
     }
 }
 
+/// Checks that `base` is an `http://HOST[:PORT]` URL, with a message that says how to fix it.
+fn check_url(base: &str) -> Result<(), ApiError> {
+    let bad = |why: String| Err(ApiError::BadUrl(format!("{base:?} {why}")));
+    // `localhost:7700` would parse as the scheme "localhost".
+    if !base.contains("://") {
+        return bad(format!("has no scheme; write http://{base}"));
+    }
+    let url = match reqwest::Url::parse(base) {
+        Ok(url) => url,
+        Err(e) => return bad(format!("is not a URL ({e})")),
+    };
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return bad("uses https, which this client cannot speak yet; use http://".into());
+        }
+        other => {
+            return bad(format!(
+                "has the scheme {other:?}; index servers speak http://"
+            ));
+        }
+    }
+    if url.host().is_none() {
+        return bad("has no host".into());
+    }
+    Ok(())
+}
+
 /// Search filters, as query parameters.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SearchQuery {
@@ -119,8 +147,10 @@ pub fn ndjson<T: serde::Serialize>(items: &[T]) -> Vec<u8> {
 }
 
 impl ServerClient {
-    /// A client for the server at `base` (e.g. `http://127.0.0.1:7700`).
+    /// A client for the server at `base` (e.g. `http://127.0.0.1:7700`); refuses a URL that
+    /// cannot name an index server (no scheme, another scheme, no host).
     pub fn new(base: &str) -> Result<ServerClient, ApiError> {
+        check_url(base)?;
         // No overall timeout (a full list of a million entries takes a while), but a server
         // that stops answering mid-request is given up on.
         let http = reqwest::Client::builder()

@@ -958,7 +958,8 @@ impl Db {
         };
         let card = self.read(|conn| {
             conn.prepare_cached(
-                "SELECT peer_key, nickname, ip, port, reachability FROM peers WHERE id = ?1",
+                "SELECT peer_key, nickname, ip, port, reachability, registered_at FROM peers
+                 WHERE id = ?1",
             )?
             .query_row([peer], |r| {
                 Ok((
@@ -967,16 +968,18 @@ impl Db {
                     r.get(2)?,
                     r.get::<_, i64>(3)?,
                     r.get(4)?,
+                    r.get::<_, i64>(5)?,
                 ))
             })
             .optional()?
-            .map(|(key, nickname, ip, port, reachability)| {
+            .map(|(key, nickname, ip, port, reachability, registered_at)| {
                 Ok::<_, DbError>(PeerCard {
                     key: PeerId::from_bytes(blob32(key)?),
                     nickname,
                     ip,
                     port: u16::try_from(port).unwrap_or(0),
                     reachability: reachability_from(reachability),
+                    registered_at,
                 })
             })
             .transpose()

@@ -122,6 +122,8 @@ pub struct PeerCard {
     pub port: u16,
     /// Connect-back state.
     pub reachability: Reachability,
+    /// Unix time the key first registered (its history on this server).
+    pub registered_at: i64,
 }
 
 struct ContentPart {
@@ -337,6 +339,7 @@ mod tests {
             ip: None,
             port: 0,
             reachability: Reachability::Firewalled,
+            registered_at: 0,
         });
         let seen = cache.peer(5).unwrap_err();
         cache.forget_peer(6);

@@ -1,11 +1,13 @@
 //! Connect-back: before a peer is advertised as reachable, dial the address others would be told
 //! to dial and check that whoever answers there holds the peer's key.
 //!
-//! The server only ever dials the IP it saw the registration come from, so it cannot be pointed
-//! at a third party's host; probes per target IP are rate-limited so it cannot be used to hammer
-//! one either. Redirects are not followed and the answer is read with a size cap and a deadline.
+//! The server only ever dials the IP it saw the request come from, so it cannot be pointed at a
+//! third party's host. Every dial, whatever asked for it (a registration, a reverse-connection
+//! request), goes through one [`Prober`] and its per-target-IP rate limit, so the server cannot be
+//! used to hammer a host either. Redirects are not followed and the answer is read with a size
+//! cap and a deadline.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty, Limited};
@@ -15,7 +17,7 @@ use peerdex_shared::PeerId;
 use peerdex_shared::api::{CONNECT_BACK_PATH, ConnectBackAnswer};
 use peerdex_shared::identity::connect_back_message;
 
-use crate::limits::random_hex;
+use crate::limits::{IpRateLimiter, random_hex};
 
 /// Largest answer read from a probed peer.
 const MAX_ANSWER_BYTES: usize = 4096;
@@ -23,6 +25,10 @@ const MAX_ANSWER_BYTES: usize = 4096;
 /// Why a probe did not verify the peer.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
+    /// The target IP had its share of probes this minute (`probe.per_ip_per_minute`); nothing
+    /// was dialled.
+    #[error("too many connect-back probes to this address; try again in a minute")]
+    RateLimited,
     /// No answer in time.
     #[error("timed out")]
     Timeout,
@@ -34,15 +40,32 @@ pub enum ProbeError {
     BadAnswer(String),
 }
 
-/// Dials `addr` and checks that it answers the challenge signed by `peer`.
-pub async fn connect_back(
-    addr: SocketAddr,
-    peer: PeerId,
+/// The only way the server dials out: connect-back probes, rate-limited per target IP.
+pub struct Prober {
+    per_ip: IpRateLimiter,
     timeout: Duration,
-) -> Result<(), ProbeError> {
-    tokio::time::timeout(timeout, probe(addr, peer))
-        .await
-        .map_err(|_| ProbeError::Timeout)?
+}
+
+impl Prober {
+    /// At most `per_ip_per_minute` probes per target IP, each given `timeout`.
+    pub fn new(per_ip_per_minute: u32, timeout: Duration) -> Prober {
+        Prober {
+            per_ip: IpRateLimiter::new(per_ip_per_minute),
+            timeout,
+        }
+    }
+
+    /// Dials `addr` and checks that it answers the challenge signed by `peer`, unless the
+    /// target IP is over its rate ([`ProbeError::RateLimited`], nothing dialled).
+    pub async fn connect_back(&self, addr: SocketAddr, peer: PeerId) -> Result<(), ProbeError> {
+        let ip: IpAddr = addr.ip().to_canonical();
+        if !self.per_ip.allow(&ip) {
+            return Err(ProbeError::RateLimited);
+        }
+        tokio::time::timeout(self.timeout, probe(addr, peer))
+            .await
+            .map_err(|_| ProbeError::Timeout)?
+    }
 }
 
 async fn probe(addr: SocketAddr, peer: PeerId) -> Result<(), ProbeError> {

@@ -39,6 +39,32 @@ pub struct QueryPlan {
     pub excluded: Vec<Clause>,
 }
 
+impl Clause {
+    /// Whether the clause occurs in `terms` (a text's terms, in order, from
+    /// [`text::tokenize`]); a word matches as a prefix only with `allow_prefix` and its own
+    /// `prefix` flag, as in the index.
+    fn occurs_in(&self, terms: &[String], allow_prefix: bool) -> bool {
+        match self {
+            Clause::Word { term, prefix } => terms
+                .iter()
+                .any(|t| t == term || (allow_prefix && *prefix && t.starts_with(term.as_str()))),
+            Clause::Phrase(phrase) => {
+                !phrase.is_empty() && terms.windows(phrase.len()).any(|w| w == phrase.as_slice())
+            }
+        }
+    }
+}
+
+impl QueryPlan {
+    /// Whether a text (a path within a share) matches the plan the way the index matches it:
+    /// every required clause occurs (words also as prefixes), no excluded one does (exactly).
+    pub fn matches(&self, text: &str) -> bool {
+        let terms = text::tokenize(text);
+        self.required.iter().all(|c| c.occurs_in(&terms, true))
+            && !self.excluded.iter().any(|c| c.occurs_in(&terms, false))
+    }
+}
+
 /// Why a query was refused (all map to 400).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum QueryError {
@@ -209,6 +235,19 @@ mod tests {
             parse("a --x", &LIMITS).unwrap().excluded,
             [word("x", false)]
         );
+    }
+
+    #[test]
+    fn plans_match_texts_as_the_index_does() {
+        let plan = parse(r#"beat "abbey road" -live"#, &LIMITS).unwrap();
+        assert!(plan.matches("The Beatles/Abbey Road/Come Together.mp3"));
+        assert!(!plan.matches("The Beatles/Abbey Road (Live)/Come Together.mp3"));
+        assert!(!plan.matches("The Beatles/Road Abbey/x.mp3"));
+        // Exclusions are exact words: "liverpool" is not "live".
+        assert!(plan.matches("Beatles/Abbey Road/Liverpool.mp3"));
+        let cjk = parse("千尋", &LIMITS).unwrap();
+        assert!(cjk.matches("千と千尋の神隠し.mkv"));
+        assert!(!cjk.matches("神隠し.mkv"));
     }
 
     #[test]

@@ -81,7 +81,10 @@ impl Server {
             presence,
             nonces: NonceStore::new(NONCE_TTL),
             registrations: IpRateLimiter::new(config.probe.registrations_per_ip_per_minute),
-            probes: IpRateLimiter::new(config.probe.per_ip_per_minute),
+            prober: crate::probe::Prober::new(
+                config.probe.per_ip_per_minute,
+                Duration::from_millis(config.probe.timeout_ms),
+            ),
             search_slots: Semaphore::new(config.search.concurrency),
             stats_cache: Mutex::new(None),
             tasks: TaskTracker::new(),

@@ -13,6 +13,7 @@ use crate::db::{Counts, Db};
 use crate::index::{Nudger, SearchIndex};
 use crate::limits::{IpRateLimiter, NonceStore};
 use crate::presence::Presence;
+use crate::probe::Prober;
 use crate::transfers::{ControlHub, Relay, ServerKey};
 
 /// How long a registration nonce stays valid.
@@ -37,8 +38,8 @@ pub struct AppState {
     pub nonces: NonceStore,
     /// Challenges and registrations per client IP.
     pub registrations: IpRateLimiter,
-    /// Connect-back probes per target IP.
-    pub probes: IpRateLimiter,
+    /// Every connect-back dial, rate-limited per target IP.
+    pub prober: Prober,
     /// Searches allowed to run at once.
     pub search_slots: Semaphore,
     /// Cached store-wide counts.

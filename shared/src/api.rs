@@ -184,8 +184,13 @@ pub struct SearchHit {
     pub hash: FileHash,
     /// Size in bytes.
     pub size: u64,
-    /// The most common file name among its online sources.
+    /// The file name shown: the most common name among the online copies whose path matched
+    /// the query (among all online copies when none did, as for the sources endpoint).
     pub name: String,
+    /// Where that copy is: its share and folder (`"Music/Beatles/Abbey Road"`), without the file
+    /// name; empty when unknown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub folder: String,
     /// Lowercase extension of that name.
     pub ext: String,
     /// Kind derived from the extension.
@@ -226,9 +231,25 @@ pub struct SearchResponse {
 pub struct SourcesResponse {
     /// Content hash.
     pub hash: FileHash,
-    /// Size in bytes (the size most online sources agree on).
+    /// Size in bytes: the claimed size with the best evidence (PROTOCOL §3.11). A size claim is
+    /// not proof: the downloader proves it with the piece hashes.
     pub size: u64,
-    /// Online peers that hold it.
+    /// Online peers that hold it at that size.
+    pub sources: Vec<Source>,
+    /// Other sizes online peers claim for the same hash, best evidence first, each with its own
+    /// sources: a downloader whose proof fails at `size` tries these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_sizes: Vec<SizeClaim>,
+}
+
+/// One size claimed for a content hash, and the online peers that claim it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SizeClaim {
+    /// Size in bytes.
+    pub size: u64,
+    /// How many online peers claim it.
+    pub sources_online: u64,
+    /// Up to the sources cap of those peers, reachable ones first.
     pub sources: Vec<Source>,
 }
 

@@ -63,6 +63,10 @@ pub enum NameError {
     /// Contains a NUL or another control character.
     #[error("contains control character U+{0:04X}")]
     ControlChar(u32),
+    /// Contains an invisible formatting character (Unicode category Cf, such as the
+    /// right-to-left override U+202E, which can disguise an extension).
+    #[error("contains invisible formatting character U+{0:04X}")]
+    FormatChar(u32),
     /// Contains an empty, `.` or `..` component.
     #[error("has a {0} component")]
     BadComponent(BadComponent),
@@ -92,11 +96,25 @@ impl fmt::Display for BadComponent {
     }
 }
 
+/// Whether `c` is an invisible formatting character that names must not carry: Unicode's
+/// format category (Cf: bidirectional overrides and isolates, zero-width spaces, the byte order
+/// mark, ...), except the zero-width joiner and non-joiner, which some scripts and emoji need.
+/// Bidirectional controls make `evil\u{202E}gpj.exe` display as `evilexe.jpg`.
+pub fn is_invisible_format(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    !matches!(c, '\u{200C}' | '\u{200D}') && c.general_category() == GeneralCategory::Format
+}
+
 fn check_controls(text: &str) -> Result<(), NameError> {
-    match text.chars().find(|c| c.is_control()) {
-        Some(c) => Err(NameError::ControlChar(c as u32)),
-        None => Ok(()),
+    for c in text.chars() {
+        if c.is_control() {
+            return Err(NameError::ControlChar(c as u32));
+        }
+        if is_invisible_format(c) {
+            return Err(NameError::FormatChar(c as u32));
+        }
     }
+    Ok(())
 }
 
 fn has_drive_prefix(text: &str) -> bool {
@@ -210,9 +228,13 @@ pub fn validate_nickname(nick: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-/// The form under which nicknames are compared for uniqueness: `Alice` and `alice` are one name.
+/// The form under which nicknames are compared for uniqueness: compatibility-normalised and
+/// case-folded (NFKC_Casefold), so `Alice`, `alice` and full-width `ａｌｉｃｅ` are one name.
 pub fn nickname_key(nick: &str) -> String {
-    nick.to_lowercase()
+    use unicode_normalization::UnicodeNormalization;
+    // Folding can leave text unnormalised (and NFKC can expose new case pairs): NFKC, fold, NFKC.
+    let folded = caseless::default_case_fold_str(&nick.nfkc().collect::<String>());
+    folded.nfkc().collect()
 }
 
 /// Which field of a list entry is invalid, and why.
@@ -299,6 +321,10 @@ mod tests {
             ("a\nb", NameError::ControlChar(10)),
             ("a\u{7f}", NameError::ControlChar(0x7f)),
             ("a\u{85}", NameError::ControlChar(0x85)),
+            ("evil\u{202e}gpj.exe", NameError::FormatChar(0x202e)),
+            ("a\u{200b}b", NameError::FormatChar(0x200b)),
+            ("\u{feff}a", NameError::FormatChar(0xfeff)),
+            ("a\u{2066}b\u{2069}", NameError::FormatChar(0x2066)),
         ];
         for (path, want) in table {
             assert_eq!(check(path).as_ref(), Err(want), "{path:?}");
@@ -347,5 +373,21 @@ mod tests {
         assert_eq!(validate_nickname("-x"), Err(NameError::BadChar('-')));
         assert!(validate_nickname(&"x".repeat(33)).is_err());
         assert_eq!(nickname_key("ALICE"), nickname_key("alice"));
+        // Full-width and other compatibility forms are the same name.
+        assert_eq!(nickname_key("ａｌｉｃｅ"), "alice");
+        assert_eq!(nickname_key("Ａｌｉｃｅ"), nickname_key("alice"));
+        assert_eq!(nickname_key("Straße"), nickname_key("STRASSE"));
+        assert_ne!(nickname_key("alice"), nickname_key("alice2"));
+    }
+
+    #[test]
+    fn joiners_some_scripts_need_are_kept() {
+        // Persian uses the zero-width non-joiner; emoji sequences the joiner.
+        assert_eq!(check("می\u{200c}خواهم.mp3"), Ok(()));
+        assert_eq!(check("👩\u{200d}💻.png"), Ok(()));
+        assert_eq!(
+            validate_share_name("Mu\u{202e}sic"),
+            Err(NameError::FormatChar(0x202e))
+        );
     }
 }

@@ -173,6 +173,9 @@ pub struct Channel {
     pub link: SharedLink,
     /// Connections opened on tickets at once (each is an outbound connection).
     pub connections: Arc<tokio::sync::Semaphore>,
+    /// Notified when an open channel drops: the sync loop checks on the server at once instead
+    /// of at its next heartbeat, so `peerdex status` does not call a stopped server online.
+    pub check_server: Arc<tokio::sync::Notify>,
 }
 
 impl Channel {
@@ -182,12 +185,14 @@ impl Channel {
         sessions: watch::Receiver<Option<Session>>,
         files: Arc<FileServer>,
         link: SharedLink,
+        check_server: Arc<tokio::sync::Notify>,
     ) -> Channel {
         Channel {
             url,
             sessions,
             files,
             link,
+            check_server,
             connections: Arc::new(tokio::sync::Semaphore::new(MAX_TICKET_CONNECTIONS)),
         }
     }
@@ -230,6 +235,7 @@ impl Channel {
             self.set_open(false);
             if opened {
                 delay = Duration::from_secs(1);
+                self.check_server.notify_one();
             }
             match outcome {
                 Ok(()) => delay = Duration::from_secs(1),

@@ -75,6 +75,19 @@ pub struct ShareConfig {
     pub include_hidden: bool,
 }
 
+impl ShareConfig {
+    /// A share of `path` with the default settings.
+    pub fn new(path: PathBuf) -> ShareConfig {
+        ShareConfig {
+            path,
+            name: None,
+            exclude: Vec::new(),
+            follow_symlinks: false,
+            include_hidden: false,
+        }
+    }
+}
+
 /// Upload slots, queue and connection limits of the file server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -356,6 +369,12 @@ pub struct AgentConfig {
     pub scan: ScanConfig,
     /// Where downloads land while the agent runs.
     pub download_dir: PathBuf,
+    /// The config file the shares were read from: the running agent reads them again from it
+    /// when `peerdex share` or `unshare` changed it. `None` when the shares came from the command
+    /// line (`--share`), which a config file edit does not change.
+    pub shares_file: Option<PathBuf>,
+    /// Settings of the config file that shape the shares (downloads shared or not).
+    pub download: DownloadConfig,
 }
 
 impl AgentConfig {
@@ -368,63 +387,15 @@ impl AgentConfig {
         share_configs: &[ShareConfig],
         file: &ConfigFile,
     ) -> anyhow::Result<AgentConfig> {
-        let mut shares: Vec<Share> = Vec::new();
-        for config in share_configs {
-            // A folder that is missing now (an unmounted disk) is kept: its files stay in the
-            // catalog and the index, and the scanner picks it up when it is back.
-            let root = canonical_dir(&config.path).unwrap_or_else(|e| {
-                tracing::warn!(share = %config.path.display(), error = %format!("{e:#}"),
-                    "shared folder unavailable; keeping its files as they were");
-                config.path.clone()
-            });
-            let name = share_name(config)?;
-            if let Some(other) = shares.iter().find(|s| s.name == name) {
-                bail!(
-                    "two shares are named {name:?} ({} and {}); set name = \"...\" on one",
-                    other.root.display(),
-                    root.display()
-                );
-            }
-            shares.push(Share {
-                name,
-                root,
-                rules: ShareRules::new(config)?,
-            });
+        crate::ServerClient::new(&server).with_context(|| format!("index server {server:?}"))?;
+        if let Some(nick) = &nick {
+            peerdex_shared::validate::validate_nickname(nick)
+                .with_context(|| format!("nickname {nick:?} is not valid"))?;
         }
         if file.upload.slots == 0 || file.upload.per_peer == 0 {
             bail!("upload.slots and upload.per_peer must be at least 1");
         }
-        let download_dir = match &file.download.dir {
-            Some(dir) => dir.clone(),
-            None => dirs::download_dir()
-                .map(|d| d.join("peerdex"))
-                .unwrap_or_else(|| state.join("downloads")),
-        };
-        // Downloads become shared once complete (partial files are never shared), unless the
-        // folder is already inside a share or sharing them is turned off.
-        let inside_a_share = shares.iter().any(|s| download_dir.starts_with(&s.root));
-        if file.download.share.unwrap_or(true) && !inside_a_share {
-            std::fs::create_dir_all(&download_dir)
-                .with_context(|| format!("creating download folder {}", download_dir.display()))?;
-            let root = canonical_dir(&download_dir)?;
-            if shares.iter().any(|s| s.name == DOWNLOADS_SHARE) {
-                bail!(
-                    "a share is named {DOWNLOADS_SHARE:?}; rename it or set download.share = false"
-                );
-            }
-            let config = ShareConfig {
-                path: root.clone(),
-                name: Some(DOWNLOADS_SHARE.into()),
-                exclude: Vec::new(),
-                follow_symlinks: false,
-                include_hidden: false,
-            };
-            shares.push(Share {
-                name: DOWNLOADS_SHARE.into(),
-                root,
-                rules: ShareRules::new(&config)?,
-            });
-        }
+        let (shares, download_dir) = resolve_shares(share_configs, &file.download, &state)?;
         Ok(AgentConfig {
             server,
             nick,
@@ -434,6 +405,8 @@ impl AgentConfig {
             upload: file.upload.clone(),
             scan: file.scan.clone(),
             download_dir,
+            shares_file: None,
+            download: file.download.clone(),
         })
     }
 
@@ -446,6 +419,66 @@ impl AgentConfig {
     pub fn walk_threads(&self) -> usize {
         threads_or_cores(self.scan.walk_threads)
     }
+}
+
+/// The shares an agent runs with, validated: the configured folders plus, when downloads are
+/// shared, the download folder (as the share `downloads`). Also returns the download folder.
+pub fn resolve_shares(
+    share_configs: &[ShareConfig],
+    download: &DownloadConfig,
+    state: &Path,
+) -> anyhow::Result<(Vec<Share>, PathBuf)> {
+    let mut shares: Vec<Share> = Vec::new();
+    for config in share_configs {
+        // A folder that is missing now (an unmounted disk) is kept: its files stay in the
+        // catalog and the index, and the scanner picks it up when it is back.
+        let root = canonical_dir(&config.path).unwrap_or_else(|e| {
+            tracing::warn!(share = %config.path.display(), error = %format!("{e:#}"),
+                "shared folder unavailable; it is shared once it is there, and files already \
+                 shared from it stay as they were");
+            config.path.clone()
+        });
+        let name = share_name(config)?;
+        if let Some(other) = shares.iter().find(|s| s.name == name) {
+            bail!(
+                "two shares are named {name:?} ({} and {}); set name = \"...\" on one",
+                other.root.display(),
+                root.display()
+            );
+        }
+        shares.push(Share {
+            name,
+            root,
+            rules: ShareRules::new(config)?,
+        });
+    }
+    let download_dir = match &download.dir {
+        Some(dir) => dir.clone(),
+        None => dirs::download_dir()
+            .map(|d| d.join("peerdex"))
+            .unwrap_or_else(|| state.join("downloads")),
+    };
+    // Downloads become shared once complete (partial files are never shared), unless the
+    // folder is already inside a share or sharing them is turned off.
+    let inside_a_share = shares.iter().any(|s| download_dir.starts_with(&s.root));
+    if download.share.unwrap_or(true) && !inside_a_share {
+        std::fs::create_dir_all(&download_dir)
+            .with_context(|| format!("creating download folder {}", download_dir.display()))?;
+        let root = canonical_dir(&download_dir)?;
+        if shares.iter().any(|s| s.name == DOWNLOADS_SHARE) {
+            bail!("a share is named {DOWNLOADS_SHARE:?}; rename it or set download.share = false");
+        }
+        let config = ShareConfig {
+            name: Some(DOWNLOADS_SHARE.into()),
+            ..ShareConfig::new(root.clone())
+        };
+        shares.push(Share {
+            name: DOWNLOADS_SHARE.into(),
+            root,
+            rules: ShareRules::new(&config)?,
+        });
+    }
+    Ok((shares, download_dir))
 }
 
 fn threads_or_cores(configured: usize) -> usize {

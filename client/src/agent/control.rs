@@ -1,25 +1,61 @@
-//! The local control socket: a Unix socket in the state directory (owner-only) through which
-//! `peerdex status` reads the running agent's status. No network port is involved.
+//! The local control socket: a Unix socket in the state directory (owner-only) through which the
+//! command line talks to the running agent: `peerdex status` reads its status, `peerdex share`
+//! and `unshare` make it pick up the changed config file at once. No network port is involved.
 //!
-//! Protocol: connect, read one JSON [`AgentStatus`] document until the agent closes.
+//! Protocol: connect, write one JSON [`Request`] line, read one JSON document until the agent
+//! closes: an [`AgentStatus`] for `status`, a [`ShareChange`] (or `{"error": …}`) for
+//! `reload_shares`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use super::AgentStatus;
 
 /// File name of the socket in the state directory.
 pub const SOCKET_FILE: &str = "agent.sock";
 
-/// Largest status document accepted by `peerdex status`.
-const MAX_STATUS_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest answer accepted from the agent.
+const MAX_ANSWER_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Longest request line the agent reads.
+const MAX_REQUEST_BYTES: u64 = 4096;
+
+/// What the command line asks the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    /// The agent's status.
+    Status,
+    /// Read the shares from the config file again and serve exactly those.
+    ReloadShares,
+}
+
+/// How the agent's shares changed on `reload_shares`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareChange {
+    /// Share names now served.
+    pub shares: Vec<String>,
+    /// Shares added (they are being scanned).
+    pub added: Vec<String>,
+    /// Shares removed (no longer served; their files leave the index).
+    pub removed: Vec<String>,
+}
+
+/// What the agent does for the control socket.
+pub trait Controls: Send + Sync + 'static {
+    /// The status now (blocking: reads the catalog).
+    fn status(&self) -> AgentStatus;
+    /// Re-reads the shares from the config file and applies them (blocking).
+    fn reload_shares(&self) -> anyhow::Result<ShareChange>;
+}
 
 /// Binds the socket; fails when another agent is already running on this state directory.
 pub async fn bind(state: &Path) -> anyhow::Result<(UnixListener, PathBuf)> {
@@ -40,14 +76,10 @@ pub async fn bind(state: &Path) -> anyhow::Result<(UnixListener, PathBuf)> {
     Ok((listener, path))
 }
 
-/// Answers status requests until `stop`.
-pub async fn serve(
-    listener: UnixListener,
-    status: Arc<dyn Fn() -> AgentStatus + Send + Sync>,
-    stop: CancellationToken,
-) {
+/// Answers requests until `stop`.
+pub async fn serve(listener: UnixListener, controls: Arc<dyn Controls>, stop: CancellationToken) {
     loop {
-        let mut stream = tokio::select! {
+        let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
@@ -58,33 +90,90 @@ pub async fn serve(
             },
             () = stop.cancelled() => return,
         };
-        let status = status.clone();
-        tokio::spawn(async move {
-            let document = tokio::task::spawn_blocking(move || status()).await;
-            if let Ok(document) = document {
-                let body = serde_json::to_vec(&document).unwrap_or_default();
-                let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&body)).await;
-            }
-        });
+        tokio::spawn(answer(stream, controls.clone()));
     }
 }
 
-/// Reads the status of the agent running on `state`.
-pub async fn query(state: &Path) -> anyhow::Result<AgentStatus> {
+async fn answer(stream: UnixStream, controls: Arc<dyn Controls>) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));
+    let read = reader.read_line(&mut line);
+    let request = match tokio::time::timeout(Duration::from_secs(5), read).await {
+        Ok(Ok(_)) => serde_json::from_str::<Request>(line.trim()),
+        _ => return,
+    };
+    let body = match request {
+        Ok(Request::Status) => match tokio::task::spawn_blocking(move || controls.status()).await {
+            Ok(status) => serde_json::to_vec(&status).unwrap_or_default(),
+            Err(_) => return,
+        },
+        Ok(Request::ReloadShares) => {
+            let outcome = tokio::task::spawn_blocking(move || controls.reload_shares()).await;
+            let document = match outcome {
+                Ok(Ok(change)) => {
+                    info!(added = ?change.added, removed = ?change.removed, "shares reloaded");
+                    serde_json::to_value(&change).unwrap_or_default()
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %format!("{e:#}"), "reloading the shares failed");
+                    serde_json::json!({ "error": format!("{e:#}") })
+                }
+                Err(_) => serde_json::json!({ "error": "the reload task failed" }),
+            };
+            document.to_string().into_bytes()
+        }
+        Err(e) => serde_json::json!({ "error": format!("unknown request: {e}") })
+            .to_string()
+            .into_bytes(),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), write.write_all(&body)).await;
+}
+
+/// Sends `request` to the agent running on `state` and returns its answer.
+async fn ask(state: &Path, request: Request) -> anyhow::Result<Vec<u8>> {
     let path = state.join(SOCKET_FILE);
-    let stream = UnixStream::connect(&path).await.with_context(|| {
+    let mut stream = UnixStream::connect(&path).await.with_context(|| {
         format!(
             "no agent is running with state directory {} (start one with `peerdex agent`)",
             state.display()
         )
     })?;
+    let mut line = serde_json::to_vec(&request)?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .await
+        .context("writing to the agent")?;
     let mut body = Vec::new();
     tokio::time::timeout(
-        Duration::from_secs(10),
-        stream.take(MAX_STATUS_BYTES).read_to_end(&mut body),
+        Duration::from_secs(30),
+        stream.take(MAX_ANSWER_BYTES).read_to_end(&mut body),
     )
     .await
-    .context("the agent did not answer within 10 s")?
-    .context("reading the agent's status")?;
+    .context("the agent did not answer within 30 s")?
+    .context("reading the agent's answer")?;
+    Ok(body)
+}
+
+/// Reads the status of the agent running on `state`.
+pub async fn query(state: &Path) -> anyhow::Result<AgentStatus> {
+    let body = ask(state, Request::Status).await?;
     serde_json::from_slice(&body).context("the agent's status is not valid")
+}
+
+/// Whether an agent answers on `state`'s control socket.
+pub fn is_running(state: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(state.join(SOCKET_FILE)).is_ok()
+}
+
+/// Tells the agent running on `state` to serve the shares of its config file now.
+pub async fn reload_shares(state: &Path) -> anyhow::Result<ShareChange> {
+    let body = ask(state, Request::ReloadShares).await?;
+    let document: serde_json::Value =
+        serde_json::from_slice(&body).context("the agent's answer is not valid")?;
+    if let Some(error) = document.get("error").and_then(|e| e.as_str()) {
+        bail!("the running agent did not take the change: {error}");
+    }
+    serde_json::from_value(document).context("the agent's answer is not valid")
 }

@@ -179,8 +179,8 @@ fn hash_pieces(
 pub struct HashLoop {
     /// Where unhashed files are found and hashes recorded.
     pub catalog: Arc<Catalog>,
-    /// Shares by name.
-    pub roots: HashMap<String, Share>,
+    /// The shares now.
+    pub shares: super::LiveShares,
     /// Threads to hash with.
     pub threads: usize,
     /// Counters.
@@ -198,7 +198,7 @@ pub struct HashLoop {
 pub fn run(inputs: HashLoop, stop: CancellationToken) -> Result<(), CatalogError> {
     let HashLoop {
         catalog,
-        roots,
+        shares,
         threads,
         progress,
         wake,
@@ -229,6 +229,7 @@ pub fn run(inputs: HashLoop, stop: CancellationToken) -> Result<(), CatalogError
         }
         let span = info_span!("hash_batch", files = batch.len());
         let _guard = span.enter();
+        let roots = super::shares_by_name(&shares.borrow());
         let outcome = hash_batch(&roots, &batch, threads, &progress, &stop);
         let mut hashed = Vec::new();
         let mut changed = Vec::new();

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use peerdex_shared::PeerId;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch as live};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -36,8 +36,9 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::Identity;
 use catalog::{Catalog, ShareCounts};
 pub use config::AgentConfig;
-use config::Share;
-use progress::{Progress, ProgressSnapshot};
+use config::{ConfigFile, Share, resolve_shares};
+use control::{Controls, ShareChange};
+use progress::{Progress, ProgressSnapshot, Unshareable};
 use scan::Scanner;
 use serve::{FileServer, UploadInfo};
 use sync::{LinkStatus, SharedLink, Syncer};
@@ -91,10 +92,22 @@ pub struct AgentStatus {
     pub unsynced_changes: u64,
     /// Shares and their counts.
     pub shares: Vec<ShareStatus>,
+    /// Files and folders left out because their names cannot be shared.
+    #[serde(default)]
+    pub unshareable: Vec<Unshareable>,
     /// Scan and hash progress.
     pub progress: ProgressSnapshot,
     /// Uploads.
     pub uploads: UploadStatus,
+}
+
+/// The shares the agent serves now. The whole list is replaced when `peerdex share` or
+/// `unshare` changed the config file; readers take the current list with `borrow()`.
+pub type LiveShares = live::Receiver<Arc<Vec<Share>>>;
+
+/// Shares by name, for lookups.
+pub fn shares_by_name(shares: &[Share]) -> HashMap<String, Share> {
+    shares.iter().map(|s| (s.name.clone(), s.clone())).collect()
 }
 
 /// A running agent.
@@ -103,11 +116,40 @@ pub struct AgentHandle {
     pub serve_addr: Option<SocketAddr>,
     /// Our peer id.
     pub peer_id: PeerId,
-    status: Arc<dyn Fn() -> AgentStatus + Send + Sync>,
+    controls: Arc<AgentControls>,
     stop: CancellationToken,
+    failure: Failure,
     tasks: TaskTracker,
     hasher: Option<std::thread::JoinHandle<()>>,
     socket: PathBuf,
+}
+
+/// A failure no retry can mend (the server refuses our nickname, say): it stops the agent.
+#[derive(Clone, Default)]
+pub struct Failure {
+    error: Arc<Mutex<Option<String>>>,
+    failed: CancellationToken,
+}
+
+impl Failure {
+    /// Records the failure (the first one counts) and wakes whoever waits for one.
+    pub fn fail(&self, error: String) {
+        self.error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(error);
+        self.failed.cancel();
+    }
+
+    /// Waits for a failure and returns what it was.
+    pub async fn wait(&self) -> String {
+        self.failed.cancelled().await;
+        self.error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default()
+    }
 }
 
 impl std::fmt::Debug for AgentHandle {
@@ -122,7 +164,18 @@ impl std::fmt::Debug for AgentHandle {
 impl AgentHandle {
     /// The agent's status now.
     pub fn status(&self) -> AgentStatus {
-        (self.status)()
+        self.controls.status()
+    }
+
+    /// Reads the shares from the config file again and serves exactly those.
+    pub fn reload_shares(&self) -> anyhow::Result<ShareChange> {
+        self.controls.reload_shares()
+    }
+
+    /// Resolves when the agent hit a failure that retrying cannot mend, with the reason; it
+    /// then does nothing useful and should be shut down.
+    pub async fn failed(&self) -> String {
+        self.failure.wait().await
     }
 
     /// Stops every part (logging out of the server) and waits for them.
@@ -134,6 +187,104 @@ impl AgentHandle {
             let _ = tokio::task::spawn_blocking(move || hasher.join()).await;
         }
         let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// What the control socket and [`AgentHandle`] reach: the parts status is read from, and the
+/// live share list.
+struct AgentControls {
+    peer_id: PeerId,
+    nick: String,
+    serve_addr: Option<SocketAddr>,
+    config: AgentConfig,
+    catalog: Arc<Catalog>,
+    link: SharedLink,
+    files: Arc<FileServer>,
+    progress: Arc<Progress>,
+    shares: live::Sender<Arc<Vec<Share>>>,
+    /// Notified when the catalog changed (the sync loop sends the difference).
+    changed: Arc<Notify>,
+    /// Serialises reloads: two at once would both diff against the same old list.
+    reloading: Mutex<()>,
+}
+
+impl Controls for AgentControls {
+    fn status(&self) -> AgentStatus {
+        let reader = self.catalog.reader();
+        let counts: HashMap<String, ShareCounts> = reader
+            .as_ref()
+            .ok()
+            .and_then(|r| Catalog::counts(r).ok())
+            .map(|c| c.into_iter().collect())
+            .unwrap_or_default();
+        let unsynced_changes = reader
+            .as_ref()
+            .ok()
+            .and_then(|r| Catalog::pending_count(r).ok())
+            .unwrap_or(0);
+        let (_, queued) = self.files.slot_usage();
+        let stats = &self.files.stats;
+        AgentStatus {
+            peer_id: self.peer_id,
+            nick: self.nick.clone(),
+            serving: self.serve_addr,
+            download_dir: self.config.download_dir.clone(),
+            server: self.link.lock().map(|l| l.clone()).unwrap_or_default(),
+            unsynced_changes,
+            shares: self
+                .shares
+                .borrow()
+                .iter()
+                .map(|s| ShareStatus {
+                    name: s.name.clone(),
+                    root: s.root.clone(),
+                    counts: counts.get(&s.name).cloned().unwrap_or_default(),
+                })
+                .collect(),
+            unshareable: self.progress.unshareable(),
+            progress: self.progress.snapshot(),
+            uploads: UploadStatus {
+                slots: self.config.upload.slots,
+                active: stats.active(),
+                queued,
+                bytes_sent: stats.bytes_sent.load(Ordering::Relaxed),
+                completed: stats.completed.load(Ordering::Relaxed),
+                refused: stats.refused.load(Ordering::Relaxed),
+            },
+        }
+    }
+
+    fn reload_shares(&self) -> anyhow::Result<ShareChange> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(path) = &self.config.shares_file else {
+            anyhow::bail!(
+                "this agent was started with --share, so its shares come from the command line; \
+                 restart it to share other folders"
+            );
+        };
+        let file = ConfigFile::load(path)?;
+        let (shares, _) = resolve_shares(&file.shares, &self.config.download, &self.config.state)?;
+        let old: Vec<String> = self
+            .shares
+            .borrow()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        let names: Vec<String> = shares.iter().map(|s| s.name.clone()).collect();
+        // The catalog first: a removed share's files leave it (and, by the next delta, the
+        // index) before the file server and scanner see the new list.
+        let removed_files = self.catalog.retain_shares(&names)?;
+        self.progress.retain_unshareable(&names);
+        let change = ShareChange {
+            added: names.iter().filter(|n| !old.contains(n)).cloned().collect(),
+            removed: old.iter().filter(|n| !names.contains(n)).cloned().collect(),
+            shares: names,
+        };
+        self.shares.send_replace(Arc::new(shares));
+        if removed_files > 0 {
+            self.changed.notify_one();
+        }
+        Ok(change)
     }
 }
 
@@ -178,20 +329,17 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     let serve_addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
 
     let stop = CancellationToken::new();
+    let failure = Failure::default();
     let tasks = TaskTracker::new();
     let progress = Arc::new(Progress::default());
     let changed = Arc::new(Notify::new());
     let wake_hasher = Arc::new(Notify::new());
     let (rescan_tx, rescan_rx) = mpsc::unbounded_channel::<(String, String)>();
-    let roots: HashMap<String, Share> = config
-        .shares
-        .iter()
-        .map(|s| (s.name.clone(), s.clone()))
-        .collect();
+    let (shares_tx, shares) = live::channel(Arc::new(config.shares.clone()));
 
     let files = FileServer::new(
         catalog.clone(),
-        roots.clone(),
+        shares.clone(),
         identity.clone(),
         config.upload.clone(),
         rescan_tx.clone(),
@@ -203,7 +351,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     let hasher = {
         let inputs = hash::HashLoop {
             catalog: catalog.clone(),
-            roots,
+            shares: shares.clone(),
             threads: config.hash_threads(),
             progress: progress.clone(),
             wake: wake_hasher.clone(),
@@ -222,6 +370,8 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     };
 
     let link: SharedLink = Arc::new(Mutex::new(LinkStatus::default()));
+    // The control channel dropping is the first sign of a server gone: the sync loop checks.
+    let check_server = Arc::new(Notify::new());
     let (sessions, session_updates) = tokio::sync::watch::channel(None);
     tasks.spawn(
         channel::Channel::new(
@@ -229,6 +379,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
             session_updates,
             files.clone(),
             link.clone(),
+            check_server.clone(),
         )
         .run(stop.clone())
         .instrument(info_span!("control")),
@@ -240,8 +391,10 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         port: serve_addr.map_or(0, |a| a.port()),
         catalog: catalog.clone(),
         changed: changed.clone(),
+        check_server,
         link: link.clone(),
         sessions,
+        failure: failure.clone(),
     };
     tasks.spawn(syncer.run(stop.clone()).instrument(info_span!("sync")));
 
@@ -253,11 +406,11 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         scan_loop(
             ScanLoop {
                 scanner,
-                shares: config.shares.clone(),
+                shares: shares.clone(),
                 config: config.clone(),
                 progress: progress.clone(),
                 wake_hasher,
-                changed,
+                changed: changed.clone(),
                 rescan_tx,
                 rescan_rx,
                 catalog: catalog.clone(),
@@ -272,63 +425,31 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         stop.clone(),
     ));
 
-    let status: Arc<dyn Fn() -> AgentStatus + Send + Sync> = {
-        let shares = config.shares.clone();
-        let download_dir = config.download_dir.clone();
-        let slots = config.upload.slots;
-        let catalog = catalog.clone();
-        Arc::new(move || {
-            let reader = catalog.reader();
-            let counts: HashMap<String, ShareCounts> = reader
-                .as_ref()
-                .ok()
-                .and_then(|r| Catalog::counts(r).ok())
-                .map(|c| c.into_iter().collect())
-                .unwrap_or_default();
-            let unsynced_changes = reader
-                .as_ref()
-                .ok()
-                .and_then(|r| Catalog::pending_count(r).ok())
-                .unwrap_or(0);
-            let (_, queued) = files.slot_usage();
-            AgentStatus {
-                peer_id,
-                nick: nick.clone(),
-                serving: serve_addr,
-                download_dir: download_dir.clone(),
-                server: link.lock().map(|l| l.clone()).unwrap_or_default(),
-                unsynced_changes,
-                shares: shares
-                    .iter()
-                    .map(|s| ShareStatus {
-                        name: s.name.clone(),
-                        root: s.root.clone(),
-                        counts: counts.get(&s.name).cloned().unwrap_or_default(),
-                    })
-                    .collect(),
-                progress: progress.snapshot(),
-                uploads: UploadStatus {
-                    slots,
-                    active: files.stats.active(),
-                    queued,
-                    bytes_sent: files.stats.bytes_sent.load(Ordering::Relaxed),
-                    completed: files.stats.completed.load(Ordering::Relaxed),
-                    refused: files.stats.refused.load(Ordering::Relaxed),
-                },
-            }
-        })
-    };
+    let controls = Arc::new(AgentControls {
+        peer_id,
+        nick,
+        serve_addr,
+        config,
+        catalog,
+        link,
+        files,
+        progress,
+        shares: shares_tx,
+        changed,
+        reloading: Mutex::new(()),
+    });
     tasks.spawn(control::serve(
         control_listener,
-        status.clone(),
+        controls.clone(),
         stop.clone(),
     ));
 
     Ok(AgentHandle {
         serve_addr,
         peer_id,
-        status,
+        controls,
         stop,
+        failure,
         tasks,
         hasher: Some(hasher),
         socket,
@@ -337,7 +458,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
 
 struct ScanLoop {
     scanner: Arc<Scanner>,
-    shares: Vec<Share>,
+    shares: LiveShares,
     config: AgentConfig,
     progress: Arc<Progress>,
     wake_hasher: Arc<Notify>,
@@ -347,69 +468,110 @@ struct ScanLoop {
     catalog: Arc<Catalog>,
 }
 
-/// Initial full scan, then targeted rescans from events and periodic full rescans.
-async fn scan_loop(mut state: ScanLoop, stop: CancellationToken) {
-    let full_scan = |state: &ScanLoop| {
-        let scanner = state.scanner.clone();
-        let shares = state.shares.clone();
-        let progress = state.progress.clone();
-        let catalog = state.catalog.clone();
-        async move {
-            progress.scanning.store(true, Ordering::Relaxed);
-            let started = Instant::now();
-            let outcome = tokio::task::spawn_blocking(move || {
-                for share in &shares {
-                    match scanner.scan(share, "", true) {
-                        Ok(report) => info!(
-                            share = %share.name,
-                            dirs = report.dirs,
-                            files = report.files,
-                            changed = report.changed,
-                            unshareable_names = report.unshareable_names,
-                            unreadable_dirs = report.unreadable_dirs,
-                            "scan finished"
-                        ),
-                        Err(e) => error!(share = %share.name, error = %e, "scan failed"),
-                    }
+impl ScanLoop {
+    /// Scans `shares` in full, then collects the catalog's garbage.
+    async fn full_scan(&self, shares: Vec<Share>) {
+        let scanner = self.scanner.clone();
+        let progress = self.progress.clone();
+        let catalog = self.catalog.clone();
+        progress.scanning.store(true, Ordering::Relaxed);
+        let started = Instant::now();
+        let outcome = tokio::task::spawn_blocking(move || {
+            for share in &shares {
+                match scanner.scan(share, "", true) {
+                    Ok(report) => info!(
+                        share = %share.name,
+                        dirs = report.dirs,
+                        files = report.files,
+                        changed = report.changed,
+                        unshareable_names = report.unshareable_names,
+                        unreadable_dirs = report.unreadable_dirs,
+                        "scan finished"
+                    ),
+                    Err(e) => error!(share = %share.name, error = %e, "scan failed"),
                 }
-                let _ = catalog.collect_garbage();
-            })
-            .await;
-            if outcome.is_err() {
-                error!("the scan task panicked");
             }
-            progress.scanning.store(false, Ordering::Relaxed);
-            info!(elapsed = ?started.elapsed(), "all shares scanned");
+            let _ = catalog.collect_garbage();
+        })
+        .await;
+        if outcome.is_err() {
+            error!("the scan task panicked");
         }
-    };
-    full_scan(&state).await;
-    state.wake_hasher.notify_one();
-    state.changed.notify_one();
+        progress.scanning.store(false, Ordering::Relaxed);
+        info!(elapsed = ?started.elapsed(), "shares scanned");
+    }
 
-    let mut watching = None;
-    let mut interval = Duration::from_secs(state.config.scan.rescan_interval_secs.max(1));
-    if state.config.scan.watch {
-        match watch::watch(&state.shares, state.rescan_tx.clone()) {
-            Ok(w) => watching = Some(w),
+    /// Watches the shares that can be watched. Returns the watch and the poll interval to use:
+    /// the full rescan interval when every share is watched, the poll interval otherwise.
+    fn watch(&self, shares: &[Share]) -> (Option<watch::Watch>, Duration) {
+        let full = Duration::from_secs(self.config.scan.rescan_interval_secs.max(1));
+        let poll = Duration::from_secs(self.config.scan.poll_interval_secs.max(1));
+        if !self.config.scan.watch {
+            return (None, full);
+        }
+        match watch::watch(shares, self.rescan_tx.clone()) {
+            Ok((watching, missing)) if missing.is_empty() => (Some(watching), full),
+            Ok((watching, missing)) => {
+                // Watched once they exist: the next poll finds them and watches again.
+                for share in missing {
+                    warn!(share = %share.name, folder = %share.root.display(),
+                        "shared folder does not exist (yet); it is shared once it is there");
+                }
+                (Some(watching), poll)
+            }
             Err(e) => {
-                interval = Duration::from_secs(state.config.scan.poll_interval_secs.max(1));
                 warn!(
                     error = %e,
-                    poll_every = ?interval,
+                    poll_every = ?poll,
                     "cannot watch the shares for changes (on Linux, raise fs.inotify.max_user_watches); \
                      falling back to rescanning them periodically"
                 );
+                (None, poll)
             }
         }
     }
+}
+
+/// Initial full scan, then targeted rescans from events, periodic full rescans, and scans of
+/// shares added while running.
+async fn scan_loop(mut state: ScanLoop, stop: CancellationToken) {
+    let mut current: Arc<Vec<Share>> = state.shares.borrow_and_update().clone();
+    state.full_scan(current.to_vec()).await;
+    state.wake_hasher.notify_one();
+    state.changed.notify_one();
+
+    let (mut watching, mut interval) = state.watch(&current);
     let debounce = Duration::from_millis(state.config.scan.debounce_ms);
     let mut next_full = tokio::time::Instant::now() + interval;
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
             () = tokio::time::sleep_until(next_full) => {
-                full_scan(&state).await;
+                state.full_scan(current.to_vec()).await;
+                if interval < Duration::from_secs(state.config.scan.rescan_interval_secs.max(1)) {
+                    // Some shares were not watched: try again (a folder may have appeared).
+                    drop(watching.take());
+                    (watching, interval) = state.watch(&current);
+                }
                 next_full = tokio::time::Instant::now() + interval;
+            }
+            changed = state.shares.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let new: Arc<Vec<Share>> = state.shares.borrow_and_update().clone();
+                let added: Vec<Share> = new
+                    .iter()
+                    .filter(|s| !current.iter().any(|c| c.name == s.name && c.root == s.root))
+                    .cloned()
+                    .collect();
+                current = new;
+                drop(watching.take());
+                (watching, interval) = state.watch(&current);
+                next_full = tokio::time::Instant::now() + interval;
+                if !added.is_empty() {
+                    state.full_scan(added).await;
+                }
             }
             first = state.rescan_rx.recv() => {
                 let Some(first) = first else { break };
@@ -423,7 +585,7 @@ async fn scan_loop(mut state: ScanLoop, stop: CancellationToken) {
                     paths.insert(more);
                 }
                 let scanner = state.scanner.clone();
-                let shares = state.shares.clone();
+                let shares = current.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     for (name, rel) in paths {
                         let Some(share) = shares.iter().find(|s| s.name == name) else {

@@ -1,9 +1,10 @@
 //! Scan and hash progress: counters the scanner and hasher bump, which `peerdex status` reads
 //! and which are shown as a progress bar on a terminal or as periodic log lines otherwise.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -27,7 +28,23 @@ pub struct Progress {
     pub files_hashed: AtomicU64,
     /// Bytes read for hashing since the agent started.
     pub bytes_hashed: AtomicU64,
+    /// Names the scanner left out because they cannot be shared, by (share, folder).
+    unshareable: Mutex<BTreeMap<(String, String), Vec<Unshareable>>>,
 }
+
+/// A file or folder left out of a share because its name cannot be shared.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Unshareable {
+    /// The share.
+    pub share: String,
+    /// Its path within the share (not UTF-8 bytes shown as U+FFFD).
+    pub path: String,
+    /// Why it cannot be shared.
+    pub reason: String,
+}
+
+/// Most unshareable names remembered (the rest are counted by the scan's log line).
+const MAX_UNSHAREABLE: usize = 1000;
 
 /// A snapshot of [`Progress`], as `peerdex status` shows it.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -72,6 +89,36 @@ impl Progress {
     /// Bytes read so far (also counted while a large file is still being hashed).
     pub fn add_bytes_hashed(&self, bytes: u64) {
         self.bytes_hashed.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Records the names of `dir` in `share` that could not be shared, replacing what an
+    /// earlier scan of that folder found.
+    pub fn unshareable_in(&self, share: &str, dir: &str, names: Vec<Unshareable>) {
+        let mut all = self.unshareable.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (share.to_owned(), dir.to_owned());
+        if names.is_empty() {
+            all.remove(&key);
+            return;
+        }
+        let held: usize = all.values().map(Vec::len).sum();
+        if held < MAX_UNSHAREABLE {
+            let room = MAX_UNSHAREABLE - held;
+            all.insert(key, names.into_iter().take(room).collect());
+        }
+    }
+
+    /// Forgets the unshareable names of shares not in `shares` (unshared folders).
+    pub fn retain_unshareable(&self, shares: &[String]) {
+        self.unshareable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(share, _), _| shares.contains(share));
+    }
+
+    /// Every unshareable name found, by share and path.
+    pub fn unshareable(&self) -> Vec<Unshareable> {
+        let all = self.unshareable.lock().unwrap_or_else(|p| p.into_inner());
+        all.values().flatten().cloned().collect()
     }
 
     /// A copy of the counters.

@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 
 use super::catalog::{Catalog, CatalogError, Change, FileKey, Stat, join};
 use super::config::Share;
-use super::progress::Progress;
+use super::progress::{Progress, Unshareable};
 
 /// What one scan did.
 #[derive(Debug, Clone, Default)]
@@ -224,6 +224,7 @@ impl Scanner {
         let mut dirs: Vec<(String, (u64, u64))> = Vec::new();
         // A listing cut short by an I/O error must not turn the unlisted files into deletions.
         let mut complete = true;
+        let mut unshareable = Vec::new();
         for entry in entries {
             let entry = match entry {
                 Ok(entry) => entry,
@@ -234,15 +235,28 @@ impl Scanner {
                     break;
                 }
             };
-            let Ok(name) = entry.file_name().into_string() else {
-                report.unshareable_names += 1;
-                debug!(dir = %path.display(), "skipping a name that is not UTF-8");
-                continue;
+            let name = match entry.file_name().into_string() {
+                Ok(name) => name,
+                Err(raw) => {
+                    report.unshareable_names += 1;
+                    debug!(dir = %path.display(), "skipping a name that is not UTF-8");
+                    unshareable.push(Unshareable {
+                        share: share.name.clone(),
+                        path: join(&job.rel, &raw.to_string_lossy()),
+                        reason: "is not valid UTF-8".into(),
+                    });
+                    continue;
+                }
             };
             let rel = join(&job.rel, &name);
-            if validate_relative_path(&rel, &self.limits).is_err() {
+            if let Err(e) = validate_relative_path(&rel, &self.limits) {
                 report.unshareable_names += 1;
                 debug!(share = %share.name, path = %rel, "skipping a name that cannot be shared");
+                unshareable.push(Unshareable {
+                    share: share.name.clone(),
+                    path: rel,
+                    reason: e.to_string(),
+                });
                 continue;
             }
             let file_type = match entry.file_type() {
@@ -280,6 +294,10 @@ impl Scanner {
             }
         }
         report.files = files.len() as u64;
+        if complete {
+            self.progress
+                .unshareable_in(&share.name, &job.rel, unshareable);
+        }
         self.progress
             .files_seen
             .fetch_add(files.len() as u64, Ordering::Relaxed);

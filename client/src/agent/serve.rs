@@ -33,8 +33,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
+use super::LiveShares;
 use super::catalog::{Catalog, FileRecord, Stat};
-use super::config::{Share, UploadConfig};
+use super::config::UploadConfig;
 use super::hash::open_shared;
 use super::slots::{Bandwidth, Refusal, SlotGuard, SlotLimits, Slots};
 use crate::Identity;
@@ -92,7 +93,7 @@ impl ServeStats {
 pub struct FileServer {
     catalog: Arc<Catalog>,
     readers: Mutex<Vec<Connection>>,
-    roots: HashMap<String, Share>,
+    shares: LiveShares,
     identity: Identity,
     config: UploadConfig,
     slots: Arc<Slots>,
@@ -217,7 +218,7 @@ impl FileServer {
     /// A file server over `catalog`.
     pub fn new(
         catalog: Arc<Catalog>,
-        roots: HashMap<String, Share>,
+        shares: LiveShares,
         identity: Identity,
         config: UploadConfig,
         rescan: mpsc::UnboundedSender<(String, String)>,
@@ -232,7 +233,7 @@ impl FileServer {
         Arc::new(FileServer {
             catalog,
             readers: Mutex::new(Vec::new()),
-            roots,
+            shares,
             identity,
             config,
             slots,
@@ -462,8 +463,10 @@ impl FileServer {
     /// Files that changed are queued for a rescan.
     fn open_verified(&self, files: &[FileRecord]) -> Result<(std::fs::File, FileRecord), bool> {
         let mut changed = false;
+        // The shares now: a file of a share removed since the lookup is not served.
+        let shares = self.shares.borrow().clone();
         for file in files {
-            let Some(share) = self.roots.get(&file.key.share) else {
+            let Some(share) = shares.iter().find(|s| s.name == file.key.share) else {
                 continue;
             };
             let rel = file.key.rel_path();

@@ -18,7 +18,7 @@ use flate2::write::GzEncoder;
 use peerdex_shared::api::{DeltaOp, ErrorCode, Reachability};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::catalog::{Catalog, CatalogError, FullUpload, Verdict};
 use crate::server_api::ApiError;
@@ -121,6 +121,30 @@ impl SyncError {
             SyncError::Api(e) if matches!(e.code(), Some(ErrorCode::Unauthorized | ErrorCode::Forbidden))
         )
     }
+
+    /// An answer to registration that no retry can change: the nickname belongs to another key,
+    /// or the server refuses what we sent (an invalid nickname), or the URL cannot work. The
+    /// agent stops with the reason instead of retrying forever.
+    fn permanent(&self, nick: &str) -> Option<String> {
+        let SyncError::Api(e) = self else {
+            return None;
+        };
+        match e {
+            ApiError::BadUrl(why) => Some(format!("bad server URL: {why}")),
+            ApiError::Server { body, .. } => match body.code {
+                ErrorCode::NicknameTaken => Some(format!(
+                    "the index server refuses the nickname {nick:?}: it belongs to another peer \
+                     (pick another with --nick or `nick = \"...\"` in the config file)"
+                )),
+                ErrorCode::BadRequest => Some(format!(
+                    "the index server refuses this agent's registration: {}",
+                    body.error
+                )),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 /// How long to wait before retrying after a server that refuses the list as it is.
@@ -143,6 +167,10 @@ pub struct Syncer {
     pub catalog: Arc<Catalog>,
     /// Notified when the catalog changed.
     pub changed: Arc<Notify>,
+    /// Notified when the server may be gone (the control channel dropped): heartbeat now.
+    pub check_server: Arc<Notify>,
+    /// Where a failure no retry can mend is reported (it stops the agent).
+    pub failure: super::Failure,
     /// Status for `peerdex status`.
     pub link: SharedLink,
     /// Where each new session is published, for the control channel.
@@ -179,6 +207,18 @@ impl Syncer {
             }
             if registered {
                 backoff.reset();
+            }
+            if !registered
+                && let Err(e) = &outcome
+                && let Some(reason) = e.permanent(&self.nick)
+            {
+                update(&self.link, |l| {
+                    l.online = false;
+                    l.last_error = Some(reason.clone());
+                });
+                error!(server = %self.url, error = %reason, "stopping: retrying cannot help");
+                self.failure.fail(reason);
+                return;
             }
             let delay = match outcome {
                 Ok(()) => return,
@@ -250,7 +290,12 @@ impl Syncer {
                     update(&self.link, |l| l.online = false);
                     return Ok(());
                 }
-                () = tokio::time::sleep_until(next_heartbeat) => {
+                () = async {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(next_heartbeat) => {}
+                        () = self.check_server.notified() => {}
+                    }
+                } => {
                     let beat = client.heartbeat().await?;
                     interval = Duration::from_secs(beat.heartbeat_interval_secs.max(1));
                     next_heartbeat = tokio::time::Instant::now() + interval;

@@ -43,13 +43,14 @@ fn is_change(kind: &EventKind) -> bool {
     }
 }
 
-/// Watches every share and sends `(share name, path)` of changed entries to `changes`.
+/// Watches every share whose folder exists and sends `(share name, path)` of changed entries to
+/// `changes`; also returns the shares whose folder does not exist (they cannot be watched yet).
 /// Fails when the system cannot watch them (e.g. the inotify watch limit is reached); the
 /// caller then falls back to periodic rescans.
 pub fn watch(
     shares: &[Share],
     changes: mpsc::UnboundedSender<(String, String)>,
-) -> Result<Watch, notify::Error> {
+) -> Result<(Watch, Vec<Share>), notify::Error> {
     let targets = shares.to_vec();
     let handler = move |result: notify::Result<Event>| match result {
         Ok(event) if is_change(&event.kind) => {
@@ -73,8 +74,20 @@ pub fn watch(
     };
     let config = notify::Config::default().with_follow_symlinks(false);
     let mut watcher = RecommendedWatcher::new(handler, config)?;
+    let mut missing = Vec::new();
     for share in shares {
-        watcher.watch(&share.root, RecursiveMode::Recursive)?;
+        if !share.root.is_dir() {
+            missing.push(share.clone());
+            continue;
+        }
+        match watcher.watch(&share.root, RecursiveMode::Recursive) {
+            Ok(()) => {}
+            // Removed between the check and the watch.
+            Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => {
+                missing.push(share.clone())
+            }
+            Err(e) => return Err(e),
+        }
     }
-    Ok(Watch { _watcher: watcher })
+    Ok((Watch { _watcher: watcher }, missing))
 }

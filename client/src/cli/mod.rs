@@ -18,6 +18,7 @@ use crate::agent::config::{
     AgentConfig, ConfigFile, DEFAULT_LISTEN, ShareConfig, default_config_path, default_state_dir,
 };
 use crate::agent::{self, AgentStatus, KEY_FILE};
+pub use crate::units::human_size;
 
 /// Index server used when none is configured.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
@@ -101,22 +102,6 @@ struct ShareArgs {
     /// Share hidden files and folders too
     #[arg(long)]
     include_hidden: bool,
-}
-
-/// Formats a byte count with binary units.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 fn state_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {

@@ -7,9 +7,14 @@
 //! `shared::pieces`) before it is written at its offset in `NAME.peerdex-part`; a source that
 //! sends a bad byte is dropped and named, and its piece goes back to the pool. Near the end, a
 //! piece still in flight is raced on an idle source. When no source is left the server is asked
-//! again. The finished file is hashed in full, then renamed into place: nothing unverified ever
-//! has the final name. An interrupted download leaves the part and state files; running the
-//! same command again re-verifies them and fetches only what is missing.
+//! again. Every byte of the finished file was verified against a proven piece hash before it was
+//! written, so it is not hashed again: it is flushed and renamed into place, and nothing
+//! unverified ever has the final name. An interrupted download leaves the part and state files;
+//! running the same command again re-verifies them and fetches only what is missing.
+//!
+//! A size is a claim, not a fact: peers may disagree on the size of a hash. Each claimed size is
+//! tried with the sources that claim it, best evidence first, until one is proven by its piece
+//! hashes and pieces.
 
 pub mod names;
 pub mod part;
@@ -24,6 +29,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use peerdex_shared::api::{Source, SourcesResponse};
 use peerdex_shared::pieces::{PieceCv, piece_count, piece_range, root_from_cvs, verify_piece};
 use peerdex_shared::{FileHash, PeerId};
 use tokio::sync::Notify;
@@ -52,7 +58,10 @@ const MIN_SOURCE_RATE: u64 = 1024;
 const MAX_SIZE: u64 = 1 << 42;
 
 /// Times the index server is asked again for sources when none is left.
-const REQUERIES: u32 = 2;
+const REQUERIES: u32 = 3;
+
+/// Wait before the first of those re-asks; each next one waits twice as long.
+const FIRST_REQUERY_WAIT: Duration = Duration::from_secs(1);
 
 /// Where a download goes.
 #[derive(Debug, Clone)]
@@ -107,22 +116,40 @@ pub struct DownloadProgress {
     pub total: AtomicU64,
     /// Bytes verified so far (including pieces kept from an earlier attempt).
     pub verified: AtomicU64,
+    /// Bytes of `verified` kept from an earlier attempt (not moved by this one).
+    pub resumed: AtomicU64,
     /// Sources transferring now.
     pub active_sources: AtomicUsize,
+    /// The file name being written, once known.
+    name: Mutex<Option<String>>,
+    /// Where we wait in a source's upload queue, while no source sends.
+    queued: Mutex<Option<String>>,
     notes: Mutex<Vec<String>>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl DownloadProgress {
     /// Messages for the user since the last call (dropped sources, busy sources).
     pub fn take_notes(&self) -> Vec<String> {
-        std::mem::take(&mut *self.notes.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *locked(&self.notes))
+    }
+
+    /// The name of the file being written, once the download knows it.
+    pub fn name(&self) -> Option<String> {
+        locked(&self.name).clone()
+    }
+
+    /// Our place in a busy source's upload queue (`"number 3 in alice's queue"`), while we
+    /// wait for it.
+    pub fn queued(&self) -> Option<String> {
+        locked(&self.queued).clone()
     }
 
     fn note(&self, message: String) {
-        self.notes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(message);
+        locked(&self.notes).push(message);
     }
 }
 
@@ -149,6 +176,29 @@ pub struct DownloadReport {
     pub sources_dropped: Vec<(String, String)>,
 }
 
+/// What an unfinished download left for the next run of the same command.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    /// The partial file.
+    pub part: PathBuf,
+    /// Verified bytes in it.
+    pub bytes: u64,
+    /// Bytes of the whole content.
+    pub size: u64,
+}
+
+impl std::fmt::Display for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "; {} of {} verified and kept in {}: run the same command again to resume",
+            crate::units::human_size(self.bytes),
+            crate::units::human_size(self.size),
+            self.part.display()
+        )
+    }
+}
+
 /// Why a download failed. Each kind has its own exit code ([`DownloadError::exit_code`]).
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
@@ -156,12 +206,14 @@ pub enum DownloadError {
     #[error("not found: no online peer has {0}")]
     NotFound(FileHash),
     /// Peers have it, but none could deliver it.
-    #[error("no source reachable for {hash}{}", describe(.dropped))]
+    #[error("no source reachable for {hash}{}{}", describe(.dropped), .kept.as_ref().map(ToString::to_string).unwrap_or_default())]
     NoSource {
         /// The content.
         hash: FileHash,
         /// Sources tried and why each was dropped.
         dropped: Vec<(String, String)>,
+        /// What was verified and kept for resuming, if anything.
+        kept: Option<Kept>,
     },
     /// Data did not match the content hash and no honest source was left.
     #[error("verification failed: {0}")]
@@ -172,6 +224,9 @@ pub enum DownloadError {
     /// The destination exists.
     #[error("{0} already exists (use --force to replace it)")]
     Exists(PathBuf),
+    /// The destination is a folder, where a file was asked for.
+    #[error("{0} is a folder: name a file, or download into the folder")]
+    NotAFile(PathBuf),
     /// Interrupted; the partial download is kept for resuming.
     #[error("interrupted (the partial download is kept; run the same command to resume)")]
     Interrupted,
@@ -196,6 +251,17 @@ pub enum DownloadError {
         /// What is wrong.
         source: StateError,
     },
+}
+
+/// A source dropped during a download, and why.
+type Dropped = (String, SourceError);
+
+/// The dropped sources as the report and errors show them.
+fn dropped_text(dropped: &[Dropped]) -> Vec<(String, String)> {
+    dropped
+        .iter()
+        .map(|(source, why)| (source.clone(), why.to_string()))
+        .collect()
 }
 
 fn describe(dropped: &[(String, String)]) -> String {
@@ -354,14 +420,17 @@ enum WorkerEnd {
 
 impl Job {
     fn board(&self) -> std::sync::MutexGuard<'_, Board> {
-        self.board.lock().unwrap_or_else(|p| p.into_inner())
+        locked(&self.board)
+    }
+
+    /// Records how many sources are working: the board sizes its claims by it.
+    fn set_active_sources(&self, count: usize) {
+        self.board().active_sources = count;
+        self.progress.active_sources.store(count, Ordering::Relaxed);
     }
 
     fn fail(&self, error: DownloadError) {
-        self.fatal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert(error);
+        locked(&self.fatal).get_or_insert(error);
         self.cancel.cancel();
     }
 
@@ -501,6 +570,7 @@ impl Job {
     ) -> Result<(), SourceError> {
         match task.await.unwrap_or(Err(DownloadError::Interrupted)) {
             Ok(true) => {
+                locked(&self.progress.queued).take();
                 if self.board().finish(i) {
                     *delivered += 1;
                     self.pieces_fetched.fetch_add(1, Ordering::Relaxed);
@@ -604,7 +674,12 @@ impl Job {
         busy_waited: &mut Duration,
         source: &PeerSource,
     ) -> Option<WorkerEnd> {
-        let SourceError::Busy { retry_after, .. } = &error else {
+        let SourceError::Busy {
+            retry_after,
+            queue_position,
+            ..
+        } = &error
+        else {
             return Some(match error {
                 SourceError::LocalStop => WorkerEnd::Stopped,
                 e => WorkerEnd::Dropped(e),
@@ -615,6 +690,10 @@ impl Job {
         if *busy_waited > self.options.busy_limit {
             return Some(WorkerEnd::Dropped(error));
         }
+        *locked(&self.progress.queued) = Some(match queue_position {
+            Some(n) => format!("number {n} in {}'s queue", source.nickname),
+            None => format!("waiting for {}", source.nickname),
+        });
         debug!(source = %source.label, %error, "source busy; waiting");
         tokio::select! {
             () = tokio::time::sleep(retry_after) => None,
@@ -624,7 +703,7 @@ impl Job {
 }
 
 /// The most common file name among the sources' paths.
-fn common_name(sources: &[peerdex_shared::api::Source]) -> Option<String> {
+fn common_name<'a>(sources: impl IntoIterator<Item = &'a Source>) -> Option<String> {
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for source in sources {
         let name = source.path.rsplit('/').next().unwrap_or(&source.path);
@@ -634,6 +713,55 @@ fn common_name(sources: &[peerdex_shared::api::Source]) -> Option<String> {
         .into_iter()
         .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
         .map(|(name, _)| name.to_owned())
+}
+
+/// The sizes claimed for a hash, best evidence first, each with the sources that claim it.
+/// Implausible sizes are left out.
+fn size_claims(found: &SourcesResponse) -> Vec<(u64, Vec<Source>)> {
+    std::iter::once((found.size, found.sources.clone()))
+        .chain(
+            found
+                .other_sizes
+                .iter()
+                .map(|claim| (claim.size, claim.sources.clone())),
+        )
+        .filter(|(size, _)| *size <= MAX_SIZE)
+        .collect()
+}
+
+/// The sources that claim `size` in an answer of the index server.
+fn claiming(found: &SourcesResponse, size: u64) -> Vec<Source> {
+    size_claims(found)
+        .into_iter()
+        .find(|(claimed, _)| *claimed == size)
+        .map(|(_, sources)| sources)
+        .unwrap_or_default()
+}
+
+/// Where the download goes, checked before anything is fetched: a folder where a file should
+/// be, or an existing file without `force`, is refused at once rather than after the transfer.
+fn final_destination(
+    destination: &Destination,
+    file_name: &str,
+    fallback: &str,
+    force: bool,
+) -> Result<(PathBuf, bool), DownloadError> {
+    let (path, to_stdout) = match destination {
+        Destination::Dir(dir) => (dir.join(file_name), false),
+        Destination::File(path) => (path.clone(), false),
+        Destination::Stdout(work) => (work.join(fallback), true),
+    };
+    if !to_stdout {
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => return Err(DownloadError::NotAFile(path)),
+            Ok(_) if !force => return Err(DownloadError::Exists(path)),
+            _ => {}
+        }
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| DownloadError::io("creating folder", dir, e))?;
+    }
+    Ok((path, to_stdout))
 }
 
 /// Downloads `hash`. `name` is the file name to use with [`Destination::Dir`] (untrusted: it is
@@ -655,60 +783,106 @@ pub async fn download(
         }
         Err(e) => return Err(e.into()),
     };
-    let size = found.size;
+    let claims = size_claims(&found);
+    if claims.is_empty() {
+        return Err(DownloadError::Verification(format!(
+            "the size reported for {hash} ({} bytes) is implausible",
+            found.size
+        )));
+    }
     let fallback = hash.to_string();
     let file_name = sanitize_file_name(
         &name
             .map(str::to_owned)
-            .or_else(|| common_name(&found.sources))
+            .or_else(|| common_name(claims.iter().flat_map(|(_, sources)| sources)))
             .unwrap_or_default(),
         &fallback,
     );
-    let (final_path, to_stdout) = match destination {
-        Destination::Dir(dir) => (dir.join(&file_name), false),
-        Destination::File(path) => (path.clone(), false),
-        Destination::Stdout(work) => (work.join(&fallback), true),
-    };
-    if !to_stdout && !options.force && final_path.exists() {
-        return Err(DownloadError::Exists(final_path));
-    }
-    if let Some(dir) = final_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| DownloadError::io("creating folder", dir, e))?;
-    }
+    let (final_path, to_stdout) =
+        final_destination(destination, &file_name, &fallback, options.force)?;
+    *locked(&progress.name) = Some(file_name);
     let paths = PartPaths::beside(&final_path);
-    let span = info_span!("download", hash = %hash.fmt_short(), size);
-    let result = run(RunInput {
-        server,
-        hash,
-        size,
-        sources: found.sources,
-        paths: &paths,
-        to_stdout,
-        options,
-        progress,
-        cancel,
-    })
-    .instrument(span)
-    .await;
-    let (bytes_fetched, pieces_fetched, pieces_reused, used, dropped) = result?;
-    Ok(DownloadReport {
-        hash,
-        size,
-        path: (!to_stdout).then_some(final_path),
-        elapsed_secs: started.elapsed().as_secs_f64(),
-        bytes_fetched,
-        pieces_fetched,
-        pieces_reused,
-        sources_used: used,
-        sources_dropped: dropped,
-    })
+    let mut unproven: Vec<DownloadError> = Vec::new();
+    for (attempt, (size, sources)) in claims.iter().enumerate() {
+        if attempt > 0 {
+            progress.note(format!(
+                "the size {} was not proven; trying {size} bytes, which other peers claim",
+                claims[attempt - 1].0
+            ));
+        }
+        let span = info_span!("download", hash = %hash.fmt_short(), size);
+        let result = run(RunInput {
+            server,
+            hash,
+            size: *size,
+            sources: sources.clone(),
+            paths: &paths,
+            to_stdout,
+            options,
+            progress: progress.clone(),
+            cancel: cancel.clone(),
+        })
+        .instrument(span)
+        .await;
+        match result {
+            Ok(outcome) => {
+                return Ok(DownloadReport {
+                    hash,
+                    size: *size,
+                    path: (!to_stdout).then_some(final_path),
+                    elapsed_secs: started.elapsed().as_secs_f64(),
+                    bytes_fetched: outcome.bytes_fetched,
+                    pieces_fetched: outcome.pieces_fetched,
+                    pieces_reused: outcome.pieces_reused,
+                    sources_used: outcome.used,
+                    sources_dropped: dropped_text(&outcome.dropped),
+                });
+            }
+            // No source proved this size: another claimed size may be the real one.
+            Err(e @ (DownloadError::Verification(_) | DownloadError::NoSource { .. })) => {
+                unproven.push(e)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // A source that could not be reached may be honest; only when every size was refuted by
+    // its sources' data is the download a verification failure.
+    let mut dropped = Vec::new();
+    let mut kept = None;
+    let mut verification = None;
+    for error in unproven {
+        match error {
+            DownloadError::NoSource {
+                dropped: more,
+                kept: left,
+                ..
+            } => {
+                dropped.extend(more);
+                kept = kept.or(left);
+            }
+            other => verification = verification.or(Some(other)),
+        }
+    }
+    match (kept, dropped.is_empty(), verification) {
+        (kept, false, _) | (kept @ Some(_), true, _) => Err(DownloadError::NoSource {
+            hash,
+            dropped,
+            kept,
+        }),
+        (None, true, Some(verification)) => Err(verification),
+        (None, true, None) => Err(DownloadError::NoSource {
+            hash,
+            dropped,
+            kept: None,
+        }),
+    }
 }
 
 struct RunInput<'a> {
     server: &'a ServerClient,
     hash: FileHash,
     size: u64,
-    sources: Vec<peerdex_shared::api::Source>,
+    sources: Vec<Source>,
     paths: &'a PartPaths,
     to_stdout: bool,
     options: &'a DownloadOptions,
@@ -716,7 +890,130 @@ struct RunInput<'a> {
     cancel: CancellationToken,
 }
 
-type RunOutcome = (u64, u64, u64, Vec<String>, Vec<(String, String)>);
+/// What a finished run did.
+struct RunOutcome {
+    bytes_fetched: u64,
+    pieces_fetched: u64,
+    pieces_reused: u64,
+    used: Vec<String>,
+    dropped: Vec<Dropped>,
+}
+
+/// The sources of one run: those not tried yet, and those that may be tried again. When none is
+/// left the index server is asked again, with growing pauses, a bounded number of times.
+struct SourcePool<'a> {
+    server: &'a ServerClient,
+    hash: FileHash,
+    size: u64,
+    options: &'a DownloadOptions,
+    waiting: Vec<PeerSource>,
+    /// Sources being used or already used, never offered twice at once.
+    tried: HashSet<PeerId>,
+    /// Sources that lied or no longer have the content: never asked again.
+    refused: HashSet<PeerId>,
+    requeries: u32,
+    dropped: Vec<Dropped>,
+}
+
+impl<'a> SourcePool<'a> {
+    fn new(
+        server: &'a ServerClient,
+        hash: FileHash,
+        size: u64,
+        sources: &[Source],
+        options: &'a DownloadOptions,
+    ) -> SourcePool<'a> {
+        let mut pool = SourcePool {
+            server,
+            hash,
+            size,
+            options,
+            waiting: Vec::new(),
+            tried: HashSet::new(),
+            refused: HashSet::new(),
+            requeries: 0,
+            dropped: Vec::new(),
+        };
+        pool.offer(sources);
+        pool
+    }
+
+    fn offer(&mut self, sources: &[Source]) {
+        self.waiting = sources
+            .iter()
+            .filter(|s| {
+                Some(s.peer_id) != self.options.exclude_peer && !self.tried.contains(&s.peer_id)
+            })
+            .map(PeerSource::from_api)
+            .collect();
+    }
+
+    /// The next source to use, if one is waiting.
+    fn take(&mut self) -> Option<PeerSource> {
+        if self.waiting.is_empty() {
+            return None;
+        }
+        let source = self.waiting.remove(0);
+        self.tried.insert(source.peer_id);
+        Some(source)
+    }
+
+    /// Records a dropped source. One that could not be reached, stalled or stayed busy may be
+    /// asked again after the next re-ask of the server; one that lied or lost the file is not.
+    fn drop_source(&mut self, source: &PeerSource, error: SourceError) {
+        if matches!(error, SourceError::BadData(_) | SourceError::Gone(_)) {
+            self.refused.insert(source.peer_id);
+        }
+        self.dropped.push((source.label.clone(), error));
+    }
+
+    /// When nothing is waiting: pauses, asks the index server again and offers the sources not
+    /// in use that may be asked (again). False once the re-asks are used up.
+    async fn refill(&mut self, in_use: &HashSet<PeerId>, cancel: &CancellationToken) -> bool {
+        while self.waiting.is_empty() {
+            if self.requeries >= REQUERIES {
+                return false;
+            }
+            let pause = FIRST_REQUERY_WAIT * 2u32.pow(self.requeries);
+            self.requeries += 1;
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = cancel.cancelled() => return false,
+            }
+            if let Ok(found) = self.server.sources(&self.hash).await {
+                // Everyone not in use and not refused may be tried again.
+                self.tried
+                    .retain(|peer| in_use.contains(peer) || self.refused.contains(peer));
+                self.offer(&claiming(&found, self.size));
+            }
+        }
+        true
+    }
+
+    /// The error when no source is left: a verification failure when every source lied, "no
+    /// source reachable" otherwise.
+    fn exhausted(self, kept: Option<Kept>) -> DownloadError {
+        let all_lied = !self.dropped.is_empty()
+            && self
+                .dropped
+                .iter()
+                .all(|(_, why)| matches!(why, SourceError::BadData(_)));
+        let dropped = dropped_text(&self.dropped);
+        if all_lied {
+            DownloadError::Verification(format!(
+                "every source sent data that does not match {}{}",
+                self.hash,
+                describe(&dropped)
+            ))
+        } else {
+            DownloadError::NoSource {
+                hash: self.hash,
+                dropped,
+                kept,
+            }
+        }
+    }
+}
 
 /// Opens (or resumes) the partial download, fetches what is missing, verifies the whole file and
 /// moves it into place.
@@ -732,11 +1029,6 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         progress,
         cancel,
     } = input;
-    if size > MAX_SIZE {
-        return Err(DownloadError::Verification(format!(
-            "the size reported for {hash} ({size} bytes) is implausible"
-        )));
-    }
     let count = piece_count(size);
     progress.total.store(size, Ordering::Relaxed);
 
@@ -753,6 +1045,8 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
             }
             state
         }
+        // The same content at another claimed size: that claim was not proven, start afresh.
+        Ok(Some(state)) if state.hash == hash => PartState::new(hash, size),
         Ok(Some(_)) if !options.force => {
             return Err(DownloadError::Exists(paths.data.clone()));
         }
@@ -787,9 +1081,17 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         reused = reverify(&file, &mut state, &paths.data) => reused?,
         () = cancel.cancelled() => return Err(DownloadError::Interrupted),
     };
-    progress
-        .verified
-        .store(done_bytes(&state), Ordering::Relaxed);
+    let resumed = done_bytes(&state);
+    progress.resumed.store(resumed, Ordering::Relaxed);
+    progress.verified.store(resumed, Ordering::Relaxed);
+    let kept = |state: &PartState| {
+        let bytes = done_bytes(state);
+        (bytes > 0 && !to_stdout).then(|| Kept {
+            part: paths.data.clone(),
+            bytes,
+            size,
+        })
+    };
 
     // Sources are reached directly, by reverse connection, or through the relay (`peer.rs`).
     let identity = match &options.identity {
@@ -807,28 +1109,25 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         options.accept_connections,
     ));
     let mut warm: HashMap<PeerId, Connection> = HashMap::new();
-    let mut dropped: Vec<(String, String)> = Vec::new();
-    let mut tried: HashSet<PeerId> = HashSet::new();
-    let mut pool: Vec<PeerSource> = usable(&sources, options, &tried);
+    let mut pool = SourcePool::new(server, hash, size, &sources, options);
+    let nobody = HashSet::new();
 
     // The piece hashes, proven against the content hash, from the first source that has them.
+    // A proof that verifies also proves the piece count of the claimed size.
     if count > 1 && state.cvs.is_none() {
         let mut busy_waited = Duration::ZERO;
-        let mut requeries = 0;
         while state.cvs.is_none() {
             if cancel.is_cancelled() {
                 return Err(DownloadError::Interrupted);
             }
-            let Some(source) = pool.first().cloned() else {
-                if requeries >= REQUERIES {
-                    return Err(out_of_sources(hash, dropped));
+            let Some(source) = pool.take() else {
+                if pool.refill(&nobody, &cancel).await {
+                    continue;
                 }
-                requeries += 1;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                if let Ok(found) = server.sources(&hash).await {
-                    pool = usable(&found.sources, options, &tried);
+                if cancel.is_cancelled() {
+                    return Err(DownloadError::Interrupted);
                 }
-                continue;
+                return Err(pool.exhausted(kept(&state)));
             };
             let fetched = tokio::select! {
                 fetched = async {
@@ -843,19 +1142,21 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
                     // The connection serves the same source's worker next.
                     warm.insert(source.peer_id, conn);
                     state.cvs = Some(cvs);
+                    // The source is offered again, first, to its worker.
+                    pool.tried.remove(&source.peer_id);
+                    pool.waiting.insert(0, source);
                 }
                 Err(SourceError::Busy { retry_after, .. }) if busy_waited < options.busy_limit => {
                     // Try the others first; wait only when every source is busy.
-                    pool.rotate_left(1);
+                    pool.tried.remove(&source.peer_id);
+                    pool.waiting.push(source.clone());
                     busy_waited += retry_after.min(Duration::from_secs(1));
                     debug!(source = %source.label, "busy while asked for piece hashes");
                     tokio::time::sleep(retry_after.min(Duration::from_secs(1))).await;
                 }
                 Err(e) => {
                     progress.note(format!("dropped source {}: {e}", source.label));
-                    dropped.push((source.label.clone(), e.to_string()));
-                    tried.insert(source.peer_id);
-                    pool.remove(0);
+                    pool.drop_source(&source, e);
                 }
             }
         }
@@ -894,37 +1195,31 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
     let streamer = to_stdout.then(|| tokio::spawn(stream_to_stdout(job.clone())));
     let mut used: Vec<String> = Vec::new();
     let mut workers: JoinSet<(PeerSource, WorkerEnd, u64, Option<peer::Route>)> = JoinSet::new();
-    let mut requeries = 0;
+    let mut in_use: HashSet<PeerId> = HashSet::new();
     let mut last_save = Instant::now();
     loop {
         if job.board().remaining == 0 || job.cancel.is_cancelled() {
             break;
         }
-        while workers.len() < options.max_sources.max(1) && !pool.is_empty() {
-            let source = pool.remove(0);
-            tried.insert(source.peer_id);
+        while workers.len() < options.max_sources.max(1) {
+            let Some(source) = pool.take() else {
+                break;
+            };
+            in_use.insert(source.peer_id);
             let job2 = job.clone();
             workers.spawn(async move {
                 let span = info_span!("source", source = %source.label);
                 let (end, delivered, route) = job2.work(source.clone()).instrument(span).await;
                 (source, end, delivered, route)
             });
-            job.board().active_sources = workers.len();
-            progress
-                .active_sources
-                .store(workers.len(), Ordering::Relaxed);
+            job.set_active_sources(workers.len());
         }
         if workers.is_empty() {
-            // Everyone was dropped: ask the server for peers not tried yet.
-            if requeries >= REQUERIES {
-                break;
+            // Everyone was dropped: ask the server again.
+            if pool.refill(&in_use, &job.cancel).await {
+                continue;
             }
-            requeries += 1;
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            if let Ok(found) = server.sources(&hash).await {
-                pool = usable(&found.sources, options, &tried);
-            }
-            continue;
+            break;
         }
         let finished = tokio::select! {
             finished = workers.join_next() => finished,
@@ -944,16 +1239,14 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
             }
             None => continue,
         };
-        job.board().active_sources = workers.len();
-        progress
-            .active_sources
-            .store(workers.len(), Ordering::Relaxed);
+        in_use.remove(&source.peer_id);
+        job.set_active_sources(workers.len());
         match end {
             WorkerEnd::Complete | WorkerEnd::Stopped => {}
             WorkerEnd::Dropped(e) => {
                 warn!(source = %source.label, error = %e, "source dropped");
                 progress.note(format!("dropped source {}: {e}", source.label));
-                dropped.push((source.label.clone(), e.to_string()));
+                pool.drop_source(&source, e);
             }
         }
         if delivered > 0 {
@@ -966,21 +1259,21 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
             used.push(used_label(&source, route));
         }
     }
-    progress.active_sources.store(0, Ordering::Relaxed);
+    job.set_active_sources(0);
     state.done = job.board().done.clone();
     save(&state, &paths.state).await;
     if let Some(streamer) = streamer {
         // The streamer ends once every piece was written out (or on failure).
         let _ = streamer.await;
     }
-    if let Some(error) = job.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+    if let Some(error) = locked(&job.fatal).take() {
         return Err(error);
     }
     if job.board().remaining > 0 {
         if cancel.is_cancelled() {
             return Err(DownloadError::Interrupted);
         }
-        return Err(out_of_sources(hash, dropped));
+        return Err(pool.exhausted(kept(&state)));
     }
 
     // No read-back: every piece was verified against the proven piece hashes before it was
@@ -1003,13 +1296,13 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         }
     }
     let _ = std::fs::remove_file(&paths.state);
-    Ok((
-        job.bytes_fetched.load(Ordering::Relaxed),
-        job.pieces_fetched.load(Ordering::Relaxed),
-        reused,
+    Ok(RunOutcome {
+        bytes_fetched: job.bytes_fetched.load(Ordering::Relaxed),
+        pieces_fetched: job.pieces_fetched.load(Ordering::Relaxed),
+        pieces_reused: reused,
         used,
-        dropped,
-    ))
+        dropped: pool.dropped,
+    })
 }
 
 /// How a source that delivered is named in the report: with the route its bytes took.
@@ -1017,35 +1310,6 @@ fn used_label(source: &PeerSource, route: Option<peer::Route>) -> String {
     match route {
         Some(route) => format!("{} via {route}", source.label),
         None => source.label.clone(),
-    }
-}
-
-fn usable(
-    sources: &[peerdex_shared::api::Source],
-    options: &DownloadOptions,
-    tried: &HashSet<PeerId>,
-) -> Vec<PeerSource> {
-    sources
-        .iter()
-        .filter(|s| Some(s.peer_id) != options.exclude_peer && !tried.contains(&s.peer_id))
-        .map(PeerSource::from_api)
-        .collect()
-}
-
-/// The error when no source is left: a verification failure when every source lied, "no source
-/// reachable" otherwise.
-fn out_of_sources(hash: FileHash, dropped: Vec<(String, String)>) -> DownloadError {
-    let all_lied = !dropped.is_empty()
-        && dropped
-            .iter()
-            .all(|(_, why)| why.starts_with("sent data that does not match"));
-    if all_lied {
-        DownloadError::Verification(format!(
-            "every source sent data that does not match {hash}{}",
-            describe(&dropped)
-        ))
-    } else {
-        DownloadError::NoSource { hash, dropped }
     }
 }
 

@@ -10,13 +10,16 @@ const RESERVED: [&str; 22] = [
 ];
 
 /// Turns a name received from a peer into a single path component that is safe everywhere: no
-/// separators, no `..`, no control characters, no leading dot, no device names, bounded length.
+/// separators, no `..`, no control or invisible formatting characters, no leading dot, no device
+/// names, bounded length.
 /// `fallback` (e.g. the content hash) is used when nothing usable is left.
 pub fn sanitize_file_name(name: &str, fallback: &str) -> String {
     // Only the last component of whatever path was sent.
     let last = name.rsplit(['/', '\\']).next().unwrap_or("");
     let mut clean: String = last
         .chars()
+        // Bidirectional overrides and other invisible formatting would disguise the name.
+        .filter(|c| !peerdex_shared::validate::is_invisible_format(*c))
         .map(|c| match c {
             '<' | '>' | ':' | '"' | '|' | '?' | '*' => '_',
             c if c.is_control() => '_',
@@ -87,6 +90,9 @@ mod tests {
             ("노래.flac", "노래.flac"),
             ("Déjà vu.ogg", "Déjà vu.ogg"),
             ("song.mp3.peerdex-part", "song.mp3.peerdex-part_"),
+            ("evil\u{202e}gpj.exe", "evilgpj.exe"),
+            ("\u{feff}\u{200b}.bashrc", "_bashrc"),
+            ("می\u{200c}خواهم.mp3", "می\u{200c}خواهم.mp3"),
         ];
         for (input, expected) in cases {
             assert_eq!(sanitize_file_name(input, "HASH"), expected, "{input:?}");

@@ -40,6 +40,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed for a relay session to be set up (the server waits for the source).
 const RELAY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Longest wait for the index server's verdict on a source whose address it is still probing.
+const PENDING_WAIT: Duration = Duration::from_secs(10);
+
+/// How often the index server is asked for that verdict meanwhile.
+const PENDING_POLL: Duration = Duration::from_millis(500);
+
 /// Connections at once on the reverse listener that are not (yet) a source's.
 const MAX_INCOMING: usize = 32;
 
@@ -107,6 +113,8 @@ pub enum SourceError {
         retry_after: Duration,
         /// What is full, as the peer or the server said.
         reason: String,
+        /// Our place in its upload queue (1 = next), when it told us.
+        queue_position: Option<u64>,
     },
     /// It no longer has the content (404), or the file changed since it was hashed (409).
     #[error("no longer has the file ({0})")]
@@ -143,12 +151,14 @@ fn classify(response: &hyper::Response<Incoming>) -> Option<SourceError> {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
             };
+            let queue_position = header("x-peerdex-queue-position");
             SourceError::Busy {
                 retry_after: Duration::from_secs(header("retry-after").unwrap_or(5).clamp(1, 60)),
-                reason: match header("x-peerdex-queue-position") {
+                reason: match queue_position {
                     Some(n) => format!("all upload slots in use, number {n} in the queue"),
                     None => "all upload slots in use".to_owned(),
                 },
+                queue_position,
             }
         }
         StatusCode::NOT_FOUND | StatusCode::CONFLICT | StatusCode::RANGE_NOT_SATISFIABLE => {
@@ -514,17 +524,21 @@ impl Connector {
         }
     }
 
-    /// Connects to `source` for content `hash`, trying direct, reverse, then relay.
+    /// Connects to `source` for content `hash`, trying direct, reverse, then relay. Only an
+    /// address the index server verified is dialled directly: an announced address still being
+    /// probed is waited on (bounded), since a peer may announce any port of its host.
     pub async fn connect(
         &self,
         source: &PeerSource,
         hash: &FileHash,
     ) -> Result<Connection, SourceError> {
         let mut errors = Vec::new();
-        if let Some(addr) = source
-            .addr
-            .filter(|_| source.reachability != Reachability::Firewalled)
-        {
+        let verified = match (source.addr, source.reachability) {
+            (Some(addr), Reachability::Reachable) => Some(addr),
+            (Some(addr), Reachability::Pending) => self.await_verdict(source, hash, addr).await,
+            _ => None,
+        };
+        if let Some(addr) = verified {
             match self.direct(addr).await {
                 Ok(conn) => return Ok(conn),
                 Err(e) => errors.push(format!("direct: {e}")),
@@ -548,6 +562,45 @@ impl Connector {
                 Err(SourceError::Unreachable(errors.join("; ")))
             }
         }
+    }
+
+    /// Waits, up to [`PENDING_WAIT`], for the index server's verdict on a source whose address
+    /// is still being probed. Returns the address once it is verified (`None`: not verified in
+    /// time, or firewalled).
+    async fn await_verdict(
+        &self,
+        source: &PeerSource,
+        hash: &FileHash,
+        addr: SocketAddr,
+    ) -> Option<SocketAddr> {
+        let deadline = tokio::time::Instant::now() + PENDING_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(PENDING_POLL).await;
+            let Ok(found) = self.server.sources(hash).await else {
+                continue;
+            };
+            let listed = std::iter::once(&found.sources)
+                .chain(found.other_sizes.iter().map(|claim| &claim.sources))
+                .flatten()
+                .find(|s| s.peer_id == source.peer_id);
+            match listed {
+                None => return None,
+                Some(s) => match s.reachability {
+                    Reachability::Pending => continue,
+                    // The verdict is for the address the server sees now.
+                    Reachability::Reachable => {
+                        return s
+                            .addr
+                            .as_deref()
+                            .and_then(|a| a.parse().ok())
+                            .filter(|a| *a == addr);
+                    }
+                    Reachability::Firewalled => return None,
+                },
+            }
+        }
+        debug!(source = %source.label, "address still unverified; not dialling it");
+        None
     }
 
     async fn direct(&self, addr: SocketAddr) -> Result<Connection, SourceError> {
@@ -659,6 +712,7 @@ impl Connector {
                 Some(secs) => SourceError::Busy {
                     retry_after: Duration::from_secs(secs.clamp(1, 60)),
                     reason: format!("relay: {message}"),
+                    queue_position: None,
                 },
                 None => SourceError::Unreachable(format!("relay refused: {message}")),
             });

@@ -19,6 +19,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// JSON body.
     pub body: ErrorBody,
+    /// Seconds to send as `Retry-After` (rate limits).
+    pub retry_after: Option<u16>,
 }
 
 impl ApiError {
@@ -34,6 +36,7 @@ impl ApiError {
                 path: None,
                 server_version: None,
             },
+            retry_after: None,
         }
     }
 
@@ -94,7 +97,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

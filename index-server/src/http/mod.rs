@@ -21,8 +21,8 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use peerdex_shared::api::{
     BrowseEntry, BrowseResponse, ChallengeResponse, ErrorCode, HeartbeatResponse, Reachability,
-    RegisterRequest, RegisterResponse, SearchHit, SearchResponse, Source, SourcesResponse,
-    StatsResponse,
+    RegisterRequest, RegisterResponse, SearchHit, SearchResponse, SizeClaim, Source,
+    SourcesResponse, StatsResponse,
 };
 use peerdex_shared::identity::registration_message;
 use peerdex_shared::kind::extension_of;
@@ -40,7 +40,7 @@ use crate::holders::{Holders, PeerCard, Place};
 use crate::index::{OnlineFilter, SearchSpec};
 use crate::limits::random_hex;
 use crate::presence::OnlineSet;
-use crate::query::{self, QueryLimits};
+use crate::query::{self, QueryLimits, QueryPlan};
 use crate::state::{AppState, NONCE_TTL, STATS_TTL};
 
 /// Runs blocking work (SQLite, tantivy) off the async threads.
@@ -287,21 +287,15 @@ fn spawn_probe(state: &Arc<AppState>, peer: &PeerRow, ip: IpAddr) {
     let (state2, key, id, port) = (state.clone(), peer.key, peer.id, peer.port);
     let span = tracing::info_span!("connect_back", peer = %key.fmt_short(), %addr);
     let task = async move {
-        let verdict = if !state2.probes.allow(&ip) {
-            warn!("connect-back rate limit reached for this IP; peer listed as firewalled");
-            Reachability::Firewalled
-        } else {
-            let timeout = Duration::from_millis(state2.config.probe.timeout_ms);
-            tokio::select! {
-                result = crate::probe::connect_back(addr, key, timeout) => match result {
-                    Ok(()) => Reachability::Reachable,
-                    Err(e) => {
-                        info!(error = %e, "connect-back failed; peer listed as firewalled");
-                        Reachability::Firewalled
-                    }
-                },
-                () = state2.shutdown.cancelled() => return,
-            }
+        let verdict = tokio::select! {
+            result = state2.prober.connect_back(addr, key) => match result {
+                Ok(()) => Reachability::Reachable,
+                Err(e) => {
+                    info!(error = %e, "connect-back failed; peer listed as firewalled");
+                    Reachability::Firewalled
+                }
+            },
+            () = state2.shutdown.cancelled() => return,
         };
         let db = state2.db.clone();
         let ip_text = ip.to_string();
@@ -473,7 +467,7 @@ async fn search(
         )));
     }
     let spec = SearchSpec {
-        plan,
+        plan: plan.clone(),
         ext,
         kind,
         min_size: params.min_size,
@@ -509,7 +503,14 @@ async fn search(
         let mut hits = Vec::with_capacity(page.len());
         for holders in state2.db.holders_of(&page)? {
             let score = scores.get(&holders.content).copied().unwrap_or(0.0);
-            hits.extend(to_hit(&state2.db, &holders, score, &online, max_sources)?);
+            hits.extend(to_hit(
+                &state2.db,
+                &holders,
+                score,
+                &online,
+                max_sources,
+                Some(&plan),
+            )?);
         }
         Ok((found.total, found.total_exact, hits))
     })
@@ -534,28 +535,82 @@ fn to_source(card: &PeerCard, place: &Place) -> Source {
     }
 }
 
+/// How many copies' paths a hit checks against the query to find one that matched, at most.
+const MAX_MATCH_CHECKS: usize = 64;
+
+/// The copy a hit is shown by: the most common file name among the online copies whose path
+/// matches `plan` (the smallest of equally common names), else the most common name among all
+/// online copies. So a row never shows the name of a copy the query did not find.
+fn shown_place<'h>(
+    holders: &'h Holders,
+    online: &OnlineSet,
+    plan: Option<&QueryPlan>,
+) -> Option<&'h Place> {
+    let mut name_counts = vec![0u32; holders.names.len()];
+    let mut online_places: Vec<u32> = Vec::new();
+    for &(peer, place) in &holders.copies {
+        if online.contains(peer as u64) {
+            name_counts[holders.places[place as usize].name as usize] += 1;
+            online_places.push(place);
+        }
+    }
+    online_places.sort_unstable();
+    online_places.dedup();
+    let mut names: Vec<u32> = (0..holders.names.len() as u32)
+        .filter(|&n| name_counts[n as usize] > 0)
+        .collect();
+    names.sort_by(|&a, &b| {
+        name_counts[b as usize]
+            .cmp(&name_counts[a as usize])
+            .then_with(|| holders.names[a as usize].cmp(&holders.names[b as usize]))
+    });
+    let places_named = |name: u32| {
+        online_places
+            .iter()
+            .map(|&p| &holders.places[p as usize])
+            .filter(move |p| p.name == name)
+    };
+    if let Some(plan) = plan {
+        let mut checks = 0;
+        for &name in &names {
+            for place in places_named(name) {
+                if checks == MAX_MATCH_CHECKS {
+                    break;
+                }
+                checks += 1;
+                if plan.matches(&place.path) {
+                    return Some(place);
+                }
+            }
+        }
+    }
+    places_named(*names.first()?).next()
+}
+
+/// The share and folder of a place, without the file name.
+fn folder_of(place: &Place) -> String {
+    match place.path.rsplit_once('/') {
+        Some((dir, _)) => format!("{}/{dir}", place.share),
+        None => place.share.to_string(),
+    }
+}
+
 /// A result row from a content and its copies: online peers only, one source each (its first
-/// path), reachable ones first. The name shown is the most common file name among the online
-/// copies (the smallest of equally common ones).
+/// path), reachable ones first, shown by the copy [`shown_place`] picks.
 fn to_hit(
     db: &Db,
     holders: &Holders,
     score: f32,
     online: &OnlineSet,
     max_sources: usize,
+    plan: Option<&QueryPlan>,
 ) -> Result<Option<SearchHit>, DbError> {
-    let mut name_counts = vec![0u32; holders.names.len()];
     let (mut reachable, mut others) = (Vec::new(), Vec::new());
     let mut sources_online = 0u64;
     let mut last_peer = None;
     // Copies are ordered by peer, then path: a peer's first copy is its source.
     for &(peer, place) in &holders.copies {
-        if !online.contains(peer as u64) {
-            continue;
-        }
-        let place = &holders.places[place as usize];
-        name_counts[place.name as usize] += 1;
-        if last_peer == Some(peer) {
+        if !online.contains(peer as u64) || last_peer == Some(peer) {
             continue;
         }
         last_peer = Some(peer);
@@ -567,27 +622,29 @@ fn to_hit(
         let Some(card) = db.peer_card(peer)? else {
             continue;
         };
+        let place = &holders.places[place as usize];
         if card.reachability == Reachability::Reachable {
             reachable.push((card, place));
         } else if others.len() < max_sources {
             others.push((card, place));
         }
     }
-    if sources_online == 0 {
+    let Some(shown) = shown_place(holders, online, plan) else {
         return Ok(None);
-    }
-    let name = name_counts
-        .iter()
-        .zip(&holders.names)
-        .max_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(a.1)))
-        .map(|(_, name)| name.to_string())
-        .unwrap_or_default();
+    };
+    let name = shown
+        .path
+        .rsplit('/')
+        .next()
+        .unwrap_or(&shown.path)
+        .to_string();
     let ext = extension_of(&name);
     Ok(Some(SearchHit {
         hash: holders.hash,
         size: holders.size,
         kind: FileKind::from_extension(&ext),
         ext,
+        folder: folder_of(shown),
         name,
         score,
         sources_online,
@@ -600,6 +657,59 @@ fn to_hit(
     }))
 }
 
+/// One size claimed for a hash, with the evidence for it (PROTOCOL §3.11).
+struct Claim {
+    hit: SearchHit,
+    /// Online holders whose address the server verified: a liar must run real, reachable hosts.
+    reachable_online: u64,
+    /// Every peer whose stored list holds it, online or not: a size with a history.
+    holders_known: u64,
+    /// The earliest registration among its online holders: a new key has no history.
+    oldest_registration: i64,
+}
+
+impl Claim {
+    /// Better evidence first; a full tie goes to the smaller size, never to row order.
+    fn rank(a: &Claim, b: &Claim) -> std::cmp::Ordering {
+        b.reachable_online
+            .cmp(&a.reachable_online)
+            .then(b.hit.sources_online.cmp(&a.hit.sources_online))
+            .then(b.holders_known.cmp(&a.holders_known))
+            .then(a.oldest_registration.cmp(&b.oldest_registration))
+            .then(a.hit.size.cmp(&b.hit.size))
+    }
+}
+
+/// The claim `holders` (one size of a hash) makes, over its online holders.
+fn claim(
+    db: &Db,
+    holders: &Holders,
+    online: &OnlineSet,
+    max_sources: usize,
+) -> Result<Option<Claim>, DbError> {
+    let Some(hit) = to_hit(db, holders, 0.0, online, max_sources, None)? else {
+        return Ok(None);
+    };
+    let mut peers: Vec<i64> = holders.copies.iter().map(|&(peer, _)| peer).collect();
+    peers.dedup();
+    let (mut reachable_online, mut oldest_registration) = (0, i64::MAX);
+    for &peer in peers.iter().filter(|&&p| online.contains(p as u64)) {
+        if let Some(card) = db.peer_card(peer)? {
+            reachable_online += u64::from(card.reachability == Reachability::Reachable);
+            oldest_registration = oldest_registration.min(card.registered_at);
+        }
+    }
+    Ok(Some(Claim {
+        hit,
+        reachable_online,
+        holders_known: peers.len() as u64,
+        oldest_registration,
+    }))
+}
+
+/// Most other sizes listed beside the best one.
+const MAX_OTHER_SIZES: usize = 8;
+
 async fn sources(
     State(state): State<Arc<AppState>>,
     Path(hash): Path<String>,
@@ -609,28 +719,35 @@ async fn sources(
         .map_err(|e| ApiError::bad_request(format!("invalid hash: {e}")))?;
     let online = state.presence.snapshot();
     let state2 = state.clone();
-    let best = run_blocking(move || -> Result<_, ApiError> {
+    let mut claims = run_blocking(move || -> Result<_, ApiError> {
         let ids = state2.db.contents_with_hash(&hash)?;
         let max = state2.config.search.max_sources.max(64);
-        // Peers may disagree on the size of a hash (a liar); offer the size most peers agree on.
-        let mut best: Option<SearchHit> = None;
+        let mut claims = Vec::new();
         for holders in state2.db.holders_of(&ids)? {
-            if let Some(hit) = to_hit(&state2.db, &holders, 0.0, &online, max)?
-                && best
-                    .as_ref()
-                    .is_none_or(|b| hit.sources_online >= b.sources_online)
-            {
-                best = Some(hit);
-            }
+            claims.extend(claim(&state2.db, &holders, &online, max)?);
         }
-        Ok(best)
+        // Peers may disagree on the size of a hash (a liar, a damaged list): best evidence first.
+        claims.sort_by(Claim::rank);
+        Ok(claims)
     })
-    .await??;
-    let hit = best.ok_or_else(|| ApiError::not_found("no online peer has this content"))?;
+    .await??
+    .into_iter()
+    .map(|c| c.hit);
+    let best = claims
+        .next()
+        .ok_or_else(|| ApiError::not_found("no online peer has this content"))?;
     Ok(Json(SourcesResponse {
         hash,
-        size: hit.size,
-        sources: hit.sources,
+        size: best.size,
+        sources: best.sources,
+        other_sizes: claims
+            .take(MAX_OTHER_SIZES)
+            .map(|hit| SizeClaim {
+                size: hit.size,
+                sources_online: hit.sources_online,
+                sources: hit.sources,
+            })
+            .collect(),
     }))
 }
 

@@ -22,6 +22,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::{ApiError, Authed, client_ip, json_body, query_params, run_blocking};
 use crate::limits::random_hex;
+use crate::probe::ProbeError;
 use crate::state::AppState;
 use crate::transfers::RelayRefusal;
 
@@ -173,13 +174,27 @@ pub async fn transfer(
         return Err(source_unreachable());
     }
     let addr = SocketAddr::new(ip, request.port);
-    let timeout = Duration::from_millis(state.config.probe.timeout_ms);
-    if let Err(e) = crate::probe::connect_back(addr, request.downloader, timeout).await {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            ErrorCode::AddressUnverified,
-            format!("your address {addr} could not be verified ({e}); use the relay"),
-        ));
+    match state.prober.connect_back(addr, request.downloader).await {
+        Ok(()) => {}
+        Err(ProbeError::RateLimited) => {
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RateLimited,
+                format!(
+                    "too many connect-back probes to {}; use the relay, or try again in a minute",
+                    addr.ip()
+                ),
+            );
+            error.retry_after = Some(60);
+            return Err(error);
+        }
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::AddressUnverified,
+                format!("your address {addr} could not be verified ({e}); use the relay"),
+            ));
+        }
     }
     let ticket = send_ticket(
         &state,
