@@ -21,8 +21,9 @@ pub struct Args {
     /// Data directory for the database and search index [default: ./peerdex-data]
     #[arg(long, env = "PEERDEX_DATA")]
     pub data: Option<PathBuf>,
-    /// TOML configuration file (every limit and interval; see docs/CONFIG.md)
-    #[arg(long, env = "PEERDEX_CONFIG")]
+    /// TOML configuration file (every limit and interval; see docs/CONFIG.md). Its own variable:
+    /// PEERDEX_CONFIG is the agent's
+    #[arg(long, env = "PEERDEX_SERVER_CONFIG")]
     pub config: Option<PathBuf>,
     /// Print the effective configuration as TOML and exit
     #[arg(long)]
@@ -54,6 +55,8 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A closed stderr (a log pipe that went away) must not panic the server.
+        .log_internal_errors(false)
         .try_init();
 }
 
@@ -98,11 +101,12 @@ pub fn main() -> ExitCode {
     let print_only = args.print_config;
     let result = args.into_config().and_then(|config| {
         if print_only {
-            print!(
-                "{}",
-                toml::to_string_pretty(&config).context("rendering config")?
-            );
-            return Ok(());
+            let text = toml::to_string_pretty(&config).context("rendering config")?;
+            let mut stdout = std::io::stdout().lock();
+            return match stdout.write_all(text.as_bytes()) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                other => other.context("writing to stdout"),
+            };
         }
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -277,9 +277,15 @@ impl FileServer {
     }
 
     /// Serves `listener` until `shutdown`.
+    ///
+    /// With `max_connections` open, a new connection takes the place of the one that has been
+    /// idle (between requests, or never sending one) longest: idle keep-alive connections from
+    /// many addresses must not lock out a peer that wants to download. Only when every open
+    /// connection is busy is the new one closed.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
         let connections = Arc::new(tokio::sync::Semaphore::new(self.config.max_connections));
         let per_peer = Arc::new(PeerConnections::default());
+        let open = Arc::new(OpenConnections::default());
         loop {
             let (stream, remote) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -292,9 +298,26 @@ impl FileServer {
                 },
                 () = shutdown.cancelled() => return,
             };
-            let Ok(permit) = connections.clone().try_acquire_owned() else {
-                debug!(%remote, "connection limit reached; closing");
-                continue;
+            let permit = match connections.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    let Some(idle) = open.longest_idle() else {
+                        debug!(%remote, "connection limit reached, none idle; closing");
+                        continue;
+                    };
+                    debug!(%remote, "connection limit reached; closing the longest idle one");
+                    idle.close.cancel();
+                    // Its task ends at once and gives its place back.
+                    let freed = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        connections.clone().acquire_owned(),
+                    )
+                    .await;
+                    match freed {
+                        Ok(Ok(permit)) => permit,
+                        _ => continue,
+                    }
+                }
             };
             let Some(peer_permit) = per_peer
                 .clone()
@@ -305,11 +328,13 @@ impl FileServer {
             };
             let _ = stream.set_nodelay(true);
             let server = self.clone();
-            let shutdown = shutdown.clone();
+            let tracked = open.add(shutdown.child_token());
+            let open = open.clone();
             tokio::spawn(async move {
                 server
-                    .serve_io(TokioIo::new(stream), remote, None, shutdown)
+                    .serve_connection(TokioIo::new(stream), remote, None, tracked.clone())
                     .await;
+                open.remove(&tracked);
                 drop(permit);
                 drop(peer_permit);
             });
@@ -328,18 +353,39 @@ impl FileServer {
     ) where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
-        let connection_token = shutdown.child_token();
+        let tracked = Arc::new(OpenConnection::new(0, shutdown.child_token()));
+        self.serve_connection(io, remote, only, tracked).await;
+    }
+
+    /// [`FileServer::serve_io`] for a connection whose idleness `tracked` records (and whose
+    /// `close` token ends it).
+    async fn serve_connection<I>(
+        self: Arc<Self>,
+        io: I,
+        remote: SocketAddr,
+        only: Option<FileHash>,
+        tracked: Arc<OpenConnection>,
+    ) where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let connection_token = tracked.close.clone();
         let server = self.clone();
         let token = connection_token.clone();
         let service = hyper::service::service_fn(move |request| {
             let server = server.clone();
             let token = token.clone();
-            async move { Ok::<_, Infallible>(server.handle(request, remote, only, token).await) }
+            let busy = Busy::start(tracked.clone());
+            async move {
+                let response = server.handle(request, remote, only, token).await;
+                // The connection is busy until the body is sent (or dropped).
+                Ok::<_, Infallible>(response.map(|body| Tracked { body, _busy: busy }.boxed()))
+            }
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(self.config.header_read_timeout_secs))
-            .max_buf_size(64 * 1024)
+            .max_buf_size(MAX_HEADER_BYTES)
+            .max_headers(MAX_HEADERS)
             .serve_connection(io, service);
         async move {
             tokio::select! {
@@ -360,6 +406,19 @@ impl FileServer {
         only: Option<FileHash>,
         connection: CancellationToken,
     ) -> Response<ResponseBody> {
+        // hyper bounds its read buffer, but a head that arrives in one read is parsed whole.
+        let head_bytes: usize = request.uri().to_string().len()
+            + request
+                .headers()
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 4)
+                .sum::<usize>();
+        if head_bytes > MAX_HEADER_BYTES {
+            return json_error(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request headers are too large",
+            );
+        }
         let path = request.uri().path();
         // On a ticket's connection (reverse or relayed) only the ticket's content is served: no
         // signatures for whoever is on the other end.
@@ -691,6 +750,112 @@ impl FileServer {
 
 /// Most connections one peer address may hold open.
 const MAX_CONNECTIONS_PER_PEER: usize = 16;
+
+/// Largest request head (request line and headers), bytes.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Most header fields in one request.
+const MAX_HEADERS: usize = 64;
+
+/// One open connection, as the eviction of idle connections sees it.
+struct OpenConnection {
+    id: u64,
+    /// Requests whose response is not yet sent.
+    busy: AtomicUsize,
+    /// When it last became idle (or was accepted).
+    idle_since: Mutex<Instant>,
+    /// Ends the connection.
+    close: CancellationToken,
+}
+
+impl OpenConnection {
+    fn new(id: u64, close: CancellationToken) -> OpenConnection {
+        OpenConnection {
+            id,
+            busy: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            close,
+        }
+    }
+}
+
+/// The connections accepted on the file server's port.
+#[derive(Default)]
+struct OpenConnections {
+    next_id: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<OpenConnection>>>,
+}
+
+impl OpenConnections {
+    fn add(&self, close: CancellationToken) -> Arc<OpenConnection> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let connection = Arc::new(OpenConnection::new(id, close));
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, connection.clone());
+        connection
+    }
+
+    fn remove(&self, connection: &OpenConnection) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&connection.id);
+    }
+
+    /// The connection that has been idle longest, if any is idle (and not already closing).
+    fn longest_idle(&self) -> Option<Arc<OpenConnection>> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.values()
+            .filter(|c| c.busy.load(Ordering::Relaxed) == 0 && !c.close.is_cancelled())
+            .min_by_key(|c| *c.idle_since.lock().unwrap_or_else(|p| p.into_inner()))
+            .cloned()
+    }
+}
+
+/// Marks a connection busy from a request's start until its response body is gone.
+struct Busy(Arc<OpenConnection>);
+
+impl Busy {
+    fn start(connection: Arc<OpenConnection>) -> Busy {
+        connection.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(connection)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its connection marked busy while it is sent.
+struct Tracked {
+    body: ResponseBody,
+    _busy: Busy,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
 
 /// The address that counts as one peer for limits: an IPv4 address, or an IPv6 /64 (one host
 /// can hold a whole /64 and rotate through it).

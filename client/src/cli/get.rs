@@ -1,11 +1,13 @@
-//! `peerdex get`: downloads rows of the last search or hashes, with a progress bar on a terminal
-//! and one summary line per file; the exit code says how the first failure failed.
+//! `peerdex get`: downloads rows of the last search or browse, hashes or hash prefixes, with a
+//! progress bar on a terminal and one summary line per file; the exit code says how the first
+//! failure failed.
 
+use std::collections::VecDeque;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -14,26 +16,32 @@ use peerdex_shared::FileHash;
 use tokio_util::sync::CancellationToken;
 
 use super::search::LastSearch;
-use super::{DEFAULT_SERVER, human_size};
+use super::{emit, human_size, resolve_server};
 use crate::agent::KEY_FILE;
+use crate::agent::config::ConfigFile;
 use crate::download::{
     Destination, DownloadError, DownloadOptions, DownloadProgress, DownloadReport, download,
 };
 use crate::{Identity, ServerClient};
 
+/// Shortest hash prefix accepted in place of a full hash.
+const MIN_PREFIX: usize = 8;
+
 /// `peerdex get` arguments.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// Index server URL [default: the one of the last search, else http://127.0.0.1:7700]
+    /// Index server URL [default: from the config file, else the one of the last search, else
+    /// http://127.0.0.1:7700]
     #[arg(long, env = "PEERDEX_SERVER")]
     server: Option<String>,
+    /// Where to write, as curl does: with one download the file to write (an existing folder
+    /// means into it); with several, the folder to put them in
+    #[arg(short = 'o', long, conflicts_with_all = ["dir", "stdout"])]
+    output: Option<PathBuf>,
     /// Folder to download into [default: the running agent's download folder, else the
     /// current folder]
-    #[arg(short = 'o', long = "dir", conflicts_with_all = ["output", "stdout"])]
-    dir: Option<PathBuf>,
-    /// Exact file to write (one download only)
     #[arg(long, conflicts_with = "stdout")]
-    output: Option<PathBuf>,
+    dir: Option<PathBuf>,
     /// Write the content to standard output, in order, as it is verified (one download only)
     #[arg(long)]
     stdout: bool,
@@ -52,7 +60,8 @@ pub struct GetArgs {
     /// Accept no connections from firewalled sources (reach them through the relay instead)
     #[arg(long)]
     no_listen: bool,
-    /// Rows of the last search, or content hashes
+    /// Rows of the last search or browse, content hashes, or unique prefixes of at least 8 hex
+    /// digits of a hash that listing showed
     #[arg(required = true, value_name = "ROW|HASH")]
     targets: Vec<String>,
 }
@@ -61,44 +70,121 @@ pub struct GetArgs {
 struct Target {
     hash: FileHash,
     name: Option<String>,
+    /// It came from the remembered listing (a row or a prefix).
+    listed: bool,
+}
+
+/// The listing a row or prefix refers to, or why there is none.
+fn listing<'a>(
+    what: &str,
+    last: &'a anyhow::Result<Option<LastSearch>>,
+) -> anyhow::Result<&'a LastSearch> {
+    match last {
+        Ok(Some(last)) => Ok(last),
+        Ok(None) => {
+            bail!("{what}: there is no earlier search or browse; search first, or give a hash")
+        }
+        Err(e) => bail!("{what}: {e:#}"),
+    }
+}
+
+fn resolve_one(text: &str, last: &anyhow::Result<Option<LastSearch>>) -> anyhow::Result<Target> {
+    if let Ok(hash) = text.parse::<FileHash>() {
+        return Ok(Target {
+            hash,
+            name: None,
+            listed: false,
+        });
+    }
+    let is_hex = !text.is_empty() && text.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Ok(row) = text.parse::<usize>()
+        && !(is_hex && text.len() >= MIN_PREFIX)
+    {
+        let last = listing(&format!("row {row}"), last)?;
+        let hit = last.row(row).with_context(|| {
+            format!(
+                "row {row}: the last listing ({:?}) has {} rows ({})",
+                last.query,
+                last.hits.len(),
+                last.rows()
+            )
+        })?;
+        return Ok(Target {
+            hash: hit.hash,
+            name: Some(hit.name.clone()),
+            listed: true,
+        });
+    }
+    if !is_hex || text.len() < MIN_PREFIX || text.len() >= 64 {
+        bail!(
+            "{text:?} is neither a row number, a 64-digit hash, nor a hash prefix of at least \
+             {MIN_PREFIX} hex digits"
+        );
+    }
+    let prefix = text.to_ascii_lowercase();
+    let last = listing(&format!("hash prefix {text}"), last)?;
+    let mut matching = last
+        .hits
+        .iter()
+        .filter(|h| h.hash.to_string().starts_with(&prefix));
+    let Some(hit) = matching.next() else {
+        bail!(
+            "hash prefix {text}: no row of the last listing ({:?}) has such a hash; give the \
+             full hash",
+            last.query
+        );
+    };
+    if matching.any(|other| other.hash != hit.hash) {
+        bail!("hash prefix {text} is ambiguous in the last listing; give more digits");
+    }
+    Ok(Target {
+        hash: hit.hash,
+        name: Some(hit.name.clone()),
+        listed: true,
+    })
 }
 
 fn resolve(
     targets: &[String],
     last: &anyhow::Result<Option<LastSearch>>,
 ) -> anyhow::Result<Vec<Target>> {
-    targets
-        .iter()
-        .map(|t| {
-            if let Ok(hash) = t.parse::<FileHash>() {
-                return Ok(Target { hash, name: None });
-            }
-            let row: usize = t
-                .parse()
-                .with_context(|| format!("{t:?} is neither a row number nor a 64-digit hash"))?;
-            let last = match last {
-                Ok(Some(last)) => last,
-                Ok(None) => {
-                    bail!("row {row}: there is no earlier search; search first, or give a hash")
-                }
-                Err(e) => bail!("row {row}: {e:#}"),
-            };
-            let hit = row
-                .checked_sub(1)
-                .and_then(|i| last.hits.get(i))
-                .with_context(|| {
-                    format!(
-                        "row {row}: the last search ({:?}) has {} rows",
-                        last.query,
-                        last.hits.len()
-                    )
-                })?;
-            Ok(Target {
-                hash: hit.hash,
-                name: Some(hit.name.clone()),
-            })
-        })
-        .collect()
+    targets.iter().map(|t| resolve_one(t, last)).collect()
+}
+
+/// Where the downloads go, by the flags (curl's `-o` rule), else the running agent's download
+/// folder, else the current folder.
+async fn destination(args: &GetArgs, count: usize, state: &Path) -> anyhow::Result<Destination> {
+    if args.stdout {
+        if count != 1 {
+            bail!("--stdout takes exactly one download");
+        }
+        return Ok(Destination::Stdout(state.join("downloads-in-progress")));
+    }
+    if let Some(path) = &args.output {
+        if path.is_dir() {
+            return Ok(Destination::Dir(path.clone()));
+        }
+        if count == 1 {
+            return Ok(Destination::File(path.clone()));
+        }
+        if path.exists() {
+            bail!(
+                "-o {}: with {count} downloads, -o names the folder to put them in, and this is \
+                 a file",
+                path.display()
+            );
+        }
+        return Ok(Destination::Dir(path.clone()));
+    }
+    if let Some(dir) = &args.dir {
+        return Ok(Destination::Dir(dir.clone()));
+    }
+    if let Some(dir) = agent_download_dir(state).await {
+        return Ok(Destination::Dir(dir));
+    }
+    Ok(Destination::Dir(
+        std::env::current_dir().context("no current folder; pass --dir DIR")?,
+    ))
 }
 
 fn summary(report: &DownloadReport) -> String {
@@ -128,49 +214,108 @@ fn summary(report: &DownloadReport) -> String {
     line
 }
 
-/// Shows progress until `done`: a bar on a terminal, a log line every 10 s otherwise (visible
-/// with `RUST_LOG=info`); notes (dropped sources) either way.
+/// Transfer rate over the last few seconds, of bytes moved by this run only (pieces kept from
+/// an earlier run arrive at once and would inflate it).
+struct Rate {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl Rate {
+    const WINDOW: Duration = Duration::from_secs(5);
+
+    fn new() -> Rate {
+        Rate {
+            samples: VecDeque::new(),
+        }
+    }
+
+    /// Records `moved` bytes so far; returns bytes per second over the window.
+    fn update(&mut self, moved: u64) -> Option<f64> {
+        let now = Instant::now();
+        self.samples.push_back((now, moved));
+        while self
+            .samples
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > Self::WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        let (since, before) = *self.samples.front()?;
+        let secs = now.duration_since(since).as_secs_f64();
+        (secs >= 0.5).then(|| moved.saturating_sub(before) as f64 / secs)
+    }
+}
+
+/// `4.1 MiB/s eta 12s`, or `queued` while nothing moves.
+fn speed_and_eta(rate: Option<f64>, left: u64) -> String {
+    match rate {
+        Some(rate) if rate >= 1.0 => {
+            let eta = (left as f64 / rate).ceil() as u64;
+            let eta = if eta >= 3600 {
+                format!("{}h{:02}m", eta / 3600, eta % 3600 / 60)
+            } else if eta >= 60 {
+                format!("{}m{:02}s", eta / 60, eta % 60)
+            } else {
+                format!("{eta}s")
+            };
+            format!("{}/s eta {eta}", human_size(rate as u64))
+        }
+        _ => "--/s".to_owned(),
+    }
+}
+
+/// Shows progress until `done`: a bar fitted to the terminal's width on a terminal, a log line
+/// every 10 s otherwise (visible with `RUST_LOG=info`); notes (dropped sources) either way.
 async fn show_progress(progress: Arc<DownloadProgress>, label: String, done: CancellationToken) {
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        // The message (name and state) takes what the fixed parts leave, cut to fit.
         bar.set_style(
             ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                "{wide_msg} [{bar:20}] {bytes:>9}/{total_bytes:9} {prefix}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
         bar
     });
-    let mut last_log = std::time::Instant::now();
+    let mut rate = Rate::new();
+    let mut last_log = Instant::now();
     loop {
         let stop = tokio::select! {
             () = done.cancelled() => true,
             () = tokio::time::sleep(Duration::from_millis(150)) => false,
         };
+        let total = progress.total.load(Ordering::Relaxed);
+        let verified = progress.verified.load(Ordering::Relaxed);
+        let moved = verified.saturating_sub(progress.resumed.load(Ordering::Relaxed));
+        let speed = rate.update(moved);
+        let name = progress.name().unwrap_or_else(|| label.clone());
+        let state = match progress.queued() {
+            Some(queued) => format!("queued: {queued}"),
+            None => format!(
+                "{} source(s)",
+                progress.active_sources.load(Ordering::Relaxed)
+            ),
+        };
         if bar.is_none() && last_log.elapsed() >= Duration::from_secs(10) {
-            last_log = std::time::Instant::now();
-            tracing::info!(
-                file = %label,
-                verified = progress.verified.load(Ordering::Relaxed),
-                total = progress.total.load(Ordering::Relaxed),
-                sources = progress.active_sources.load(Ordering::Relaxed),
-                "download progress"
-            );
+            last_log = Instant::now();
+            tracing::info!(file = %name, verified, total, state = %state, "download progress");
         }
         for note in progress.take_notes() {
             match &bar {
                 Some(bar) => bar.println(format!("peerdex: {note}")),
-                None => eprintln!("peerdex: {note}"),
+                None => {
+                    use std::io::Write as _;
+                    let _ = writeln!(std::io::stderr(), "peerdex: {note}");
+                }
             }
         }
         if let Some(bar) = &bar {
-            bar.set_length(progress.total.load(Ordering::Relaxed));
-            bar.set_position(progress.verified.load(Ordering::Relaxed));
-            bar.set_message(format!(
-                "{label} ({} sources)",
-                progress.active_sources.load(Ordering::Relaxed)
-            ));
+            bar.set_length(total);
+            bar.set_position(verified);
+            bar.set_message(format!("{name} ({state})"));
+            bar.set_prefix(speed_and_eta(speed, total.saturating_sub(verified)));
         }
         if stop {
             break;
@@ -182,7 +327,7 @@ async fn show_progress(progress: Arc<DownloadProgress>, label: String, done: Can
 }
 
 /// The download folder of an agent running on `state`, if one answers.
-async fn agent_download_dir(state: &std::path::Path) -> Option<PathBuf> {
+async fn agent_download_dir(state: &Path) -> Option<PathBuf> {
     let status = tokio::time::timeout(Duration::from_secs(2), crate::agent::control::query(state))
         .await
         .ok()?
@@ -191,29 +336,25 @@ async fn agent_download_dir(state: &std::path::Path) -> Option<PathBuf> {
 }
 
 /// Runs `peerdex get`; returns the exit code.
-pub async fn get(args: GetArgs, state: PathBuf) -> anyhow::Result<u8> {
+pub async fn get(args: GetArgs, file: &ConfigFile, state: PathBuf) -> anyhow::Result<u8> {
     let last = LastSearch::load(&state);
     let targets = resolve(&args.targets, &last)?;
-    if (args.output.is_some() || args.stdout) && targets.len() != 1 {
-        bail!("--output and --stdout take exactly one download");
+    let listed_on = last
+        .as_ref()
+        .ok()
+        .and_then(|l| l.as_ref())
+        .map(|l| l.server.clone());
+    let server = resolve_server(args.server.clone(), file, listed_on.as_deref());
+    if let Some(listed_on) = &listed_on
+        && *listed_on != server
+        && targets.iter().any(|t| t.listed)
+    {
+        tracing::warn!(
+            "the rows come from a listing of {listed_on}; asking {server} for their sources"
+        );
     }
-    let server = args
-        .server
-        .clone()
-        .or_else(|| last.as_ref().ok()?.as_ref().map(|l| l.server.clone()))
-        .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
     let client = ServerClient::new(&server)?;
-    let destination = if args.stdout {
-        Destination::Stdout(state.join("downloads-in-progress"))
-    } else if let Some(file) = &args.output {
-        Destination::File(file.clone())
-    } else if let Some(dir) = &args.dir {
-        Destination::Dir(dir.clone())
-    } else if let Some(dir) = agent_download_dir(&state).await {
-        Destination::Dir(dir)
-    } else {
-        Destination::Dir(std::env::current_dir().context("no current folder; pass -o DIR")?)
-    };
+    let destination = destination(&args, targets.len(), &state).await?;
     // Our key (shared with a local agent): never download from ourselves, and prove our
     // address with it when firewalled sources connect back.
     let key = state.join(KEY_FILE);
@@ -272,13 +413,19 @@ pub async fn get(args: GetArgs, state: PathBuf) -> anyhow::Result<u8> {
                 };
                 // With --stdout the content owns standard output.
                 if args.stdout {
-                    eprintln!("{line}");
+                    use std::io::Write as _;
+                    let _ = writeln!(std::io::stderr(), "{line}");
                 } else {
-                    println!("{line}");
+                    emit(&format!("{line}\n"))?;
                 }
             }
             Err(e) => {
-                eprintln!("peerdex: error: {}: {e}", target.hash.fmt_short());
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "peerdex: error: {}: {e}",
+                    target.hash.fmt_short()
+                );
                 if matches!(e, DownloadError::Interrupted) {
                     exit = e.exit_code();
                     break;

@@ -1,5 +1,9 @@
 //! The `peerdex` command line: parses flags, merges them over the config file, and runs one
 //! command. `main.rs` only calls [`main`].
+//!
+//! Output goes to standard output in one locked write per block, so pipes and `head` work: a
+//! reader that goes away (`BrokenPipe`) ends the command quietly with status 0, as ripgrep does.
+//! Logs go to standard error.
 
 mod get;
 mod search;
@@ -42,10 +46,15 @@ enum Command {
     /// Print this peer's id (its public key), creating the key on first use
     Id,
     /// Run the agent: share folders, keep the index server in sync, serve files to peers
+    ///
+    /// Exit codes: 0 stopped by SIGINT/SIGTERM (logged out), 1 could not start, or stopped
+    /// because the index server refuses it for good (a nickname of another peer, an invalid
+    /// nickname): the message says why.
     Agent(AgentArgs),
-    /// Add a folder to the shares in the config file
+    /// Add a folder to the shares in the config file (a running agent shares it at once)
     Share(ShareArgs),
-    /// Remove a folder (or share name) from the shares in the config file
+    /// Remove a folder (or share name) from the shares in the config file (a running agent stops
+    /// serving it at once)
     Unshare {
         /// The folder, or the share's name
         target: PathBuf,
@@ -58,9 +67,10 @@ enum Command {
     },
     /// Search the index server
     Search(search::SearchArgs),
-    /// List a peer's shared files
+    /// List a peer's shared files, numbered: `peerdex get ROW` downloads a row
     Browse(search::BrowseArgs),
-    /// Download files (rows of the last search, or hashes) directly from the peers that have them
+    /// Download files (rows of the last search or browse, hashes or hash prefixes) directly from
+    /// the peers that have them
     ///
     /// Exit codes: 0 complete and verified, 3 not found, 4 no source reachable, 5 verification
     /// failed, 6 disk full, 130 interrupted (partial downloads are kept for resuming), 1 other.
@@ -118,21 +128,49 @@ fn config_path(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// The index server a command talks to, by one rule for every command: `--server` (or
+/// `PEERDEX_SERVER`, which the flag reads) > the config file's `server` > the server of the last
+/// search or browse (for `get`, which downloads its rows) > the default.
+fn resolve_server(flag: Option<String>, file: &ConfigFile, last_listing: Option<&str>) -> String {
+    flag.or_else(|| file.server.clone())
+        .or_else(|| last_listing.map(str::to_owned))
+        .unwrap_or_else(|| DEFAULT_SERVER.to_owned())
+}
+
+/// `text` with control and invisible formatting characters written as `\u{…}`, so a name from
+/// a peer cannot reorder or hide what the terminal shows (`evil\u{202e}gpj.exe`).
+pub(crate) fn visible(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || peerdex_shared::validate::is_invisible_format(c) {
+            let _ = write!(out, "\\u{{{:04x}}}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Writes `text` to standard output at once, through one lock.
+pub(crate) fn emit(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
 /// Merges flags over the config file into what the agent runs with.
-fn agent_config(args: AgentArgs, state: PathBuf, file: &ConfigFile) -> anyhow::Result<AgentConfig> {
-    let shares: Vec<ShareConfig> = if args.shares.is_empty() {
-        file.shares.clone()
+fn agent_config(
+    args: AgentArgs,
+    state: PathBuf,
+    file: &ConfigFile,
+    file_path: &Path,
+) -> anyhow::Result<AgentConfig> {
+    let from_flags = !args.shares.is_empty();
+    let shares: Vec<ShareConfig> = if from_flags {
+        args.shares.into_iter().map(ShareConfig::new).collect()
     } else {
-        args.shares
-            .into_iter()
-            .map(|path| ShareConfig {
-                path,
-                name: None,
-                exclude: Vec::new(),
-                follow_symlinks: false,
-                include_hidden: false,
-            })
-            .collect()
+        file.shares.clone()
     };
     let listen = if args.no_listen {
         None
@@ -142,39 +180,32 @@ fn agent_config(args: AgentArgs, state: PathBuf, file: &ConfigFile) -> anyhow::R
             None => DEFAULT_LISTEN.parse().context("default listen address")?,
         })
     };
-    let server = args
-        .server
-        .or_else(|| file.server.clone())
-        .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
-    AgentConfig::from_parts(
+    let server = resolve_server(args.server, file, None);
+    let mut config = AgentConfig::from_parts(
         server,
         args.nick.or_else(|| file.nick.clone()),
         listen,
         state,
         &shares,
         file,
-    )
+    )?;
+    // `peerdex share` edits this file; the running agent then reads its shares from it again.
+    config.shares_file = (!from_flags).then(|| file_path.to_owned());
+    Ok(config)
 }
 
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = interrupt => {}
+                _ = term.recv() => {}
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+        Err(_) => {
+            let _ = interrupt.await;
+        }
     }
 }
 
@@ -184,21 +215,30 @@ async fn run_agent(config: AgentConfig) -> anyhow::Result<()> {
     }
     let handle = agent::start(config).await?;
     if let Some(addr) = handle.serve_addr {
-        let mut out = std::io::stdout();
-        // Scripts and tests wait for this line.
-        writeln!(out, "serving on http://{addr}").context("writing to stdout")?;
-        out.flush().context("writing to stdout")?;
+        // Scripts and tests wait for this line. A closed stdout must not stop the agent, nor
+        // skip the logout below.
+        if let Err(e) = emit(&format!("serving on http://{addr}\n")) {
+            warn!(error = %e, "cannot write to standard output");
+        }
     }
     info!(peer = %handle.peer_id, "agent running");
-    shutdown_signal().await;
+    let failure = tokio::select! {
+        () = shutdown_signal() => None,
+        reason = handle.failed() => Some(reason),
+    };
     info!("shutting down");
     handle.shutdown().await;
-    Ok(())
+    match failure {
+        Some(reason) => bail!("{reason}"),
+        None => Ok(()),
+    }
 }
 
-fn print_status(status: &AgentStatus) {
+fn status_text(status: &AgentStatus) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     let link = &status.server;
-    println!("peer      {} ({})", status.peer_id, status.nick);
+    let _ = writeln!(out, "peer      {} ({})", status.peer_id, status.nick);
     let connection = if link.online {
         "online".to_owned()
     } else {
@@ -207,23 +247,29 @@ fn print_status(status: &AgentStatus) {
             None => "connecting".to_owned(),
         }
     };
-    println!("server    {} {connection}", link.url);
+    let _ = writeln!(out, "server    {} {connection}", link.url);
     if let Some(reach) = link.reachability {
         let addr = link.advertised_addr.as_deref().unwrap_or("no address");
-        println!("          {addr}, {}", format!("{reach:?}").to_lowercase());
+        let _ = writeln!(
+            out,
+            "          {addr}, {}",
+            format!("{reach:?}").to_lowercase()
+        );
     }
-    println!(
+    let _ = writeln!(
+        out,
         "list      version {}, {} changes to send; {} full and {} delta uploads since start",
         link.list_version.map_or("-".to_owned(), |v| v.to_string()),
         status.unsynced_changes,
         link.full_uploads,
         link.delta_uploads
     );
-    match status.serving {
-        Some(addr) => println!("serving   http://{addr}"),
-        None => println!("serving   no (inbound connections off)"),
-    }
-    println!(
+    let _ = match status.serving {
+        Some(addr) => writeln!(out, "serving   http://{addr}"),
+        None => writeln!(out, "serving   no (inbound connections off)"),
+    };
+    let _ = writeln!(
+        out,
         "control   {}",
         if link.control_channel {
             "open (firewalled downloads go by reverse connection or relay)"
@@ -231,9 +277,10 @@ fn print_status(status: &AgentStatus) {
             "closed (peers that cannot dial us cannot download from us)"
         }
     );
-    println!("shares");
+    let _ = writeln!(out, "shares");
     for share in &status.shares {
-        println!(
+        let _ = writeln!(
+            out,
             "  {}  {}  {} files  {}  ({} hashed)",
             share.name,
             share.root.display(),
@@ -242,8 +289,25 @@ fn print_status(status: &AgentStatus) {
             share.counts.hashed_files
         );
     }
+    if !status.unshareable.is_empty() {
+        let _ = writeln!(
+            out,
+            "not shared ({} names that cannot be shared; rename them to share them)",
+            status.unshareable.len()
+        );
+        for name in &status.unshareable {
+            let _ = writeln!(
+                out,
+                "  {}/{}: {}",
+                visible(&name.share),
+                visible(&name.path),
+                name.reason
+            );
+        }
+    }
     let p = &status.progress;
-    println!(
+    let _ = writeln!(
+        out,
         "hashing   {} files ({}) queued{}; {} files ({}) hashed since start",
         p.hash_files_pending,
         human_size(p.hash_bytes_pending),
@@ -252,7 +316,8 @@ fn print_status(status: &AgentStatus) {
         human_size(p.bytes_hashed)
     );
     let u = &status.uploads;
-    println!(
+    let _ = writeln!(
+        out,
         "uploads   {}/{} slots busy, {} queued, {} sent, {} completed",
         u.active.len(),
         u.slots,
@@ -264,17 +329,38 @@ fn print_status(status: &AgentStatus) {
         let percent = (upload.sent * 100)
             .checked_div(upload.length)
             .unwrap_or(100);
-        println!("  {}  {}  {percent}%", upload.peer, upload.path);
+        let _ = writeln!(out, "  {}  {}  {percent}%", upload.peer, upload.path);
     }
+    out
 }
 
 fn edit_config(
     path: &Path,
-    edit: impl FnOnce(&mut ConfigFile) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+    edit: impl FnOnce(&mut ConfigFile) -> anyhow::Result<String>,
+) -> anyhow::Result<String> {
     let mut file = ConfigFile::load(path)?;
-    edit(&mut file)?;
-    file.save(path)
+    let said = edit(&mut file)?;
+    file.save(path)?;
+    Ok(said)
+}
+
+/// After `share` or `unshare` changed the config file: makes a running agent serve the new
+/// shares now, and says what happened.
+async fn apply_to_running_agent(state: &Path) -> String {
+    if !agent::control::is_running(state) {
+        return "no agent is running; it shares them when it starts".to_owned();
+    }
+    match agent::control::reload_shares(state).await {
+        Ok(change) => {
+            let mut said = "the running agent now shares: ".to_owned();
+            said.push_str(&change.shares.join(", "));
+            if change.shares.is_empty() {
+                said.push_str("nothing");
+            }
+            said
+        }
+        Err(e) => format!("{e:#}"),
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -282,16 +368,17 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Id => {
             let path = state_dir(cli.state)?.join(KEY_FILE);
             let identity = Identity::load_or_create(&path)?;
-            println!("{}", identity.peer_id());
+            emit(&format!("{}\n", identity.peer_id()))?;
         }
         Command::Agent(args) => {
-            let file = ConfigFile::load(&config_path(cli.config)?)?;
+            let path = config_path(cli.config)?;
+            let file = ConfigFile::load(&path)?;
             let state = state_dir(cli.state)?;
-            run_agent(agent_config(args, state, &file)?).await?;
+            run_agent(agent_config(args, state, &file, &path)?).await?;
         }
         Command::Share(args) => {
             let path = config_path(cli.config)?;
-            edit_config(&path, |file| {
+            let said = edit_config(&path, |file| {
                 let name = file.share(ShareConfig {
                     path: args.dir,
                     name: args.name,
@@ -299,16 +386,14 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     follow_symlinks: args.follow_symlinks,
                     include_hidden: args.include_hidden,
                 })?;
-                println!(
-                    "sharing {name:?} (in {}); a running agent picks it up when restarted",
-                    path.display()
-                );
-                Ok(())
+                Ok(format!("sharing {name:?} (in {})", path.display()))
             })?;
+            let agent = apply_to_running_agent(&state_dir(cli.state)?).await;
+            emit(&format!("{said}; {agent}\n"))?;
         }
         Command::Unshare { target } => {
             let path = config_path(cli.config)?;
-            edit_config(&path, |file| {
+            let said = edit_config(&path, |file| {
                 if !file.unshare(&target) {
                     bail!(
                         "{} is not shared (see {})",
@@ -316,31 +401,132 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                         path.display()
                     );
                 }
-                println!("no longer sharing {}", target.display());
-                Ok(())
+                Ok(format!("no longer sharing {}", target.display()))
             })?;
+            let agent = apply_to_running_agent(&state_dir(cli.state)?).await;
+            emit(&format!("{said}; {agent}\n"))?;
         }
         Command::Status { json } => {
             let status = agent::control::query(&state_dir(cli.state)?).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&status)?))?;
             } else {
-                print_status(&status);
+                emit(&status_text(&status))?;
             }
         }
         Command::Search(args) => {
+            let file = ConfigFile::load(&config_path(cli.config)?)?;
             // Remember the rows for `peerdex get ROW` (best effort without a state dir).
-            search::search(args, state_dir(cli.state).ok()).await?;
+            search::search(args, &file, state_dir(cli.state).ok()).await?;
         }
-        Command::Browse(args) => search::browse(args).await?,
-        Command::Get(args) => return get::get(args, state_dir(cli.state)?).await,
+        Command::Browse(args) => {
+            let file = ConfigFile::load(&config_path(cli.config)?)?;
+            search::browse(args, &file, state_dir(cli.state).ok()).await?;
+        }
+        Command::Get(args) => {
+            let file = ConfigFile::load(&config_path(cli.config)?)?;
+            return get::get(args, &file, state_dir(cli.state)?).await;
+        }
     }
     Ok(0)
 }
 
+/// Whether an error is standard output closed by its reader (`peerdex search … | head`).
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Makes `peerdex search beatles -live` mean what it says: once a query word was given, the
+/// first argument that starts with `-` but is no flag of `search` begins the exclusions, so a
+/// `--` is put before it. Flags still work anywhere before it (`search beatles --json -live`).
+fn words_after_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    // Building propagates the global flags into the subcommands.
+    command.build();
+    let takes_value = |arg: &clap::Arg| arg.get_num_args().is_some_and(|n| n.takes_values());
+    let Some(search) = command.find_subcommand("search") else {
+        return args;
+    };
+    // Its own flags and the global ones.
+    let flags: Vec<&clap::Arg> = search
+        .get_arguments()
+        .filter(|a| !a.is_positional())
+        .collect();
+    let long = |name: &str| {
+        flags
+            .iter()
+            .find(|a| a.get_long() == Some(name))
+            .map(|a| takes_value(a))
+    };
+    let short = |c: char| {
+        flags
+            .iter()
+            .find(|a| a.get_short() == Some(c))
+            .map(|a| takes_value(a))
+    };
+    let text: Vec<Option<&str>> = args.iter().map(|a| a.to_str()).collect();
+    // Skip the global flags before the subcommand.
+    let mut i = 1;
+    while let Some(Some(arg)) = text.get(i) {
+        match arg.strip_prefix("--") {
+            Some(name) if !name.contains('=') && long(name) == Some(true) => i += 2,
+            Some(_) => i += 1,
+            None => break,
+        }
+    }
+    if text.get(i) != Some(&Some("search")) {
+        return args;
+    }
+    i += 1;
+    let mut seen_word = false;
+    while let Some(arg) = text.get(i) {
+        let Some(arg) = arg else {
+            seen_word = true;
+            i += 1;
+            continue;
+        };
+        if *arg == "--" {
+            return args;
+        }
+        let known = if let Some(name) = arg.strip_prefix("--") {
+            let (name, inline) = match name.split_once('=') {
+                Some((name, _)) => (name, true),
+                None => (name, false),
+            };
+            long(name).map(|value| value && !inline)
+        } else if let Some(cluster) = arg.strip_prefix('-').filter(|c| !c.is_empty()) {
+            let mut chars = cluster.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => short(c),
+                _ => None,
+            }
+        } else {
+            seen_word = true;
+            i += 1;
+            continue;
+        };
+        match known {
+            Some(takes) => i += if takes { 2 } else { 1 },
+            None if seen_word => {
+                let mut fixed = args;
+                fixed.insert(i, "--".into());
+                return fixed;
+            }
+            // Before any word: clap reports the unknown flag.
+            None => return args,
+        }
+    }
+    args
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(words_after_flags(std::env::args_os().collect()));
     let default_level = if matches!(cli.command, Command::Agent(_)) {
         "info"
     } else {
@@ -352,6 +538,9 @@ pub fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log pipe that went away (`agent 2>&1 | tee log`, then Ctrl-C) must never panic the
+        // agent or keep it from logging out.
+        .log_internal_errors(false)
         .try_init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -359,15 +548,72 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("peerdex: error: starting the async runtime: {e}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "peerdex: error: starting the async runtime: {e}"
+            );
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("peerdex: error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "peerdex: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixed(args: &str) -> String {
+        let args = args.split(' ').map(std::ffi::OsString::from).collect();
+        words_after_flags(args)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn words_starting_with_a_dash_after_the_first_word_are_query_words() {
+        assert_eq!(
+            fixed("peerdex search beatles -live"),
+            "peerdex search beatles -- -live"
+        );
+        assert_eq!(
+            fixed("peerdex --state s search --kind audio beatles --json -live --x"),
+            "peerdex --state s search --kind audio beatles --json -- -live --x"
+        );
+        assert_eq!(
+            fixed("peerdex search beatles --limit 5 --min-size=3MB -live"),
+            "peerdex search beatles --limit 5 --min-size=3MB -- -live"
+        );
+        // Nothing to do: no such word, an explicit `--`, or another command.
+        assert_eq!(
+            fixed("peerdex search beatles abbey"),
+            "peerdex search beatles abbey"
+        );
+        assert_eq!(fixed("peerdex search a -- -b"), "peerdex search a -- -b");
+        assert_eq!(fixed("peerdex get -o x 1"), "peerdex get -o x 1");
+        // Before any word an unknown flag stays a usage error.
+        assert_eq!(
+            fixed("peerdex search --bogus x"),
+            "peerdex search --bogus x"
+        );
+        let parsed = Cli::try_parse_from(words_after_flags(
+            "peerdex search beatles -live --json"
+                .split(' ')
+                .map(Into::into)
+                .collect(),
+        ))
+        .unwrap();
+        let Command::Search(search) = parsed.command else {
+            panic!("not a search");
+        };
+        assert_eq!(search.words(), ["beatles", "-live", "--json"]);
     }
 }

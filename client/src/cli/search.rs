@@ -7,22 +7,23 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Args;
 use peerdex_shared::FileHash;
-use peerdex_shared::api::{BrowseEntry, SearchHit};
+use peerdex_shared::api::{BrowseEntry, SearchHit, SearchResponse};
 use serde::{Deserialize, Serialize};
 
-use super::{DEFAULT_SERVER, human_size};
+use super::{emit, human_size, resolve_server, visible};
 use crate::ServerClient;
+use crate::agent::config::ConfigFile;
 use crate::server_api::SearchQuery;
 
-/// File in the state directory holding the last search's rows.
+/// File in the state directory holding the last search's (or browse's) rows.
 pub const LAST_SEARCH_FILE: &str = "last-search.json";
 
 /// `peerdex search` arguments.
 #[derive(Debug, Args)]
 pub struct SearchArgs {
-    /// Index server URL
-    #[arg(long, env = "PEERDEX_SERVER", default_value = DEFAULT_SERVER)]
-    server: String,
+    /// Index server URL [default: from the config file, else http://127.0.0.1:7700]
+    #[arg(long, env = "PEERDEX_SERVER")]
+    server: Option<String>,
     /// Only files with this extension
     #[arg(long)]
     ext: Option<String>,
@@ -35,23 +36,38 @@ pub struct SearchArgs {
     /// Only files at most this large (e.g. 700MB)
     #[arg(long, value_parser = parse_size)]
     max_size: Option<u64>,
-    /// Most results
+    /// Results per page
     #[arg(long, default_value_t = 20)]
     limit: u64,
+    /// Page of results to show (1 = the best `--limit` results)
+    #[arg(long, conflicts_with = "offset", value_parser = clap::value_parser!(u64).range(1..))]
+    page: Option<u64>,
+    /// Results to skip before the first one shown
+    #[arg(long)]
+    offset: Option<u64>,
     /// Print the server's answer as one JSON document
     #[arg(long)]
     json: bool,
-    /// Words to search for (prefixes match; `-word` excludes, `"a b"` is a phrase)
+    /// Words to search for (prefixes match; `-word` excludes, `"a b"` is a phrase). Flags go
+    /// before the words that start with `-`
     #[arg(required = true)]
     words: Vec<String>,
+}
+
+#[cfg(test)]
+impl SearchArgs {
+    /// The query words as given.
+    pub fn words(&self) -> &[String] {
+        &self.words
+    }
 }
 
 /// `peerdex browse` arguments.
 #[derive(Debug, Args)]
 pub struct BrowseArgs {
-    /// Index server URL
-    #[arg(long, env = "PEERDEX_SERVER", default_value = DEFAULT_SERVER)]
-    server: String,
+    /// Index server URL [default: from the config file, else http://127.0.0.1:7700]
+    #[arg(long, env = "PEERDEX_SERVER")]
+    server: Option<String>,
     /// Print every file as one JSON document
     #[arg(long)]
     json: bool,
@@ -93,7 +109,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes.round() as u64)
 }
 
-/// One remembered row of the last search.
+/// One remembered row of the last search or browse.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RememberedHit {
     /// Content hash.
@@ -104,19 +120,26 @@ pub struct RememberedHit {
     pub name: String,
 }
 
-/// The last search, as `peerdex get ROW` reads it.
+/// The last search or browse, as `peerdex get ROW` reads it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LastSearch {
     /// Server searched.
     pub server: String,
-    /// Query text.
+    /// What was listed (the query, or `browse NICK`).
     pub query: String,
-    /// Rows, 1-based in the table.
+    /// The number of the first row (rows of a later page start past 1).
+    #[serde(default = "first_row")]
+    pub first_row: usize,
+    /// Rows, numbered from `first_row` in the table.
     pub hits: Vec<RememberedHit>,
 }
 
+fn first_row() -> usize {
+    1
+}
+
 impl LastSearch {
-    /// Reads the remembered search from `state`; `None` when there was none.
+    /// Reads the remembered listing from `state`; `None` when there was none.
     pub fn load(state: &Path) -> anyhow::Result<Option<LastSearch>> {
         let path = state.join(LAST_SEARCH_FILE);
         let text = match std::fs::read(&path) {
@@ -127,6 +150,30 @@ impl LastSearch {
         serde_json::from_slice(&text)
             .map(Some)
             .with_context(|| format!("{} is damaged; search again", path.display()))
+    }
+
+    /// The row numbered `row`, if the listing has it.
+    pub fn row(&self, row: usize) -> Option<&RememberedHit> {
+        row.checked_sub(self.first_row)
+            .and_then(|i| self.hits.get(i))
+    }
+
+    /// The numbers of the rows remembered, for messages.
+    pub fn rows(&self) -> String {
+        match self.hits.len() {
+            0 => "no rows".to_owned(),
+            n => format!("rows {} to {}", self.first_row, self.first_row + n - 1),
+        }
+    }
+
+    /// Remembers the listing (best effort: without it the results are still shown).
+    fn remember(&self, state: Option<&Path>) {
+        let Some(state) = state else {
+            return;
+        };
+        if let Err(e) = self.save(state) {
+            tracing::warn!(error = %format!("{e:#}"), "cannot remember the rows for `peerdex get ROW`");
+        }
     }
 
     fn save(&self, state: &Path) -> anyhow::Result<()> {
@@ -157,14 +204,35 @@ fn best_source(hit: &SearchHit) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-/// Renders the numbered table, the name column taking what the other columns leave of `width`.
-fn table(hits: &[SearchHit], width: Option<usize>) -> Vec<String> {
+/// Cuts `text` to `width` columns, keeping its end (`…/Abbey Road/Disc 1`): the end of a folder
+/// path is what tells rows apart.
+fn keep_end(text: &str, width: usize) -> String {
+    if console::measure_text_width(text) <= width {
+        return text.to_owned();
+    }
+    let mut kept: Vec<char> = Vec::new();
+    let mut used = 1; // the ellipsis
+    for c in text.chars().rev() {
+        let w = console::measure_text_width(c.encode_utf8(&mut [0; 4]));
+        if used + w > width {
+            break;
+        }
+        used += w;
+        kept.push(c);
+    }
+    kept.reverse();
+    format!("…{}", kept.into_iter().collect::<String>())
+}
+
+/// Renders the numbered table (rows numbered from `first_row`), the name and folder columns
+/// sharing what the other columns leave of `width`.
+fn table(hits: &[SearchHit], first_row: usize, width: Option<usize>) -> Vec<String> {
     let rows: Vec<[String; 5]> = hits
         .iter()
         .enumerate()
         .map(|(i, hit)| {
             [
-                (i + 1).to_string(),
+                (first_row + i).to_string(),
                 human_size(hit.size),
                 hit.sources_online.to_string(),
                 format!("{:?}", hit.kind).to_lowercase(),
@@ -186,42 +254,58 @@ fn table(hits: &[SearchHit], width: Option<usize>) -> Vec<String> {
         widest(3, "KIND"),
         widest(4, "BEST SOURCE").min(24),
     );
-    let fixed = w_row + w_size + w_src + w_kind + w_best + 10;
-    let names_widest = hits
-        .iter()
-        .map(|h| console::measure_text_width(&h.name))
-        .chain(["NAME".len()])
-        .max()
-        .unwrap_or(4);
-    let w_name = match width {
-        Some(width) => width.saturating_sub(fixed).clamp(12, names_widest.max(12)),
-        None => names_widest,
+    let fixed = w_row + w_size + w_src + w_kind + w_best + 12;
+    let widest_of = |texts: &mut dyn Iterator<Item = &str>, title: &str| {
+        texts
+            .map(console::measure_text_width)
+            .chain([title.len()])
+            .max()
+            .unwrap_or(title.len())
     };
-    let cell = |text: &str, w: usize| {
-        let cut = console::truncate_str(text, w, "…");
-        let pad = w.saturating_sub(console::measure_text_width(&cut));
-        format!("{cut}{}", " ".repeat(pad))
+    let names_widest = widest_of(&mut hits.iter().map(|h| h.name.as_str()), "NAME");
+    let folders_widest = widest_of(&mut hits.iter().map(|h| h.folder.as_str()), "FOLDER");
+    let (w_name, w_folder) = match width {
+        Some(width) => {
+            // The name gets up to two thirds of what is left, the folder the rest.
+            let room = width.saturating_sub(fixed).max(24);
+            let name = names_widest.min(room * 2 / 3).max(12);
+            let folder = folders_widest.min(room.saturating_sub(name)).max(8);
+            let name = names_widest.min(room.saturating_sub(folder)).max(12);
+            (name, folder)
+        }
+        None => (names_widest, folders_widest),
     };
+    let pad = |text: String, w: usize| {
+        let fill = w.saturating_sub(console::measure_text_width(&text));
+        format!("{text}{}", " ".repeat(fill))
+    };
+    let cell = |text: &str, w: usize| pad(console::truncate_str(text, w, "…").into_owned(), w);
     let right = |text: &str, w: usize| format!("{text:>w$}");
-    let mut out = vec![format!(
-        "{}  {}  {}  {}  {}  {}",
-        right("#", w_row),
-        cell("NAME", w_name),
-        right("SIZE", w_size),
-        right("SRC", w_src),
-        cell("KIND", w_kind),
-        cell("BEST SOURCE", w_best)
-    )];
+    let mut out = vec![
+        format!(
+            "{}  {}  {}  {}  {}  {}  {}",
+            right("#", w_row),
+            cell("NAME", w_name),
+            right("SIZE", w_size),
+            right("SRC", w_src),
+            cell("KIND", w_kind),
+            cell("BEST SOURCE", w_best),
+            cell("FOLDER", w_folder),
+        )
+        .trim_end()
+        .to_owned(),
+    ];
     for (hit, row) in hits.iter().zip(&rows) {
         out.push(
             format!(
-                "{}  {}  {}  {}  {}  {}",
+                "{}  {}  {}  {}  {}  {}  {}",
                 right(&row[0], w_row),
-                cell(&hit.name, w_name),
+                cell(&visible(&hit.name), w_name),
                 right(&row[1], w_size),
                 right(&row[2], w_src),
                 cell(&row[3], w_kind),
-                cell(&row[4], w_best)
+                cell(&row[4], w_best),
+                pad(keep_end(&visible(&hit.folder), w_folder), w_folder),
             )
             .trim_end()
             .to_owned(),
@@ -230,66 +314,102 @@ fn table(hits: &[SearchHit], width: Option<usize>) -> Vec<String> {
     out
 }
 
+/// The line under the table: which rows these are, of how many, and how to see more.
+fn footer(result: &SearchResponse, first_row: usize, page: u64) -> String {
+    let shown = result.hits.len() as u64;
+    let last_row = first_row as u64 + shown - 1;
+    let past = result.offset + shown;
+    let (of, more) = if result.total_exact {
+        (result.total.to_string(), result.total > past)
+    } else {
+        // Counting stopped early: the total is a lower bound, and a full page means more.
+        (
+            format!("at least {}", result.total.max(past)),
+            shown == result.limit,
+        )
+    };
+    let mut line =
+        format!("rows {first_row}-{last_row} of {of}; `peerdex get ROW` downloads a row");
+    if more {
+        line.push_str(&format!(", `--page {}` shows more", page + 1));
+    }
+    line
+}
+
 /// Runs `peerdex search`.
-pub async fn search(args: SearchArgs, state: Option<PathBuf>) -> anyhow::Result<()> {
-    let client = ServerClient::new(&args.server)?;
+pub async fn search(
+    args: SearchArgs,
+    file: &ConfigFile,
+    state: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let server = resolve_server(args.server, file, None);
+    let client = ServerClient::new(&server)?;
+    let limit = args.limit.max(1);
+    let offset = match args.page {
+        Some(page) => (page - 1).saturating_mul(limit),
+        None => args.offset.unwrap_or(0),
+    };
     let query = SearchQuery {
         q: args.words.join(" "),
         ext: args.ext,
         kind: args.kind,
         min_size: args.min_size,
         max_size: args.max_size,
-        limit: Some(args.limit),
-        offset: None,
+        limit: Some(limit),
+        offset: Some(offset),
     };
     let result = client
         .search(&query)
         .await
-        .with_context(|| format!("searching {}", args.server))?;
-    if let Some(state) = state {
-        let remembered = LastSearch {
-            server: args.server.clone(),
-            query: query.q.clone(),
-            hits: result
-                .hits
-                .iter()
-                .map(|h| RememberedHit {
-                    hash: h.hash,
-                    size: h.size,
-                    name: h.name.clone(),
-                })
-                .collect(),
-        };
-        // Not fatal: the results are still shown.
-        if let Err(e) = remembered.save(&state) {
-            tracing::warn!(error = %format!("{e:#}"), "cannot remember the results for `peerdex get ROW`");
-        }
+        .with_context(|| format!("searching {server}"))?;
+    // Rows are numbered across pages: row 21 is the first of page 2.
+    let first_row = result.offset as usize + 1;
+    LastSearch {
+        server: server.clone(),
+        query: query.q.clone(),
+        first_row,
+        hits: result
+            .hits
+            .iter()
+            .map(|h| RememberedHit {
+                hash: h.hash,
+                size: h.size,
+                name: h.name.clone(),
+            })
+            .collect(),
     }
+    .remember(state.as_deref());
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        emit(&format!("{}\n", serde_json::to_string_pretty(&result)?))?;
         return Ok(());
     }
     if result.hits.is_empty() {
-        println!("no results");
+        let said = if result.offset > 0 && result.total > 0 {
+            format!("no results past row {}", result.offset)
+        } else {
+            "no results".to_owned()
+        };
+        emit(&format!("{said}\n"))?;
         return Ok(());
     }
-    for line in table(&result.hits, terminal_width()) {
-        println!("{line}");
-    }
-    // A total that is a lower bound reads "20 of 1000+".
-    let plus = if result.total_exact { "" } else { "+" };
-    println!(
-        "{} of {}{plus} result(s); `peerdex get ROW` downloads a row",
-        result.hits.len(),
-        result.total
-    );
+    let page = result.offset / result.limit.max(1) + 1;
+    let mut text = table(&result.hits, first_row, terminal_width()).join("\n");
+    text.push('\n');
+    text.push_str(&footer(&result, first_row, page));
+    text.push('\n');
+    emit(&text)?;
     Ok(())
 }
 
-/// Runs `peerdex browse`.
-pub async fn browse(args: BrowseArgs) -> anyhow::Result<()> {
-    let client = ServerClient::new(&args.server)?;
-    let context = || format!("browsing {} on {}", args.nick, args.server);
+/// Runs `peerdex browse`: the peer's files, numbered; the rows are remembered for `get`.
+pub async fn browse(
+    args: BrowseArgs,
+    file: &ConfigFile,
+    state: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let server = resolve_server(args.server, file, None);
+    let client = ServerClient::new(&server)?;
+    let context = || format!("browsing {} on {server}", args.nick);
     let first = client
         .browse(&args.nick, None, 1000)
         .await
@@ -310,27 +430,49 @@ pub async fn browse(args: BrowseArgs) -> anyhow::Result<()> {
         files.extend(page.files);
         after = page.next_cursor;
     }
+    LastSearch {
+        server: server.clone(),
+        query: format!("browse {nickname}"),
+        first_row: 1,
+        hits: files
+            .iter()
+            .map(|f| RememberedHit {
+                hash: f.hash,
+                size: f.size,
+                name: f.path.rsplit('/').next().unwrap_or(&f.path).to_owned(),
+            })
+            .collect(),
+    }
+    .remember(state.as_deref());
     if args.json {
         let document = serde_json::json!({
             "peer_id": peer_id, "nickname": nickname, "online": online,
             "entries": entries, "files": files,
         });
-        println!("{}", serde_json::to_string_pretty(&document)?);
+        emit(&format!("{}\n", serde_json::to_string_pretty(&document)?))?;
         return Ok(());
     }
-    println!(
-        "{nickname} ({}), {entries} files",
+    use std::fmt::Write as _;
+    let mut text = format!(
+        "{nickname} ({}), {entries} files\n",
         if online { "online" } else { "offline" }
     );
-    for file in &files {
-        println!(
-            "{:>10}  {}  {}/{}",
+    let w_row = files.len().to_string().len();
+    for (i, file) in files.iter().enumerate() {
+        let _ = writeln!(
+            text,
+            "{:>w_row$}  {:>10}  {}  {}/{}",
+            i + 1,
             human_size(file.size),
             file.hash.fmt_short(),
-            file.share,
-            file.path
+            visible(&file.share),
+            visible(&file.path)
         );
     }
+    if !files.is_empty() {
+        text.push_str("`peerdex get ROW` (or a hash prefix) downloads a file\n");
+    }
+    emit(&text)?;
     Ok(())
 }
 
