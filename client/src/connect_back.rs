@@ -1,7 +1,6 @@
 //! The agent's answer to the index server's connect-back probe: proof, signed with the agent's
-//! key, that the address the server dialled is really this peer's.
-//!
-//! This is the first route of the agent's peer-facing HTTP server; file serving joins it later.
+//! key, that the address the server dialled is really this peer's. The agent's file server
+//! answers it on its own port; downloaders answer it on the port reverse connections come to.
 
 use std::convert::Infallible;
 

@@ -199,6 +199,52 @@ impl TestPeer {
         peer
     }
 
+    /// A peer that proves its key to the server's connect-back probe (so it is `reachable`),
+    /// then never answers anything else: a source that stalls.
+    pub async fn join_stalling(server: &str, nick: &str) -> TestPeer {
+        let identity = Identity::generate().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let token = CancellationToken::new();
+        let (stop, me) = (token.clone(), identity.clone());
+        tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => continue,
+                    },
+                    () = stop.cancelled() => return,
+                };
+                let me = me.clone();
+                let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+                    let me = me.clone();
+                    async move {
+                        if request.uri().path() != peerdex_shared::api::CONNECT_BACK_PATH {
+                            std::future::pending::<()>().await;
+                        }
+                        Ok::<_, std::convert::Infallible>(peerdex::connect_back::answer(
+                            &me, &request,
+                        ))
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        let mut peer = TestPeer {
+            identity,
+            client: ServerClient::new(server).unwrap(),
+            nick: nick.into(),
+            port,
+            responder: Some(token),
+        };
+        peer.register().await;
+        peer
+    }
+
     /// A peer that announces `port` but may not be listening there.
     pub async fn join_announcing(server: &str, nick: &str, port: u16) -> TestPeer {
         let identity = Identity::generate().unwrap();
@@ -237,6 +283,80 @@ impl Drop for TestPeer {
         if let Some(token) = &self.responder {
             token.cancel();
         }
+    }
+}
+
+/// A plain TCP listener standing in for the port a lying peer announces: it answers nothing and
+/// counts the connections whose first request is not the index server's connect-back probe
+/// (those are downloaders dialling it).
+pub struct CountingListener {
+    pub port: u16,
+    /// Connections from anyone but the probe.
+    dialled: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Connections of the index server's connect-back probe.
+    probed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingListener {
+    pub async fn bind() -> CountingListener {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dialled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let probed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (counter, probes) = (dialled.clone(), probed.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let (counter, probes) = (counter.clone(), probes.clone());
+                tokio::spawn(async move {
+                    let mut head = [0u8; 64];
+                    let mut got = 0;
+                    // A probe writes its request line at once; anything else counts.
+                    let read = tokio::time::timeout(Duration::from_secs(5), async {
+                        while got < head.len() {
+                            match socket.read(&mut head[got..]).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => got += n,
+                            }
+                            if head[..got].contains(&b'\n') {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                    let probe =
+                        read.is_ok() && head[..got].starts_with(b"GET /peerdex/v1/connect-back");
+                    let count = if probe { &probes } else { &counter };
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    // Hold the connection, answer nothing.
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    drop(socket);
+                });
+            }
+        });
+        CountingListener {
+            port,
+            dialled,
+            probed,
+            task,
+        }
+    }
+
+    /// Connections that were not the server's probe.
+    pub fn dialled(&self) -> usize {
+        self.dialled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Connections of the server's connect-back probe.
+    pub fn probed(&self) -> usize {
+        self.probed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountingListener {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

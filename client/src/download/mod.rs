@@ -791,17 +791,6 @@ pub async fn download(
         )));
     }
     let fallback = hash.to_string();
-    let file_name = sanitize_file_name(
-        &name
-            .map(str::to_owned)
-            .or_else(|| common_name(claims.iter().flat_map(|(_, sources)| sources)))
-            .unwrap_or_default(),
-        &fallback,
-    );
-    let (final_path, to_stdout) =
-        final_destination(destination, &file_name, &fallback, options.force)?;
-    *locked(&progress.name) = Some(file_name);
-    let paths = PartPaths::beside(&final_path);
     let mut unproven: Vec<DownloadError> = Vec::new();
     for (attempt, (size, sources)) in claims.iter().enumerate() {
         if attempt > 0 {
@@ -810,6 +799,18 @@ pub async fn download(
                 claims[attempt - 1].0
             ));
         }
+        // The name the peers of this claim use: liars do not name the file either.
+        let file_name = sanitize_file_name(
+            &name
+                .map(str::to_owned)
+                .or_else(|| common_name(sources))
+                .unwrap_or_default(),
+            &fallback,
+        );
+        let (final_path, to_stdout) =
+            final_destination(destination, &file_name, &fallback, options.force)?;
+        *locked(&progress.name) = Some(file_name);
+        let paths = PartPaths::beside(&final_path);
         let span = info_span!("download", hash = %hash.fmt_short(), size);
         let result = run(RunInput {
             server,
@@ -1084,9 +1085,16 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
     let resumed = done_bytes(&state);
     progress.resumed.store(resumed, Ordering::Relaxed);
     progress.verified.store(resumed, Ordering::Relaxed);
+    // What a failed run leaves for the next: the partial file if it holds verified pieces;
+    // otherwise nothing, not even empty part and state files.
     let kept = |state: &PartState| {
         let bytes = done_bytes(state);
-        (bytes > 0 && !to_stdout).then(|| Kept {
+        if bytes == 0 || to_stdout {
+            let _ = std::fs::remove_file(&paths.data);
+            let _ = std::fs::remove_file(&paths.state);
+            return None;
+        }
+        Some(Kept {
             part: paths.data.clone(),
             bytes,
             size,

@@ -498,6 +498,8 @@ pub struct Connector {
     listener: OnceCell<Option<ReverseListener>>,
     /// Our address failed the server's connect-back once: reverse connections cannot work.
     unreachable: std::sync::atomic::AtomicBool,
+    /// Sources whose pending address was already waited on: once is enough per download.
+    awaited: Mutex<std::collections::HashSet<PeerId>>,
 }
 
 fn random_token() -> String {
@@ -521,6 +523,7 @@ impl Connector {
             stall,
             listener: OnceCell::new(),
             unreachable: std::sync::atomic::AtomicBool::new(!accept_connections),
+            awaited: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -573,7 +576,17 @@ impl Connector {
         hash: &FileHash,
         addr: SocketAddr,
     ) -> Option<SocketAddr> {
-        let deadline = tokio::time::Instant::now() + PENDING_WAIT;
+        let first_wait = self
+            .awaited
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(source.peer_id);
+        let wait = if first_wait {
+            PENDING_WAIT
+        } else {
+            PENDING_POLL
+        };
+        let deadline = tokio::time::Instant::now() + wait;
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(PENDING_POLL).await;
             let Ok(found) = self.server.sources(hash).await else {

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use peerdex_tests::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_peerdex-under-test");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_peerdex-under-test");
 
-fn peerdex(state: &Path, config: &Path, args: &[&str]) -> Output {
+pub(crate) fn peerdex(state: &Path, config: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
         .arg("--state")
         .arg(state)
@@ -21,7 +21,7 @@ fn peerdex(state: &Path, config: &Path, args: &[&str]) -> Output {
 }
 
 /// Starts `peerdex agent` and waits for its "serving on" line.
-fn spawn_agent(state: &Path, config: &Path, server: &str) -> (Child, String) {
+pub(crate) fn spawn_agent(state: &Path, config: &Path, server: &str) -> (Child, String) {
     let mut child = Command::new(BIN)
         .arg("--state")
         .arg(state)
@@ -142,7 +142,7 @@ async fn share_then_run_the_agent_then_stop_it() {
     );
 }
 
-fn wait_for_exit(mut child: Child, timeout: Duration) -> std::process::ExitStatus {
+pub(crate) fn wait_for_exit(mut child: Child, timeout: Duration) -> std::process::ExitStatus {
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -154,7 +154,7 @@ fn wait_for_exit(mut child: Child, timeout: Duration) -> std::process::ExitStatu
 }
 
 /// Starts `peerdex ARGS` in `cwd` with a state dir and no config file; stdout piped.
-fn spawn_in(cwd: &Path, state: &Path, args: &[&str]) -> Child {
+pub(crate) fn spawn_in(cwd: &Path, state: &Path, args: &[&str]) -> Child {
     Command::new(BIN)
         .current_dir(cwd)
         .arg("--state")
@@ -169,7 +169,7 @@ fn spawn_in(cwd: &Path, state: &Path, args: &[&str]) -> Child {
 }
 
 /// Asserts that a command succeeded, showing its errors otherwise.
-fn succeeded(out: Output) -> Output {
+pub(crate) fn succeeded(out: Output) -> Output {
     assert!(
         out.status.success(),
         "{}",
@@ -179,7 +179,7 @@ fn succeeded(out: Output) -> Output {
 }
 
 /// Runs `peerdex` with a state dir and no config file, from `cwd`.
-fn peerdex_in(cwd: &Path, state: &Path, args: &[&str]) -> Output {
+pub(crate) fn peerdex_in(cwd: &Path, state: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
         .current_dir(cwd)
         .arg("--state")
@@ -281,7 +281,7 @@ async fn search_then_get_by_row_by_hash_and_to_stdout() {
             "get",
             "--server",
             &server.url,
-            "-o",
+            "--dir",
             other.to_str().unwrap(),
             &hash,
         ],

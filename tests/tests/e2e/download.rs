@@ -351,9 +351,7 @@ async fn names_from_peers_cannot_leave_the_output_folder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_that_stalls_is_dropped_and_the_others_finish() {
-    // The staller's connect-back never completes while the download runs, so it is dialled
-    // directly (as a peer whose check is pending).
-    let server = TestServer::start_with(|c| c.probe.timeout_ms = 60_000).await;
+    let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let bytes = pseudo_random(6 * P + 1, 15);
     // The honest source is slow enough (1 MiB/s) for the stall to be noticed before the end.
@@ -363,16 +361,8 @@ async fn a_source_that_stalls_is_dropped_and_the_others_finish() {
     })
     .await;
     let hash = content_hash(&bytes);
-    // A peer that accepts connections and then never answers, listing the same content.
-    let staller = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = staller.local_addr().unwrap().port();
-    let held = tokio::spawn(async move {
-        let mut sockets = Vec::new();
-        while let Ok((socket, _)) = staller.accept().await {
-            sockets.push(socket); // read nothing, answer nothing
-        }
-    });
-    let peer = TestPeer::join_announcing(&server.url, "staller", port).await;
+    // A peer with a verified address that never answers a download, listing the same content.
+    let peer = TestPeer::join_stalling(&server.url, "staller").await;
     let mut listed = entry("x/slow.bin", bytes.len() as u64, "unused");
     listed.hash = hash;
     peer.client.upload_full(1, &[listed]).await.unwrap();
@@ -394,7 +384,6 @@ async fn a_source_that_stalls_is_dropped_and_the_others_finish() {
         .iter()
         .any(|(source, why)| source.starts_with("staller") && why.contains("stalled"));
     assert!(dropped, "{:?}", report.sources_dropped);
-    held.abort();
     for agent in agents {
         agent.stop().await;
     }

@@ -4,11 +4,13 @@
 
 mod agent;
 mod cli;
+mod commands;
 mod connect_back;
 mod download;
 mod durability;
 mod firewalled;
 mod hostile;
+mod liars;
 mod lists;
 mod load;
 mod peer_server;

@@ -327,3 +327,47 @@ async fn busy_slots_queue_requests_and_slow_readers_lose_theirs() {
     assert!(agent.status().uploads.active.is_empty());
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_lock_downloaders_out_and_huge_heads_are_refused() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    let bytes = pseudo_random(2 * (1 << 20) + 3, 45);
+    write_file(&share, "wanted.bin", &bytes);
+    let agent = TestAgent::start(&server.url, &[&share], |c| c.upload.max_connections = 8).await;
+    agent.wait_synced().await;
+    let addr = agent.url.trim_start_matches("http://").to_owned();
+    // Every connection the agent allows, open and idle (as many addresses would hold them).
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let out = dir.path().join("out");
+    let report = download_into(&server.url, content_hash(&bytes), &out, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(out.join("wanted.bin")).unwrap(), bytes);
+    assert_eq!(report.sources_used.len(), 1);
+
+    // A 100 KB header in one write is refused, not answered as if it were fine.
+    let huge = format!(
+        "GET /peerdex/v1/blobs/{} HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        content_hash(&bytes),
+        "a".repeat(100 * 1024)
+    );
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _ = stream.write_all(huge.as_bytes()).await;
+    let mut answer = vec![0u8; 256];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    let head = String::from_utf8_lossy(&answer[..n]);
+    assert!(
+        n == 0 || head.starts_with("HTTP/1.1 431"),
+        "answered {head:?}"
+    );
+    drop(idle);
+    agent.stop().await;
+}

@@ -166,3 +166,54 @@ async fn reconnect_with_unchanged_list_uploads_nothing() {
     );
     server.wait_for_hits("yesterday", 1).await;
 }
+
+#[tokio::test]
+async fn full_width_nicknames_and_disguised_file_names_are_refused() {
+    let server = TestServer::start().await;
+    let _alice = TestPeer::join(&server.url, "alice").await;
+    // Compatibility forms and case are one name: ａｌｉｃｅ is alice, Ａlice too.
+    for lookalike in ["ａｌｉｃｅ", "ＡＬＩＣＥ", "Alice"] {
+        let mut client = ServerClient::new(&server.url).unwrap();
+        let err = client
+            .register(&Identity::generate().unwrap(), lookalike, 0)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(ErrorCode::NicknameTaken),
+            "{lookalike}: {err}"
+        );
+    }
+    // Browsing by the look-alike finds the one peer.
+    let page = server.client().browse("ａｌｉｃｅ", None, 1).await.unwrap();
+    assert_eq!(page.nickname, "alice");
+
+    // A right-to-left override would show "evil\u{202e}gpj.exe" as "evilexe.jpg".
+    let bob = TestPeer::join(&server.url, "bob").await;
+    for hidden in [
+        "evil\u{202e}gpj.exe",
+        "a\u{200b}b.mp3",
+        "\u{feff}x.txt",
+        "x\u{2066}.txt",
+    ] {
+        let err = bob
+            .client
+            .upload_full(1, &[entry(&format!("dir/{hidden}"), 1, "x")])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(ErrorCode::InvalidEntry),
+            "{hidden:?}: {err}"
+        );
+        assert!(
+            err.to_string().contains("invisible formatting character"),
+            "{err}"
+        );
+    }
+    // Joiners that scripts need are fine.
+    bob.client
+        .upload_full(1, &[entry("dir/می\u{200c}خواهم.mp3", 1, "persian")])
+        .await
+        .unwrap();
+}
