@@ -53,6 +53,8 @@ fn main() -> anyhow::Result<()> {
     let mut repeated = (0u64, Duration::ZERO);
     // The same queries through tantivy's own top-documents collector: the engine's floor.
     let mut engine_only = Duration::ZERO;
+    // Picking the copy each hit is shown by (the most common name among matching copies).
+    let mut shown = Duration::ZERO;
     for _ in 0..queries {
         let q = corpus.query(&mut rng);
         let repeat = !distinct.insert(format!("{q:?}"));
@@ -74,6 +76,15 @@ fn main() -> anyhow::Result<()> {
         let searched = Instant::now();
         let page: Vec<i64> = found.groups.iter().map(|g| g.content).collect();
         let holders = db.holders_of(&page)?;
+        let resolved = Instant::now();
+        for h in &holders {
+            std::hint::black_box(peerdex_server::results::shown_place(
+                h,
+                &*online,
+                Some(&spec.plan),
+            ));
+        }
+        shown += resolved.elapsed();
         let resolved = Instant::now();
         index.top_documents_only(&spec)?;
         engine_only += resolved.elapsed();
@@ -121,6 +132,10 @@ fn main() -> anyhow::Result<()> {
         "| all | {queries} | {:.2} ms | {:.2} ms | |",
         ms(index_total, queries),
         ms(sources_total, queries)
+    );
+    println!(
+        "choosing the copy each hit is shown by: {:.3} ms per query",
+        ms(shown, queries)
     );
     println!(
         "tantivy's top {} documents alone (no grouping, filters or online check, whole words \

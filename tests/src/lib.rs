@@ -188,15 +188,7 @@ impl TestPeer {
             identity.clone(),
             token.clone(),
         ));
-        let mut peer = TestPeer {
-            identity,
-            client: ServerClient::new(server).unwrap(),
-            nick: nick.into(),
-            port,
-            responder: Some(token),
-        };
-        peer.register().await;
-        peer
+        Self::registered(server, nick, port, identity, Some(token)).await
     }
 
     /// A peer that proves its key to the server's connect-back probe (so it is `reachable`),
@@ -234,12 +226,23 @@ impl TestPeer {
                 );
             }
         });
+        Self::registered(server, nick, port, identity, Some(token)).await
+    }
+
+    /// Registers a peer with `identity` announcing `port`; `responder` stops what answers there.
+    async fn registered(
+        server: &str,
+        nick: &str,
+        port: u16,
+        identity: Identity,
+        responder: Option<CancellationToken>,
+    ) -> TestPeer {
         let mut peer = TestPeer {
             identity,
             client: ServerClient::new(server).unwrap(),
             nick: nick.into(),
             port,
-            responder: Some(token),
+            responder,
         };
         peer.register().await;
         peer
@@ -688,6 +691,45 @@ pub async fn wait_for_sources(server: &TestServer, hash: FileHash, n: usize) {
         },
     )
     .await
+}
+
+/// An agent sharing `name` (`bytes`) in a new folder of `root`, uploading at 1 MiB/s so that a
+/// download of a few MiB is still running seconds later.
+pub async fn slow_agent_sharing(
+    server: &TestServer,
+    root: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> TestAgent {
+    let share = root.join("slow-share");
+    write_file(&share, name, bytes);
+    let agent = TestAgent::start(&server.url, &[&share], |c| {
+        c.upload.max_rate = 1 << 20;
+        c.upload.min_rate = 1;
+    })
+    .await;
+    agent.wait_synced().await;
+    agent
+}
+
+/// Waits until the download state file `state_file` records at least `pieces` written pieces.
+pub async fn wait_for_written_pieces(state_file: &Path, pieces: u64) {
+    wait_until(
+        "pieces recorded in the state file",
+        Duration::from_secs(30),
+        || {
+            let state = peerdex::download::part::PartState::load(state_file)
+                .ok()
+                .flatten();
+            async move {
+                match state {
+                    Some(state) if state.done_count() >= pieces => Ok(()),
+                    other => Err(format!("{:?}", other.map(|s| s.done_count()))),
+                }
+            }
+        },
+    )
+    .await;
 }
 
 /// A tmpfs of `bytes` at a fresh folder, unmounted on drop; `None` where mounting is not

@@ -123,8 +123,9 @@ impl SyncError {
     }
 
     /// An answer to registration that no retry can change: the nickname belongs to another key,
-    /// or the server refuses what we sent (an invalid nickname), or the URL cannot work. The
-    /// agent stops with the reason instead of retrying forever.
+    /// or the URL cannot work. The agent stops with the reason instead of retrying forever. (An
+    /// invalid nickname never gets this far: the config checks it with the server's own rules.)
+    /// A 400 is not taken as permanent: a body cut short in transit gets one too.
     fn permanent(&self, nick: &str) -> Option<String> {
         let SyncError::Api(e) = self else {
             return None;
@@ -135,10 +136,6 @@ impl SyncError {
                 ErrorCode::NicknameTaken => Some(format!(
                     "the index server refuses the nickname {nick:?}: it belongs to another peer \
                      (pick another with --nick or `nick = \"...\"` in the config file)"
-                )),
-                ErrorCode::BadRequest => Some(format!(
-                    "the index server refuses this agent's registration: {}",
-                    body.error
                 )),
                 _ => None,
             },

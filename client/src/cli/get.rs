@@ -438,3 +438,65 @@ pub async fn get(args: GetArgs, file: &ConfigFile, state: PathBuf) -> anyhow::Re
     }
     Ok(exit)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_counts_only_bytes_moved_now() {
+        let mut rate = Rate::new();
+        // 3 MiB kept from before arrive at once as "verified"; the caller passes moved bytes
+        // (verified minus resumed), so they never show as speed.
+        assert_eq!(rate.update(0), None);
+        let start = Instant::now();
+        rate.samples[0].0 = start - Duration::from_secs(2);
+        let speed = rate.update(2 << 20).unwrap();
+        assert!((speed - f64::from(1 << 20)).abs() < 1024.0, "{speed}");
+        assert_eq!(
+            speed_and_eta(Some(f64::from(1 << 20)), 3 << 20),
+            "1.0 MiB/s eta 3s"
+        );
+        assert_eq!(
+            speed_and_eta(Some(1024.0), 90 * 1024),
+            "1.0 KiB/s eta 1m30s"
+        );
+        assert_eq!(speed_and_eta(None, 5), "--/s");
+    }
+
+    #[test]
+    fn rows_hashes_and_prefixes_resolve_against_the_last_listing() {
+        let hash: FileHash = "ab".repeat(32).parse().unwrap();
+        let other: FileHash = "ac".repeat(32).parse().unwrap();
+        let last = Ok(Some(LastSearch {
+            server: "http://x:7700".into(),
+            query: "q".into(),
+            first_row: 21,
+            hits: vec![
+                super::super::search::RememberedHit {
+                    hash,
+                    size: 1,
+                    name: "one".into(),
+                },
+                super::super::search::RememberedHit {
+                    hash: other,
+                    size: 2,
+                    name: "two".into(),
+                },
+            ],
+        }));
+        assert_eq!(resolve_one("22", &last).unwrap().hash, other);
+        assert!(
+            resolve_one("1", &last).is_err(),
+            "rows of page 2 start at 21"
+        );
+        assert_eq!(resolve_one("abababab", &last).unwrap().hash, hash);
+        assert_eq!(resolve_one("ACACACAC", &last).unwrap().hash, other);
+        assert!(resolve_one("abab", &last).is_err(), "too short");
+        assert!(resolve_one("deadbeef", &last).is_err(), "not listed");
+        assert_eq!(
+            resolve_one(&hash.to_string(), &Ok(None)).unwrap().hash,
+            hash
+        );
+    }
+}

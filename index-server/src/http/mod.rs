@@ -21,8 +21,7 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use peerdex_shared::api::{
     BrowseEntry, BrowseResponse, ChallengeResponse, ErrorCode, HeartbeatResponse, Reachability,
-    RegisterRequest, RegisterResponse, SearchHit, SearchResponse, SizeClaim, Source,
-    SourcesResponse, StatsResponse,
+    RegisterRequest, RegisterResponse, SearchResponse, SizeClaim, SourcesResponse, StatsResponse,
 };
 use peerdex_shared::identity::registration_message;
 use peerdex_shared::kind::extension_of;
@@ -35,12 +34,11 @@ use tracing::{Level, info, warn};
 
 pub use error::ApiError;
 
-use crate::db::{Db, DbError, PeerRow};
-use crate::holders::{Holders, PeerCard, Place};
-use crate::index::{OnlineFilter, SearchSpec};
+use crate::db::PeerRow;
+use crate::index::SearchSpec;
 use crate::limits::random_hex;
-use crate::presence::OnlineSet;
-use crate::query::{self, QueryLimits, QueryPlan};
+use crate::query::{self, QueryLimits};
+use crate::results::{self, advertised};
 use crate::state::{AppState, NONCE_TTL, STATS_TTL};
 
 /// Runs blocking work (SQLite, tantivy) off the async threads.
@@ -142,11 +140,6 @@ fn client_ip(state: &AppState, remote: SocketAddr, headers: &HeaderMap) -> IpAdd
         .rev()
         .find(|ip| !state.is_trusted_proxy(*ip))
         .unwrap_or(direct)
-}
-
-fn advertised(ip: Option<&str>, port: u16) -> Option<String> {
-    let ip: IpAddr = ip?.parse().ok()?;
-    (port != 0).then(|| SocketAddr::new(ip, port).to_string())
 }
 
 /// The peer a session token belongs to.
@@ -503,11 +496,11 @@ async fn search(
         let mut hits = Vec::with_capacity(page.len());
         for holders in state2.db.holders_of(&page)? {
             let score = scores.get(&holders.content).copied().unwrap_or(0.0);
-            hits.extend(to_hit(
+            hits.extend(results::to_hit(
                 &state2.db,
                 &holders,
                 score,
-                &online,
+                &*online,
                 max_sources,
                 Some(&plan),
             )?);
@@ -521,189 +514,6 @@ async fn search(
         offset,
         limit,
         hits,
-    }))
-}
-
-fn to_source(card: &PeerCard, place: &Place) -> Source {
-    Source {
-        peer_id: card.key,
-        nickname: card.nickname.clone(),
-        addr: advertised(card.ip.as_deref(), card.port),
-        reachability: card.reachability,
-        share: place.share.to_string(),
-        path: place.path.to_string(),
-    }
-}
-
-/// How many copies' paths a hit checks against the query to find one that matched, at most.
-const MAX_MATCH_CHECKS: usize = 64;
-
-/// The copy a hit is shown by: the most common file name among the online copies whose path
-/// matches `plan` (the smallest of equally common names), else the most common name among all
-/// online copies. So a row never shows the name of a copy the query did not find.
-fn shown_place<'h>(
-    holders: &'h Holders,
-    online: &OnlineSet,
-    plan: Option<&QueryPlan>,
-) -> Option<&'h Place> {
-    let mut name_counts = vec![0u32; holders.names.len()];
-    let mut online_places: Vec<u32> = Vec::new();
-    for &(peer, place) in &holders.copies {
-        if online.contains(peer as u64) {
-            name_counts[holders.places[place as usize].name as usize] += 1;
-            online_places.push(place);
-        }
-    }
-    online_places.sort_unstable();
-    online_places.dedup();
-    let mut names: Vec<u32> = (0..holders.names.len() as u32)
-        .filter(|&n| name_counts[n as usize] > 0)
-        .collect();
-    names.sort_by(|&a, &b| {
-        name_counts[b as usize]
-            .cmp(&name_counts[a as usize])
-            .then_with(|| holders.names[a as usize].cmp(&holders.names[b as usize]))
-    });
-    let places_named = |name: u32| {
-        online_places
-            .iter()
-            .map(|&p| &holders.places[p as usize])
-            .filter(move |p| p.name == name)
-    };
-    if let Some(plan) = plan {
-        let mut checks = 0;
-        for &name in &names {
-            for place in places_named(name) {
-                if checks == MAX_MATCH_CHECKS {
-                    break;
-                }
-                checks += 1;
-                if plan.matches(&place.path) {
-                    return Some(place);
-                }
-            }
-        }
-    }
-    places_named(*names.first()?).next()
-}
-
-/// The share and folder of a place, without the file name.
-fn folder_of(place: &Place) -> String {
-    match place.path.rsplit_once('/') {
-        Some((dir, _)) => format!("{}/{dir}", place.share),
-        None => place.share.to_string(),
-    }
-}
-
-/// A result row from a content and its copies: online peers only, one source each (its first
-/// path), reachable ones first, shown by the copy [`shown_place`] picks.
-fn to_hit(
-    db: &Db,
-    holders: &Holders,
-    score: f32,
-    online: &OnlineSet,
-    max_sources: usize,
-    plan: Option<&QueryPlan>,
-) -> Result<Option<SearchHit>, DbError> {
-    let (mut reachable, mut others) = (Vec::new(), Vec::new());
-    let mut sources_online = 0u64;
-    let mut last_peer = None;
-    // Copies are ordered by peer, then path: a peer's first copy is its source.
-    for &(peer, place) in &holders.copies {
-        if !online.contains(peer as u64) || last_peer == Some(peer) {
-            continue;
-        }
-        last_peer = Some(peer);
-        sources_online += 1;
-        if reachable.len() >= max_sources {
-            // The page of sources is all reachable peers; the rest are only counted.
-            continue;
-        }
-        let Some(card) = db.peer_card(peer)? else {
-            continue;
-        };
-        let place = &holders.places[place as usize];
-        if card.reachability == Reachability::Reachable {
-            reachable.push((card, place));
-        } else if others.len() < max_sources {
-            others.push((card, place));
-        }
-    }
-    let Some(shown) = shown_place(holders, online, plan) else {
-        return Ok(None);
-    };
-    let name = shown
-        .path
-        .rsplit('/')
-        .next()
-        .unwrap_or(&shown.path)
-        .to_string();
-    let ext = extension_of(&name);
-    Ok(Some(SearchHit {
-        hash: holders.hash,
-        size: holders.size,
-        kind: FileKind::from_extension(&ext),
-        ext,
-        folder: folder_of(shown),
-        name,
-        score,
-        sources_online,
-        sources: reachable
-            .iter()
-            .chain(&others)
-            .take(max_sources)
-            .map(|(card, place)| to_source(card, place))
-            .collect(),
-    }))
-}
-
-/// One size claimed for a hash, with the evidence for it (PROTOCOL §3.11).
-struct Claim {
-    hit: SearchHit,
-    /// Online holders whose address the server verified: a liar must run real, reachable hosts.
-    reachable_online: u64,
-    /// Every peer whose stored list holds it, online or not: a size with a history.
-    holders_known: u64,
-    /// The earliest registration among its online holders: a new key has no history.
-    oldest_registration: i64,
-}
-
-impl Claim {
-    /// Better evidence first; a full tie goes to the smaller size, never to row order.
-    fn rank(a: &Claim, b: &Claim) -> std::cmp::Ordering {
-        b.reachable_online
-            .cmp(&a.reachable_online)
-            .then(b.hit.sources_online.cmp(&a.hit.sources_online))
-            .then(b.holders_known.cmp(&a.holders_known))
-            .then(a.oldest_registration.cmp(&b.oldest_registration))
-            .then(a.hit.size.cmp(&b.hit.size))
-    }
-}
-
-/// The claim `holders` (one size of a hash) makes, over its online holders.
-fn claim(
-    db: &Db,
-    holders: &Holders,
-    online: &OnlineSet,
-    max_sources: usize,
-) -> Result<Option<Claim>, DbError> {
-    let Some(hit) = to_hit(db, holders, 0.0, online, max_sources, None)? else {
-        return Ok(None);
-    };
-    let mut peers: Vec<i64> = holders.copies.iter().map(|&(peer, _)| peer).collect();
-    peers.dedup();
-    let (mut reachable_online, mut oldest_registration) = (0, i64::MAX);
-    for &peer in peers.iter().filter(|&&p| online.contains(p as u64)) {
-        if let Some(card) = db.peer_card(peer)? {
-            reachable_online += u64::from(card.reachability == Reachability::Reachable);
-            oldest_registration = oldest_registration.min(card.registered_at);
-        }
-    }
-    Ok(Some(Claim {
-        hit,
-        reachable_online,
-        holders_known: peers.len() as u64,
-        oldest_registration,
     }))
 }
 
@@ -724,10 +534,10 @@ async fn sources(
         let max = state2.config.search.max_sources.max(64);
         let mut claims = Vec::new();
         for holders in state2.db.holders_of(&ids)? {
-            claims.extend(claim(&state2.db, &holders, &online, max)?);
+            claims.extend(results::claim(&state2.db, &holders, &online, max)?);
         }
         // Peers may disagree on the size of a hash (a liar, a damaged list): best evidence first.
-        claims.sort_by(Claim::rank);
+        claims.sort_by(results::Claim::rank);
         Ok(claims)
     })
     .await??

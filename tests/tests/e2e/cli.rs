@@ -483,39 +483,16 @@ async fn an_agent_with_no_listen_is_reached_through_the_relay() {
 async fn a_get_killed_with_sigkill_resumes_with_what_it_had() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let share = dir.path().join("share");
     let bytes = pseudo_random(8 * (1 << 20) + 3, 37);
-    write_file(&share, "long.bin", &bytes);
     // 1 MiB/s, so the download is still running when it is killed.
-    let agent = TestAgent::start(&server.url, &[&share], |c| {
-        c.upload.max_rate = 1 << 20;
-        c.upload.min_rate = 1;
-    })
-    .await;
-    agent.wait_synced().await;
+    let agent = slow_agent_sharing(&server, dir.path(), "long.bin", &bytes).await;
     let hash = content_hash(&bytes).to_string();
     let me = dir.path().join("me");
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let mut child = spawn_in(&work, &me, &["get", "--server", &server.url, &hash]);
     // Wait until the state file records some written pieces, then kill -9.
-    let state_file = work.join("long.bin.peerdex-state");
-    wait_until(
-        "pieces recorded in the state file",
-        Duration::from_secs(30),
-        || {
-            let state = peerdex::download::part::PartState::load(&state_file)
-                .ok()
-                .flatten();
-            async move {
-                match state {
-                    Some(state) if state.done_count() >= 2 => Ok(()),
-                    other => Err(format!("{:?}", other.map(|s| s.done_count()))),
-                }
-            }
-        },
-    )
-    .await;
+    wait_for_written_pieces(&work.join("long.bin.peerdex-state"), 2).await;
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!work.join("long.bin").exists());

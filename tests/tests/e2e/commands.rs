@@ -633,15 +633,8 @@ async fn the_progress_of_a_queued_or_resumed_download_tells_what_happens() {
 async fn when_the_only_source_dies_the_error_says_what_was_kept_and_how_to_resume() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let share = dir.path().join("share");
     let bytes = pseudo_random(8 * (1 << 20) + 1, 44);
-    write_file(&share, "dies.bin", &bytes);
-    let agent = TestAgent::start(&server.url, &[&share], |c| {
-        c.upload.max_rate = 1 << 20;
-        c.upload.min_rate = 1;
-    })
-    .await;
-    agent.wait_synced().await;
+    let agent = slow_agent_sharing(&server, dir.path(), "dies.bin", &bytes).await;
     let hash = content_hash(&bytes).to_string();
     let me = dir.path().join("me");
     let work = dir.path().join("work");
@@ -657,19 +650,7 @@ async fn when_the_only_source_dies_the_error_says_what_was_kept_and_how_to_resum
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let state_file = work.join("dies.bin.peerdex-state");
-    wait_until("pieces written", Duration::from_secs(30), || {
-        let state = peerdex::download::part::PartState::load(&state_file)
-            .ok()
-            .flatten();
-        async move {
-            match state {
-                Some(state) if state.done_count() >= 2 => Ok(()),
-                other => Err(format!("{:?}", other.map(|s| s.done_count()))),
-            }
-        }
-    })
-    .await;
+    wait_for_written_pieces(&work.join("dies.bin.peerdex-state"), 2).await;
     agent.stop().await;
     let mut stderr = child.stderr.take().unwrap();
     let status = wait_for_exit(child, Duration::from_secs(60));

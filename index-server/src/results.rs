@@ -1,0 +1,215 @@
+//! What a search result and a sources answer say about a content, from its holders: which copy
+//! a hit is shown by, which sources it lists and in what order, and how claimed sizes of one hash
+//! are ranked (PROTOCOL §3.10, §3.11). Pure policy over the store's data; no HTTP here.
+
+use peerdex_shared::FileKind;
+use peerdex_shared::api::{Reachability, SearchHit, Source};
+use peerdex_shared::kind::extension_of;
+
+use crate::db::{Db, DbError};
+use crate::holders::{Holders, PeerCard, Place};
+use crate::index::OnlineFilter;
+use crate::query::QueryPlan;
+
+/// The address advertised for a peer: its observed IP and announced port (none for port 0).
+pub fn advertised(ip: Option<&str>, port: u16) -> Option<String> {
+    let ip: std::net::IpAddr = ip?.parse().ok()?;
+    (port != 0).then(|| std::net::SocketAddr::new(ip, port).to_string())
+}
+
+/// A source as the API lists it.
+pub fn to_source(card: &PeerCard, place: &Place) -> Source {
+    Source {
+        peer_id: card.key,
+        nickname: card.nickname.clone(),
+        addr: advertised(card.ip.as_deref(), card.port),
+        reachability: card.reachability,
+        share: place.share.to_string(),
+        path: place.path.to_string(),
+    }
+}
+
+/// How many copies' paths a hit checks against the query to find one that matched, at most.
+const MAX_MATCH_CHECKS: usize = 64;
+
+/// The copy a hit is shown by: the most common file name among the online copies whose path
+/// matches `plan` (the smallest of equally common names), else the most common name among all
+/// online copies. So a row never shows the name of a copy the query did not find.
+pub fn shown_place<'h, O: OnlineFilter + ?Sized>(
+    holders: &'h Holders,
+    online: &O,
+    plan: Option<&QueryPlan>,
+) -> Option<&'h Place> {
+    let mut name_counts = vec![0u32; holders.names.len()];
+    for &(peer, place) in &holders.copies {
+        if online.contains(peer as u64) {
+            name_counts[holders.places[place as usize].name as usize] += 1;
+        }
+    }
+    // More common first, then the smaller name.
+    let better = |a: u32, b: u32| {
+        name_counts[b as usize]
+            .cmp(&name_counts[a as usize])
+            .then_with(|| holders.names[a as usize].cmp(&holders.names[b as usize]))
+    };
+    let first_online = |name: u32| {
+        holders
+            .copies
+            .iter()
+            .filter(|&&(peer, _)| online.contains(peer as u64))
+            .map(|&(_, place)| &holders.places[place as usize])
+            .find(|place| place.name == name)
+    };
+    let most_common = (0..holders.names.len() as u32)
+        .filter(|&n| name_counts[n as usize] > 0)
+        .min_by(|&a, &b| better(a, b))?;
+    let Some(plan) = plan else {
+        return first_online(most_common);
+    };
+    // Names by how common they are; within a name, each distinct place once, until one matches.
+    let mut names: Vec<u32> = (0..holders.names.len() as u32)
+        .filter(|&n| name_counts[n as usize] > 0)
+        .collect();
+    names.sort_by(|&a, &b| better(a, b));
+    let mut checked = vec![false; holders.places.len()];
+    let mut checks = 0;
+    for name in names {
+        for &(peer, place) in &holders.copies {
+            let index = place as usize;
+            if checked[index] || holders.places[index].name != name || !online.contains(peer as u64)
+            {
+                continue;
+            }
+            if checks == MAX_MATCH_CHECKS {
+                return first_online(most_common);
+            }
+            checked[index] = true;
+            checks += 1;
+            if plan.matches(&holders.places[index].path) {
+                return Some(&holders.places[index]);
+            }
+        }
+    }
+    first_online(most_common)
+}
+
+/// The share and folder of a place, without the file name.
+pub fn folder_of(place: &Place) -> String {
+    match place.path.rsplit_once('/') {
+        Some((dir, _)) => format!("{}/{dir}", place.share),
+        None => place.share.to_string(),
+    }
+}
+
+/// A result row from a content and its copies: online peers only, one source each (its first
+/// path), reachable ones first, shown by the copy [`shown_place`] picks.
+pub fn to_hit<O: OnlineFilter + ?Sized>(
+    db: &Db,
+    holders: &Holders,
+    score: f32,
+    online: &O,
+    max_sources: usize,
+    plan: Option<&QueryPlan>,
+) -> Result<Option<SearchHit>, DbError> {
+    let (mut reachable, mut others) = (Vec::new(), Vec::new());
+    let mut sources_online = 0u64;
+    let mut last_peer = None;
+    // Copies are ordered by peer, then path: a peer's first copy is its source.
+    for &(peer, place) in &holders.copies {
+        if !online.contains(peer as u64) || last_peer == Some(peer) {
+            continue;
+        }
+        last_peer = Some(peer);
+        sources_online += 1;
+        if reachable.len() >= max_sources {
+            // The page of sources is all reachable peers; the rest are only counted.
+            continue;
+        }
+        let Some(card) = db.peer_card(peer)? else {
+            continue;
+        };
+        let place = &holders.places[place as usize];
+        if card.reachability == Reachability::Reachable {
+            reachable.push((card, place));
+        } else if others.len() < max_sources {
+            others.push((card, place));
+        }
+    }
+    let Some(shown) = shown_place(holders, online, plan) else {
+        return Ok(None);
+    };
+    let name = shown
+        .path
+        .rsplit('/')
+        .next()
+        .unwrap_or(&shown.path)
+        .to_string();
+    let ext = extension_of(&name);
+    Ok(Some(SearchHit {
+        hash: holders.hash,
+        size: holders.size,
+        kind: FileKind::from_extension(&ext),
+        ext,
+        folder: folder_of(shown),
+        name,
+        score,
+        sources_online,
+        sources: reachable
+            .iter()
+            .chain(&others)
+            .take(max_sources)
+            .map(|(card, place)| to_source(card, place))
+            .collect(),
+    }))
+}
+
+/// One size claimed for a hash, with the evidence for it (PROTOCOL §3.11).
+pub struct Claim {
+    /// The hit of this size: its sources, online count and name.
+    pub hit: SearchHit,
+    /// Online holders whose address the server verified: a liar must run real, reachable hosts.
+    reachable_online: u64,
+    /// Every peer whose stored list holds it, online or not: a size with a history.
+    holders_known: u64,
+    /// The earliest registration among its online holders: a new key has no history.
+    oldest_registration: i64,
+}
+
+impl Claim {
+    /// Better evidence first; a full tie goes to the smaller size, never to row order.
+    pub fn rank(a: &Claim, b: &Claim) -> std::cmp::Ordering {
+        b.reachable_online
+            .cmp(&a.reachable_online)
+            .then(b.hit.sources_online.cmp(&a.hit.sources_online))
+            .then(b.holders_known.cmp(&a.holders_known))
+            .then(a.oldest_registration.cmp(&b.oldest_registration))
+            .then(a.hit.size.cmp(&b.hit.size))
+    }
+}
+
+/// The claim `holders` (one size of a hash) makes, over its online holders.
+pub fn claim<O: OnlineFilter + ?Sized>(
+    db: &Db,
+    holders: &Holders,
+    online: &O,
+    max_sources: usize,
+) -> Result<Option<Claim>, DbError> {
+    let Some(hit) = to_hit(db, holders, 0.0, online, max_sources, None)? else {
+        return Ok(None);
+    };
+    let mut peers: Vec<i64> = holders.copies.iter().map(|&(peer, _)| peer).collect();
+    peers.dedup();
+    let (mut reachable_online, mut oldest_registration) = (0, i64::MAX);
+    for &peer in peers.iter().filter(|&&p| online.contains(p as u64)) {
+        if let Some(card) = db.peer_card(peer)? {
+            reachable_online += u64::from(card.reachability == Reachability::Reachable);
+            oldest_registration = oldest_registration.min(card.registered_at);
+        }
+    }
+    Ok(Some(Claim {
+        hit,
+        reachable_online,
+        holders_known: peers.len() as u64,
+        oldest_registration,
+    }))
+}
