@@ -864,19 +864,17 @@ pub async fn download(
             other => verification = verification.or(Some(other)),
         }
     }
-    match (kept, dropped.is_empty(), verification) {
-        (kept, false, _) | (kept @ Some(_), true, _) => Err(DownloadError::NoSource {
-            hash,
-            dropped,
-            kept,
-        }),
-        (None, true, Some(verification)) => Err(verification),
-        (None, true, None) => Err(DownloadError::NoSource {
-            hash,
-            dropped,
-            kept: None,
-        }),
+    if let Some(verification) = verification
+        && dropped.is_empty()
+        && kept.is_none()
+    {
+        return Err(verification);
     }
+    Err(DownloadError::NoSource {
+        hash,
+        dropped,
+        kept,
+    })
 }
 
 struct RunInput<'a> {

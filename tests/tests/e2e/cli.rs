@@ -124,15 +124,7 @@ async fn share_then_run_the_agent_then_stop_it() {
     assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
 
     // SIGTERM: a clean exit 0, and the peer is offline at once (it logged out).
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = wait_for_exit(child, Duration::from_secs(30));
+    let status = stop_with("-TERM", child);
     assert!(status.success(), "{status:?}");
     let page = server.client().browse("cli-agent", None, 10).await.unwrap();
     assert!(!page.online);
@@ -140,6 +132,19 @@ async fn share_then_run_the_agent_then_stop_it() {
         page.entries, 1,
         "the list stays on the server for the next start"
     );
+}
+
+/// Sends `signal` (`"-TERM"`, `"-INT"`) to `child` and waits (30 s at most) for it to exit.
+pub(crate) fn stop_with(signal: &str, child: Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_for_exit(child, Duration::from_secs(30))
 }
 
 pub(crate) fn wait_for_exit(mut child: Child, timeout: Duration) -> std::process::ExitStatus {
@@ -468,15 +473,7 @@ async fn an_agent_with_no_listen_is_reached_through_the_relay() {
         std::fs::read(work.join("behind.txt")).unwrap(),
         b"shared from behind a NAT"
     );
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(wait_for_exit(child, Duration::from_secs(30)).success());
+    assert!(stop_with("-TERM", child).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use peerdex_shared::api::ListEntry;
 use peerdex_tests::*;
 
-use crate::cli::{BIN, peerdex, peerdex_in, succeeded, wait_for_exit};
+use crate::cli::{BIN, peerdex, peerdex_in, stop_with, succeeded, wait_for_exit};
 
 /// `peerdex --state STATE --config CONFIG ARGS` with its stdout closed before it writes: what
 /// `… | head -0` does.
@@ -131,15 +131,7 @@ async fn an_agent_whose_log_pipe_closed_still_stops_cleanly_and_logs_out() {
         }
     })
     .await;
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = wait_for_exit(child, Duration::from_secs(30));
+    let status = stop_with("-INT", child);
     assert!(status.success(), "{status:?}");
     let page = server.client().browse("teed", None, 1).await.unwrap();
     assert!(!page.online, "the agent did not log out");
@@ -273,9 +265,7 @@ async fn a_running_agent_picks_up_share_and_unshare_at_once() {
     assert_eq!(reqwest::get(&blob).await.unwrap().status(), 404);
     server.wait_for_hits("laterfile", 0).await;
     server.wait_for_hits("first", 1).await;
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(wait_for_exit(child, Duration::from_secs(30)).success());
+    assert!(stop_with("-TERM", child).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
