@@ -732,6 +732,28 @@ pub async fn wait_for_written_pieces(state_file: &Path, pieces: u64) {
     .await;
 }
 
+/// The name of the shared folder of the compatibility fixture (it is the share's name).
+pub const COMPAT_SHARE: &str = "Fixture Share";
+
+/// The shared folder of the compatibility fixture (`tests/fixtures/v0`), written again byte for
+/// byte with the same modification times: three files, one of two pieces.
+pub fn compat_share(root: &Path) {
+    let mtime = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    for (rel, len, seed) in [
+        ("Fixture Band/First Album/01 fixture opening.flac", 1_048_600, 61),
+        ("Fixture Band/First Album/02 fixture closing.flac", 70_000, 62),
+        ("notes/fixture readme.txt", 300, 63),
+    ] {
+        let path = write_file(root, rel, &pseudo_random(len, seed));
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    }
+}
+
 /// A tmpfs of `bytes` at a fresh folder, unmounted on drop; `None` where mounting is not
 /// allowed (not root, no CAP_SYS_ADMIN).
 pub struct SmallDisk {
