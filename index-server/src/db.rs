@@ -22,55 +22,6 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::holders::{HolderCache, Holders, PeerCard};
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS peers (
-    id INTEGER PRIMARY KEY,
-    peer_key BLOB NOT NULL UNIQUE,
-    nickname TEXT NOT NULL,
-    session_hash BLOB UNIQUE,
-    ip TEXT,
-    port INTEGER NOT NULL DEFAULT 0,
-    reachability INTEGER NOT NULL DEFAULT 0,
-    list_version INTEGER,
-    active_gen INTEGER NOT NULL DEFAULT 0,
-    next_gen INTEGER NOT NULL DEFAULT 1,
-    entries INTEGER NOT NULL DEFAULT 0,
-    last_seen INTEGER NOT NULL DEFAULT 0,
-    registered_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS nicknames (
-    nick_key TEXT PRIMARY KEY,
-    peer INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS contents (
-    id INTEGER PRIMARY KEY,
-    hash BLOB NOT NULL,
-    size INTEGER NOT NULL,
-    UNIQUE (hash, size)
-);
-CREATE TABLE IF NOT EXISTS files (
-    id INTEGER PRIMARY KEY,
-    peer INTEGER NOT NULL,
-    gen INTEGER NOT NULL,
-    share TEXT NOT NULL,
-    path TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    mtime INTEGER NOT NULL,
-    content INTEGER NOT NULL,
-    tags TEXT,
-    UNIQUE (peer, gen, share, path)
-);
-CREATE INDEX IF NOT EXISTS files_content ON files (content);
-CREATE TABLE IF NOT EXISTS staging_gens (peer INTEGER NOT NULL, gen INTEGER NOT NULL, PRIMARY KEY (peer, gen)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS stale_gens (peer INTEGER NOT NULL, gen INTEGER NOT NULL, PRIMARY KEY (peer, gen)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS index_ops (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    op INTEGER NOT NULL,
-    peer INTEGER NOT NULL,
-    file INTEGER
-);
-";
-
 /// Errors of the store. The variants a caller acts on are typed; SQLite's own are wrapped.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -130,6 +81,9 @@ pub enum DbError {
     /// Stored JSON did not parse (a bug or a damaged file).
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
+    /// The file's schema is newer than this build, or could not be migrated.
+    #[error(transparent)]
+    Schema(#[from] peerdex_sqlite::SchemaError),
 }
 
 impl From<rusqlite::Error> for DbError {
@@ -364,9 +318,13 @@ fn open_connection(path: &Path, role: Role) -> DbResult<Connection> {
 impl Db {
     /// Opens (creating if needed) the database file and recovers from an unclean stop: uploads
     /// that were in progress are abandoned (their generations queued for deletion).
+    ///
+    /// The schema is brought to the current version first (`schema.rs`); a file of a newer
+    /// version is refused before anything is written to it.
     pub fn open(path: &Path) -> DbResult<Db> {
-        let conn = open_connection(path, Role::Writer)?;
-        conn.execute_batch(SCHEMA)?;
+        peerdex_sqlite::refuse_newer(path, crate::schema::MIGRATIONS)?;
+        let mut conn = open_connection(path, Role::Writer)?;
+        peerdex_sqlite::migrate(path, &mut conn, crate::schema::MIGRATIONS)?;
         conn.execute_batch(
             "BEGIN IMMEDIATE;
              INSERT OR IGNORE INTO stale_gens (peer, gen) SELECT peer, gen FROM staging_gens;

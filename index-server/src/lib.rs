@@ -17,6 +17,7 @@ pub mod presence;
 pub mod probe;
 pub mod query;
 pub mod results;
+pub mod schema;
 pub mod server;
 pub mod state;
 pub mod text;

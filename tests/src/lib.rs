@@ -740,8 +740,16 @@ pub const COMPAT_SHARE: &str = "Fixture Share";
 pub fn compat_share(root: &Path) {
     let mtime = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     for (rel, len, seed) in [
-        ("Fixture Band/First Album/01 fixture opening.flac", 1_048_600, 61),
-        ("Fixture Band/First Album/02 fixture closing.flac", 70_000, 62),
+        (
+            "Fixture Band/First Album/01 fixture opening.flac",
+            1_048_600,
+            61,
+        ),
+        (
+            "Fixture Band/First Album/02 fixture closing.flac",
+            70_000,
+            62,
+        ),
         ("notes/fixture readme.txt", 300, 63),
     ] {
         let path = write_file(root, rel, &pseudo_random(len, seed));

@@ -15,6 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 use peerdex_shared::FileHash;
 use peerdex_shared::api::{DeltaOp, ListEntry, MediaTags};
 use peerdex_shared::pieces::{PieceCv, decode_cvs, encode_cvs};
+use peerdex_sqlite::Migration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 /// File name of the catalog in the state directory.
@@ -29,6 +30,9 @@ pub enum CatalogError {
     /// The catalog's own data is inconsistent.
     #[error("catalog is damaged: {0}")]
     Corrupt(String),
+    /// The catalog's schema is newer than this build, or could not be migrated.
+    #[error(transparent)]
+    Schema(#[from] peerdex_sqlite::SchemaError),
 }
 
 type Result<T> = std::result::Result<T, CatalogError>;
@@ -231,7 +235,17 @@ impl std::fmt::Debug for Catalog {
     }
 }
 
-const SCHEMA: &str = "
+/// The catalog's schema history (`peerdex_sqlite`): applied on open, oldest first; a catalog of a
+/// newer version is refused untouched. Add a step at the end, never change one that shipped.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "adopt the schema of before versions were recorded",
+    rewrites_data: false,
+    apply: |tx| tx.execute_batch(VERSION_1),
+}];
+
+/// The tables of version 1: the schema as it was before versions were recorded.
+const VERSION_1: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER);
 CREATE TABLE IF NOT EXISTS files(
     share TEXT NOT NULL,
@@ -294,14 +308,15 @@ impl Catalog {
     /// Opens (creating) the catalog in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Catalog> {
         let path = state_dir.join(CATALOG_FILE);
-        let conn = Connection::open(&path)?;
+        peerdex_sqlite::refuse_newer(&path, MIGRATIONS)?;
+        let mut conn = Connection::open(&path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         configure(&conn)?;
         // Hash results land all over the hash index: a larger cache and rarer checkpoints let
         // a page take many updates per write-out (measured ≈2.5× faster on 1M small files).
         conn.pragma_update(None, "cache_size", -65_536)?;
         conn.pragma_update(None, "wal_autocheckpoint", 16_384)?;
-        conn.execute_batch(SCHEMA)?;
+        peerdex_sqlite::migrate(&path, &mut conn, MIGRATIONS)?;
         Ok(Catalog {
             path,
             writer: Mutex::new(conn),

@@ -150,7 +150,9 @@ impl From<DbError> for ApiError {
                 ErrorCode::Unavailable,
                 "the server's disk is full; earlier data is intact, retry later",
             ),
-            DbError::Sqlite(_) | DbError::Corrupt(_) => Self::internal(message),
+            DbError::Sqlite(_) | DbError::Corrupt(_) | DbError::Schema(_) => {
+                Self::internal(message)
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 mod agent;
 mod cli;
 mod commands;
+mod compat;
 mod connect_back;
 mod download;
 mod durability;
