@@ -6,6 +6,8 @@ use peerdex_shared::api::{
     SyncResponse, TransferRequest, TransferResponse,
 };
 use peerdex_shared::identity::registration_message;
+use peerdex_shared::peer::RELAY_PROTOCOL;
+use peerdex_shared::routes::{self, fill};
 use peerdex_shared::{FileHash, PeerId};
 use reqwest::StatusCode;
 
@@ -71,6 +73,24 @@ fn check_url(base: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Why a relay upgrade did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The server could not be reached or did not speak HTTP.
+    #[error("{0}")]
+    Connect(String),
+    /// The server answered something else than `101`.
+    #[error("relay refused ({status}): {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// `Retry-After`, when the relay is only full for now.
+        retry_after: Option<u64>,
+        /// The server's message.
+        message: String,
+    },
+}
+
 /// Search filters, as query parameters.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SearchQuery {
@@ -107,10 +127,15 @@ pub struct ServerClient {
 async fn decode<T: serde::de::DeserializeOwned>(
     response: reqwest::Response,
 ) -> Result<T, ApiError> {
-    let status = response.status();
-    if status.is_success() {
+    if response.status().is_success() {
         return Ok(response.json().await?);
     }
+    Err(error_of(response).await)
+}
+
+/// The error a non-2xx answer carries (its JSON body, or its status as text).
+async fn error_of(response: reqwest::Response) -> ApiError {
+    let status = response.status();
     let text = response.text().await.unwrap_or_default();
     let body = serde_json::from_str(&text).unwrap_or(ErrorBody {
         error: if text.is_empty() {
@@ -124,7 +149,7 @@ async fn decode<T: serde::de::DeserializeOwned>(
         path: None,
         server_version: None,
     });
-    Err(ApiError::Server { status, body })
+    ApiError::Server { status, body }
 }
 
 async fn expect_empty(response: reqwest::Response) -> Result<(), ApiError> {
@@ -197,7 +222,7 @@ impl ServerClient {
         port: u16,
     ) -> Result<RegisterResponse, ApiError> {
         let challenge: ChallengeResponse =
-            decode(self.http.post(self.url("/api/v1/challenge")).send().await?).await?;
+            decode(self.http.post(self.url(routes::CHALLENGE)).send().await?).await?;
         let peer_id = identity.peer_id();
         let message = registration_message(&challenge.nonce, &peer_id, nickname, port);
         let request = RegisterRequest {
@@ -209,7 +234,7 @@ impl ServerClient {
         };
         let response: RegisterResponse = decode(
             self.http
-                .post(self.url("/api/v1/register"))
+                .post(self.url(routes::REGISTER))
                 .json(&request)
                 .send()
                 .await?,
@@ -222,14 +247,14 @@ impl ServerClient {
     /// Sends a heartbeat.
     pub async fn heartbeat(&self) -> Result<HeartbeatResponse, ApiError> {
         let (peer, token) = self.session()?;
-        let url = self.url(&format!("/api/v1/peers/{peer}/heartbeat"));
+        let url = self.url(&fill(routes::HEARTBEAT, peer));
         decode(self.http.post(url).bearer_auth(token).send().await?).await
     }
 
     /// Ends the session: the peer goes offline at once.
     pub async fn logout(&self) -> Result<(), ApiError> {
         let (peer, token) = self.session()?;
-        let url = self.url(&format!("/api/v1/peers/{peer}/session"));
+        let url = self.url(&fill(routes::SESSION, peer));
         expect_empty(self.http.delete(url).bearer_auth(token).send().await?).await
     }
 
@@ -241,7 +266,7 @@ impl ServerClient {
         content_encoding: Option<&str>,
     ) -> Result<SyncResponse, ApiError> {
         let (peer, token) = self.session()?;
-        let url = self.url(&format!("/api/v1/peers/{peer}/list"));
+        let url = self.url(&fill(routes::LIST, peer));
         let mut request = self
             .http
             .put(url)
@@ -270,7 +295,7 @@ impl ServerClient {
         ops: &[DeltaOp],
     ) -> Result<SyncResponse, ApiError> {
         let (peer, token) = self.session()?;
-        let url = self.url(&format!("/api/v1/peers/{peer}/list/delta"));
+        let url = self.url(&fill(routes::LIST_DELTA, peer));
         let request = self
             .http
             .post(url)
@@ -283,7 +308,7 @@ impl ServerClient {
     /// Deletes this peer's list from the server.
     pub async fn delete_list(&self) -> Result<(), ApiError> {
         let (peer, token) = self.session()?;
-        let url = self.url(&format!("/api/v1/peers/{peer}/list"));
+        let url = self.url(&fill(routes::LIST, peer));
         expect_empty(self.http.delete(url).bearer_auth(token).send().await?).await
     }
 
@@ -291,7 +316,7 @@ impl ServerClient {
     pub async fn search(&self, query: &SearchQuery) -> Result<SearchResponse, ApiError> {
         decode(
             self.http
-                .get(self.url("/api/v1/search"))
+                .get(self.url(routes::SEARCH))
                 .query(query)
                 .send()
                 .await?,
@@ -303,7 +328,7 @@ impl ServerClient {
     pub async fn sources(&self, hash: &FileHash) -> Result<SourcesResponse, ApiError> {
         decode(
             self.http
-                .get(self.url(&format!("/api/v1/contents/{hash}/sources")))
+                .get(self.url(&fill(routes::SOURCES, hash)))
                 .send()
                 .await?,
         )
@@ -319,7 +344,7 @@ impl ServerClient {
     ) -> Result<BrowseResponse, ApiError> {
         let mut request = self
             .http
-            .get(self.url(&format!("/api/v1/peers/by-nick/{nickname}/files")))
+            .get(self.url(&fill(routes::BROWSE, nickname)))
             .query(&[("limit", limit)]);
         if let Some(after) = after {
             request = request.query(&[("after", after)]);
@@ -331,12 +356,100 @@ impl ServerClient {
     pub async fn transfer(&self, request: &TransferRequest) -> Result<TransferResponse, ApiError> {
         decode(
             self.http
-                .post(self.url("/api/v1/transfers"))
+                .post(self.url(routes::TRANSFERS))
                 .json(request)
                 .send()
                 .await?,
         )
         .await
+    }
+
+    /// Opens a relay connection (PROTOCOL §8.4): a request to `path` (and query) with
+    /// `Upgrade: peerdex-relay`, answered `101`, after which the connection carries the peers'
+    /// bytes both ways. `bearer` authenticates the source's end. Also returns the server's
+    /// address, which the source counts the connection against.
+    pub async fn relay_upgrade(
+        &self,
+        path: &str,
+        bearer: Option<&str>,
+        connect_timeout: std::time::Duration,
+    ) -> Result<(hyper::upgrade::Upgraded, std::net::SocketAddr), RelayError> {
+        use http_body_util::BodyExt;
+        let (host, port) = self
+            .host_port()
+            .map_err(|e| RelayError::Connect(e.to_string()))?;
+        let stream = tokio::time::timeout(
+            connect_timeout,
+            tokio::net::TcpStream::connect((host.as_str(), port)),
+        )
+        .await
+        .map_err(|_| RelayError::Connect("the index server did not answer".into()))?
+        .map_err(|e| RelayError::Connect(format!("index server: {e}")))?;
+        let server_addr = stream
+            .peer_addr()
+            .map_err(|e| RelayError::Connect(e.to_string()))?;
+        let (mut sender, driver) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| RelayError::Connect(e.to_string()))?;
+        tokio::spawn(driver.with_upgrades());
+        let mut request = hyper::Request::get(path)
+            .header(hyper::header::HOST, format!("{host}:{port}"))
+            .header(hyper::header::CONNECTION, "upgrade")
+            .header(hyper::header::UPGRADE, RELAY_PROTOCOL);
+        if let Some(token) = bearer {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|e| RelayError::Connect(e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| RelayError::Connect(e.to_string()))?;
+        if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(hyper::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            // The error body is bounded by the server's own error answers; read a little.
+            let body = http_body_util::Limited::new(response.into_body(), 64 * 1024)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let message = serde_json::from_slice::<ErrorBody>(&body)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| status.to_string());
+            return Err(RelayError::Refused {
+                status: status.as_u16(),
+                retry_after,
+                message,
+            });
+        }
+        let upgraded = hyper::upgrade::on(response)
+            .await
+            .map_err(|e| RelayError::Connect(format!("relay: {e}")))?;
+        Ok((upgraded, server_addr))
+    }
+
+    /// Opens this peer's control channel (PROTOCOL §8.2): a response that never ends, one JSON
+    /// message per line. Needs a session.
+    pub async fn control_stream(&self) -> Result<reqwest::Response, ApiError> {
+        let (peer, token) = self.session()?;
+        let response = self
+            .http
+            .get(self.url(&fill(routes::CONTROL, peer)))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(error_of(response).await)
+        }
     }
 
     /// The server's host and port, for connections made without this client (the relay).
@@ -361,6 +474,6 @@ impl ServerClient {
 
     /// Server-wide counts.
     pub async fn stats(&self) -> Result<StatsResponse, ApiError> {
-        decode(self.http.get(self.url("/api/v1/stats")).send().await?).await
+        decode(self.http.get(self.url(routes::STATS)).send().await?).await
     }
 }

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peerdex::download::peer::range_answer_ok;
+use peerdex_shared::peer::range_answer_ok;
 
 fuzz_target!(|input: (u16, Option<&str>, Option<&str>, u64, u64)| {
     let (status, content_range, content_length, start, end) = input;

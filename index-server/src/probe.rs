@@ -14,8 +14,9 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use peerdex_shared::PeerId;
-use peerdex_shared::api::{CONNECT_BACK_PATH, ConnectBackAnswer};
+use peerdex_shared::api::ConnectBackAnswer;
 use peerdex_shared::identity::connect_back_message;
+use peerdex_shared::peer::CONNECT_BACK_PATH;
 
 use crate::limits::{IpRateLimiter, random_hex};
 

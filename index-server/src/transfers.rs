@@ -199,19 +199,6 @@ pub struct Relay {
     pub bytes: AtomicU64,
 }
 
-/// The address that counts as one downloader for quotas: an IPv4 address, or an IPv6 /64 (one
-/// host can hold a whole /64).
-pub fn ip_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let mut octets = v6.octets();
-            octets[8..].fill(0);
-            IpAddr::from(octets)
-        }
-        v4 => v4,
-    }
-}
-
 /// Removes a waiting session when its downloader goes away (or the wait ends).
 pub struct WaitingGuard {
     relay: Arc<Relay>,
@@ -277,7 +264,7 @@ impl Relay {
         if !self.config.enabled {
             return Err(RelayRefusal::Disabled);
         }
-        let downloader = ip_key(downloader);
+        let downloader = peerdex_shared::peer::peer_bucket(downloader);
         let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         if usage.total >= self.config.max_sessions {
             return Err(RelayRefusal::Full(self.config.max_sessions));

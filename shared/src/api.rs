@@ -7,12 +7,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::{FileHash, FileKind, PeerId, PeerSignature};
 
-/// Prefix of every versioned API route.
-pub const API_PREFIX: &str = "/api/v1";
-
-/// The route on a peer's own HTTP server that answers the index server's connect-back probe.
-pub const CONNECT_BACK_PATH: &str = "/peerdex/v1/connect-back";
-
 /// `POST /api/v1/challenge`: a fresh single-use nonce to sign for registration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChallengeResponse {
@@ -236,6 +230,10 @@ pub struct SourcesResponse {
     pub size: u64,
     /// Online peers that hold it at that size.
     pub sources: Vec<Source>,
+    /// The file name most of them use (the smallest of equally common names): what a downloader
+    /// names the file. Empty from servers that predate it.
+    #[serde(default)]
+    pub name: String,
     /// Other sizes online peers claim for the same hash, best evidence first, each with its own
     /// sources: a downloader whose proof fails at `size` tries these.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -251,6 +249,9 @@ pub struct SizeClaim {
     pub sources_online: u64,
     /// Up to the sources cap of those peers, reachable ones first.
     pub sources: Vec<Source>,
+    /// The file name most of them use.
+    #[serde(default)]
+    pub name: String,
 }
 
 /// A file in a browse listing.
@@ -389,13 +390,6 @@ pub struct TransferResponse {
     /// Seconds the source has to connect.
     pub expires_in_secs: u64,
 }
-
-/// The first line a source sends on a reverse connection, before speaking HTTP as the server:
-/// `PEERDEX-REVERSE <token>\n`.
-pub const REVERSE_PREAMBLE: &str = "PEERDEX-REVERSE ";
-
-/// The `Upgrade` protocol name of relay connections.
-pub const RELAY_PROTOCOL: &str = "peerdex-relay";
 
 /// Machine-readable error codes carried in [`ErrorBody::code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

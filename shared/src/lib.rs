@@ -1,8 +1,9 @@
 //! Wire types and validation shared by the peerdex index server and client.
 //!
 //! This crate owns what both sides of the protocol must agree on byte for byte: the JSON request and
-//! response bodies, the content hash and peer id types, the messages peers sign, and the rules that
-//! decide whether a share name, path or nickname is acceptable.
+//! response bodies, the content hash and peer id types, the messages peers sign, the rules that
+//! decide whether a share name, path or nickname is acceptable, the index server's routes
+//! (`routes`) and the peer wire protocol (`peer`: routes, headers, limits of the file server).
 //!
 //! Invariant: no I/O, no async runtime. Everything here is pure and cheap to unit test.
 
@@ -10,8 +11,10 @@ pub mod api;
 pub mod hash;
 pub mod identity;
 pub mod kind;
+pub mod peer;
 pub mod pieces;
 pub mod rate;
+pub mod routes;
 pub mod validate;
 
 pub use hash::{FileHash, ParseHexError};

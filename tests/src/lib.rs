@@ -212,7 +212,7 @@ impl TestPeer {
                 let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
                     let me = me.clone();
                     async move {
-                        if request.uri().path() != peerdex_shared::api::CONNECT_BACK_PATH {
+                        if request.uri().path() != peerdex_shared::peer::CONNECT_BACK_PATH {
                             std::future::pending::<()>().await;
                         }
                         Ok::<_, std::convert::Infallible>(peerdex::connect_back::answer(

@@ -12,11 +12,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
-use peerdex_shared::api::{ControlMessage, RELAY_PROTOCOL, REVERSE_PREAMBLE, Ticket, TicketKind};
+use peerdex_shared::api::{ControlMessage, ErrorCode, Ticket, TicketKind};
 use peerdex_shared::identity::ticket_message;
+use peerdex_shared::peer::REVERSE_PREAMBLE;
+use peerdex_shared::routes::{self, fill};
 use peerdex_shared::{PeerId, PeerSignature};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -26,6 +26,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::serve::FileServer;
 use super::sync::SharedLink;
+use crate::ServerClient;
+use crate::server_api::ApiError;
 
 /// Dials (or relay connections) allowed per destination per minute.
 const DIALS_PER_MINUTE: usize = 10;
@@ -203,8 +205,8 @@ impl Channel {
 enum ChannelError {
     #[error("{0}")]
     Http(#[from] reqwest::Error),
-    #[error("server answered {0}")]
-    Status(reqwest::StatusCode),
+    #[error(transparent)]
+    Api(#[from] ApiError),
     #[error("a control message is too long")]
     LineTooLong,
 }
@@ -239,9 +241,7 @@ impl Channel {
             }
             match outcome {
                 Ok(()) => delay = Duration::from_secs(1),
-                Err(ChannelError::Status(status))
-                    if status == reqwest::StatusCode::UNAUTHORIZED =>
-                {
+                Err(ChannelError::Api(e)) if e.code() == Some(ErrorCode::Unauthorized) => {
                     // The session is gone: wait for the sync loop to register again.
                     tokio::select! {
                         _ = self.sessions.changed() => {}
@@ -275,20 +275,11 @@ impl Channel {
         stop: &CancellationToken,
         opened: &mut bool,
     ) -> Result<(), ChannelError> {
-        // The server pings every 15 s; a minute of silence means the connection is dead.
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(60))
-            .build()?;
-        let url = format!(
-            "{}/api/v1/peers/{}/control",
-            self.url.trim_end_matches('/'),
-            session.peer
-        );
-        let mut response = http.get(url).bearer_auth(&session.token).send().await?;
-        if !response.status().is_success() {
-            return Err(ChannelError::Status(response.status()));
-        }
+        // The server pings every 15 s; the client's read timeout (a minute of silence) ends a
+        // dead connection.
+        let client =
+            ServerClient::new(&self.url)?.with_session(session.peer, session.token.clone());
+        let mut response = client.control_stream().await?;
         info!("control channel open");
         *opened = true;
         self.set_open(true);
@@ -408,40 +399,13 @@ async fn relay(
     token: &str,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let parsed = reqwest::Url::parse(url).map_err(std::io::Error::other)?;
-    let host = parsed
-        .host_str()
-        .ok_or_else(|| std::io::Error::other("server URL has no host"))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = parsed
-        .port_or_known_default()
-        .ok_or_else(|| std::io::Error::other("server URL has no port"))?;
-    let stream = TcpStream::connect((host.as_str(), port)).await?;
-    let server_addr = stream.peer_addr()?;
-    let (mut sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(std::io::Error::other)?;
-    tokio::spawn(driver.with_upgrades());
-    let request = hyper::Request::get(format!("/api/v1/relay/{}/accept", ticket.id))
-        .header(hyper::header::HOST, format!("{host}:{port}"))
-        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(hyper::header::CONNECTION, "upgrade")
-        .header(hyper::header::UPGRADE, RELAY_PROTOCOL)
-        .body(Empty::<Bytes>::new())
-        .map_err(std::io::Error::other)?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(std::io::Error::other)?;
-    if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
-        return Err(std::io::Error::other(format!(
-            "relay answered {}",
-            response.status()
-        )));
-    }
-    let upgraded = hyper::upgrade::on(response)
+    let client = ServerClient::new(url).map_err(std::io::Error::other)?;
+    let (upgraded, server_addr) = client
+        .relay_upgrade(
+            &fill(routes::RELAY_ACCEPT, &ticket.id),
+            Some(token),
+            Duration::from_secs(10),
+        )
         .await
         .map_err(std::io::Error::other)?;
     debug!("relay connection open");

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use peerdex_shared::peer::{PART_SUFFIX, STATE_SUFFIX};
 use peerdex_shared::validate::validate_share_name;
 use serde::{Deserialize, Serialize};
 
@@ -279,14 +280,14 @@ pub struct ShareRules {
 /// Names of files that are never shared: downloads in progress, editor and office temporaries.
 const TEMPORARY_SUFFIXES: [&str; 10] = [
     ".part",
-    ".peerdex-state",
+    STATE_SUFFIX,
     ".partial",
     ".crdownload",
     ".download",
     ".tmp",
     ".temp",
     ".swp",
-    ".peerdex-part",
+    PART_SUFFIX,
     "~",
 ];
 

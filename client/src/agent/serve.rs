@@ -25,7 +25,9 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use peerdex_shared::FileHash;
-use peerdex_shared::api::CONNECT_BACK_PATH;
+use peerdex_shared::peer::{
+    self, CONNECT_BACK_PATH, MAX_PROOF_PIECES, parse_blob_path, peer_bucket,
+};
 use peerdex_shared::pieces::{PIECE_SIZE, build_proof, encode_cvs, piece_count};
 use rusqlite::Connection;
 use tokio::net::TcpListener;
@@ -40,14 +42,8 @@ use super::hash::open_shared;
 use super::slots::{Bandwidth, Refusal, SlotGuard, SlotLimits, Slots};
 use crate::Identity;
 
-/// Prefix of the content routes.
-pub const BLOB_PREFIX: &str = "/peerdex/v1/blobs/";
-
 /// Bytes read from disk and handed to the socket at a time.
 const CHUNK: usize = 256 * 1024;
-
-/// Most piece hashes returned by one proof request (64 GiB of content).
-const MAX_PROOF_PIECES: u64 = 65_536;
 
 type ResponseBody = BoxBody<Bytes, std::io::Error>;
 
@@ -192,20 +188,6 @@ pub fn parse_range(header: Option<&HeaderValue>, len: u64) -> RangeRequest {
     }
 }
 
-/// Parses `/peerdex/v1/blobs/{hash}[/pieces]`: exactly 64 lowercase or uppercase hex digits.
-fn parse_blob_path(path: &str) -> Option<(FileHash, bool)> {
-    let rest = path.strip_prefix(BLOB_PREFIX)?;
-    let (hash, pieces) = match rest.split_once('/') {
-        None => (rest, false),
-        Some((hash, "pieces")) => (hash, true),
-        Some(_) => return None,
-    };
-    if hash.len() != 64 {
-        return None;
-    }
-    hash.parse().ok().map(|h| (h, pieces))
-}
-
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?
         .split('&')
@@ -321,7 +303,7 @@ impl FileServer {
             };
             let Some(peer_permit) = per_peer
                 .clone()
-                .acquire(peer_key(remote.ip()), MAX_CONNECTIONS_PER_PEER)
+                .acquire(peer_bucket(remote.ip()), MAX_CONNECTIONS_PER_PEER)
             else {
                 debug!(%remote, "per-peer connection limit reached; closing");
                 continue;
@@ -439,7 +421,7 @@ impl FileServer {
             match (request.method(), pieces) {
                 (&Method::GET, true) => self.pieces(hash, request.uri().query()).await,
                 (&Method::GET | &Method::HEAD, false) => {
-                    self.blob(&request, hash, peer_key(remote.ip()), connection)
+                    self.blob(&request, hash, peer_bucket(remote.ip()), connection)
                         .await
                 }
                 _ => {
@@ -509,11 +491,11 @@ impl FileServer {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         );
-        headers.insert("x-peerdex-size", HeaderValue::from(file.stat.size));
-        headers.insert("x-peerdex-piece-size", HeaderValue::from(PIECE_SIZE));
-        headers.insert("x-peerdex-pieces", HeaderValue::from(count));
+        headers.insert(peer::header::SIZE, HeaderValue::from(file.stat.size));
+        headers.insert(peer::header::PIECE_SIZE, HeaderValue::from(PIECE_SIZE));
+        headers.insert(peer::header::PIECES, HeaderValue::from(count));
         if let Ok(value) = HeaderValue::from_str(&format!("{first}-{end}")) {
-            headers.insert("x-peerdex-proof-range", value);
+            headers.insert(peer::header::PROOF_RANGE, value);
         }
         response
     }
@@ -626,7 +608,7 @@ impl FileServer {
                 let headers = response.headers_mut();
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry.min(60) as u64));
                 if let Some(n) = position {
-                    headers.insert("x-peerdex-queue-position", HeaderValue::from(n as u64));
+                    headers.insert(peer::header::QUEUE_POSITION, HeaderValue::from(n as u64));
                 }
                 return response;
             }
@@ -857,22 +839,6 @@ impl Body for Tracked {
     }
 }
 
-/// The address that counts as one peer for limits: an IPv4 address, or an IPv6 /64 (one host
-/// can hold a whole /64 and rotate through it).
-pub fn peer_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mut octets = v6.octets();
-                octets[8..].fill(0);
-                IpAddr::from(octets)
-            }
-        },
-        v4 => v4,
-    }
-}
-
 /// Open connections per peer address.
 #[derive(Debug, Default)]
 struct PeerConnections {
@@ -953,36 +919,5 @@ mod tests {
         assert_eq!(range("items=0-1", 100), RangeRequest::Full);
         assert_eq!(range("bytes=+1-2", 100), RangeRequest::Full);
         assert_eq!(parse_range(None, 100), RangeRequest::Full);
-    }
-
-    #[test]
-    fn ipv6_peers_are_counted_by_slash_64() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
-        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(peer_key(a), peer_key(b));
-        assert_ne!(peer_key(a), peer_key(c));
-        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        assert_eq!(peer_key(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
-    }
-
-    #[test]
-    fn blob_paths_are_exact() {
-        let hash = "ab".repeat(32);
-        assert!(parse_blob_path(&format!("{BLOB_PREFIX}{hash}")).is_some());
-        assert_eq!(
-            parse_blob_path(&format!("{BLOB_PREFIX}{hash}/pieces")).map(|p| p.1),
-            Some(true)
-        );
-        for bad in [
-            format!("{BLOB_PREFIX}{hash}/"),
-            format!("{BLOB_PREFIX}{hash}/../../etc/passwd"),
-            format!("{BLOB_PREFIX}..%2f..%2fetc%2fpasswd"),
-            format!("{BLOB_PREFIX}{}", &hash[..63]),
-            format!("{BLOB_PREFIX}{hash}%00"),
-            "/etc/passwd".to_owned(),
-        ] {
-            assert!(parse_blob_path(&bad).is_none(), "{bad}");
-        }
     }
 }

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use peerdex_shared::api::{Source, SourcesResponse};
+use peerdex_shared::api::{SizeClaim, Source, SourcesResponse};
 use peerdex_shared::pieces::{PieceCv, piece_count, piece_range, root_from_cvs, verify_piece};
 use peerdex_shared::{FileHash, PeerId};
 use tokio::sync::Notify;
@@ -702,30 +702,18 @@ impl Job {
     }
 }
 
-/// The most common file name among the sources' paths.
-fn common_name<'a>(sources: impl IntoIterator<Item = &'a Source>) -> Option<String> {
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for source in sources {
-        let name = source.path.rsplit('/').next().unwrap_or(&source.path);
-        *counts.entry(name).or_default() += 1;
-    }
-    counts
-        .into_iter()
-        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
-        .map(|(name, _)| name.to_owned())
-}
-
-/// The sizes claimed for a hash, best evidence first, each with the sources that claim it.
-/// Implausible sizes are left out.
-fn size_claims(found: &SourcesResponse) -> Vec<(u64, Vec<Source>)> {
-    std::iter::once((found.size, found.sources.clone()))
-        .chain(
-            found
-                .other_sizes
-                .iter()
-                .map(|claim| (claim.size, claim.sources.clone())),
-        )
-        .filter(|(size, _)| *size <= MAX_SIZE)
+/// The sizes claimed for a hash, best evidence first, each with the sources that claim it and
+/// the name they give it. Implausible sizes are left out.
+fn size_claims(found: &SourcesResponse) -> Vec<SizeClaim> {
+    let best = SizeClaim {
+        size: found.size,
+        sources_online: found.sources.len() as u64,
+        sources: found.sources.clone(),
+        name: found.name.clone(),
+    };
+    std::iter::once(best)
+        .chain(found.other_sizes.iter().cloned())
+        .filter(|claim| claim.size <= MAX_SIZE)
         .collect()
 }
 
@@ -733,8 +721,8 @@ fn size_claims(found: &SourcesResponse) -> Vec<(u64, Vec<Source>)> {
 fn claiming(found: &SourcesResponse, size: u64) -> Vec<Source> {
     size_claims(found)
         .into_iter()
-        .find(|(claimed, _)| *claimed == size)
-        .map(|(_, sources)| sources)
+        .find(|claim| claim.size == size)
+        .map(|claim| claim.sources)
         .unwrap_or_default()
 }
 
@@ -792,21 +780,16 @@ pub async fn download(
     }
     let fallback = hash.to_string();
     let mut unproven: Vec<DownloadError> = Vec::new();
-    for (attempt, (size, sources)) in claims.iter().enumerate() {
+    for (attempt, claim) in claims.iter().enumerate() {
+        let (size, sources) = (&claim.size, &claim.sources);
         if attempt > 0 {
             progress.note(format!(
                 "the size {} was not proven; trying {size} bytes, which other peers claim",
-                claims[attempt - 1].0
+                claims[attempt - 1].size
             ));
         }
         // The name the peers of this claim use: liars do not name the file either.
-        let file_name = sanitize_file_name(
-            &name
-                .map(str::to_owned)
-                .or_else(|| common_name(sources))
-                .unwrap_or_default(),
-            &fallback,
-        );
+        let file_name = sanitize_file_name(name.unwrap_or(&claim.name), &fallback);
         let (final_path, to_stdout) =
             final_destination(destination, &file_name, &fallback, options.force)?;
         *locked(&progress.name) = Some(file_name);

@@ -1,5 +1,7 @@
 //! File names from peers are untrusted: they become one safe file name inside the output folder.
 
+use peerdex_shared::peer::{PART_SUFFIX, STATE_SUFFIX};
+
 /// Longest file name produced, in bytes (most file systems allow 255).
 const MAX_NAME_BYTES: usize = 200;
 
@@ -43,7 +45,7 @@ pub fn sanitize_file_name(name: &str, fallback: &str) -> String {
     }
     let mut clean = truncate_keeping_extension(&clean, MAX_NAME_BYTES);
     // Our own partial and state files must not be named by a peer.
-    if clean.ends_with(".peerdex-part") || clean.ends_with(".peerdex-state") {
+    if clean.ends_with(PART_SUFFIX) || clean.ends_with(STATE_SUFFIX) {
         clean.push('_');
     }
     clean

@@ -11,12 +11,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use peerdex_shared::FileHash;
+use peerdex_shared::peer::{PART_SUFFIX, STATE_SUFFIX};
 use peerdex_shared::pieces::{CV_LEN, PieceCv, piece_count};
-
-/// Suffix of the partial file.
-pub const PART_SUFFIX: &str = ".peerdex-part";
-/// Suffix of the state file.
-pub const STATE_SUFFIX: &str = ".peerdex-state";
 
 const MAGIC: &[u8; 8] = b"PDXPART1";
 

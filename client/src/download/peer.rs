@@ -15,21 +15,20 @@ use hyper::StatusCode;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use peerdex_shared::api::{
-    ErrorCode, RELAY_PROTOCOL, REVERSE_PREAMBLE, Reachability, Source, TransferRequest,
+use peerdex_shared::api::{ErrorCode, Reachability, Source, TransferRequest};
+use peerdex_shared::peer::{
+    self, MAX_PROOF_PIECES, REVERSE_PREAMBLE, blob_path, pieces_path, range_answer_ok,
 };
 use peerdex_shared::pieces::{CV_LEN, PieceCv, decode_cvs, proof_len, verify_proof};
+use peerdex_shared::routes;
 use peerdex_shared::{FileHash, PeerId};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OnceCell, oneshot};
 use tracing::debug;
 
-use crate::server_api::ApiError;
+use crate::server_api::{ApiError, RelayError};
 use crate::{Identity, ServerClient};
-
-/// Most pieces asked for in one proof request (the server's cap).
-pub const PROOF_BATCH: u64 = 65_536;
 
 /// Bytes read from a source's socket at a time.
 const READ_BUFFER: usize = 512 * 1024;
@@ -151,7 +150,7 @@ fn classify(response: &hyper::Response<Incoming>) -> Option<SourceError> {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
             };
-            let queue_position = header("x-peerdex-queue-position");
+            let queue_position = header(peer::header::QUEUE_POSITION);
             SourceError::Busy {
                 retry_after: Duration::from_secs(header("retry-after").unwrap_or(5).clamp(1, 60)),
                 reason: match queue_position {
@@ -256,11 +255,8 @@ pub async fn fetch_piece_hashes(
     let mut all = Vec::with_capacity(count.min(1 << 20) as usize);
     let mut first = 0;
     while first < count {
-        let end = (first + PROOF_BATCH).min(count);
-        let path = format!(
-            "/peerdex/v1/blobs/{hash}/pieces?first={first}&count={}",
-            end - first
-        );
+        let end = (first + MAX_PROOF_PIECES).min(count);
+        let path = pieces_path(hash, first, end - first);
         let mut response = conn.get(&path, None).await?;
         if let Some(e) = classify(&response) {
             return Err(e);
@@ -286,26 +282,6 @@ pub async fn fetch_piece_hashes(
     Ok(all)
 }
 
-/// Whether a source's answer (untrusted headers) to a request for bytes `start..end` is exactly
-/// that range: a `206` whose `Content-Range` starts at `start` and ends at `end - 1`, or a whole
-/// file of `end` bytes when `start` is 0. Anything else would put bytes at the wrong offsets.
-pub fn range_answer_ok(
-    status: u16,
-    content_range: Option<&str>,
-    content_length: Option<&str>,
-    start: u64,
-    end: u64,
-) -> bool {
-    if end <= start {
-        return false;
-    }
-    let expected = format!("bytes {start}-{}/", end - 1);
-    let range_ok = status == 206 && content_range.is_some_and(|v| v.starts_with(&expected));
-    let length = content_length.and_then(|v| v.trim().parse::<u64>().ok());
-    let whole_file_ok = status == 200 && start == 0 && length == Some(end);
-    range_ok || whole_file_ok
-}
-
 /// A response streaming the bytes `start..end` of the content.
 pub struct RangeStream {
     body: Incoming,
@@ -321,10 +297,7 @@ impl RangeStream {
         end: u64,
     ) -> Result<RangeStream, SourceError> {
         let response = conn
-            .get(
-                &format!("/peerdex/v1/blobs/{hash}"),
-                Some(format!("bytes={start}-{}", end - 1)),
-            )
+            .get(&blob_path(hash), Some(format!("bytes={start}-{}", end - 1)))
             .await?;
         if let Some(e) = classify(&response) {
             return Err(e);
@@ -677,62 +650,33 @@ impl Connector {
     }
 
     async fn relay(&self, source: &PeerSource, hash: &FileHash) -> Result<Connection, SourceError> {
-        let (host, port) = self.server.host_port().map_err(server_error)?;
-        let stream =
-            tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
-                .await
-                .map_err(|_| SourceError::Unreachable("the index server did not answer".into()))?
-                .map_err(|e| SourceError::Unreachable(format!("index server: {e}")))?;
-        let (mut sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| SourceError::Unreachable(e.to_string()))?;
-        tokio::spawn(driver.with_upgrades());
         let path = format!(
-            "/api/v1/relay?source={}&hash={hash}&downloader={}&token={}",
+            "{}?source={}&hash={hash}&downloader={}&token={}",
+            routes::RELAY,
             source.peer_id,
             self.identity.peer_id(),
             random_token()
         );
-        let request = hyper::Request::get(path)
-            .header(hyper::header::HOST, format!("{host}:{port}"))
-            .header(hyper::header::CONNECTION, "upgrade")
-            .header(hyper::header::UPGRADE, RELAY_PROTOCOL)
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| SourceError::Unreachable(e.to_string()))?;
-        let response = sender
-            .send_request(request)
+        let (upgraded, _) = self
+            .server
+            .relay_upgrade(&path, None, CONNECT_TIMEOUT)
             .await
-            .map_err(|e| SourceError::Unreachable(e.to_string()))?;
-        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-            let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(hyper::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| status.to_string());
-            return Err(match retry_after {
+            .map_err(|e| match e {
                 // Full for now (not turned off): wait and ask again.
-                Some(secs) => SourceError::Busy {
+                RelayError::Refused {
+                    retry_after: Some(secs),
+                    message,
+                    ..
+                } => SourceError::Busy {
                     retry_after: Duration::from_secs(secs.clamp(1, 60)),
                     reason: format!("relay: {message}"),
                     queue_position: None,
                 },
-                None => SourceError::Unreachable(format!("relay refused: {message}")),
-            });
-        }
-        let upgraded = hyper::upgrade::on(response)
-            .await
-            .map_err(|e| SourceError::Unreachable(format!("relay: {e}")))?;
+                RelayError::Refused { message, .. } => {
+                    SourceError::Unreachable(format!("relay refused: {message}"))
+                }
+                RelayError::Connect(why) => SourceError::Unreachable(why),
+            })?;
         Connection::handshake(upgraded, Route::Relay, self.stall).await
     }
 }

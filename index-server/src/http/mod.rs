@@ -25,6 +25,7 @@ use peerdex_shared::api::{
 };
 use peerdex_shared::identity::registration_message;
 use peerdex_shared::kind::extension_of;
+use peerdex_shared::routes;
 use peerdex_shared::validate::validate_nickname;
 use peerdex_shared::{FileHash, FileKind, PeerId};
 use serde::Deserialize;
@@ -55,23 +56,20 @@ pub fn router(state: Arc<AppState>) -> Router {
     let limits = &state.config.limits;
     // List bodies are streamed and bounded by `lists` itself (raw and decompressed bytes).
     let list_routes = Router::new()
-        .route(
-            "/api/v1/peers/{peer}/list",
-            put(put_list).delete(delete_list),
-        )
-        .route("/api/v1/peers/{peer}/list/delta", post(post_delta));
+        .route(routes::LIST, put(put_list).delete(delete_list))
+        .route(routes::LIST_DELTA, post(post_delta));
     let timeout = Duration::from_secs(state.config.http.request_timeout_secs);
     let other_routes = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/api/v1/challenge", post(challenge))
-        .route("/api/v1/register", post(register))
-        .route("/api/v1/peers/{peer}/heartbeat", post(heartbeat))
-        .route("/api/v1/peers/{peer}/session", delete(logout))
-        .route("/api/v1/search", get(search))
-        .route("/api/v1/contents/{hash}/sources", get(sources))
-        .route("/api/v1/peers/by-nick/{nick}/files", get(browse))
-        .route("/api/v1/stats", get(stats))
-        .route("/api/v1/transfers", post(transfers::transfer))
+        .route(routes::HEALTHZ, get(healthz))
+        .route(routes::CHALLENGE, post(challenge))
+        .route(routes::REGISTER, post(register))
+        .route(routes::HEARTBEAT, post(heartbeat))
+        .route(routes::SESSION, delete(logout))
+        .route(routes::SEARCH, get(search))
+        .route(routes::SOURCES, get(sources))
+        .route(routes::BROWSE, get(browse))
+        .route(routes::STATS, get(stats))
+        .route(routes::TRANSFERS, post(transfers::transfer))
         .layer(DefaultBodyLimit::max(limits.max_json_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -79,9 +77,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         ));
     // Long-lived: the control channel streams for hours, relays are upgraded connections.
     let open_ended = Router::new()
-        .route("/api/v1/peers/{peer}/control", get(transfers::control))
-        .route("/api/v1/relay", get(transfers::relay))
-        .route("/api/v1/relay/{id}/accept", get(transfers::relay_accept));
+        .route(routes::CONTROL, get(transfers::control))
+        .route(routes::RELAY, get(transfers::relay))
+        .route(routes::RELAY_ACCEPT, get(transfers::relay_accept));
     Router::new()
         .merge(list_routes)
         .merge(open_ended)
@@ -550,12 +548,14 @@ async fn sources(
         hash,
         size: best.size,
         sources: best.sources,
+        name: best.name,
         other_sizes: claims
             .take(MAX_OTHER_SIZES)
             .map(|hit| SizeClaim {
                 size: hit.size,
                 sources_online: hit.sources_online,
                 sources: hit.sources,
+                name: hit.name,
             })
             .collect(),
     }))

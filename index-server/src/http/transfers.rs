@@ -13,9 +13,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
 use peerdex_shared::api::{
-    ControlMessage, ErrorCode, RELAY_PROTOCOL, Ticket, TicketKind, TransferRequest,
-    TransferResponse,
+    ControlMessage, ErrorCode, Ticket, TicketKind, TransferRequest, TransferResponse,
 };
+use peerdex_shared::peer::{RELAY_PROTOCOL, peer_bucket};
 use peerdex_shared::{FileHash, PeerId};
 use serde::Deserialize;
 use tracing::{Instrument, info, info_span, warn};
@@ -163,7 +163,7 @@ pub async fn transfer(
         return Err(ApiError::bad_request("port must not be 0"));
     }
     let ip = client_ip(&state, remote, &headers);
-    if !state.transfers.allow(&crate::transfers::ip_key(ip)) {
+    if !state.transfers.allow(&peer_bucket(ip)) {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RateLimited,
@@ -265,7 +265,7 @@ pub async fn relay(
     check_token(&params.token)?;
     let upgrade = take_upgrade(&mut request)?;
     let ip: IpAddr = client_ip(&state, remote, request.headers());
-    if !state.transfers.allow(&crate::transfers::ip_key(ip)) {
+    if !state.transfers.allow(&peer_bucket(ip)) {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RateLimited,

@@ -363,7 +363,7 @@ async fn lying_peer(server: &TestServer, nick: &str, bytes: Vec<u8>, lie: Lie) -
                     async move {
                         let path = request.uri().path().to_owned();
                         let len = bytes.len() as u64;
-                        let response = if path == peerdex_shared::api::CONNECT_BACK_PATH {
+                        let response = if path == peerdex_shared::peer::CONNECT_BACK_PATH {
                             let answer = peerdex::connect_back::answer(&identity, &request);
                             let (parts, body) = answer.into_parts();
                             hyper::Response::from_parts(parts, body)

@@ -1,0 +1,69 @@
+//! The index server's routes (PROTOCOL §3, §8), written once: the server's router declares these
+//! patterns, and clients fill in their one `{…}` placeholder with [`fill`].
+
+use std::fmt::Display;
+
+/// Liveness.
+pub const HEALTHZ: &str = "/healthz";
+/// A nonce for registration.
+pub const CHALLENGE: &str = "/api/v1/challenge";
+/// Registration.
+pub const REGISTER: &str = "/api/v1/register";
+/// A peer's heartbeat.
+pub const HEARTBEAT: &str = "/api/v1/peers/{peer}/heartbeat";
+/// A peer's session (logout).
+pub const SESSION: &str = "/api/v1/peers/{peer}/session";
+/// A peer's whole list (upload, delete).
+pub const LIST: &str = "/api/v1/peers/{peer}/list";
+/// A delta of a peer's list.
+pub const LIST_DELTA: &str = "/api/v1/peers/{peer}/list/delta";
+/// A peer's control channel.
+pub const CONTROL: &str = "/api/v1/peers/{peer}/control";
+/// Keyword search.
+pub const SEARCH: &str = "/api/v1/search";
+/// The sources of one content.
+pub const SOURCES: &str = "/api/v1/contents/{hash}/sources";
+/// A peer's files, by nickname.
+pub const BROWSE: &str = "/api/v1/peers/by-nick/{nick}/files";
+/// Server-wide counts.
+pub const STATS: &str = "/api/v1/stats";
+/// A reverse-connection request.
+pub const TRANSFERS: &str = "/api/v1/transfers";
+/// The downloader's end of a relay session.
+pub const RELAY: &str = "/api/v1/relay";
+/// The source's end of relay session `{id}`.
+pub const RELAY_ACCEPT: &str = "/api/v1/relay/{id}/accept";
+
+/// `pattern` with its `{…}` placeholder replaced by `value`.
+pub fn fill(pattern: &str, value: impl Display) -> String {
+    match (pattern.find('{'), pattern.find('}')) {
+        (Some(open), Some(close)) if open < close => {
+            format!("{}{value}{}", &pattern[..open], &pattern[close + 1..])
+        }
+        _ => pattern.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_filled() {
+        assert_eq!(fill(HEARTBEAT, "ab12"), "/api/v1/peers/ab12/heartbeat");
+        assert_eq!(fill(RELAY_ACCEPT, 7), "/api/v1/relay/7/accept");
+        assert_eq!(fill(SEARCH, "x"), SEARCH);
+        for pattern in [
+            HEARTBEAT,
+            SESSION,
+            LIST,
+            LIST_DELTA,
+            CONTROL,
+            SOURCES,
+            BROWSE,
+            RELAY_ACCEPT,
+        ] {
+            assert_eq!(pattern.matches('{').count(), 1, "{pattern}");
+        }
+    }
+}
