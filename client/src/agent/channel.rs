@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
 use peerdex_shared::api::{ControlMessage, ErrorCode, Ticket, TicketKind};
@@ -24,8 +24,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::link::{Backoff, Link, Session, unix_now};
 use super::serve::FileServer;
-use super::sync::SharedLink;
 use crate::ServerClient;
 use crate::server_api::ApiError;
 
@@ -46,17 +46,6 @@ const MAX_TICKET_CONNECTIONS: usize = 16;
 
 /// Ticket ids remembered so that none is used twice.
 const SEEN_TICKETS: usize = 4096;
-
-/// What the sync loop learned at registration, needed to open the control channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Session {
-    /// Our peer id.
-    pub peer: PeerId,
-    /// Bearer token.
-    pub token: String,
-    /// The server's key, which signs tickets.
-    pub server_key: Option<PeerId>,
-}
 
 /// Why a ticket was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,12 +74,6 @@ pub enum TicketError {
     /// This ticket was already used.
     #[error("the ticket was already used")]
     Replayed,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Checks that `ticket` came from the server (its signature), is for `me`, and is current.
@@ -171,30 +154,20 @@ pub struct Channel {
     pub sessions: watch::Receiver<Option<Session>>,
     /// Where tickets are served.
     pub files: Arc<FileServer>,
-    /// Status for `peerdex status`.
-    pub link: SharedLink,
+    /// The link to the server, shared with the sync loop.
+    pub link: Arc<Link>,
     /// Connections opened on tickets at once (each is an outbound connection).
     pub connections: Arc<tokio::sync::Semaphore>,
-    /// Notified when an open channel drops: the sync loop checks on the server at once instead
-    /// of at its next heartbeat, so `peerdex status` does not call a stopped server online.
-    pub check_server: Arc<tokio::sync::Notify>,
 }
 
 impl Channel {
     /// A control channel for the agent.
-    pub fn new(
-        url: String,
-        sessions: watch::Receiver<Option<Session>>,
-        files: Arc<FileServer>,
-        link: SharedLink,
-        check_server: Arc<tokio::sync::Notify>,
-    ) -> Channel {
+    pub fn new(url: String, files: Arc<FileServer>, link: Arc<Link>) -> Channel {
         Channel {
             url,
-            sessions,
+            sessions: link.sessions(),
             files,
             link,
-            check_server,
             connections: Arc::new(tokio::sync::Semaphore::new(MAX_TICKET_CONNECTIONS)),
         }
     }
@@ -215,7 +188,7 @@ impl Channel {
     /// Keeps the control channel open until `stop`, reconnecting with backoff.
     pub async fn run(mut self, stop: CancellationToken) {
         let dials = Arc::new(DialLimiter::default());
-        let mut delay = Duration::from_secs(1);
+        let mut backoff = Backoff::new();
         loop {
             let session = loop {
                 if let Some(session) = self.sessions.borrow_and_update().clone() {
@@ -236,11 +209,13 @@ impl Channel {
             };
             self.set_open(false);
             if opened {
-                delay = Duration::from_secs(1);
-                self.check_server.notify_one();
+                backoff.reset();
+                // The server may be gone: the sync loop checks now rather than at its next
+                // heartbeat.
+                self.link.check_server();
             }
             match outcome {
-                Ok(()) => delay = Duration::from_secs(1),
+                Ok(()) => backoff.reset(),
                 Err(ChannelError::Api(e)) if e.code() == Some(ErrorCode::Unauthorized) => {
                     // The session is gone: wait for the sync loop to register again.
                     tokio::select! {
@@ -250,21 +225,17 @@ impl Channel {
                     }
                     continue;
                 }
-                Err(e) => {
-                    debug!(error = %e, retry_in = ?delay, "control channel closed");
-                }
+                Err(e) => debug!(error = %e, "control channel closed"),
             }
             tokio::select! {
-                () = tokio::time::sleep(delay) => {}
+                () = tokio::time::sleep(backoff.step()) => {}
                 () = stop.cancelled() => return,
             }
-            delay = (delay * 2).min(Duration::from_secs(60));
         }
     }
 
     fn set_open(&self, open: bool) {
-        let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
-        link.control_channel = open;
+        self.link.control_channel(open);
     }
 
     /// One control stream: reads messages until it ends.
@@ -311,8 +282,7 @@ impl Channel {
         let (ticket, signature) = match message {
             ControlMessage::Connect { ticket, signature } => (ticket, signature),
             ControlMessage::Reachability { reachability } => {
-                let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
-                link.reachability = Some(reachability);
+                self.link.reachability(reachability);
                 return;
             }
             ControlMessage::Ping => return,

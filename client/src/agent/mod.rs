@@ -11,6 +11,7 @@ pub mod channel;
 pub mod config;
 pub mod control;
 pub mod hash;
+pub mod link;
 pub mod progress;
 pub mod scan;
 pub mod serve;
@@ -38,10 +39,11 @@ use catalog::{Catalog, ShareCounts};
 pub use config::AgentConfig;
 use config::{ConfigFile, Share, resolve_shares};
 use control::{Controls, ShareChange};
+use link::{Link, LinkStatus};
 use progress::{Progress, ProgressSnapshot, Unshareable};
 use scan::Scanner;
 use serve::{FileServer, UploadInfo};
-use sync::{LinkStatus, SharedLink, Syncer};
+use sync::Syncer;
 
 /// File name of the key in the state directory.
 pub const KEY_FILE: &str = "peer.key";
@@ -198,7 +200,7 @@ struct AgentControls {
     serve_addr: Option<SocketAddr>,
     config: AgentConfig,
     catalog: Arc<Catalog>,
-    link: SharedLink,
+    link: Arc<Link>,
     files: Arc<FileServer>,
     progress: Arc<Progress>,
     shares: live::Sender<Arc<Vec<Share>>>,
@@ -229,7 +231,7 @@ impl Controls for AgentControls {
             nick: self.nick.clone(),
             serving: self.serve_addr,
             download_dir: self.config.download_dir.clone(),
-            server: self.link.lock().map(|l| l.clone()).unwrap_or_default(),
+            server: self.link.snapshot(),
             unsynced_changes,
             shares: self
                 .shares
@@ -369,20 +371,11 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
             .context("starting the hash thread")?
     };
 
-    let link: SharedLink = Arc::new(Mutex::new(LinkStatus::default()));
-    // The control channel dropping is the first sign of a server gone: the sync loop checks.
-    let check_server = Arc::new(Notify::new());
-    let (sessions, session_updates) = tokio::sync::watch::channel(None);
+    let link = Arc::new(Link::new(&config.server));
     tasks.spawn(
-        channel::Channel::new(
-            config.server.clone(),
-            session_updates,
-            files.clone(),
-            link.clone(),
-            check_server.clone(),
-        )
-        .run(stop.clone())
-        .instrument(info_span!("control")),
+        channel::Channel::new(config.server.clone(), files.clone(), link.clone())
+            .run(stop.clone())
+            .instrument(info_span!("control")),
     );
     let syncer = Syncer {
         url: config.server.clone(),
@@ -391,9 +384,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         port: serve_addr.map_or(0, |a| a.port()),
         catalog: catalog.clone(),
         changed: changed.clone(),
-        check_server,
         link: link.clone(),
-        sessions,
         failure: failure.clone(),
     };
     tasks.spawn(syncer.run(stop.clone()).instrument(info_span!("sync")));

@@ -9,18 +9,19 @@
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use peerdex_shared::api::{DeltaOp, ErrorCode, Reachability};
+use peerdex_shared::api::{DeltaOp, ErrorCode};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::catalog::{Catalog, CatalogError, FullUpload, Verdict};
+use super::link::{Backoff, Link, Session};
 use crate::server_api::ApiError;
 use crate::{Identity, ServerClient};
 
@@ -29,75 +30,6 @@ const DELTA_BATCH: usize = 5_000;
 
 /// Wait after a change before sending it, so a burst travels as one delta.
 const SETTLE: Duration = Duration::from_secs(1);
-
-/// The connection to the index server, as `peerdex status` shows it.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct LinkStatus {
-    /// Server URL.
-    pub url: String,
-    /// Registered and heartbeating.
-    pub online: bool,
-    /// The last error talking to the server, if the last attempt failed.
-    pub last_error: Option<String>,
-    /// Whether the server could connect back to our file server.
-    pub reachability: Option<Reachability>,
-    /// Address the server advertises for us.
-    pub advertised_addr: Option<String>,
-    /// List version the server holds.
-    pub list_version: Option<u64>,
-    /// Full list uploads since start.
-    pub full_uploads: u64,
-    /// Delta uploads since start.
-    pub delta_uploads: u64,
-    /// Entries sent since start.
-    pub entries_sent: u64,
-    /// Unix time of the last successful sync.
-    pub last_sync: Option<u64>,
-    /// The control channel (how the server reaches us for reverse connections and relays) is
-    /// open.
-    pub control_channel: bool,
-}
-
-/// Shared link status.
-pub type SharedLink = Arc<Mutex<LinkStatus>>;
-
-fn update(link: &SharedLink, f: impl FnOnce(&mut LinkStatus)) {
-    f(&mut link.lock().unwrap_or_else(|p| p.into_inner()));
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Exponential backoff with jitter, 1 s to 60 s.
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_secs(1);
-    const MAX: Duration = Duration::from_secs(60);
-
-    fn new() -> Backoff {
-        Backoff { next: Self::FIRST }
-    }
-
-    fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-
-    /// The next delay: the current one ±25 %, then doubled for the time after.
-    fn step(&mut self) -> Duration {
-        let mut byte = [0u8; 1];
-        let _ = getrandom::fill(&mut byte);
-        let jitter = 0.75 + f64::from(byte[0]) / 255.0 * 0.5;
-        let delay = self.next.mul_f64(jitter);
-        self.next = (self.next * 2).min(Self::MAX);
-        delay
-    }
-}
 
 /// Why a sync failed.
 #[derive(Debug, thiserror::Error)]
@@ -164,14 +96,10 @@ pub struct Syncer {
     pub catalog: Arc<Catalog>,
     /// Notified when the catalog changed.
     pub changed: Arc<Notify>,
-    /// Notified when the server may be gone (the control channel dropped): heartbeat now.
-    pub check_server: Arc<Notify>,
     /// Where a failure no retry can mend is reported (it stops the agent).
     pub failure: super::Failure,
-    /// Status for `peerdex status`.
-    pub link: SharedLink,
-    /// Where each new session is published, for the control channel.
-    pub sessions: tokio::sync::watch::Sender<Option<super::channel::Session>>,
+    /// The link to the server: status, sessions for the control channel, checks on demand.
+    pub link: Arc<Link>,
 }
 
 /// Runs a blocking catalog call off the async threads.
@@ -190,7 +118,6 @@ impl Syncer {
     /// Runs until `stop`, then logs out so that the peer goes offline at once.
     pub async fn run(self, stop: CancellationToken) {
         let mut backoff = Backoff::new();
-        update(&self.link, |l| l.url = self.url.clone());
         loop {
             let mut registered = false;
             let session = self.session(&stop, &mut registered);
@@ -209,10 +136,7 @@ impl Syncer {
                 && let Err(e) = &outcome
                 && let Some(reason) = e.permanent(&self.nick)
             {
-                update(&self.link, |l| {
-                    l.online = false;
-                    l.last_error = Some(reason.clone());
-                });
+                self.link.went_offline(reason.clone());
                 error!(server = %self.url, error = %reason, "stopping: retrying cannot help");
                 self.failure.fail(reason);
                 return;
@@ -231,10 +155,7 @@ impl Syncer {
                         _ => backoff.step(),
                     };
                     warn!(server = %self.url, error = %e, retry_in = ?delay, "index server unavailable");
-                    update(&self.link, |l| {
-                        l.online = false;
-                        l.last_error = Some(e.to_string());
-                    });
+                    self.link.went_offline(e.to_string());
                     delay
                 }
             };
@@ -257,11 +178,14 @@ impl Syncer {
             .instrument(info_span!("register", server = %self.url))
             .await?;
         *registered = true;
-        let _ = self.sessions.send(Some(super::channel::Session {
-            peer: self.identity.peer_id(),
-            token: client.session_token().unwrap_or_default().to_owned(),
-            server_key: answer.server_key,
-        }));
+        self.link.registered(
+            &answer,
+            Session {
+                peer: self.identity.peer_id(),
+                token: client.session_token().unwrap_or_default().to_owned(),
+                server_key: answer.server_key,
+            },
+        );
         info!(
             server = %self.url,
             peer = %self.identity.peer_id().fmt_short(),
@@ -269,34 +193,27 @@ impl Syncer {
             server_version = ?answer.list_version,
             "registered with the index server"
         );
-        update(&self.link, |l| {
-            l.online = true;
-            l.last_error = None;
-            l.reachability = Some(answer.reachability);
-            l.advertised_addr = answer.advertised_addr.clone();
-        });
         self.sync(&client, answer.list_version).await?;
         let mut interval = Duration::from_secs(answer.heartbeat_interval_secs.max(1));
         let mut next_heartbeat = tokio::time::Instant::now() + interval;
         loop {
             tokio::select! {
                 () = stop.cancelled() => {
-                    let _ = self.sessions.send(None);
                     // Best effort: the server also notices the silence after a while.
                     let _ = tokio::time::timeout(Duration::from_secs(2), client.logout()).await;
-                    update(&self.link, |l| l.online = false);
+                    self.link.logged_out();
                     return Ok(());
                 }
                 () = async {
                     tokio::select! {
                         () = tokio::time::sleep_until(next_heartbeat) => {}
-                        () = self.check_server.notified() => {}
+                        () = self.link.check_requested() => {}
                     }
                 } => {
                     let beat = client.heartbeat().await?;
                     interval = Duration::from_secs(beat.heartbeat_interval_secs.max(1));
                     next_heartbeat = tokio::time::Instant::now() + interval;
-                    update(&self.link, |l| l.reachability = Some(beat.reachability));
+                    self.link.reachability(beat.reachability);
                     let held = blocking(&self.catalog, Catalog::list_version).await?;
                     if beat.list_version != held {
                         warn!(server_version = ?beat.list_version, "server holds another list version; resyncing");
@@ -357,12 +274,7 @@ impl Syncer {
                     let count = ops.len() as u64;
                     blocking(&self.catalog, move |c| c.mark_synced(&pending, version)).await?;
                     debug!(ops = count, version, "delta accepted");
-                    update(&self.link, |l| {
-                        l.delta_uploads += 1;
-                        l.entries_sent += count;
-                        l.list_version = Some(version);
-                        l.last_sync = Some(unix_now());
-                    });
+                    self.link.uploaded_delta(count, version);
                 }
                 Err(ApiError::Server { body, .. })
                     if body.code == ErrorCode::InvalidEntry && body.line.is_some() =>
@@ -401,7 +313,7 @@ impl Syncer {
                 Err(e) => return Err(e.into()),
             }
         }
-        update(&self.link, |l| l.list_version = Some(version));
+        self.link.in_sync(version);
         Ok(())
     }
 
@@ -471,12 +383,7 @@ impl Syncer {
             match (outcome, result) {
                 (FullUpload::Done, Ok(done)) => {
                     info!(entries = done.entries, version, "full list uploaded");
-                    update(&self.link, |l| {
-                        l.full_uploads += 1;
-                        l.entries_sent += sent;
-                        l.list_version = Some(version);
-                        l.last_sync = Some(unix_now());
-                    });
+                    self.link.uploaded_full(sent, version);
                     return Ok(());
                 }
                 (FullUpload::Refused(Some((share, path))), Err(ApiError::Server { body, .. })) => {
