@@ -10,7 +10,7 @@
 //! Writes go through one connection behind a mutex (`BEGIN IMMEDIATE`); readers open their own.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use peerdex_shared::FileHash;
 use peerdex_shared::api::{DeltaOp, ListEntry, MediaTags};
@@ -227,11 +227,221 @@ pub struct ShareCounts {
 pub struct Catalog {
     path: PathBuf,
     writer: Mutex<Connection>,
+    /// Readers not in use, for [`Catalog::read`].
+    readers: Mutex<Vec<CatalogReader>>,
 }
+
+/// Idle pooled readers kept at most.
+const MAX_IDLE_READERS: usize = 8;
 
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Catalog({})", self.path.display())
+    }
+}
+
+/// A read connection to the catalog, for one thread at a time: every read of the catalog is a
+/// method here, so nothing outside this module names SQLite. Reads see the last committed state
+/// and never wait for the writer.
+pub struct CatalogReader {
+    conn: Connection,
+}
+
+impl CatalogReader {
+    /// The files recorded in one folder, sorted by name.
+    pub fn children(&self, share: &str, dir: &str) -> Result<Vec<ChildRow>> {
+        let reader = &self.conn;
+        let mut stmt = reader.prepare_cached(
+            "SELECT name, size, mtime_ns, inode, dev, gone FROM files
+             WHERE share = ?1 AND dir = ?2 ORDER BY name",
+        )?;
+        let rows = stmt.query_map(params![share, dir], |row| {
+            Ok(ChildRow {
+                name: row.get(0)?,
+                stat: stat_from(row, 1)?,
+                gone: row.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The folders recorded directly under `dir`.
+    pub fn child_dirs(&self, share: &str, dir: &str) -> Result<Vec<String>> {
+        let reader = &self.conn;
+        let mut stmt =
+            reader.prepare_cached("SELECT path FROM dirs WHERE share = ?1 AND parent = ?2")?;
+        let rows = stmt.query_map(params![share, dir], |row| row.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// One file's recorded stat, if it is there and not gone.
+    pub fn file_stat(&self, key: &FileKey) -> Result<Option<Stat>> {
+        let reader = &self.conn;
+        let mut stmt = reader.prepare_cached(
+            "SELECT size, mtime_ns, inode, dev FROM files
+             WHERE share = ?1 AND dir = ?2 AND name = ?3 AND gone = 0",
+        )?;
+        Ok(stmt
+            .query_row(params![key.share, key.dir, key.name], |row| {
+                stat_from(row, 0)
+            })
+            .optional()?)
+    }
+
+    /// Up to `limit` files waiting for a hash.
+    pub fn unhashed(&self, limit: usize) -> Result<Vec<FileRecord>> {
+        let reader = &self.conn;
+        let mut stmt = reader.prepare_cached(
+            "SELECT share, dir, name, size, mtime_ns, inode, dev FROM files
+             WHERE hash IS NULL AND gone = 0 AND rejected = 0 ORDER BY share, dir, name LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit as i64], file_record)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Files and bytes waiting for a hash.
+    pub fn unhashed_totals(&self) -> Result<(u64, u64)> {
+        let reader = &self.conn;
+        Ok(reader.query_row(
+            "SELECT count(*), coalesce(sum(size), 0) FROM files
+             WHERE hash IS NULL AND gone = 0 AND rejected = 0",
+            [],
+            |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
+        )?)
+    }
+
+    /// The files holding content `hash`, as recorded when hashed.
+    pub fn servable(&self, hash: &FileHash) -> Result<Vec<FileRecord>> {
+        let reader = &self.conn;
+        let mut stmt = reader.prepare_cached(
+            "SELECT share, dir, name, size, mtime_ns, inode, dev FROM files
+             WHERE hash = ?1 AND gone = 0 LIMIT 8",
+        )?;
+        let rows = stmt.query_map(params![hash.as_bytes().as_slice()], file_record)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The piece CVs of content `hash` (files of two or more pieces).
+    pub fn piece_cvs(&self, hash: &FileHash) -> Result<Option<Vec<PieceCv>>> {
+        let reader = &self.conn;
+        let blob: Option<Vec<u8>> = reader
+            .prepare_cached("SELECT cvs FROM pieces WHERE hash = ?1")?
+            .query_row(params![hash.as_bytes().as_slice()], |row| row.get(0))
+            .optional()?;
+        match blob {
+            None => Ok(None),
+            Some(blob) => decode_cvs(&blob)
+                .map(Some)
+                .ok_or_else(|| CatalogError::Corrupt(format!("piece hashes of {hash}"))),
+        }
+    }
+
+    /// Up to `limit` pending changes of the server's copy.
+    pub fn pending_ops(&self, limit: usize) -> Result<Vec<PendingOp>> {
+        let reader = &self.conn;
+        let mut stmt = reader.prepare_cached(
+            "SELECT share, dir, name, size, mtime_ns, hash, gone, rejected,
+                    srv_hash, srv_size, srv_mtime
+             FROM files WHERE dirty = 1 LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit as i64], |row| {
+            let key = FileKey {
+                share: row.get(0)?,
+                dir: row.get(1)?,
+                name: row.get(2)?,
+            };
+            let size = row.get::<_, i64>(3)? as u64;
+            let mtime = row.get::<_, i64>(4)?.div_euclid(1_000_000_000);
+            let hash = hash_from(row.get(5)?);
+            let gone: bool = row.get(6)?;
+            let rejected: bool = row.get(7)?;
+            let srv_hash = hash_from(row.get(8)?);
+            let srv = srv_hash.map(|h| -> rusqlite::Result<_> {
+                Ok((
+                    h,
+                    row.get::<_, Option<i64>>(9)?.unwrap_or(0) as u64,
+                    row.get::<_, Option<i64>>(10)?.unwrap_or(0),
+                ))
+            });
+            let srv = srv.transpose()?;
+            // What the server should hold: the local file if it is hashed and shareable.
+            let local = match (hash, gone || rejected) {
+                (Some(h), false) => Some((h, size, mtime)),
+                _ => None,
+            };
+            let entry = |(hash, size, mtime): (FileHash, u64, i64)| ListEntry {
+                share: key.share.clone(),
+                path: key.rel_path(),
+                size,
+                mtime,
+                hash,
+                tags: MediaTags::default(),
+            };
+            let op = match (srv, local) {
+                (None, Some(l)) => Some(DeltaOp::Add(entry(l))),
+                (Some(s), Some(l)) if s != l => Some(DeltaOp::Change(entry(l))),
+                (Some(_), None) => Some(DeltaOp::Remove {
+                    share: key.share.clone(),
+                    path: key.rel_path(),
+                }),
+                _ => None,
+            };
+            Ok(PendingOp {
+                key,
+                op,
+                after: local,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Files, bytes and hashed counts per share.
+    pub fn counts(&self) -> Result<Vec<(String, ShareCounts)>> {
+        let reader = &self.conn;
+        let mut stmt = reader.prepare(
+            "SELECT share, count(*), coalesce(sum(size), 0),
+                    count(hash), coalesce(sum(CASE WHEN hash IS NOT NULL THEN size END), 0)
+             FROM files WHERE gone = 0 GROUP BY share ORDER BY share",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok((
+                row.get(0)?,
+                ShareCounts {
+                    files: row.get::<_, i64>(1)? as u64,
+                    bytes: row.get::<_, i64>(2)? as u64,
+                    hashed_files: row.get::<_, i64>(3)? as u64,
+                    hashed_bytes: row.get::<_, i64>(4)? as u64,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Rows whose server copy may differ from the file (changes not yet sent).
+    pub fn pending_count(&self) -> Result<u64> {
+        let reader = &self.conn;
+        Ok(
+            reader.query_row("SELECT count(*) FROM files WHERE dirty = 1", [], |row| {
+                row.get::<_, i64>(0)
+            })? as u64,
+        )
+    }
+
+    /// A number kept in the catalog's `meta` table.
+    pub fn meta(&self, key: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                params![key],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    /// The list version the server holds, as last confirmed.
+    pub fn list_version(&self) -> Result<Option<u64>> {
+        Ok(self.meta("list_version")?.map(|v| v as u64))
     }
 }
 
@@ -320,60 +530,61 @@ impl Catalog {
         Ok(Catalog {
             path,
             writer: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
         })
     }
 
-    /// A read-only connection for one thread.
-    pub fn reader(&self) -> Result<Connection> {
+    /// A reader of its own for one thread (a scan walker, the hash thread).
+    pub fn reader(&self) -> Result<CatalogReader> {
         let conn = Connection::open_with_flags(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         configure(&conn)?;
-        Ok(conn)
+        Ok(CatalogReader { conn })
+    }
+
+    /// Runs `f` on a pooled reader (blocking: call from a blocking thread, or use
+    /// [`Catalog::call`]).
+    pub fn read<T>(&self, f: impl FnOnce(&CatalogReader) -> Result<T>) -> Result<T> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let reader = match pooled {
+            Some(reader) => reader,
+            None => self.reader()?,
+        };
+        let out = f(&reader);
+        let mut idle = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(reader);
+        }
+        out
+    }
+
+    /// Runs a blocking catalog call off the async threads.
+    pub async fn call<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Catalog) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let catalog = self.clone();
+        tokio::task::spawn_blocking(move || f(&catalog))
+            .await
+            .map_err(|_| CatalogError::Corrupt("a catalog task failed".into()))?
+    }
+
+    /// A number kept in the catalog's `meta` table.
+    pub fn meta(&self, key: &str) -> Result<Option<i64>> {
+        self.read(|r| r.meta(key))
+    }
+
+    /// The list version the server holds, as last confirmed.
+    pub fn list_version(&self) -> Result<Option<u64>> {
+        self.read(CatalogReader::list_version)
     }
 
     fn writer(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave a transaction open (it rolls back on
         // drop), so the connection is still usable.
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The files recorded in one folder, sorted by name.
-    pub fn children(reader: &Connection, share: &str, dir: &str) -> Result<Vec<ChildRow>> {
-        let mut stmt = reader.prepare_cached(
-            "SELECT name, size, mtime_ns, inode, dev, gone FROM files
-             WHERE share = ?1 AND dir = ?2 ORDER BY name",
-        )?;
-        let rows = stmt.query_map(params![share, dir], |row| {
-            Ok(ChildRow {
-                name: row.get(0)?,
-                stat: stat_from(row, 1)?,
-                gone: row.get(5)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// The folders recorded directly under `dir`.
-    pub fn child_dirs(reader: &Connection, share: &str, dir: &str) -> Result<Vec<String>> {
-        let mut stmt =
-            reader.prepare_cached("SELECT path FROM dirs WHERE share = ?1 AND parent = ?2")?;
-        let rows = stmt.query_map(params![share, dir], |row| row.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// One file's recorded stat, if it is there and not gone.
-    pub fn file_stat(reader: &Connection, key: &FileKey) -> Result<Option<Stat>> {
-        let mut stmt = reader.prepare_cached(
-            "SELECT size, mtime_ns, inode, dev FROM files
-             WHERE share = ?1 AND dir = ?2 AND name = ?3 AND gone = 0",
-        )?;
-        Ok(stmt
-            .query_row(params![key.share, key.dir, key.name], |row| {
-                stat_from(row, 0)
-            })
-            .optional()?)
     }
 
     /// Applies what a scan found, in one transaction. Returns (files, bytes) newly waiting
@@ -488,26 +699,6 @@ impl Catalog {
         Ok(removed)
     }
 
-    /// Up to `limit` files waiting for a hash.
-    pub fn unhashed(&self, reader: &Connection, limit: usize) -> Result<Vec<FileRecord>> {
-        let mut stmt = reader.prepare_cached(
-            "SELECT share, dir, name, size, mtime_ns, inode, dev FROM files
-             WHERE hash IS NULL AND gone = 0 AND rejected = 0 ORDER BY share, dir, name LIMIT ?1",
-        )?;
-        let rows = stmt.query_map(params![limit as i64], file_record)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// Files and bytes waiting for a hash.
-    pub fn unhashed_totals(&self, reader: &Connection) -> Result<(u64, u64)> {
-        Ok(reader.query_row(
-            "SELECT count(*), coalesce(sum(size), 0) FROM files
-             WHERE hash IS NULL AND gone = 0 AND rejected = 0",
-            [],
-            |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
-        )?)
-    }
-
     /// Records hashes, each only if the file still has the stat it was hashed at. Returns how
     /// many were recorded.
     pub fn record_hashes(&self, results: &[(FileRecord, FileHash, Vec<PieceCv>)]) -> Result<usize> {
@@ -540,42 +731,6 @@ impl Catalog {
         Ok(recorded)
     }
 
-    /// The files holding content `hash`, as recorded when hashed.
-    pub fn servable(reader: &Connection, hash: &FileHash) -> Result<Vec<FileRecord>> {
-        let mut stmt = reader.prepare_cached(
-            "SELECT share, dir, name, size, mtime_ns, inode, dev FROM files
-             WHERE hash = ?1 AND gone = 0 LIMIT 8",
-        )?;
-        let rows = stmt.query_map(params![hash.as_bytes().as_slice()], file_record)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// The piece CVs of content `hash` (files of two or more pieces).
-    pub fn piece_cvs(reader: &Connection, hash: &FileHash) -> Result<Option<Vec<PieceCv>>> {
-        let blob: Option<Vec<u8>> = reader
-            .prepare_cached("SELECT cvs FROM pieces WHERE hash = ?1")?
-            .query_row(params![hash.as_bytes().as_slice()], |row| row.get(0))
-            .optional()?;
-        match blob {
-            None => Ok(None),
-            Some(blob) => decode_cvs(&blob)
-                .map(Some)
-                .ok_or_else(|| CatalogError::Corrupt(format!("piece hashes of {hash}"))),
-        }
-    }
-
-    /// A number kept in the catalog's `meta` table.
-    pub fn meta(&self, key: &str) -> Result<Option<i64>> {
-        Ok(self
-            .writer()
-            .query_row(
-                "SELECT value FROM meta WHERE key = ?1",
-                params![key],
-                |row| row.get(0),
-            )
-            .optional()?)
-    }
-
     /// Sets a number in the `meta` table.
     pub fn set_meta(&self, key: &str, value: i64) -> Result<()> {
         self.writer().execute(
@@ -584,77 +739,6 @@ impl Catalog {
             params![key, value],
         )?;
         Ok(())
-    }
-
-    /// The list version the server holds, as last confirmed.
-    pub fn list_version(&self) -> Result<Option<u64>> {
-        let conn = self.writer();
-        let value: Option<i64> = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'list_version'",
-                [],
-                |row| row.get(0),
-            )
-            .optional()?;
-        Ok(value.map(|v| v as u64))
-    }
-
-    /// Up to `limit` pending changes of the server's copy.
-    pub fn pending_ops(&self, reader: &Connection, limit: usize) -> Result<Vec<PendingOp>> {
-        let mut stmt = reader.prepare_cached(
-            "SELECT share, dir, name, size, mtime_ns, hash, gone, rejected,
-                    srv_hash, srv_size, srv_mtime
-             FROM files WHERE dirty = 1 LIMIT ?1",
-        )?;
-        let rows = stmt.query_map(params![limit as i64], |row| {
-            let key = FileKey {
-                share: row.get(0)?,
-                dir: row.get(1)?,
-                name: row.get(2)?,
-            };
-            let size = row.get::<_, i64>(3)? as u64;
-            let mtime = row.get::<_, i64>(4)?.div_euclid(1_000_000_000);
-            let hash = hash_from(row.get(5)?);
-            let gone: bool = row.get(6)?;
-            let rejected: bool = row.get(7)?;
-            let srv_hash = hash_from(row.get(8)?);
-            let srv = srv_hash.map(|h| -> rusqlite::Result<_> {
-                Ok((
-                    h,
-                    row.get::<_, Option<i64>>(9)?.unwrap_or(0) as u64,
-                    row.get::<_, Option<i64>>(10)?.unwrap_or(0),
-                ))
-            });
-            let srv = srv.transpose()?;
-            // What the server should hold: the local file if it is hashed and shareable.
-            let local = match (hash, gone || rejected) {
-                (Some(h), false) => Some((h, size, mtime)),
-                _ => None,
-            };
-            let entry = |(hash, size, mtime): (FileHash, u64, i64)| ListEntry {
-                share: key.share.clone(),
-                path: key.rel_path(),
-                size,
-                mtime,
-                hash,
-                tags: MediaTags::default(),
-            };
-            let op = match (srv, local) {
-                (None, Some(l)) => Some(DeltaOp::Add(entry(l))),
-                (Some(s), Some(l)) if s != l => Some(DeltaOp::Change(entry(l))),
-                (Some(_), None) => Some(DeltaOp::Remove {
-                    share: key.share.clone(),
-                    path: key.rel_path(),
-                }),
-                _ => None,
-            };
-            Ok(PendingOp {
-                key,
-                op,
-                after: local,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Records that the server accepted `ops` and now holds `version`.
@@ -776,36 +860,6 @@ impl Catalog {
         Ok(FullUpload::Done)
     }
 
-    /// Files, bytes and hashed counts per share.
-    pub fn counts(reader: &Connection) -> Result<Vec<(String, ShareCounts)>> {
-        let mut stmt = reader.prepare(
-            "SELECT share, count(*), coalesce(sum(size), 0),
-                    count(hash), coalesce(sum(CASE WHEN hash IS NOT NULL THEN size END), 0)
-             FROM files WHERE gone = 0 GROUP BY share ORDER BY share",
-        )?;
-        let rows = stmt.query_map([], |row| {
-            Ok((
-                row.get(0)?,
-                ShareCounts {
-                    files: row.get::<_, i64>(1)? as u64,
-                    bytes: row.get::<_, i64>(2)? as u64,
-                    hashed_files: row.get::<_, i64>(3)? as u64,
-                    hashed_bytes: row.get::<_, i64>(4)? as u64,
-                },
-            ))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// Rows whose server copy may differ from the file (changes not yet sent).
-    pub fn pending_count(reader: &Connection) -> Result<u64> {
-        Ok(
-            reader.query_row("SELECT count(*) FROM files WHERE dirty = 1", [], |row| {
-                row.get::<_, i64>(0)
-            })? as u64,
-        )
-    }
-
     /// Drops piece hashes no file refers to any more.
     pub fn collect_garbage(&self) -> Result<usize> {
         Ok(self.writer().execute(
@@ -860,8 +914,8 @@ mod tests {
 
     fn hash_all(catalog: &Catalog, label: &str) {
         let reader = catalog.reader().unwrap();
-        let pending: Vec<_> = catalog
-            .unhashed(&reader, 100)
+        let pending: Vec<_> = reader
+            .unhashed(100)
             .unwrap()
             .into_iter()
             .map(|u| (u, hash(label), vec![]))
@@ -871,7 +925,7 @@ mod tests {
 
     fn sync(catalog: &Catalog, version: u64) -> Vec<Option<DeltaOp>> {
         let reader = catalog.reader().unwrap();
-        let ops = catalog.pending_ops(&reader, 100).unwrap();
+        let ops = reader.pending_ops(100).unwrap();
         catalog.mark_synced(&ops, version).unwrap();
         ops.into_iter().map(|o| o.op).collect()
     }
@@ -919,7 +973,7 @@ mod tests {
             [Some(DeltaOp::Remove { .. })]
         ));
         let reader = catalog.reader().unwrap();
-        assert!(Catalog::children(&reader, "m", "a").unwrap().is_empty());
+        assert!(reader.children("m", "a").unwrap().is_empty());
         assert_eq!(catalog.list_version().unwrap(), Some(6));
     }
 
@@ -933,13 +987,13 @@ mod tests {
             .unwrap();
         hash_all(&catalog, "one");
         let reader = catalog.reader().unwrap();
-        let ops = catalog.pending_ops(&reader, 100).unwrap();
+        let ops = reader.pending_ops(100).unwrap();
         // The file changes after the op was read but before the server answered.
         catalog
             .apply(&[Change::Upsert(key.clone(), stat(2, 2))])
             .unwrap();
         catalog.mark_synced(&ops, 1).unwrap();
-        let again = catalog.pending_ops(&reader, 100).unwrap();
+        let again = reader.pending_ops(100).unwrap();
         assert!(matches!(again[0].op, Some(DeltaOp::Remove { .. })));
     }
 
@@ -968,7 +1022,7 @@ mod tests {
         assert_eq!(sent.len(), 3);
         let reader = catalog.reader().unwrap();
         assert_eq!(
-            catalog.pending_ops(&reader, 10).unwrap().len(),
+            reader.pending_ops(10).unwrap().len(),
             3,
             "refused: still dirty"
         );
@@ -990,7 +1044,7 @@ mod tests {
             .unwrap();
         assert_eq!(done, FullUpload::Done);
         assert_eq!(sent, ["a", "c"]);
-        assert!(catalog.pending_ops(&reader, 10).unwrap().is_empty());
+        assert!(reader.pending_ops(10).unwrap().is_empty());
         assert_eq!(catalog.list_version().unwrap(), Some(1));
     }
 }

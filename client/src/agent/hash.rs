@@ -206,16 +206,16 @@ pub fn run(inputs: HashLoop, stop: CancellationToken) -> Result<(), CatalogError
         rescan,
     } = inputs;
     let reader = catalog.reader()?;
-    let (files, bytes) = catalog.unhashed_totals(&reader)?;
+    let (files, bytes) = reader.unhashed_totals()?;
     progress.set_pending(files, bytes);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .map_err(|e| CatalogError::Corrupt(format!("cannot start the hash thread: {e}")))?;
     while !stop.is_cancelled() {
-        let batch = catalog.unhashed(&reader, HASH_BATCH)?;
+        let batch = reader.unhashed(HASH_BATCH)?;
         if batch.is_empty() {
-            let (files, bytes) = catalog.unhashed_totals(&reader)?;
+            let (files, bytes) = reader.unhashed_totals()?;
             progress.set_pending(files, bytes);
             // Sleep until a scan queues work; the timeout covers a notification that raced.
             runtime.block_on(async {

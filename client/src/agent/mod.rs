@@ -212,18 +212,11 @@ struct AgentControls {
 
 impl Controls for AgentControls {
     fn status(&self) -> AgentStatus {
-        let reader = self.catalog.reader();
-        let counts: HashMap<String, ShareCounts> = reader
-            .as_ref()
-            .ok()
-            .and_then(|r| Catalog::counts(r).ok())
-            .map(|c| c.into_iter().collect())
+        let (counts, unsynced_changes) = self
+            .catalog
+            .read(|r| Ok((r.counts()?, r.pending_count()?)))
             .unwrap_or_default();
-        let unsynced_changes = reader
-            .as_ref()
-            .ok()
-            .and_then(|r| Catalog::pending_count(r).ok())
-            .unwrap_or(0);
+        let counts: HashMap<String, ShareCounts> = counts.into_iter().collect();
         let (_, queued) = self.files.slot_usage();
         let stats = &self.files.stats;
         AgentStatus {

@@ -11,11 +11,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 
 use peerdex_shared::validate::{PathLimits, validate_relative_path};
-use rusqlite::Connection;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::catalog::{Catalog, CatalogError, Change, FileKey, Stat, join};
+use super::catalog::{Catalog, CatalogError, CatalogReader, Change, FileKey, Stat, join};
 use super::config::Share;
 use super::progress::{Progress, Unshareable};
 
@@ -193,7 +192,7 @@ impl Scanner {
     fn visit(
         &self,
         share: &Share,
-        reader: &Connection,
+        reader: &CatalogReader,
         job: &Job,
     ) -> Result<(Vec<Job>, ScanReport), CatalogError> {
         let mut report = ScanReport::default();
@@ -303,7 +302,7 @@ impl Scanner {
             .fetch_add(files.len() as u64, Ordering::Relaxed);
 
         let mut changes = Vec::new();
-        for row in Catalog::children(reader, &share.name, &job.rel)? {
+        for row in reader.children(&share.name, &job.rel)? {
             match files.remove(&row.name) {
                 Some(stat) if stat.same_version(&row.stat) && !row.gone => {}
                 Some(stat) => changes.push(Change::Upsert(
@@ -332,7 +331,8 @@ impl Scanner {
                 stat,
             ));
         }
-        let known: HashSet<String> = Catalog::child_dirs(reader, &share.name, &job.rel)?
+        let known: HashSet<String> = reader
+            .child_dirs(&share.name, &job.rel)?
             .into_iter()
             .collect();
         let on_disk: HashSet<String> = dirs.iter().map(|(n, _)| join(&job.rel, n)).collect();
@@ -484,8 +484,8 @@ mod tests {
     }
 
     fn files(catalog: &Catalog) -> u64 {
-        let reader = catalog.reader().unwrap();
-        Catalog::counts(&reader)
+        catalog
+            .read(|r| r.counts())
             .unwrap()
             .iter()
             .map(|(_, c)| c.files)

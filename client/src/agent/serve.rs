@@ -29,14 +29,13 @@ use peerdex_shared::peer::{
     self, CONNECT_BACK_PATH, MAX_PROOF_PIECES, parse_blob_path, peer_bucket,
 };
 use peerdex_shared::pieces::{PIECE_SIZE, build_proof, encode_cvs, piece_count};
-use rusqlite::Connection;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::LiveShares;
-use super::catalog::{Catalog, FileRecord, Stat};
+use super::catalog::{Catalog, CatalogReader, FileRecord, Stat};
 use super::config::UploadConfig;
 use super::hash::open_shared;
 use super::slots::{Bandwidth, Refusal, SlotGuard, SlotLimits, Slots};
@@ -88,7 +87,6 @@ impl ServeStats {
 /// Everything a request handler needs.
 pub struct FileServer {
     catalog: Arc<Catalog>,
-    readers: Mutex<Vec<Connection>>,
     shares: LiveShares,
     identity: Identity,
     config: UploadConfig,
@@ -214,7 +212,6 @@ impl FileServer {
         let bandwidth = (config.max_rate > 0).then(|| Bandwidth::new(config.max_rate));
         Arc::new(FileServer {
             catalog,
-            readers: Mutex::new(Vec::new()),
             shares,
             identity,
             config,
@@ -230,32 +227,19 @@ impl FileServer {
         self.slots.usage()
     }
 
-    /// Runs a catalog query on a pooled read connection, off the async threads.
+    /// Runs a catalog query on a pooled reader, off the async threads; `None` (logged) when the
+    /// catalog fails.
     async fn with_reader<T: Send + 'static>(
         self: &Arc<Self>,
-        query: impl FnOnce(&Connection) -> Result<T, super::catalog::CatalogError> + Send + 'static,
+        query: impl FnOnce(&CatalogReader) -> Result<T, super::catalog::CatalogError> + Send + 'static,
     ) -> Option<T> {
-        let server = self.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let pooled = server.readers.lock().ok().and_then(|mut p| p.pop());
-            let conn = match pooled {
-                Some(conn) => conn,
-                None => server.catalog.reader().ok()?,
-            };
-            let result = query(&conn);
-            if let Ok(mut pool) = server.readers.lock() {
-                pool.push(conn);
+        match self.catalog.call(move |c| c.read(query)).await {
+            Ok(value) => Some(value),
+            Err(e) => {
+                warn!(error = %e, "catalog lookup failed");
+                None
             }
-            match result {
-                Ok(value) => Some(value),
-                Err(e) => {
-                    warn!(error = %e, "catalog lookup failed");
-                    None
-                }
-            }
-        })
-        .await;
-        outcome.ok().flatten()
+        }
     }
 
     /// Serves `listener` until `shutdown`.
@@ -445,8 +429,8 @@ impl FileServer {
     ) -> Response<ResponseBody> {
         let lookup = self
             .with_reader(move |conn| {
-                let files = Catalog::servable(conn, &hash)?;
-                let cvs = Catalog::piece_cvs(conn, &hash)?;
+                let files = conn.servable(&hash)?;
+                let cvs = conn.piece_cvs(&hash)?;
                 Ok((files, cvs))
             })
             .await;
@@ -536,10 +520,7 @@ impl FileServer {
         peer: IpAddr,
         connection: CancellationToken,
     ) -> Response<ResponseBody> {
-        let Some(files) = self
-            .with_reader(move |conn| Catalog::servable(conn, &hash))
-            .await
-        else {
+        let Some(files) = self.with_reader(move |conn| conn.servable(&hash)).await else {
             return json_error(StatusCode::INTERNAL_SERVER_ERROR, "catalog unavailable");
         };
         if files.is_empty() {

@@ -107,11 +107,7 @@ async fn blocking<T: Send + 'static>(
     catalog: &Arc<Catalog>,
     call: impl FnOnce(&Catalog) -> Result<T, CatalogError> + Send + 'static,
 ) -> Result<T, SyncError> {
-    let catalog = catalog.clone();
-    tokio::task::spawn_blocking(move || call(&catalog))
-        .await
-        .map_err(|_| SyncError::Task)?
-        .map_err(SyncError::from)
+    Ok(catalog.call(call).await?)
 }
 
 impl Syncer {
@@ -251,11 +247,8 @@ impl Syncer {
         // Bounded: each round either sends a batch, clears rows with nothing to send, rejects
         // one entry the server refused, or falls back to a full upload.
         for _ in 0..10_000 {
-            let pending = blocking(&self.catalog, |c| {
-                let reader = c.reader()?;
-                c.pending_ops(&reader, DELTA_BATCH)
-            })
-            .await?;
+            let pending =
+                blocking(&self.catalog, |c| c.read(|r| r.pending_ops(DELTA_BATCH))).await?;
             if pending.is_empty() {
                 break;
             }

@@ -71,9 +71,9 @@ async fn data_from_before_schema_versions_opens_with_every_answer_intact() {
     let page = server.client().browse("fixture", None, 10).await.unwrap();
     assert_eq!((page.entries, page.files.len()), (3, 3));
 
-    // The agent resumes on its old state, by deltas from the version both sides hold: its list
-    // is not uploaded again. (The files are written again here, so their inodes are new and the
-    // agent hashes them once more, finds the same contents, and sends them as changes.)
+    // The agent resumes on its old state, from the version both sides hold: its list is not
+    // uploaded again. (The files are written again here, so their inodes are new and the agent
+    // hashes them once more; whether a delta goes out meanwhile depends on timing.)
     let folder = tempfile::tempdir().unwrap();
     let share = folder.path().join(COMPAT_SHARE);
     compat_share(&share);
@@ -83,7 +83,7 @@ async fn data_from_before_schema_versions_opens_with_every_answer_intact() {
     let agent = TestAgent::start_with(config).await;
     let status = agent.wait_synced().await;
     assert_eq!(status.server.full_uploads, 0, "{status:?}");
-    assert!(status.server.list_version > Some(1), "{status:?}");
+    assert!(status.server.list_version >= Some(1), "{status:?}");
     assert_eq!(
         user_version(&state.join(peerdex::agent::catalog::CATALOG_FILE)),
         peerdex_sqlite::latest(peerdex::agent::catalog::MIGRATIONS)
