@@ -3,7 +3,7 @@
 
 use hyper::header::HeaderValue;
 use libfuzzer_sys::fuzz_target;
-use peerdex::agent::serve::{RangeRequest, parse_range};
+use peerdex_agent::bench::{RangeRequest, parse_range};
 
 fuzz_target!(|input: (u64, &str)| {
     let (len, header) = input;

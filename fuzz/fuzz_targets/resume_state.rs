@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peerdex::download::part::PartState;
+use peerdex_download::part::PartState;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(state) = PartState::decode(data) {

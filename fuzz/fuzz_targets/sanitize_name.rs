@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use peerdex::download::names::sanitize_file_name;
+use peerdex_download::names::sanitize_file_name;
 
 fuzz_target!(|name: &str| {
     let clean = sanitize_file_name(name, "fallback");

@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use peerdex::Identity;
+use peerdex_client::Identity;
 use peerdex_tests::*;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use peerdex::server_api::SearchQuery;
-use peerdex::{Identity, ServerClient};
+use peerdex_client::server_api::SearchQuery;
+use peerdex_client::{Identity, ServerClient};
 use peerdex_server::Config;
 use peerdex_shared::FileHash;
 use peerdex_shared::api::{ListEntry, MediaTags, SearchResponse};
@@ -183,7 +183,7 @@ impl TestPeer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let token = CancellationToken::new();
-        tokio::spawn(peerdex::connect_back::serve(
+        tokio::spawn(peerdex_client::connect_back::serve(
             listener,
             identity.clone(),
             token.clone(),
@@ -215,7 +215,7 @@ impl TestPeer {
                         if request.uri().path() != peerdex_shared::peer::CONNECT_BACK_PATH {
                             std::future::pending::<()>().await;
                         }
-                        Ok::<_, std::convert::Infallible>(peerdex::connect_back::answer(
+                        Ok::<_, std::convert::Infallible>(peerdex_client::connect_back::answer(
                             &me, &request,
                         ))
                     }
@@ -500,8 +500,8 @@ pub async fn register_raw(
 }
 
 /// An agent config for tests: loopback, ephemeral port, short debounce, every share of `shares`.
-pub fn agent_config(server: &str, state: &Path, shares: &[&Path]) -> peerdex::agent::AgentConfig {
-    use peerdex::agent::config::{ConfigFile, ShareConfig};
+pub fn agent_config(server: &str, state: &Path, shares: &[&Path]) -> peerdex_agent::AgentConfig {
+    use peerdex_agent::config::{ConfigFile, ShareConfig};
     let mut file = ConfigFile::default();
     file.scan.debounce_ms = 200;
     file.scan.hash_threads = 2;
@@ -518,7 +518,7 @@ pub fn agent_config(server: &str, state: &Path, shares: &[&Path]) -> peerdex::ag
             include_hidden: false,
         })
         .collect();
-    peerdex::agent::AgentConfig::from_parts(
+    peerdex_agent::AgentConfig::from_parts(
         server.to_owned(),
         None,
         Some("127.0.0.1:0".parse().unwrap()),
@@ -531,8 +531,8 @@ pub fn agent_config(server: &str, state: &Path, shares: &[&Path]) -> peerdex::ag
 
 /// An agent running in this process, with its own state directory.
 pub struct TestAgent {
-    pub handle: peerdex::agent::AgentHandle,
-    pub config: peerdex::agent::AgentConfig,
+    pub handle: peerdex_agent::AgentHandle,
+    pub config: peerdex_agent::AgentConfig,
     /// `http://IP:PORT` of its file server.
     pub url: String,
     _state: Option<tempfile::TempDir>,
@@ -543,7 +543,7 @@ impl TestAgent {
     pub async fn start(
         server: &str,
         shares: &[&Path],
-        tweak: impl FnOnce(&mut peerdex::agent::AgentConfig),
+        tweak: impl FnOnce(&mut peerdex_agent::AgentConfig),
     ) -> TestAgent {
         let state = tempfile::tempdir().unwrap();
         let mut config = agent_config(server, state.path(), shares);
@@ -554,9 +554,9 @@ impl TestAgent {
     }
 
     /// Starts an agent with exactly `config` (e.g. to restart on the same state directory).
-    pub async fn start_with(config: peerdex::agent::AgentConfig) -> TestAgent {
+    pub async fn start_with(config: peerdex_agent::AgentConfig) -> TestAgent {
         init_logging();
-        let handle = peerdex::agent::start(config.clone()).await.unwrap();
+        let handle = peerdex_agent::start(config.clone()).await.unwrap();
         // Empty for an agent that accepts no connections (`--no-listen`).
         let url = handle
             .serve_addr
@@ -570,12 +570,12 @@ impl TestAgent {
         }
     }
 
-    pub fn status(&self) -> peerdex::agent::AgentStatus {
+    pub fn status(&self) -> peerdex_agent::AgentStatus {
         self.handle.status()
     }
 
     /// Waits until the agent has hashed everything it found and the server holds it all.
-    pub async fn wait_synced(&self) -> peerdex::agent::AgentStatus {
+    pub async fn wait_synced(&self) -> peerdex_agent::AgentStatus {
         wait_until(
             "the agent to hash and sync",
             Duration::from_secs(30),
@@ -617,7 +617,7 @@ impl TestAgent {
     }
 
     /// Stops the agent; returns its state directory guard so that it can be restarted.
-    pub async fn stop(self) -> (peerdex::agent::AgentConfig, Option<tempfile::TempDir>) {
+    pub async fn stop(self) -> (peerdex_agent::AgentConfig, Option<tempfile::TempDir>) {
         self.handle.shutdown().await;
         (self.config, self._state)
     }
@@ -654,20 +654,20 @@ pub async fn download_into(
     server: &str,
     hash: FileHash,
     dir: &Path,
-    tweak: impl FnOnce(&mut peerdex::download::DownloadOptions),
-) -> Result<peerdex::download::DownloadReport, peerdex::download::DownloadError> {
-    let mut options = peerdex::download::DownloadOptions {
+    tweak: impl FnOnce(&mut peerdex_download::DownloadOptions),
+) -> Result<peerdex_download::DownloadReport, peerdex_download::DownloadError> {
+    let mut options = peerdex_download::DownloadOptions {
         stall_timeout: Duration::from_secs(5),
         ..Default::default()
     };
     tweak(&mut options);
-    peerdex::download::download(
+    peerdex_download::download(
         &ServerClient::new(server).unwrap(),
         hash,
         None,
-        &peerdex::download::Destination::Dir(dir.to_owned()),
+        &peerdex_download::Destination::Dir(dir.to_owned()),
         &options,
-        std::sync::Arc::new(peerdex::download::DownloadProgress::default()),
+        std::sync::Arc::new(peerdex_download::DownloadProgress::default()),
         CancellationToken::new(),
     )
     .await
@@ -718,7 +718,7 @@ pub async fn wait_for_written_pieces(state_file: &Path, pieces: u64) {
         "pieces recorded in the state file",
         Duration::from_secs(30),
         || {
-            let state = peerdex::download::part::PartState::load(state_file)
+            let state = peerdex_download::part::PartState::load(state_file)
                 .ok()
                 .flatten();
             async move {

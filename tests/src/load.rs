@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use peerdex::server_api::SearchQuery;
-use peerdex::{Identity, ServerClient};
+use peerdex_client::server_api::SearchQuery;
+use peerdex_client::{Identity, ServerClient};
 use peerdex_shared::FileHash;
 use peerdex_shared::api::{ListEntry, MediaTags};
 

@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use peerdex::agent::catalog::Stat;
-use peerdex::agent::hash::hash_file;
-use peerdex::agent::progress::Progress;
+use peerdex_agent::bench::Progress;
+use peerdex_agent::bench::Stat;
+use peerdex_agent::bench::hash_file;
 use tokio_util::sync::CancellationToken;
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -11,8 +11,8 @@
 
 use std::time::{Duration, Instant};
 
-use peerdex::server_api::{SearchQuery, ndjson};
 use peerdex_benches::dir_bytes;
+use peerdex_client::server_api::{SearchQuery, ndjson};
 use peerdex_shared::api::{DeltaOp, ListEntry};
 use peerdex_tests::{TestPeer, TestServer, entry};
 

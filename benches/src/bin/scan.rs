@@ -17,10 +17,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use peerdex::agent::catalog::Catalog;
-use peerdex::agent::config::{Share, ShareConfig, ShareRules};
-use peerdex::agent::progress::Progress;
-use peerdex::agent::scan::Scanner;
+use peerdex_agent::bench::Catalog;
+use peerdex_agent::bench::Progress;
+use peerdex_agent::bench::Scanner;
+use peerdex_agent::config::{Share, ShareConfig, ShareRules};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

@@ -29,10 +29,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use peerdex::server_api::SearchQuery;
-use peerdex::{Identity, ServerClient};
 use peerdex_benches::corpus::{Corpus, CorpusConfig, Query};
 use peerdex_benches::dir_bytes;
+use peerdex_client::server_api::SearchQuery;
+use peerdex_client::{Identity, ServerClient};
 use peerdex_tests::ServerProcess;
 use tokio::sync::Semaphore;
 

@@ -17,12 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::search::LastSearch;
 use super::{emit, human_size, resolve_server};
-use crate::agent::KEY_FILE;
-use crate::agent::config::ConfigFile;
-use crate::download::{
+use peerdex_agent::KEY_FILE;
+use peerdex_agent::config::ConfigFile;
+use peerdex_client::{Identity, ServerClient};
+use peerdex_download::{
     Destination, DownloadError, DownloadOptions, DownloadProgress, DownloadReport, download,
 };
-use crate::{Identity, ServerClient};
 
 /// Shortest hash prefix accepted in place of a full hash.
 const MIN_PREFIX: usize = 8;
@@ -328,7 +328,7 @@ async fn show_progress(progress: Arc<DownloadProgress>, label: String, done: Can
 
 /// The download folder of an agent running on `state`, if one answers.
 async fn agent_download_dir(state: &Path) -> Option<PathBuf> {
-    let status = tokio::time::timeout(Duration::from_secs(2), crate::agent::control::query(state))
+    let status = tokio::time::timeout(Duration::from_secs(2), peerdex_agent::control::query(state))
         .await
         .ok()?
         .ok()?;

@@ -17,12 +17,12 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use tracing::{info, warn};
 
-use crate::Identity;
-use crate::agent::config::{
+use peerdex_agent::config::{
     AgentConfig, ConfigFile, DEFAULT_LISTEN, ShareConfig, default_config_path, default_state_dir,
 };
-use crate::agent::{self, AgentStatus, KEY_FILE};
-pub use crate::units::human_size;
+use peerdex_agent::{self as agent, AgentStatus, KEY_FILE};
+use peerdex_client::Identity;
+pub use peerdex_client::units::human_size;
 
 /// Index server used when none is configured.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";

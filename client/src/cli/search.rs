@@ -11,9 +11,9 @@ use peerdex_shared::api::{BrowseEntry, SearchHit, SearchResponse};
 use serde::{Deserialize, Serialize};
 
 use super::{emit, human_size, resolve_server, visible};
-use crate::ServerClient;
-use crate::agent::config::ConfigFile;
-use crate::server_api::SearchQuery;
+use peerdex_agent::config::ConfigFile;
+use peerdex_client::ServerClient;
+use peerdex_client::server_api::SearchQuery;
 
 /// File in the state directory holding the last search's (or browse's) rows.
 pub const LAST_SEARCH_FILE: &str = "last-search.json";

@@ -81,7 +81,7 @@ async fn share_then_run_the_agent_then_stop_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no agent is running"));
 
     // Downloads go to (and are shared from) a folder of the test, not the user's.
-    let mut file = peerdex::agent::config::ConfigFile::load(&config).unwrap();
+    let mut file = peerdex_agent::config::ConfigFile::load(&config).unwrap();
     file.download.dir = Some(dir.path().join("dl"));
     file.save(&config).unwrap();
     let (child, serving) = spawn_agent(&state, &config, &server.url);
@@ -380,14 +380,14 @@ async fn downloads_land_in_the_running_agents_folder_and_become_shared() {
     // A second agent with nothing shared but its download folder.
     let state = dir.path().join("mine");
     let downloads = dir.path().join("my downloads");
-    let file = peerdex::agent::config::ConfigFile {
-        download: peerdex::agent::config::DownloadConfig {
+    let file = peerdex_agent::config::ConfigFile {
+        download: peerdex_agent::config::DownloadConfig {
             dir: Some(downloads.clone()),
             share: Some(true),
         },
         ..Default::default()
     };
-    let config = peerdex::agent::AgentConfig::from_parts(
+    let config = peerdex_agent::AgentConfig::from_parts(
         server.url.clone(),
         Some("collector".into()),
         Some("127.0.0.1:0".parse().unwrap()),
@@ -421,7 +421,7 @@ async fn an_agent_with_no_listen_is_reached_through_the_relay() {
     write_file(&share, "behind.txt", b"shared from behind a NAT");
     let state = dir.path().join("agent-state");
     let config = dir.path().join("agent.toml");
-    let mut file = peerdex::agent::config::ConfigFile::default();
+    let mut file = peerdex_agent::config::ConfigFile::default();
     file.download.share = Some(false);
     file.save(&config).unwrap();
     let child = Command::new(BIN)

@@ -221,7 +221,7 @@ async fn a_running_agent_picks_up_share_and_unshare_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let config = dir.path().join("config.toml");
-    let mut file = peerdex::agent::config::ConfigFile::default();
+    let mut file = peerdex_agent::config::ConfigFile::default();
     file.download.share = Some(false);
     file.save(&config).unwrap();
     let first = dir.path().join("First");
@@ -353,21 +353,21 @@ async fn output_paths_follow_curl_and_are_checked_before_fetching() {
     // Asked to write a file where a folder is, the download fails before fetching anything.
     let folder = work.join("a folder");
     std::fs::create_dir_all(&folder).unwrap();
-    let failed = peerdex::download::download(
+    let failed = peerdex_download::download(
         &server.client(),
         content_hash(&one),
         None,
-        &peerdex::download::Destination::File(folder.clone()),
-        &peerdex::download::DownloadOptions {
+        &peerdex_download::Destination::File(folder.clone()),
+        &peerdex_download::DownloadOptions {
             force: true,
             ..Default::default()
         },
-        std::sync::Arc::new(peerdex::download::DownloadProgress::default()),
+        std::sync::Arc::new(peerdex_download::DownloadProgress::default()),
         tokio_util::sync::CancellationToken::new(),
     )
     .await;
     assert!(
-        matches!(failed, Err(peerdex::download::DownloadError::NotAFile(_))),
+        matches!(failed, Err(peerdex_download::DownloadError::NotAFile(_))),
         "{failed:?}"
     );
     let left: Vec<_> = std::fs::read_dir(&work)
@@ -566,14 +566,14 @@ async fn the_progress_of_a_queued_or_resumed_download_tells_what_happens() {
     agent.wait_synced().await;
     let hash = content_hash(&bytes);
     let start = |out: &str| {
-        let progress = std::sync::Arc::new(peerdex::download::DownloadProgress::default());
+        let progress = std::sync::Arc::new(peerdex_download::DownloadProgress::default());
         let (client, out, shown) = (server.client(), dir.path().join(out), progress.clone());
         let task = tokio::spawn(async move {
-            peerdex::download::download(
+            peerdex_download::download(
                 &client,
                 hash,
                 None,
-                &peerdex::download::Destination::Dir(out),
+                &peerdex_download::Destination::Dir(out),
                 &Default::default(),
                 shown,
                 tokio_util::sync::CancellationToken::new(),
@@ -669,7 +669,7 @@ async fn the_protocol_document_says_what_the_server_and_client_do() {
         protocol[start..end].to_owned()
     };
     // Every field of the register answer is in §3.3's table.
-    let identity = peerdex::Identity::generate().unwrap();
+    let identity = peerdex_client::Identity::generate().unwrap();
     let answer: serde_json::Value = register_raw(&server.url, &identity, "doc", 0, &[], &[])
         .await
         .json()

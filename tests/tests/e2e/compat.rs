@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use peerdex::{Identity, ServerClient};
+use peerdex_client::{Identity, ServerClient};
 use peerdex_shared::api::ErrorCode;
 use peerdex_tests::*;
 
@@ -85,8 +85,8 @@ async fn data_from_before_schema_versions_opens_with_every_answer_intact() {
     assert_eq!(status.server.full_uploads, 0, "{status:?}");
     assert!(status.server.list_version >= Some(1), "{status:?}");
     assert_eq!(
-        user_version(&state.join(peerdex::agent::catalog::CATALOG_FILE)),
-        peerdex_sqlite::latest(peerdex::agent::catalog::MIGRATIONS)
+        user_version(&state.join(peerdex_agent::CATALOG_FILE)),
+        peerdex_sqlite::latest(peerdex_agent::CATALOG_MIGRATIONS)
     );
     let found = server.wait_for_hits("fixture", 3).await;
     let mut names = names(&found);
@@ -126,7 +126,7 @@ async fn databases_from_a_newer_version_are_refused_and_left_unchanged() {
     let catalog = dir
         .path()
         .join("agent-state")
-        .join(peerdex::agent::catalog::CATALOG_FILE);
+        .join(peerdex_agent::CATALOG_FILE);
     for file in [&database, &catalog] {
         rusqlite::Connection::open(file)
             .unwrap()
@@ -149,7 +149,7 @@ async fn databases_from_a_newer_version_are_refused_and_left_unchanged() {
     assert_eq!(std::fs::read(&database).unwrap(), server_before);
 
     let config = agent_config("http://127.0.0.1:9", &dir.path().join("agent-state"), &[]);
-    let error = peerdex::agent::start(config).await.unwrap_err();
+    let error = peerdex_agent::start(config).await.unwrap_err();
     let said = format!("{error:#}");
     assert!(said.contains("schema version 99"), "{said}");
     assert_eq!(std::fs::read(&catalog).unwrap(), catalog_before);

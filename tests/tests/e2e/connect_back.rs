@@ -76,7 +76,7 @@ async fn listening_peer_is_verified_others_are_firewalled() {
 #[tokio::test]
 async fn claimed_addresses_are_ignored() {
     let server = TestServer::start().await;
-    let identity = peerdex::Identity::generate().unwrap();
+    let identity = peerdex_client::Identity::generate().unwrap();
     let claims = [
         ("x-forwarded-for", "203.0.113.9"),
         ("forwarded", "for=203.0.113.9"),
@@ -98,7 +98,7 @@ async fn claimed_addresses_are_ignored() {
 async fn trusted_proxy_forwarded_address_is_used() {
     let server =
         TestServer::start_with(|c| c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()]).await;
-    let identity = peerdex::Identity::generate().unwrap();
+    let identity = peerdex_client::Identity::generate().unwrap();
     let forwarded = [("x-forwarded-for", "198.51.100.7, 127.0.0.1")];
     let response = register_raw(&server.url, &identity, "proxied", 0, &forwarded, &[]).await;
     assert!(response.status().is_success());

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use peerdex::download::{Destination, DownloadError, DownloadOptions, DownloadProgress, download};
+use peerdex_download::{Destination, DownloadError, DownloadOptions, DownloadProgress, download};
 use peerdex_shared::pieces::PIECE_SIZE;
 use peerdex_tests::*;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +19,7 @@ async fn agents_sharing(
     root: &Path,
     count: usize,
     files: &[(&str, &[u8])],
-    tweak: impl Fn(usize, &mut peerdex::agent::AgentConfig),
+    tweak: impl Fn(usize, &mut peerdex_agent::AgentConfig),
 ) -> Vec<TestAgent> {
     let mut agents = Vec::new();
     for i in 0..count {
@@ -42,7 +42,7 @@ fn start_download(
     options: DownloadOptions,
     cancel: CancellationToken,
 ) -> (
-    tokio::task::JoinHandle<Result<peerdex::download::DownloadReport, DownloadError>>,
+    tokio::task::JoinHandle<Result<peerdex_download::DownloadReport, DownloadError>>,
     Arc<DownloadProgress>,
 ) {
     let progress = Arc::new(DownloadProgress::default());
@@ -307,14 +307,14 @@ async fn names_from_peers_cannot_leave_the_output_folder() {
     write_file(&share, "..sneaky.mp3", b"sneaky");
     write_file(&share, "CON.txt", b"device name");
     let agent = TestAgent::start(&server.url, &[&share], |c| {
-        let config = peerdex::agent::config::ShareConfig {
+        let config = peerdex_agent::config::ShareConfig {
             path: c.shares[0].root.clone(),
             name: None,
             exclude: vec![],
             follow_symlinks: false,
             include_hidden: true,
         };
-        c.shares[0].rules = peerdex::agent::config::ShareRules::new(&config).unwrap();
+        c.shares[0].rules = peerdex_agent::config::ShareRules::new(&config).unwrap();
     })
     .await;
     agent.wait_synced().await;

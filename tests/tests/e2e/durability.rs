@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use peerdex::ServerClient;
-use peerdex::server_api::SearchQuery;
+use peerdex_client::ServerClient;
+use peerdex_client::server_api::SearchQuery;
 use peerdex_server::db::Db;
 use peerdex_server::index::SearchIndex;
 use peerdex_server::server::{DB_FILE, INDEX_DIR};
@@ -32,7 +32,7 @@ async fn kill_9_during_uploads_loses_nothing_acknowledged() {
     // Per peer, the lists it may hold now: the last acknowledged upload, plus any attempted after
     // it (an upload can be committed and then lose its answer to the kill).
     let mut candidates: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    let mut peers: Vec<(String, peerdex::Identity)> = Vec::new();
+    let mut peers: Vec<(String, peerdex_client::Identity)> = Vec::new();
     for round in 0..5u64 {
         let server = ServerProcess::spawn(BINARY.as_ref(), &data, None);
         // Upload from two peers concurrently; kill -9 while uploads are still going.
@@ -40,7 +40,7 @@ async fn kill_9_during_uploads_loses_nothing_acknowledged() {
         for p in 0..2 {
             let nick = format!("peer{p}");
             if peers.len() <= p {
-                peers.push((nick.clone(), peerdex::Identity::generate().unwrap()));
+                peers.push((nick.clone(), peerdex_client::Identity::generate().unwrap()));
             }
             let identity = peers[p].1.clone();
             let url = server.url.clone();

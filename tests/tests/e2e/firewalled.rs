@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use peerdex::download::DownloadError;
+use peerdex_download::DownloadError;
 use peerdex_shared::pieces::PIECE_SIZE;
 use peerdex_tests::*;
 

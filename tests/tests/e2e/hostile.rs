@@ -291,12 +291,12 @@ async fn a_full_disk_on_the_server_refuses_writes_and_recovers() {
         let _ = file.sync_all();
     }
     // Registering is a write too: refused with the same clear answer.
-    let refused = peerdex::ServerClient::new(&server.url)
+    let refused = peerdex_client::ServerClient::new(&server.url)
         .unwrap()
-        .register(&peerdex::Identity::generate().unwrap(), "carol", 0)
+        .register(&peerdex_client::Identity::generate().unwrap(), "carol", 0)
         .await;
     assert!(
-        matches!(refused, Err(peerdex::server_api::ApiError::Server { status, .. }) if status.as_u16() == 507)
+        matches!(refused, Err(peerdex_client::server_api::ApiError::Server { status, .. }) if status.as_u16() == 507)
     );
     let big: Vec<_> = (0..20_000)
         .map(|i| {
@@ -310,7 +310,7 @@ async fn a_full_disk_on_the_server_refuses_writes_and_recovers() {
     let refused = bob.client.upload_full(1, &big).await;
     let error = refused.expect_err("a full disk cannot take a list");
     let code = match &error {
-        peerdex::server_api::ApiError::Server { status, .. } => status.as_u16(),
+        peerdex_client::server_api::ApiError::Server { status, .. } => status.as_u16(),
         other => panic!("expected an answer, got {other}"),
     };
     assert!(code == 507 || code == 503, "{error}");
@@ -351,7 +351,7 @@ async fn lying_peer(server: &TestServer, nick: &str, bytes: Vec<u8>, lie: Lie) -
     use peerdex_shared::pieces::{build_proof, encode_cvs, piece_count, piece_cv, piece_range};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let identity = peerdex::Identity::generate().unwrap();
+    let identity = peerdex_client::Identity::generate().unwrap();
     let responder = identity.clone();
     let bytes = std::sync::Arc::new(bytes);
     tokio::spawn(async move {
@@ -364,7 +364,7 @@ async fn lying_peer(server: &TestServer, nick: &str, bytes: Vec<u8>, lie: Lie) -
                         let path = request.uri().path().to_owned();
                         let len = bytes.len() as u64;
                         let response = if path == peerdex_shared::peer::CONNECT_BACK_PATH {
-                            let answer = peerdex::connect_back::answer(&identity, &request);
+                            let answer = peerdex_client::connect_back::answer(&identity, &request);
                             let (parts, body) = answer.into_parts();
                             hyper::Response::from_parts(parts, body)
                         } else if path.ends_with("/pieces") {

@@ -115,7 +115,7 @@ async fn downloaders_never_dial_an_address_still_being_probed() {
     assert!(
         matches!(
             failed,
-            Err(peerdex::download::DownloadError::NoSource { .. })
+            Err(peerdex_download::DownloadError::NoSource { .. })
         ),
         "{failed:?}"
     );
@@ -147,7 +147,7 @@ async fn reverse_connection_requests_cannot_make_the_server_dial_past_its_probe_
     for i in 0..25 {
         let body = serde_json::json!({
             "source": source.handle.peer_id, "hash": content_hash(b"wanted bytes"),
-            "downloader": peerdex::Identity::generate().unwrap().peer_id(),
+            "downloader": peerdex_client::Identity::generate().unwrap().peer_id(),
             "port": requester.port, "token": format!("t{i}"),
         });
         let response = http

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use peerdex::server_api::{ApiError, ndjson};
+use peerdex_client::server_api::{ApiError, ndjson};
 use peerdex_shared::api::{DeltaOp, ErrorCode};
 use peerdex_tests::{TestPeer, TestServer, entry, names};
 use reqwest::StatusCode;

@@ -137,14 +137,14 @@ async fn only_catalog_content_is_served() {
     // Symlinks are followed when asked, but never out of the share.
     let agent = TestAgent::start(&server.url, &[&share], |c| {
         c.scan.watch = false; // so that the edits below are only noticed when served
-        let share = peerdex::agent::config::ShareConfig {
+        let share = peerdex_agent::config::ShareConfig {
             path: c.shares[0].root.clone(),
             name: None,
             exclude: vec![],
             follow_symlinks: true,
             include_hidden: false,
         };
-        c.shares[0].rules = peerdex::agent::config::ShareRules::new(&share).unwrap();
+        c.shares[0].rules = peerdex_agent::config::ShareRules::new(&share).unwrap();
     })
     .await;
     let status = agent.wait_synced().await;

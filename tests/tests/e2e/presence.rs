@@ -32,7 +32,7 @@ async fn offline_peers_are_hidden_then_back() {
         async move {
             bob.client.heartbeat().await.unwrap();
             let r = client
-                .search(&peerdex::server_api::SearchQuery {
+                .search(&peerdex_client::server_api::SearchQuery {
                     q: "lithium".into(),
                     ..Default::default()
                 })

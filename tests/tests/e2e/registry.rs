@@ -1,7 +1,7 @@
 //! Registration, sessions and who may change what.
 
-use peerdex::server_api::ApiError;
-use peerdex::{Identity, ServerClient};
+use peerdex_client::server_api::ApiError;
+use peerdex_client::{Identity, ServerClient};
 use peerdex_shared::api::{ErrorCode, Reachability};
 use peerdex_shared::identity::registration_message;
 use peerdex_tests::{TestPeer, TestServer, entry};

@@ -1,6 +1,6 @@
 //! Keyword search: operators, scripts, filters, grouping by content, hostile queries.
 
-use peerdex::server_api::SearchQuery;
+use peerdex_client::server_api::SearchQuery;
 use peerdex_shared::FileKind;
 use peerdex_shared::api::DeltaOp;
 use peerdex_tests::{TestPeer, TestServer, entry, hash_of, names};

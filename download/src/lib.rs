@@ -18,7 +18,7 @@
 
 pub mod names;
 pub mod part;
-pub mod peer;
+mod peer;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
@@ -37,11 +37,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::ServerClient;
-use crate::server_api::ApiError;
 use names::sanitize_file_name;
 use part::{PartPaths, PartState, StateError};
 use peer::{Connection, Connector, PeerSource, RangeStream, SourceError, fetch_piece_hashes};
+use peerdex_client::ServerClient;
+use peerdex_client::server_api::ApiError;
 
 /// Pieces asked for in one range request while plenty remain.
 const RUN_PIECES: u64 = 8;
@@ -89,7 +89,7 @@ pub struct DownloadOptions {
     /// Never download from this peer (ourselves).
     pub exclude_peer: Option<PeerId>,
     /// Our key, to prove our address for reverse connections (a fresh one when absent).
-    pub identity: Option<crate::Identity>,
+    pub identity: Option<peerdex_client::Identity>,
     /// Let firewalled sources connect to us (reverse connections); when false, or when our
     /// address cannot be verified, they are reached through the relay.
     pub accept_connections: bool,
@@ -192,8 +192,8 @@ impl std::fmt::Display for Kept {
         write!(
             f,
             "; {} of {} verified and kept in {}: run the same command again to resume",
-            crate::units::human_size(self.bytes),
-            crate::units::human_size(self.size),
+            peerdex_client::units::human_size(self.bytes),
+            peerdex_client::units::human_size(self.size),
             self.part.display()
         )
     }
@@ -1085,7 +1085,7 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
     // Sources are reached directly, by reverse connection, or through the relay (`peer.rs`).
     let identity = match &options.identity {
         Some(identity) => identity.clone(),
-        None => crate::Identity::generate().map_err(|e| DownloadError::Io {
+        None => peerdex_client::Identity::generate().map_err(|e| DownloadError::Io {
             what: "creating a key for",
             path: PathBuf::from("reverse connections"),
             source: std::io::Error::other(e.to_string()),

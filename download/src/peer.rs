@@ -27,8 +27,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OnceCell, oneshot};
 use tracing::debug;
 
-use crate::server_api::{ApiError, RelayError};
-use crate::{Identity, ServerClient};
+use peerdex_client::server_api::{ApiError, RelayError};
+use peerdex_client::{Identity, ServerClient};
 
 /// Bytes read from a source's socket at a time.
 const READ_BUFFER: usize = 512 * 1024;
@@ -452,7 +452,7 @@ async fn route_incoming(mut stream: TcpStream, identity: Identity, waiting: Wait
         return;
     }
     let service = hyper::service::service_fn(move |request| {
-        let response = crate::connect_back::answer(&identity, &request);
+        let response = peerdex_client::connect_back::answer(&identity, &request);
         async move { Ok::<_, std::convert::Infallible>(response) }
     });
     let connection = hyper::server::conn::http1::Builder::new()

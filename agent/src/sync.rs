@@ -22,8 +22,8 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::catalog::{Catalog, CatalogError, FullUpload, Verdict};
 use super::link::{Backoff, Link, Session};
-use crate::server_api::ApiError;
-use crate::{Identity, ServerClient};
+use peerdex_client::server_api::ApiError;
+use peerdex_client::{Identity, ServerClient};
 
 /// Most operations in one delta upload.
 const DELTA_BATCH: usize = 5_000;

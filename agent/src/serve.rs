@@ -39,7 +39,7 @@ use super::catalog::{Catalog, CatalogReader, FileRecord, Stat};
 use super::config::UploadConfig;
 use super::hash::open_shared;
 use super::slots::{Bandwidth, Refusal, SlotGuard, SlotLimits, Slots};
-use crate::Identity;
+use peerdex_client::Identity;
 
 /// Bytes read from disk and handed to the socket at a time.
 const CHUNK: usize = 256 * 1024;
@@ -389,7 +389,7 @@ impl FileServer {
         // On a ticket's connection (reverse or relayed) only the ticket's content is served: no
         // signatures for whoever is on the other end.
         if path == CONNECT_BACK_PATH && only.is_none() {
-            let answer = crate::connect_back::answer(&self.identity, &request);
+            let answer = peerdex_client::connect_back::answer(&self.identity, &request);
             let (parts, body) = answer.into_parts();
             return Response::from_parts(parts, body.map_err(|never| match never {}).boxed());
         }

@@ -26,8 +26,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::link::{Backoff, Link, Session, unix_now};
 use super::serve::FileServer;
-use crate::ServerClient;
-use crate::server_api::ApiError;
+use peerdex_client::ServerClient;
+use peerdex_client::server_api::ApiError;
 
 /// Dials (or relay connections) allowed per destination per minute.
 const DIALS_PER_MINUTE: usize = 10;

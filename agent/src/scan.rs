@@ -454,7 +454,7 @@ impl Scanner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::config::{ShareConfig, ShareRules};
+    use crate::config::{ShareConfig, ShareRules};
 
     fn setup(follow_symlinks: bool) -> (tempfile::TempDir, Share, Arc<Catalog>, Scanner) {
         let dir = tempfile::tempdir().unwrap();

@@ -6,18 +6,33 @@
 //! `control` answers `peerdex status`. Every long-running part stops on one cancellation token
 //! and is awaited by [`AgentHandle::shutdown`].
 
-pub mod catalog;
-pub mod channel;
+mod catalog;
+mod channel;
 pub mod config;
 pub mod control;
-pub mod hash;
-pub mod link;
-pub mod progress;
-pub mod scan;
-pub mod serve;
-pub mod slots;
-pub mod sync;
-pub mod watch;
+mod hash;
+mod link;
+mod progress;
+mod scan;
+mod serve;
+mod slots;
+mod sync;
+mod watch;
+
+pub use catalog::{CATALOG_FILE, MIGRATIONS as CATALOG_MIGRATIONS, ShareCounts};
+pub use link::LinkStatus;
+pub use progress::{ProgressSnapshot, Unshareable};
+pub use serve::UploadInfo;
+
+/// The agent's insides, for the benchmarks and fuzz targets only: not an API.
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::catalog::{Catalog, Stat};
+    pub use crate::hash::hash_file;
+    pub use crate::progress::Progress;
+    pub use crate::scan::Scanner;
+    pub use crate::serve::{RangeRequest, parse_range};
+}
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -34,15 +49,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::Identity;
-use catalog::{Catalog, ShareCounts};
+use catalog::Catalog;
 pub use config::AgentConfig;
 use config::{ConfigFile, Share, resolve_shares};
 use control::{Controls, ShareChange};
-use link::{Link, LinkStatus};
-use progress::{Progress, ProgressSnapshot, Unshareable};
+use link::Link;
+use peerdex_client::Identity;
+use progress::Progress;
 use scan::Scanner;
-use serve::{FileServer, UploadInfo};
+use serve::FileServer;
 use sync::Syncer;
 
 /// File name of the key in the state directory.

@@ -388,7 +388,8 @@ impl AgentConfig {
         share_configs: &[ShareConfig],
         file: &ConfigFile,
     ) -> anyhow::Result<AgentConfig> {
-        crate::ServerClient::new(&server).with_context(|| format!("index server {server:?}"))?;
+        peerdex_client::ServerClient::new(&server)
+            .with_context(|| format!("index server {server:?}"))?;
         if let Some(nick) = &nick {
             peerdex_shared::validate::validate_nickname(nick)
                 .with_context(|| format!("nickname {nick:?} is not valid"))?;
