@@ -16,6 +16,9 @@
 //! tried with the sources that claim it, best evidence first, until one is proven by its piece
 //! hashes and pieces.
 
+#[cfg(test)]
+mod engine_tests;
+mod find;
 pub mod names;
 pub mod part;
 mod peer;
@@ -37,10 +40,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
+pub use find::{Found, SourceFinder};
 use names::sanitize_file_name;
 use part::{PartPaths, PartState, StateError};
 use peer::{Connection, Connector, PeerSource, RangeStream, SourceError, fetch_piece_hashes};
-use peerdex_client::ServerClient;
 use peerdex_client::server_api::ApiError;
 
 /// Pieces asked for in one range request while plenty remain.
@@ -419,6 +422,48 @@ enum WorkerEnd {
 }
 
 impl Job {
+    /// The job of fetching what `state` lacks into `file`.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        state: &PartState,
+        file: Arc<File>,
+        paths: &PartPaths,
+        progress: Arc<DownloadProgress>,
+        connector: Arc<Connector>,
+        warm: HashMap<PeerId, Connection>,
+        options: &DownloadOptions,
+        cancel: &CancellationToken,
+    ) -> Job {
+        let remaining = state.done.iter().filter(|d| !**d).count() as u64;
+        Job {
+            hash: state.hash,
+            size: state.size,
+            cvs: state.cvs.clone().map(Arc::new),
+            file,
+            data_path: paths.data.clone(),
+            board: Mutex::new(Board {
+                cursor: state
+                    .done
+                    .iter()
+                    .position(|d| !d)
+                    .unwrap_or(state.done.len()) as u64,
+                done: state.done.clone(),
+                in_flight: HashMap::new(),
+                remaining,
+                active_sources: 0,
+            }),
+            changed: Notify::new(),
+            progress,
+            connector,
+            warm: Mutex::new(warm),
+            options: options.clone(),
+            cancel: cancel.child_token(),
+            bytes_fetched: AtomicU64::new(0),
+            pieces_fetched: AtomicU64::new(0),
+            fatal: Mutex::new(None),
+        }
+    }
+
     fn board(&self) -> std::sync::MutexGuard<'_, Board> {
         locked(&self.board)
     }
@@ -752,19 +797,29 @@ fn final_destination(
     Ok((path, to_stdout))
 }
 
-/// Downloads `hash`. `name` is the file name to use with [`Destination::Dir`] (untrusted: it is
-/// sanitized); without it the name most sources use is taken.
+/// What to download, and where.
+#[derive(Debug, Clone)]
+pub struct DownloadRequest {
+    /// The content.
+    pub hash: FileHash,
+    /// The file name to use with [`Destination::Dir`] (untrusted: it is sanitized); without it
+    /// the name the sources use is taken.
+    pub name: Option<String>,
+    /// Where the file goes.
+    pub destination: Destination,
+}
+
+/// Downloads `request.hash` from the sources `finder` names.
 pub async fn download(
-    server: &ServerClient,
-    hash: FileHash,
-    name: Option<&str>,
-    destination: &Destination,
+    finder: Arc<dyn SourceFinder>,
+    request: &DownloadRequest,
     options: &DownloadOptions,
     progress: Arc<DownloadProgress>,
     cancel: CancellationToken,
 ) -> Result<DownloadReport, DownloadError> {
+    let (hash, name, destination) = (request.hash, request.name.as_deref(), &request.destination);
     let started = Instant::now();
-    let found = match server.sources(&hash).await {
+    let found = match finder.find(&hash).await {
         Ok(found) => found,
         Err(e) if e.code() == Some(peerdex_shared::api::ErrorCode::NotFound) => {
             return Err(DownloadError::NotFound(hash));
@@ -796,7 +851,7 @@ pub async fn download(
         let paths = PartPaths::beside(&final_path);
         let span = info_span!("download", hash = %hash.fmt_short(), size);
         let result = run(RunInput {
-            server,
+            finder: &finder,
             hash,
             size: *size,
             sources: sources.clone(),
@@ -861,7 +916,7 @@ pub async fn download(
 }
 
 struct RunInput<'a> {
-    server: &'a ServerClient,
+    finder: &'a Arc<dyn SourceFinder>,
     hash: FileHash,
     size: u64,
     sources: Vec<Source>,
@@ -884,7 +939,7 @@ struct RunOutcome {
 /// The sources of one run: those not tried yet, and those that may be tried again. When none is
 /// left the index server is asked again, with growing pauses, a bounded number of times.
 struct SourcePool<'a> {
-    server: &'a ServerClient,
+    finder: &'a dyn SourceFinder,
     hash: FileHash,
     size: u64,
     options: &'a DownloadOptions,
@@ -899,14 +954,14 @@ struct SourcePool<'a> {
 
 impl<'a> SourcePool<'a> {
     fn new(
-        server: &'a ServerClient,
+        finder: &'a dyn SourceFinder,
         hash: FileHash,
         size: u64,
         sources: &[Source],
         options: &'a DownloadOptions,
     ) -> SourcePool<'a> {
         let mut pool = SourcePool {
-            server,
+            finder,
             hash,
             size,
             options,
@@ -962,7 +1017,7 @@ impl<'a> SourcePool<'a> {
                 () = tokio::time::sleep(pause) => {}
                 () = cancel.cancelled() => return false,
             }
-            if let Ok(found) = self.server.sources(&self.hash).await {
+            if let Ok(found) = self.finder.find(&self.hash).await {
                 // Everyone not in use and not refused may be tried again.
                 self.tried
                     .retain(|peer| in_use.contains(peer) || self.refused.contains(peer));
@@ -997,11 +1052,12 @@ impl<'a> SourcePool<'a> {
     }
 }
 
-/// Opens (or resumes) the partial download, fetches what is missing, verifies the whole file and
-/// moves it into place.
+/// One claimed size, downloaded in four stages: resume what an earlier run left
+/// ([`resume`]), prove the piece hashes ([`prove_piece_hashes`]), fetch the missing pieces
+/// with one worker per source ([`fetch_pieces`]), and move the file into place ([`finish`]).
 async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
     let RunInput {
-        server,
+        finder,
         hash,
         size,
         sources,
@@ -1011,10 +1067,89 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         progress,
         cancel,
     } = input;
-    let count = piece_count(size);
     progress.total.store(size, Ordering::Relaxed);
+    let (mut state, file, reused) = tokio::select! {
+        resumed = resume(paths, hash, size, options.force) => resumed?,
+        () = cancel.cancelled() => return Err(DownloadError::Interrupted),
+    };
+    let resumed = done_bytes(&state);
+    progress.resumed.store(resumed, Ordering::Relaxed);
+    progress.verified.store(resumed, Ordering::Relaxed);
 
-    // Resume what an earlier run left, after checking it again.
+    // Sources are reached directly, by reverse connection, or through the relay (`peer.rs`).
+    let identity = match &options.identity {
+        Some(identity) => identity.clone(),
+        None => peerdex_client::Identity::generate().map_err(|e| DownloadError::Io {
+            what: "creating a key for",
+            path: PathBuf::from("reverse connections"),
+            source: std::io::Error::other(e.to_string()),
+        })?,
+    };
+    let connector = Arc::new(Connector::new(
+        finder.clone(),
+        identity,
+        options.stall_timeout,
+        options.accept_connections,
+    ));
+    let mut pool = SourcePool::new(&**finder, hash, size, &sources, options);
+    let stage = Stage {
+        hash,
+        size,
+        options,
+        progress: &progress,
+        cancel: &cancel,
+    };
+    let warm = match stage
+        .prove_piece_hashes(&mut state, &mut pool, &connector)
+        .await
+    {
+        Ok(warm) => warm,
+        Err(Unproven::Stopped(error)) => return Err(error),
+        Err(Unproven::NoSource) => return Err(pool.exhausted(kept(&state, paths, to_stdout))),
+    };
+    if warm.is_some() {
+        save(&state, &paths.state).await;
+    }
+    let job = Arc::new(Job::new(
+        &state,
+        file.clone(),
+        paths,
+        progress.clone(),
+        connector,
+        warm.unwrap_or_default(),
+        options,
+        &cancel,
+    ));
+    let used = fetch_pieces(&job, &mut pool, &mut state, paths, to_stdout, options).await;
+    if let Some(error) = locked(&job.fatal).take() {
+        return Err(error);
+    }
+    if job.board().remaining > 0 {
+        if cancel.is_cancelled() {
+            return Err(DownloadError::Interrupted);
+        }
+        return Err(pool.exhausted(kept(&state, paths, to_stdout)));
+    }
+    finish(&file, paths, to_stdout)?;
+    Ok(RunOutcome {
+        bytes_fetched: job.bytes_fetched.load(Ordering::Relaxed),
+        pieces_fetched: job.pieces_fetched.load(Ordering::Relaxed),
+        pieces_reused: reused,
+        used,
+        dropped: pool.dropped,
+    })
+}
+
+/// Resumes what an earlier run left beside the destination: the state file (kept only for the
+/// same content and size, with piece hashes that still prove the content), the partial file
+/// (opened, locked and sized), and every piece marked written, read back and verified again.
+/// Returns the state, the file and how many pieces were kept.
+async fn resume(
+    paths: &PartPaths,
+    hash: FileHash,
+    size: u64,
+    force: bool,
+) -> Result<(PartState, Arc<File>, u64), DownloadError> {
     let mut state = match PartState::load(&paths.state) {
         Ok(Some(mut state)) if state.hash == hash && state.size == size => {
             // Piece hashes damaged on disk would brand every honest source a liar.
@@ -1029,7 +1164,7 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         }
         // The same content at another claimed size: that claim was not proven, start afresh.
         Ok(Some(state)) if state.hash == hash => PartState::new(hash, size),
-        Ok(Some(_)) if !options.force => {
+        Ok(Some(_)) if !force => {
             return Err(DownloadError::Exists(paths.data.clone()));
         }
         Ok(_) => PartState::new(hash, size),
@@ -1059,83 +1194,95 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
     file.set_len(size)
         .map_err(|e| DownloadError::io("sizing", &paths.data, e))?;
     let file = Arc::new(file);
-    let reused = tokio::select! {
-        reused = reverify(&file, &mut state, &paths.data) => reused?,
-        () = cancel.cancelled() => return Err(DownloadError::Interrupted),
-    };
-    let resumed = done_bytes(&state);
-    progress.resumed.store(resumed, Ordering::Relaxed);
-    progress.verified.store(resumed, Ordering::Relaxed);
-    // What a failed run leaves for the next: the partial file if it holds verified pieces;
-    // otherwise nothing, not even empty part and state files.
-    let kept = |state: &PartState| {
-        let bytes = done_bytes(state);
-        if bytes == 0 || to_stdout {
-            let _ = std::fs::remove_file(&paths.data);
-            let _ = std::fs::remove_file(&paths.state);
-            return None;
+    let reused = reverify(&file, &mut state, &paths.data).await?;
+    Ok((state, file, reused))
+}
+
+/// What a failed run leaves for the next: the partial file if it holds verified pieces;
+/// otherwise nothing, not even empty part and state files.
+fn kept(state: &PartState, paths: &PartPaths, to_stdout: bool) -> Option<Kept> {
+    let bytes = done_bytes(state);
+    if bytes == 0 || to_stdout {
+        let _ = std::fs::remove_file(&paths.data);
+        let _ = std::fs::remove_file(&paths.state);
+        return None;
+    }
+    Some(Kept {
+        part: paths.data.clone(),
+        bytes,
+        size: state.size,
+    })
+}
+
+/// What the stages of one run share.
+struct Stage<'a> {
+    hash: FileHash,
+    size: u64,
+    options: &'a DownloadOptions,
+    progress: &'a DownloadProgress,
+    cancel: &'a CancellationToken,
+}
+
+/// Why the piece hashes could not be proven.
+enum Unproven {
+    /// Every source was tried (and asked again) without a proof.
+    NoSource,
+    /// Interrupted, or a local failure.
+    Stopped(DownloadError),
+}
+
+impl Stage<'_> {
+    /// Fetches the piece hashes of a content of two or more pieces, proven against the content
+    /// hash, from the first source that has them (a proof that verifies also proves the piece
+    /// count of the claimed size). Returns the connection it used, for that source's worker;
+    /// `None` when there was nothing to prove (one piece, or hashes kept from before).
+    async fn prove_piece_hashes(
+        &self,
+        state: &mut PartState,
+        pool: &mut SourcePool<'_>,
+        connector: &Connector,
+    ) -> Result<Option<HashMap<PeerId, Connection>>, Unproven> {
+        let count = piece_count(self.size);
+        if count <= 1 || state.cvs.is_some() {
+            return Ok(None);
         }
-        Some(Kept {
-            part: paths.data.clone(),
-            bytes,
-            size,
-        })
-    };
-
-    // Sources are reached directly, by reverse connection, or through the relay (`peer.rs`).
-    let identity = match &options.identity {
-        Some(identity) => identity.clone(),
-        None => peerdex_client::Identity::generate().map_err(|e| DownloadError::Io {
-            what: "creating a key for",
-            path: PathBuf::from("reverse connections"),
-            source: std::io::Error::other(e.to_string()),
-        })?,
-    };
-    let connector = Arc::new(Connector::new(
-        server.clone(),
-        identity,
-        options.stall_timeout,
-        options.accept_connections,
-    ));
-    let mut warm: HashMap<PeerId, Connection> = HashMap::new();
-    let mut pool = SourcePool::new(server, hash, size, &sources, options);
-    let nobody = HashSet::new();
-
-    // The piece hashes, proven against the content hash, from the first source that has them.
-    // A proof that verifies also proves the piece count of the claimed size.
-    if count > 1 && state.cvs.is_none() {
         let mut busy_waited = Duration::ZERO;
-        while state.cvs.is_none() {
-            if cancel.is_cancelled() {
-                return Err(DownloadError::Interrupted);
+        let nobody = HashSet::new();
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(Unproven::Stopped(DownloadError::Interrupted));
             }
             let Some(source) = pool.take() else {
-                if pool.refill(&nobody, &cancel).await {
+                if pool.refill(&nobody, self.cancel).await {
                     continue;
                 }
-                if cancel.is_cancelled() {
-                    return Err(DownloadError::Interrupted);
+                if self.cancel.is_cancelled() {
+                    return Err(Unproven::Stopped(DownloadError::Interrupted));
                 }
-                return Err(pool.exhausted(kept(&state)));
+                return Err(Unproven::NoSource);
             };
             let fetched = tokio::select! {
                 fetched = async {
-                    let mut conn = connector.connect(&source, &hash).await?;
-                    let cvs = fetch_piece_hashes(&mut conn, &hash, size, count).await?;
+                    let mut conn = connector.connect(&source, &self.hash).await?;
+                    let cvs = fetch_piece_hashes(&mut conn, &self.hash, self.size, count).await?;
                     Ok::<_, SourceError>((conn, cvs))
                 } => fetched,
-                () = cancel.cancelled() => return Err(DownloadError::Interrupted),
+                () = self.cancel.cancelled() => {
+                    return Err(Unproven::Stopped(DownloadError::Interrupted));
+                }
             };
             match fetched {
                 Ok((conn, cvs)) => {
-                    // The connection serves the same source's worker next.
-                    warm.insert(source.peer_id, conn);
                     state.cvs = Some(cvs);
-                    // The source is offered again, first, to its worker.
+                    // The source is offered again, first, to its worker, with this connection.
                     pool.tried.remove(&source.peer_id);
+                    let warm = HashMap::from([(source.peer_id, conn)]);
                     pool.waiting.insert(0, source);
+                    return Ok(Some(warm));
                 }
-                Err(SourceError::Busy { retry_after, .. }) if busy_waited < options.busy_limit => {
+                Err(SourceError::Busy { retry_after, .. })
+                    if busy_waited < self.options.busy_limit =>
+                {
                     // Try the others first; wait only when every source is busy.
                     pool.tried.remove(&source.peer_id);
                     pool.waiting.push(source.clone());
@@ -1144,43 +1291,26 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
                     tokio::time::sleep(retry_after.min(Duration::from_secs(1))).await;
                 }
                 Err(e) => {
-                    progress.note(format!("dropped source {}: {e}", source.label));
+                    self.progress
+                        .note(format!("dropped source {}: {e}", source.label));
                     pool.drop_source(&source, e);
                 }
             }
         }
-        save(&state, &paths.state).await;
     }
+}
 
-    let remaining = state.done.iter().filter(|d| !**d).count() as u64;
-    let job = Arc::new(Job {
-        hash,
-        size,
-        cvs: state.cvs.clone().map(Arc::new),
-        file: file.clone(),
-        data_path: paths.data.clone(),
-        board: Mutex::new(Board {
-            cursor: state
-                .done
-                .iter()
-                .position(|d| !d)
-                .unwrap_or(state.done.len()) as u64,
-            done: state.done.clone(),
-            in_flight: HashMap::new(),
-            remaining,
-            active_sources: 0,
-        }),
-        changed: Notify::new(),
-        progress: progress.clone(),
-        connector,
-        warm: Mutex::new(warm),
-        options: options.clone(),
-        cancel: cancel.child_token(),
-        bytes_fetched: AtomicU64::new(0),
-        pieces_fetched: AtomicU64::new(0),
-        fatal: Mutex::new(None),
-    });
-
+/// Fetches the missing pieces: one worker per source (up to `max_sources`), new sources as
+/// workers end, the index server asked again when none is left. Saves the state file about
+/// every second and once at the end. Returns the sources that delivered, with their routes.
+async fn fetch_pieces(
+    job: &Arc<Job>,
+    pool: &mut SourcePool<'_>,
+    state: &mut PartState,
+    paths: &PartPaths,
+    to_stdout: bool,
+    options: &DownloadOptions,
+) -> Vec<String> {
     let streamer = to_stdout.then(|| tokio::spawn(stream_to_stdout(job.clone())));
     let mut used: Vec<String> = Vec::new();
     let mut workers: JoinSet<(PeerSource, WorkerEnd, u64, Option<peer::Route>)> = JoinSet::new();
@@ -1195,10 +1325,10 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
                 break;
             };
             in_use.insert(source.peer_id);
-            let job2 = job.clone();
+            let worker = job.clone();
             workers.spawn(async move {
                 let span = info_span!("source", source = %source.label);
-                let (end, delivered, route) = job2.work(source.clone()).instrument(span).await;
+                let (end, delivered, route) = worker.work(source.clone()).instrument(span).await;
                 (source, end, delivered, route)
             });
             job.set_active_sources(workers.len());
@@ -1216,7 +1346,7 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         };
         if last_save.elapsed() >= SAVE_EVERY {
             state.done = job.board().done.clone();
-            save(&state, &paths.state).await;
+            save(state, &paths.state).await;
             last_save = Instant::now();
         }
         let (source, end, delivered, route) = match finished {
@@ -1230,13 +1360,11 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         };
         in_use.remove(&source.peer_id);
         job.set_active_sources(workers.len());
-        match end {
-            WorkerEnd::Complete | WorkerEnd::Stopped => {}
-            WorkerEnd::Dropped(e) => {
-                warn!(source = %source.label, error = %e, "source dropped");
-                progress.note(format!("dropped source {}: {e}", source.label));
-                pool.drop_source(&source, e);
-            }
+        if let WorkerEnd::Dropped(e) = end {
+            warn!(source = %source.label, error = %e, "source dropped");
+            job.progress
+                .note(format!("dropped source {}: {e}", source.label));
+            pool.drop_source(&source, e);
         }
         if delivered > 0 {
             used.push(used_label(&source, route));
@@ -1250,24 +1378,19 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
     }
     job.set_active_sources(0);
     state.done = job.board().done.clone();
-    save(&state, &paths.state).await;
+    save(state, &paths.state).await;
     if let Some(streamer) = streamer {
         // The streamer ends once every piece was written out (or on failure).
         let _ = streamer.await;
     }
-    if let Some(error) = locked(&job.fatal).take() {
-        return Err(error);
-    }
-    if job.board().remaining > 0 {
-        if cancel.is_cancelled() {
-            return Err(DownloadError::Interrupted);
-        }
-        return Err(pool.exhausted(kept(&state)));
-    }
+    used
+}
 
-    // No read-back: every piece was verified against the proven piece hashes before it was
-    // written (or re-read and verified on resume), and those hashes were checked against the
-    // content hash, so the file is the content. Reading it back would hash it a second time.
+/// Moves the finished file into place. No read-back: every piece was verified against the
+/// proven piece hashes before it was written (or re-read and verified on resume), and those
+/// hashes were checked against the content hash, so the file is the content. Reading it back
+/// would hash it a second time.
+fn finish(file: &File, paths: &PartPaths, to_stdout: bool) -> Result<(), DownloadError> {
     file.sync_all()
         .map_err(|e| DownloadError::io("flushing", &paths.data, e))?;
     if to_stdout {
@@ -1285,13 +1408,7 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         }
     }
     let _ = std::fs::remove_file(&paths.state);
-    Ok(RunOutcome {
-        bytes_fetched: job.bytes_fetched.load(Ordering::Relaxed),
-        pieces_fetched: job.pieces_fetched.load(Ordering::Relaxed),
-        pieces_reused: reused,
-        used,
-        dropped: pool.dropped,
-    })
+    Ok(())
 }
 
 /// How a source that delivered is named in the report: with the route its bytes took.

@@ -27,6 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OnceCell, oneshot};
 use tracing::debug;
 
+use crate::find::SourceFinder;
 use peerdex_client::server_api::{ApiError, RelayError};
 use peerdex_client::{Identity, ServerClient};
 
@@ -465,7 +466,7 @@ async fn route_incoming(mut stream: TcpStream, identity: Identity, waiting: Wait
 /// Opens connections to sources: direct when the source has a verified address, else a reverse
 /// connection when ours can be verified, else the relay.
 pub struct Connector {
-    server: ServerClient,
+    finder: Arc<dyn SourceFinder>,
     identity: Identity,
     stall: Duration,
     listener: OnceCell<Option<ReverseListener>>,
@@ -482,16 +483,16 @@ fn random_token() -> String {
 }
 
 impl Connector {
-    /// A connector that asks `server` for reverse connections and relays, proving addresses
-    /// with `identity`.
+    /// A connector that asks the finder's broker for reverse connections and relays (and the
+    /// finder for verdicts on pending addresses), proving addresses with `identity`.
     pub fn new(
-        server: ServerClient,
+        finder: Arc<dyn SourceFinder>,
         identity: Identity,
         stall: Duration,
         accept_connections: bool,
     ) -> Connector {
         Connector {
-            server,
+            finder,
             identity,
             stall,
             listener: OnceCell::new(),
@@ -562,7 +563,7 @@ impl Connector {
         let deadline = tokio::time::Instant::now() + wait;
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(PENDING_POLL).await;
-            let Ok(found) = self.server.sources(hash).await else {
+            let Ok(found) = self.finder.find(hash).await else {
                 continue;
             };
             let listed = std::iter::once(&found.sources)
@@ -620,7 +621,7 @@ impl Connector {
             port: listener.port,
             token: token.clone(),
         };
-        let answer = match self.server.transfer(&request).await {
+        let answer = match self.broker()?.transfer(&request).await {
             Ok(answer) => answer,
             Err(e) => {
                 listener.forget(&token);
@@ -658,7 +659,7 @@ impl Connector {
             random_token()
         );
         let (upgraded, _) = self
-            .server
+            .broker()?
             .relay_upgrade(&path, None, CONNECT_TIMEOUT)
             .await
             .map_err(|e| match e {
@@ -678,6 +679,15 @@ impl Connector {
                 RelayError::Connect(why) => SourceError::Unreachable(why),
             })?;
         Connection::handshake(upgraded, Route::Relay, self.stall).await
+    }
+}
+
+impl Connector {
+    /// The index server that can ask a firewalled source to connect.
+    fn broker(&self) -> Result<&ServerClient, SourceError> {
+        self.finder.broker().ok_or_else(|| {
+            SourceError::Unreachable("no index server to ask the source to connect".into())
+        })
     }
 }
 

@@ -661,11 +661,14 @@ pub async fn download_into(
         ..Default::default()
     };
     tweak(&mut options);
-    peerdex_download::download(
-        &ServerClient::new(server).unwrap(),
+    let request = peerdex_download::DownloadRequest {
         hash,
-        None,
-        &peerdex_download::Destination::Dir(dir.to_owned()),
+        name: None,
+        destination: peerdex_download::Destination::Dir(dir.to_owned()),
+    };
+    peerdex_download::download(
+        std::sync::Arc::new(ServerClient::new(server).unwrap()),
+        &request,
         &options,
         std::sync::Arc::new(peerdex_download::DownloadProgress::default()),
         CancellationToken::new(),

@@ -21,7 +21,8 @@ use peerdex_agent::KEY_FILE;
 use peerdex_agent::config::ConfigFile;
 use peerdex_client::{Identity, ServerClient};
 use peerdex_download::{
-    Destination, DownloadError, DownloadOptions, DownloadProgress, DownloadReport, download,
+    Destination, DownloadError, DownloadOptions, DownloadProgress, DownloadReport, DownloadRequest,
+    SourceFinder, download,
 };
 
 /// Shortest hash prefix accepted in place of a full hash.
@@ -353,7 +354,7 @@ pub async fn get(args: GetArgs, file: &ConfigFile, state: PathBuf) -> anyhow::Re
             "the rows come from a listing of {listed_on}; asking {server} for their sources"
         );
     }
-    let client = ServerClient::new(&server)?;
+    let finder: Arc<dyn SourceFinder> = Arc::new(ServerClient::new(&server)?);
     let destination = destination(&args, targets.len(), &state).await?;
     // Our key (shared with a local agent): never download from ourselves, and prove our
     // address with it when firewalled sources connect back.
@@ -392,16 +393,12 @@ pub async fn get(args: GetArgs, file: &ConfigFile, state: PathBuf) -> anyhow::Re
             .clone()
             .unwrap_or_else(|| target.hash.fmt_short().to_string());
         let display = tokio::spawn(show_progress(progress.clone(), label, shown.clone()));
-        let outcome = download(
-            &client,
-            target.hash,
-            target.name.as_deref(),
-            &destination,
-            &options,
-            progress,
-            cancel.clone(),
-        )
-        .await;
+        let request = DownloadRequest {
+            hash: target.hash,
+            name: target.name.clone(),
+            destination: destination.clone(),
+        };
+        let outcome = download(finder.clone(), &request, &options, progress, cancel.clone()).await;
         shown.cancel();
         let _ = display.await;
         match outcome {

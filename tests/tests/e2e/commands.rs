@@ -354,10 +354,12 @@ async fn output_paths_follow_curl_and_are_checked_before_fetching() {
     let folder = work.join("a folder");
     std::fs::create_dir_all(&folder).unwrap();
     let failed = peerdex_download::download(
-        &server.client(),
-        content_hash(&one),
-        None,
-        &peerdex_download::Destination::File(folder.clone()),
+        std::sync::Arc::new(server.client()),
+        &peerdex_download::DownloadRequest {
+            hash: content_hash(&one),
+            name: None,
+            destination: peerdex_download::Destination::File(folder.clone()),
+        },
         &peerdex_download::DownloadOptions {
             force: true,
             ..Default::default()
@@ -570,10 +572,12 @@ async fn the_progress_of_a_queued_or_resumed_download_tells_what_happens() {
         let (client, out, shown) = (server.client(), dir.path().join(out), progress.clone());
         let task = tokio::spawn(async move {
             peerdex_download::download(
-                &client,
-                hash,
-                None,
-                &peerdex_download::Destination::Dir(out),
+                std::sync::Arc::new(client),
+                &peerdex_download::DownloadRequest {
+                    hash,
+                    name: None,
+                    destination: peerdex_download::Destination::Dir(out),
+                },
                 &Default::default(),
                 shown,
                 tokio_util::sync::CancellationToken::new(),

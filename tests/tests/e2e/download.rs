@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use peerdex_download::{Destination, DownloadError, DownloadOptions, DownloadProgress, download};
+use peerdex_download::{
+    Destination, DownloadError, DownloadOptions, DownloadProgress, DownloadRequest, download,
+};
 use peerdex_shared::pieces::PIECE_SIZE;
 use peerdex_tests::*;
 use tokio_util::sync::CancellationToken;
@@ -49,10 +51,12 @@ fn start_download(
     let (client, out, shown) = (server.client(), out.to_owned(), progress.clone());
     let task = tokio::spawn(async move {
         download(
-            &client,
-            hash,
-            None,
-            &Destination::Dir(out),
+            Arc::new(client),
+            &DownloadRequest {
+                hash,
+                name: None,
+                destination: Destination::Dir(out),
+            },
             &options,
             shown,
             cancel,
@@ -328,10 +332,12 @@ async fn names_from_peers_cannot_leave_the_output_folder() {
     // A name given by a search row (a lying server) is sanitized the same way.
     let options = DownloadOptions::default();
     download(
-        &server.client(),
-        content_hash(b"sneaky"),
-        Some("../../escaped.mp3"),
-        &Destination::Dir(out.clone()),
+        Arc::new(server.client()),
+        &DownloadRequest {
+            hash: content_hash(b"sneaky"),
+            name: Some("../../escaped.mp3".into()),
+            destination: Destination::Dir(out.clone()),
+        },
         &options,
         Arc::new(DownloadProgress::default()),
         CancellationToken::new(),
