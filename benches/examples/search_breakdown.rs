@@ -78,7 +78,7 @@ fn main() -> anyhow::Result<()> {
         let holders = db.holders_of(&page)?;
         let resolved = Instant::now();
         for h in &holders {
-            std::hint::black_box(peerdex_server::results::shown_place(
+            std::hint::black_box(peerdex_server::search::shown_place(
                 h,
                 &*online,
                 Some(&spec.plan),

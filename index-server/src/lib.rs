@@ -2,8 +2,8 @@
 //!
 //! Layers, outermost first: `cli` (flags, config) → `server` (bind, accept loop, shutdown,
 //! maintenance) → `http` (routes, errors, list streaming) → `db` (SQLite, source of truth) and
-//! `index` (tantivy, derived), with `holders` caching who holds what for results and `results`
-//! deciding what a result says (shown copy, sources, size claims). `text` and `query` turn names and queries into terms; `presence`,
+//! `index` (tantivy, derived), with `holders` caching who holds what for results and `search`
+//! the service between handlers and store (result pages, sources, and what they say). `text` and `query` turn names and queries into terms; `presence`,
 //! `limits` and `probe` guard who is online, how often, and whether an address is really theirs.
 
 pub mod cli;
@@ -16,8 +16,8 @@ pub mod limits;
 pub mod presence;
 pub mod probe;
 pub mod query;
-pub mod results;
 pub mod schema;
+pub mod search;
 pub mod server;
 pub mod state;
 pub mod text;

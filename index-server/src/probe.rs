@@ -105,3 +105,53 @@ async fn probe(addr: SocketAddr, peer: PeerId) -> Result<(), ProbeError> {
     peer.verify(&message, &answer.signature)
         .map_err(|e| ProbeError::BadAnswer(e.to_string()))
 }
+
+/// Dials a peer that just registered back, in the background, and records whether it proved
+/// its key there (`reachable`) or not (`firewalled`); the agent hears the verdict on its control
+/// channel at once rather than at its next heartbeat. Awaited on shutdown (`state.lifecycle.tasks`).
+pub fn verify_in_background(
+    state: &std::sync::Arc<crate::state::AppState>,
+    peer: &crate::db::PeerRow,
+    ip: IpAddr,
+) {
+    use peerdex_shared::api::{ControlMessage, Reachability};
+    use tracing::{info, warn};
+
+    let addr = SocketAddr::new(ip, peer.port);
+    let (state2, key, id, port) = (state.clone(), peer.key, peer.id, peer.port);
+    let span = tracing::info_span!("connect_back", peer = %key.fmt_short(), %addr);
+    let task = async move {
+        let verdict = tokio::select! {
+            result = state2.guards.prober.connect_back(addr, key) => match result {
+                Ok(()) => Reachability::Reachable,
+                Err(e) => {
+                    info!(error = %e, "connect-back failed; peer listed as firewalled");
+                    Reachability::Firewalled
+                }
+            },
+            () = state2.lifecycle.shutdown.cancelled() => return,
+        };
+        let db = state2.store.db.clone();
+        let ip_text = ip.to_string();
+        let recorded =
+            tokio::task::spawn_blocking(move || db.set_reachability(id, &ip_text, port, verdict))
+                .await;
+        match recorded {
+            Ok(Ok(_)) => {
+                info!(?verdict, "connect-back done");
+                state2.firewall.control.send(
+                    &key,
+                    ControlMessage::Reachability {
+                        reachability: verdict,
+                    },
+                );
+            }
+            Ok(Err(e)) => warn!(error = %e, "recording connect-back result failed"),
+            Err(e) => warn!(error = %e, "recording connect-back result failed"),
+        }
+    };
+    state
+        .lifecycle
+        .tasks
+        .spawn(tracing::Instrument::instrument(task, span));
+}

@@ -27,7 +27,7 @@ use crate::db::{Db, unix_now};
 use crate::index::{Indexer, IndexerConfig, SearchIndex};
 use crate::limits::{IpRateLimiter, NonceStore};
 use crate::presence::Presence;
-use crate::state::{AppState, NONCE_TTL};
+use crate::state::{AppState, Firewall, Guards, Lifecycle, NONCE_TTL, Store};
 use crate::transfers::{ControlHub, Relay, ServerKey};
 
 /// A bound, ready-to-run index server.
@@ -75,25 +75,33 @@ impl Server {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let state = Arc::new(AppState {
-            nudger: indexer.nudger(),
-            db,
-            index,
+            store: Store {
+                nudger: indexer.nudger(),
+                db,
+                index,
+            },
             presence,
-            nonces: NonceStore::new(NONCE_TTL),
-            registrations: IpRateLimiter::new(config.probe.registrations_per_ip_per_minute),
-            prober: crate::probe::Prober::new(
-                config.probe.per_ip_per_minute,
-                Duration::from_millis(config.probe.timeout_ms),
-            ),
-            search_slots: Semaphore::new(config.search.concurrency),
+            guards: Guards {
+                nonces: NonceStore::new(NONCE_TTL),
+                registrations: IpRateLimiter::new(config.probe.registrations_per_ip_per_minute),
+                prober: crate::probe::Prober::new(
+                    config.probe.per_ip_per_minute,
+                    Duration::from_millis(config.probe.timeout_ms),
+                ),
+                transfers: IpRateLimiter::new(config.relay.transfers_per_ip_per_minute),
+                search_slots: Semaphore::new(config.search.concurrency),
+            },
+            lifecycle: Lifecycle {
+                tasks: TaskTracker::new(),
+                shutdown: CancellationToken::new(),
+                draining: CancellationToken::new(),
+            },
+            firewall: Firewall {
+                server_key: ServerKey::load_or_create(&config.data)?,
+                control: Arc::new(ControlHub::default()),
+                relay: Relay::new(config.relay.clone()),
+            },
             stats_cache: Mutex::new(None),
-            tasks: TaskTracker::new(),
-            shutdown: CancellationToken::new(),
-            draining: CancellationToken::new(),
-            server_key: ServerKey::load_or_create(&config.data)?,
-            control: Arc::new(ControlHub::default()),
-            relay: Relay::new(config.relay.clone()),
-            transfers: IpRateLimiter::new(config.relay.transfers_per_ip_per_minute),
             config,
         });
         Ok(Server {
@@ -152,8 +160,8 @@ impl Server {
                 .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
-            let draining = state.draining.clone();
-            let abort = state.shutdown.clone();
+            let draining = state.lifecycle.draining.clone();
+            let abort = state.lifecycle.shutdown.clone();
             connections.spawn(async move {
                 tokio::pin!(connection);
                 let result = tokio::select! {
@@ -176,7 +184,7 @@ impl Server {
         drop(listener);
         info!("shutting down: finishing in-flight requests");
         let grace = secs(state.config.http.shutdown_grace_secs);
-        state.draining.cancel();
+        state.lifecycle.draining.cancel();
         connections.close();
         if tokio::time::timeout(grace, connections.wait())
             .await
@@ -187,9 +195,9 @@ impl Server {
                 "in-flight requests did not finish in time; closing them"
             );
         }
-        state.shutdown.cancel();
-        state.tasks.close();
-        state.tasks.wait().await;
+        state.lifecycle.shutdown.cancel();
+        state.lifecycle.tasks.close();
+        state.lifecycle.tasks.wait().await;
         let _ = maintenance.await;
         persist_presence(&state).await;
         tokio::task::spawn_blocking(move || indexer.shutdown())
@@ -202,7 +210,7 @@ impl Server {
 
 async fn persist_presence(state: &Arc<AppState>) {
     let seen = state.presence.take_dirty();
-    let db = state.db.clone();
+    let db = state.store.db.clone();
     match tokio::task::spawn_blocking(move || db.persist_last_seen(&seen)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "persisting presence failed"),
@@ -225,10 +233,10 @@ async fn maintenance(state: Arc<AppState>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            () = state.shutdown.cancelled() => return,
+            () = state.lifecycle.shutdown.cancelled() => return,
         }
         persist_presence(&state).await;
-        let db = state.db.clone();
+        let db = state.store.db.clone();
         let cleaned = tokio::task::spawn_blocking(move || {
             let mut total = 0;
             for _ in 0..CLEANUP_BATCHES_PER_TICK {
@@ -251,7 +259,7 @@ async fn maintenance(state: Arc<AppState>) {
         if last_purge.elapsed() >= purge_every {
             last_purge = tokio::time::Instant::now();
             let cutoff = unix_now() - state.config.presence.retention_secs as i64;
-            let db = state.db.clone();
+            let db = state.store.db.clone();
             let purged = tokio::task::spawn_blocking(move || {
                 let purged = db.expire_lists(cutoff);
                 let _ = db.delete_orphan_contents(100_000);
@@ -262,7 +270,7 @@ async fn maintenance(state: Arc<AppState>) {
                 Ok(Ok(0)) => {}
                 Ok(Ok(n)) => {
                     info!(peers = n, "purged lists of peers offline past retention");
-                    state.nudger.nudge();
+                    state.store.nudger.nudge();
                 }
                 Ok(Err(e)) => warn!(error = %e, "purging expired lists failed"),
                 Err(e) => warn!(error = %e, "purging expired lists failed"),

@@ -22,28 +22,51 @@ pub const NONCE_TTL: Duration = Duration::from_secs(120);
 /// How long store-wide counts are cached.
 pub const STATS_TTL: Duration = Duration::from_secs(5);
 
-/// Shared state of the running server.
+/// Shared state of the running server, grouped by concern: each handler shows by its field
+/// path what it touches.
 pub struct AppState {
     /// Effective configuration.
     pub config: Config,
+    /// The source of truth and the search index derived from it.
+    pub store: Store,
+    /// Who is online.
+    pub presence: Arc<Presence>,
+    /// Guards against abuse and overload.
+    pub guards: Guards,
+    /// Background work and shutdown.
+    pub lifecycle: Lifecycle,
+    /// Help for firewalled peers: tickets, control channels, relay.
+    pub firewall: Firewall,
+    /// Cached store-wide counts.
+    pub stats_cache: Mutex<Option<(Instant, Counts)>>,
+}
+
+/// The store and the index.
+pub struct Store {
     /// The store (source of truth).
     pub db: Arc<Db>,
     /// The search index (derived).
     pub index: SearchIndex,
     /// Wakes the indexer after writes.
     pub nudger: Nudger,
-    /// Who is online.
-    pub presence: Arc<Presence>,
+}
+
+/// Rate limits, nonces and the search queue.
+pub struct Guards {
     /// Outstanding registration nonces.
     pub nonces: NonceStore,
     /// Challenges and registrations per client IP.
     pub registrations: IpRateLimiter,
     /// Every connect-back dial, rate-limited per target IP.
     pub prober: Prober,
+    /// Reverse-connection and relay requests per downloader IP.
+    pub transfers: IpRateLimiter,
     /// Searches allowed to run at once.
     pub search_slots: Semaphore,
-    /// Cached store-wide counts.
-    pub stats_cache: Mutex<Option<(Instant, Counts)>>,
+}
+
+/// Background tasks and the two stages of shutdown.
+pub struct Lifecycle {
     /// Background tasks spawned by requests (probes), awaited on shutdown.
     pub tasks: TaskTracker,
     /// Cancelled when the server shuts down.
@@ -51,14 +74,16 @@ pub struct AppState {
     /// Cancelled when shutdown starts: long-lived streams (control channels, relays) end so that
     /// in-flight requests can drain.
     pub draining: CancellationToken,
+}
+
+/// What firewalled peers need from the server.
+pub struct Firewall {
     /// The server's own key, which signs tickets.
     pub server_key: ServerKey,
     /// Open control channels of agents.
     pub control: Arc<ControlHub>,
     /// The relay of last resort.
     pub relay: Arc<Relay>,
-    /// Reverse-connection requests per downloader IP.
-    pub transfers: IpRateLimiter,
 }
 
 impl AppState {

@@ -162,3 +162,12 @@ impl From<IndexError> for ApiError {
         Self::internal(e)
     }
 }
+
+impl From<crate::search::SearchError> for ApiError {
+    fn from(e: crate::search::SearchError) -> Self {
+        match e {
+            crate::search::SearchError::Index(e) => e.into(),
+            crate::search::SearchError::Db(e) => e.into(),
+        }
+    }
+}

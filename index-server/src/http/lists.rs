@@ -206,13 +206,13 @@ pub async fn full_upload(
     body: Body,
 ) -> Result<SyncResponse, ApiError> {
     let mut lines = Lines::new(state, headers, body)?;
-    let db = state.db.clone();
+    let db = state.store.db.clone();
     let peer_id = peer.id;
     let generation = run_blocking(move || db.begin_full_upload(peer_id)).await??;
     let received = receive_full(state, peer_id, generation, &mut lines).await;
     let result = match received {
         Ok(entries) => {
-            let db = state.db.clone();
+            let db = state.store.db.clone();
             run_blocking(move || db.commit_full_upload(peer_id, generation, version, entries))
                 .await?
                 .map(|()| entries)
@@ -222,12 +222,12 @@ pub async fn full_upload(
     };
     match result {
         Ok(entries) => {
-            state.nudger.nudge();
+            state.store.nudger.nudge();
             info!(peer = %peer.key.fmt_short(), version, entries, "full list stored");
             Ok(SyncResponse { version, entries })
         }
         Err(e) => {
-            let db = state.db.clone();
+            let db = state.store.db.clone();
             // Best effort: on a crash here, startup recovery abandons the generation instead.
             let _ = run_blocking(move || db.abort_full_upload(peer_id, generation)).await;
             lines.drain().await;
@@ -264,7 +264,7 @@ async fn receive_full(
             batch.push((line, entry));
         }
         if batch.len() >= BATCH || (at_end && !batch.is_empty()) {
-            let db = state.db.clone();
+            let db = state.store.db.clone();
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
             run_blocking(move || db.insert_staged(peer, generation, &full)).await??;
         }
@@ -305,10 +305,10 @@ pub async fn delta_upload(
         }
     };
     let count = ops.len();
-    let db = state.db.clone();
+    let db = state.store.db.clone();
     let (peer_id, max) = (peer.id, state.config.limits.max_entries_per_peer);
     let entries = run_blocking(move || db.apply_delta(peer_id, base, version, &ops, max)).await??;
-    state.nudger.nudge();
+    state.store.nudger.nudge();
     info!(peer = %peer.key.fmt_short(), base, version, ops = count, entries, "delta applied");
     Ok(SyncResponse { version, entries })
 }

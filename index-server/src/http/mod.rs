@@ -7,7 +7,6 @@ mod error;
 mod lists;
 mod transfers;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,8 +19,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use peerdex_shared::api::{
-    BrowseEntry, BrowseResponse, ChallengeResponse, ErrorCode, HeartbeatResponse, Reachability,
-    RegisterRequest, RegisterResponse, SearchResponse, SizeClaim, SourcesResponse, StatsResponse,
+    BrowseEntry, BrowseResponse, ChallengeResponse, ErrorCode, HeartbeatResponse, RegisterRequest,
+    RegisterResponse, SearchResponse, SourcesResponse, StatsResponse,
 };
 use peerdex_shared::identity::registration_message;
 use peerdex_shared::kind::extension_of;
@@ -31,7 +30,7 @@ use peerdex_shared::{FileHash, FileKind, PeerId};
 use serde::Deserialize;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
-use tracing::{Level, info, warn};
+use tracing::{Level, info};
 
 pub use error::ApiError;
 
@@ -39,7 +38,7 @@ use crate::db::PeerRow;
 use crate::index::SearchSpec;
 use crate::limits::random_hex;
 use crate::query::{self, QueryLimits};
-use crate::results::{self, advertised};
+use crate::search::{self, advertised};
 use crate::state::{AppState, NONCE_TTL, STATS_TTL};
 
 /// Runs blocking work (SQLite, tantivy) off the async threads.
@@ -157,7 +156,7 @@ impl FromRequestParts<Arc<AppState>> for Authed {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::unauthorized("missing bearer token; register first"))?;
         let hash = *blake3::hash(token.trim().as_bytes()).as_bytes();
-        let db = state.db.clone();
+        let db = state.store.db.clone();
         let peer = run_blocking(move || db.peer_by_session(&hash)).await??;
         peer.map(Authed).ok_or_else(|| {
             ApiError::unauthorized("unknown or expired session token; register again")
@@ -192,10 +191,10 @@ async fn challenge(
     headers: HeaderMap,
 ) -> Result<Json<ChallengeResponse>, ApiError> {
     let ip = client_ip(&state, remote, &headers);
-    if !state.registrations.allow(&ip) {
+    if !state.guards.registrations.allow(&ip) {
         return Err(rate_limited("too many registrations from this address"));
     }
-    let nonce = state.nonces.issue().ok_or_else(|| {
+    let nonce = state.guards.nonces.issue().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,
@@ -226,10 +225,10 @@ async fn register(
     validate_nickname(&request.nickname)
         .map_err(|e| ApiError::bad_request(format!("nickname {e}")))?;
     let ip = client_ip(&state, remote, &headers);
-    if !state.registrations.allow(&ip) {
+    if !state.guards.registrations.allow(&ip) {
         return Err(rate_limited("too many registrations from this address"));
     }
-    if !state.nonces.consume(&request.nonce) {
+    if !state.guards.nonces.consume(&request.nonce) {
         return Err(ApiError::unauthorized(
             "unknown, used or expired nonce; ask for a new challenge",
         ));
@@ -247,7 +246,7 @@ async fn register(
 
     let token = random_hex::<32>().ok_or_else(|| ApiError::internal("no randomness"))?;
     let session_hash = *blake3::hash(token.as_bytes()).as_bytes();
-    let db = state.db.clone();
+    let db = state.store.db.clone();
     let ip_text = ip.to_string();
     let (key, nickname, port) = (request.peer_id, request.nickname.clone(), request.port);
     let peer =
@@ -255,9 +254,9 @@ async fn register(
     state.presence.touch(peer.id);
     info!(peer = %peer.key.fmt_short(), nickname = %peer.nickname, %ip, port, "peer registered");
     if port != 0 {
-        spawn_probe(&state, &peer, ip);
+        crate::probe::verify_in_background(&state, &peer, ip);
         // The old session's control channel goes with it; the agent opens a new one.
-        state.control.detach(&peer.key);
+        state.firewall.control.detach(&peer.key);
     }
     Ok(Json(RegisterResponse {
         session_token: token,
@@ -268,46 +267,8 @@ async fn register(
         offline_after_secs: state.config.presence.offline_after_secs,
         advertised_addr: advertised(peer.ip.as_deref(), peer.port),
         reachability: peer.reachability,
-        server_key: Some(state.server_key.public()),
+        server_key: Some(state.firewall.server_key.public()),
     }))
-}
-
-/// Dials the peer back in the background and records whether it proved its key there.
-fn spawn_probe(state: &Arc<AppState>, peer: &PeerRow, ip: IpAddr) {
-    let addr = SocketAddr::new(ip, peer.port);
-    let (state2, key, id, port) = (state.clone(), peer.key, peer.id, peer.port);
-    let span = tracing::info_span!("connect_back", peer = %key.fmt_short(), %addr);
-    let task = async move {
-        let verdict = tokio::select! {
-            result = state2.prober.connect_back(addr, key) => match result {
-                Ok(()) => Reachability::Reachable,
-                Err(e) => {
-                    info!(error = %e, "connect-back failed; peer listed as firewalled");
-                    Reachability::Firewalled
-                }
-            },
-            () = state2.shutdown.cancelled() => return,
-        };
-        let db = state2.db.clone();
-        let ip_text = ip.to_string();
-        match run_blocking(move || db.set_reachability(id, &ip_text, port, verdict)).await {
-            Ok(Ok(_)) => {
-                info!(?verdict, "connect-back done");
-                // Tell the agent at once rather than at its next heartbeat.
-                state2.control.send(
-                    &key,
-                    peerdex_shared::api::ControlMessage::Reachability {
-                        reachability: verdict,
-                    },
-                );
-            }
-            Ok(Err(e)) => warn!(error = %e, "recording connect-back result failed"),
-            Err(e) => warn!(error = ?e.body.error, "recording connect-back result failed"),
-        }
-    };
-    state
-        .tasks
-        .spawn(tracing::Instrument::instrument(task, span));
 }
 
 async fn heartbeat(
@@ -332,8 +293,8 @@ async fn logout(
     let peer = authed.require_self(&peer)?;
     state.presence.mark_offline(peer.id);
     // A logged-out peer's control channel would keep it online with its pings.
-    state.control.detach(&peer.key);
-    let (db, id) = (state.db.clone(), peer.id);
+    state.firewall.control.detach(&peer.key);
+    let (db, id) = (state.store.db.clone(), peer.id);
     run_blocking(move || db.end_session(id)).await??;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -389,9 +350,9 @@ async fn delete_list(
     authed: Authed,
 ) -> Result<StatusCode, ApiError> {
     let peer = authed.require_self(&peer)?;
-    let (db, id) = (state.db.clone(), peer.id);
+    let (db, id) = (state.store.db.clone(), peer.id);
     run_blocking(move || db.drop_list(id)).await??;
-    state.nudger.nudge();
+    state.store.nudger.nudge();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -458,7 +419,7 @@ async fn search(
         )));
     }
     let spec = SearchSpec {
-        plan: plan.clone(),
+        plan,
         ext,
         kind,
         min_size: params.min_size,
@@ -468,7 +429,7 @@ async fn search(
         want: (offset + limit) as usize,
     };
 
-    let _slot = tokio::time::timeout(SEARCH_QUEUE_WAIT, state.search_slots.acquire())
+    let _slot = tokio::time::timeout(SEARCH_QUEUE_WAIT, state.guards.search_slots.acquire())
         .await
         .map_err(|_| {
             ApiError::new(
@@ -479,31 +440,19 @@ async fn search(
         })?
         .map_err(ApiError::internal)?;
     let online = Arc::new(state.presence.snapshot());
+    let request = search::SearchRequest {
+        spec,
+        offset,
+        limit,
+        max_sources: config.max_sources,
+    };
     let state2 = state.clone();
-    let (total, total_exact, hits) = run_blocking(move || -> Result<_, ApiError> {
-        let found = state2.index.search(&spec, online.clone())?;
-        let groups = found.groups;
-        let page: Vec<i64> = groups
-            .iter()
-            .skip(offset as usize)
-            .take(limit as usize)
-            .map(|g| g.content)
-            .collect();
-        let scores: HashMap<i64, f32> = groups.iter().map(|g| (g.content, g.score)).collect();
-        let max_sources = state2.config.search.max_sources;
-        let mut hits = Vec::with_capacity(page.len());
-        for holders in state2.db.holders_of(&page)? {
-            let score = scores.get(&holders.content).copied().unwrap_or(0.0);
-            hits.extend(results::to_hit(
-                &state2.db,
-                &holders,
-                score,
-                &*online,
-                max_sources,
-                Some(&plan),
-            )?);
-        }
-        Ok((found.total, found.total_exact, hits))
+    let search::SearchPage {
+        total,
+        total_exact,
+        hits,
+    } = run_blocking(move || {
+        search::search(&state2.store.db, &state2.store.index, online, &request)
     })
     .await??;
     Ok(Json(SearchResponse {
@@ -515,9 +464,6 @@ async fn search(
     }))
 }
 
-/// Most other sizes listed beside the best one.
-const MAX_OTHER_SIZES: usize = 8;
-
 async fn sources(
     State(state): State<Arc<AppState>>,
     Path(hash): Path<String>,
@@ -527,38 +473,11 @@ async fn sources(
         .map_err(|e| ApiError::bad_request(format!("invalid hash: {e}")))?;
     let online = state.presence.snapshot();
     let state2 = state.clone();
-    let mut claims = run_blocking(move || -> Result<_, ApiError> {
-        let ids = state2.db.contents_with_hash(&hash)?;
-        let max = state2.config.search.max_sources.max(64);
-        let mut claims = Vec::new();
-        for holders in state2.db.holders_of(&ids)? {
-            claims.extend(results::claim(&state2.db, &holders, &online, max)?);
-        }
-        // Peers may disagree on the size of a hash (a liar, a damaged list): best evidence first.
-        claims.sort_by(results::Claim::rank);
-        Ok(claims)
-    })
-    .await??
-    .into_iter()
-    .map(|c| c.hit);
-    let best = claims
-        .next()
-        .ok_or_else(|| ApiError::not_found("no online peer has this content"))?;
-    Ok(Json(SourcesResponse {
-        hash,
-        size: best.size,
-        sources: best.sources,
-        name: best.name,
-        other_sizes: claims
-            .take(MAX_OTHER_SIZES)
-            .map(|hit| SizeClaim {
-                size: hit.size,
-                sources_online: hit.sources_online,
-                sources: hit.sources,
-                name: hit.name,
-            })
-            .collect(),
-    }))
+    let max = state.config.search.max_sources.max(64);
+    run_blocking(move || search::sources(&state2.store.db, &online, &hash, max))
+        .await??
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("no online peer has this content"))
 }
 
 #[derive(Deserialize)]
@@ -587,7 +506,7 @@ async fn browse(
         ),
         None => None,
     };
-    let db = state.db.clone();
+    let db = state.store.db.clone();
     let (peer, rows) = run_blocking(move || -> Result<_, ApiError> {
         let peer = db
             .peer_by_nickname(&nick)?
@@ -629,7 +548,7 @@ async fn stats(State(state): State<Arc<AppState>>) -> Result<Json<StatsResponse>
     let counts = match cached {
         Some((at, counts)) if at.elapsed() < STATS_TTL => counts,
         _ => {
-            let db = state.db.clone();
+            let db = state.store.db.clone();
             let counts = run_blocking(move || db.counts()).await??;
             *state.stats_cache.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some((Instant::now(), counts));

@@ -68,12 +68,12 @@ fn send_ticket(
         hash,
         expires_at: unix_now() + state.config.relay.ticket_ttl_secs,
     };
-    let signature = state.server_key.sign(&ticket);
+    let signature = state.firewall.server_key.sign(&ticket);
     let message = ControlMessage::Connect {
         ticket: Box::new(ticket.clone()),
         signature,
     };
-    if !state.control.send(&source, message) {
+    if !state.firewall.control.send(&source, message) {
         return Err(source_unreachable());
     }
     Ok(ticket)
@@ -96,7 +96,7 @@ pub async fn control(
     Path(peer): Path<String>,
 ) -> Result<Response, ApiError> {
     let me = auth.require_self(&peer)?.clone();
-    let receiver = state.control.attach(me.key);
+    let receiver = state.firewall.control.attach(me.key);
     state.presence.touch(me.id);
     info!(peer = %me.key.fmt_short(), "control channel open");
     let mut ping = tokio::time::interval(Duration::from_secs(
@@ -104,12 +104,12 @@ pub async fn control(
     ));
     // The first tick is at once: the agent knows at once that it is connected.
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let stop = state.draining.clone();
+    let stop = state.lifecycle.draining.clone();
     let presence = state.presence.clone();
     // The first message says what the server knows of the peer's reachability, read after the
     // channel is attached: a probe finishing now either updated the row already or sends its
     // verdict down the channel.
-    let (db, id) = (state.db.clone(), me.id);
+    let (db, id) = (state.store.db.clone(), me.id);
     let current = run_blocking(move || db.peer(id))
         .await??
         .map_or(me.reachability, |row| row.reachability);
@@ -163,18 +163,23 @@ pub async fn transfer(
         return Err(ApiError::bad_request("port must not be 0"));
     }
     let ip = client_ip(&state, remote, &headers);
-    if !state.transfers.allow(&peer_bucket(ip)) {
+    if !state.guards.transfers.allow(&peer_bucket(ip)) {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RateLimited,
             "too many transfer requests from this address; try again in a minute",
         ));
     }
-    if !state.control.is_attached(&request.source) {
+    if !state.firewall.control.is_attached(&request.source) {
         return Err(source_unreachable());
     }
     let addr = SocketAddr::new(ip, request.port);
-    match state.prober.connect_back(addr, request.downloader).await {
+    match state
+        .guards
+        .prober
+        .connect_back(addr, request.downloader)
+        .await
+    {
         Ok(()) => {}
         Err(ProbeError::RateLimited) => {
             let mut error = ApiError::new(
@@ -265,14 +270,14 @@ pub async fn relay(
     check_token(&params.token)?;
     let upgrade = take_upgrade(&mut request)?;
     let ip: IpAddr = client_ip(&state, remote, request.headers());
-    if !state.transfers.allow(&peer_bucket(ip)) {
+    if !state.guards.transfers.allow(&peer_bucket(ip)) {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RateLimited,
             "too many relay requests from this address; try again in a minute",
         ));
     }
-    let permit = match state.relay.admit(params.source, ip) {
+    let permit = match state.firewall.relay.admit(params.source, ip) {
         Ok(permit) => permit,
         Err(refusal) => {
             let temporary = !matches!(refusal, RelayRefusal::Disabled);
@@ -291,11 +296,11 @@ pub async fn relay(
             return Ok(response);
         }
     };
-    if !state.control.is_attached(&params.source) {
+    if !state.firewall.control.is_attached(&params.source) {
         return Err(source_unreachable());
     }
     // Only for content the source lists: the relay carries transfers, not arbitrary tunnels.
-    let (db, hash, source) = (state.db.clone(), params.hash, params.source);
+    let (db, hash, source) = (state.store.db.clone(), params.hash, params.source);
     let listed = run_blocking(move || -> Result<bool, crate::db::DbError> {
         let ids = db.contents_with_hash(&hash)?;
         for holders in db.holders_of(&ids)? {
@@ -323,21 +328,25 @@ pub async fn relay(
         params.hash,
     )?;
     // If the downloader goes away while waiting, the guard forgets the session.
-    let (arrival, _waiting) = state.relay.wait_for_source(&ticket.id, params.source);
-    let source_upgrade = match tokio::time::timeout(state.relay.ticket_ttl(), arrival).await {
-        Ok(Ok(upgrade)) => upgrade,
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                ErrorCode::SourceUnreachable,
-                "the source did not connect to the relay in time",
-            ));
-        }
-    };
+    let (arrival, _waiting) = state
+        .firewall
+        .relay
+        .wait_for_source(&ticket.id, params.source);
+    let source_upgrade =
+        match tokio::time::timeout(state.firewall.relay.ticket_ttl(), arrival).await {
+            Ok(Ok(upgrade)) => upgrade,
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    ErrorCode::SourceUnreachable,
+                    "the source did not connect to the relay in time",
+                ));
+            }
+        };
     let span = info_span!("relay", source = %params.source.fmt_short(), downloader = %ip);
-    let relay = state.relay.clone();
-    let shutdown = state.shutdown.clone();
-    state.tasks.spawn(
+    let relay = state.firewall.relay.clone();
+    let shutdown = state.lifecycle.shutdown.clone();
+    state.lifecycle.tasks.spawn(
         relay
             .splice(upgrade, source_upgrade, permit, shutdown)
             .instrument(span),
@@ -354,7 +363,11 @@ pub async fn relay_accept(
     mut request: Request,
 ) -> Result<Response, ApiError> {
     let upgrade = take_upgrade(&mut request)?;
-    if !state.relay.source_arrived(&id, auth.0.key, upgrade) {
+    if !state
+        .firewall
+        .relay
+        .source_arrived(&id, auth.0.key, upgrade)
+    {
         warn!(peer = %auth.0.key.fmt_short(), "relay accept for an unknown or expired session");
         return Err(ApiError::not_found(
             "no relay session waits for this peer under that id",

@@ -1,15 +1,134 @@
-//! What a search result and a sources answer say about a content, from its holders: which copy
-//! a hit is shown by, which sources it lists and in what order, and how claimed sizes of one hash
-//! are ranked (PROTOCOL §3.10, §3.11). Pure policy over the store's data; no HTTP here.
+//! The search service, between the HTTP handlers and the store and index: a page of results
+//! for a query ([`search`]) and the sources of one content ([`sources`]), with the policy of
+//! what they say: which copy a hit is shown by, which sources it lists and in what order, and
+//! how claimed sizes of one hash are ranked (PROTOCOL §3.10, §3.11). No HTTP type here; handlers
+//! only translate requests and answers.
 
 use peerdex_shared::FileKind;
 use peerdex_shared::api::{Reachability, SearchHit, Source};
 use peerdex_shared::kind::extension_of;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use peerdex_shared::FileHash;
+use peerdex_shared::api::{SizeClaim, SourcesResponse};
+
 use crate::db::{Db, DbError};
 use crate::holders::{Holders, PeerCard, Place};
-use crate::index::OnlineFilter;
+use crate::index::{IndexError, OnlineFilter, SearchIndex, SearchSpec};
 use crate::query::QueryPlan;
+
+/// A page of results to find.
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    /// The query and filters (`spec.want` is `offset + limit`).
+    pub spec: SearchSpec,
+    /// Results to skip.
+    pub offset: u64,
+    /// Results on the page.
+    pub limit: u64,
+    /// Most sources listed per hit.
+    pub max_sources: usize,
+}
+
+/// A page of results.
+#[derive(Debug, Clone)]
+pub struct SearchPage {
+    /// Distinct contents matching (exact when `total_exact`, else a lower bound).
+    pub total: u64,
+    /// Whether `total` counts every match.
+    pub total_exact: bool,
+    /// The page, best first.
+    pub hits: Vec<SearchHit>,
+}
+
+/// Why a search failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// The store failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Runs a search (blocking: call from a blocking thread): the index finds the best groups of
+/// online copies, the store gives their holders, and each becomes a hit shown by a copy that
+/// matched.
+pub fn search(
+    db: &Db,
+    index: &SearchIndex,
+    online: Arc<crate::presence::OnlineSet>,
+    request: &SearchRequest,
+) -> Result<SearchPage, SearchError> {
+    let found = index.search(&request.spec, online.clone())?;
+    let page: Vec<i64> = found
+        .groups
+        .iter()
+        .skip(request.offset as usize)
+        .take(request.limit as usize)
+        .map(|g| g.content)
+        .collect();
+    let scores: HashMap<i64, f32> = found.groups.iter().map(|g| (g.content, g.score)).collect();
+    let mut hits = Vec::with_capacity(page.len());
+    for holders in db.holders_of(&page)? {
+        let score = scores.get(&holders.content).copied().unwrap_or(0.0);
+        hits.extend(to_hit(
+            db,
+            &holders,
+            score,
+            &*online,
+            request.max_sources,
+            Some(&request.spec.plan),
+        )?);
+    }
+    Ok(SearchPage {
+        total: found.total,
+        total_exact: found.total_exact,
+        hits,
+    })
+}
+
+/// Most other sizes listed beside the best one.
+const MAX_OTHER_SIZES: usize = 8;
+
+/// Every size online peers claim for `hash`, best evidence first, each with up to
+/// `max_sources` sources (blocking). `None` when no online peer has it.
+pub fn sources(
+    db: &Db,
+    online: &crate::presence::OnlineSet,
+    hash: &FileHash,
+    max_sources: usize,
+) -> Result<Option<SourcesResponse>, DbError> {
+    let ids = db.contents_with_hash(hash)?;
+    let mut claims = Vec::new();
+    for holders in db.holders_of(&ids)? {
+        claims.extend(claim(db, &holders, online, max_sources)?);
+    }
+    // Peers may disagree on the size of a hash (a liar, a damaged list): best evidence first.
+    claims.sort_by(Claim::rank);
+    let mut claims = claims.into_iter().map(|c| c.hit);
+    let Some(best) = claims.next() else {
+        return Ok(None);
+    };
+    Ok(Some(SourcesResponse {
+        hash: *hash,
+        size: best.size,
+        sources: best.sources,
+        name: best.name,
+        other_sizes: claims
+            .take(MAX_OTHER_SIZES)
+            .map(|hit| SizeClaim {
+                size: hit.size,
+                sources_online: hit.sources_online,
+                sources: hit.sources,
+                name: hit.name,
+            })
+            .collect(),
+    }))
+}
 
 /// The address advertised for a peer: its observed IP and announced port (none for port 0).
 pub fn advertised(ip: Option<&str>, port: u16) -> Option<String> {
