@@ -20,7 +20,7 @@ use peerdex_shared::FileKind;
 struct Everyone;
 
 impl OnlineFilter for Everyone {
-    fn contains(&self, _peer: u64) -> bool {
+    fn contains(&self, _peer: peerdex_server::db::PeerRef) -> bool {
         true
     }
 }

@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use peerdex_shared::api::Reachability;
 use peerdex_shared::{FileHash, PeerId};
 
+use crate::db::PeerRef;
+
 /// A content and every active copy of it.
 #[derive(Debug)]
 pub struct Holders {
@@ -32,7 +34,7 @@ pub struct Holders {
     /// Distinct file names (last path component) of the places.
     pub names: Vec<Box<str>>,
     /// Every active copy as (peer, index into `places`), ordered by peer, then path.
-    pub copies: Vec<(i64, u32)>,
+    pub copies: Vec<(PeerRef, u32)>,
 }
 
 /// Where a copy sits on its peer.
@@ -52,7 +54,7 @@ impl Holders {
         content: i64,
         hash: FileHash,
         size: u64,
-        rows: impl IntoIterator<Item = (i64, String, String)>,
+        rows: impl IntoIterator<Item = (PeerRef, String, String)>,
     ) -> Holders {
         let mut places: Vec<Place> = Vec::new();
         let mut names: Vec<Box<str>> = Vec::new();
@@ -105,7 +107,7 @@ impl Holders {
             + strings
             + self.places.len() * std::mem::size_of::<Place>()
             + self.names.len() * std::mem::size_of::<Box<str>>()
-            + self.copies.len() * std::mem::size_of::<(i64, u32)>()
+            + self.copies.len() * std::mem::size_of::<(PeerRef, u32)>()
     }
 }
 
@@ -232,9 +234,9 @@ impl HolderCache {
     }
 
     /// The cached card of a peer, or the change counter a fill must present.
-    pub fn peer(&self, peer: i64) -> Result<Arc<PeerCard>, u64> {
+    pub fn peer(&self, peer: PeerRef) -> Result<Arc<PeerCard>, u64> {
         let part = self.peers.read().unwrap_or_else(|p| p.into_inner());
-        usize::try_from(peer)
+        usize::try_from(peer.0)
             .ok()
             .and_then(|i| part.cards.get(i))
             .and_then(Option::clone)
@@ -242,8 +244,8 @@ impl HolderCache {
     }
 
     /// Stores a card read since `seen`, unless a card changed meanwhile.
-    pub fn fill_peer(&self, seen: u64, peer: i64, card: Arc<PeerCard>) {
-        let Ok(index) = usize::try_from(peer) else {
+    pub fn fill_peer(&self, seen: u64, peer: PeerRef, card: Arc<PeerCard>) {
+        let Ok(index) = usize::try_from(peer.0) else {
             return;
         };
         if index >= MAX_PEER_SLOTS {
@@ -260,10 +262,10 @@ impl HolderCache {
     }
 
     /// Forgets a peer's card (it registered again, or its reachability changed).
-    pub fn forget_peer(&self, peer: i64) {
+    pub fn forget_peer(&self, peer: PeerRef) {
         let mut part = self.peers.write().unwrap_or_else(|p| p.into_inner());
         part.changes += 1;
-        if let Some(slot) = usize::try_from(peer)
+        if let Some(slot) = usize::try_from(peer.0)
             .ok()
             .and_then(|i| part.cards.get_mut(i))
         {
@@ -283,7 +285,13 @@ mod tests {
             content,
             FileHash::from_bytes([content as u8; 32]),
             10,
-            (0..copies).map(|p| (p as i64, "music".into(), format!("a/b/song {p}.mp3"))),
+            (0..copies).map(|p| {
+                (
+                    PeerRef(p as i64),
+                    "music".into(),
+                    format!("a/b/song {p}.mp3"),
+                )
+            }),
         ))
     }
 
@@ -294,16 +302,16 @@ mod tests {
             FileHash::from_bytes([1; 32]),
             10,
             [
-                (9, "s".to_string(), "x/b.mp3".to_string()),
-                (2, "s".to_string(), "y/b.mp3".to_string()),
-                (9, "s".to_string(), "a.mp3".to_string()),
-                (2, "s".to_string(), "x/b.mp3".to_string()),
+                (PeerRef(9), "s".to_string(), "x/b.mp3".to_string()),
+                (PeerRef(2), "s".to_string(), "y/b.mp3".to_string()),
+                (PeerRef(9), "s".to_string(), "a.mp3".to_string()),
+                (PeerRef(2), "s".to_string(), "x/b.mp3".to_string()),
             ],
         );
         let order: Vec<(i64, &str)> = h
             .copies
             .iter()
-            .map(|&(peer, place)| (peer, &*h.places[place as usize].path))
+            .map(|&(peer, place)| (peer.0, &*h.places[place as usize].path))
             .collect();
         assert_eq!(
             order,
@@ -341,14 +349,14 @@ mod tests {
             reachability: Reachability::Firewalled,
             registered_at: 0,
         });
-        let seen = cache.peer(5).unwrap_err();
-        cache.forget_peer(6);
-        cache.fill_peer(seen, 5, card.clone());
-        let seen = cache.peer(5).unwrap_err();
-        cache.fill_peer(seen, 5, card);
-        assert!(cache.peer(5).is_ok());
-        cache.forget_peer(5);
-        assert!(cache.peer(5).is_err());
+        let seen = cache.peer(PeerRef(5)).unwrap_err();
+        cache.forget_peer(PeerRef(6));
+        cache.fill_peer(seen, PeerRef(5), card.clone());
+        let seen = cache.peer(PeerRef(5)).unwrap_err();
+        cache.fill_peer(seen, PeerRef(5), card);
+        assert!(cache.peer(PeerRef(5)).is_ok());
+        cache.forget_peer(PeerRef(5));
+        assert!(cache.peer(PeerRef(5)).is_err());
     }
 
     #[test]

@@ -5,20 +5,20 @@
 
 use std::sync::{Mutex, RwLock};
 
-use crate::db::unix_now;
+use crate::db::{PeerRef, unix_now};
 use crate::index::OnlineFilter;
 
 /// Last-seen times by peer id.
 pub struct Presence {
     last_seen: RwLock<Vec<i64>>,
     /// Peers seen since the last persist, so only those are written back.
-    dirty: Mutex<Vec<i64>>,
+    dirty: Mutex<Vec<PeerRef>>,
     offline_after: i64,
 }
 
 impl Presence {
     /// Starts from persisted times (so a restart does not mark everyone offline).
-    pub fn new(persisted: &[(i64, i64)], offline_after_secs: u64) -> Presence {
+    pub fn new(persisted: &[(PeerRef, i64)], offline_after_secs: u64) -> Presence {
         let presence = Presence {
             last_seen: RwLock::new(Vec::new()),
             dirty: Mutex::new(Vec::new()),
@@ -35,8 +35,8 @@ impl Presence {
         presence
     }
 
-    fn set(&self, peer: i64, at: i64) {
-        let Ok(index) = usize::try_from(peer) else {
+    fn set(&self, peer: PeerRef, at: i64) {
+        let Ok(index) = usize::try_from(peer.0) else {
             return;
         };
         let mut seen = self.last_seen.write().unwrap_or_else(|p| p.into_inner());
@@ -52,20 +52,20 @@ impl Presence {
     }
 
     /// Records a heartbeat (or registration) now.
-    pub fn touch(&self, peer: i64) {
+    pub fn touch(&self, peer: PeerRef) {
         self.set(peer, unix_now());
     }
 
     /// Marks a peer offline at once (it said goodbye).
-    pub fn mark_offline(&self, peer: i64) {
+    pub fn mark_offline(&self, peer: PeerRef) {
         self.set(peer, 0);
     }
 
     /// Whether a peer is online now.
-    pub fn is_online(&self, peer: i64) -> bool {
+    pub fn is_online(&self, peer: PeerRef) -> bool {
         let cutoff = unix_now() - self.offline_after;
         let seen = self.last_seen.read().unwrap_or_else(|p| p.into_inner());
-        usize::try_from(peer)
+        usize::try_from(peer.0)
             .ok()
             .and_then(|i| seen.get(i))
             .is_some_and(|&at| at > 0 && at >= cutoff)
@@ -87,12 +87,12 @@ impl Presence {
     }
 
     /// The heartbeat times to write back to SQLite since the last call.
-    pub fn take_dirty(&self) -> Vec<(i64, i64)> {
+    pub fn take_dirty(&self) -> Vec<(PeerRef, i64)> {
         let peers = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
         let seen = self.last_seen.read().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<(i64, i64)> = peers
+        let mut out: Vec<(PeerRef, i64)> = peers
             .into_iter()
-            .filter_map(|p| Some((p, *seen.get(usize::try_from(p).ok()?)?)))
+            .filter_map(|p| Some((p, *seen.get(usize::try_from(p.0).ok()?)?)))
             .collect();
         out.sort_unstable();
         out.dedup_by_key(|(p, _)| *p);
@@ -115,8 +115,8 @@ impl OnlineSet {
 }
 
 impl OnlineFilter for OnlineSet {
-    fn contains(&self, peer: u64) -> bool {
-        usize::try_from(peer)
+    fn contains(&self, peer: PeerRef) -> bool {
+        usize::try_from(peer.0)
             .ok()
             .and_then(|p| self.bits.get(p / 64).map(|w| w & (1 << (p % 64)) != 0))
             .unwrap_or(false)
@@ -130,19 +130,25 @@ mod tests {
     #[test]
     fn online_and_offline() {
         let now = unix_now();
-        let presence = Presence::new(&[(3, now), (70, now - 1000)], 90);
-        assert!(presence.is_online(3));
-        assert!(!presence.is_online(70));
+        let presence = Presence::new(&[(PeerRef(3), now), (PeerRef(70), now - 1000)], 90);
+        assert!(presence.is_online(PeerRef(3)));
+        assert!(!presence.is_online(PeerRef(70)));
         let snap = presence.snapshot();
         assert!(
-            snap.contains(3) && !snap.contains(70) && !snap.contains(4) && !snap.contains(10_000)
+            snap.contains(PeerRef(3))
+                && !snap.contains(PeerRef(70))
+                && !snap.contains(PeerRef(4))
+                && !snap.contains(PeerRef(10_000))
         );
         assert_eq!(snap.count(), 1);
-        presence.touch(70);
-        presence.mark_offline(3);
-        assert!(presence.is_online(70) && !presence.is_online(3));
+        presence.touch(PeerRef(70));
+        presence.mark_offline(PeerRef(3));
+        assert!(presence.is_online(PeerRef(70)) && !presence.is_online(PeerRef(3)));
         let dirty = presence.take_dirty();
-        assert_eq!(dirty.iter().map(|d| d.0).collect::<Vec<_>>(), [3, 70]);
+        assert_eq!(
+            dirty.iter().map(|d| d.0).collect::<Vec<_>>(),
+            [PeerRef(3), PeerRef(70)]
+        );
         assert!(presence.take_dirty().is_empty());
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use peerdex_shared::FileHash;
 use peerdex_shared::api::{SizeClaim, SourcesResponse};
 
-use crate::db::{Db, DbError};
+use crate::db::{Db, DbError, PeerRef};
 use crate::holders::{Holders, PeerCard, Place};
 use crate::index::{IndexError, OnlineFilter, SearchIndex, SearchSpec};
 use crate::query::QueryPlan;
@@ -161,7 +161,7 @@ pub fn shown_place<'h, O: OnlineFilter + ?Sized>(
 ) -> Option<&'h Place> {
     let mut name_counts = vec![0u32; holders.names.len()];
     for &(peer, place) in &holders.copies {
-        if online.contains(peer as u64) {
+        if online.contains(peer) {
             name_counts[holders.places[place as usize].name as usize] += 1;
         }
     }
@@ -175,7 +175,7 @@ pub fn shown_place<'h, O: OnlineFilter + ?Sized>(
         holders
             .copies
             .iter()
-            .filter(|&&(peer, _)| online.contains(peer as u64))
+            .filter(|&&(peer, _)| online.contains(peer))
             .map(|&(_, place)| &holders.places[place as usize])
             .find(|place| place.name == name)
     };
@@ -195,8 +195,7 @@ pub fn shown_place<'h, O: OnlineFilter + ?Sized>(
     for name in names {
         for &(peer, place) in &holders.copies {
             let index = place as usize;
-            if checked[index] || holders.places[index].name != name || !online.contains(peer as u64)
-            {
+            if checked[index] || holders.places[index].name != name || !online.contains(peer) {
                 continue;
             }
             if checks == MAX_MATCH_CHECKS {
@@ -235,7 +234,7 @@ pub fn to_hit<O: OnlineFilter + ?Sized>(
     let mut last_peer = None;
     // Copies are ordered by peer, then path: a peer's first copy is its source.
     for &(peer, place) in &holders.copies {
-        if !online.contains(peer as u64) || last_peer == Some(peer) {
+        if !online.contains(peer) || last_peer == Some(peer) {
             continue;
         }
         last_peer = Some(peer);
@@ -316,10 +315,10 @@ pub fn claim<O: OnlineFilter + ?Sized>(
     let Some(hit) = to_hit(db, holders, 0.0, online, max_sources, None)? else {
         return Ok(None);
     };
-    let mut peers: Vec<i64> = holders.copies.iter().map(|&(peer, _)| peer).collect();
+    let mut peers: Vec<PeerRef> = holders.copies.iter().map(|&(peer, _)| peer).collect();
     peers.dedup();
     let (mut reachable_online, mut oldest_registration) = (0, i64::MAX);
-    for &peer in peers.iter().filter(|&&p| online.contains(p as u64)) {
+    for &peer in peers.iter().filter(|&&p| online.contains(p)) {
         if let Some(card) = db.peer_card(peer)? {
             reachable_online += u64::from(card.reachability == Reachability::Reachable);
             oldest_registration = oldest_registration.min(card.registered_at);

@@ -10,7 +10,7 @@ impl Db {
                 "SELECT seq, op, peer, file FROM index_ops WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
             let rows = stmt.query_map([seq, limit], |r| {
-                let (seq, op, peer, file): (i64, i64, i64, Option<i64>) =
+                let (seq, op, peer, file): (i64, i64, PeerRef, Option<i64>) =
                     (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
                 Ok((
                     seq,
@@ -45,7 +45,7 @@ impl Db {
     /// Streams the active list of a peer to `each` (for indexing).
     pub fn for_each_active_file(
         &self,
-        peer: i64,
+        peer: PeerRef,
         mut each: impl FnMut(FileDoc) -> DbResult<()>,
     ) -> DbResult<()> {
         self.read(|conn| {

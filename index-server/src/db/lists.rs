@@ -4,7 +4,7 @@ use super::*;
 
 impl Db {
     /// Starts a full upload: returns the staging generation its entries go to.
-    pub fn begin_full_upload(&self, peer: i64) -> DbResult<i64> {
+    pub fn begin_full_upload(&self, peer: PeerRef) -> DbResult<i64> {
         self.write(|tx| {
             let generation: i64 = tx
                 .query_row(
@@ -16,7 +16,7 @@ impl Db {
                 .ok_or(DbError::UnknownPeer)?;
             tx.execute(
                 "INSERT INTO staging_gens (peer, gen) VALUES (?1, ?2)",
-                [peer, generation],
+                params![peer, generation],
             )?;
             Ok(generation)
         })
@@ -25,7 +25,7 @@ impl Db {
     /// Writes a batch of validated entries (with their 1-based line numbers) to a staging generation.
     pub fn insert_staged(
         &self,
-        peer: i64,
+        peer: PeerRef,
         generation: i64,
         batch: &[(u64, ListEntry)],
     ) -> DbResult<()> {
@@ -51,7 +51,7 @@ impl Db {
     /// Makes a staging generation the peer's list, in one transaction.
     pub fn commit_full_upload(
         &self,
-        peer: i64,
+        peer: PeerRef,
         generation: i64,
         version: u64,
         entries: u64,
@@ -59,7 +59,7 @@ impl Db {
         self.write(|tx| {
             let was_staging = tx.execute(
                 "DELETE FROM staging_gens WHERE peer = ?1 AND gen = ?2",
-                [peer, generation],
+                params![peer, generation],
             )? == 1;
             if !was_staging {
                 return Err(DbError::Superseded);
@@ -72,7 +72,7 @@ impl Db {
                 // A later upload committed first; this one is already out of date.
                 tx.execute(
                     "INSERT OR IGNORE INTO stale_gens (peer, gen) VALUES (?1, ?2)",
-                    [peer, generation],
+                    params![peer, generation],
                 )?;
                 return Err(DbError::Superseded);
             }
@@ -83,7 +83,7 @@ impl Db {
             if old > 0 {
                 tx.execute(
                     "INSERT OR IGNORE INTO stale_gens (peer, gen) VALUES (?1, ?2)",
-                    [peer, old],
+                    params![peer, old],
                 )?;
             }
             push_op(tx, IndexOp::ReindexPeer { peer })?;
@@ -94,15 +94,15 @@ impl Db {
     }
 
     /// Abandons a staging generation; its rows are deleted later.
-    pub fn abort_full_upload(&self, peer: i64, generation: i64) -> DbResult<()> {
+    pub fn abort_full_upload(&self, peer: PeerRef, generation: i64) -> DbResult<()> {
         self.write(|tx| {
             tx.execute(
                 "DELETE FROM staging_gens WHERE peer = ?1 AND gen = ?2",
-                [peer, generation],
+                params![peer, generation],
             )?;
             tx.execute(
                 "INSERT OR IGNORE INTO stale_gens (peer, gen) VALUES (?1, ?2)",
-                [peer, generation],
+                params![peer, generation],
             )?;
             Ok(())
         })
@@ -111,7 +111,7 @@ impl Db {
     /// Applies a delta atomically: all operations or none. Returns the new entry count.
     pub fn apply_delta(
         &self,
-        peer: i64,
+        peer: PeerRef,
         base: u64,
         version: u64,
         ops: &[(u64, DeltaOp)],
@@ -202,7 +202,7 @@ impl Db {
     }
 
     /// Drops a peer's list entirely (the peer asked, or it was offline past retention).
-    pub fn drop_list(&self, peer: i64) -> DbResult<()> {
+    pub fn drop_list(&self, peer: PeerRef) -> DbResult<()> {
         self.write(|tx| drop_list_in(tx, peer))?;
         self.holders.forget_all_contents();
         Ok(())
@@ -211,7 +211,7 @@ impl Db {
     /// Drops the lists of peers not seen since `cutoff` (Unix seconds). Returns how many.
     pub fn expire_lists(&self, cutoff: i64) -> DbResult<usize> {
         self.write(|tx| {
-            let peers: Vec<i64> = tx
+            let peers: Vec<PeerRef> = tx
                 .prepare("SELECT id FROM peers WHERE list_version IS NOT NULL AND last_seen < ?1")?
                 .query_map([cutoff], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
@@ -243,7 +243,7 @@ impl Db {
                 params![peer, generation, limit],
             )?;
             if (deleted as i64) < limit {
-                tx.execute("DELETE FROM stale_gens WHERE peer = ?1 AND gen = ?2", [peer, generation])?;
+                tx.execute("DELETE FROM stale_gens WHERE peer = ?1 AND gen = ?2", params![peer, generation])?;
             }
             Ok(deleted.max(1))
         })
@@ -261,7 +261,7 @@ impl Db {
     }
 }
 
-fn drop_list_in(tx: &Connection, peer: i64) -> DbResult<()> {
+fn drop_list_in(tx: &Connection, peer: PeerRef) -> DbResult<()> {
     let generation: i64 = tx
         .query_row("SELECT active_gen FROM peers WHERE id = ?1", [peer], |r| {
             r.get(0)
@@ -271,7 +271,7 @@ fn drop_list_in(tx: &Connection, peer: i64) -> DbResult<()> {
     if generation > 0 {
         tx.execute(
             "INSERT OR IGNORE INTO stale_gens (peer, gen) VALUES (?1, ?2)",
-            [peer, generation],
+            params![peer, generation],
         )?;
     }
     tx.execute(
@@ -297,7 +297,7 @@ fn upsert_content(tx: &Connection, hash: &FileHash, size: u64) -> rusqlite::Resu
 /// Inserts an entry; returns its file id and content id.
 fn insert_file(
     tx: &Connection,
-    peer: i64,
+    peer: PeerRef,
     generation: i64,
     entry: &ListEntry,
 ) -> rusqlite::Result<(i64, i64)> {

@@ -100,6 +100,41 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
         if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
 }
 
+/// A peer's row id in the store (its key is a [`PeerId`]): what lists, presence and the index
+/// refer to a peer by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerRef(pub i64);
+
+impl PeerRef {
+    /// As the index's fast field and the presence bitmap store it.
+    pub fn as_u64(self) -> u64 {
+        self.0 as u64
+    }
+
+    /// From the index's fast field.
+    pub fn from_u64(value: u64) -> PeerRef {
+        PeerRef(value as i64)
+    }
+}
+
+impl rusqlite::ToSql for PeerRef {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        self.0.to_sql()
+    }
+}
+
+impl rusqlite::types::FromSql for PeerRef {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        i64::column_result(value).map(PeerRef)
+    }
+}
+
+impl std::fmt::Display for PeerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
 /// Result alias of this module.
 pub type DbResult<T> = Result<T, DbError>;
 
@@ -135,8 +170,8 @@ fn blob32(bytes: Vec<u8>) -> DbResult<[u8; 32]> {
 /// A registered peer, as stored.
 #[derive(Debug, Clone)]
 pub struct PeerRow {
-    /// Internal numeric id (also the index's peer field).
-    pub id: i64,
+    /// Row id (also the index's peer field).
+    pub id: PeerRef,
     /// Public key.
     pub key: PeerId,
     /// Current nickname.
@@ -175,7 +210,7 @@ fn peer_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(PeerRowRaw, Vec<u
 }
 
 struct PeerRowRaw {
-    id: i64,
+    id: PeerRef,
     nickname: String,
     ip: Option<String>,
     port: i64,
@@ -204,13 +239,13 @@ fn finish_peer((raw, key): (PeerRowRaw, Vec<u8>)) -> DbResult<PeerRow> {
 pub enum IndexOp {
     /// Replace everything indexed for this peer with its active list (or nothing).
     ReindexPeer {
-        /// Peer id.
-        peer: i64,
+        /// The peer.
+        peer: PeerRef,
     },
     /// Re-read one file row: drop its document and re-add it if it is still active.
     FileChanged {
-        /// Peer id.
-        peer: i64,
+        /// The peer.
+        peer: PeerRef,
         /// File row id.
         file: i64,
     },
@@ -235,7 +270,7 @@ pub struct FileDoc {
     /// File row id.
     pub id: i64,
     /// Owner.
-    pub peer: i64,
+    pub peer: PeerRef,
     /// Content id.
     pub content: i64,
     /// Share name.
@@ -400,7 +435,7 @@ mod tests {
         }
     }
 
-    fn setup() -> (tempfile::TempDir, Db, i64) {
+    fn setup() -> (tempfile::TempDir, Db, PeerRef) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("db.sqlite3")).unwrap();
         let peer = db
@@ -415,7 +450,7 @@ mod tests {
         (dir, db, peer.id)
     }
 
-    fn full(db: &Db, peer: i64, version: u64, entries: &[ListEntry]) {
+    fn full(db: &Db, peer: PeerRef, version: u64, entries: &[ListEntry]) {
         let generation = db.begin_full_upload(peer).unwrap();
         let batch: Vec<_> = entries
             .iter()

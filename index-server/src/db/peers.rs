@@ -68,7 +68,7 @@ impl Db {
     }
 
     /// A peer by internal id.
-    pub fn peer(&self, id: i64) -> DbResult<Option<PeerRow>> {
+    pub fn peer(&self, id: PeerRef) -> DbResult<Option<PeerRow>> {
         self.read(|conn| {
             conn.prepare_cached(&format!("SELECT {PEER_COLUMNS} FROM peers WHERE id = ?1"))?
                 .query_row([id], peer_from_row)
@@ -92,7 +92,7 @@ impl Db {
     }
 
     /// Ends a peer's session (its token stops working).
-    pub fn end_session(&self, peer: i64) -> DbResult<()> {
+    pub fn end_session(&self, peer: PeerRef) -> DbResult<()> {
         self.write(|tx| {
             tx.execute("UPDATE peers SET session_hash = NULL WHERE id = ?1", [peer])?;
             Ok(())
@@ -102,7 +102,7 @@ impl Db {
     /// Records a connect-back result, unless the peer re-registered with another address since.
     pub fn set_reachability(
         &self,
-        peer: i64,
+        peer: PeerRef,
         ip: &str,
         port: u16,
         r: Reachability,
@@ -119,21 +119,21 @@ impl Db {
     }
 
     /// Persists heartbeat times (batched by the presence tracker).
-    pub fn persist_last_seen(&self, seen: &[(i64, i64)]) -> DbResult<()> {
+    pub fn persist_last_seen(&self, seen: &[(PeerRef, i64)]) -> DbResult<()> {
         if seen.is_empty() {
             return Ok(());
         }
         self.write(|tx| {
             let mut stmt = tx.prepare_cached("UPDATE peers SET last_seen = ?2 WHERE id = ?1")?;
             for (peer, at) in seen {
-                stmt.execute([peer, at])?;
+                stmt.execute(params![peer, at])?;
             }
             Ok(())
         })
     }
 
     /// Last persisted heartbeat of every peer, to restore presence after a restart.
-    pub fn all_last_seen(&self) -> DbResult<Vec<(i64, i64)>> {
+    pub fn all_last_seen(&self) -> DbResult<Vec<(PeerRef, i64)>> {
         self.read(|conn| {
             let mut stmt = conn.prepare("SELECT id, last_seen FROM peers WHERE last_seen > 0")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;

@@ -51,7 +51,7 @@ impl Db {
     }
 
     /// What a search result shows about a peer (cached; `None` if there is no such peer).
-    pub fn peer_card(&self, peer: i64) -> DbResult<Option<Arc<PeerCard>>> {
+    pub fn peer_card(&self, peer: PeerRef) -> DbResult<Option<Arc<PeerCard>>> {
         let seen = match self.holders.peer(peer) {
             Ok(card) => return Ok(Some(card)),
             Err(seen) => seen,
@@ -103,7 +103,7 @@ impl Db {
     /// One page of a peer's active list, sorted by share and path, after the given position.
     pub fn browse(
         &self,
-        peer: i64,
+        peer: PeerRef,
         after: Option<(&str, &str)>,
         limit: i64,
     ) -> DbResult<Vec<BrowseRow>> {

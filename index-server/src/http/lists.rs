@@ -22,7 +22,7 @@ use tracing::{debug, info};
 
 use super::error::ApiError;
 use super::run_blocking;
-use crate::db::PeerRow;
+use crate::db::{PeerRef, PeerRow};
 use crate::state::AppState;
 
 /// Entries written per staging transaction.
@@ -239,7 +239,7 @@ pub async fn full_upload(
 
 async fn receive_full(
     state: &Arc<AppState>,
-    peer: i64,
+    peer: PeerRef,
     generation: i64,
     lines: &mut Lines,
 ) -> Result<u64, ApiError> {

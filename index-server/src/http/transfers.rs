@@ -304,7 +304,8 @@ pub async fn relay(
     let listed = run_blocking(move || -> Result<bool, crate::db::DbError> {
         let ids = db.contents_with_hash(&hash)?;
         for holders in db.holders_of(&ids)? {
-            let mut peers: Vec<i64> = holders.copies.iter().map(|&(peer, _)| peer).collect();
+            let mut peers: Vec<crate::db::PeerRef> =
+                holders.copies.iter().map(|&(peer, _)| peer).collect();
             peers.dedup();
             for peer in peers {
                 if db.peer_card(peer)?.is_some_and(|card| card.key == source) {

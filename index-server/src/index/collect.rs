@@ -212,7 +212,7 @@ impl GroupSegment {
     pub(super) fn offer(&mut self, doc: DocId, score: Score) -> Score {
         if self.filters.pass(doc)
             && let (Some(peer), Some(content)) = (self.peer.first(doc), self.content.first(doc))
-            && self.online.contains(peer)
+            && self.online.contains(PeerRef::from_u64(peer))
         {
             self.top.offer(content, score);
         }
@@ -224,11 +224,7 @@ impl Collector for GroupByContent {
     type Fruit = TopGroups;
     type Child = GroupSegment;
 
-    fn for_segment(
-        &self,
-        ord: u32,
-        segment: &SegmentReader,
-    ) -> tantivy::Result<GroupSegment> {
+    fn for_segment(&self, ord: u32, segment: &SegmentReader) -> tantivy::Result<GroupSegment> {
         let opened;
         let columns = match self.columns.get(ord as usize) {
             Some(columns) => &**columns,

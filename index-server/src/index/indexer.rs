@@ -171,7 +171,7 @@ impl Worker {
         match op {
             IndexOp::ReindexPeer { peer } => {
                 self.writer
-                    .delete_term(Term::from_field_u64(fields.peer, peer as u64));
+                    .delete_term(Term::from_field_u64(fields.peer, peer.as_u64()));
                 let (index, writer) = (&self.index, &self.writer);
                 let mut added = 0u64;
                 self.db.for_each_active_file(peer, |doc| {
@@ -181,7 +181,7 @@ impl Worker {
                         .map(|_| ())
                         .map_err(|e| DbError::Corrupt(format!("indexing failed: {e}")))
                 })?;
-                debug!(peer, added, "reindexed peer");
+                debug!(peer = peer.0, added, "reindexed peer");
             }
             IndexOp::FileChanged { file, .. } => {
                 self.writer

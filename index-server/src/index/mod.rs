@@ -40,7 +40,7 @@ use tantivy::{
 };
 use tracing::{debug, error, info, warn};
 
-use crate::db::{Db, DbError, FileDoc, IndexOp};
+use crate::db::{Db, DbError, FileDoc, IndexOp, PeerRef};
 use crate::query::{Clause, QueryPlan};
 use crate::text::{PREFIX_TOKENIZER_NAME, PeerdexTokenizer, TOKENIZER_NAME, prefix_is_indexed};
 
@@ -148,8 +148,8 @@ impl SegmentColumns {
 
 /// Set of online peer ids, snapshotted per search.
 pub trait OnlineFilter: Send + Sync + 'static {
-    /// Whether the peer with this id is online.
-    fn contains(&self, peer: u64) -> bool;
+    /// Whether the peer is online.
+    fn contains(&self, peer: PeerRef) -> bool;
 }
 
 /// A search, already parsed and bounded.
@@ -366,7 +366,7 @@ impl SearchIndex {
                     if let (Some(peer), Some(content)) = (peers[i], contents[i])
                         && !alive.is_some_and(|a| a.is_deleted(docs[i]))
                         && filters.pass(docs[i])
-                        && online.contains(peer)
+                        && online.contains(PeerRef::from_u64(peer))
                     {
                         seen.insert(content);
                     }
@@ -448,7 +448,7 @@ impl SearchIndex {
         let kind = FileKind::from_extension(&ext);
         let mut d = TantivyDocument::new();
         d.add_u64(self.fields.file, doc.id as u64);
-        d.add_u64(self.fields.peer, doc.peer as u64);
+        d.add_u64(self.fields.peer, doc.peer.as_u64());
         d.add_u64(self.fields.content, doc.content as u64);
         d.add_u64(self.fields.size, doc.size);
         d.add_text(self.fields.ext, &ext);
@@ -468,15 +468,15 @@ mod tests {
 
     struct Everyone;
     impl OnlineFilter for Everyone {
-        fn contains(&self, _peer: u64) -> bool {
+        fn contains(&self, _peer: PeerRef) -> bool {
             true
         }
     }
 
     struct EvenPeers;
     impl OnlineFilter for EvenPeers {
-        fn contains(&self, peer: u64) -> bool {
-            peer.is_multiple_of(2)
+        fn contains(&self, peer: PeerRef) -> bool {
+            peer.0 % 2 == 0
         }
     }
 
@@ -497,7 +497,7 @@ mod tests {
             };
             let doc = FileDoc {
                 id,
-                peer: id % 10,
+                peer: PeerRef(id % 10),
                 content,
                 share: "s".into(),
                 path: format!("{words} {love} {id}.mp3"),
@@ -721,7 +721,7 @@ mod tests {
         let mut writer: IndexWriter = index.index.writer_with_num_threads(1, 15_000_000).unwrap();
         let doc = FileDoc {
             id: 1000,
-            peer: 4,
+            peer: PeerRef(4),
             content: 777,
             share: "s".into(),
             path: "sunrise.flac".into(),
