@@ -74,7 +74,7 @@ fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         let found = index.search(&spec, online.clone())?;
         let searched = Instant::now();
-        let page: Vec<i64> = found.groups.iter().map(|g| g.content).collect();
+        let page: Vec<_> = found.groups.iter().map(|g| g.content).collect();
         let holders = db.holders_of(&page)?;
         let resolved = Instant::now();
         for h in &holders {

@@ -18,13 +18,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use peerdex_shared::api::Reachability;
 use peerdex_shared::{FileHash, PeerId};
 
-use crate::db::PeerRef;
+use crate::db::{ContentRef, PeerRef};
 
 /// A content and every active copy of it.
 #[derive(Debug)]
 pub struct Holders {
     /// Content id.
-    pub content: i64,
+    pub content: ContentRef,
     /// Hash.
     pub hash: FileHash,
     /// Size.
@@ -51,7 +51,7 @@ pub struct Place {
 impl Holders {
     /// Builds the entry from `(peer, share, path)` rows in any order.
     pub fn new(
-        content: i64,
+        content: ContentRef,
         hash: FileHash,
         size: u64,
         rows: impl IntoIterator<Item = (PeerRef, String, String)>,
@@ -130,7 +130,7 @@ pub struct PeerCard {
 
 struct ContentPart {
     changes: u64,
-    entries: HashMap<i64, Arc<Holders>>,
+    entries: HashMap<ContentRef, Arc<Holders>>,
     bytes: usize,
 }
 
@@ -173,7 +173,7 @@ impl HolderCache {
 
     /// The cached entry of each content (`None` where missing), and the change counter a fill
     /// of the missing ones must present to [`HolderCache::fill_contents`].
-    pub fn contents(&self, ids: &[i64]) -> (Vec<Option<Arc<Holders>>>, u64) {
+    pub fn contents(&self, ids: &[ContentRef]) -> (Vec<Option<Arc<Holders>>>, u64) {
         let part = self.content_part();
         let found = ids.iter().map(|id| part.entries.get(id).cloned()).collect();
         (found, part.changes)
@@ -215,7 +215,7 @@ impl HolderCache {
     }
 
     /// Forgets these contents (their holders changed).
-    pub fn forget_contents(&self, ids: &[i64]) {
+    pub fn forget_contents(&self, ids: &[ContentRef]) {
         let mut part = self.content_part();
         part.changes += 1;
         for id in ids {
@@ -282,7 +282,7 @@ mod tests {
 
     fn holders(content: i64, copies: usize) -> Arc<Holders> {
         Arc::new(Holders::new(
-            content,
+            ContentRef(content),
             FileHash::from_bytes([content as u8; 32]),
             10,
             (0..copies).map(|p| {
@@ -298,7 +298,7 @@ mod tests {
     #[test]
     fn copies_are_ordered_by_peer_then_path_and_places_interned() {
         let h = Holders::new(
-            1,
+            ContentRef(1),
             FileHash::from_bytes([1; 32]),
             10,
             [
@@ -325,21 +325,27 @@ mod tests {
     #[test]
     fn a_fill_that_raced_a_change_does_not_land() {
         let cache = HolderCache::new(1 << 20);
-        let (found, seen) = cache.contents(&[1, 2]);
+        let (found, seen) = cache.contents(&[ContentRef(1), ContentRef(2)]);
         assert!(found.iter().all(Option::is_none));
         // A write commits and invalidates while the fill was reading the old rows.
-        cache.forget_contents(&[7]);
+        cache.forget_contents(&[ContentRef(7)]);
         cache.fill_contents(seen, &[holders(1, 3)]);
-        assert!(cache.contents(&[1]).0[0].is_none());
+        assert!(cache.contents(&[ContentRef(1)]).0[0].is_none());
         // A fill that started after it lands, and a later change of that content drops it.
-        let (_, seen) = cache.contents(&[1]);
+        let (_, seen) = cache.contents(&[ContentRef(1)]);
         cache.fill_contents(seen, &[holders(1, 3), holders(2, 1)]);
-        assert!(cache.contents(&[1, 2]).0.iter().all(Option::is_some));
-        cache.forget_contents(&[1]);
-        let (found, _) = cache.contents(&[1, 2]);
+        assert!(
+            cache
+                .contents(&[ContentRef(1), ContentRef(2)])
+                .0
+                .iter()
+                .all(Option::is_some)
+        );
+        cache.forget_contents(&[ContentRef(1)]);
+        let (found, _) = cache.contents(&[ContentRef(1), ContentRef(2)]);
         assert!(found[0].is_none() && found[1].is_some());
         cache.forget_all_contents();
-        assert!(cache.contents(&[2]).0[0].is_none());
+        assert!(cache.contents(&[ContentRef(2)]).0[0].is_none());
 
         let card = Arc::new(PeerCard {
             key: PeerId::from_bytes([3; 32]),
@@ -364,17 +370,17 @@ mod tests {
         let one = holders(0, 100).bytes();
         let cache = HolderCache::new(one * 10);
         for content in 0..100 {
-            let (_, seen) = cache.contents(&[content]);
+            let (_, seen) = cache.contents(&[ContentRef(content)]);
             cache.fill_contents(seen, &[holders(content, 100)]);
             assert!(cache.content_part().bytes <= one * 10);
         }
-        let (found, _) = cache.contents(&(0..100).collect::<Vec<_>>());
+        let (found, _) = cache.contents(&(0..100).map(ContentRef).collect::<Vec<_>>());
         let kept = found.iter().filter(|f| f.is_some()).count();
         assert!((1..=10).contains(&kept), "{kept} entries kept");
         // The last one filled is always kept; one over a quarter of the budget never is.
         assert!(found[99].is_some());
-        let (_, seen) = cache.contents(&[500]);
+        let (_, seen) = cache.contents(&[ContentRef(500)]);
         cache.fill_contents(seen, &[holders(500, 1000)]);
-        assert!(cache.contents(&[500]).0[0].is_none());
+        assert!(cache.contents(&[ContentRef(500)]).0[0].is_none());
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use peerdex_shared::FileHash;
 use peerdex_shared::api::{SizeClaim, SourcesResponse};
 
-use crate::db::{Db, DbError, PeerRef};
+use crate::db::{ContentRef, Db, DbError, PeerRef};
 use crate::holders::{Holders, PeerCard, Place};
 use crate::index::{IndexError, OnlineFilter, SearchIndex, SearchSpec};
 use crate::query::QueryPlan;
@@ -64,14 +64,15 @@ pub fn search(
     request: &SearchRequest,
 ) -> Result<SearchPage, SearchError> {
     let found = index.search(&request.spec, online.clone())?;
-    let page: Vec<i64> = found
+    let page: Vec<ContentRef> = found
         .groups
         .iter()
         .skip(request.offset as usize)
         .take(request.limit as usize)
         .map(|g| g.content)
         .collect();
-    let scores: HashMap<i64, f32> = found.groups.iter().map(|g| (g.content, g.score)).collect();
+    let scores: HashMap<ContentRef, f32> =
+        found.groups.iter().map(|g| (g.content, g.score)).collect();
     let mut hits = Vec::with_capacity(page.len());
     for holders in db.holders_of(&page)? {
         let score = scores.get(&holders.content).copied().unwrap_or(0.0);

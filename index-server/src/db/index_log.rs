@@ -10,7 +10,7 @@ impl Db {
                 "SELECT seq, op, peer, file FROM index_ops WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
             let rows = stmt.query_map([seq, limit], |r| {
-                let (seq, op, peer, file): (i64, i64, PeerRef, Option<i64>) =
+                let (seq, op, peer, file): (i64, i64, PeerRef, Option<FileRef>) =
                     (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
                 Ok((
                     seq,
@@ -69,7 +69,7 @@ impl Db {
     }
 
     /// A file row, if it still belongs to its peer's active list.
-    pub fn active_file(&self, file: i64) -> DbResult<Option<FileDoc>> {
+    pub fn active_file(&self, file: FileRef) -> DbResult<Option<FileDoc>> {
         self.read(|conn| {
             Ok(conn
                 .prepare_cached(

@@ -4,9 +4,9 @@ use super::*;
 
 impl Db {
     /// Starts a full upload: returns the staging generation its entries go to.
-    pub fn begin_full_upload(&self, peer: PeerRef) -> DbResult<i64> {
+    pub fn begin_full_upload(&self, peer: PeerRef) -> DbResult<Generation> {
         self.write(|tx| {
-            let generation: i64 = tx
+            let generation: Generation = tx
                 .query_row(
                     "UPDATE peers SET next_gen = next_gen + 1 WHERE id = ?1 RETURNING next_gen - 1",
                     [peer],
@@ -26,7 +26,7 @@ impl Db {
     pub fn insert_staged(
         &self,
         peer: PeerRef,
-        generation: i64,
+        generation: Generation,
         batch: &[(u64, ListEntry)],
     ) -> DbResult<()> {
         let _turn = self
@@ -52,7 +52,7 @@ impl Db {
     pub fn commit_full_upload(
         &self,
         peer: PeerRef,
-        generation: i64,
+        generation: Generation,
         version: u64,
         entries: u64,
     ) -> DbResult<()> {
@@ -64,7 +64,7 @@ impl Db {
             if !was_staging {
                 return Err(DbError::Superseded);
             }
-            let old: i64 =
+            let old: Generation =
                 tx.query_row("SELECT active_gen FROM peers WHERE id = ?1", [peer], |r| {
                     r.get(0)
                 })?;
@@ -80,7 +80,7 @@ impl Db {
                 "UPDATE peers SET active_gen = ?2, list_version = ?3, entries = ?4 WHERE id = ?1",
                 params![peer, generation, version as i64, entries as i64],
             )?;
-            if old > 0 {
+            if old > Generation(0) {
                 tx.execute(
                     "INSERT OR IGNORE INTO stale_gens (peer, gen) VALUES (?1, ?2)",
                     params![peer, old],
@@ -94,7 +94,7 @@ impl Db {
     }
 
     /// Abandons a staging generation; its rows are deleted later.
-    pub fn abort_full_upload(&self, peer: PeerRef, generation: i64) -> DbResult<()> {
+    pub fn abort_full_upload(&self, peer: PeerRef, generation: Generation) -> DbResult<()> {
         self.write(|tx| {
             tx.execute(
                 "DELETE FROM staging_gens WHERE peer = ?1 AND gen = ?2",
@@ -119,7 +119,7 @@ impl Db {
     ) -> DbResult<u64> {
         let mut touched = Vec::with_capacity(ops.len());
         let entries = self.write(|tx| {
-            let (server, generation, mut entries): (Option<i64>, i64, i64) = tx
+            let (server, generation, mut entries): (Option<i64>, Generation, i64) = tx
                 .query_row(
                     "SELECT list_version, active_gen, entries FROM peers WHERE id = ?1",
                     [peer],
@@ -153,7 +153,7 @@ impl Db {
                         }
                     }
                     DeltaOp::Change(entry) => {
-                        let old: Option<i64> = tx
+                        let old: Option<ContentRef> = tx
                             .prepare_cached(
                                 "SELECT content FROM files WHERE peer = ?1 AND gen = ?2 AND share = ?3 AND path = ?4",
                             )?
@@ -176,7 +176,7 @@ impl Db {
                     }
                     DeltaOp::Remove { share, path } => {
                         entries -= 1;
-                        let (id, content): (i64, i64) = tx.prepare_cached(
+                        let (id, content): (FileRef, ContentRef) = tx.prepare_cached(
                             "DELETE FROM files WHERE peer = ?1 AND gen = ?2 AND share = ?3 AND path = ?4 RETURNING id, content",
                         )?
                         .query_row(params![peer, generation, share, path], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -262,13 +262,13 @@ impl Db {
 }
 
 fn drop_list_in(tx: &Connection, peer: PeerRef) -> DbResult<()> {
-    let generation: i64 = tx
+    let generation: Generation = tx
         .query_row("SELECT active_gen FROM peers WHERE id = ?1", [peer], |r| {
             r.get(0)
         })
         .optional()?
         .ok_or(DbError::UnknownPeer)?;
-    if generation > 0 {
+    if generation > Generation(0) {
         tx.execute(
             "INSERT OR IGNORE INTO stale_gens (peer, gen) VALUES (?1, ?2)",
             params![peer, generation],
@@ -286,7 +286,7 @@ fn tags_json(tags: &MediaTags) -> Option<String> {
     (!tags.is_empty()).then(|| serde_json::to_string(tags).unwrap_or_default())
 }
 
-fn upsert_content(tx: &Connection, hash: &FileHash, size: u64) -> rusqlite::Result<i64> {
+fn upsert_content(tx: &Connection, hash: &FileHash, size: u64) -> rusqlite::Result<ContentRef> {
     tx.prepare_cached(
         "INSERT INTO contents (hash, size) VALUES (?1, ?2)
          ON CONFLICT (hash, size) DO UPDATE SET size = excluded.size RETURNING id",
@@ -298,9 +298,9 @@ fn upsert_content(tx: &Connection, hash: &FileHash, size: u64) -> rusqlite::Resu
 fn insert_file(
     tx: &Connection,
     peer: PeerRef,
-    generation: i64,
+    generation: Generation,
     entry: &ListEntry,
-) -> rusqlite::Result<(i64, i64)> {
+) -> rusqlite::Result<(FileRef, ContentRef)> {
     let content = upsert_content(tx, &entry.hash, entry.size)?;
     let file = tx
         .prepare_cached(

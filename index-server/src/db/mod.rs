@@ -100,40 +100,66 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
         if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
 }
 
-/// A peer's row id in the store (its key is a [`PeerId`]): what lists, presence and the index
-/// refer to a peer by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PeerRef(pub i64);
+/// Declares a row id of the store as its own type, so a peer, a content, a file row and a list
+/// generation cannot be passed for one another.
+macro_rules! row_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub i64);
 
-impl PeerRef {
-    /// As the index's fast field and the presence bitmap store it.
-    pub fn as_u64(self) -> u64 {
-        self.0 as u64
-    }
+        impl $name {
+            /// As the index's fast fields and the presence bitmap store it (row ids are positive).
+            pub fn as_u64(self) -> u64 {
+                self.0 as u64
+            }
 
-    /// From the index's fast field.
-    pub fn from_u64(value: u64) -> PeerRef {
-        PeerRef(value as i64)
-    }
+            /// From the index's fast field.
+            pub fn from_u64(value: u64) -> $name {
+                $name(value as i64)
+            }
+        }
+
+        impl rusqlite::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                self.0.to_sql()
+            }
+        }
+
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                i64::column_result(value).map($name)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+    };
 }
 
-impl rusqlite::ToSql for PeerRef {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        self.0.to_sql()
-    }
-}
-
-impl rusqlite::types::FromSql for PeerRef {
-    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        i64::column_result(value).map(PeerRef)
-    }
-}
-
-impl std::fmt::Display for PeerRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
+row_id!(
+    /// A peer's row id in the store (its key is a [`PeerId`]): what lists, presence and the
+    /// index refer to a peer by.
+    PeerRef
+);
+row_id!(
+    /// A content's row id: one (hash, size) pair, whoever holds it. Search groups by it.
+    ContentRef
+);
+row_id!(
+    /// A file row: one entry of one peer's list (share, path, content).
+    FileRef
+);
+row_id!(
+    /// One of a peer's list generations: a full upload stages a new one and makes it current
+    /// in one transaction.
+    Generation
+);
 
 /// Result alias of this module.
 pub type DbResult<T> = Result<T, DbError>;
@@ -247,7 +273,7 @@ pub enum IndexOp {
         /// The peer.
         peer: PeerRef,
         /// File row id.
-        file: i64,
+        file: FileRef,
     },
 }
 
@@ -268,11 +294,11 @@ fn push_op(tx: &Connection, op: IndexOp) -> rusqlite::Result<()> {
 #[derive(Debug, Clone)]
 pub struct FileDoc {
     /// File row id.
-    pub id: i64,
+    pub id: FileRef,
     /// Owner.
     pub peer: PeerRef,
     /// Content id.
-    pub content: i64,
+    pub content: ContentRef,
     /// Share name.
     pub share: String,
     /// Path within the share.

@@ -5,9 +5,9 @@ use super::*;
 impl Db {
     /// For each content id that exists, its hash, size and every active copy (online or not),
     /// in the order asked. Served from the holders cache; misses are read and cached.
-    pub fn holders_of(&self, contents: &[i64]) -> DbResult<Vec<Arc<Holders>>> {
+    pub fn holders_of(&self, contents: &[ContentRef]) -> DbResult<Vec<Arc<Holders>>> {
         let (cached, seen) = self.holders.contents(contents);
-        let missing: Vec<i64> = contents
+        let missing: Vec<ContentRef> = contents
             .iter()
             .zip(&cached)
             .filter(|(_, c)| c.is_none())
@@ -41,7 +41,7 @@ impl Db {
             Ok(read)
         })?;
         self.holders.fill_contents(seen, &read);
-        let mut read: std::collections::HashMap<i64, Arc<Holders>> =
+        let mut read: std::collections::HashMap<ContentRef, Arc<Holders>> =
             read.into_iter().map(|h| (h.content, h)).collect();
         Ok(contents
             .iter()
@@ -92,7 +92,7 @@ impl Db {
     }
 
     /// Content ids with this hash (one per distinct claimed size).
-    pub fn contents_with_hash(&self, hash: &FileHash) -> DbResult<Vec<i64>> {
+    pub fn contents_with_hash(&self, hash: &FileHash) -> DbResult<Vec<ContentRef>> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached("SELECT id FROM contents WHERE hash = ?1")?;
             let rows = stmt.query_map([hash.as_bytes()], |r| r.get(0))?;

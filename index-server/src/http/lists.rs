@@ -22,7 +22,7 @@ use tracing::{debug, info};
 
 use super::error::ApiError;
 use super::run_blocking;
-use crate::db::{PeerRef, PeerRow};
+use crate::db::{Generation, PeerRef, PeerRow};
 use crate::state::AppState;
 
 /// Entries written per staging transaction.
@@ -240,7 +240,7 @@ pub async fn full_upload(
 async fn receive_full(
     state: &Arc<AppState>,
     peer: PeerRef,
-    generation: i64,
+    generation: Generation,
     lines: &mut Lines,
 ) -> Result<u64, ApiError> {
     let limits = state.config.limits.path_limits();

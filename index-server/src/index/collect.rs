@@ -127,7 +127,7 @@ pub(super) fn sorted(groups: GroupMap) -> Vec<Group> {
     let mut groups: Vec<Group> = groups
         .into_iter()
         .map(|(content, (score, matches))| Group {
-            content: content as i64,
+            content: ContentRef::from_u64(content),
             score,
             matches,
         })

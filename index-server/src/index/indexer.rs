@@ -185,7 +185,7 @@ impl Worker {
             }
             IndexOp::FileChanged { file, .. } => {
                 self.writer
-                    .delete_term(Term::from_field_u64(fields.file, file as u64));
+                    .delete_term(Term::from_field_u64(fields.file, file.as_u64()));
                 if let Some(doc) = self.db.active_file(file)? {
                     self.writer.add_document(self.index.document(&doc))?;
                 }

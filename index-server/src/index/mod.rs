@@ -40,7 +40,7 @@ use tantivy::{
 };
 use tracing::{debug, error, info, warn};
 
-use crate::db::{Db, DbError, FileDoc, IndexOp, PeerRef};
+use crate::db::{ContentRef, Db, DbError, FileDoc, IndexOp, PeerRef};
 use crate::query::{Clause, QueryPlan};
 use crate::text::{PREFIX_TOKENIZER_NAME, PeerdexTokenizer, TOKENIZER_NAME, prefix_is_indexed};
 
@@ -187,7 +187,7 @@ pub struct SearchOutcome {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Group {
     /// Content id.
-    pub content: i64,
+    pub content: ContentRef,
     /// Best score among its matching entries.
     pub score: f32,
     /// Matching entries of online peers.
@@ -447,9 +447,9 @@ impl SearchIndex {
         let ext = extension_of(name);
         let kind = FileKind::from_extension(&ext);
         let mut d = TantivyDocument::new();
-        d.add_u64(self.fields.file, doc.id as u64);
+        d.add_u64(self.fields.file, doc.id.as_u64());
         d.add_u64(self.fields.peer, doc.peer.as_u64());
-        d.add_u64(self.fields.content, doc.content as u64);
+        d.add_u64(self.fields.content, doc.content.as_u64());
         d.add_u64(self.fields.size, doc.size);
         d.add_text(self.fields.ext, &ext);
         d.add_u64(self.fields.kind, kind_code(kind));
@@ -464,6 +464,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::db::FileRef;
     use crate::query::{QueryLimits, parse};
 
     struct Everyone;
@@ -496,9 +497,9 @@ mod tests {
                 _ => "quiet",
             };
             let doc = FileDoc {
-                id,
+                id: FileRef(id),
                 peer: PeerRef(id % 10),
-                content,
+                content: ContentRef(content),
                 share: "s".into(),
                 path: format!("{words} {love} {id}.mp3"),
                 size: 1000 + id as u64,
@@ -580,7 +581,7 @@ mod tests {
             for (got, expected) in found.groups.iter().zip(&reference) {
                 assert_eq!(got.score, expected.score, "want {want}");
             }
-            let best: Vec<i64> = found.groups.iter().map(|g| g.content).collect();
+            let best: Vec<i64> = found.groups.iter().map(|g| g.content.0).collect();
             assert!(!best.contains(&7), "a deleted document was found");
         }
         // Single term (block-max WAND on one posting list), with many groups dropped.
@@ -648,9 +649,9 @@ mod tests {
         assert_eq!(found.total as usize, wide.len());
         let first: Vec<i64> = found.groups[..whole.len()]
             .iter()
-            .map(|g| g.content)
+            .map(|g| g.content.0)
             .collect();
-        let mut expected: Vec<i64> = whole.iter().map(|g| g.content).collect();
+        let mut expected: Vec<i64> = whole.iter().map(|g| g.content.0).collect();
         let mut sorted_first = first.clone();
         sorted_first.sort();
         expected.sort();
@@ -677,7 +678,7 @@ mod tests {
             edit(&mut s);
             let found = index.search(&s, everyone.clone()).unwrap();
             assert!(found.total_exact);
-            let mut contents: Vec<i64> = found.groups.iter().map(|g| g.content).collect();
+            let mut contents: Vec<i64> = found.groups.iter().map(|g| g.content.0).collect();
             contents.sort_unstable();
             contents
         };
@@ -720,9 +721,9 @@ mod tests {
         // A new segment: its documents' contents and peers come from its own columns.
         let mut writer: IndexWriter = index.index.writer_with_num_threads(1, 15_000_000).unwrap();
         let doc = FileDoc {
-            id: 1000,
+            id: FileRef(1000),
             peer: PeerRef(4),
-            content: 777,
+            content: ContentRef(777),
             share: "s".into(),
             path: "sunrise.flac".into(),
             size: 5,
@@ -734,7 +735,7 @@ mod tests {
             .search(&spec("sunrise", 5), Arc::new(Everyone))
             .unwrap();
         assert_eq!(found.groups.len(), 1);
-        assert_eq!(found.groups[0].content, 777);
+        assert_eq!(found.groups[0].content, ContentRef(777));
 
         // Merged into one segment: the old segments' columns are forgotten.
         let ids = index.index.searchable_segment_ids().unwrap();
@@ -749,7 +750,7 @@ mod tests {
         // Scores move with the corpus statistics; the groups and their matches do not.
         let groups = |o: &SearchOutcome| -> Vec<(i64, u32)> {
             let mut groups: Vec<(i64, u32)> =
-                o.groups.iter().map(|g| (g.content, g.matches)).collect();
+                o.groups.iter().map(|g| (g.content.0, g.matches)).collect();
             groups.sort();
             groups
         };
@@ -758,7 +759,7 @@ mod tests {
         let found = index
             .search(&spec("sunrise", 5), Arc::new(Everyone))
             .unwrap();
-        assert_eq!(found.groups[0].content, 777);
+        assert_eq!(found.groups[0].content, ContentRef(777));
     }
 
     #[test]
@@ -770,7 +771,7 @@ mod tests {
             .unwrap();
         assert_eq!(found.groups.len(), 20);
         // Contents are id % 1000 and peers id % 10: an online peer's content is even.
-        assert!(found.groups.iter().all(|g| g.content % 2 == 0));
+        assert!(found.groups.iter().all(|g| g.content.0 % 2 == 0));
     }
 
     #[test]
