@@ -74,8 +74,21 @@ impl Stat {
 
     /// Modification time in whole seconds, as the index server stores it.
     pub fn mtime_secs(&self) -> i64 {
-        self.mtime_ns.div_euclid(1_000_000_000)
+        mtime_secs(self.mtime_ns)
     }
+}
+
+/// A modification time in nanoseconds as whole seconds, as the index server stores it
+/// (rounded down, also before 1970). SQL that needs it uses `mtime_secs_sql!`, the same rule.
+fn mtime_secs(mtime_ns: i64) -> i64 {
+    mtime_ns.div_euclid(1_000_000_000)
+}
+
+/// [`mtime_secs`] of the `mtime_ns` column, in SQL (whose `%` and `/` round toward zero).
+macro_rules! mtime_secs_sql {
+    () => {
+        "((mtime_ns - ((mtime_ns % 1000000000) + 1000000000) % 1000000000) / 1000000000)"
+    };
 }
 
 /// A file's key in the catalog.
@@ -351,7 +364,7 @@ impl CatalogReader {
                 name: row.get(2)?,
             };
             let size = row.get::<_, i64>(3)? as u64;
-            let mtime = row.get::<_, i64>(4)?.div_euclid(1_000_000_000);
+            let mtime = mtime_secs(row.get(4)?);
             let hash = hash_from(row.get(5)?);
             let gone: bool = row.get(6)?;
             let rejected: bool = row.get(7)?;
@@ -752,14 +765,15 @@ impl Catalog {
             };
             // The row may have changed since the op was read: it stays dirty if it now differs
             // from what the server holds.
-            tx.prepare_cached(
+            tx.prepare_cached(concat!(
                 "UPDATE files SET srv_hash = ?4, srv_size = ?5, srv_mtime = ?6,
                     dirty = NOT (gone = 0 AND rejected = 0 AND hash IS ?4 AND size IS ?5
-                                 AND mtime_ns >= ?6 * 1000000000
-                                 AND mtime_ns < (?6 + 1) * 1000000000
+                                 AND ",
+                mtime_secs_sql!(),
+                " = ?6
                                  OR (gone = 1 OR rejected = 1 OR hash IS NULL) AND ?4 IS NULL)
                  WHERE share = ?1 AND dir = ?2 AND name = ?3",
-            )?
+            ))?
             .execute(params![
                 op.key.share,
                 op.key.dir,
@@ -813,7 +827,7 @@ impl Catalog {
                     share: row.get(0)?,
                     path: join(&row.get::<_, String>(1)?, &row.get::<_, String>(2)?),
                     size: row.get::<_, i64>(3)? as u64,
-                    mtime: row.get::<_, i64>(4)?.div_euclid(1_000_000_000),
+                    mtime: mtime_secs(row.get(4)?),
                     hash,
                     tags: MediaTags::default(),
                 };
@@ -845,16 +859,15 @@ impl Catalog {
             }
         }
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute_batch(
+        tx.execute_batch(concat!(
             "DELETE FROM files WHERE gone = 1;
-             UPDATE files SET srv_hash = hash, srv_size = size,
-                srv_mtime = (mtime_ns - ((mtime_ns % 1000000000) + 1000000000) % 1000000000)
-                    / 1000000000,
-                dirty = 0
+             UPDATE files SET srv_hash = hash, srv_size = size, srv_mtime = ",
+            mtime_secs_sql!(),
+            ", dirty = 0
              WHERE hash IS NOT NULL AND rejected = 0;
              UPDATE files SET srv_hash = NULL, srv_size = NULL, srv_mtime = NULL, dirty = 0
              WHERE hash IS NULL OR rejected = 1;",
-        )?;
+        ))?;
         set_version(&tx, version)?;
         tx.commit()?;
         Ok(FullUpload::Done)
@@ -1046,5 +1059,65 @@ mod tests {
         assert_eq!(sent, ["a", "c"]);
         assert!(reader.pending_ops(10).unwrap().is_empty());
         assert_eq!(catalog.list_version().unwrap(), Some(1));
+    }
+
+    #[test]
+    fn times_before_1970_and_between_seconds_are_rounded_alike_in_rust_and_sql() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        let times = [
+            -1_500_000_000,
+            -1,
+            0,
+            999_999_999,
+            1_000_000_000,
+            1_700_000_000_250_000_000,
+        ];
+        for (i, &mtime_ns) in times.iter().enumerate() {
+            let stat = Stat {
+                size: 1,
+                mtime_ns,
+                inode: i as u64,
+                dev: 1,
+            };
+            assert_eq!(stat.mtime_secs(), mtime_ns.div_euclid(1_000_000_000));
+            catalog
+                .apply(&[Change::Upsert(
+                    FileKey::from_path("m", &format!("{i}")),
+                    stat,
+                )])
+                .unwrap();
+        }
+        hash_all(&catalog, "t");
+        let reader = catalog.reader().unwrap();
+        let ops = reader.pending_ops(100).unwrap();
+        let mut sent: Vec<i64> = ops
+            .iter()
+            .map(|o| match &o.op {
+                Some(DeltaOp::Add(entry)) => entry.mtime,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        sent.sort_unstable();
+        assert_eq!(sent, [-2, -1, 0, 0, 1, 1_700_000_000]);
+        // What the server was told is what the row has: nothing stays dirty.
+        catalog.mark_synced(&ops, 1).unwrap();
+        assert!(reader.pending_ops(100).unwrap().is_empty());
+        // After a full upload too, the server's copy is rounded the same way.
+        let mut uploaded = vec![];
+        let done = catalog
+            .full_upload(
+                2,
+                |e| {
+                    uploaded.push(e.mtime);
+                    true
+                },
+                || Verdict::Accepted,
+            )
+            .unwrap();
+        assert_eq!(done, FullUpload::Done);
+        uploaded.sort_unstable();
+        assert_eq!(uploaded, sent);
+        assert!(reader.pending_ops(100).unwrap().is_empty());
     }
 }

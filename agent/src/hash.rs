@@ -23,6 +23,7 @@ use tracing::{debug, info_span, warn};
 
 use super::catalog::{Catalog, CatalogError, Change, FileRecord, Stat};
 use super::config::Share;
+use super::events::Events;
 use super::progress::Progress;
 
 /// Why a file was not hashed.
@@ -185,12 +186,9 @@ pub struct HashLoop {
     pub threads: usize,
     /// Counters.
     pub progress: Arc<Progress>,
-    /// Notified when a scan queued work.
-    pub wake: Arc<tokio::sync::Notify>,
-    /// Notified when hashes were recorded (the sync loop sends them).
-    pub changed: Arc<tokio::sync::Notify>,
-    /// Where files that changed while being hashed are sent for a rescan.
-    pub rescan: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+    /// Wakes it (`hash_wanted`); it tells of recorded hashes (`catalog_changed`) and sends
+    /// files that changed while being hashed for a rescan.
+    pub events: Arc<Events>,
 }
 
 /// The hashing loop: takes unhashed files from the catalog in batches, hashes them and records
@@ -201,9 +199,7 @@ pub fn run(inputs: HashLoop, stop: CancellationToken) -> Result<(), CatalogError
         shares,
         threads,
         progress,
-        wake,
-        changed: catalog_changed,
-        rescan,
+        events,
     } = inputs;
     let reader = catalog.reader()?;
     let (files, bytes) = reader.unhashed_totals()?;
@@ -220,7 +216,7 @@ pub fn run(inputs: HashLoop, stop: CancellationToken) -> Result<(), CatalogError
             // Sleep until a scan queues work; the timeout covers a notification that raced.
             runtime.block_on(async {
                 tokio::select! {
-                    () = wake.notified() => {}
+                    () = events.hash_wanted.notified() => {}
                     () = stop.cancelled() => {}
                     () = tokio::time::sleep(Duration::from_secs(5)) => {}
                 }
@@ -250,7 +246,7 @@ pub fn run(inputs: HashLoop, stop: CancellationToken) -> Result<(), CatalogError
             }
         }
         if catalog.record_hashes(&hashed)? > 0 {
-            catalog_changed.notify_one();
+            events.catalog_changed.notify_one();
         } else if !changed.is_empty() {
             // Only files that keep changing (being written, or a flaky network filesystem):
             // give them a moment instead of spinning.
@@ -275,7 +271,7 @@ pub fn run(inputs: HashLoop, stop: CancellationToken) -> Result<(), CatalogError
                 _ => Change::Remove(file.key.clone()),
             };
             catalog.apply(&[change])?;
-            let _ = rescan.send((file.key.share.clone(), file.key.rel_path()));
+            events.rescan(&file.key.share, file.key.rel_path());
         }
     }
     Ok(())

@@ -10,6 +10,7 @@ mod catalog;
 mod channel;
 pub mod config;
 pub mod control;
+mod events;
 mod hash;
 mod link;
 mod progress;
@@ -44,7 +45,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use peerdex_shared::PeerId;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, mpsc, watch as live};
+use tokio::sync::{mpsc, watch as live};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -53,6 +54,7 @@ use catalog::Catalog;
 pub use config::AgentConfig;
 use config::{ConfigFile, Share, resolve_shares};
 use control::{Controls, ShareChange};
+use events::{Events, RescanPath};
 use link::Link;
 use peerdex_client::Identity;
 use progress::Progress;
@@ -219,8 +221,8 @@ struct AgentControls {
     files: Arc<FileServer>,
     progress: Arc<Progress>,
     shares: live::Sender<Arc<Vec<Share>>>,
-    /// Notified when the catalog changed (the sync loop sends the difference).
-    changed: Arc<Notify>,
+    /// `catalog_changed` when a reload changed the catalog (the sync loop sends the difference).
+    events: Arc<Events>,
     /// Serialises reloads: two at once would both diff against the same old list.
     reloading: Mutex<()>,
 }
@@ -292,7 +294,7 @@ impl Controls for AgentControls {
         };
         self.shares.send_replace(Arc::new(shares));
         if removed_files > 0 {
-            self.changed.notify_one();
+            self.events.catalog_changed.notify_one();
         }
         Ok(change)
     }
@@ -342,9 +344,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     let failure = Failure::default();
     let tasks = TaskTracker::new();
     let progress = Arc::new(Progress::default());
-    let changed = Arc::new(Notify::new());
-    let wake_hasher = Arc::new(Notify::new());
-    let (rescan_tx, rescan_rx) = mpsc::unbounded_channel::<(String, String)>();
+    let (events, rescans) = Events::new();
     let (shares_tx, shares) = live::channel(Arc::new(config.shares.clone()));
 
     let files = FileServer::new(
@@ -352,7 +352,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         shares.clone(),
         identity.clone(),
         config.upload.clone(),
-        rescan_tx.clone(),
+        events.clone(),
     );
     if let Some(listener) = listener {
         tasks.spawn(files.clone().serve(listener, stop.clone()));
@@ -364,9 +364,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
             shares: shares.clone(),
             threads: config.hash_threads(),
             progress: progress.clone(),
-            wake: wake_hasher.clone(),
-            changed: changed.clone(),
-            rescan: rescan_tx.clone(),
+            events: events.clone(),
         };
         let stop = stop.clone();
         std::thread::Builder::new()
@@ -391,7 +389,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         nick: nick.clone(),
         port: serve_addr.map_or(0, |a| a.port()),
         catalog: catalog.clone(),
-        changed: changed.clone(),
+        events: events.clone(),
         link: link.clone(),
         failure: failure.clone(),
     };
@@ -408,10 +406,8 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
                 shares: shares.clone(),
                 config: config.clone(),
                 progress: progress.clone(),
-                wake_hasher,
-                changed: changed.clone(),
-                rescan_tx,
-                rescan_rx,
+                events: events.clone(),
+                rescans,
                 catalog: catalog.clone(),
             },
             stop.clone(),
@@ -434,7 +430,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         files,
         progress,
         shares: shares_tx,
-        changed,
+        events,
         reloading: Mutex::new(()),
     });
     tasks.spawn(control::serve(
@@ -460,10 +456,8 @@ struct ScanLoop {
     shares: LiveShares,
     config: AgentConfig,
     progress: Arc<Progress>,
-    wake_hasher: Arc<Notify>,
-    changed: Arc<Notify>,
-    rescan_tx: mpsc::UnboundedSender<(String, String)>,
-    rescan_rx: mpsc::UnboundedReceiver<(String, String)>,
+    events: Arc<Events>,
+    rescans: mpsc::UnboundedReceiver<RescanPath>,
     catalog: Arc<Catalog>,
 }
 
@@ -477,7 +471,7 @@ impl ScanLoop {
         let started = Instant::now();
         let outcome = tokio::task::spawn_blocking(move || {
             for share in &shares {
-                match scanner.scan(share, "", true) {
+                match scanner.scan_share(share) {
                     Ok(report) => info!(
                         share = %share.name,
                         dirs = report.dirs,
@@ -508,7 +502,7 @@ impl ScanLoop {
         if !self.config.scan.watch {
             return (None, full);
         }
-        match watch::watch(shares, self.rescan_tx.clone()) {
+        match watch::watch(shares, self.events.clone()) {
             Ok((watching, missing)) if missing.is_empty() => (Some(watching), full),
             Ok((watching, missing)) => {
                 // Watched once they exist: the next poll finds them and watches again.
@@ -536,8 +530,7 @@ impl ScanLoop {
 async fn scan_loop(mut state: ScanLoop, stop: CancellationToken) {
     let mut current: Arc<Vec<Share>> = state.shares.borrow_and_update().clone();
     state.full_scan(current.to_vec()).await;
-    state.wake_hasher.notify_one();
-    state.changed.notify_one();
+    state.events.scanned();
 
     let (mut watching, mut interval) = state.watch(&current);
     let debounce = Duration::from_millis(state.config.scan.debounce_ms);
@@ -572,7 +565,7 @@ async fn scan_loop(mut state: ScanLoop, stop: CancellationToken) {
                     state.full_scan(added).await;
                 }
             }
-            first = state.rescan_rx.recv() => {
+            first = state.rescans.recv() => {
                 let Some(first) = first else { break };
                 // Debounce: a burst of events (a copy, an unpacked archive) becomes one rescan.
                 tokio::select! {
@@ -580,13 +573,13 @@ async fn scan_loop(mut state: ScanLoop, stop: CancellationToken) {
                     () = tokio::time::sleep(debounce) => {}
                 }
                 let mut paths = BTreeSet::from([first]);
-                while let Ok(more) = state.rescan_rx.try_recv() {
+                while let Ok(more) = state.rescans.try_recv() {
                     paths.insert(more);
                 }
                 let scanner = state.scanner.clone();
                 let shares = current.clone();
                 let _ = tokio::task::spawn_blocking(move || {
-                    for (name, rel) in paths {
+                    for RescanPath { share: name, rel } in paths {
                         let Some(share) = shares.iter().find(|s| s.name == name) else {
                             continue;
                         };
@@ -598,8 +591,7 @@ async fn scan_loop(mut state: ScanLoop, stop: CancellationToken) {
                 .await;
             }
         }
-        state.wake_hasher.notify_one();
-        state.changed.notify_one();
+        state.events.scanned();
     }
     drop(watching);
 }

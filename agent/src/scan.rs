@@ -99,9 +99,18 @@ impl Scanner {
         Ok(true)
     }
 
-    /// Scans the folder `rel` of `share` (`""`: the whole share). With `recursive` false only
-    /// the folder itself and subfolders new to the catalog are read.
-    pub fn scan(
+    /// Scans the whole share: every folder is read.
+    pub fn scan_share(&self, share: &Share) -> Result<ScanReport, CatalogError> {
+        self.scan_from(share, "", true)
+    }
+
+    /// Scans the folder `rel` of `share` and the subfolders new to the catalog; known
+    /// subfolders are not read (a change inside them comes with its own event).
+    fn scan_folder(&self, share: &Share, rel: &str) -> Result<ScanReport, CatalogError> {
+        self.scan_from(share, rel, false)
+    }
+
+    fn scan_from(
         &self,
         share: &Share,
         rel: &str,
@@ -401,7 +410,7 @@ impl Scanner {
         let path = share.root.join(rel);
         if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
             self.record_ancestors(share, rel)?;
-            return self.scan(share, rel, false);
+            return self.scan_folder(share, rel);
         }
         let mut dir = rel.rsplit_once('/').map_or("", |(d, _)| d).to_owned();
         while !dir.is_empty()
@@ -410,7 +419,7 @@ impl Scanner {
             dir = dir.rsplit_once('/').map_or("", |(d, _)| d).to_owned();
         }
         self.record_ancestors(share, &dir)?;
-        self.scan(share, &dir, false)
+        self.scan_folder(share, &dir)
     }
 
     /// Whether the folders on the way to `rel` are real folders of the share: no symlink among
@@ -496,7 +505,7 @@ mod tests {
     fn symlinks_out_of_the_share_are_never_followed() {
         for follow in [false, true] {
             let (_dir, share, catalog, scanner) = setup(follow);
-            let report = scanner.scan(&share, "", true).unwrap();
+            let report = scanner.scan_share(&share).unwrap();
             assert_eq!(report.files, 1, "follow_symlinks = {follow}");
             // An event reported behind the symlink (as a watcher following links would).
             scanner.rescan_path(&share, "link/secret.txt").unwrap();
@@ -508,9 +517,9 @@ mod tests {
     #[test]
     fn a_missing_share_folder_deletes_nothing() {
         let (dir, share, catalog, scanner) = setup(false);
-        scanner.scan(&share, "", true).unwrap();
+        scanner.scan_share(&share).unwrap();
         std::fs::rename(&share.root, dir.path().join("moved away")).unwrap();
-        let report = scanner.scan(&share, "", true).unwrap();
+        let report = scanner.scan_share(&share).unwrap();
         assert_eq!(report.unreadable_dirs, 1);
         assert_eq!(files(&catalog), 1);
     }
@@ -518,7 +527,7 @@ mod tests {
     #[test]
     fn deletions_and_new_folders_are_found_without_a_full_rescan() {
         let (_dir, share, catalog, scanner) = setup(false);
-        scanner.scan(&share, "", true).unwrap();
+        scanner.scan_share(&share).unwrap();
         std::fs::create_dir_all(share.root.join("new/deeper")).unwrap();
         std::fs::write(share.root.join("new/deeper/b.mp3"), b"b").unwrap();
         scanner.rescan_path(&share, "new").unwrap();
@@ -527,7 +536,7 @@ mod tests {
         scanner.rescan_path(&share, "music/a.mp3").unwrap();
         assert_eq!(files(&catalog), 1);
         // Nothing changed: a rescan writes nothing and queues nothing.
-        let report = scanner.scan(&share, "", true).unwrap();
+        let report = scanner.scan_share(&share).unwrap();
         assert_eq!(report.changed, 0);
     }
 }

@@ -37,6 +37,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use super::LiveShares;
 use super::catalog::{Catalog, CatalogReader, FileRecord, Stat};
 use super::config::UploadConfig;
+use super::events::Events;
 use super::hash::open_shared;
 use super::slots::{Bandwidth, Refusal, SlotGuard, SlotLimits, Slots};
 use peerdex_client::Identity;
@@ -92,7 +93,7 @@ pub struct FileServer {
     config: UploadConfig,
     slots: Arc<Slots>,
     bandwidth: Option<Bandwidth>,
-    rescan: mpsc::UnboundedSender<(String, String)>,
+    events: Arc<Events>,
     /// Counters for status.
     pub stats: ServeStats,
 }
@@ -201,7 +202,7 @@ impl FileServer {
         shares: LiveShares,
         identity: Identity,
         config: UploadConfig,
-        rescan: mpsc::UnboundedSender<(String, String)>,
+        events: Arc<Events>,
     ) -> Arc<FileServer> {
         let slots = Slots::new(SlotLimits {
             slots: config.slots,
@@ -217,7 +218,7 @@ impl FileServer {
             config,
             slots,
             bandwidth,
-            rescan,
+            events,
             stats: ServeStats::default(),
         })
     }
@@ -506,7 +507,7 @@ impl FileServer {
                 Ok((f, stat)) if stat.same_version(&file.stat) => return Ok((f, file.clone())),
                 _ => {
                     changed = true;
-                    let _ = self.rescan.send((file.key.share.clone(), rel));
+                    self.events.rescan(&file.key.share, rel);
                 }
             }
         }

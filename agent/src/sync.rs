@@ -16,11 +16,12 @@ use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use peerdex_shared::api::{DeltaOp, ErrorCode};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::catalog::{Catalog, CatalogError, FullUpload, Verdict};
+use super::events::Events;
 use super::link::{Backoff, Link, Session};
 use peerdex_client::server_api::ApiError;
 use peerdex_client::{Identity, ServerClient};
@@ -94,8 +95,8 @@ pub struct Syncer {
     pub port: u16,
     /// The catalog.
     pub catalog: Arc<Catalog>,
-    /// Notified when the catalog changed.
-    pub changed: Arc<Notify>,
+    /// `catalog_changed` says there is something to send.
+    pub events: Arc<Events>,
     /// Where a failure no retry can mend is reported (it stops the agent).
     pub failure: super::Failure,
     /// The link to the server: status, sessions for the control channel, checks on demand.
@@ -216,7 +217,7 @@ impl Syncer {
                         self.sync(&client, beat.list_version).await?;
                     }
                 }
-                () = self.changed.notified() => {
+                () = self.events.catalog_changed.notified() => {
                     tokio::select! {
                         () = stop.cancelled() => continue,
                         () = tokio::time::sleep(SETTLE) => {}

@@ -8,13 +8,14 @@
 //! scanning and serving would trigger rescans forever. Symlinks are not followed by the watcher.
 
 use std::path::{Component, Path};
+use std::sync::Arc;
 
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::config::Share;
+use super::events::Events;
 
 /// A live watch; dropping it stops watching.
 pub struct Watch {
@@ -43,14 +44,11 @@ fn is_change(kind: &EventKind) -> bool {
     }
 }
 
-/// Watches every share whose folder exists and sends `(share name, path)` of changed entries to
-/// `changes`; also returns the shares whose folder does not exist (they cannot be watched yet).
+/// Watches every share whose folder exists and queues changed entries for a rescan
+/// through `events`; also returns the shares whose folder does not exist (they cannot be watched yet).
 /// Fails when the system cannot watch them (e.g. the inotify watch limit is reached); the
 /// caller then falls back to periodic rescans.
-pub fn watch(
-    shares: &[Share],
-    changes: mpsc::UnboundedSender<(String, String)>,
-) -> Result<(Watch, Vec<Share>), notify::Error> {
+pub fn watch(shares: &[Share], events: Arc<Events>) -> Result<(Watch, Vec<Share>), notify::Error> {
     let targets = shares.to_vec();
     let handler = move |result: notify::Result<Event>| match result {
         Ok(event) if is_change(&event.kind) => {
@@ -66,7 +64,7 @@ pub fn watch(
                     continue; // e.g. a download in progress, or a hidden folder
                 }
                 debug!(share = %share.name, path = %rel, kind = ?event.kind, "file event");
-                let _ = changes.send((share.name.clone(), rel));
+                events.rescan(&share.name, rel);
             }
         }
         Ok(_) => {}

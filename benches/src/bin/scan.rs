@@ -93,7 +93,7 @@ fn main() {
     // Warm the page cache for both sides.
     find(&root);
     let started = Instant::now();
-    let first = scanner.scan(&share, "", true).unwrap();
+    let first = scanner.scan_share(&share).unwrap();
     let initial = started.elapsed();
     assert_eq!(first.files, files);
 
@@ -102,7 +102,7 @@ fn main() {
     for _ in 0..rounds {
         find_times.push(find(&root));
         let started = Instant::now();
-        let report = scanner.scan(&share, "", true).unwrap();
+        let report = scanner.scan_share(&share).unwrap();
         rescan_times.push(started.elapsed());
         assert_eq!(report.files, files);
         assert_eq!(report.changed, 0, "a no-change rescan found changes");
