@@ -42,12 +42,14 @@ impl Db {
         })
     }
 
-    /// Streams the active list of a peer to `each` (for indexing).
-    pub fn for_each_active_file(
+    /// Streams the active list of a peer to `each` (for indexing), until `each` fails: its
+    /// error is returned as it is, beside the store's own.
+    pub fn for_each_active_file<E: From<DbError>>(
         &self,
         peer: PeerRef,
-        mut each: impl FnMut(FileDoc) -> DbResult<()>,
-    ) -> DbResult<()> {
+        mut each: impl FnMut(FileDoc) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut failed = None;
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT f.id, f.content, f.share, f.path, f.size FROM files f JOIN peers p
@@ -55,17 +57,22 @@ impl Db {
             )?;
             let mut rows = stmt.query([peer])?;
             while let Some(r) = rows.next()? {
-                each(FileDoc {
+                let doc = FileDoc {
                     id: r.get(0)?,
                     peer,
                     content: r.get(1)?,
                     share: r.get(2)?,
                     path: r.get(3)?,
                     size: r.get::<_, i64>(4)? as u64,
-                })?;
+                };
+                if let Err(e) = each(doc) {
+                    failed = Some(e);
+                    break;
+                }
             }
             Ok(())
-        })
+        })?;
+        failed.map_or(Ok(()), Err)
     }
 
     /// A file row, if it still belongs to its peer's active list.

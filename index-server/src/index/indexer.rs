@@ -174,13 +174,12 @@ impl Worker {
                     .delete_term(Term::from_field_u64(fields.peer, peer.as_u64()));
                 let (index, writer) = (&self.index, &self.writer);
                 let mut added = 0u64;
-                self.db.for_each_active_file(peer, |doc| {
-                    added += 1;
-                    writer
-                        .add_document(index.document(&doc))
-                        .map(|_| ())
-                        .map_err(|e| DbError::Corrupt(format!("indexing failed: {e}")))
-                })?;
+                self.db
+                    .for_each_active_file(peer, |doc| -> Result<(), IndexError> {
+                        added += 1;
+                        writer.add_document(index.document(&doc))?;
+                        Ok(())
+                    })?;
                 debug!(peer = peer.0, added, "reindexed peer");
             }
             IndexOp::FileChanged { file, .. } => {
