@@ -246,6 +246,9 @@ pub enum DownloadError {
         /// The error.
         source: std::io::Error,
     },
+    /// No key could be made for the reverse connections this download answers.
+    #[error("cannot make a key for reverse connections: {0}")]
+    Identity(#[from] peerdex_client::identity::IdentityError),
     /// The partial download's state file is damaged.
     #[error("download state {}: {source}", path.display())]
     State {
@@ -1079,11 +1082,7 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
     // Sources are reached directly, by reverse connection, or through the relay (`peer.rs`).
     let identity = match &options.identity {
         Some(identity) => identity.clone(),
-        None => peerdex_client::Identity::generate().map_err(|e| DownloadError::Io {
-            what: "creating a key for",
-            path: PathBuf::from("reverse connections"),
-            source: std::io::Error::other(e.to_string()),
-        })?,
+        None => peerdex_client::Identity::generate()?,
     };
     let connector = Arc::new(Connector::new(
         finder.clone(),
