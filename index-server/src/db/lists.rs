@@ -70,10 +70,7 @@ impl Db {
                 })?;
             if old > generation {
                 // A later upload committed first; this one is already out of date.
-                tx.execute(
-                    "INSERT OR IGNORE INTO stale_gens (peer, gen) VALUES (?1, ?2)",
-                    params![peer, generation],
-                )?;
+                mark_stale(tx, peer, generation)?;
                 return Err(DbError::Superseded);
             }
             tx.execute(
@@ -81,10 +78,7 @@ impl Db {
                 params![peer, generation, version as i64, entries as i64],
             )?;
             if old > Generation(0) {
-                tx.execute(
-                    "INSERT OR IGNORE INTO stale_gens (peer, gen) VALUES (?1, ?2)",
-                    params![peer, old],
-                )?;
+                mark_stale(tx, peer, old)?;
             }
             push_op(tx, IndexOp::ReindexPeer { peer })?;
             Ok(())
@@ -100,10 +94,7 @@ impl Db {
                 "DELETE FROM staging_gens WHERE peer = ?1 AND gen = ?2",
                 params![peer, generation],
             )?;
-            tx.execute(
-                "INSERT OR IGNORE INTO stale_gens (peer, gen) VALUES (?1, ?2)",
-                params![peer, generation],
-            )?;
+            mark_stale(tx, peer, generation)?;
             Ok(())
         })
     }
@@ -269,16 +260,20 @@ fn drop_list_in(tx: &Connection, peer: PeerRef) -> DbResult<()> {
         .optional()?
         .ok_or(DbError::UnknownPeer)?;
     if generation > Generation(0) {
-        tx.execute(
-            "INSERT OR IGNORE INTO stale_gens (peer, gen) VALUES (?1, ?2)",
-            params![peer, generation],
-        )?;
+        mark_stale(tx, peer, generation)?;
     }
     tx.execute(
         "UPDATE peers SET active_gen = 0, list_version = NULL, entries = 0 WHERE id = ?1",
         [peer],
     )?;
     push_op(tx, IndexOp::ReindexPeer { peer })?;
+    Ok(())
+}
+
+/// Queues a generation's rows for deletion (by `Db::delete_stale_batch`, a little at a time).
+fn mark_stale(tx: &Connection, peer: PeerRef, generation: Generation) -> rusqlite::Result<()> {
+    tx.prepare_cached("INSERT OR IGNORE INTO stale_gens (peer, gen) VALUES (?1, ?2)")?
+        .execute(params![peer, generation])?;
     Ok(())
 }
 
