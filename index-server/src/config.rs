@@ -36,6 +36,61 @@ pub struct Config {
     pub http: HttpConfig,
     /// Reverse connections and the relay for peers that accept no connections.
     pub relay: RelayConfig,
+    /// Accounts, invites, guests and grants.
+    pub accounts: AccountsConfig,
+}
+
+/// Who may join: `open` (anyone may create an account), `invite` (only with an invite code) or
+/// `closed` (nobody; the operator's CLI still can).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    /// Anyone may create an account.
+    Open,
+    /// Only with a live invite code.
+    Invite,
+    /// No new accounts over the API.
+    Closed,
+}
+
+/// Accounts and access.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountsConfig {
+    /// Who may create an account.
+    pub registration: Registration,
+    /// Whether clients without an account may search, browse and download public content.
+    pub guests: bool,
+    /// Argon2id memory cost, KiB (OWASP: 19456).
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations (OWASP: 2).
+    pub argon2_iterations: u32,
+    /// Failed sign-ins allowed per account and per address per minute; then 429 with Retry-After.
+    pub failed_logins_per_minute: u32,
+    /// New accounts per client address per hour.
+    pub accounts_per_ip_per_hour: u32,
+    /// Devices (keys) one account may link.
+    pub max_devices_per_account: u32,
+    /// Live invites a member (not an admin) may have at once; 0: members cannot invite.
+    pub invites_per_member: u32,
+    /// How long a grant for non-public content is valid, seconds.
+    pub grant_ttl_secs: u64,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        Self {
+            registration: Registration::Open,
+            guests: true,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            failed_logins_per_minute: 5,
+            accounts_per_ip_per_hour: 10,
+            max_devices_per_account: 8,
+            invites_per_member: 0,
+            grant_ttl_secs: 600,
+        }
+    }
 }
 
 impl Default for Config {
@@ -51,6 +106,7 @@ impl Default for Config {
             index: IndexConfig::default(),
             http: HttpConfig::default(),
             relay: RelayConfig::default(),
+            accounts: AccountsConfig::default(),
         }
     }
 }
@@ -287,7 +343,19 @@ impl Config {
 
     /// Refuses settings that cannot work, with the name of the setting.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let checks: [(bool, &str); 10] = [
+        let checks: [(bool, &str); 13] = [
+            (
+                self.accounts.argon2_memory_kib >= 8 && self.accounts.argon2_iterations >= 1,
+                "accounts.argon2_memory_kib must be >= 8 and accounts.argon2_iterations >= 1",
+            ),
+            (
+                self.accounts.grant_ttl_secs > 0,
+                "accounts.grant_ttl_secs must be > 0",
+            ),
+            (
+                self.accounts.max_devices_per_account > 0,
+                "accounts.max_devices_per_account must be > 0",
+            ),
             (
                 self.limits.max_entries_per_peer > 0,
                 "limits.max_entries_per_peer must be > 0",

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use peerdex_shared::api::Reachability;
 use peerdex_shared::{FileHash, PeerId};
 
-use crate::db::{ContentRef, PeerRef};
+use crate::db::{AclRef, ContentRef, PeerRef};
 
 /// A content and every active copy of it.
 #[derive(Debug)]
@@ -33,8 +33,8 @@ pub struct Holders {
     pub places: Vec<Place>,
     /// Distinct file names (last path component) of the places.
     pub names: Vec<Box<str>>,
-    /// Every active copy as (peer, index into `places`), ordered by peer, then path.
-    pub copies: Vec<(PeerRef, u32)>,
+    /// Every active copy as (peer, index into `places`, its scope), ordered by peer, then path.
+    pub copies: Vec<(PeerRef, u32, AclRef)>,
 }
 
 /// Where a copy sits on its peer.
@@ -49,19 +49,19 @@ pub struct Place {
 }
 
 impl Holders {
-    /// Builds the entry from `(peer, share, path)` rows in any order.
+    /// Builds the entry from `(peer, share, path, acl)` rows in any order.
     pub fn new(
         content: ContentRef,
         hash: FileHash,
         size: u64,
-        rows: impl IntoIterator<Item = (PeerRef, String, String)>,
+        rows: impl IntoIterator<Item = (PeerRef, String, String, AclRef)>,
     ) -> Holders {
         let mut places: Vec<Place> = Vec::new();
         let mut names: Vec<Box<str>> = Vec::new();
         let mut place_ids: HashMap<(String, String), u32> = HashMap::new();
         let mut name_ids: HashMap<Box<str>, u32> = HashMap::new();
         let mut copies = Vec::new();
-        for (peer, share, path) in rows {
+        for (peer, share, path, acl) in rows {
             // Most copies of popular content share a place: look it up without copying strings.
             let place = match place_ids.entry((share, path)) {
                 Entry::Occupied(known) => *known.get(),
@@ -80,7 +80,7 @@ impl Holders {
                     *new.insert((places.len() - 1) as u32)
                 }
             };
-            copies.push((peer, place));
+            copies.push((peer, place, acl));
         }
         copies.sort_by(|a, b| {
             (a.0, &places[a.1 as usize].path).cmp(&(b.0, &places[b.1 as usize].path))
@@ -107,7 +107,7 @@ impl Holders {
             + strings
             + self.places.len() * std::mem::size_of::<Place>()
             + self.names.len() * std::mem::size_of::<Box<str>>()
-            + self.copies.len() * std::mem::size_of::<(PeerRef, u32)>()
+            + self.copies.len() * std::mem::size_of::<(PeerRef, u32, AclRef)>()
     }
 }
 
@@ -290,6 +290,7 @@ mod tests {
                     PeerRef(p as i64),
                     "music".into(),
                     format!("a/b/song {p}.mp3"),
+                    AclRef::PUBLIC,
                 )
             }),
         ))
@@ -302,16 +303,36 @@ mod tests {
             FileHash::from_bytes([1; 32]),
             10,
             [
-                (PeerRef(9), "s".to_string(), "x/b.mp3".to_string()),
-                (PeerRef(2), "s".to_string(), "y/b.mp3".to_string()),
-                (PeerRef(9), "s".to_string(), "a.mp3".to_string()),
-                (PeerRef(2), "s".to_string(), "x/b.mp3".to_string()),
+                (
+                    PeerRef(9),
+                    "s".to_string(),
+                    "x/b.mp3".to_string(),
+                    AclRef::PUBLIC,
+                ),
+                (
+                    PeerRef(2),
+                    "s".to_string(),
+                    "y/b.mp3".to_string(),
+                    AclRef::PUBLIC,
+                ),
+                (
+                    PeerRef(9),
+                    "s".to_string(),
+                    "a.mp3".to_string(),
+                    AclRef::PUBLIC,
+                ),
+                (
+                    PeerRef(2),
+                    "s".to_string(),
+                    "x/b.mp3".to_string(),
+                    AclRef::PUBLIC,
+                ),
             ],
         );
         let order: Vec<(i64, &str)> = h
             .copies
             .iter()
-            .map(|&(peer, place)| (peer.0, &*h.places[place as usize].path))
+            .map(|&(peer, place, _)| (peer.0, &*h.places[place as usize].path))
             .collect();
         assert_eq!(
             order,

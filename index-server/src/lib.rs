@@ -6,6 +6,7 @@
 //! the service between handlers and store (result pages, sources, and what they say). `text` and `query` turn names and queries into terms; `presence`,
 //! `limits` and `probe` guard who is online, how often, and whether an address is really theirs.
 
+pub mod accounts;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -17,6 +18,7 @@ pub mod presence;
 pub mod probe;
 pub mod query;
 pub mod schema;
+pub mod scope;
 pub mod search;
 pub mod server;
 pub mod state;

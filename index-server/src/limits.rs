@@ -12,16 +12,41 @@ const MAX_TRACKED: usize = 100_000;
 /// A token bucket per key: `per_minute` events a minute, bursts up to the same number.
 pub struct RateLimiter<K> {
     buckets: Mutex<HashMap<K, (f64, Instant)>>,
+    /// Tokens a full bucket holds.
+    capacity: f64,
+    /// Tokens added per minute.
     per_minute: f64,
 }
 
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// A limiter allowing `per_minute` events per key per minute.
     pub fn new(per_minute: u32) -> Self {
+        let rate = f64::from(per_minute.max(1));
         Self {
             buckets: Mutex::new(HashMap::new()),
-            per_minute: f64::from(per_minute.max(1)),
+            capacity: rate,
+            per_minute: rate,
         }
+    }
+
+    /// A limiter allowing `per_hour` events per key per hour, in bursts up to the same number.
+    pub fn per_hour(per_hour: u32) -> Self {
+        let rate = f64::from(per_hour.max(1));
+        Self {
+            buckets: Mutex::new(HashMap::new()),
+            capacity: rate,
+            per_minute: rate / 60.0,
+        }
+    }
+
+    /// Whether `key` has no token left now (without taking one), and if so how many seconds
+    /// until it has one.
+    pub fn exhausted(&self, key: &K) -> Option<u64> {
+        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, at) = buckets.get(key)?;
+        let refill = at.elapsed().as_secs_f64() * self.per_minute / 60.0;
+        let tokens = (tokens + refill).min(self.capacity);
+        (tokens < 1.0).then(|| ((1.0 - tokens) * 60.0 / self.per_minute).ceil() as u64)
     }
 
     /// Takes one token for `key`; false when the key is over its rate.
@@ -34,9 +59,9 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             let median = ages[ages.len() / 2];
             buckets.retain(|_, (_, t)| *t > median);
         }
-        let (tokens, at) = buckets.entry(key.clone()).or_insert((self.per_minute, now));
+        let (tokens, at) = buckets.entry(key.clone()).or_insert((self.capacity, now));
         let refill = now.duration_since(*at).as_secs_f64() * self.per_minute / 60.0;
-        *tokens = (*tokens + refill).min(self.per_minute);
+        *tokens = (*tokens + refill).min(self.capacity);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;

@@ -20,7 +20,101 @@ pub const MIGRATIONS: &[Migration] = &[
         rewrites_data: true,
         apply: fold_nickname_keys,
     },
+    Migration {
+        version: 3,
+        description: "accounts, devices, tokens, invites, groups, visibility scopes, bans, audit log",
+        rewrites_data: false,
+        apply: |tx| tx.execute_batch(VERSION_3),
+    },
 ];
+
+/// Accounts and who may see what. Every existing file is public (`acl` 0), as before.
+const VERSION_3: &str = "
+CREATE TABLE accounts (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    name_key TEXT NOT NULL UNIQUE,
+    pass_phc TEXT NOT NULL,
+    role TEXT NOT NULL DEFAULT 'member',
+    disabled INTEGER NOT NULL DEFAULT 0,
+    invite_quota INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    created_ip TEXT
+);
+CREATE TABLE account_devices (
+    peer_key BLOB PRIMARY KEY,
+    account INTEGER NOT NULL,
+    linked_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX account_devices_account ON account_devices (account);
+CREATE TABLE tokens (
+    hash BLOB PRIMARY KEY,
+    account INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    label TEXT,
+    created_at INTEGER NOT NULL,
+    last_used INTEGER
+) WITHOUT ROWID;
+CREATE INDEX tokens_account ON tokens (account);
+CREATE TABLE invites (
+    id INTEGER PRIMARY KEY,
+    code_hash BLOB NOT NULL UNIQUE,
+    creator TEXT NOT NULL,
+    uses_left INTEGER NOT NULL,
+    expires_at INTEGER,
+    groups TEXT NOT NULL DEFAULT '',
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE groups (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    name_key TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE group_members (
+    grp INTEGER NOT NULL,
+    account INTEGER NOT NULL,
+    PRIMARY KEY (grp, account)
+) WITHOUT ROWID;
+CREATE INDEX group_members_account ON group_members (account);
+CREATE TABLE acls (
+    id INTEGER PRIMARY KEY,
+    spec TEXT NOT NULL UNIQUE,
+    locked INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE acl_users (
+    name_key TEXT NOT NULL,
+    acl INTEGER NOT NULL,
+    PRIMARY KEY (name_key, acl)
+) WITHOUT ROWID;
+CREATE TABLE bans (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    until INTEGER,
+    reason TEXT NOT NULL DEFAULT '',
+    actor TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE takedowns (
+    hash BLOB PRIMARY KEY,
+    reason TEXT NOT NULL DEFAULT '',
+    actor TEXT NOT NULL,
+    at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE audit_log (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT ''
+);
+ALTER TABLE files ADD COLUMN acl INTEGER NOT NULL DEFAULT 0;
+";
 
 /// The tables of version 1: the schema as it was before versions were recorded, so that adopting
 /// a version-0 file creates nothing it has and changes no row.

@@ -14,10 +14,61 @@ use std::sync::Arc;
 use peerdex_shared::FileHash;
 use peerdex_shared::api::{SizeClaim, SourcesResponse};
 
-use crate::db::{ContentRef, Db, DbError, PeerRef};
+use peerdex_shared::PeerId;
+use peerdex_shared::api::Grant;
+
+use crate::db::{AclRef, ContentRef, Db, DbError, PeerRef};
 use crate::holders::{Holders, PeerCard, Place};
 use crate::index::{IndexError, OnlineFilter, SearchIndex, SearchSpec};
 use crate::query::QueryPlan;
+use crate::scope::Scope;
+use crate::transfers::ServerKey;
+
+/// Who is asking: what they may see and download, and the device grants for non-public sources
+/// are made out to.
+#[derive(Clone, Copy)]
+pub struct Viewer<'a> {
+    /// The viewer's scope.
+    pub scope: &'a Scope,
+    /// How to sign grants for non-public sources (`None`: no device to make them out to; such
+    /// sources are listed without one).
+    pub grants: Option<GrantSigner<'a>>,
+}
+
+/// Signs grants for one device.
+#[derive(Clone, Copy)]
+pub struct GrantSigner<'a> {
+    /// The server's key.
+    pub key: &'a ServerKey,
+    /// The device that will download.
+    pub device: PeerId,
+    /// Unix time the grants expire.
+    pub expires_at: u64,
+}
+
+impl Viewer<'_> {
+    /// Whether a copy is shown at all: online, and within the viewer's listed scopes.
+    fn lists<O: OnlineFilter + ?Sized>(&self, online: &O, peer: PeerRef, acl: AclRef) -> bool {
+        online.contains(peer) && self.scope.lists(acl)
+    }
+
+    /// Whether a copy may be offered as a source.
+    fn downloads<O: OnlineFilter + ?Sized>(&self, online: &O, peer: PeerRef, acl: AclRef) -> bool {
+        online.contains(peer) && self.scope.downloads(acl)
+    }
+
+    fn grant(&self, source: PeerId, hash: FileHash, acl: AclRef) -> Option<Grant> {
+        if acl == AclRef::PUBLIC {
+            return None;
+        }
+        let signer = self.grants?;
+        Some(
+            signer
+                .key
+                .grant(source, signer.device, hash, signer.expires_at),
+        )
+    }
+}
 
 /// A page of results to find.
 #[derive(Debug, Clone)]
@@ -61,6 +112,7 @@ pub fn search(
     db: &Db,
     index: &SearchIndex,
     online: Arc<crate::presence::OnlineSet>,
+    viewer: Viewer<'_>,
     request: &SearchRequest,
 ) -> Result<SearchPage, SearchError> {
     let found = index.search(&request.spec, online.clone())?;
@@ -81,6 +133,7 @@ pub fn search(
             &holders,
             score,
             &*online,
+            viewer,
             request.max_sources,
             Some(&request.spec.plan),
         )?);
@@ -100,13 +153,17 @@ const MAX_OTHER_SIZES: usize = 8;
 pub fn sources(
     db: &Db,
     online: &crate::presence::OnlineSet,
+    viewer: Viewer<'_>,
     hash: &FileHash,
     max_sources: usize,
 ) -> Result<Option<SourcesResponse>, DbError> {
     let ids = db.contents_with_hash(hash)?;
     let mut claims = Vec::new();
     for holders in db.holders_of(&ids)? {
-        claims.extend(claim(db, &holders, online, max_sources)?);
+        // A size the viewer may not download from is, to it, a size nobody claims.
+        claims.extend(
+            claim(db, &holders, online, viewer, max_sources)?.filter(|c| !c.hit.sources.is_empty()),
+        );
     }
     // Peers may disagree on the size of a hash (a liar, a damaged list): best evidence first.
     claims.sort_by(Claim::rank);
@@ -138,7 +195,7 @@ pub fn advertised(ip: Option<&str>, port: u16) -> Option<String> {
 }
 
 /// A source as the API lists it.
-pub fn to_source(card: &PeerCard, place: &Place) -> Source {
+pub fn to_source(card: &PeerCard, place: &Place, grant: Option<Grant>) -> Source {
     Source {
         peer_id: card.key,
         nickname: card.nickname.clone(),
@@ -146,7 +203,32 @@ pub fn to_source(card: &PeerCard, place: &Place) -> Source {
         reachability: card.reachability,
         share: place.share.to_string(),
         path: place.path.to_string(),
+        grant,
     }
+}
+
+/// Whether the viewer may fetch `hash` from the peer with key `source`: the source holds a copy
+/// within the viewer's scope (for tickets and relays, which bypass the sources page).
+pub fn may_fetch(
+    db: &Db,
+    scope: &Scope,
+    hash: &FileHash,
+    source: &PeerId,
+) -> Result<bool, DbError> {
+    let ids = db.contents_with_hash(hash)?;
+    for holders in db.holders_of(&ids)? {
+        let mut last = None;
+        for &(peer, _, acl) in &holders.copies {
+            if !scope.downloads(acl) || last == Some(peer) {
+                continue;
+            }
+            last = Some(peer);
+            if db.peer_card(peer)?.is_some_and(|card| card.key == *source) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// How many copies' paths a hit checks against the query to find one that matched, at most.
@@ -155,14 +237,14 @@ const MAX_MATCH_CHECKS: usize = 64;
 /// The copy a hit is shown by: the most common file name among the online copies whose path
 /// matches `plan` (the smallest of equally common names), else the most common name among all
 /// online copies. So a row never shows the name of a copy the query did not find.
-pub fn shown_place<'h, O: OnlineFilter + ?Sized>(
+pub fn shown_place<'h>(
     holders: &'h Holders,
-    online: &O,
+    listed: impl Fn(PeerRef, AclRef) -> bool,
     plan: Option<&QueryPlan>,
 ) -> Option<&'h Place> {
     let mut name_counts = vec![0u32; holders.names.len()];
-    for &(peer, place) in &holders.copies {
-        if online.contains(peer) {
+    for &(peer, place, acl) in &holders.copies {
+        if listed(peer, acl) {
             name_counts[holders.places[place as usize].name as usize] += 1;
         }
     }
@@ -176,8 +258,8 @@ pub fn shown_place<'h, O: OnlineFilter + ?Sized>(
         holders
             .copies
             .iter()
-            .filter(|&&(peer, _)| online.contains(peer))
-            .map(|&(_, place)| &holders.places[place as usize])
+            .filter(|&&(peer, _, acl)| listed(peer, acl))
+            .map(|&(_, place, _)| &holders.places[place as usize])
             .find(|place| place.name == name)
     };
     let most_common = (0..holders.names.len() as u32)
@@ -194,9 +276,9 @@ pub fn shown_place<'h, O: OnlineFilter + ?Sized>(
     let mut checked = vec![false; holders.places.len()];
     let mut checks = 0;
     for name in names {
-        for &(peer, place) in &holders.copies {
+        for &(peer, place, acl) in &holders.copies {
             let index = place as usize;
-            if checked[index] || holders.places[index].name != name || !online.contains(peer) {
+            if checked[index] || holders.places[index].name != name || !listed(peer, acl) {
                 continue;
             }
             if checks == MAX_MATCH_CHECKS {
@@ -220,13 +302,15 @@ pub fn folder_of(place: &Place) -> String {
     }
 }
 
-/// A result row from a content and its copies: online peers only, one source each (its first
-/// path), reachable ones first, shown by the copy [`shown_place`] picks.
+/// A result row from a content and its copies: the copies the viewer sees listed, sources from
+/// those it may download (one source per online peer, its first such path, reachable ones first),
+/// shown by the copy [`shown_place`] picks. `None` when the viewer sees no copy.
 pub fn to_hit<O: OnlineFilter + ?Sized>(
     db: &Db,
     holders: &Holders,
     score: f32,
     online: &O,
+    viewer: Viewer<'_>,
     max_sources: usize,
     plan: Option<&QueryPlan>,
 ) -> Result<Option<SearchHit>, DbError> {
@@ -234,8 +318,8 @@ pub fn to_hit<O: OnlineFilter + ?Sized>(
     let mut sources_online = 0u64;
     let mut last_peer = None;
     // Copies are ordered by peer, then path: a peer's first copy is its source.
-    for &(peer, place) in &holders.copies {
-        if !online.contains(peer) || last_peer == Some(peer) {
+    for &(peer, place, acl) in &holders.copies {
+        if !viewer.downloads(online, peer, acl) || last_peer == Some(peer) {
             continue;
         }
         last_peer = Some(peer);
@@ -249,12 +333,13 @@ pub fn to_hit<O: OnlineFilter + ?Sized>(
         };
         let place = &holders.places[place as usize];
         if card.reachability == Reachability::Reachable {
-            reachable.push((card, place));
+            reachable.push((card, place, acl));
         } else if others.len() < max_sources {
-            others.push((card, place));
+            others.push((card, place, acl));
         }
     }
-    let Some(shown) = shown_place(holders, online, plan) else {
+    let Some(shown) = shown_place(holders, |peer, acl| viewer.lists(online, peer, acl), plan)
+    else {
         return Ok(None);
     };
     let name = shown
@@ -277,8 +362,11 @@ pub fn to_hit<O: OnlineFilter + ?Sized>(
             .iter()
             .chain(&others)
             .take(max_sources)
-            .map(|(card, place)| to_source(card, place))
+            .map(|(card, place, acl)| {
+                to_source(card, place, viewer.grant(card.key, holders.hash, *acl))
+            })
             .collect(),
+        locked: sources_online == 0,
     }))
 }
 
@@ -311,15 +399,22 @@ pub fn claim<O: OnlineFilter + ?Sized>(
     db: &Db,
     holders: &Holders,
     online: &O,
+    viewer: Viewer<'_>,
     max_sources: usize,
 ) -> Result<Option<Claim>, DbError> {
-    let Some(hit) = to_hit(db, holders, 0.0, online, max_sources, None)? else {
+    let Some(hit) = to_hit(db, holders, 0.0, online, viewer, max_sources, None)? else {
         return Ok(None);
     };
-    let mut peers: Vec<PeerRef> = holders.copies.iter().map(|&(peer, _)| peer).collect();
+    let mut peers: Vec<PeerRef> = holders.copies.iter().map(|&(peer, _, _)| peer).collect();
     peers.dedup();
     let (mut reachable_online, mut oldest_registration) = (0, i64::MAX);
-    for &peer in peers.iter().filter(|&&p| online.contains(p)) {
+    let offered = |peer: PeerRef| {
+        holders
+            .copies
+            .iter()
+            .any(|&(p, _, acl)| p == peer && viewer.downloads(online, p, acl))
+    };
+    for &peer in peers.iter().filter(|&&p| offered(p)) {
         if let Some(card) = db.peer_card(peer)? {
             reachable_online += u64::from(card.reachability == Reachability::Reachable);
             oldest_registration = oldest_registration.min(card.registered_at);

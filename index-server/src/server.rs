@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, secs};
 use crate::db::{Db, unix_now};
 use crate::index::{Indexer, IndexerConfig, SearchIndex};
-use crate::limits::{IpRateLimiter, NonceStore};
+use crate::limits::{IpRateLimiter, NonceStore, RateLimiter};
 use crate::presence::Presence;
 use crate::state::{AppState, Firewall, Guards, Lifecycle, NONCE_TTL, Store};
 use crate::transfers::{ControlHub, Relay, ServerKey};
@@ -90,6 +90,12 @@ impl Server {
                 ),
                 transfers: IpRateLimiter::new(config.relay.transfers_per_ip_per_minute),
                 search_slots: Semaphore::new(config.search.concurrency),
+                failed_logins_by_name: RateLimiter::new(config.accounts.failed_logins_per_minute),
+                failed_logins_by_ip: IpRateLimiter::new(
+                    config.accounts.failed_logins_per_minute.saturating_mul(4),
+                ),
+                new_accounts: IpRateLimiter::per_hour(config.accounts.accounts_per_ip_per_hour),
+                password_slots: Semaphore::new(2),
             },
             lifecycle: Lifecycle {
                 tasks: TaskTracker::new(),

@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::db::{Counts, Db};
 use crate::index::{Nudger, SearchIndex};
-use crate::limits::{IpRateLimiter, NonceStore};
+use crate::limits::{IpRateLimiter, NonceStore, RateLimiter};
 use crate::presence::Presence;
 use crate::probe::Prober;
 use crate::transfers::{ControlHub, Relay, ServerKey};
@@ -63,6 +63,14 @@ pub struct Guards {
     pub transfers: IpRateLimiter,
     /// Searches allowed to run at once.
     pub search_slots: Semaphore,
+    /// Failed sign-ins per account name key.
+    pub failed_logins_by_name: RateLimiter<String>,
+    /// Failed sign-ins per client IP.
+    pub failed_logins_by_ip: IpRateLimiter,
+    /// New accounts per client IP.
+    pub new_accounts: IpRateLimiter,
+    /// Password hashing runs at most this many at once (each takes `argon2_memory_kib`).
+    pub password_slots: Semaphore,
 }
 
 /// Background tasks and the two stages of shutdown.
@@ -87,6 +95,28 @@ pub struct Firewall {
 }
 
 impl AppState {
+    /// Puts a peer offline at once: its session ends, its control channel closes (the agent
+    /// sees it within a second) and it leaves presence, so its files leave results.
+    pub async fn disconnect_peer(
+        &self,
+        key: &peerdex_shared::PeerId,
+    ) -> Result<(), crate::http::ApiError> {
+        self.firewall.control.detach(key);
+        let (db, key) = (self.store.db.clone(), *key);
+        let peer = crate::http::run_blocking(move || -> Result<_, crate::db::DbError> {
+            let peer = db.peer_by_key(&key)?;
+            if let Some(peer) = &peer {
+                db.end_session(peer.id)?;
+            }
+            Ok(peer)
+        })
+        .await??;
+        if let Some(peer) = peer {
+            self.presence.mark_offline(peer.id);
+        }
+        Ok(())
+    }
+
     /// Whether `ip` is one of the configured trusted proxies.
     pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
         self.config

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::{Signer, SigningKey};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use peerdex_shared::api::{ControlMessage, Ticket};
-use peerdex_shared::identity::ticket_message;
+use peerdex_shared::api::{ControlMessage, Grant, Ticket};
+use peerdex_shared::identity::{grant_message, ticket_message};
 use peerdex_shared::rate::TokenBucket;
 use peerdex_shared::{PeerId, PeerSignature};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -87,6 +87,24 @@ impl ServerKey {
     /// Signs a ticket.
     pub fn sign(&self, ticket: &Ticket) -> PeerSignature {
         PeerSignature(self.key.sign(&ticket_message(ticket)).to_bytes())
+    }
+
+    /// Makes a grant: `downloader` may fetch `hash` from `source` until `expires_at`.
+    pub fn grant(
+        &self,
+        source: PeerId,
+        downloader: PeerId,
+        hash: peerdex_shared::FileHash,
+        expires_at: u64,
+    ) -> Grant {
+        let message = grant_message(&source, &downloader, &hash, expires_at);
+        Grant {
+            source,
+            downloader,
+            hash,
+            expires_at,
+            signature: PeerSignature(self.key.sign(&message).to_bytes()),
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::scope::Visibility;
 use crate::{FileHash, FileKind, PeerId, PeerSignature};
 
 /// `POST /api/v1/challenge`: a fresh single-use nonce to sign for registration.
@@ -115,6 +116,9 @@ pub struct ListEntry {
     /// Optional media tags.
     #[serde(default, skip_serializing_if = "MediaTags::is_empty")]
     pub tags: MediaTags,
+    /// Who may see and download it (`public` when absent; see [`crate::scope`]).
+    #[serde(default, skip_serializing_if = "Visibility::is_public")]
+    pub visibility: Visibility,
 }
 
 /// One line of a delta upload.
@@ -169,6 +173,52 @@ pub struct Source {
     pub share: String,
     /// Path of the file within the share.
     pub path: String,
+    /// For a non-public copy: the server's permission for the asking device to fetch it from
+    /// this peer, sent to the peer with the request (absent for public copies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<Grant>,
+}
+
+/// A short-lived permission, signed by the index server, for one downloader to fetch one
+/// non-public content from one source (see [`crate::identity::grant_message`]). The source
+/// checks it before serving; without it a non-public hash is answered like an unknown one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The peer that may serve.
+    pub source: PeerId,
+    /// The device (key) that may fetch.
+    pub downloader: PeerId,
+    /// The content.
+    pub hash: FileHash,
+    /// Unix time after which the grant is void.
+    pub expires_at: u64,
+    /// The server's signature.
+    pub signature: PeerSignature,
+}
+
+impl Grant {
+    /// The value of the [`crate::peer::header::GRANT`] request header.
+    pub fn header_value(&self) -> String {
+        format!("{} {} {}", self.downloader, self.expires_at, self.signature)
+    }
+
+    /// Reads a [`crate::peer::header::GRANT`] header sent to `source` for `hash`.
+    pub fn from_header(value: &str, source: PeerId, hash: FileHash) -> Option<Grant> {
+        let mut parts = value.split_ascii_whitespace();
+        let downloader = parts.next()?.parse().ok()?;
+        let expires_at = parts.next()?.parse().ok()?;
+        let signature = parts.next()?.parse().ok()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Grant {
+            source,
+            downloader,
+            hash,
+            expires_at,
+            signature,
+        })
+    }
 }
 
 /// One distinct content in search results, with the online peers that hold it.
@@ -195,6 +245,10 @@ pub struct SearchHit {
     pub sources_online: u64,
     /// Up to `max_sources` of those peers, reachable ones first.
     pub sources: Vec<Source>,
+    /// Listed to the viewer but downloadable only by its scope's audience (a `locked:` scope
+    /// the viewer is outside): `sources` is empty and `sources_online` is 0.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub locked: bool,
 }
 
 fn exact_by_default() -> bool {
@@ -391,6 +445,106 @@ pub struct TransferResponse {
     pub expires_in_secs: u64,
 }
 
+/// An account's role on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// An ordinary account.
+    Member,
+    /// May moderate (bans, takedowns) but not change roles.
+    Moderator,
+    /// Everything, including roles and server-wide settings.
+    Admin,
+}
+
+impl Role {
+    /// The role named `text` (`member`, `moderator`, `admin`).
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "member" => Some(Role::Member),
+            "moderator" | "mod" => Some(Role::Moderator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    /// The role's name, as [`Role::parse`] reads it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Moderator => "moderator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// `POST /api/v1/accounts`: create an account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccountRequest {
+    /// Account name (the rules of nicknames; unique after case folding).
+    pub name: String,
+    /// Password, at least 8 characters.
+    pub password: String,
+    /// Invite code (required when the server's `registration` is `invite`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite: Option<String>,
+}
+
+/// `POST /api/v1/login`: sign in, optionally linking this device's key to the account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// Account name.
+    pub name: String,
+    /// Password.
+    pub password: String,
+    /// The device to link: its key, a fresh challenge nonce and its signature over
+    /// [`crate::identity::login_message`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceProof>,
+}
+
+/// Proof that the one logging in holds a device key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceProof {
+    /// The device's key.
+    pub peer_id: PeerId,
+    /// A nonce from `POST /api/v1/challenge`.
+    pub nonce: String,
+    /// Signature over [`crate::identity::login_message`].
+    pub signature: PeerSignature,
+}
+
+/// `POST /api/v1/login` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginResponse {
+    /// Bearer token for account requests (`Authorization: Bearer …`); revoke it with
+    /// `DELETE /api/v1/login`.
+    pub token: String,
+    /// Who signed in.
+    pub account: AccountInfo,
+}
+
+/// An account as its owner and admins see it (`GET /api/v1/whoami`, admin listings).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountInfo {
+    /// Account name, as registered.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Groups the account is in (names).
+    pub groups: Vec<String>,
+    /// Linked device keys.
+    pub devices: Vec<PeerId>,
+    /// Whether it is disabled (cannot sign in; its devices are offline).
+    #[serde(default)]
+    pub disabled: bool,
+    /// Unix time of creation.
+    pub created_at: i64,
+}
+
 /// Machine-readable error codes carried in [`ErrorBody::code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -421,6 +575,14 @@ pub enum ErrorCode {
     SourceUnreachable,
     /// The downloader's address could not be verified by connect-back: it cannot be dialled.
     AddressUnverified,
+    /// The account name is taken.
+    NameTaken,
+    /// Registration needs an invite, or the invite is unknown, used up or expired.
+    InviteRequired,
+    /// The server takes no new accounts.
+    RegistrationClosed,
+    /// The server serves signed-in accounts only (`guests = false`).
+    SignInRequired,
     /// Something went wrong on the server; details are in its log.
     Internal,
 }

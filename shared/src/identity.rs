@@ -94,6 +94,29 @@ pub fn ticket_message(ticket: &crate::api::Ticket) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The message the index server signs to let one downloader fetch one non-public content from one
+/// source until a time (a grant, see [`crate::api::Grant`]).
+pub fn grant_message(
+    source: &PeerId,
+    downloader: &PeerId,
+    hash: &crate::FileHash,
+    expires_at: u64,
+) -> Vec<u8> {
+    format!("peerdex-grant-v1\n{source}\n{downloader}\n{hash}\n{expires_at}").into_bytes()
+}
+
+/// The message a downloader signs to use a grant: proves that the holder of the grant's
+/// downloader key is the one presenting it (a grant copied from a log is useless without the key).
+pub fn grant_use_message(grant_signature: &PeerSignature) -> Vec<u8> {
+    format!("peerdex-grant-use-v1\n{grant_signature}").into_bytes()
+}
+
+/// The message a device signs to be linked to an account at login: proves the key is held by the
+/// one logging in now (the nonce is fresh), so nobody can claim another's device.
+pub fn login_message(nonce: &str, peer_id: &PeerId, account: &str) -> Vec<u8> {
+    format!("peerdex-login-v1\n{nonce}\n{peer_id}\n{account}").into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

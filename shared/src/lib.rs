@@ -15,6 +15,7 @@ pub mod peer;
 pub mod pieces;
 pub mod rate;
 pub mod routes;
+pub mod scope;
 pub mod validate;
 
 pub use hash::{FileHash, ParseHexError};

@@ -32,7 +32,7 @@ pub const PART_SUFFIX: &str = ".peerdex-part";
 /// Suffix of a download's state file, beside its destination. Agents never share such files.
 pub const STATE_SUFFIX: &str = ".peerdex-state";
 
-/// Header names of the file server's answers.
+/// Header names of the file server's requests and answers.
 pub mod header {
     /// On a `503`: the request's place in the upload queue (1 = next).
     pub const QUEUE_POSITION: &str = "x-peerdex-queue-position";
@@ -44,6 +44,12 @@ pub mod header {
     pub const PIECES: &str = "x-peerdex-pieces";
     /// On a proof: the pieces it covers, `A-E` with `E` exclusive.
     pub const PROOF_RANGE: &str = "x-peerdex-proof-range";
+    /// Request: a grant for non-public content, `DOWNLOADER EXPIRES_AT SIGNATURE` (see
+    /// [`crate::api::Grant::header_value`]); the source is the peer asked, the hash the one in
+    /// the path.
+    pub const GRANT: &str = "x-peerdex-grant";
+    /// Request: the downloader's signature over [`crate::identity::grant_use_message`].
+    pub const GRANT_PROOF: &str = "x-peerdex-grant-proof";
 }
 
 /// The route of a content.

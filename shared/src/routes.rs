@@ -33,6 +33,24 @@ pub const TRANSFERS: &str = "/api/v1/transfers";
 pub const RELAY: &str = "/api/v1/relay";
 /// The source's end of relay session `{id}`.
 pub const RELAY_ACCEPT: &str = "/api/v1/relay/{id}/accept";
+/// Account creation.
+pub const ACCOUNTS: &str = "/api/v1/accounts";
+/// Sign in (`POST`) and out (`DELETE`, revokes the bearer token).
+pub const LOGIN: &str = "/api/v1/login";
+/// The signed-in account.
+pub const WHOAMI: &str = "/api/v1/whoami";
+/// Invites (admins; members within their quota).
+pub const INVITES: &str = "/api/v1/invites";
+/// Admin: every account.
+pub const ADMIN_ACCOUNTS: &str = "/api/v1/admin/accounts";
+/// Admin: one account (`POST` a change of role or state).
+pub const ADMIN_ACCOUNT: &str = "/api/v1/admin/accounts/{name}";
+/// Admin: groups (`GET` all, `POST` create).
+pub const ADMIN_GROUPS: &str = "/api/v1/admin/groups";
+/// Admin: group membership (`PUT` add, `DELETE` remove), `{group}/{name}`.
+pub const ADMIN_GROUP_MEMBER: &str = "/api/v1/admin/groups/{group}/members/{name}";
+/// Admin: the audit log.
+pub const ADMIN_AUDIT: &str = "/api/v1/admin/audit";
 
 /// `pattern` with its `{…}` placeholder replaced by `value`.
 pub fn fill(pattern: &str, value: impl Display) -> String {

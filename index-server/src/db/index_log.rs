@@ -52,7 +52,7 @@ impl Db {
         let mut failed = None;
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT f.id, f.content, f.share, f.path, f.size FROM files f JOIN peers p
+                "SELECT f.id, f.content, f.share, f.path, f.size, f.acl FROM files f JOIN peers p
                  ON p.id = f.peer AND f.gen = p.active_gen WHERE f.peer = ?1",
             )?;
             let mut rows = stmt.query([peer])?;
@@ -64,6 +64,7 @@ impl Db {
                     share: r.get(2)?,
                     path: r.get(3)?,
                     size: r.get::<_, i64>(4)? as u64,
+                    acl: r.get(5)?,
                 };
                 if let Err(e) = each(doc) {
                     failed = Some(e);
@@ -80,7 +81,7 @@ impl Db {
         self.read(|conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT f.id, f.peer, f.content, f.share, f.path, f.size FROM files f JOIN peers p
+                    "SELECT f.id, f.peer, f.content, f.share, f.path, f.size, f.acl FROM files f JOIN peers p
                      ON p.id = f.peer AND f.gen = p.active_gen WHERE f.id = ?1",
                 )?
                 .query_row([file], |r| {
@@ -91,6 +92,7 @@ impl Db {
                         share: r.get(3)?,
                         path: r.get(4)?,
                         size: r.get::<_, i64>(5)? as u64,
+                        acl: r.get(6)?,
                     })
                 })
                 .optional()?)

@@ -45,7 +45,12 @@ impl Db {
                 })?;
             }
             Ok(())
-        })
+        })?;
+        if batch.iter().any(|(_, e)| !e.visibility.is_public()) {
+            // New ACLs may have been interned: viewers' cached scopes must learn of them.
+            self.acls_changed();
+        }
+        Ok(())
     }
 
     /// Makes a staging generation the peer's list, in one transaction.
@@ -153,13 +158,14 @@ impl Db {
                         touched.extend(old);
                         let content = upsert_content(tx, &entry.hash, entry.size)?;
                         touched.push(content);
+                        let acl = accounts::acl_for(tx, peer, &entry.visibility)?;
                         tx.prepare_cached(
-                            "UPDATE files SET size = ?5, mtime = ?6, content = ?7, tags = ?8
+                            "UPDATE files SET size = ?5, mtime = ?6, content = ?7, tags = ?8, acl = ?9
                              WHERE peer = ?1 AND gen = ?2 AND share = ?3 AND path = ?4 RETURNING id",
                         )?
                         .query_row(
                             params![peer, generation, entry.share, entry.path, entry.size as i64,
-                                    entry.mtime, content, tags_json(&entry.tags)],
+                                    entry.mtime, content, tags_json(&entry.tags), acl],
                             |r| r.get(0),
                         )
                         .optional()?
@@ -189,6 +195,9 @@ impl Db {
             Ok(entries as u64)
         })?;
         self.holders.forget_contents(&touched);
+        if ops.iter().any(|(_, op)| matches!(op, DeltaOp::Add(e) | DeltaOp::Change(e) if !e.visibility.is_public())) {
+            self.acls_changed();
+        }
         Ok(entries)
     }
 
@@ -297,10 +306,11 @@ fn insert_file(
     entry: &ListEntry,
 ) -> rusqlite::Result<(FileRef, ContentRef)> {
     let content = upsert_content(tx, &entry.hash, entry.size)?;
+    let acl = accounts::acl_for(tx, peer, &entry.visibility)?;
     let file = tx
         .prepare_cached(
-            "INSERT INTO files (peer, gen, share, path, size, mtime, content, tags)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+            "INSERT INTO files (peer, gen, share, path, size, mtime, content, tags, acl)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
         )?
         .query_row(
             params![
@@ -311,7 +321,8 @@ fn insert_file(
                 entry.size as i64,
                 entry.mtime,
                 content,
-                tags_json(&entry.tags)
+                tags_json(&entry.tags),
+                acl
             ],
             |r| r.get(0),
         )?;

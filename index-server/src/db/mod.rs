@@ -305,6 +305,8 @@ pub struct FileDoc {
     pub path: String,
     /// Size in bytes.
     pub size: u64,
+    /// Its visibility scope.
+    pub acl: AclRef,
 }
 
 /// A row of a browse listing.
@@ -343,6 +345,11 @@ pub struct Db {
     path: std::path::PathBuf,
     /// Holders of contents and peers' cards for search results; writes below invalidate it.
     holders: HolderCache,
+    /// Bumped by every write that may change what a viewer may see (`accounts`).
+    scope_epoch: std::sync::atomic::AtomicU64,
+    /// Viewers' scopes with the epoch they were computed at.
+    #[allow(clippy::type_complexity)]
+    scopes: Mutex<std::collections::HashMap<Option<AccountRef>, (u64, Arc<crate::scope::Scope>)>>,
 }
 
 /// Default budget of the holders cache (see [`Db::with_holders_cache`]).
@@ -398,6 +405,8 @@ impl Db {
             readers: Mutex::new(Vec::new()),
             path: path.to_owned(),
             holders: HolderCache::new(DEFAULT_HOLDERS_CACHE_BYTES),
+            scope_epoch: Default::default(),
+            scopes: Default::default(),
         })
     }
 
@@ -408,13 +417,23 @@ impl Db {
     }
 
     fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> DbResult<T>) -> DbResult<T> {
+        self.write_with(f)
+    }
+
+    /// [`Db::write`] for a caller with its own error type: any error rolls the transaction back.
+    fn write_with<T, E: From<DbError>>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut conn = self
             .writer
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(DbError::from)?;
         let out = f(&tx)?;
-        tx.commit()?;
+        tx.commit().map_err(DbError::from)?;
         Ok(out)
     }
 
@@ -441,8 +460,13 @@ impl Db {
     }
 }
 
+mod accounts;
 mod index_log;
 mod lists;
+
+pub use accounts::{
+    AccountError, AccountRef, AccountRow, AclRef, AuditRow, GroupRow, InviteRow, TokenOwner,
+};
 mod peers;
 mod reads;
 
@@ -458,6 +482,7 @@ mod tests {
             mtime: 1,
             hash: FileHash::from_bytes([byte; 32]),
             tags: MediaTags::default(),
+            visibility: Default::default(),
         }
     }
 
@@ -536,7 +561,9 @@ mod tests {
             ),
         ];
         assert_eq!(db.apply_delta(peer, 1, 2, &ops, 100).unwrap(), 2);
-        let page = db.browse(peer, None, 10).unwrap();
+        let page = db
+            .browse(peer, None, 10, &crate::scope::Scope::public_only())
+            .unwrap();
         let names: Vec<_> = page
             .iter()
             .map(|r| (r.path.as_str(), r.hash.as_bytes()[0]))
@@ -561,11 +588,18 @@ mod tests {
             Err(DbError::DuplicatePath { line: 2, .. })
         ));
         db.abort_full_upload(peer, generation).unwrap();
-        let page = db.browse(peer, None, 10).unwrap();
+        let page = db
+            .browse(peer, None, 10, &crate::scope::Scope::public_only())
+            .unwrap();
         assert_eq!(page.len(), 1);
         assert_eq!(page[0].path, "a");
         while db.delete_stale_batch(1).unwrap() > 0 {}
-        assert_eq!(db.browse(peer, None, 10).unwrap().len(), 1);
+        assert_eq!(
+            db.browse(peer, None, 10, &crate::scope::Scope::public_only())
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]

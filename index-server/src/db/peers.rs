@@ -67,6 +67,19 @@ impl Db {
         })
     }
 
+    /// A peer by key.
+    pub fn peer_by_key(&self, key: &PeerId) -> DbResult<Option<PeerRow>> {
+        self.read(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {PEER_COLUMNS} FROM peers WHERE peer_key = ?1"
+            ))?
+            .query_row([key.as_bytes()], peer_from_row)
+            .optional()?
+            .map(finish_peer)
+            .transpose()
+        })
+    }
+
     /// A peer by internal id.
     pub fn peer(&self, id: PeerRef) -> DbResult<Option<PeerRow>> {
         self.read(|conn| {

@@ -20,7 +20,7 @@ impl Db {
             let mut content_stmt =
                 conn.prepare_cached("SELECT hash, size FROM contents WHERE id = ?1")?;
             let mut copies_stmt = conn.prepare_cached(
-                "SELECT f.peer, f.share, f.path
+                "SELECT f.peer, f.share, f.path, f.acl
                  FROM files f JOIN peers p ON p.id = f.peer AND f.gen = p.active_gen
                  WHERE f.content = ?1",
             )?;
@@ -33,7 +33,9 @@ impl Db {
                     continue;
                 };
                 let rows = copies_stmt
-                    .query_map([content], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .query_map([content], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })?
                     .collect::<Result<Vec<_>, _>>()?;
                 let hash = FileHash::from_bytes(blob32(hash)?);
                 read.push(Arc::new(Holders::new(content, hash, size as u64, rows)));
@@ -100,25 +102,33 @@ impl Db {
         })
     }
 
-    /// One page of a peer's active list, sorted by share and path, after the given position.
+    /// One page of a peer's active list that `scope` may see, sorted by share and path, after
+    /// the given position.
     pub fn browse(
         &self,
         peer: PeerRef,
         after: Option<(&str, &str)>,
         limit: i64,
+        scope: &crate::scope::Scope,
     ) -> DbResult<Vec<BrowseRow>> {
         self.read(|conn| {
             let (share, path) = after.unwrap_or(("", ""));
             let mut stmt = conn.prepare_cached(
-                "SELECT f.share, f.path, f.size, f.mtime, c.hash FROM files f
+                "SELECT f.share, f.path, f.size, f.mtime, c.hash, f.acl FROM files f
                  JOIN peers p ON p.id = f.peer AND f.gen = p.active_gen
                  JOIN contents c ON c.id = f.content
                  WHERE f.peer = ?1 AND (f.share, f.path) > (?2, ?3)
-                 ORDER BY f.share, f.path LIMIT ?4",
+                 ORDER BY f.share, f.path",
             )?;
-            let mut rows = stmt.query(params![peer, share, path, limit])?;
+            let mut rows = stmt.query(params![peer, share, path])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
+                if out.len() as i64 >= limit {
+                    break;
+                }
+                if !scope.lists(r.get(5)?) {
+                    continue;
+                }
                 out.push(BrowseRow {
                     share: r.get(0)?,
                     path: r.get(1)?,
@@ -128,6 +138,25 @@ impl Db {
                 });
             }
             Ok(out)
+        })
+    }
+
+    /// How many entries of a peer's active list `scope` may see.
+    pub fn visible_entries(&self, peer: PeerRef, scope: &crate::scope::Scope) -> DbResult<u64> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT f.acl, COUNT(*) FROM files f
+                 JOIN peers p ON p.id = f.peer AND f.gen = p.active_gen
+                 WHERE f.peer = ?1 GROUP BY f.acl",
+            )?;
+            let mut rows = stmt.query([peer])?;
+            let mut visible = 0u64;
+            while let Some(r) = rows.next()? {
+                if scope.lists(r.get(0)?) {
+                    visible += r.get::<_, i64>(1)? as u64;
+                }
+            }
+            Ok(visible)
         })
     }
 

@@ -3,6 +3,7 @@
 //! Handlers parse and check input, then call the store and index on blocking threads. This module
 //! never names a rusqlite or tantivy type.
 
+pub mod accounts;
 mod error;
 mod lists;
 mod transfers;
@@ -32,6 +33,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::{Level, info};
 
+pub use accounts::Caller;
 pub use error::ApiError;
 
 use crate::db::PeerRow;
@@ -69,6 +71,24 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(routes::BROWSE, get(browse))
         .route(routes::STATS, get(stats))
         .route(routes::TRANSFERS, post(transfers::transfer))
+        .route(routes::ACCOUNTS, post(accounts::create_account))
+        .route(
+            routes::LOGIN,
+            post(accounts::login).delete(accounts::logout),
+        )
+        .route(routes::WHOAMI, get(accounts::whoami))
+        .route(routes::INVITES, post(accounts::create_invite))
+        .route(routes::ADMIN_ACCOUNTS, get(accounts::admin_accounts))
+        .route(routes::ADMIN_ACCOUNT, post(accounts::admin_account))
+        .route(
+            routes::ADMIN_GROUPS,
+            get(accounts::admin_groups).post(accounts::admin_create_group),
+        )
+        .route(
+            routes::ADMIN_GROUP_MEMBER,
+            put(accounts::admin_group_member).delete(accounts::admin_group_member),
+        )
+        .route(routes::ADMIN_AUDIT, get(accounts::admin_audit))
         .layer(DefaultBodyLimit::max(limits.max_json_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -93,6 +113,11 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 // ---- helpers ---------------------------------------------------------------------------------
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now_secs() -> u64 {
+    crate::db::unix_now().max(0) as u64
+}
 
 fn json_body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
@@ -244,6 +269,18 @@ async fn register(
         .verify(&message, &request.signature)
         .map_err(|e| ApiError::unauthorized(format!("registration refused: {e}")))?;
 
+    let db = state.store.db.clone();
+    let key = request.peer_id;
+    if run_blocking(move || db.account_of_device(&key))
+        .await??
+        .is_some_and(|account| account.disabled)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "this device belongs to a disabled account",
+        ));
+    }
     let token = random_hex::<32>().ok_or_else(|| ApiError::internal("no randomness"))?;
     let session_hash = *blake3::hash(token.as_bytes()).as_bytes();
     let db = state.store.db.clone();
@@ -374,9 +411,11 @@ const SEARCH_QUEUE_WAIT: Duration = Duration::from_secs(5);
 
 async fn search(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     params: Result<Query<SearchParams>, QueryRejection>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     let params = query_params(params)?;
+    let scope = caller.scope(&state).await?;
     let config = &state.config.search;
     let text = params.q.as_deref().unwrap_or("");
     let plan = query::parse(
@@ -427,6 +466,7 @@ async fn search(
         max_prefix_expansions: config.max_prefix_expansions,
         // Both are bounded above (max_offset, max_limit), so this is small.
         want: (offset + limit) as usize,
+        scope: scope.clone(),
     };
 
     let _slot = tokio::time::timeout(SEARCH_QUEUE_WAIT, state.guards.search_slots.acquire())
@@ -452,7 +492,14 @@ async fn search(
         total_exact,
         hits,
     } = run_blocking(move || {
-        search::search(&state2.store.db, &state2.store.index, online, &request)
+        let viewer = caller.viewer(&state2, &scope);
+        search::search(
+            &state2.store.db,
+            &state2.store.index,
+            online,
+            viewer,
+            &request,
+        )
     })
     .await??;
     Ok(Json(SearchResponse {
@@ -466,18 +513,23 @@ async fn search(
 
 async fn sources(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path(hash): Path<String>,
 ) -> Result<Json<SourcesResponse>, ApiError> {
     let hash: FileHash = hash
         .parse()
         .map_err(|e| ApiError::bad_request(format!("invalid hash: {e}")))?;
+    let scope = caller.scope(&state).await?;
     let online = state.presence.snapshot();
     let state2 = state.clone();
     let max = state.config.search.max_sources.max(64);
-    run_blocking(move || search::sources(&state2.store.db, &online, &hash, max))
-        .await??
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("no online peer has this content"))
+    run_blocking(move || {
+        let viewer = caller.viewer(&state2, &scope);
+        search::sources(&state2.store.db, &online, viewer, &hash, max)
+    })
+    .await??
+    .map(Json)
+    .ok_or_else(|| ApiError::not_found("no online peer has this content"))
 }
 
 #[derive(Deserialize)]
@@ -491,10 +543,12 @@ const MAX_BROWSE_LIMIT: i64 = 1000;
 
 async fn browse(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path(nick): Path<String>,
     params: Result<Query<BrowseParams>, QueryRejection>,
 ) -> Result<Json<BrowseResponse>, ApiError> {
     let params = query_params(params)?;
+    let scope = caller.scope(&state).await?;
     validate_nickname(&nick).map_err(|e| ApiError::bad_request(format!("nickname {e}")))?;
     let limit = params.limit.unwrap_or(100).clamp(1, MAX_BROWSE_LIMIT);
     let after = match params.after {
@@ -507,7 +561,7 @@ async fn browse(
         None => None,
     };
     let db = state.store.db.clone();
-    let (peer, rows) = run_blocking(move || -> Result<_, ApiError> {
+    let (peer, rows, entries) = run_blocking(move || -> Result<_, ApiError> {
         let peer = db
             .peer_by_nickname(&nick)?
             .ok_or_else(|| ApiError::not_found(format!("no peer is called {nick:?}")))?;
@@ -515,8 +569,10 @@ async fn browse(
             peer.id,
             after.as_ref().map(|(s, p)| (s.as_str(), p.as_str())),
             limit,
+            &scope,
         )?;
-        Ok((peer, rows))
+        let entries = db.visible_entries(peer.id, &scope)?;
+        Ok((peer, rows, entries))
     })
     .await??;
     let next_cursor = (rows.len() as i64 == limit)
@@ -537,7 +593,7 @@ async fn browse(
         online: state.presence.is_online(peer.id),
         peer_id: peer.key,
         nickname: peer.nickname,
-        entries: peer.entries,
+        entries,
         files,
         next_cursor,
     }))

@@ -20,7 +20,7 @@ use peerdex_shared::{FileHash, PeerId};
 use serde::Deserialize;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::{ApiError, Authed, client_ip, json_body, query_params, run_blocking};
+use super::{ApiError, Authed, Caller, client_ip, json_body, query_params, run_blocking};
 use crate::limits::random_hex;
 use crate::probe::ProbeError;
 use crate::state::AppState;
@@ -45,6 +45,17 @@ fn check_token(token: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// Whether the caller may fetch `hash` from `source` (see [`crate::search::may_fetch`]).
+async fn may_fetch(
+    state: &Arc<AppState>,
+    scope: &Arc<crate::scope::Scope>,
+    hash: FileHash,
+    source: PeerId,
+) -> Result<bool, ApiError> {
+    let (db, scope) = (state.store.db.clone(), scope.clone());
+    Ok(run_blocking(move || crate::search::may_fetch(&db, &scope, &hash, &source)).await??)
 }
 
 /// Makes and signs a ticket and sends it down the source's control channel.
@@ -154,11 +165,16 @@ pub async fn control(
 pub async fn transfer(
     State(state): State<Arc<AppState>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<TransferResponse>), ApiError> {
     let request: TransferRequest = json_body(body)?;
     check_token(&request.token)?;
+    let scope = caller.scope(&state).await?;
+    if !may_fetch(&state, &scope, request.hash, request.source).await? {
+        return Err(ApiError::not_found("the source does not list this content"));
+    }
     if request.port == 0 {
         return Err(ApiError::bad_request("port must not be 0"));
     }
@@ -263,10 +279,12 @@ fn take_upgrade(request: &mut Request) -> Result<OnUpgrade, ApiError> {
 pub async fn relay(
     State(state): State<Arc<AppState>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    caller: Caller,
     params: Result<Query<RelayParams>, QueryRejection>,
     mut request: Request,
 ) -> Result<Response, ApiError> {
     let params: RelayParams = query_params(params)?;
+    let scope = caller.scope(&state).await?;
     check_token(&params.token)?;
     let upgrade = take_upgrade(&mut request)?;
     let ip: IpAddr = client_ip(&state, remote, request.headers());
@@ -299,23 +317,9 @@ pub async fn relay(
     if !state.firewall.control.is_attached(&params.source) {
         return Err(source_unreachable());
     }
-    // Only for content the source lists: the relay carries transfers, not arbitrary tunnels.
-    let (db, hash, source) = (state.store.db.clone(), params.hash, params.source);
-    let listed = run_blocking(move || -> Result<bool, crate::db::DbError> {
-        let ids = db.contents_with_hash(&hash)?;
-        for holders in db.holders_of(&ids)? {
-            let mut peers: Vec<crate::db::PeerRef> =
-                holders.copies.iter().map(|&(peer, _)| peer).collect();
-            peers.dedup();
-            for peer in peers {
-                if db.peer_card(peer)?.is_some_and(|card| card.key == source) {
-                    return Ok(true);
-                }
-            }
-        }
-        Ok(false)
-    })
-    .await??;
+    // Only for content the source lists, within the caller's scope: the relay carries transfers,
+    // not arbitrary tunnels, and never content the caller could not fetch directly.
+    let listed = may_fetch(&state, &scope, params.hash, params.source).await?;
     if !listed {
         return Err(ApiError::not_found("the source does not list this content"));
     }

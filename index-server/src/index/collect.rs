@@ -17,6 +17,7 @@ pub(super) struct Filters {
     pub(super) kind: Option<u64>,
     pub(super) min_size: Option<u64>,
     pub(super) max_size: Option<u64>,
+    pub(super) scope: Arc<Scope>,
 }
 
 impl Filters {
@@ -26,6 +27,7 @@ impl Filters {
             kind: spec.kind.map(kind_code),
             min_size: spec.min_size,
             max_size: spec.max_size,
+            scope: spec.scope.clone(),
         }
     }
 
@@ -54,11 +56,15 @@ impl Filters {
         } else {
             None
         };
+        // A segment of public files only needs no check (most segments of most servers).
+        let acl = (columns.acl.max_value() != AclRef::PUBLIC.as_u64())
+            .then(|| (columns.acl.clone(), self.scope.clone()));
         Ok(SegmentFilters {
             impossible,
             ext,
             kind,
             size,
+            acl,
         })
     }
 }
@@ -70,6 +76,8 @@ pub(super) struct SegmentFilters {
     pub(super) ext: Option<(Column<u64>, u64)>,
     pub(super) kind: Option<(Column<u64>, u64)>,
     pub(super) size: Option<(Column<u64>, std::ops::RangeInclusive<u64>)>,
+    /// The viewer's scope, unless every document of the segment is public.
+    pub(super) acl: Option<(Column<u64>, Arc<Scope>)>,
 }
 
 impl SegmentFilters {
@@ -87,6 +95,10 @@ impl SegmentFilters {
                 .size
                 .as_ref()
                 .is_none_or(|(sizes, range)| sizes.first(doc).is_some_and(|s| range.contains(&s)))
+            && self.acl.as_ref().is_none_or(|(acls, scope)| {
+                acls.first(doc)
+                    .is_some_and(|acl| scope.lists(AclRef::from_u64(acl)))
+            })
     }
 }
 

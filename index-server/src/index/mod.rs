@@ -40,8 +40,9 @@ use tantivy::{
 };
 use tracing::{debug, error, info, warn};
 
-use crate::db::{ContentRef, Db, DbError, FileDoc, IndexOp, PeerRef};
+use crate::db::{AclRef, ContentRef, Db, DbError, FileDoc, IndexOp, PeerRef};
 use crate::query::{Clause, QueryPlan};
+use crate::scope::Scope;
 use crate::text::{PREFIX_TOKENIZER_NAME, PeerdexTokenizer, TOKENIZER_NAME, prefix_is_indexed};
 
 mod collect;
@@ -52,7 +53,7 @@ use collect::*;
 pub use indexer::{Indexer, IndexerConfig, Nudger};
 
 /// Bump when the schema or tokenizer changes: an index of another version is rebuilt from SQLite.
-const SCHEMA_VERSION: u32 = 2;
+const SCHEMA_VERSION: u32 = 3;
 
 /// Errors of the index.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +84,7 @@ struct Fields {
     size: Field,
     ext: Field,
     kind: Field,
+    acl: Field,
     text: Field,
     prefix: Field,
 }
@@ -107,6 +109,7 @@ fn build_schema() -> (Schema, Fields) {
         size: b.add_u64_field("size", FAST),
         ext: b.add_text_field("ext", TextOptions::default().set_fast("raw")),
         kind: b.add_u64_field("kind", FAST),
+        acl: b.add_u64_field("acl", FAST),
         text: b.add_text_field("text", text_options),
         prefix: b.add_text_field("prefix", prefix_options),
     };
@@ -129,6 +132,7 @@ struct SegmentColumns {
     content: Column<u64>,
     size: Column<u64>,
     kind: Column<u64>,
+    acl: Column<u64>,
     /// The extension's dictionary and per-document term ordinals (absent in an empty segment).
     ext: Option<StrColumn>,
 }
@@ -141,6 +145,7 @@ impl SegmentColumns {
             content: fast.u64("content")?,
             size: fast.u64("size")?,
             kind: fast.u64("kind")?,
+            acl: fast.u64("acl")?,
             ext: fast.str("ext")?,
         })
     }
@@ -169,6 +174,8 @@ pub struct SearchSpec {
     pub max_prefix_expansions: u32,
     /// Groups the caller needs (offset + limit): the search keeps only the best this many.
     pub want: usize,
+    /// Who is asking: only files it may see are matched and counted.
+    pub scope: Arc<Scope>,
 }
 
 /// What a search found.
@@ -453,6 +460,7 @@ impl SearchIndex {
         d.add_u64(self.fields.size, doc.size);
         d.add_text(self.fields.ext, &ext);
         d.add_u64(self.fields.kind, kind_code(kind));
+        d.add_u64(self.fields.acl, doc.acl.as_u64());
         d.add_text(self.fields.text, &doc.path);
         d.add_text(self.fields.prefix, &doc.path);
         d
@@ -503,6 +511,7 @@ mod tests {
                 share: "s".into(),
                 path: format!("{words} {love} {id}.mp3"),
                 size: 1000 + id as u64,
+                acl: AclRef::PUBLIC,
             };
             writer.add_document(index.document(&doc)).unwrap();
             if id % (n / 3).max(1) == 0 {
@@ -532,6 +541,7 @@ mod tests {
             max_size: None,
             max_prefix_expansions: 256,
             want,
+            scope: Arc::new(Scope::public_only()),
         }
     }
 
@@ -727,6 +737,7 @@ mod tests {
             share: "s".into(),
             path: "sunrise.flac".into(),
             size: 5,
+            acl: AclRef::PUBLIC,
         };
         writer.add_document(index.document(&doc)).unwrap();
         writer.commit().unwrap();

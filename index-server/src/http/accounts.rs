@@ -1,0 +1,582 @@
+//! Accounts over HTTP (PROTOCOL §9): who a request comes from ([`Caller`]), creating accounts,
+//! signing in and out, invites, and the admin routes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use peerdex_shared::PeerId;
+use peerdex_shared::api::{
+    AccountInfo, CreateAccountRequest, ErrorCode, LoginRequest, LoginResponse, Role,
+};
+use peerdex_shared::identity::login_message;
+use peerdex_shared::validate::{nickname_key, validate_nickname};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use super::{ApiError, client_ip, json_body, rate_limited, run_blocking};
+use crate::accounts::{
+    decoy_hash, hash_password, new_secret, parse_duration, secret_hash, verify_password,
+};
+use crate::config::Registration;
+use crate::db::{AccountError, AccountRow, AuditRow, GroupRow};
+use crate::scope::Scope;
+use crate::search::{GrantSigner, Viewer};
+use crate::state::AppState;
+
+/// Who sent a request: a guest, or an account and the device its token was made on.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// The account (`None`: a guest).
+    pub account: Option<AccountRow>,
+    /// The device the credentials belong to: the key linked at login, or the peer whose
+    /// session token was sent.
+    pub device: Option<PeerId>,
+    /// The bearer token's hash, when it is an account token (for logout).
+    token_hash: Option<[u8; 32]>,
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    /// No credentials: a guest. Credentials that are not valid are refused, never taken for a
+    /// guest: a client whose token was revoked must learn it.
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let Some(token) = bearer(parts) else {
+            return Ok(Caller::default());
+        };
+        let hash = secret_hash(token);
+        let db = state.store.db.clone();
+        let caller = run_blocking(move || -> Result<Option<Caller>, crate::db::DbError> {
+            if let Some(owner) = db.token_owner(&hash)? {
+                return Ok(Some(Caller {
+                    account: Some(owner.account),
+                    device: owner.device,
+                    token_hash: Some(hash),
+                }));
+            }
+            // A peer's session token: the peer, and the account its key is linked to.
+            let Some(peer) = db.peer_by_session(&hash)? else {
+                return Ok(None);
+            };
+            Ok(Some(Caller {
+                account: db.account_of_device(&peer.key)?,
+                device: Some(peer.key),
+                token_hash: None,
+            }))
+        })
+        .await??
+        .ok_or_else(|| {
+            ApiError::unauthorized("unknown or revoked token; sign in again (peerdex login)")
+        })?;
+        if caller.account.as_ref().is_some_and(|a| a.disabled) {
+            return Err(ApiError::unauthorized("this account is disabled"));
+        }
+        Ok(caller)
+    }
+}
+
+impl Caller {
+    /// The viewer's scope, refusing guests where the server takes none.
+    pub async fn scope(&self, state: &Arc<AppState>) -> Result<Arc<Scope>, ApiError> {
+        if self.account.is_none() && !state.config.accounts.guests {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::SignInRequired,
+                "this server serves signed-in accounts only; sign in with peerdex login",
+            ));
+        }
+        let (db, account) = (state.store.db.clone(), self.account.clone());
+        Ok(run_blocking(move || db.scope_of(account.as_ref())).await??)
+    }
+
+    /// The viewer for results: its scope, and grants made out to its device.
+    pub fn viewer<'a>(&self, state: &'a AppState, scope: &'a Scope) -> Viewer<'a> {
+        Viewer {
+            scope,
+            grants: self.device.map(|device| GrantSigner {
+                key: &state.firewall.server_key,
+                device,
+                expires_at: super::unix_now_secs() + state.config.accounts.grant_ttl_secs,
+            }),
+        }
+    }
+
+    fn require_account(&self) -> Result<&AccountRow, ApiError> {
+        self.account
+            .as_ref()
+            .ok_or_else(|| ApiError::unauthorized("sign in first (peerdex login)"))
+    }
+
+    /// The account, if it is an admin (or, with `moderator_ok`, a moderator).
+    fn require_role(&self, moderator_ok: bool) -> Result<&AccountRow, ApiError> {
+        let account = self.require_account()?;
+        match account.role {
+            Role::Admin => Ok(account),
+            Role::Moderator if moderator_ok => Ok(account),
+            _ => Err(forbidden("this needs an admin account")),
+        }
+    }
+}
+
+fn forbidden(message: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::NameTaken(_) => {
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::NameTaken, e.to_string())
+            }
+            AccountError::BadInvite => ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::InviteRequired,
+                e.to_string(),
+            ),
+            AccountError::NoAccount(_) | AccountError::NoGroup(_) => {
+                ApiError::not_found(e.to_string())
+            }
+            AccountError::GroupExists(_) => {
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::NameTaken, e.to_string())
+            }
+            AccountError::Db(e) => e.into(),
+        }
+    }
+}
+
+/// Hashes on a blocking thread, a bounded number at once (each takes the configured memory).
+async fn hash_blocking(state: &Arc<AppState>, password: String) -> Result<String, ApiError> {
+    let _slot = state
+        .guards
+        .password_slots
+        .acquire()
+        .await
+        .map_err(ApiError::internal)?;
+    let config = state.config.accounts.clone();
+    run_blocking(move || hash_password(&config, &password))
+        .await?
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+async fn verify_blocking(
+    state: &Arc<AppState>,
+    phc: String,
+    password: String,
+) -> Result<bool, ApiError> {
+    let _slot = state
+        .guards
+        .password_slots
+        .acquire()
+        .await
+        .map_err(ApiError::internal)?;
+    run_blocking(move || verify_password(&phc, &password)).await
+}
+
+/// `POST /api/v1/accounts`.
+pub async fn create_account(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<AccountInfo>), ApiError> {
+    let request: CreateAccountRequest = json_body(body)?;
+    validate_nickname(&request.name)
+        .map_err(|e| ApiError::bad_request(format!("account name {e}")))?;
+    match state.config.accounts.registration {
+        Registration::Closed => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::RegistrationClosed,
+                "this server takes no new accounts",
+            ));
+        }
+        Registration::Invite if request.invite.is_none() => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::InviteRequired,
+                "this server takes new accounts by invite only; pass --invite CODE",
+            ));
+        }
+        _ => {}
+    }
+    let ip = client_ip(&state, remote, &headers);
+    if !state.guards.new_accounts.allow(&ip) {
+        return Err(rate_limited(
+            "too many new accounts from this address; try again later",
+        ));
+    }
+    let phc = hash_blocking(&state, request.password).await?;
+    let invite = request.invite.as_deref().map(secret_hash);
+    let (db, name, ip_text) = (state.store.db.clone(), request.name, ip.to_string());
+    let (account, info) = run_blocking(move || -> Result<_, ApiError> {
+        let account = db.create_account(&name, &phc, &ip_text, invite.as_ref())?;
+        let info = db.account_info(&account)?;
+        Ok((account, info))
+    })
+    .await??;
+    info!(account = %account.name, %ip, "account created");
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+/// `POST /api/v1/login`.
+pub async fn login(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let request: LoginRequest = json_body(body)?;
+    let ip = client_ip(&state, remote, &headers);
+    let key = nickname_key(&request.name);
+    let guards = &state.guards;
+    if let Some(wait) = guards
+        .failed_logins_by_name
+        .exhausted(&key)
+        .or_else(|| guards.failed_logins_by_ip.exhausted(&ip))
+    {
+        let mut error = rate_limited("too many failed sign-ins; wait before trying again");
+        error.retry_after = Some(u16::try_from(wait.max(1)).unwrap_or(u16::MAX));
+        return Err(error);
+    }
+    let db = state.store.db.clone();
+    let name = request.name.clone();
+    let account = run_blocking(move || db.account_by_name(&name)).await??;
+    let phc = match &account {
+        Some(a) => a.pass_phc.clone(),
+        None => decoy_hash(&state.config.accounts),
+    };
+    let matches = verify_blocking(&state, phc, request.password).await?;
+    let account = match account {
+        Some(account) if matches && !account.disabled => account,
+        other => {
+            guards.failed_logins_by_name.allow(&key);
+            guards.failed_logins_by_ip.allow(&ip);
+            info!(name = %request.name, %ip, "failed sign-in");
+            return Err(if other.is_some_and(|a| a.disabled && matches) {
+                ApiError::unauthorized("this account is disabled")
+            } else {
+                ApiError::unauthorized("wrong account name or password")
+            });
+        }
+    };
+    let device = match &request.device {
+        Some(proof) => {
+            if !guards.nonces.consume(&proof.nonce) {
+                return Err(ApiError::unauthorized(
+                    "unknown, used or expired nonce; ask for a new challenge",
+                ));
+            }
+            proof
+                .peer_id
+                .verify(
+                    &login_message(&proof.nonce, &proof.peer_id, &account.name),
+                    &proof.signature,
+                )
+                .map_err(|e| ApiError::unauthorized(format!("device proof refused: {e}")))?;
+            Some(proof.peer_id)
+        }
+        None => None,
+    };
+    let (secret, hash) = new_secret("pdxs_").ok_or_else(|| ApiError::internal("no randomness"))?;
+    let db = state.store.db.clone();
+    let max_devices = state.config.accounts.max_devices_per_account as usize;
+    let info = run_blocking(move || -> Result<AccountInfo, ApiError> {
+        if let Some(device) = &device {
+            let devices = db.devices_of(account.id)?;
+            if !devices.contains(device) && devices.len() >= max_devices {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::LimitExceeded,
+                    format!(
+                        "this account has {} devices, the most allowed (max_devices_per_account)",
+                        devices.len()
+                    ),
+                ));
+            }
+            db.link_device(account.id, device)?;
+        }
+        db.insert_token(&hash, account.id, device.as_ref(), "session", "all")?;
+        Ok(db.account_info(&account)?)
+    })
+    .await??;
+    info!(account = %info.name, %ip, device = ?request.device.as_ref().map(|d| d.peer_id.fmt_short()), "signed in");
+    Ok(Json(LoginResponse {
+        token: secret,
+        account: info,
+    }))
+}
+
+/// `DELETE /api/v1/login`: revokes the token the request carries.
+pub async fn logout(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<StatusCode, ApiError> {
+    let hash = caller
+        .token_hash
+        .ok_or_else(|| ApiError::unauthorized("send the account token to revoke"))?;
+    let db = state.store.db.clone();
+    run_blocking(move || db.revoke_token(&hash)).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/whoami`.
+pub async fn whoami(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<AccountInfo>, ApiError> {
+    let account = caller.require_account()?.clone();
+    let db = state.store.db.clone();
+    Ok(Json(
+        run_blocking(move || db.account_info(&account)).await??,
+    ))
+}
+
+/// `POST /api/v1/invites` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InviteRequest {
+    /// Accounts the invite can create (default 1).
+    #[serde(default)]
+    pub uses: Option<u32>,
+    /// How long it is valid, such as `7d` (default: no expiry for admins, 7 days for members).
+    #[serde(default)]
+    pub expires: Option<String>,
+    /// Groups the new accounts join (admins only).
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// `POST /api/v1/invites` response.
+#[derive(Debug, Serialize)]
+pub struct InviteResponse {
+    /// The code, shown once.
+    pub code: String,
+    /// Uses.
+    pub uses: u32,
+    /// Unix time it expires, if it does.
+    pub expires_at: Option<i64>,
+    /// Groups joined with it.
+    pub groups: Vec<String>,
+}
+
+/// Makes an invite for `actor` (the operator CLI and the API share it).
+pub fn make_invite(
+    db: &crate::db::Db,
+    actor: &str,
+    uses: u32,
+    expires: Option<&str>,
+    groups: Vec<String>,
+) -> Result<InviteResponse, ApiError> {
+    if uses == 0 || uses > 10_000 {
+        return Err(ApiError::bad_request("uses must be between 1 and 10000"));
+    }
+    let expires_at = match expires {
+        Some(text) => Some(
+            crate::db::unix_now()
+                + parse_duration(text).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "invalid duration {text:?}; use 30m, 12h, 7d or 2w"
+                    ))
+                })? as i64,
+        ),
+        None => None,
+    };
+    let (code, hash) = new_secret("pdxi_").ok_or_else(|| ApiError::internal("no randomness"))?;
+    db.create_invite(actor, &hash, uses, expires_at, &groups)?;
+    Ok(InviteResponse {
+        code,
+        uses,
+        expires_at,
+        groups,
+    })
+}
+
+/// `POST /api/v1/invites`: admins make any invite; members make single-use invites without
+/// groups, within `invites_per_member` live ones.
+pub async fn create_invite(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<InviteResponse>), ApiError> {
+    let request: InviteRequest = json_body(body)?;
+    let account = caller.require_account()?.clone();
+    let quota = state.config.accounts.invites_per_member;
+    let db = state.store.db.clone();
+    let response = run_blocking(move || -> Result<InviteResponse, ApiError> {
+        if account.role != Role::Admin {
+            if !request.groups.is_empty() || request.uses.unwrap_or(1) != 1 {
+                return Err(forbidden(
+                    "members make single-use invites without groups; ask an admin",
+                ));
+            }
+            if db.live_invites_by(&account.name)? >= u64::from(quota) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::LimitExceeded,
+                    format!("you have {quota} live invites, the most allowed (invites_per_member)"),
+                ));
+            }
+        }
+        let expires = request
+            .expires
+            .or_else(|| (account.role != Role::Admin).then(|| "7d".to_string()));
+        make_invite(
+            &db,
+            &account.name,
+            request.uses.unwrap_or(1),
+            expires.as_deref(),
+            request.groups,
+        )
+    })
+    .await??;
+    Ok((StatusCode::CREATED, Json(response)))
+}
+
+/// `GET /api/v1/admin/accounts`.
+pub async fn admin_accounts(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<Vec<AccountInfo>>, ApiError> {
+    caller.require_role(true)?;
+    let db = state.store.db.clone();
+    let infos = run_blocking(move || -> Result<Vec<AccountInfo>, ApiError> {
+        let mut out = Vec::new();
+        for account in db.accounts()? {
+            out.push(db.account_info(&account)?);
+        }
+        Ok(out)
+    })
+    .await??;
+    Ok(Json(infos))
+}
+
+/// `POST /api/v1/admin/accounts/{name}` body: what to change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountChange {
+    /// Disable (`true`) or enable (`false`).
+    #[serde(default)]
+    pub disabled: Option<bool>,
+    /// New role (admins only).
+    #[serde(default)]
+    pub role: Option<Role>,
+    /// Why (kept in the audit log).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /api/v1/admin/accounts/{name}`.
+pub async fn admin_account(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let change: AccountChange = json_body(body)?;
+    let actor = caller.require_role(change.role.is_none())?.name.clone();
+    apply_account_change(&state, actor, name, change).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Applies a change of state or role, and puts a disabled account's devices offline at once.
+pub async fn apply_account_change(
+    state: &Arc<AppState>,
+    actor: String,
+    name: String,
+    change: AccountChange,
+) -> Result<(), ApiError> {
+    let db = state.store.db.clone();
+    let devices = run_blocking(move || -> Result<Vec<PeerId>, ApiError> {
+        let mut devices = Vec::new();
+        if let Some(role) = change.role {
+            db.set_role(&actor, &name, role)?;
+        }
+        if let Some(disabled) = change.disabled {
+            let row = db.set_disabled(&actor, &name, disabled, &change.reason)?;
+            if disabled {
+                devices = db.devices_of(row.id)?;
+            }
+        }
+        Ok(devices)
+    })
+    .await??;
+    for device in devices {
+        state.disconnect_peer(&device).await?;
+    }
+    Ok(())
+}
+
+/// `GET /api/v1/admin/groups`.
+pub async fn admin_groups(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<Vec<GroupRow>>, ApiError> {
+    caller.require_role(true)?;
+    let db = state.store.db.clone();
+    Ok(Json(run_blocking(move || db.groups()).await??))
+}
+
+/// `POST /api/v1/admin/groups` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupCreate {
+    /// The new group's name (the rules of nicknames).
+    pub name: String,
+}
+
+/// `POST /api/v1/admin/groups`.
+pub async fn admin_create_group(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let request: GroupCreate = json_body(body)?;
+    let actor = caller.require_role(false)?.name.clone();
+    validate_nickname(&request.name)
+        .map_err(|e| ApiError::bad_request(format!("group name {e}")))?;
+    let db = state.store.db.clone();
+    run_blocking(move || db.create_group(&actor, &request.name)).await??;
+    Ok(StatusCode::CREATED)
+}
+
+/// `PUT` (add) and `DELETE` (remove) `/api/v1/admin/groups/{group}/members/{name}`.
+pub async fn admin_group_member(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    method: axum::http::Method,
+    Path((group, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let actor = caller.require_role(false)?.name.clone();
+    let member = method == axum::http::Method::PUT;
+    let db = state.store.db.clone();
+    run_blocking(move || db.set_member(&actor, &group, &name, member)).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/admin/audit`.
+pub async fn admin_audit(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<Vec<AuditRow>>, ApiError> {
+    caller.require_role(true)?;
+    let db = state.store.db.clone();
+    Ok(Json(run_blocking(move || db.audit_log(1000)).await??))
+}
