@@ -389,6 +389,8 @@ impl CatalogReader {
                 mtime,
                 hash,
                 tags: MediaTags::default(),
+                // The sync loop sets it from the share's rules as it sends.
+                visibility: Default::default(),
             };
             let op = match (srv, local) {
                 (None, Some(l)) => Some(DeltaOp::Add(entry(l))),
@@ -830,6 +832,7 @@ impl Catalog {
                     mtime: mtime_secs(row.get(4)?),
                     hash,
                     tags: MediaTags::default(),
+                    visibility: Default::default(),
                 };
                 if !send(entry) {
                     return Ok(FullUpload::Aborted);

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use peerdex_shared::peer::{PART_SUFFIX, STATE_SUFFIX};
+use peerdex_shared::scope::Visibility;
 use peerdex_shared::validate::validate_share_name;
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +75,24 @@ pub struct ShareConfig {
     /// Share hidden files and folders (names starting with `.`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub include_hidden: bool,
+    /// Who may see and download the share's files (see `peerdex_shared::scope`): `public`
+    /// (default), `hidden`, `members`, `group:NAME`, `users:[a, b]`, each also `locked:…`.
+    #[serde(default, skip_serializing_if = "Visibility::is_public")]
+    pub visibility: Visibility,
+    /// Visibility of folders and files inside the share, by glob; the last matching rule wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<ScopeRule>,
+}
+
+/// The visibility of the files a glob matches inside a share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeRule {
+    /// Glob matched against each file's path within the share and against its folders'
+    /// (`private` covers `private/a/b.txt`).
+    pub path: String,
+    /// Their visibility.
+    pub visibility: Visibility,
 }
 
 impl ShareConfig {
@@ -85,6 +104,8 @@ impl ShareConfig {
             exclude: Vec::new(),
             follow_symlinks: false,
             include_hidden: false,
+            visibility: Visibility::Public,
+            scopes: Vec::new(),
         }
     }
 }
@@ -275,6 +296,25 @@ pub struct ShareRules {
     /// Follow symbolic links that stay inside the share.
     pub follow_symlinks: bool,
     include_hidden: bool,
+    /// The share's visibility.
+    visibility: Visibility,
+    /// Folder and file rules, in order.
+    scopes: Vec<(globset::GlobMatcher, Visibility)>,
+    /// The visibility settings as text: what the server was told, to notice a change.
+    scope_text: String,
+}
+
+fn check_visibility(visibility: &Visibility) -> anyhow::Result<()> {
+    if let Visibility::Scoped {
+        audience: peerdex_shared::scope::Audience::Contacts,
+        ..
+    } = visibility
+    {
+        anyhow::bail!(
+            "visibility {visibility} needs contacts, which this version of peerdex does not have yet"
+        );
+    }
+    Ok(())
 }
 
 /// Names of files that are never shared: downloads in progress, editor and office temporaries.
@@ -300,11 +340,52 @@ impl ShareRules {
                 .with_context(|| format!("exclude pattern {pattern:?} is not a valid glob"))?;
             builder.add(glob);
         }
+        check_visibility(&share.visibility)?;
+        let mut scopes = Vec::new();
+        let mut scope_text = share.visibility.to_string();
+        for rule in &share.scopes {
+            check_visibility(&rule.visibility)?;
+            let glob = Glob::new(&rule.path)
+                .with_context(|| format!("scope path {:?} is not a valid glob", rule.path))?;
+            scopes.push((glob.compile_matcher(), rule.visibility.clone()));
+            scope_text.push_str(&format!("\n{} = {}", rule.path, rule.visibility));
+        }
         Ok(ShareRules {
             exclude: builder.build().context("building exclude patterns")?,
             follow_symlinks: share.follow_symlinks,
             include_hidden: share.include_hidden,
+            visibility: share.visibility.clone(),
+            scopes,
+            scope_text,
         })
+    }
+
+    /// The visibility of the file at `rel`: the last scope rule matching it or one of its
+    /// folders, else the share's.
+    pub fn visibility_of(&self, rel: &str) -> &Visibility {
+        let mut found = &self.visibility;
+        for (glob, visibility) in &self.scopes {
+            let mut matched = glob.is_match(rel);
+            let mut prefix = rel;
+            while !matched && let Some((parent, _)) = prefix.rsplit_once('/') {
+                matched = glob.is_match(parent);
+                prefix = parent;
+            }
+            if matched {
+                found = visibility;
+            }
+        }
+        found
+    }
+
+    /// The visibility settings as text (changes when any of them changes).
+    pub fn scope_text(&self) -> &str {
+        &self.scope_text
+    }
+
+    /// Whether every file of the share is public.
+    pub fn all_public(&self) -> bool {
+        self.visibility.is_public() && self.scopes.iter().all(|(_, v)| v.is_public())
     }
 
     /// Whether the entry `name` at `rel` (its path within the share) is shared; `is_dir` for
@@ -502,6 +583,8 @@ mod tests {
             exclude: vec![],
             follow_symlinks: false,
             include_hidden: false,
+            visibility: Default::default(),
+            scopes: Vec::new(),
         }
     }
 

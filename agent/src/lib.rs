@@ -293,9 +293,10 @@ impl Controls for AgentControls {
             shares: names,
         };
         self.shares.send_replace(Arc::new(shares));
-        if removed_files > 0 {
-            self.events.catalog_changed.notify_one();
-        }
+        // Removed files, or changed visibility settings: the server's copy is to be brought up
+        // to date (the sync loop finds out which).
+        let _ = removed_files;
+        self.events.catalog_changed.notify_one();
         Ok(change)
     }
 }
@@ -347,12 +348,14 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     let (events, rescans) = Events::new();
     let (shares_tx, shares) = live::channel(Arc::new(config.shares.clone()));
 
+    let link = Arc::new(Link::new(&config.server));
     let files = FileServer::new(
         catalog.clone(),
         shares.clone(),
         identity.clone(),
         config.upload.clone(),
         events.clone(),
+        link.sessions(),
     );
     if let Some(listener) = listener {
         tasks.spawn(files.clone().serve(listener, stop.clone()));
@@ -377,7 +380,6 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
             .context("starting the hash thread")?
     };
 
-    let link = Arc::new(Link::new(&config.server));
     tasks.spawn(
         channel::Channel::new(config.server.clone(), files.clone(), link.clone())
             .run(stop.clone())
@@ -392,6 +394,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         events: events.clone(),
         link: link.clone(),
         failure: failure.clone(),
+        shares: shares.clone(),
     };
     tasks.spawn(syncer.run(stop.clone()).instrument(info_span!("sync")));
 

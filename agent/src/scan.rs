@@ -479,6 +479,8 @@ mod tests {
             exclude: vec![],
             follow_symlinks,
             include_hidden: false,
+            visibility: Default::default(),
+            scopes: Vec::new(),
         };
         let share = Share {
             name: "share".into(),

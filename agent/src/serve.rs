@@ -24,11 +24,13 @@ use hyper::body::{Body, Frame};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use peerdex_shared::FileHash;
+use peerdex_shared::api::Grant;
+use peerdex_shared::identity::{grant_message, grant_use_message};
 use peerdex_shared::peer::{
     self, CONNECT_BACK_PATH, MAX_PROOF_PIECES, parse_blob_path, peer_bucket,
 };
 use peerdex_shared::pieces::{PIECE_SIZE, build_proof, encode_cvs, piece_count};
+use peerdex_shared::{FileHash, PeerSignature};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +41,7 @@ use super::catalog::{Catalog, CatalogReader, FileRecord, Stat};
 use super::config::UploadConfig;
 use super::events::Events;
 use super::hash::open_shared;
+use super::link::Session;
 use super::slots::{Bandwidth, Refusal, SlotGuard, SlotLimits, Slots};
 use peerdex_client::Identity;
 
@@ -94,6 +97,8 @@ pub struct FileServer {
     slots: Arc<Slots>,
     bandwidth: Option<Bandwidth>,
     events: Arc<Events>,
+    /// The current session with the index server: its key signs grants for non-public files.
+    sessions: tokio::sync::watch::Receiver<Option<Session>>,
     /// Counters for status.
     pub stats: ServeStats,
 }
@@ -203,6 +208,7 @@ impl FileServer {
         identity: Identity,
         config: UploadConfig,
         events: Arc<Events>,
+        sessions: tokio::sync::watch::Receiver<Option<Session>>,
     ) -> Arc<FileServer> {
         let slots = Slots::new(SlotLimits {
             slots: config.slots,
@@ -219,8 +225,62 @@ impl FileServer {
             slots,
             bandwidth,
             events,
+            sessions,
             stats: ServeStats::default(),
         })
+    }
+
+    /// Whether the request carries a valid grant for `hash` from us: signed by the index
+    /// server's key, not expired, and presented by its downloader (the proof).
+    fn granted<B>(&self, request: &Request<B>, hash: FileHash) -> bool {
+        let Some(server_key) = self.sessions.borrow().as_ref().and_then(|s| s.server_key) else {
+            return false;
+        };
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let Some(grant) = header(peer::header::GRANT)
+            .and_then(|v| Grant::from_header(&v, self.identity.peer_id(), hash))
+        else {
+            return false;
+        };
+        let Some(proof) =
+            header(peer::header::GRANT_PROOF).and_then(|v| v.parse::<PeerSignature>().ok())
+        else {
+            return false;
+        };
+        grant.expires_at >= super::link::unix_now()
+            && server_key
+                .verify(
+                    &grant_message(&grant.source, &grant.downloader, &hash, grant.expires_at),
+                    &grant.signature,
+                )
+                .is_ok()
+            && grant
+                .downloader
+                .verify(&grant_use_message(&grant.signature), &proof)
+                .is_ok()
+    }
+
+    /// The files of `files` this request may have: all with a grant (or on a ticket's
+    /// connection, which the server only opens for those it would grant), else the public ones.
+    /// What is left out is answered like a hash we do not have.
+    fn permitted(&self, mut files: Vec<FileRecord>, granted: bool) -> Vec<FileRecord> {
+        if granted {
+            return files;
+        }
+        let shares = self.shares.borrow().clone();
+        files.retain(|file| {
+            shares
+                .iter()
+                .find(|s| s.name == file.key.share)
+                .is_some_and(|s| s.rules.visibility_of(&file.key.rel_path()).is_public())
+        });
+        files
     }
 
     /// (uploads running, requests queued).
@@ -402,12 +462,19 @@ impl FileServer {
             return not_found();
         }
         let span = info_span!("upload", peer = %remote.ip(), hash = %hash.fmt_short());
+        let granted = only.is_some() || self.granted(&request, hash);
         async move {
             match (request.method(), pieces) {
-                (&Method::GET, true) => self.pieces(hash, request.uri().query()).await,
+                (&Method::GET, true) => self.pieces(hash, request.uri().query(), granted).await,
                 (&Method::GET | &Method::HEAD, false) => {
-                    self.blob(&request, hash, peer_bucket(remote.ip()), connection)
-                        .await
+                    self.blob(
+                        &request,
+                        hash,
+                        granted,
+                        peer_bucket(remote.ip()),
+                        connection,
+                    )
+                    .await
                 }
                 _ => {
                     let mut response =
@@ -427,6 +494,7 @@ impl FileServer {
         self: &Arc<Self>,
         hash: FileHash,
         query: Option<&str>,
+        granted: bool,
     ) -> Response<ResponseBody> {
         let lookup = self
             .with_reader(move |conn| {
@@ -438,6 +506,7 @@ impl FileServer {
         let Some((files, cvs)) = lookup else {
             return json_error(StatusCode::INTERNAL_SERVER_ERROR, "catalog unavailable");
         };
+        let files = self.permitted(files, granted);
         let Some(file) = files.first() else {
             return not_found();
         };
@@ -518,12 +587,14 @@ impl FileServer {
         self: &Arc<Self>,
         request: &Request<B>,
         hash: FileHash,
+        granted: bool,
         peer: IpAddr,
         connection: CancellationToken,
     ) -> Response<ResponseBody> {
         let Some(files) = self.with_reader(move |conn| conn.servable(&hash)).await else {
             return json_error(StatusCode::INTERNAL_SERVER_ERROR, "catalog unavailable");
         };
+        let files = self.permitted(files, granted);
         if files.is_empty() {
             return not_found();
         }

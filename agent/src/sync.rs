@@ -15,12 +15,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use peerdex_shared::api::{DeltaOp, ErrorCode};
+use peerdex_shared::api::{DeltaOp, ErrorCode, ListEntry};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::catalog::{Catalog, CatalogError, FullUpload, Verdict};
+use super::config::Share;
 use super::events::Events;
 use super::link::{Backoff, Link, Session};
 use peerdex_client::server_api::ApiError;
@@ -101,6 +102,38 @@ pub struct Syncer {
     pub failure: super::Failure,
     /// The link to the server: status, sessions for the control channel, checks on demand.
     pub link: Arc<Link>,
+    /// The shares now: each entry is sent with the visibility its share's rules give it.
+    pub shares: super::LiveShares,
+}
+
+/// Catalog meta key: the fingerprint of the visibility settings the server's list was sent with.
+const SCOPE_FINGERPRINT: &str = "scope_fingerprint";
+
+/// A fingerprint of every share's visibility settings; 0 when every file is public (as before
+/// scopes, so an older catalog needs no new upload).
+fn scope_fingerprint(shares: &[Share]) -> i64 {
+    if shares.iter().all(|s| s.rules.all_public()) {
+        return 0;
+    }
+    let mut texts: Vec<String> = shares
+        .iter()
+        .map(|s| format!("{}\n{}\n", s.name, s.rules.scope_text()))
+        .collect();
+    texts.sort();
+    let hash = blake3::hash(texts.concat().as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&hash.as_bytes()[..8]);
+    // Never 0: that is the all-public fingerprint.
+    i64::from_le_bytes(bytes) | 1
+}
+
+/// `entry` with the visibility its share gives it (public for a share that is gone: the next
+/// scan removes the entry).
+fn with_visibility(shares: &[Share], mut entry: ListEntry) -> ListEntry {
+    if let Some(share) = shares.iter().find(|s| s.name == entry.share) {
+        entry.visibility = share.rules.visibility_of(&entry.path).clone();
+    }
+    entry
 }
 
 /// Runs a blocking catalog call off the async threads.
@@ -237,11 +270,22 @@ impl Syncer {
         server_version: Option<u64>,
     ) -> Result<(), SyncError> {
         let local = blocking(&self.catalog, Catalog::list_version).await?;
+        let shares = self.shares.borrow().clone();
+        let fingerprint = scope_fingerprint(&shares);
+        let told = blocking(&self.catalog, |c| c.meta(SCOPE_FINGERPRINT)).await?;
         let mut version = match (server_version, local) {
-            (Some(server), Some(local)) if server == local => server,
+            // A change of visibility settings changes entries the catalog sees as unchanged:
+            // the whole list goes again.
+            (Some(server), Some(local)) if server == local && told.unwrap_or(0) == fingerprint => {
+                server
+            }
             _ => {
                 let next = server_version.unwrap_or(0).max(local.unwrap_or(0)) + 1;
                 self.full_upload(client, next).await?;
+                blocking(&self.catalog, move |c| {
+                    c.set_meta(SCOPE_FINGERPRINT, fingerprint)
+                })
+                .await?;
                 next
             }
         };
@@ -253,7 +297,16 @@ impl Syncer {
             if pending.is_empty() {
                 break;
             }
-            let ops: Vec<DeltaOp> = pending.iter().filter_map(|p| p.op.clone()).collect();
+            let shares = self.shares.borrow().clone();
+            let ops: Vec<DeltaOp> = pending
+                .iter()
+                .filter_map(|p| p.op.clone())
+                .map(|op| match op {
+                    DeltaOp::Add(e) => DeltaOp::Add(with_visibility(&shares, e)),
+                    DeltaOp::Change(e) => DeltaOp::Change(with_visibility(&shares, e)),
+                    remove => remove,
+                })
+                .collect();
             if ops.is_empty() {
                 blocking(&self.catalog, move |c| c.mark_synced(&pending, version)).await?;
                 continue;
@@ -318,6 +371,7 @@ impl Syncer {
             let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
             let (verdict_tx, verdict_rx) = oneshot::channel::<Verdict>();
             let catalog = self.catalog.clone();
+            let shares = self.shares.borrow().clone();
             let producer = tokio::task::spawn_blocking(move || {
                 // Both callbacks below write to the encoder and the channel, one after the other.
                 let sender = RefCell::new(Some(body_tx));
@@ -335,6 +389,7 @@ impl Syncer {
                     version,
                     |entry| {
                         sent += 1;
+                        let entry = with_visibility(&shares, entry);
                         let mut encoder_ref = encoder.borrow_mut();
                         if serde_json::to_writer(&mut *encoder_ref, &entry).is_err()
                             || encoder_ref.write_all(b"\n").is_err()

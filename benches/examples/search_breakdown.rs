@@ -70,6 +70,7 @@ fn main() -> anyhow::Result<()> {
             max_size: None,
             max_prefix_expansions: 256,
             want: 20,
+            scope: std::sync::Arc::new(peerdex_server::scope::Scope::public_only()),
         };
         let started = Instant::now();
         let found = index.search(&spec, online.clone())?;
@@ -80,7 +81,7 @@ fn main() -> anyhow::Result<()> {
         for h in &holders {
             std::hint::black_box(peerdex_server::search::shown_place(
                 h,
-                &*online,
+                |peer, _| online.contains(peer),
                 Some(&spec.plan),
             ));
         }

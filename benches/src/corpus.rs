@@ -356,6 +356,7 @@ impl Item {
             mtime: 1_700_000_000,
             hash: self.hash,
             tags: MediaTags::default(),
+            visibility: Default::default(),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod connect_back;
 pub mod identity;
+pub mod login;
 pub mod server_api;
 pub mod units;
 

@@ -1,11 +1,12 @@
 //! Typed HTTP client for the index server's API (see `docs/PROTOCOL.md`).
 
 use peerdex_shared::api::{
-    BrowseResponse, ChallengeResponse, DeltaOp, ErrorBody, ErrorCode, HeartbeatResponse, ListEntry,
+    AccountInfo, BrowseResponse, ChallengeResponse, CreateAccountRequest, DeltaOp, DeviceProof,
+    ErrorBody, ErrorCode, HeartbeatResponse, ListEntry, LoginRequest, LoginResponse,
     RegisterRequest, RegisterResponse, SearchResponse, SourcesResponse, StatsResponse,
     SyncResponse, TransferRequest, TransferResponse,
 };
-use peerdex_shared::identity::registration_message;
+use peerdex_shared::identity::{login_message, registration_message};
 use peerdex_shared::peer::RELAY_PROTOCOL;
 use peerdex_shared::routes::{self, fill};
 use peerdex_shared::{FileHash, PeerId};
@@ -122,6 +123,9 @@ pub struct ServerClient {
     http: reqwest::Client,
     base: String,
     session: Option<(PeerId, String)>,
+    /// The account token (`peerdex login`), sent with searches, sources, browse and transfer
+    /// requests so the server answers within the account's scopes.
+    account: Option<String>,
 }
 
 async fn decode<T: serde::de::DeserializeOwned>(
@@ -186,6 +190,7 @@ impl ServerClient {
             http,
             base: base.trim_end_matches('/').to_string(),
             session: None,
+            account: None,
         })
     }
 
@@ -206,6 +211,110 @@ impl ServerClient {
     pub fn with_session(mut self, peer: PeerId, token: String) -> Self {
         self.session = Some((peer, token));
         self
+    }
+
+    /// Sends `token` (an account token from [`ServerClient::login`]) with viewer requests.
+    pub fn with_account_token(mut self, token: Option<String>) -> Self {
+        self.account = token;
+        self
+    }
+
+    /// The account token in use, if any.
+    pub fn account_token(&self) -> Option<&str> {
+        self.account.as_deref()
+    }
+
+    /// Adds the account token, when there is one.
+    fn as_viewer(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.account {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Creates an account.
+    pub async fn create_account(
+        &self,
+        request: &CreateAccountRequest,
+    ) -> Result<AccountInfo, ApiError> {
+        decode(
+            self.http
+                .post(self.url(routes::ACCOUNTS))
+                .json(request)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// Signs in as `name`, linking `identity` (this device's key) to the account; keeps the
+    /// token for later viewer requests.
+    pub async fn login(
+        &mut self,
+        name: &str,
+        password: &str,
+        identity: &Identity,
+    ) -> Result<LoginResponse, ApiError> {
+        let challenge: ChallengeResponse =
+            decode(self.http.post(self.url(routes::CHALLENGE)).send().await?).await?;
+        let peer_id = identity.peer_id();
+        let message = login_message(&challenge.nonce, &peer_id, name);
+        let request = LoginRequest {
+            name: name.to_string(),
+            password: password.to_string(),
+            device: Some(DeviceProof {
+                peer_id,
+                nonce: challenge.nonce,
+                signature: identity.sign(&message),
+            }),
+        };
+        let response: LoginResponse = decode(
+            self.http
+                .post(self.url(routes::LOGIN))
+                .json(&request)
+                .send()
+                .await?,
+        )
+        .await?;
+        self.account = Some(response.token.clone());
+        Ok(response)
+    }
+
+    /// Revokes the account token.
+    pub async fn account_logout(&self) -> Result<(), ApiError> {
+        let token = self.account.as_deref().ok_or(ApiError::NotRegistered)?;
+        expect_empty(
+            self.http
+                .delete(self.url(routes::LOGIN))
+                .bearer_auth(token)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// The signed-in account.
+    pub async fn whoami(&self) -> Result<AccountInfo, ApiError> {
+        decode(
+            self.as_viewer(self.http.get(self.url(routes::WHOAMI)))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// Makes an invite (`body`: `uses`, `expires`, `groups`); answers its JSON.
+    pub async fn create_invite(
+        &self,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ApiError> {
+        decode(
+            self.as_viewer(self.http.post(self.url(routes::INVITES)))
+                .json(body)
+                .send()
+                .await?,
+        )
+        .await
     }
 
     /// The session token, once registered.
@@ -315,8 +424,7 @@ impl ServerClient {
     /// Searches.
     pub async fn search(&self, query: &SearchQuery) -> Result<SearchResponse, ApiError> {
         decode(
-            self.http
-                .get(self.url(routes::SEARCH))
+            self.as_viewer(self.http.get(self.url(routes::SEARCH)))
                 .query(query)
                 .send()
                 .await?,
@@ -327,8 +435,7 @@ impl ServerClient {
     /// Online sources of one content.
     pub async fn sources(&self, hash: &FileHash) -> Result<SourcesResponse, ApiError> {
         decode(
-            self.http
-                .get(self.url(&fill(routes::SOURCES, hash)))
+            self.as_viewer(self.http.get(self.url(&fill(routes::SOURCES, hash))))
                 .send()
                 .await?,
         )
@@ -343,8 +450,7 @@ impl ServerClient {
         limit: u64,
     ) -> Result<BrowseResponse, ApiError> {
         let mut request = self
-            .http
-            .get(self.url(&fill(routes::BROWSE, nickname)))
+            .as_viewer(self.http.get(self.url(&fill(routes::BROWSE, nickname))))
             .query(&[("limit", limit)]);
         if let Some(after) = after {
             request = request.query(&[("after", after)]);
@@ -355,8 +461,7 @@ impl ServerClient {
     /// Asks a firewalled source to connect to us (a reverse connection, PROTOCOL §8).
     pub async fn transfer(&self, request: &TransferRequest) -> Result<TransferResponse, ApiError> {
         decode(
-            self.http
-                .post(self.url(routes::TRANSFERS))
+            self.as_viewer(self.http.post(self.url(routes::TRANSFERS)))
                 .json(request)
                 .send()
                 .await?,
@@ -397,7 +502,8 @@ impl ServerClient {
             .header(hyper::header::HOST, format!("{host}:{port}"))
             .header(hyper::header::CONNECTION, "upgrade")
             .header(hyper::header::UPGRADE, RELAY_PROTOCOL);
-        if let Some(token) = bearer {
+        // The source's end authenticates as its peer; the downloader's as its account, if any.
+        if let Some(token) = bearer.or(self.account.as_deref()) {
             request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = request

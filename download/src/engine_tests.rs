@@ -228,6 +228,7 @@ impl FakePeer {
             reachability: Reachability::Reachable,
             share: "s".into(),
             path: "file.bin".into(),
+            grant: None,
         }
     }
 
@@ -422,6 +423,7 @@ async fn when_no_source_is_left_the_finder_is_asked_again() {
             reachability: Reachability::Reachable,
             share: "s".into(),
             path: "file.bin".into(),
+            grant: None,
         }
     };
     let good = FakePeer::start(&bytes, Behaviour::default()).await;

@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use peerdex_shared::api::{ErrorCode, Reachability, Source, TransferRequest};
+use peerdex_shared::identity::grant_use_message;
 use peerdex_shared::peer::{
     self, MAX_PROOF_PIECES, REVERSE_PREAMBLE, blob_path, pieces_path, range_answer_ok,
 };
@@ -83,6 +84,8 @@ pub struct PeerSource {
     pub reachability: Reachability,
     /// `nick (IP:port)` or `nick (firewalled)`, for messages.
     pub label: String,
+    /// The server's grant, for non-public content: sent with every request to this source.
+    pub grant: Option<peerdex_shared::api::Grant>,
 }
 
 impl PeerSource {
@@ -99,6 +102,7 @@ impl PeerSource {
             addr,
             reachability: source.reachability,
             label: format!("{} ({place})", source.nickname),
+            grant: source.grant.clone(),
         }
     }
 }
@@ -174,6 +178,8 @@ pub struct Connection {
     /// How it was reached.
     pub route: Route,
     stall: Duration,
+    /// The grant and its proof, as request header values, for non-public content.
+    grant: Option<(String, String)>,
 }
 
 impl Connection {
@@ -197,6 +203,7 @@ impl Connection {
             sender,
             route,
             stall,
+            grant: None,
         })
     }
 
@@ -208,6 +215,11 @@ impl Connection {
         let mut request = hyper::Request::get(path).header(hyper::header::HOST, "peer");
         if let Some(range) = range {
             request = request.header(hyper::header::RANGE, range);
+        }
+        if let Some((grant, proof)) = &self.grant {
+            request = request
+                .header(peer::header::GRANT, grant)
+                .header(peer::header::GRANT_PROOF, proof);
         }
         let request = request
             .body(Empty::new())
@@ -505,6 +517,20 @@ impl Connector {
     /// address the index server verified is dialled directly: an announced address still being
     /// probed is waited on (bounded), since a peer may announce any port of its host.
     pub async fn connect(
+        &self,
+        source: &PeerSource,
+        hash: &FileHash,
+    ) -> Result<Connection, SourceError> {
+        let mut conn = self.open_route(source, hash).await?;
+        // Non-public content: the server's grant, and our signature showing it is ours.
+        conn.grant = source.grant.as_ref().map(|grant| {
+            let proof = self.identity.sign(&grant_use_message(&grant.signature));
+            (grant.header_value(), proof.to_string())
+        });
+        Ok(conn)
+    }
+
+    async fn open_route(
         &self,
         source: &PeerSource,
         hash: &FileHash,

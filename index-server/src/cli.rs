@@ -28,6 +28,17 @@ pub struct Args {
     /// Print the effective configuration as TOML and exit
     #[arg(long)]
     pub print_config: bool,
+    /// Operator commands on the data directory (without them: run the server)
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands of `peerdex-server`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Administer accounts, invites and groups in the data directory (the server may be running)
+    #[command(subcommand)]
+    Admin(crate::admin::AdminCommand),
 }
 
 impl Args {
@@ -96,10 +107,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 /// Entry point of the binary; returns the process exit code.
 pub fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
     init_tracing();
     let print_only = args.print_config;
+    let command = args.command.take();
     let result = args.into_config().and_then(|config| {
+        if let Some(Command::Admin(admin)) = command {
+            return crate::admin::run(&config, admin);
+        }
         if print_only {
             let text = toml::to_string_pretty(&config).context("rendering config")?;
             let mut stdout = std::io::stdout().lock();

@@ -7,6 +7,7 @@
 //! `limits` and `probe` guard who is online, how often, and whether an address is really theirs.
 
 pub mod accounts;
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -377,6 +377,7 @@ pub fn entry(path: &str, size: u64, content: &str) -> ListEntry {
         mtime: 1_700_000_000,
         hash: hash_of(content),
         tags: MediaTags::default(),
+        visibility: Default::default(),
     }
 }
 
@@ -516,6 +517,8 @@ pub fn agent_config(server: &str, state: &Path, shares: &[&Path]) -> peerdex_age
             exclude: vec![],
             follow_symlinks: false,
             include_hidden: false,
+            visibility: Default::default(),
+            scopes: Vec::new(),
         })
         .collect();
     peerdex_agent::AgentConfig::from_parts(

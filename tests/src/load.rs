@@ -138,6 +138,7 @@ fn list(agent: usize, files: usize) -> Vec<ListEntry> {
                 mtime: 1_700_000_000,
                 hash: FileHash::from_bytes(*blake3::hash(content.as_bytes()).as_bytes()),
                 tags: MediaTags::default(),
+                visibility: Default::default(),
             }
         })
         .collect()

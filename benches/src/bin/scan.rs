@@ -83,6 +83,8 @@ fn main() {
         exclude: vec![],
         follow_symlinks: false,
         include_hidden: false,
+        visibility: Default::default(),
+        scopes: Vec::new(),
     };
     let share = Share {
         name: "bench".into(),

@@ -19,7 +19,7 @@ use super::search::LastSearch;
 use super::{emit, human_size, resolve_server};
 use peerdex_agent::KEY_FILE;
 use peerdex_agent::config::ConfigFile;
-use peerdex_client::{Identity, ServerClient};
+use peerdex_client::Identity;
 use peerdex_download::{
     Destination, DownloadError, DownloadOptions, DownloadProgress, DownloadReport, DownloadRequest,
     SourceFinder, download,
@@ -354,7 +354,7 @@ pub async fn get(args: GetArgs, file: &ConfigFile, state: PathBuf) -> anyhow::Re
             "the rows come from a listing of {listed_on}; asking {server} for their sources"
         );
     }
-    let finder: Arc<dyn SourceFinder> = Arc::new(ServerClient::new(&server)?);
+    let finder: Arc<dyn SourceFinder> = Arc::new(super::server_client(&server, Some(&state))?);
     let destination = destination(&args, targets.len(), &state).await?;
     // Our key (shared with a local agent): never download from ourselves, and prove our
     // address with it when firewalled sources connect back.

@@ -5,6 +5,7 @@
 //! reader that goes away (`BrokenPipe`) ends the command quietly with status 0, as ripgrep does.
 //! Logs go to standard error.
 
+mod account;
 mod get;
 mod search;
 
@@ -75,6 +76,18 @@ enum Command {
     /// Exit codes: 0 complete and verified, 3 not found, 4 no source reachable, 5 verification
     /// failed, 6 disk full, 130 interrupted (partial downloads are kept for resuming), 1 other.
     Get(get::GetArgs),
+    /// Accounts on the index server: `account create NAME [--invite CODE] --password-stdin`
+    #[command(subcommand)]
+    Account(account::AccountCommand),
+    /// Sign in to an account, linking this device's key (the token is kept in the state dir)
+    Login(account::LoginArgs),
+    /// Sign out: revoke and forget the token
+    Logout,
+    /// Show the account this device is signed in to
+    Whoami(account::WhoamiArgs),
+    /// Invite codes: `invite create [--uses N] [--expires 7d] [--group G]`
+    #[command(subcommand)]
+    Invite(account::InviteCommand),
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +125,10 @@ struct ShareArgs {
     /// Share hidden files and folders too
     #[arg(long)]
     include_hidden: bool,
+    /// Who may see and download it: public (default), hidden, members, group:NAME,
+    /// users:[a, b], each also as locked:… (listed to all, downloadable by them only)
+    #[arg(long, default_value = "public")]
+    visibility: peerdex_shared::scope::Visibility,
 }
 
 fn state_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -135,6 +152,23 @@ fn resolve_server(flag: Option<String>, file: &ConfigFile, last_listing: Option<
     flag.or_else(|| file.server.clone())
         .or_else(|| last_listing.map(str::to_owned))
         .unwrap_or_else(|| DEFAULT_SERVER.to_owned())
+}
+
+/// A client of `server` that sends this device's saved sign-in for that server, if any (a
+/// damaged sign-in file is reported and ignored: results are then a guest's).
+fn server_client(
+    server: &str,
+    state: Option<&Path>,
+) -> anyhow::Result<peerdex_client::ServerClient> {
+    let token = match state.map(|s| peerdex_client::login::SavedLogin::token_for(s, server)) {
+        Some(Ok(token)) => token,
+        Some(Err(e)) => {
+            warn!("{e}");
+            None
+        }
+        None => None,
+    };
+    Ok(peerdex_client::ServerClient::new(server)?.with_account_token(token))
 }
 
 /// `text` with control and invisible formatting characters written as `\u{…}`, so a name from
@@ -385,6 +419,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     exclude: args.exclude,
                     follow_symlinks: args.follow_symlinks,
                     include_hidden: args.include_hidden,
+                    visibility: args.visibility,
+                    scopes: Vec::new(),
                 })?;
                 Ok(format!("sharing {name:?} (in {})", path.display()))
             })?;
@@ -427,6 +463,17 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let file = ConfigFile::load(&config_path(cli.config)?)?;
             return get::get(args, &file, state_dir(cli.state)?).await;
         }
+        Command::Account(account::AccountCommand::Create(args)) => {
+            let file = ConfigFile::load(&config_path(cli.config)?)?;
+            account::create(args, &file).await?;
+        }
+        Command::Login(args) => {
+            let file = ConfigFile::load(&config_path(cli.config)?)?;
+            account::login(args, &file, &state_dir(cli.state)?).await?;
+        }
+        Command::Logout => account::logout(&state_dir(cli.state)?).await?,
+        Command::Whoami(args) => account::whoami(args, &state_dir(cli.state)?).await?,
+        Command::Invite(command) => account::invite(command, &state_dir(cli.state)?).await?,
     }
     Ok(0)
 }

@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{emit, human_size, resolve_server, visible};
 use peerdex_agent::config::ConfigFile;
-use peerdex_client::ServerClient;
 use peerdex_client::server_api::SearchQuery;
 
 /// File in the state directory holding the last search's (or browse's) rows.
@@ -343,7 +342,7 @@ pub async fn search(
     state: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let server = resolve_server(args.server, file, None);
-    let client = ServerClient::new(&server)?;
+    let client = super::server_client(&server, state.as_deref())?;
     let limit = args.limit.max(1);
     let offset = match args.page {
         Some(page) => (page - 1).saturating_mul(limit),
@@ -408,7 +407,7 @@ pub async fn browse(
     state: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let server = resolve_server(args.server, file, None);
-    let client = ServerClient::new(&server)?;
+    let client = super::server_client(&server, state.as_deref())?;
     let context = || format!("browsing {} on {server}", args.nick);
     let first = client
         .browse(&args.nick, None, 1000)

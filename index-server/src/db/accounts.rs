@@ -23,6 +23,10 @@ row_id!(
     AclRef
 );
 
+/// How long a cached scope is trusted without a change seen in this process: the operator's
+/// CLI writes from another process, and a running server picks its changes up within this.
+pub const SCOPE_CACHE_SECS: u64 = 2;
+
 impl AclRef {
     /// Public: every file of before scopes, and every file without a `visibility`.
     pub const PUBLIC: AclRef = AclRef(0);
@@ -648,12 +652,13 @@ impl Db {
     pub fn scope_of(&self, account: Option<&AccountRow>) -> DbResult<Arc<Scope>> {
         let epoch = self.scope_epoch.load(Ordering::Acquire);
         let key = account.filter(|a| !a.disabled).map(|a| a.id);
-        if let Some((at, scope)) = self
+        if let Some((at, computed, scope)) = self
             .scopes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
             && *at == epoch
+            && computed.elapsed().as_secs() < SCOPE_CACHE_SECS
         {
             return Ok(scope.clone());
         }
@@ -693,7 +698,7 @@ impl Db {
         if cache.len() > 10_000 {
             cache.clear();
         }
-        cache.insert(key, (epoch, scope.clone()));
+        cache.insert(key, (epoch, std::time::Instant::now(), scope.clone()));
         Ok(scope)
     }
 

@@ -349,7 +349,12 @@ pub struct Db {
     scope_epoch: std::sync::atomic::AtomicU64,
     /// Viewers' scopes with the epoch they were computed at.
     #[allow(clippy::type_complexity)]
-    scopes: Mutex<std::collections::HashMap<Option<AccountRef>, (u64, Arc<crate::scope::Scope>)>>,
+    scopes: Mutex<
+        std::collections::HashMap<
+            Option<AccountRef>,
+            (u64, std::time::Instant, Arc<crate::scope::Scope>),
+        >,
+    >,
 }
 
 /// Default budget of the holders cache (see [`Db::with_holders_cache`]).
@@ -465,7 +470,8 @@ mod index_log;
 mod lists;
 
 pub use accounts::{
-    AccountError, AccountRef, AccountRow, AclRef, AuditRow, GroupRow, InviteRow, TokenOwner,
+    AccountError, AccountRef, AccountRow, AclRef, AuditRow, GroupRow, InviteRow, SCOPE_CACHE_SECS,
+    TokenOwner,
 };
 mod peers;
 mod reads;

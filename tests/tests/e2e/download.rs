@@ -317,6 +317,8 @@ async fn names_from_peers_cannot_leave_the_output_folder() {
             exclude: vec![],
             follow_symlinks: false,
             include_hidden: true,
+            visibility: Default::default(),
+            scopes: Vec::new(),
         };
         c.shares[0].rules = peerdex_agent::config::ShareRules::new(&config).unwrap();
     })

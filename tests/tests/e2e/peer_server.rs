@@ -143,6 +143,8 @@ async fn only_catalog_content_is_served() {
             exclude: vec![],
             follow_symlinks: true,
             include_hidden: false,
+            visibility: Default::default(),
+            scopes: Vec::new(),
         };
         c.shares[0].rules = peerdex_agent::config::ShareRules::new(&share).unwrap();
     })

@@ -1,0 +1,243 @@
+//! `peerdex-server admin …`: the operator's commands on the data directory, beside (or without)
+//! a running server. They act as the actor `operator` in the audit log.
+//!
+//! A running server sees what these commands change at its next request, except its cached
+//! scopes, which it re-reads within [`crate::db::SCOPE_CACHE_SECS`] seconds.
+
+use std::io::Write;
+
+use anyhow::{Context, anyhow};
+use clap::{Args, Subcommand};
+use peerdex_shared::api::Role;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::http::ApiError;
+
+/// Who the operator's actions are recorded as.
+pub const OPERATOR: &str = "operator";
+
+/// `peerdex-server admin …`.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Invites: `invite create [--uses N] [--expires 7d] [--group G]…`
+    #[command(subcommand)]
+    Invite(InviteCommand),
+    /// Accounts: `account list|disable|enable|role`
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Groups: `group create|add|remove|list`
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// The audit log, newest first
+    Audit(AuditArgs),
+}
+
+/// `admin invite …`.
+#[derive(Debug, Subcommand)]
+pub enum InviteCommand {
+    /// Make an invite code (printed once)
+    Create {
+        /// Accounts it can create
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// How long it is valid: 30m, 12h, 7d, 2w (default: until used up)
+        #[arg(long)]
+        expires: Option<String>,
+        /// A group the new accounts join (repeatable)
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `admin account …`.
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Every account with role, groups and devices
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable an account: it cannot sign in, its tokens are revoked, its devices cannot register
+    Disable {
+        /// Account name
+        name: String,
+        /// Why (kept in the audit log)
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Enable a disabled account
+    Enable {
+        /// Account name
+        name: String,
+    },
+    /// Set an account's role: member, moderator or admin
+    Role {
+        /// Account name
+        name: String,
+        /// member, moderator or admin
+        role: String,
+    },
+}
+
+/// `admin group …`.
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create a group
+    Create {
+        /// Group name
+        name: String,
+    },
+    /// Add an account to a group
+    Add {
+        /// Group name
+        group: String,
+        /// Account name
+        account: String,
+    },
+    /// Remove an account from a group (takes effect on its next request)
+    Remove {
+        /// Group name
+        group: String,
+        /// Account name
+        account: String,
+    },
+    /// Every group with its members
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `admin audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Most entries shown
+    #[arg(long, default_value_t = 100)]
+    limit: i64,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+fn api(e: ApiError) -> anyhow::Error {
+    anyhow!(e.body.error)
+}
+
+fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn print_line(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
+    }
+}
+
+/// Runs an admin command against the data directory of `config`.
+pub fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data)
+        .with_context(|| format!("creating {}", config.data.display()))?;
+    let path = config.data.join(crate::server::DB_FILE);
+    let db = Db::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    match command {
+        AdminCommand::Invite(InviteCommand::Create {
+            uses,
+            expires,
+            groups,
+            json,
+        }) => {
+            let invite =
+                crate::http::accounts::make_invite(&db, OPERATOR, uses, expires.as_deref(), groups)
+                    .map_err(api)?;
+            if json {
+                print_json(&invite)?;
+            } else {
+                print_line(&invite.code)?;
+            }
+        }
+        AdminCommand::Account(AccountCommand::List { json }) => {
+            let mut infos = Vec::new();
+            for account in db.accounts()? {
+                infos.push(db.account_info(&account)?);
+            }
+            if json {
+                print_json(&infos)?;
+            } else {
+                for info in infos {
+                    print_line(&format!(
+                        "{}\t{}{}\tgroups: {}\tdevices: {}",
+                        info.name,
+                        info.role.as_str(),
+                        if info.disabled { " (disabled)" } else { "" },
+                        info.groups.join(","),
+                        info.devices.len()
+                    ))?;
+                }
+            }
+        }
+        AdminCommand::Account(AccountCommand::Disable { name, reason }) => {
+            db.set_disabled(OPERATOR, &name, true, &reason)?;
+            print_line(&format!("disabled {name}"))?;
+        }
+        AdminCommand::Account(AccountCommand::Enable { name }) => {
+            db.set_disabled(OPERATOR, &name, false, "")?;
+            print_line(&format!("enabled {name}"))?;
+        }
+        AdminCommand::Account(AccountCommand::Role { name, role }) => {
+            let role = Role::parse(&role)
+                .ok_or_else(|| anyhow!("unknown role {role:?}; use member, moderator or admin"))?;
+            db.set_role(OPERATOR, &name, role)?;
+            print_line(&format!("{name} is now {}", role.as_str()))?;
+        }
+        AdminCommand::Group(GroupCommand::Create { name }) => {
+            peerdex_shared::validate::validate_nickname(&name)
+                .map_err(|e| anyhow!("group name {e}"))?;
+            db.create_group(OPERATOR, &name)?;
+            print_line(&format!("created group {name}"))?;
+        }
+        AdminCommand::Group(GroupCommand::Add { group, account }) => {
+            db.set_member(OPERATOR, &group, &account, true)?;
+            print_line(&format!("added {account} to {group}"))?;
+        }
+        AdminCommand::Group(GroupCommand::Remove { group, account }) => {
+            db.set_member(OPERATOR, &group, &account, false)?;
+            print_line(&format!("removed {account} from {group}"))?;
+        }
+        AdminCommand::Group(GroupCommand::List { json }) => {
+            let groups = db.groups()?;
+            if json {
+                print_json(&groups)?;
+            } else {
+                for group in groups {
+                    print_line(&format!("{}\t{}", group.name, group.members.join(",")))?;
+                }
+            }
+        }
+        AdminCommand::Audit(AuditArgs { limit, json }) => {
+            let rows = db.audit_log(limit.clamp(1, 100_000))?;
+            if json {
+                print_json(&rows)?;
+            } else {
+                for row in rows {
+                    print_line(&format!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        row.at, row.actor, row.action, row.target, row.reason
+                    ))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
