@@ -42,6 +42,10 @@ pub fn test_config(data: &Path) -> Config {
     config.index.writer_memory_bytes = 15_000_000;
     config.probe.timeout_ms = 2000;
     config.http.shutdown_grace_secs = 5;
+    // Cheap password hashing: debug builds take seconds at OWASP's parameters (a unit test
+    // checks those are the defaults).
+    config.accounts.argon2_memory_kib = 64;
+    config.accounts.argon2_iterations = 1;
     config
 }
 

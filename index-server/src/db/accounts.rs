@@ -667,12 +667,13 @@ impl Db {
             let mut download = AclBits::default();
             let mut listed = AclBits::default();
             let mut stmt = conn.prepare_cached(
-                "SELECT id, locked,
+                // A guest's NULLs make the test NULL: coalesce says no.
+                "SELECT id, locked, coalesce(
                     (kind = 'members' AND ?1 IS NOT NULL)
                     OR (kind = 'group' AND target IN (SELECT g.name_key FROM groups g
                         JOIN group_members m ON m.grp = g.id WHERE m.account = ?1))
                     OR (kind = 'users' AND id IN (SELECT acl FROM acl_users WHERE name_key = ?2))
-                    OR (kind = 'owner' AND target = CAST(?1 AS TEXT))
+                    OR (kind = 'owner' AND target = CAST(?1 AS TEXT)), 0)
                  FROM acls",
             )?;
             let rows = stmt.query_map(params![key, name_key], |r| {

@@ -17,4 +17,5 @@ mod load;
 mod peer_server;
 mod presence;
 mod registry;
+mod scopes;
 mod search;
