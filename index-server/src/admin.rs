@@ -30,8 +30,48 @@ pub enum AdminCommand {
     /// Groups: `group create|add|remove|list`
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Bans: `ban add KIND VALUE [--for 30m] [--reason R]`, `ban list`, `ban remove ID`
+    #[command(subcommand)]
+    Ban(BanCommand),
+    /// Take a content down by hash: search, sources and tickets stop offering it
+    Takedown {
+        /// The content hash
+        hash: peerdex_shared::FileHash,
+        /// Why (kept in the audit log)
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// The audit log, newest first
     Audit(AuditArgs),
+}
+
+/// `admin ban …`.
+#[derive(Debug, Subcommand)]
+pub enum BanCommand {
+    /// Ban an account, a peer key, an IP address or network, or nicknames matching a pattern
+    Add {
+        /// account, peer, ip or nick
+        kind: String,
+        /// The account name, peer id, address or network (203.0.113.0/24), or pattern (spam*)
+        value: String,
+        /// How long: 30m, 12h, 7d, 2w (default: permanent)
+        #[arg(long = "for")]
+        duration: Option<String>,
+        /// Why (kept in the audit log and told to the banned)
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Bans in force
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift a ban
+    Remove {
+        /// The ban's id (from `ban list`)
+        id: i64,
+    },
 }
 
 /// `admin invite …`.
@@ -224,6 +264,56 @@ pub fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
                     print_line(&format!("{}\t{}", group.name, group.members.join(",")))?;
                 }
             }
+        }
+        AdminCommand::Ban(BanCommand::Add {
+            kind,
+            value,
+            duration,
+            reason,
+        }) => {
+            let request = crate::http::accounts::BanRequest {
+                kind,
+                value,
+                duration,
+                reason,
+            };
+            let ban = crate::http::accounts::add_ban(&db, OPERATOR, &request).map_err(api)?;
+            print_line(&format!(
+                "ban {}: {:?} {} {}",
+                ban.id,
+                ban.kind,
+                ban.value,
+                ban.until
+                    .map_or("permanently".to_string(), |u| format!("until {u}"))
+            ))?;
+        }
+        AdminCommand::Ban(BanCommand::List { json }) => {
+            let bans = db.active_bans()?;
+            if json {
+                print_json(&bans)?;
+            } else {
+                for ban in bans {
+                    print_line(&format!(
+                        "{}\t{:?}\t{}\t{}\t{}\t{}",
+                        ban.id,
+                        ban.kind,
+                        ban.value,
+                        ban.until.map_or("permanent".to_string(), |u| u.to_string()),
+                        ban.actor,
+                        ban.reason
+                    ))?;
+                }
+            }
+        }
+        AdminCommand::Ban(BanCommand::Remove { id }) => {
+            if !db.remove_ban(OPERATOR, id)? {
+                return Err(anyhow!("no ban {id}"));
+            }
+            print_line(&format!("lifted ban {id}"))?;
+        }
+        AdminCommand::Takedown { hash, reason } => {
+            let files = db.take_down(OPERATOR, &hash, &reason)?;
+            print_line(&format!("took {hash} down ({files} listed copies)"))?;
         }
         AdminCommand::Audit(AuditArgs { limit, json }) => {
             let rows = db.audit_log(limit.clamp(1, 100_000))?;

@@ -583,6 +583,8 @@ pub enum ErrorCode {
     RegistrationClosed,
     /// The server serves signed-in accounts only (`guests = false`).
     SignInRequired,
+    /// A ban covers the account, key, address or nickname; the message says until when and why.
+    Banned,
     /// Something went wrong on the server; details are in its log.
     Internal,
 }

@@ -51,6 +51,12 @@ pub const ADMIN_GROUPS: &str = "/api/v1/admin/groups";
 pub const ADMIN_GROUP_MEMBER: &str = "/api/v1/admin/groups/{group}/members/{name}";
 /// Admin: the audit log.
 pub const ADMIN_AUDIT: &str = "/api/v1/admin/audit";
+/// Moderation: bans in force (`GET`), a new ban (`POST`).
+pub const ADMIN_BANS: &str = "/api/v1/admin/bans";
+/// Moderation: lift ban `{id}` (`DELETE`).
+pub const ADMIN_BAN: &str = "/api/v1/admin/bans/{id}";
+/// Moderation: take a content down (`POST`).
+pub const ADMIN_TAKEDOWNS: &str = "/api/v1/admin/takedowns";
 
 /// `pattern` with its `{…}` placeholder replaced by `value`.
 pub fn fill(pattern: &str, value: impl Display) -> String {

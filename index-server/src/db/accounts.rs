@@ -373,6 +373,14 @@ impl Db {
         self.write(|tx| Ok(tx.execute("DELETE FROM tokens WHERE hash = ?1", [hash])? > 0))
     }
 
+    /// Revokes every token of an account.
+    pub fn revoke_tokens_of(&self, account: AccountRef) -> DbResult<()> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM tokens WHERE account = ?1", [account])?;
+            Ok(())
+        })
+    }
+
     /// Links a device key to an account (moving it from another account if it was linked).
     pub fn link_device(&self, account: AccountRef, key: &PeerId) -> DbResult<()> {
         self.write(|tx| {

@@ -158,7 +158,7 @@ impl Db {
                         touched.extend(old);
                         let content = upsert_content(tx, &entry.hash, entry.size)?;
                         touched.push(content);
-                        let acl = accounts::acl_for(tx, peer, &entry.visibility)?;
+                        let acl = acl_of(tx, peer, entry)?;
                         tx.prepare_cached(
                             "UPDATE files SET size = ?5, mtime = ?6, content = ?7, tags = ?8, acl = ?9
                              WHERE peer = ?1 AND gen = ?2 AND share = ?3 AND path = ?4 RETURNING id",
@@ -298,6 +298,14 @@ fn upsert_content(tx: &Connection, hash: &FileHash, size: u64) -> rusqlite::Resu
     .query_row(params![hash.as_bytes(), size as i64], |r| r.get(0))
 }
 
+/// The ACL an entry is stored with: its visibility's, or nobody's if its content is taken down.
+fn acl_of(tx: &Connection, peer: PeerRef, entry: &ListEntry) -> rusqlite::Result<AclRef> {
+    if moderation::is_taken_down(tx, &entry.hash)? {
+        return moderation::takedown_acl(tx);
+    }
+    accounts::acl_for(tx, peer, &entry.visibility)
+}
+
 /// Inserts an entry; returns its file id and content id.
 fn insert_file(
     tx: &Connection,
@@ -306,7 +314,7 @@ fn insert_file(
     entry: &ListEntry,
 ) -> rusqlite::Result<(FileRef, ContentRef)> {
     let content = upsert_content(tx, &entry.hash, entry.size)?;
-    let acl = accounts::acl_for(tx, peer, &entry.visibility)?;
+    let acl = acl_of(tx, peer, entry)?;
     let file = tx
         .prepare_cached(
             "INSERT INTO files (peer, gen, share, path, size, mtime, content, tags, acl)

@@ -468,11 +468,13 @@ impl Db {
 mod accounts;
 mod index_log;
 mod lists;
+mod moderation;
 
 pub use accounts::{
     AccountError, AccountRef, AccountRow, AclRef, AuditRow, GroupRow, InviteRow, SCOPE_CACHE_SECS,
     TokenOwner,
 };
+pub use moderation::{BanKind, BanRow, BanSubject, check_ban_value};
 mod peers;
 mod reads;
 

@@ -200,6 +200,17 @@ pub async fn create_account(
     let request: CreateAccountRequest = json_body(body)?;
     validate_nickname(&request.name)
         .map_err(|e| ApiError::bad_request(format!("account name {e}")))?;
+    let ip = client_ip(&state, remote, &headers);
+    refuse_banned(
+        &state,
+        crate::db::BanSubject {
+            account: Some(request.name.clone()),
+            ip: Some(ip),
+            nick: Some(request.name.clone()),
+            peer: None,
+        },
+    )
+    .await?;
     match state.config.accounts.registration {
         Registration::Closed => {
             return Err(ApiError::new(
@@ -277,6 +288,16 @@ pub async fn login(
             });
         }
     };
+    refuse_banned(
+        &state,
+        crate::db::BanSubject {
+            account: Some(account.name.clone()),
+            peer: request.device.as_ref().map(|d| d.peer_id),
+            ip: Some(ip),
+            nick: None,
+        },
+    )
+    .await?;
     let device = match &request.device {
         Some(proof) => {
             if !guards.nonces.consume(&proof.nonce) {
@@ -579,4 +600,189 @@ pub async fn admin_audit(
     caller.require_role(true)?;
     let db = state.store.db.clone();
     Ok(Json(run_blocking(move || db.audit_log(1000)).await??))
+}
+
+/// Refuses the request when a ban in force covers `subject` (403, saying until when and why).
+pub async fn refuse_banned(
+    state: &Arc<AppState>,
+    subject: crate::db::BanSubject,
+) -> Result<(), ApiError> {
+    let db = state.store.db.clone();
+    match run_blocking(move || db.ban_covering(&subject)).await?? {
+        None => Ok(()),
+        Some(ban) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Banned,
+            match ban.until {
+                Some(until) => format!(
+                    "banned until {} (in {} s): {}",
+                    until,
+                    (until - crate::db::unix_now()).max(0),
+                    if ban.reason.is_empty() {
+                        "no reason given"
+                    } else {
+                        &ban.reason
+                    }
+                ),
+                None => format!(
+                    "banned: {}",
+                    if ban.reason.is_empty() {
+                        "no reason given"
+                    } else {
+                        &ban.reason
+                    }
+                ),
+            },
+        )),
+    }
+}
+
+/// `POST /api/v1/admin/bans` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BanRequest {
+    /// `account`, `peer`, `ip` or `nick`.
+    pub kind: String,
+    /// The account name, peer id, address or network, or nickname pattern.
+    pub value: String,
+    /// How long: `30m`, `12h`, `7d`; absent: permanent.
+    #[serde(default)]
+    pub duration: Option<String>,
+    /// Why (kept in the audit log and told to the banned).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Adds a ban and puts what it covers offline at once (the operator CLI and the API share it;
+/// the CLI cannot reach a running server's live sessions, which end at their next request).
+pub fn add_ban(
+    db: &crate::db::Db,
+    actor: &str,
+    request: &BanRequest,
+) -> Result<crate::db::BanRow, ApiError> {
+    let kind = crate::db::BanKind::parse(&request.kind).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "unknown ban kind {:?}; use account, peer, ip or nick",
+            request.kind
+        ))
+    })?;
+    let value = crate::db::check_ban_value(kind, request.value.trim())
+        .map_err(|e| ApiError::bad_request(format!("ban value {:?}: {e}", request.value)))?;
+    let until = match &request.duration {
+        Some(text) => Some(
+            crate::db::unix_now()
+                + parse_duration(text).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "invalid duration {text:?}; use 30m, 12h, 7d or 2w"
+                    ))
+                })? as i64,
+        ),
+        None => None,
+    };
+    let ban = db.add_ban(actor, kind, &value, until, &request.reason)?;
+    if kind == crate::db::BanKind::Account
+        && let Some(account) = db.account_by_name(&value)?
+    {
+        db.revoke_tokens_of(account.id)?;
+    }
+    Ok(ban)
+}
+
+/// The online peers a ban covers.
+fn peers_covered(
+    state: &AppState,
+    ban: &crate::db::BanRow,
+) -> Result<Vec<PeerId>, crate::db::DbError> {
+    let db = &state.store.db;
+    let mut out = Vec::new();
+    for peer in db.all_peers()? {
+        if !state.presence.is_online(peer.id) {
+            continue;
+        }
+        let account = db.account_of_device(&peer.key)?;
+        let ip = peer.ip.as_deref().and_then(|ip| ip.parse().ok());
+        let subject = crate::db::BanSubject {
+            account: account.map(|a| a.name),
+            peer: Some(peer.key),
+            ip,
+            nick: Some(peer.nickname.clone()),
+        };
+        if ban.covers(&subject) {
+            out.push(peer.key);
+        }
+    }
+    Ok(out)
+}
+
+/// `POST /api/v1/admin/bans` (admins and moderators).
+pub async fn admin_add_ban(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<crate::db::BanRow>), ApiError> {
+    let request: BanRequest = json_body(body)?;
+    let actor = caller.require_role(true)?.name.clone();
+    let state2 = state.clone();
+    let (ban, covered) = run_blocking(move || -> Result<_, ApiError> {
+        let ban = add_ban(&state2.store.db, &actor, &request)?;
+        let covered = peers_covered(&state2, &ban)?;
+        Ok((ban, covered))
+    })
+    .await??;
+    for peer in covered {
+        state.disconnect_peer(&peer).await?;
+    }
+    info!(kind = ?ban.kind, value = %ban.value, until = ?ban.until, "ban added");
+    Ok((StatusCode::CREATED, Json(ban)))
+}
+
+/// `GET /api/v1/admin/bans`.
+pub async fn admin_bans(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<Vec<crate::db::BanRow>>, ApiError> {
+    caller.require_role(true)?;
+    let db = state.store.db.clone();
+    Ok(Json(run_blocking(move || db.active_bans()).await??))
+}
+
+/// `DELETE /api/v1/admin/bans/{id}`.
+pub async fn admin_remove_ban(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    let actor = caller.require_role(true)?.name.clone();
+    let db = state.store.db.clone();
+    if run_blocking(move || db.remove_ban(&actor, id)).await?? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no ban {id}")))
+    }
+}
+
+/// `POST /api/v1/admin/takedowns` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TakedownRequest {
+    /// The content.
+    pub hash: peerdex_shared::FileHash,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /api/v1/admin/takedowns` (admins and moderators): search, sources and tickets stop
+/// offering the content, now and for copies listed later.
+pub async fn admin_takedown(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let request: TakedownRequest = json_body(body)?;
+    let actor = caller.require_role(true)?.name.clone();
+    let db = state.store.db.clone();
+    run_blocking(move || db.take_down(&actor, &request.hash, &request.reason)).await??;
+    state.store.nudger.nudge();
+    Ok(StatusCode::CREATED)
 }

@@ -89,6 +89,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             put(accounts::admin_group_member).delete(accounts::admin_group_member),
         )
         .route(routes::ADMIN_AUDIT, get(accounts::admin_audit))
+        .route(
+            routes::ADMIN_BANS,
+            get(accounts::admin_bans).post(accounts::admin_add_ban),
+        )
+        .route(routes::ADMIN_BAN, delete(accounts::admin_remove_ban))
+        .route(routes::ADMIN_TAKEDOWNS, post(accounts::admin_takedown))
         .layer(DefaultBodyLimit::max(limits.max_json_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -271,10 +277,18 @@ async fn register(
 
     let db = state.store.db.clone();
     let key = request.peer_id;
-    if run_blocking(move || db.account_of_device(&key))
-        .await??
-        .is_some_and(|account| account.disabled)
-    {
+    let account = run_blocking(move || db.account_of_device(&key)).await??;
+    accounts::refuse_banned(
+        &state,
+        crate::db::BanSubject {
+            account: account.as_ref().map(|a| a.name.clone()),
+            peer: Some(request.peer_id),
+            ip: Some(ip),
+            nick: Some(request.nickname.clone()),
+        },
+    )
+    .await?;
+    if account.is_some_and(|account| account.disabled) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             ErrorCode::Forbidden,

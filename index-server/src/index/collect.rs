@@ -10,6 +10,22 @@ pub(super) fn kind_code(kind: FileKind) -> u64 {
     FileKind::ALL.iter().position(|k| *k == kind).unwrap_or(0) as u64
 }
 
+/// Bits of the `owner` fast field that hold the peer; the ACL is above them. One column read
+/// gives both, so the scope check costs a bitmap test, not another column.
+pub(super) const OWNER_PEER_BITS: u32 = 40;
+
+/// The `owner` value of a document.
+pub(super) fn owner_value(peer: PeerRef, acl: AclRef) -> u64 {
+    (acl.as_u64() << OWNER_PEER_BITS) | (peer.as_u64() & ((1 << OWNER_PEER_BITS) - 1))
+}
+
+/// Whether a document of `owner` counts for this search: its peer online, its ACL listed.
+#[inline]
+pub(super) fn visible(online: &dyn OnlineFilter, scope: &Scope, owner: u64) -> bool {
+    scope.lists(AclRef::from_u64(owner >> OWNER_PEER_BITS))
+        && online.contains(PeerRef::from_u64(owner & ((1 << OWNER_PEER_BITS) - 1)))
+}
+
 /// A search's filters, checked per document on fast fields.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Filters {
@@ -17,7 +33,6 @@ pub(super) struct Filters {
     pub(super) kind: Option<u64>,
     pub(super) min_size: Option<u64>,
     pub(super) max_size: Option<u64>,
-    pub(super) scope: Arc<Scope>,
 }
 
 impl Filters {
@@ -27,7 +42,6 @@ impl Filters {
             kind: spec.kind.map(kind_code),
             min_size: spec.min_size,
             max_size: spec.max_size,
-            scope: spec.scope.clone(),
         }
     }
 
@@ -56,15 +70,11 @@ impl Filters {
         } else {
             None
         };
-        // A segment of public files only needs no check (most segments of most servers).
-        let acl = (columns.acl.max_value() != AclRef::PUBLIC.as_u64())
-            .then(|| (columns.acl.clone(), self.scope.clone()));
         Ok(SegmentFilters {
             impossible,
             ext,
             kind,
             size,
-            acl,
         })
     }
 }
@@ -76,8 +86,6 @@ pub(super) struct SegmentFilters {
     pub(super) ext: Option<(Column<u64>, u64)>,
     pub(super) kind: Option<(Column<u64>, u64)>,
     pub(super) size: Option<(Column<u64>, std::ops::RangeInclusive<u64>)>,
-    /// The viewer's scope, unless every document of the segment is public.
-    pub(super) acl: Option<(Column<u64>, Arc<Scope>)>,
 }
 
 impl SegmentFilters {
@@ -95,10 +103,6 @@ impl SegmentFilters {
                 .size
                 .as_ref()
                 .is_none_or(|(sizes, range)| sizes.first(doc).is_some_and(|s| range.contains(&s)))
-            && self.acl.as_ref().is_none_or(|(acls, scope)| {
-                acls.first(doc)
-                    .is_some_and(|acl| scope.lists(AclRef::from_u64(acl)))
-            })
     }
 }
 
@@ -158,6 +162,8 @@ pub(super) struct GroupByContent {
     /// Columns by segment ordinal.
     pub(super) columns: Vec<Arc<SegmentColumns>>,
     pub(super) online: Arc<dyn OnlineFilter>,
+    /// Whose search it is: documents outside its listed scopes are not matched.
+    pub(super) scope: Arc<Scope>,
     pub(super) filters: Filters,
     pub(super) want: usize,
     pub(super) keep: usize,
@@ -214,8 +220,9 @@ impl TopGroups {
 
 pub(super) struct GroupSegment {
     pub(super) online: Arc<dyn OnlineFilter>,
+    pub(super) scope: Arc<Scope>,
     pub(super) filters: SegmentFilters,
-    pub(super) peer: Column<u64>,
+    pub(super) owner: Column<u64>,
     pub(super) content: Column<u64>,
     pub(super) top: TopGroups,
 }
@@ -223,8 +230,8 @@ pub(super) struct GroupSegment {
 impl GroupSegment {
     pub(super) fn offer(&mut self, doc: DocId, score: Score) -> Score {
         if self.filters.pass(doc)
-            && let (Some(peer), Some(content)) = (self.peer.first(doc), self.content.first(doc))
-            && self.online.contains(PeerRef::from_u64(peer))
+            && let (Some(owner), Some(content)) = (self.owner.first(doc), self.content.first(doc))
+            && visible(&*self.online, &self.scope, owner)
         {
             self.top.offer(content, score);
         }
@@ -248,8 +255,9 @@ impl Collector for GroupByContent {
         let floor = *self.floor.lock().unwrap_or_else(|p| p.into_inner());
         Ok(GroupSegment {
             online: self.online.clone(),
+            scope: self.scope.clone(),
             filters: self.filters.for_segment(columns)?,
-            peer: columns.peer.clone(),
+            owner: columns.owner.clone(),
             content: columns.content.clone(),
             top: TopGroups {
                 groups: GroupMap::new(),
@@ -319,5 +327,42 @@ impl SegmentCollector for GroupSegment {
 
     fn harvest(self) -> TopGroups {
         self.top
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scope::AclBits;
+
+    struct Online(u64);
+
+    impl OnlineFilter for Online {
+        fn contains(&self, peer: PeerRef) -> bool {
+            peer.as_u64() == self.0
+        }
+    }
+
+    #[test]
+    fn the_owner_column_holds_peer_and_acl_and_both_are_checked() {
+        let (mut download, mut listed) = (AclBits::default(), AclBits::default());
+        download.insert(AclRef(7));
+        listed.insert(AclRef(7));
+        let scope = Scope::new(None, download, listed);
+        let online = Online(123_456_789);
+        let peer = PeerRef(123_456_789);
+        assert!(visible(&online, &scope, owner_value(peer, AclRef::PUBLIC)));
+        assert!(visible(&online, &scope, owner_value(peer, AclRef(7))));
+        assert!(!visible(&online, &scope, owner_value(peer, AclRef(8))));
+        assert!(!visible(
+            &online,
+            &scope,
+            owner_value(PeerRef(5), AclRef::PUBLIC)
+        ));
+        assert!(!visible(
+            &online,
+            &Scope::public_only(),
+            owner_value(peer, AclRef(7))
+        ));
     }
 }

@@ -53,7 +53,7 @@ use collect::*;
 pub use indexer::{Indexer, IndexerConfig, Nudger};
 
 /// Bump when the schema or tokenizer changes: an index of another version is rebuilt from SQLite.
-const SCHEMA_VERSION: u32 = 3;
+const SCHEMA_VERSION: u32 = 4;
 
 /// Errors of the index.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +84,7 @@ struct Fields {
     size: Field,
     ext: Field,
     kind: Field,
-    acl: Field,
+    owner: Field,
     text: Field,
     prefix: Field,
 }
@@ -104,12 +104,12 @@ fn build_schema() -> (Schema, Fields) {
     );
     let fields = Fields {
         file: b.add_u64_field("file", INDEXED),
-        peer: b.add_u64_field("peer", INDEXED | FAST),
+        peer: b.add_u64_field("peer", INDEXED),
         content: b.add_u64_field("content", FAST),
         size: b.add_u64_field("size", FAST),
         ext: b.add_text_field("ext", TextOptions::default().set_fast("raw")),
         kind: b.add_u64_field("kind", FAST),
-        acl: b.add_u64_field("acl", FAST),
+        owner: b.add_u64_field("owner", FAST),
         text: b.add_text_field("text", text_options),
         prefix: b.add_text_field("prefix", prefix_options),
     };
@@ -128,11 +128,11 @@ pub struct SearchIndex {
 /// The fast-field columns of one segment. Opening a column reads every block header of it (tens
 /// of thousands in a large segment), so they are opened once per segment, not once per search.
 struct SegmentColumns {
-    peer: Column<u64>,
+    /// Peer and ACL of each document, packed (`collect::owner_value`).
+    owner: Column<u64>,
     content: Column<u64>,
     size: Column<u64>,
     kind: Column<u64>,
-    acl: Column<u64>,
     /// The extension's dictionary and per-document term ordinals (absent in an empty segment).
     ext: Option<StrColumn>,
 }
@@ -141,11 +141,10 @@ impl SegmentColumns {
     fn open(segment: &SegmentReader) -> tantivy::Result<SegmentColumns> {
         let fast = segment.fast_fields();
         Ok(SegmentColumns {
-            peer: fast.u64("peer")?,
+            owner: fast.u64("owner")?,
             content: fast.u64("content")?,
             size: fast.u64("size")?,
             kind: fast.u64("kind")?,
-            acl: fast.u64("acl")?,
             ext: fast.str("ext")?,
         })
     }
@@ -338,7 +337,7 @@ impl SearchIndex {
         let mut looked = 0;
         let mut complete = true;
         let mut docs = [0 as DocId; COLLECT_BLOCK_BUFFER_LEN];
-        let mut peers = [None; COLLECT_BLOCK_BUFFER_LEN];
+        let mut owners = [None; COLLECT_BLOCK_BUFFER_LEN];
         let mut contents = [None; COLLECT_BLOCK_BUFFER_LEN];
         'segments: for (ord, segment) in searcher.segment_readers().iter().enumerate() {
             let opened;
@@ -367,13 +366,13 @@ impl SearchIndex {
                     break;
                 }
                 looked += n;
-                columns.peer.first_vals(&docs[..n], &mut peers[..n]);
+                columns.owner.first_vals(&docs[..n], &mut owners[..n]);
                 columns.content.first_vals(&docs[..n], &mut contents[..n]);
                 for i in 0..n {
-                    if let (Some(peer), Some(content)) = (peers[i], contents[i])
+                    if let (Some(owner), Some(content)) = (owners[i], contents[i])
                         && !alive.is_some_and(|a| a.is_deleted(docs[i]))
                         && filters.pass(docs[i])
-                        && online.contains(PeerRef::from_u64(peer))
+                        && visible(&**online, &spec.scope, owner)
                     {
                         seen.insert(content);
                     }
@@ -425,6 +424,7 @@ impl SearchIndex {
         let collector = GroupByContent {
             columns: columns.to_vec(),
             online: online.clone(),
+            scope: spec.scope.clone(),
             filters: Filters::of(spec),
             want,
             keep: (want * 2).max(MIN_KEEP),
@@ -460,7 +460,7 @@ impl SearchIndex {
         d.add_u64(self.fields.size, doc.size);
         d.add_text(self.fields.ext, &ext);
         d.add_u64(self.fields.kind, kind_code(kind));
-        d.add_u64(self.fields.acl, doc.acl.as_u64());
+        d.add_u64(self.fields.owner, owner_value(doc.peer, doc.acl));
         d.add_text(self.fields.text, &doc.path);
         d.add_text(self.fields.prefix, &doc.path);
         d
@@ -552,6 +552,7 @@ mod tests {
         let collector = GroupByContent {
             columns: Vec::new(),
             online: Arc::new(Everyone),
+            scope: spec.scope.clone(),
             filters: Filters::of(spec),
             want: usize::MAX / 4,
             keep: usize::MAX / 2,

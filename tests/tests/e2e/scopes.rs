@@ -605,3 +605,143 @@ async fn an_invite_only_community_from_the_command_line() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+async fn admin_post(lab: &Lab, path: &str, body: serde_json::Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}{path}", lab.server.url))
+        .bearer_auth(lab.admin.account_token().unwrap())
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_takes_effect_on_the_live_session_and_on_every_later_attempt_until_it_ends() {
+    let lab = lab("public").await;
+    let nick = lab.agent.status().nick;
+    assert_eq!(search(&lab.carol, "run").await.total, 1);
+    let response = admin_post(
+        &lab,
+        "/api/v1/admin/bans",
+        serde_json::json!({ "kind": "account", "value": "alice", "duration": "3s", "reason": "flooding" }),
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 201);
+    // At once: her files are gone and her agent's control channel is closed.
+    assert_eq!(search(&lab.carol, "run").await.total, 0);
+    wait_until(
+        "the control channel to close",
+        Duration::from_secs(2),
+        || {
+            let open = lab.agent.status().server.control_channel;
+            async move {
+                if open {
+                    Err("open".to_string())
+                } else {
+                    Ok(())
+                }
+            }
+        },
+    )
+    .await;
+    // Her key cannot register, nor can she sign in, while the ban lasts; the answer says why.
+    let alice_key =
+        Identity::load_or_create(&lab.agent.config.state.join(peerdex_agent::KEY_FILE)).unwrap();
+    let error = ServerClient::new(&lab.server.url)
+        .unwrap()
+        .register(&alice_key, &nick, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), Some(ErrorCode::Banned), "{error}");
+    assert!(error.to_string().contains("flooding"), "{error}");
+    let error = lab
+        .server
+        .client()
+        .login("alice", "alice password", &alice_key)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), Some(ErrorCode::Banned), "{error}");
+    // When it ends, her agent comes back by itself.
+    lab.server
+        .wait_for_hits_within("run", 1, Duration::from_secs(30))
+        .await;
+    let audit = operator_db(&lab.server).audit_log(10).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.actor == "admin" && a.action == "ban.add" && a.reason == "flooding"),
+        "{audit:?}"
+    );
+    // A network ban refuses new registrations from it.
+    let response = admin_post(
+        &lab,
+        "/api/v1/admin/bans",
+        serde_json::json!({ "kind": "ip", "value": "127.0.0.0/8" }),
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 201);
+    let error = ServerClient::new(&lab.server.url)
+        .unwrap()
+        .register(&Identity::generate().unwrap(), "newcomer", 0)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), Some(ErrorCode::Banned), "{error}");
+    // Members cannot ban.
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/admin/bans", lab.server.url))
+        .bearer_auth(lab.carol.account_token().unwrap())
+        .json(&serde_json::json!({ "kind": "account", "value": "bob" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+    lab.agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_down_content_is_offered_nowhere_now_or_when_listed_again() {
+    let lab = lab("public").await;
+    assert_eq!(search(&lab.carol, "run").await.total, 1);
+    let response = admin_post(
+        &lab,
+        "/api/v1/admin/takedowns",
+        serde_json::json!({ "hash": lab.secret.to_string(), "reason": "copyright" }),
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 201);
+    wait_until(
+        "the takedown to reach the index",
+        Duration::from_secs(10),
+        || {
+            let carol = lab.carol.clone();
+            async move {
+                let total = search(&carol, "run").await.total;
+                if total == 0 {
+                    Ok(())
+                } else {
+                    Err(format!("{total} hits"))
+                }
+            }
+        },
+    )
+    .await;
+    for viewer in [&lab.carol, &lab.bob, &lab.admin] {
+        let error = viewer.sources(&lab.secret).await.unwrap_err();
+        assert_eq!(code(&error), Some(ErrorCode::NotFound), "{error}");
+    }
+    // A new copy listed by someone else is taken down too.
+    let peer = TestPeer::join(&lab.server.url, "reuploader").await;
+    let mut entry = entry("again/quasarzeta run.bin", 300_000, "x");
+    entry.hash = lab.secret;
+    peer.client.upload_full(1, &[entry]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(search(&lab.carol, "run").await.total, 0);
+    let audit = operator_db(&lab.server).audit_log(5).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "content.takedown" && a.reason == "copyright")
+    );
+    lab.agent.stop().await;
+}
