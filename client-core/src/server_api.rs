@@ -317,6 +317,20 @@ impl ServerClient {
         .await
     }
 
+    /// Makes an API key (`body`: `scopes`, `label`); answers its JSON (`key`, `scopes`).
+    pub async fn create_api_key(
+        &self,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ApiError> {
+        decode(
+            self.as_viewer(self.http.post(self.url(routes::API_KEYS)))
+                .json(body)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
     /// The session token, once registered.
     pub fn session_token(&self) -> Option<&str> {
         self.session.as_ref().map(|(_, t)| t.as_str())

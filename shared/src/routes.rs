@@ -39,6 +39,8 @@ pub const ACCOUNTS: &str = "/api/v1/accounts";
 pub const LOGIN: &str = "/api/v1/login";
 /// The signed-in account.
 pub const WHOAMI: &str = "/api/v1/whoami";
+/// API keys for scripts (`POST`, with a sign-in).
+pub const API_KEYS: &str = "/api/v1/apikeys";
 /// Invites (admins; members within their quota).
 pub const INVITES: &str = "/api/v1/invites";
 /// Admin: every account.

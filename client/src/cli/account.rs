@@ -83,6 +83,24 @@ pub enum InviteCommand {
     },
 }
 
+/// `peerdex apikey …`.
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Make an API key for scripts (shown once; send it as `Authorization: Bearer KEY`, or set
+    /// PEERDEX_API_KEY for peerdex itself)
+    Create {
+        /// What it may do, comma-separated: read, search, download, social, admin
+        #[arg(long = "scope", value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// A name to recognise it by
+        #[arg(long)]
+        label: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn read_password(from_stdin: bool) -> anyhow::Result<String> {
     if !from_stdin {
         bail!("give the password on standard input with --password-stdin");
@@ -213,6 +231,29 @@ pub async fn invite(command: InviteCommand, state: &Path) -> anyhow::Result<()> 
         say(&format!(
             "{}\n",
             invite.get("code").and_then(|c| c.as_str()).unwrap_or("")
+        ))
+    }
+}
+
+/// Runs `peerdex apikey create`.
+pub async fn api_key(command: ApiKeyCommand, state: &Path) -> anyhow::Result<()> {
+    let ApiKeyCommand::Create {
+        scopes,
+        label,
+        json,
+    } = command;
+    let (saved, client) = signed_in(state)?;
+    let body = serde_json::json!({ "scopes": scopes, "label": label });
+    let key = client
+        .create_api_key(&body)
+        .await
+        .with_context(|| format!("making an API key on {}", saved.server))?;
+    if json {
+        say(&format!("{}\n", serde_json::to_string_pretty(&key)?))
+    } else {
+        say(&format!(
+            "{}\n",
+            key.get("key").and_then(|c| c.as_str()).unwrap_or("")
         ))
     }
 }

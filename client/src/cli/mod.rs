@@ -88,6 +88,9 @@ enum Command {
     /// Invite codes: `invite create [--uses N] [--expires 7d] [--group G]`
     #[command(subcommand)]
     Invite(account::InviteCommand),
+    /// API keys for scripts: `apikey create --scope search,download`
+    #[command(subcommand)]
+    Apikey(account::ApiKeyCommand),
 }
 
 #[derive(Debug, Args)]
@@ -474,6 +477,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Logout => account::logout(&state_dir(cli.state)?).await?,
         Command::Whoami(args) => account::whoami(args, &state_dir(cli.state)?).await?,
         Command::Invite(command) => account::invite(command, &state_dir(cli.state)?).await?,
+        Command::Apikey(command) => account::api_key(command, &state_dir(cli.state)?).await?,
     }
     Ok(0)
 }

@@ -39,7 +39,14 @@ pub struct Caller {
     pub device: Option<PeerId>,
     /// The bearer token's hash, when it is an account token (for logout).
     token_hash: Option<[u8; 32]>,
+    /// What the credentials may do: `all` (a sign-in, a peer session, a guest's public reads)
+    /// or an API key's comma list of [`API_KEY_SCOPES`].
+    scopes: String,
 }
+
+/// What an API key may be allowed: read (whoami, browse), search, download (sources, reverse
+/// connections, relay), social (invites), admin (the admin routes).
+pub const API_KEY_SCOPES: [&str; 5] = ["read", "search", "download", "social", "admin"];
 
 fn bearer(parts: &Parts) -> Option<&str> {
     parts
@@ -60,7 +67,10 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
         let Some(token) = bearer(parts) else {
-            return Ok(Caller::default());
+            return Ok(Caller {
+                scopes: "all".into(),
+                ..Caller::default()
+            });
         };
         let hash = secret_hash(token);
         let db = state.store.db.clone();
@@ -70,6 +80,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                     account: Some(owner.account),
                     device: owner.device,
                     token_hash: Some(hash),
+                    scopes: owner.scopes,
                 }));
             }
             // A peer's session token: the peer, and the account its key is linked to.
@@ -80,6 +91,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 account: db.account_of_device(&peer.key)?,
                 device: Some(peer.key),
                 token_hash: None,
+                scopes: "all".into(),
             }))
         })
         .await??
@@ -94,8 +106,10 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 }
 
 impl Caller {
-    /// The viewer's scope, refusing guests where the server takes none.
-    pub async fn scope(&self, state: &Arc<AppState>) -> Result<Arc<Scope>, ApiError> {
+    /// The viewer's scope for `what` it asks (`search`, `read`, `download`), refusing guests
+    /// where the server takes none and API keys not allowed `what`.
+    pub async fn scope(&self, state: &Arc<AppState>, what: &str) -> Result<Arc<Scope>, ApiError> {
+        self.require_scope(what)?;
         if self.account.is_none() && !state.config.accounts.guests {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -119,6 +133,17 @@ impl Caller {
         }
     }
 
+    /// Refuses the request unless the credentials may do `what` (one of [`API_KEY_SCOPES`]).
+    pub fn require_scope(&self, what: &str) -> Result<(), ApiError> {
+        if self.scopes == "all" || self.scopes.split(',').any(|s| s == what) {
+            Ok(())
+        } else {
+            Err(forbidden(&format!(
+                "this API key may not {what}; make one with --scope {what}"
+            )))
+        }
+    }
+
     fn require_account(&self) -> Result<&AccountRow, ApiError> {
         self.account
             .as_ref()
@@ -127,6 +152,7 @@ impl Caller {
 
     /// The account, if it is an admin (or, with `moderator_ok`, a moderator).
     fn require_role(&self, moderator_ok: bool) -> Result<&AccountRow, ApiError> {
+        self.require_scope("admin")?;
         let account = self.require_account()?;
         match account.role {
             Role::Admin => Ok(account),
@@ -363,6 +389,7 @@ pub async fn whoami(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> Result<Json<AccountInfo>, ApiError> {
+    caller.require_scope("read")?;
     let account = caller.require_account()?.clone();
     let db = state.store.db.clone();
     Ok(Json(
@@ -438,6 +465,7 @@ pub async fn create_invite(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<InviteResponse>), ApiError> {
     let request: InviteRequest = json_body(body)?;
+    caller.require_scope("social")?;
     let account = caller.require_account()?.clone();
     let quota = state.config.accounts.invites_per_member;
     let db = state.store.db.clone();
@@ -785,4 +813,66 @@ pub async fn admin_takedown(
     run_blocking(move || db.take_down(&actor, &request.hash, &request.reason)).await??;
     state.store.nudger.nudge();
     Ok(StatusCode::CREATED)
+}
+
+/// `POST /api/v1/apikeys` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyRequest {
+    /// What it may do: some of [`API_KEY_SCOPES`].
+    pub scopes: Vec<String>,
+    /// A name to recognise it by.
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// `POST /api/v1/apikeys` response.
+#[derive(Debug, Serialize)]
+pub struct ApiKeyResponse {
+    /// The key (`pdx_…`), shown once; send it as a bearer token.
+    pub key: String,
+    /// What it may do.
+    pub scopes: Vec<String>,
+}
+
+/// `POST /api/v1/apikeys`: a key for scripts, made with a sign-in (not with another key), stored
+/// hashed, limited to the scopes asked for (an `admin` key only for admins).
+pub async fn create_api_key(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<ApiKeyResponse>), ApiError> {
+    let request: ApiKeyRequest = json_body(body)?;
+    let account = caller.require_account()?.clone();
+    if caller.scopes != "all" {
+        return Err(forbidden(
+            "make API keys with a sign-in, not with another key",
+        ));
+    }
+    let mut scopes = request.scopes;
+    scopes.sort();
+    scopes.dedup();
+    if scopes.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "name what the key may do: {}",
+            API_KEY_SCOPES.join(", ")
+        )));
+    }
+    if let Some(bad) = scopes
+        .iter()
+        .find(|s| !API_KEY_SCOPES.contains(&s.as_str()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "unknown scope {bad:?}; use {}",
+            API_KEY_SCOPES.join(", ")
+        )));
+    }
+    if scopes.iter().any(|s| s == "admin") && account.role == Role::Member {
+        return Err(forbidden("only admins and moderators may make admin keys"));
+    }
+    let (key, hash) = new_secret("pdx_").ok_or_else(|| ApiError::internal("no randomness"))?;
+    let (db, text, device) = (state.store.db.clone(), scopes.join(","), caller.device);
+    run_blocking(move || db.insert_token(&hash, account.id, device.as_ref(), "apikey", &text))
+        .await??;
+    Ok((StatusCode::CREATED, Json(ApiKeyResponse { key, scopes })))
 }

@@ -78,6 +78,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(routes::WHOAMI, get(accounts::whoami))
         .route(routes::INVITES, post(accounts::create_invite))
+        .route(routes::API_KEYS, post(accounts::create_api_key))
         .route(routes::ADMIN_ACCOUNTS, get(accounts::admin_accounts))
         .route(routes::ADMIN_ACCOUNT, post(accounts::admin_account))
         .route(
@@ -429,7 +430,7 @@ async fn search(
     params: Result<Query<SearchParams>, QueryRejection>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     let params = query_params(params)?;
-    let scope = caller.scope(&state).await?;
+    let scope = caller.scope(&state, "search").await?;
     let config = &state.config.search;
     let text = params.q.as_deref().unwrap_or("");
     let plan = query::parse(
@@ -533,7 +534,7 @@ async fn sources(
     let hash: FileHash = hash
         .parse()
         .map_err(|e| ApiError::bad_request(format!("invalid hash: {e}")))?;
-    let scope = caller.scope(&state).await?;
+    let scope = caller.scope(&state, "download").await?;
     let online = state.presence.snapshot();
     let state2 = state.clone();
     let max = state.config.search.max_sources.max(64);
@@ -562,7 +563,7 @@ async fn browse(
     params: Result<Query<BrowseParams>, QueryRejection>,
 ) -> Result<Json<BrowseResponse>, ApiError> {
     let params = query_params(params)?;
-    let scope = caller.scope(&state).await?;
+    let scope = caller.scope(&state, "read").await?;
     validate_nickname(&nick).map_err(|e| ApiError::bad_request(format!("nickname {e}")))?;
     let limit = params.limit.unwrap_or(100).clamp(1, MAX_BROWSE_LIMIT);
     let after = match params.after {

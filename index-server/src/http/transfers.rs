@@ -171,7 +171,7 @@ pub async fn transfer(
 ) -> Result<(StatusCode, Json<TransferResponse>), ApiError> {
     let request: TransferRequest = json_body(body)?;
     check_token(&request.token)?;
-    let scope = caller.scope(&state).await?;
+    let scope = caller.scope(&state, "download").await?;
     if !may_fetch(&state, &scope, request.hash, request.source).await? {
         return Err(ApiError::not_found("the source does not list this content"));
     }
@@ -284,7 +284,7 @@ pub async fn relay(
     mut request: Request,
 ) -> Result<Response, ApiError> {
     let params: RelayParams = query_params(params)?;
-    let scope = caller.scope(&state).await?;
+    let scope = caller.scope(&state, "download").await?;
     check_token(&params.token)?;
     let upgrade = take_upgrade(&mut request)?;
     let ip: IpAddr = client_ip(&state, remote, request.headers());

@@ -745,3 +745,63 @@ async fn a_taken_down_content_is_offered_nowhere_now_or_when_listed_again() {
     );
     lab.agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_do_only_what_their_scopes_allow() {
+    let lab = lab("group:lab").await;
+    let make = |client: &ServerClient, scopes: serde_json::Value| {
+        let client = client.clone();
+        async move {
+            client
+                .create_api_key(&serde_json::json!({ "scopes": scopes }))
+                .await
+        }
+    };
+    let key = make(&lab.bob, serde_json::json!(["search"])).await.unwrap();
+    let key = key["key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("pdx_"), "{key}");
+    let script = lab.server.client().with_account_token(Some(key.clone()));
+    // It searches as bob (his scopes hold), but may not fetch sources, read or make keys.
+    assert_eq!(search(&script, "quasarzeta").await.total, 2);
+    let error = script.sources(&lab.secret).await.unwrap_err();
+    assert_eq!(code(&error), Some(ErrorCode::Forbidden), "{error}");
+    let error = script.whoami().await.unwrap_err();
+    assert_eq!(code(&error), Some(ErrorCode::Forbidden), "{error}");
+    let error = make(&script, serde_json::json!(["search"]))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), Some(ErrorCode::Forbidden), "{error}");
+    // A member cannot make an admin key; an admin's read key cannot make invites or ban.
+    let error = make(&lab.bob, serde_json::json!(["admin"]))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), Some(ErrorCode::Forbidden), "{error}");
+    let error = make(&lab.bob, serde_json::json!(["fly"]))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), Some(ErrorCode::BadRequest), "{error}");
+    let read = make(&lab.admin, serde_json::json!(["read"])).await.unwrap();
+    let reader = lab
+        .server
+        .client()
+        .with_account_token(Some(read["key"].as_str().unwrap().to_string()));
+    let error = reader
+        .create_invite(&serde_json::json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), Some(ErrorCode::Forbidden), "{error}");
+    let response = reqwest::Client::new()
+        .get(format!("{}/api/v1/admin/audit", lab.server.url))
+        .bearer_auth(read["key"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+    // The key is stored hashed.
+    let db = operator_db(&lab.server);
+    let stored = db
+        .token_owner(&peerdex_server::accounts::secret_hash(&key))
+        .unwrap();
+    assert_eq!(stored.unwrap().scopes, "search");
+    lab.agent.stop().await;
+}
