@@ -425,6 +425,14 @@ pub struct InviteResponse {
     pub groups: Vec<String>,
 }
 
+/// The Unix time `text` (`30m`, `12h`, `7d`, `2w`) from now: when an invite or a ban ends.
+fn ends_after(text: &str) -> Result<i64, ApiError> {
+    let secs = parse_duration(text).ok_or_else(|| {
+        ApiError::bad_request(format!("invalid duration {text:?}; use 30m, 12h, 7d or 2w"))
+    })?;
+    Ok(crate::db::unix_now().saturating_add(i64::try_from(secs).unwrap_or(i64::MAX)))
+}
+
 /// Makes an invite for `actor` (the operator CLI and the API share it).
 pub fn make_invite(
     db: &crate::db::Db,
@@ -436,17 +444,7 @@ pub fn make_invite(
     if uses == 0 || uses > 10_000 {
         return Err(ApiError::bad_request("uses must be between 1 and 10000"));
     }
-    let expires_at = match expires {
-        Some(text) => Some(
-            crate::db::unix_now()
-                + parse_duration(text).ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "invalid duration {text:?}; use 30m, 12h, 7d or 2w"
-                    ))
-                })? as i64,
-        ),
-        None => None,
-    };
+    let expires_at = expires.map(ends_after).transpose()?;
     let (code, hash) = new_secret("pdxi_").ok_or_else(|| ApiError::internal("no randomness"))?;
     db.create_invite(actor, &hash, uses, expires_at, &groups)?;
     Ok(InviteResponse {
@@ -696,17 +694,7 @@ pub fn add_ban(
     })?;
     let value = crate::db::check_ban_value(kind, request.value.trim())
         .map_err(|e| ApiError::bad_request(format!("ban value {:?}: {e}", request.value)))?;
-    let until = match &request.duration {
-        Some(text) => Some(
-            crate::db::unix_now()
-                + parse_duration(text).ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "invalid duration {text:?}; use 30m, 12h, 7d or 2w"
-                    ))
-                })? as i64,
-        ),
-        None => None,
-    };
+    let until = request.duration.as_deref().map(ends_after).transpose()?;
     let ban = db.add_ban(actor, kind, &value, until, &request.reason)?;
     if kind == crate::db::BanKind::Account
         && let Some(account) = db.account_by_name(&value)?

@@ -126,6 +126,21 @@ async fn lab(visibility: &str) -> Lab {
     }
 }
 
+/// Waits until the agent's control channel to the server is closed.
+async fn wait_for_closed_control_channel(agent: &TestAgent, within: Duration) {
+    wait_until("the control channel to close", within, || {
+        let open = agent.status().server.control_channel;
+        async move {
+            if open {
+                Err("open".to_string())
+            } else {
+                Ok(())
+            }
+        }
+    })
+    .await
+}
+
 async fn search(client: &ServerClient, q: &str) -> peerdex_shared::api::SearchResponse {
     client
         .search(&peerdex_client::server_api::SearchQuery {
@@ -445,21 +460,7 @@ async fn a_disabled_account_is_offline_at_once_and_its_device_cannot_register() 
     assert_eq!(response.status().as_u16(), 204);
     // Her files leave results at once (the server put her device offline).
     assert_eq!(search(&lab.carol, "run").await.total, 0);
-    wait_until(
-        "the agent to lose its control channel",
-        Duration::from_secs(5),
-        || {
-            let open = lab.agent.status().server.control_channel;
-            async move {
-                if open {
-                    Err("open".to_string())
-                } else {
-                    Ok(())
-                }
-            }
-        },
-    )
-    .await;
+    wait_for_closed_control_channel(&lab.agent, Duration::from_secs(5)).await;
     // Her key cannot register again.
     let alice_key =
         Identity::load_or_create(&lab.agent.config.state.join(peerdex_agent::KEY_FILE)).unwrap();
@@ -630,21 +631,7 @@ async fn a_ban_takes_effect_on_the_live_session_and_on_every_later_attempt_until
     assert_eq!(response.status().as_u16(), 201);
     // At once: her files are gone and her agent's control channel is closed.
     assert_eq!(search(&lab.carol, "run").await.total, 0);
-    wait_until(
-        "the control channel to close",
-        Duration::from_secs(2),
-        || {
-            let open = lab.agent.status().server.control_channel;
-            async move {
-                if open {
-                    Err("open".to_string())
-                } else {
-                    Ok(())
-                }
-            }
-        },
-    )
-    .await;
+    wait_for_closed_control_channel(&lab.agent, Duration::from_secs(2)).await;
     // Her key cannot register, nor can she sign in, while the ban lasts; the answer says why.
     let alice_key =
         Identity::load_or_create(&lab.agent.config.state.join(peerdex_agent::KEY_FILE)).unwrap();
