@@ -232,6 +232,10 @@ pub(super) fn acl_for(
             "INSERT INTO acls (spec, locked, kind, target) VALUES (?1, ?2, ?3, ?4) RETURNING id",
         )?
         .query_row(params![spec, locked, kind, target], |r| r.get(0))?;
+    if id.as_u64() >= crate::index::MAX_ACLS {
+        // The index packs ACL ids in 24 bits; the insert is rolled back with the transaction.
+        return Err(rusqlite::Error::IntegralValueOutOfRange(0, id.0));
+    }
     if let Visibility::Scoped {
         audience: Audience::Users(users),
         ..

@@ -3,6 +3,7 @@
 
 use super::*;
 
+/// Best score and number of matching entries per content id.
 pub(super) type GroupMap = HashMap<u64, (Score, u32)>;
 
 /// The number a kind is stored as in the `kind` fast field.
@@ -10,20 +11,68 @@ pub(super) fn kind_code(kind: FileKind) -> u64 {
     FileKind::ALL.iter().position(|k| *k == kind).unwrap_or(0) as u64
 }
 
-/// Bits of the `owner` fast field that hold the peer; the ACL is above them. One column read
-/// gives both, so the scope check costs a bitmap test, not another column.
-pub(super) const OWNER_PEER_BITS: u32 = 40;
+/// ACL ids stay below this (`db::accounts::acl_for` refuses more): far more than any server has,
+/// and a bound that keeps the ACL column narrow.
+pub(crate) const MAX_ACLS: u64 = (1 << 24) - 1;
 
-/// The `owner` value of a document.
-pub(super) fn owner_value(peer: PeerRef, acl: AclRef) -> u64 {
-    (acl.as_u64() << OWNER_PEER_BITS) | (peer.as_u64() & ((1 << OWNER_PEER_BITS) - 1))
+/// Who may see a segment's documents: their peers and, where any is not public, their ACLs.
+pub(super) struct OwnerColumns {
+    peer: Column<u64>,
+    /// `None` when every document of the segment is public: nothing to read per document.
+    acl: Option<Column<u64>>,
 }
 
-/// Whether a document of `owner` counts for this search: its peer online, its ACL listed.
-#[inline]
-pub(super) fn visible(online: &dyn OnlineFilter, scope: &Scope, owner: u64) -> bool {
-    scope.lists(AclRef::from_u64(owner >> OWNER_PEER_BITS))
-        && online.contains(PeerRef::from_u64(owner & ((1 << OWNER_PEER_BITS) - 1)))
+impl OwnerColumns {
+    pub(super) fn new(peer: Column<u64>, acl: Column<u64>) -> OwnerColumns {
+        let any_scoped = acl.max_value() > 0;
+        OwnerColumns {
+            peer,
+            acl: any_scoped.then_some(acl),
+        }
+    }
+
+    /// Whether `doc`'s ACL is listed for the viewer (always, in an all-public segment).
+    #[inline]
+    pub(super) fn listed(&self, doc: DocId, scope: &Scope) -> bool {
+        self.acl.as_ref().is_none_or(|acl| {
+            acl.first(doc)
+                .is_some_and(|acl| scope.lists(AclRef::from_u64(acl)))
+        })
+    }
+
+    /// Whether `doc`'s peer is online.
+    #[inline]
+    pub(super) fn online(&self, doc: DocId, online: &dyn OnlineFilter) -> bool {
+        self.peer
+            .first(doc)
+            .is_some_and(|peer| online.contains(PeerRef::from_u64(peer)))
+    }
+
+    /// Whether each document of a block (at most `COLLECT_BLOCK_BUFFER_LEN`) counts for this
+    /// search: its ACL listed, its peer online. Each
+    /// column read once for the whole block.
+    pub(super) fn visible_block(
+        &self,
+        docs: &[DocId],
+        online: &dyn OnlineFilter,
+        scope: &Scope,
+        shown: &mut [bool],
+    ) {
+        let mut values = [None; COLLECT_BLOCK_BUFFER_LEN];
+        let n = docs.len().min(values.len()).min(shown.len());
+        let (docs, values, shown) = (&docs[..n], &mut values[..n], &mut shown[..n]);
+        shown.fill(true);
+        if let Some(acl) = &self.acl {
+            acl.first_vals(docs, values);
+            for (shown, acl) in shown.iter_mut().zip(values.iter()) {
+                *shown = acl.is_some_and(|acl| scope.lists(AclRef::from_u64(acl)));
+            }
+        }
+        self.peer.first_vals(docs, values);
+        for (shown, peer) in shown.iter_mut().zip(values.iter()) {
+            *shown = *shown && peer.is_some_and(|peer| online.contains(PeerRef::from_u64(peer)));
+        }
+    }
 }
 
 /// A search's filters, checked per document on fast fields.
@@ -222,16 +271,19 @@ pub(super) struct GroupSegment {
     pub(super) online: Arc<dyn OnlineFilter>,
     pub(super) scope: Arc<Scope>,
     pub(super) filters: SegmentFilters,
-    pub(super) owner: Column<u64>,
+    pub(super) owner: OwnerColumns,
     pub(super) content: Column<u64>,
     pub(super) top: TopGroups,
 }
 
 impl GroupSegment {
     pub(super) fn offer(&mut self, doc: DocId, score: Score) -> Score {
+        // Visibility after the filters (cheaper and often more selective), before the content:
+        // a document the viewer may not see costs no read of its content.
         if self.filters.pass(doc)
-            && let (Some(owner), Some(content)) = (self.owner.first(doc), self.content.first(doc))
-            && visible(&*self.online, &self.scope, owner)
+            && self.owner.listed(doc, &self.scope)
+            && self.owner.online(doc, &*self.online)
+            && let Some(content) = self.content.first(doc)
         {
             self.top.offer(content, score);
         }
@@ -257,7 +309,7 @@ impl Collector for GroupByContent {
             online: self.online.clone(),
             scope: self.scope.clone(),
             filters: self.filters.for_segment(columns)?,
-            owner: columns.owner.clone(),
+            owner: columns.owner(),
             content: columns.content.clone(),
             top: TopGroups {
                 groups: GroupMap::new(),
@@ -327,42 +379,5 @@ impl SegmentCollector for GroupSegment {
 
     fn harvest(self) -> TopGroups {
         self.top
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::scope::AclBits;
-
-    struct Online(u64);
-
-    impl OnlineFilter for Online {
-        fn contains(&self, peer: PeerRef) -> bool {
-            peer.as_u64() == self.0
-        }
-    }
-
-    #[test]
-    fn the_owner_column_holds_peer_and_acl_and_both_are_checked() {
-        let (mut download, mut listed) = (AclBits::default(), AclBits::default());
-        download.insert(AclRef(7));
-        listed.insert(AclRef(7));
-        let scope = Scope::new(None, download, listed);
-        let online = Online(123_456_789);
-        let peer = PeerRef(123_456_789);
-        assert!(visible(&online, &scope, owner_value(peer, AclRef::PUBLIC)));
-        assert!(visible(&online, &scope, owner_value(peer, AclRef(7))));
-        assert!(!visible(&online, &scope, owner_value(peer, AclRef(8))));
-        assert!(!visible(
-            &online,
-            &scope,
-            owner_value(PeerRef(5), AclRef::PUBLIC)
-        ));
-        assert!(!visible(
-            &online,
-            &Scope::public_only(),
-            owner_value(peer, AclRef(7))
-        ));
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! One document per active file entry, with no stored fields (SQLite holds the data): the words of
 //! its folder path and name, and their prefixes (so a prefix search is one posting list); as fast
-//! fields its extension, kind and size for filters, the owning peer, and the content id used to
-//! group results by hash. Filters are checked on fast fields while collecting, so the word query
+//! fields its extension, kind and size for filters, the owning peer and its ACL (who may see
+//! it), and the content id used to group results by hash. Filters are checked on fast fields while collecting, so the word query
 //! alone drives the search and keeps its top-k pruning.
 //!
 //! The indexer thread is the only owner of the `IndexWriter`. It replays SQLite's `index_ops` log
@@ -49,11 +49,12 @@ mod collect;
 mod indexer;
 mod queries;
 
+pub(crate) use collect::MAX_ACLS;
 use collect::*;
 pub use indexer::{Indexer, IndexerConfig, Nudger};
 
 /// Bump when the schema or tokenizer changes: an index of another version is rebuilt from SQLite.
-const SCHEMA_VERSION: u32 = 4;
+const SCHEMA_VERSION: u32 = 5;
 
 /// Errors of the index.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +85,7 @@ struct Fields {
     size: Field,
     ext: Field,
     kind: Field,
-    owner: Field,
+    acl: Field,
     text: Field,
     prefix: Field,
 }
@@ -104,12 +105,12 @@ fn build_schema() -> (Schema, Fields) {
     );
     let fields = Fields {
         file: b.add_u64_field("file", INDEXED),
-        peer: b.add_u64_field("peer", INDEXED),
+        peer: b.add_u64_field("peer", INDEXED | FAST),
         content: b.add_u64_field("content", FAST),
         size: b.add_u64_field("size", FAST),
         ext: b.add_text_field("ext", TextOptions::default().set_fast("raw")),
         kind: b.add_u64_field("kind", FAST),
-        owner: b.add_u64_field("owner", FAST),
+        acl: b.add_u64_field("acl", FAST),
         text: b.add_text_field("text", text_options),
         prefix: b.add_text_field("prefix", prefix_options),
     };
@@ -128,8 +129,8 @@ pub struct SearchIndex {
 /// The fast-field columns of one segment. Opening a column reads every block header of it (tens
 /// of thousands in a large segment), so they are opened once per segment, not once per search.
 struct SegmentColumns {
-    /// Peer and ACL of each document, packed (`collect::owner_value`).
-    owner: Column<u64>,
+    peer: Column<u64>,
+    acl: Column<u64>,
     content: Column<u64>,
     size: Column<u64>,
     kind: Column<u64>,
@@ -138,10 +139,16 @@ struct SegmentColumns {
 }
 
 impl SegmentColumns {
+    /// The columns that say who may see a document.
+    fn owner(&self) -> OwnerColumns {
+        OwnerColumns::new(self.peer.clone(), self.acl.clone())
+    }
+
     fn open(segment: &SegmentReader) -> tantivy::Result<SegmentColumns> {
         let fast = segment.fast_fields();
         Ok(SegmentColumns {
-            owner: fast.u64("owner")?,
+            peer: fast.u64("peer")?,
+            acl: fast.u64("acl")?,
             content: fast.u64("content")?,
             size: fast.u64("size")?,
             kind: fast.u64("kind")?,
@@ -337,7 +344,7 @@ impl SearchIndex {
         let mut looked = 0;
         let mut complete = true;
         let mut docs = [0 as DocId; COLLECT_BLOCK_BUFFER_LEN];
-        let mut owners = [None; COLLECT_BLOCK_BUFFER_LEN];
+        let mut shown = [false; COLLECT_BLOCK_BUFFER_LEN];
         let mut contents = [None; COLLECT_BLOCK_BUFFER_LEN];
         'segments: for (ord, segment) in searcher.segment_readers().iter().enumerate() {
             let opened;
@@ -353,6 +360,7 @@ impl SearchIndex {
                 continue;
             }
             let alive = segment.alive_bitset();
+            let owner = columns.owner();
             let mut scorer = weight.scorer(segment, 1.0)?;
             while scorer.doc() != TERMINATED {
                 if looked >= budget {
@@ -366,13 +374,13 @@ impl SearchIndex {
                     break;
                 }
                 looked += n;
-                columns.owner.first_vals(&docs[..n], &mut owners[..n]);
+                owner.visible_block(&docs[..n], &**online, &spec.scope, &mut shown[..n]);
                 columns.content.first_vals(&docs[..n], &mut contents[..n]);
                 for i in 0..n {
-                    if let (Some(owner), Some(content)) = (owners[i], contents[i])
+                    if shown[i]
+                        && let Some(content) = contents[i]
                         && !alive.is_some_and(|a| a.is_deleted(docs[i]))
                         && filters.pass(docs[i])
-                        && visible(&**online, &spec.scope, owner)
                     {
                         seen.insert(content);
                     }
@@ -460,7 +468,7 @@ impl SearchIndex {
         d.add_u64(self.fields.size, doc.size);
         d.add_text(self.fields.ext, &ext);
         d.add_u64(self.fields.kind, kind_code(kind));
-        d.add_u64(self.fields.owner, owner_value(doc.peer, doc.acl));
+        d.add_u64(self.fields.acl, doc.acl.as_u64());
         d.add_text(self.fields.text, &doc.path);
         d.add_text(self.fields.prefix, &doc.path);
         d
@@ -474,6 +482,7 @@ mod tests {
     use super::*;
     use crate::db::FileRef;
     use crate::query::{QueryLimits, parse};
+    use crate::scope::AclBits;
 
     struct Everyone;
     impl OnlineFilter for Everyone {
@@ -543,6 +552,61 @@ mod tests {
             want,
             scope: Arc::new(Scope::public_only()),
         }
+    }
+
+    #[test]
+    fn scopes_hide_hits_and_totals_in_mixed_and_all_public_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _) = SearchIndex::open(dir.path()).unwrap();
+        let mut writer: IndexWriter = index.index.writer_with_num_threads(1, 15_000_000).unwrap();
+        // Segment 1 mixes public files with ACLs 7 and 8; segment 2 is all public (its ACL
+        // column is never read). Peer 1 is offline, whatever the ACL.
+        for (id, peer, acl) in [(1, 2, 0), (2, 2, 7), (3, 2, 8), (4, 1, 7), (5, 4, 1 << 23)] {
+            let doc = FileDoc {
+                id: FileRef(id),
+                peer: PeerRef(peer),
+                content: ContentRef(id),
+                share: "s".into(),
+                path: format!("secret plans {id}.pdf"),
+                size: 10,
+                acl: AclRef(acl),
+            };
+            writer.add_document(index.document(&doc)).unwrap();
+        }
+        writer.commit().unwrap();
+        let doc = FileDoc {
+            id: FileRef(6),
+            peer: PeerRef(2),
+            content: ContentRef(6),
+            share: "s".into(),
+            path: "secret plans 6.pdf".into(),
+            size: 10,
+            acl: AclRef::PUBLIC,
+        };
+        writer.add_document(index.document(&doc)).unwrap();
+        writer.commit().unwrap();
+        index.reader.reload().unwrap();
+        let (mut download, mut listed) = (AclBits::default(), AclBits::default());
+        download.insert(AclRef(7));
+        listed.insert(AclRef(7));
+        listed.insert(AclRef(1 << 23));
+        let member = Arc::new(Scope::new(None, download, listed));
+        let found = |scope: &Arc<Scope>, q: &str, want: usize| {
+            let mut spec = spec(q, want);
+            spec.scope = scope.clone();
+            let out = index.search(&spec, Arc::new(EvenPeers)).unwrap();
+            let mut ids: Vec<i64> = out.groups.iter().map(|g| g.content.0).collect();
+            ids.sort();
+            (ids, out.total)
+        };
+        let guest = Arc::new(Scope::public_only());
+        assert_eq!(found(&guest, "secret", 20), (vec![1, 6], 2));
+        assert_eq!(found(&member, "secret", 20), (vec![1, 2, 5, 6], 4));
+        // A page of one: the total comes from the budgeted count, which checks scopes too.
+        assert_eq!(found(&guest, "secret", 1).1, 2);
+        assert_eq!(found(&member, "secret", 1).1, 4);
+        // Prefix matches are filtered the same way.
+        assert_eq!(found(&guest, "secr", 20), (vec![1, 6], 2));
     }
 
     /// Every group, scored by the plain collector: the reference the pruned search must match.
