@@ -286,6 +286,11 @@ impl Channel {
                 return;
             }
             ControlMessage::Ping => return,
+            ControlMessage::Event { event } => {
+                // The account's events reach the agent too; it records them for its user.
+                info!(kind = event.event.kind(), id = event.id, "event");
+                return;
+            }
         };
         let checked = check_ticket(
             &ticket,

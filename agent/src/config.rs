@@ -304,19 +304,6 @@ pub struct ShareRules {
     scope_text: String,
 }
 
-fn check_visibility(visibility: &Visibility) -> anyhow::Result<()> {
-    if let Visibility::Scoped {
-        audience: peerdex_shared::scope::Audience::Contacts,
-        ..
-    } = visibility
-    {
-        anyhow::bail!(
-            "visibility {visibility} needs contacts, which this version of peerdex does not have yet"
-        );
-    }
-    Ok(())
-}
-
 /// Names of files that are never shared: downloads in progress, editor and office temporaries.
 const TEMPORARY_SUFFIXES: [&str; 10] = [
     ".part",
@@ -340,11 +327,9 @@ impl ShareRules {
                 .with_context(|| format!("exclude pattern {pattern:?} is not a valid glob"))?;
             builder.add(glob);
         }
-        check_visibility(&share.visibility)?;
         let mut scopes = Vec::new();
         let mut scope_text = share.visibility.to_string();
         for rule in &share.scopes {
-            check_visibility(&rule.visibility)?;
             let glob = Glob::new(&rule.path)
                 .with_context(|| format!("scope path {:?} is not a valid glob", rule.path))?;
             scopes.push((glob.compile_matcher(), rule.visibility.clone()));

@@ -9,6 +9,7 @@ use peerdex_shared::api::{
 use peerdex_shared::identity::{login_message, registration_message};
 use peerdex_shared::peer::RELAY_PROTOCOL;
 use peerdex_shared::routes::{self, fill};
+use peerdex_shared::social::{ContactsResponse, Message, MessagesResponse, SendMessageRequest};
 use peerdex_shared::{FileHash, PeerId};
 use reqwest::StatusCode;
 
@@ -161,6 +162,20 @@ async fn expect_empty(response: reqwest::Response) -> Result<(), ApiError> {
         return Ok(());
     }
     decode::<serde_json::Value>(response).await.map(|_| ())
+}
+
+/// `name` as one URL path segment: unreserved characters as they are, every other byte
+/// percent-encoded (account names may hold any letter).
+fn path_segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// Encodes entries or operations as a newline-delimited JSON body.
@@ -590,6 +605,145 @@ impl ServerClient {
     /// The session, once registered: (peer id, bearer token).
     pub fn session_info(&self) -> Option<(PeerId, String)> {
         self.session.clone()
+    }
+
+    /// Contacts and open requests (PROTOCOL §10.2).
+    pub async fn contacts(&self) -> Result<ContactsResponse, ApiError> {
+        decode(
+            self.as_viewer(self.http.get(self.url(routes::CONTACTS)))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// Asks `name` to be a contact (or accepts their request): true when now mutual.
+    pub async fn add_contact(&self, name: &str) -> Result<bool, ApiError> {
+        let response = self
+            .as_viewer(
+                self.http
+                    .put(self.url(&fill(routes::CONTACT, path_segment(name)))),
+            )
+            .send()
+            .await?;
+        let mutual = response.status() == reqwest::StatusCode::OK;
+        expect_empty(response).await.map(|()| mutual)
+    }
+
+    /// Accepts (`true`) or declines `name`'s contact request.
+    pub async fn answer_contact(&self, name: &str, accept: bool) -> Result<(), ApiError> {
+        let route = if accept {
+            routes::CONTACT_ACCEPT
+        } else {
+            routes::CONTACT_DECLINE
+        };
+        expect_empty(
+            self.as_viewer(self.http.post(self.url(&fill(route, path_segment(name)))))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// Ends a contact or withdraws a request.
+    pub async fn remove_contact(&self, name: &str) -> Result<(), ApiError> {
+        expect_empty(
+            self.as_viewer(
+                self.http
+                    .delete(self.url(&fill(routes::CONTACT, path_segment(name)))),
+            )
+            .send()
+            .await?,
+        )
+        .await
+    }
+
+    /// The names this account blocked.
+    pub async fn blocks(&self) -> Result<Vec<String>, ApiError> {
+        decode(
+            self.as_viewer(self.http.get(self.url(routes::BLOCKS)))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// Blocks (`true`) or unblocks `name`.
+    pub async fn set_block(&self, name: &str, blocked: bool) -> Result<(), ApiError> {
+        let url = self.url(&fill(routes::BLOCK, path_segment(name)));
+        let request = if blocked {
+            self.http.put(url)
+        } else {
+            self.http.delete(url)
+        };
+        expect_empty(self.as_viewer(request).send().await?).await
+    }
+
+    /// Sends a private message.
+    pub async fn send_message(&self, to: &str, body: &str) -> Result<Message, ApiError> {
+        decode(
+            self.as_viewer(self.http.post(self.url(routes::MESSAGES)))
+                .json(&SendMessageRequest {
+                    to: to.to_string(),
+                    body: body.to_string(),
+                })
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// Messages to this account (`unread` only), or the conversation `with` someone.
+    pub async fn messages(
+        &self,
+        unread: bool,
+        with: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<MessagesResponse, ApiError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if unread {
+            query.push(("unread", "true".into()));
+        }
+        if let Some(with) = with {
+            query.push(("with", with.to_string()));
+        }
+        if let Some(limit) = limit {
+            query.push(("limit", limit.to_string()));
+        }
+        decode(
+            self.as_viewer(self.http.get(self.url(routes::MESSAGES)))
+                .query(&query)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// Marks message `id` read; answers it.
+    pub async fn read_message(&self, id: u64) -> Result<Message, ApiError> {
+        decode(
+            self.as_viewer(self.http.post(self.url(&fill(routes::MESSAGE_READ, id))))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// Opens the account's event stream (server-sent events, PROTOCOL §10.1), after durable
+    /// event `after` when given. The response never ends on its own.
+    pub async fn event_stream(&self, after: Option<u64>) -> Result<reqwest::Response, ApiError> {
+        let mut request = self
+            .as_viewer(self.http.get(self.url(routes::EVENTS)))
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(after) = after {
+            request = request.header("last-event-id", after.to_string());
+        }
+        let response = request.send().await?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(error_of(response).await)
+        }
     }
 
     /// Server-wide counts.

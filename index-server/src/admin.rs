@@ -123,6 +123,22 @@ pub enum AccountCommand {
         /// member, moderator or admin
         role: String,
     },
+    /// Mute an account: it may not send messages (signing in and sharing still work)
+    Mute {
+        /// Account name
+        name: String,
+        /// How long: 30m, 12h, 7d, 2w (default: until unmuted)
+        #[arg(long = "for")]
+        duration: Option<String>,
+        /// Why (kept in the audit log, shown to the account)
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lift a mute
+    Unmute {
+        /// Account name
+        name: String,
+    },
 }
 
 /// `admin group …`.
@@ -240,6 +256,22 @@ pub fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow!("unknown role {role:?}; use member, moderator or admin"))?;
             db.set_role(OPERATOR, &name, role)?;
             print_line(&format!("{name} is now {}", role.as_str()))?;
+        }
+        AdminCommand::Account(AccountCommand::Mute {
+            name,
+            duration,
+            reason,
+        }) => {
+            let until = crate::http::accounts::mute_until(duration.as_deref())
+                .map_err(|e| anyhow!("{}", e.body.error))?;
+            db.set_mute(OPERATOR, &name, Some(until), &reason)
+                .map_err(|e| anyhow!("{e}"))?;
+            print_line(&format!("muted {name}"))?;
+        }
+        AdminCommand::Account(AccountCommand::Unmute { name }) => {
+            db.set_mute(OPERATOR, &name, None, "")
+                .map_err(|e| anyhow!("{e}"))?;
+            print_line(&format!("unmuted {name}"))?;
         }
         AdminCommand::Group(GroupCommand::Create { name }) => {
             peerdex_shared::validate::validate_nickname(&name)

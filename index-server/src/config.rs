@@ -38,6 +38,48 @@ pub struct Config {
     pub relay: RelayConfig,
     /// Accounts, invites, guests and grants.
     pub accounts: AccountsConfig,
+    /// Contacts, messages and event streams.
+    pub social: SocialConfig,
+}
+
+/// Contacts, private messages and the event stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocialConfig {
+    /// Longest private message, bytes of UTF-8.
+    pub max_message_bytes: usize,
+    /// Messages one account may send per minute.
+    pub messages_per_minute: u32,
+    /// Messages the whole server accepts per minute.
+    pub messages_per_minute_global: u32,
+    /// Messages kept per conversation and direction (older ones are dropped).
+    pub history_per_conversation: u32,
+    /// Messages and durable events older than this are dropped, days.
+    pub retention_days: u64,
+    /// Contact requests one account may send per hour.
+    pub contact_requests_per_hour: u32,
+    /// Event streams open at once, server-wide.
+    pub max_event_streams: usize,
+    /// Event streams one account may have open at once.
+    pub max_event_streams_per_account: usize,
+    /// Seconds between keep-alive comments on an event stream.
+    pub keepalive_secs: u64,
+}
+
+impl Default for SocialConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 4096,
+            messages_per_minute: 30,
+            messages_per_minute_global: 6000,
+            history_per_conversation: 1000,
+            retention_days: 365,
+            contact_requests_per_hour: 60,
+            max_event_streams: 10_000,
+            max_event_streams_per_account: 8,
+            keepalive_secs: 15,
+        }
+    }
 }
 
 /// Who may join: `open` (anyone may create an account), `invite` (only with an invite code) or
@@ -107,6 +149,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             relay: RelayConfig::default(),
             accounts: AccountsConfig::default(),
+            social: SocialConfig::default(),
         }
     }
 }
@@ -343,7 +386,26 @@ impl Config {
 
     /// Refuses settings that cannot work, with the name of the setting.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let checks: [(bool, &str); 13] = [
+        let checks: [(bool, &str); 17] = [
+            (
+                self.social.max_message_bytes > 0 && self.social.history_per_conversation > 0,
+                "social.max_message_bytes and social.history_per_conversation must be > 0",
+            ),
+            (
+                self.social.messages_per_minute > 0
+                    && self.social.messages_per_minute_global > 0
+                    && self.social.contact_requests_per_hour > 0,
+                "social.messages_per_minute, messages_per_minute_global and \
+                 contact_requests_per_hour must be > 0",
+            ),
+            (
+                self.social.max_event_streams > 0 && self.social.max_event_streams_per_account > 0,
+                "social.max_event_streams and social.max_event_streams_per_account must be > 0",
+            ),
+            (
+                self.social.keepalive_secs > 0 && self.social.retention_days > 0,
+                "social.keepalive_secs and social.retention_days must be > 0",
+            ),
             (
                 self.accounts.argon2_memory_kib >= 8 && self.accounts.argon2_iterations >= 1,
                 "accounts.argon2_memory_kib must be >= 8 and accounts.argon2_iterations >= 1",

@@ -8,7 +8,8 @@ use std::sync::{Mutex, RwLock};
 use crate::db::{PeerRef, unix_now};
 use crate::index::OnlineFilter;
 
-/// Last-seen times by peer id.
+/// Last-seen times by peer id: positive while heartbeats count, negated once the peer said
+/// goodbye (offline at once, last seen then).
 pub struct Presence {
     last_seen: RwLock<Vec<i64>>,
     /// Peers seen since the last persist, so only those are written back.
@@ -56,9 +57,10 @@ impl Presence {
         self.set(peer, unix_now());
     }
 
-    /// Marks a peer offline at once (it said goodbye).
+    /// Marks a peer offline at once (it said goodbye). The time is kept, negated: it is still
+    /// when the peer was last seen (for contacts, and for the retention of its list).
     pub fn mark_offline(&self, peer: PeerRef) {
-        self.set(peer, 0);
+        self.set(peer, -unix_now());
     }
 
     /// Whether a peer is online now.
@@ -69,6 +71,17 @@ impl Presence {
             .ok()
             .and_then(|i| seen.get(i))
             .is_some_and(|&at| at > 0 && at >= cutoff)
+    }
+
+    /// When a peer was last seen (heartbeat, registration, control-channel ping or goodbye);
+    /// `None` for a peer never seen.
+    pub fn last_seen(&self, peer: PeerRef) -> Option<i64> {
+        let seen = self.last_seen.read().unwrap_or_else(|p| p.into_inner());
+        usize::try_from(peer.0)
+            .ok()
+            .and_then(|i| seen.get(i).copied())
+            .map(i64::abs)
+            .filter(|&at| at > 0)
     }
 
     /// A snapshot of who is online now.
@@ -144,6 +157,9 @@ mod tests {
         presence.touch(PeerRef(70));
         presence.mark_offline(PeerRef(3));
         assert!(presence.is_online(PeerRef(70)) && !presence.is_online(PeerRef(3)));
+        // A goodbye keeps when the peer was last seen (for contacts and list retention).
+        assert!(presence.last_seen(PeerRef(3)).is_some_and(|at| at >= now));
+        assert_eq!(presence.last_seen(PeerRef(4)), None);
         let dirty = presence.take_dirty();
         assert_eq!(
             dirty.iter().map(|d| d.0).collect::<Vec<_>>(),

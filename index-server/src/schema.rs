@@ -26,7 +26,53 @@ pub const MIGRATIONS: &[Migration] = &[
         rewrites_data: false,
         apply: |tx| tx.execute_batch(VERSION_3),
     },
+    Migration {
+        version: 4,
+        description: "contacts, blocks, private messages, the durable event log, mutes",
+        rewrites_data: false,
+        apply: |tx| tx.execute_batch(VERSION_4),
+    },
 ];
+
+/// The social layer. A contact request is one row (`requested`); accepting makes two
+/// (`accepted`, one per side), so "my contacts" is one index lookup either way.
+const VERSION_4: &str = "
+CREATE TABLE contacts (
+    owner INTEGER NOT NULL,
+    contact INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('requested', 'accepted')),
+    since INTEGER NOT NULL,
+    PRIMARY KEY (owner, contact)
+) WITHOUT ROWID;
+CREATE INDEX contacts_contact ON contacts (contact, status);
+CREATE TABLE blocks (
+    owner INTEGER NOT NULL,
+    blocked INTEGER NOT NULL,
+    since INTEGER NOT NULL,
+    PRIMARY KEY (owner, blocked)
+) WITHOUT ROWID;
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY,
+    sender INTEGER NOT NULL,
+    recipient INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    sent_at INTEGER NOT NULL,
+    delivered_at INTEGER,
+    read_at INTEGER
+);
+CREATE INDEX messages_recipient ON messages (recipient, id);
+CREATE INDEX messages_pair ON messages (sender, recipient, id);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    account INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX events_account ON events (account, id);
+ALTER TABLE accounts ADD COLUMN muted_until INTEGER;
+ALTER TABLE accounts ADD COLUMN mute_reason TEXT NOT NULL DEFAULT '';
+";
 
 /// Accounts and who may see what. Every existing file is public (`acl` 0), as before.
 const VERSION_3: &str = "

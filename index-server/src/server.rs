@@ -96,6 +96,9 @@ impl Server {
                 ),
                 new_accounts: IpRateLimiter::per_hour(config.accounts.accounts_per_ip_per_hour),
                 password_slots: Semaphore::new(2),
+                messages_by_sender: RateLimiter::new(config.social.messages_per_minute),
+                messages_global: RateLimiter::new(config.social.messages_per_minute_global),
+                contact_requests: RateLimiter::per_hour(config.social.contact_requests_per_hour),
             },
             lifecycle: Lifecycle {
                 tasks: TaskTracker::new(),
@@ -108,6 +111,10 @@ impl Server {
                 relay: Relay::new(config.relay.clone()),
             },
             stats_cache: Mutex::new(None),
+            events: crate::events::EventHub::new(
+                config.social.max_event_streams,
+                config.social.max_event_streams_per_account,
+            ),
             config,
         });
         Ok(Server {
@@ -130,6 +137,7 @@ impl Server {
             indexer,
         } = self;
         let maintenance = tokio::spawn(maintenance(state.clone()));
+        let presence_watch = tokio::spawn(crate::social::watch_presence(state.clone()));
         let router = crate::http::router(state.clone());
         // Relay connections are upgraded, so hyper-util's graceful helper (which cannot watch
         // upgradeable connections) is replaced by a drain signal and a tracker.
@@ -205,6 +213,7 @@ impl Server {
         state.lifecycle.tasks.close();
         state.lifecycle.tasks.wait().await;
         let _ = maintenance.await;
+        let _ = presence_watch.await;
         persist_presence(&state).await;
         tokio::task::spawn_blocking(move || indexer.shutdown())
             .await
@@ -266,9 +275,13 @@ async fn maintenance(state: Arc<AppState>) {
             last_purge = tokio::time::Instant::now();
             let cutoff = unix_now() - state.config.presence.retention_secs as i64;
             let db = state.store.db.clone();
+            let social_retention = state.config.social.retention_days.saturating_mul(86_400);
             let purged = tokio::task::spawn_blocking(move || {
                 let purged = db.expire_lists(cutoff);
                 let _ = db.delete_orphan_contents(100_000);
+                if let Err(e) = db.prune_social(social_retention) {
+                    warn!(error = %e, "dropping old messages and events failed");
+                }
                 purged
             })
             .await;

@@ -39,6 +39,8 @@ pub struct AppState {
     pub firewall: Firewall,
     /// Cached store-wide counts.
     pub stats_cache: Mutex<Option<(Instant, Counts)>>,
+    /// Open event streams of accounts.
+    pub events: Arc<crate::events::EventHub>,
 }
 
 /// The store and the index.
@@ -71,6 +73,12 @@ pub struct Guards {
     pub new_accounts: IpRateLimiter,
     /// Password hashing runs at most this many at once (each takes `argon2_memory_kib`).
     pub password_slots: Semaphore,
+    /// Messages per sending account.
+    pub messages_by_sender: RateLimiter<crate::db::AccountRef>,
+    /// Messages server-wide.
+    pub messages_global: RateLimiter<()>,
+    /// Contact requests per asking account.
+    pub contact_requests: RateLimiter<crate::db::AccountRef>,
 }
 
 /// Background tasks and the two stages of shutdown.

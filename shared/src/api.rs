@@ -419,6 +419,11 @@ pub enum ControlMessage {
         /// The server's signature over [`crate::identity::ticket_message`].
         signature: PeerSignature,
     },
+    /// An event of the account the peer's key is linked to (the same as `GET /api/v1/events`).
+    Event {
+        /// The event.
+        event: Box<crate::social::EventEnvelope>,
+    },
 }
 
 /// `POST /api/v1/transfers` body: a downloader asks a firewalled source to connect to it.
@@ -585,6 +590,10 @@ pub enum ErrorCode {
     SignInRequired,
     /// A ban covers the account, key, address or nickname; the message says until when and why.
     Banned,
+    /// The recipient blocked the sender.
+    Blocked,
+    /// A moderator muted the account: it may not send messages until the mute ends.
+    Muted,
     /// Something went wrong on the server; details are in its log.
     Internal,
 }

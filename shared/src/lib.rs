@@ -16,6 +16,7 @@ pub mod pieces;
 pub mod rate;
 pub mod routes;
 pub mod scope;
+pub mod social;
 pub mod validate;
 
 pub use hash::{FileHash, ParseHexError};

@@ -59,6 +59,24 @@ pub const ADMIN_BANS: &str = "/api/v1/admin/bans";
 pub const ADMIN_BAN: &str = "/api/v1/admin/bans/{id}";
 /// Moderation: take a content down (`POST`).
 pub const ADMIN_TAKEDOWNS: &str = "/api/v1/admin/takedowns";
+/// Live events of the signed-in account (server-sent events).
+pub const EVENTS: &str = "/api/v1/events";
+/// Contacts and open contact requests (`GET`).
+pub const CONTACTS: &str = "/api/v1/contacts";
+/// One contact: `PUT` asks (or accepts their request), `DELETE` removes or withdraws.
+pub const CONTACT: &str = "/api/v1/contacts/{name}";
+/// Accept a contact request (`POST`).
+pub const CONTACT_ACCEPT: &str = "/api/v1/contacts/{name}/accept";
+/// Decline a contact request (`POST`).
+pub const CONTACT_DECLINE: &str = "/api/v1/contacts/{name}/decline";
+/// Blocked accounts (`GET`).
+pub const BLOCKS: &str = "/api/v1/blocks";
+/// Block (`PUT`) or unblock (`DELETE`) an account.
+pub const BLOCK: &str = "/api/v1/blocks/{name}";
+/// Private messages: `POST` sends, `GET` lists.
+pub const MESSAGES: &str = "/api/v1/messages";
+/// Mark message `{id}` read (`POST`).
+pub const MESSAGE_READ: &str = "/api/v1/messages/{id}/read";
 
 /// `pattern` with its `{…}` placeholder replaced by `value`.
 pub fn fill(pattern: &str, value: impl Display) -> String {

@@ -8,6 +8,7 @@
 mod account;
 mod get;
 mod search;
+mod social;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -91,6 +92,56 @@ enum Command {
     /// API keys for scripts: `apikey create --scope search,download`
     #[command(subcommand)]
     Apikey(account::ApiKeyCommand),
+    /// Contacts: `contact add|accept|decline|remove NAME`, `contact list [--json]`
+    Contact {
+        #[command(subcommand)]
+        command: social::ContactCommand,
+        #[command(flatten)]
+        server: social::SocialServer,
+    },
+    /// Send a private message: `msg NAME TEXT` (or the text on standard input)
+    Msg {
+        #[command(flatten)]
+        args: social::MsgArgs,
+        #[command(flatten)]
+        server: social::SocialServer,
+    },
+    /// Messages to you, oldest first (`--unread`, `--with NAME`)
+    Inbox {
+        #[command(flatten)]
+        args: social::InboxArgs,
+        #[command(flatten)]
+        server: social::SocialServer,
+    },
+    /// Show a message and mark it read
+    Read {
+        #[command(flatten)]
+        args: social::ReadArgs,
+        #[command(flatten)]
+        server: social::SocialServer,
+    },
+    /// Block an account: no messages or contact requests from them; any contact ends
+    Block {
+        /// Their account name
+        name: String,
+        #[command(flatten)]
+        server: social::SocialServer,
+    },
+    /// Lift a block
+    Unblock {
+        /// Their account name
+        name: String,
+        #[command(flatten)]
+        server: social::SocialServer,
+    },
+    /// Print live events (contacts online, messages, requests, receipts) as they come, until
+    /// interrupted; NDJSON with --json. Starts after the last durable event printed before.
+    Events {
+        #[command(flatten)]
+        args: social::EventsArgs,
+        #[command(flatten)]
+        server: social::SocialServer,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -157,12 +208,23 @@ fn resolve_server(flag: Option<String>, file: &ConfigFile, last_listing: Option<
         .unwrap_or_else(|| DEFAULT_SERVER.to_owned())
 }
 
-/// A client of `server` that sends this device's saved sign-in for that server, if any (a
-/// damaged sign-in file is reported and ignored: results are then a guest's).
+/// An API key from `PEERDEX_API_KEY`, which takes the place of a saved sign-in.
+pub(crate) fn api_key_from_env() -> Option<String> {
+    std::env::var("PEERDEX_API_KEY")
+        .ok()
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty())
+}
+
+/// A client of `server` that sends `PEERDEX_API_KEY`, else this device's saved sign-in for that
+/// server, if any (a damaged sign-in file is reported and ignored: results are then a guest's).
 fn server_client(
     server: &str,
     state: Option<&Path>,
 ) -> anyhow::Result<peerdex_client::ServerClient> {
+    if let Some(key) = api_key_from_env() {
+        return Ok(peerdex_client::ServerClient::new(server)?.with_account_token(Some(key)));
+    }
     let token = match state.map(|s| peerdex_client::login::SavedLogin::token_for(s, server)) {
         Some(Ok(token)) => token,
         Some(Err(e)) => {
@@ -478,6 +540,34 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Whoami(args) => account::whoami(args, &state_dir(cli.state)?).await?,
         Command::Invite(command) => account::invite(command, &state_dir(cli.state)?).await?,
         Command::Apikey(command) => account::api_key(command, &state_dir(cli.state)?).await?,
+        Command::Contact { command, server } => {
+            let file = ConfigFile::load(&config_path(cli.config)?)?;
+            social::contact(command, server, &state_dir(cli.state)?, &file).await?;
+        }
+        Command::Msg { args, server } => {
+            let file = ConfigFile::load(&config_path(cli.config)?)?;
+            social::msg(args, server, &state_dir(cli.state)?, &file).await?;
+        }
+        Command::Inbox { args, server } => {
+            let file = ConfigFile::load(&config_path(cli.config)?)?;
+            social::inbox(args, server, &state_dir(cli.state)?, &file).await?;
+        }
+        Command::Read { args, server } => {
+            let file = ConfigFile::load(&config_path(cli.config)?)?;
+            social::read(args, server, &state_dir(cli.state)?, &file).await?;
+        }
+        Command::Block { name, server } => {
+            let file = ConfigFile::load(&config_path(cli.config)?)?;
+            social::block(name, true, server, &state_dir(cli.state)?, &file).await?;
+        }
+        Command::Unblock { name, server } => {
+            let file = ConfigFile::load(&config_path(cli.config)?)?;
+            social::block(name, false, server, &state_dir(cli.state)?, &file).await?;
+        }
+        Command::Events { args, server } => {
+            let file = ConfigFile::load(&config_path(cli.config)?)?;
+            social::events(args, server, &state_dir(cli.state)?, &file).await?;
+        }
     }
     Ok(0)
 }

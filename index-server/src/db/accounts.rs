@@ -47,9 +47,19 @@ pub struct AccountRow {
     pub disabled: bool,
     /// Unix time of creation.
     pub created_at: i64,
+    /// Unix time a moderator's mute ends (`i64::MAX`: until lifted); muted accounts send no
+    /// messages.
+    pub muted_until: Option<i64>,
 }
 
-const ACCOUNT_COLUMNS: &str = "id, name, pass_phc, role, disabled, created_at";
+impl AccountRow {
+    /// Whether a mute is in force now.
+    pub fn is_muted(&self) -> bool {
+        self.muted_until.is_some_and(|until| until > unix_now())
+    }
+}
+
+const ACCOUNT_COLUMNS: &str = "id, name, pass_phc, role, disabled, created_at, muted_until";
 
 fn account_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
     let role: String = row.get(3)?;
@@ -60,6 +70,7 @@ fn account_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
         role: Role::parse(&role).unwrap_or(Role::Member),
         disabled: row.get(4)?,
         created_at: row.get(5)?,
+        muted_until: row.get(6)?,
     })
 }
 
@@ -150,7 +161,7 @@ fn split_names(text: &str) -> Vec<String> {
 }
 
 /// Records an audit entry in the caller's transaction.
-fn audit_in(
+pub(super) fn audit_in(
     tx: &Connection,
     actor: &str,
     action: &str,
@@ -192,7 +203,8 @@ pub(super) fn acl_for(
 ) -> rusqlite::Result<AclRef> {
     let (locked, kind, target) = match visibility {
         Visibility::Public => return Ok(AclRef::PUBLIC),
-        // Hidden (and contacts, until contacts exist) belong to the owner's account alone.
+        // Hidden files belong to the owner's account alone; contacts' files to the owner and
+        // its accepted contacts. Both name the owner's account (none: nobody sees them).
         Visibility::Hidden
         | Visibility::Scoped {
             audience: Audience::Contacts,
@@ -206,9 +218,14 @@ pub(super) fn acl_for(
                 .query_row([peer], |r| r.get(0))
                 .optional()?;
             let locked = matches!(visibility, Visibility::Scoped { locked: true, .. });
+            let kind = if matches!(visibility, Visibility::Hidden) {
+                "owner"
+            } else {
+                "contacts"
+            };
             (
                 locked,
-                "owner",
+                kind,
                 owner.map_or_else(String::new, |o| o.to_string()),
             )
         }
@@ -252,7 +269,7 @@ pub(super) fn acl_for(
 }
 
 impl Db {
-    fn scopes_changed(&self) {
+    pub(super) fn scopes_changed(&self) {
         self.scope_epoch.fetch_add(1, Ordering::Release);
     }
 
@@ -353,14 +370,15 @@ impl Db {
         self.read(|conn| {
             let row = conn
                 .prepare_cached(
-                    "SELECT a.id, a.name, a.pass_phc, a.role, a.disabled, a.created_at, t.label, t.scopes
+                    "SELECT a.id, a.name, a.pass_phc, a.role, a.disabled, a.created_at, a.muted_until,
+                            t.label, t.scopes
                      FROM tokens t JOIN accounts a ON a.id = t.account WHERE t.hash = ?1",
                 )?
                 .query_row([hash], |r| {
                     Ok((
                         account_from_row(r)?,
-                        r.get::<_, Option<String>>(6)?,
-                        r.get::<_, String>(7)?,
+                        r.get::<_, Option<String>>(7)?,
+                        r.get::<_, String>(8)?,
                     ))
                 })
                 .optional()?;
@@ -404,7 +422,7 @@ impl Db {
         self.read(|conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT a.id, a.name, a.pass_phc, a.role, a.disabled, a.created_at
+                    "SELECT a.id, a.name, a.pass_phc, a.role, a.disabled, a.created_at, a.muted_until
                      FROM account_devices d JOIN accounts a ON a.id = d.account WHERE d.peer_key = ?1",
                 )?
                 .query_row([key.as_bytes()], account_from_row)
@@ -685,7 +703,10 @@ impl Db {
                     OR (kind = 'group' AND target IN (SELECT g.name_key FROM groups g
                         JOIN group_members m ON m.grp = g.id WHERE m.account = ?1))
                     OR (kind = 'users' AND id IN (SELECT acl FROM acl_users WHERE name_key = ?2))
-                    OR (kind = 'owner' AND target = CAST(?1 AS TEXT)), 0)
+                    OR (kind = 'owner' AND target = CAST(?1 AS TEXT))
+                    OR (kind = 'contacts' AND (target = CAST(?1 AS TEXT) OR target IN
+                        (SELECT CAST(owner AS TEXT) FROM contacts
+                         WHERE contact = ?1 AND status = 'accepted'))), 0)
                  FROM acls",
             )?;
             let rows = stmt.query_map(params![key, name_key], |r| {

@@ -212,7 +212,9 @@ impl Db {
     pub fn expire_lists(&self, cutoff: i64) -> DbResult<usize> {
         self.write(|tx| {
             let peers: Vec<PeerRef> = tx
-                .prepare("SELECT id FROM peers WHERE list_version IS NOT NULL AND last_seen < ?1")?
+                .prepare(
+                    "SELECT id FROM peers WHERE list_version IS NOT NULL AND abs(last_seen) < ?1",
+                )?
                 .query_map([cutoff], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             for &peer in &peers {

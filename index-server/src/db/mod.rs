@@ -469,12 +469,14 @@ mod accounts;
 mod index_log;
 mod lists;
 mod moderation;
+mod social;
 
 pub use accounts::{
     AccountError, AccountRef, AccountRow, AclRef, AuditRow, GroupRow, InviteRow, SCOPE_CACHE_SECS,
     TokenOwner,
 };
 pub use moderation::{BanKind, BanRow, BanSubject, check_ban_value};
+pub use social::{ContactOutcome, SocialError, StoredMessage};
 mod peers;
 mod reads;
 
@@ -520,6 +522,18 @@ mod tests {
         db.insert_staged(peer, generation, &batch).unwrap();
         db.commit_full_upload(peer, generation, version, batch.len() as u64)
             .unwrap();
+    }
+
+    #[test]
+    fn a_list_is_kept_for_the_retention_after_a_goodbye_not_purged_at_once() {
+        let (_dir, db, peer) = setup();
+        full(&db, peer, 1, &[entry("a", 1)]);
+        // What presence persists for a peer that logged out an hour ago: its time, negated.
+        let now = unix_now();
+        db.persist_last_seen(&[(peer, -(now - 3600))]).unwrap();
+        assert_eq!(db.expire_lists(now - 7200).unwrap(), 0, "within retention");
+        assert_eq!(db.all_last_seen().unwrap(), [(peer, -(now - 3600))]);
+        assert_eq!(db.expire_lists(now - 60).unwrap(), 1, "past retention");
     }
 
     #[test]

@@ -148,7 +148,7 @@ impl Db {
     /// Last persisted heartbeat of every peer, to restore presence after a restart.
     pub fn all_last_seen(&self) -> DbResult<Vec<(PeerRef, i64)>> {
         self.read(|conn| {
-            let mut stmt = conn.prepare("SELECT id, last_seen FROM peers WHERE last_seen > 0")?;
+            let mut stmt = conn.prepare("SELECT id, last_seen FROM peers WHERE last_seen != 0")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<Result<_, _>>()?)
         })

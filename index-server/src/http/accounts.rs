@@ -144,7 +144,8 @@ impl Caller {
         }
     }
 
-    fn require_account(&self) -> Result<&AccountRow, ApiError> {
+    /// The signed-in account, refusing guests.
+    pub(crate) fn require_account(&self) -> Result<&AccountRow, ApiError> {
         self.account
             .as_ref()
             .ok_or_else(|| ApiError::unauthorized("sign in first (peerdex login)"))
@@ -525,9 +526,21 @@ pub struct AccountChange {
     /// New role (admins only).
     #[serde(default)]
     pub role: Option<Role>,
+    /// Mute for a duration (`30m`, `12h`, `7d`, `permanent`), or `off` to lift a mute
+    /// (moderators may).
+    #[serde(default)]
+    pub mute: Option<String>,
     /// Why (kept in the audit log).
     #[serde(default)]
     pub reason: String,
+}
+
+/// When a mute of `duration` ends (`None` or `permanent`: never, stored as `i64::MAX`).
+pub fn mute_until(duration: Option<&str>) -> Result<i64, ApiError> {
+    match duration {
+        None | Some("permanent") => Ok(i64::MAX),
+        Some(text) => ends_after(text),
+    }
 }
 
 /// `POST /api/v1/admin/accounts/{name}`.
@@ -550,6 +563,29 @@ pub async fn apply_account_change(
     name: String,
     change: AccountChange,
 ) -> Result<(), ApiError> {
+    if let Some(mute) = change.mute.as_deref() {
+        let until = match mute {
+            "off" => None,
+            other => Some(mute_until(Some(other))?),
+        };
+        let (db, actor, name, reason) = (
+            state.store.db.clone(),
+            actor.clone(),
+            name.clone(),
+            change.reason.clone(),
+        );
+        let account = run_blocking(move || db.set_mute(&actor, &name, until, &reason)).await??;
+        crate::social::notify(
+            state,
+            account,
+            peerdex_shared::social::Event::Moderation {
+                action: if until.is_some() { "mute" } else { "unmute" }.into(),
+                reason: change.reason.clone(),
+                until: until.filter(|&u| u != i64::MAX).map(|u| u.max(0) as u64),
+            },
+        )
+        .await?;
+    }
     let db = state.store.db.clone();
     let devices = run_blocking(move || -> Result<Vec<PeerId>, ApiError> {
         let mut devices = Vec::new();

@@ -6,6 +6,7 @@
 pub mod accounts;
 mod error;
 mod lists;
+mod social;
 mod transfers;
 
 use std::net::{IpAddr, SocketAddr};
@@ -96,6 +97,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(routes::ADMIN_BAN, delete(accounts::admin_remove_ban))
         .route(routes::ADMIN_TAKEDOWNS, post(accounts::admin_takedown))
+        .route(routes::CONTACTS, get(social::contacts))
+        .route(
+            routes::CONTACT,
+            put(social::add_contact).delete(social::remove_contact),
+        )
+        .route(routes::CONTACT_ACCEPT, post(social::accept_contact))
+        .route(routes::CONTACT_DECLINE, post(social::decline_contact))
+        .route(routes::BLOCKS, get(social::blocks))
+        .route(routes::BLOCK, put(social::block).delete(social::unblock))
+        .route(
+            routes::MESSAGES,
+            get(social::messages).post(social::send_message),
+        )
+        .route(routes::MESSAGE_READ, post(social::read_message))
         .layer(DefaultBodyLimit::max(limits.max_json_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -105,7 +120,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     let open_ended = Router::new()
         .route(routes::CONTROL, get(transfers::control))
         .route(routes::RELAY, get(transfers::relay))
-        .route(routes::RELAY_ACCEPT, get(transfers::relay_accept));
+        .route(routes::RELAY_ACCEPT, get(transfers::relay_accept))
+        .route(routes::EVENTS, get(social::events));
     Router::new()
         .merge(list_routes)
         .merge(open_ended)

@@ -127,9 +127,16 @@ pub async fn control(
     let first = Some(ControlMessage::Reachability {
         reachability: current,
     });
+    // Dropped after the receiver (tuple fields drop in order), so it sees whether a newer
+    // channel replaced this one.
+    let gone = OfflineWhenGone {
+        state: state.clone(),
+        peer: me.id,
+        key: me.key,
+    };
     let stream = futures_util::stream::unfold(
-        (receiver, ping, stop, presence, first),
-        move |(mut receiver, mut ping, stop, presence, mut first)| async move {
+        (receiver, ping, stop, presence, first, gone),
+        move |(mut receiver, mut ping, stop, presence, mut first, gone)| async move {
             // Pings keep their own rhythm, however many tickets flow in between.
             let message = if let Some(first) = first.take() {
                 first
@@ -147,7 +154,7 @@ pub async fn control(
             line.push(b'\n');
             Some((
                 Ok::<_, std::convert::Infallible>(Bytes::from(line)),
-                (receiver, ping, stop, presence, first),
+                (receiver, ping, stop, presence, first, gone),
             ))
         },
     );
@@ -157,6 +164,25 @@ pub async fn control(
         HeaderValue::from_static("application/x-ndjson"),
     );
     Ok(response)
+}
+
+/// Puts a peer offline when its control channel ends because the agent went away (not
+/// replaced by a newer channel, not the server draining): its contacts see it within a second,
+/// and its files leave results. A heartbeat or a new channel puts it back online.
+struct OfflineWhenGone {
+    state: Arc<AppState>,
+    peer: crate::db::PeerRef,
+    key: PeerId,
+}
+
+impl Drop for OfflineWhenGone {
+    fn drop(&mut self) {
+        if !self.state.lifecycle.draining.is_cancelled()
+            && !self.state.firewall.control.is_attached(&self.key)
+        {
+            self.state.presence.mark_offline(self.peer);
+        }
+    }
 }
 
 /// `POST /api/v1/transfers`: a downloader that accepts connections asks a firewalled source to

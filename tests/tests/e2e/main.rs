@@ -19,3 +19,4 @@ mod presence;
 mod registry;
 mod scopes;
 mod search;
+mod social;

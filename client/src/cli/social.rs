@@ -1,0 +1,492 @@
+//! `peerdex contact`, `msg`, `inbox`, `read`, `block`, `unblock` and `events`: the people side
+//! of peerdex (PROTOCOL §10). They act as the signed-in account (`peerdex login`), or as
+//! `PEERDEX_API_KEY` with the `social` scope.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use futures_util::StreamExt;
+use peerdex_agent::config::ConfigFile;
+use peerdex_client::ServerClient;
+use peerdex_client::login::SavedLogin;
+use peerdex_shared::api::ErrorCode;
+use peerdex_shared::social::{Contact, ContactState, Event, EventEnvelope, Message, ReceiptState};
+
+use super::{api_key_from_env, emit, resolve_server, visible};
+
+/// The file in the state directory holding the id of the last durable event `peerdex events`
+/// printed, so the next run starts after it.
+pub const EVENTS_CURSOR_FILE: &str = "events.cursor";
+
+/// `peerdex contact …`.
+#[derive(Debug, Subcommand)]
+pub enum ContactCommand {
+    /// Ask someone to be your contact (if they asked you already, you are contacts now)
+    Add {
+        /// Their account name
+        name: String,
+    },
+    /// Accept a contact request
+    Accept {
+        /// Their account name
+        name: String,
+    },
+    /// Decline a contact request
+    Decline {
+        /// Their account name
+        name: String,
+    },
+    /// End a contact (both sides), or withdraw your request
+    Remove {
+        /// Their account name
+        name: String,
+    },
+    /// Your contacts (online or last seen) and open requests both ways
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where the social commands find the server and credentials.
+#[derive(Debug, Args)]
+pub struct SocialServer {
+    /// Index server URL, with PEERDEX_API_KEY [default: the server signed in to]
+    #[arg(long, env = "PEERDEX_SERVER")]
+    server: Option<String>,
+}
+
+/// `peerdex msg`.
+#[derive(Debug, Args)]
+pub struct MsgArgs {
+    /// Recipient's account name
+    name: String,
+    /// The message [default: standard input]
+    text: Vec<String>,
+    /// Print the message as sent, as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// `peerdex inbox`.
+#[derive(Debug, Args)]
+pub struct InboxArgs {
+    /// Only messages not read yet
+    #[arg(long)]
+    unread: bool,
+    /// The conversation with this account (both directions)
+    #[arg(long)]
+    with: Option<String>,
+    /// At most this many, the newest
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// `peerdex read`.
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    /// The message id (from `peerdex inbox`)
+    id: u64,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// `peerdex events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Print one JSON object per line (NDJSON)
+    #[arg(long)]
+    json: bool,
+    /// Start after this durable event id [default: after the last one printed here before]
+    #[arg(long)]
+    after: Option<u64>,
+}
+
+/// The client for social commands: `PEERDEX_API_KEY` on the given (or configured) server, else
+/// the saved sign-in on its server.
+fn client(state: &Path, file: &ConfigFile, flag: Option<String>) -> anyhow::Result<ServerClient> {
+    if let Some(key) = api_key_from_env() {
+        let server = resolve_server(flag, file, None);
+        return Ok(ServerClient::new(&server)?.with_account_token(Some(key)));
+    }
+    let saved = SavedLogin::load(state)?
+        .context("not signed in; run peerdex login NAME --password-stdin")?;
+    if let Some(flag) = flag
+        && flag.trim_end_matches('/') != saved.server.trim_end_matches('/')
+    {
+        bail!(
+            "signed in to {}, not {flag}; sign in there first (or set PEERDEX_API_KEY)",
+            saved.server
+        );
+    }
+    Ok(ServerClient::new(&saved.server)?.with_account_token(Some(saved.token)))
+}
+
+/// How long ago `at` (Unix seconds) was, in words.
+fn ago(at: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let secs = now.saturating_sub(at);
+    match secs {
+        0..=59 => "just now".into(),
+        60..=3599 => format!("{} min ago", secs / 60),
+        3600..=86_399 => format!("{} h ago", secs / 3600),
+        _ => format!("{} d ago", secs / 86_400),
+    }
+}
+
+fn contact_line(contact: &Contact) -> String {
+    let state = match contact.state {
+        ContactState::Accepted if contact.online => "online".to_string(),
+        ContactState::Accepted => match contact.last_seen {
+            Some(at) => format!("offline, last seen {}", ago(at)),
+            None => "offline, never seen".to_string(),
+        },
+        ContactState::Incoming => format!(
+            "asks to be your contact: peerdex contact accept {}",
+            contact.name
+        ),
+        ContactState::Outgoing => "asked, no answer yet".to_string(),
+    };
+    format!("{}\t{state}\n", visible(&contact.name))
+}
+
+/// Runs `peerdex contact …`.
+pub async fn contact(
+    command: ContactCommand,
+    server: SocialServer,
+    state: &Path,
+    file: &ConfigFile,
+) -> anyhow::Result<()> {
+    let client = client(state, file, server.server)?;
+    match command {
+        ContactCommand::Add { name } => {
+            let mutual = client
+                .add_contact(&name)
+                .await
+                .with_context(|| format!("asking {name} to be your contact"))?;
+            if mutual {
+                emit(&format!("{name} and you are contacts\n"))?;
+            } else {
+                emit(&format!(
+                    "asked {name}; they see it and can answer with peerdex contact accept\n"
+                ))?;
+            }
+        }
+        ContactCommand::Accept { name } => {
+            client
+                .answer_contact(&name, true)
+                .await
+                .with_context(|| format!("accepting {name}"))?;
+            emit(&format!("{name} and you are contacts\n"))?;
+        }
+        ContactCommand::Decline { name } => {
+            client
+                .answer_contact(&name, false)
+                .await
+                .with_context(|| format!("declining {name}"))?;
+            emit(&format!("declined {name}\n"))?;
+        }
+        ContactCommand::Remove { name } => {
+            client
+                .remove_contact(&name)
+                .await
+                .with_context(|| format!("removing {name}"))?;
+            emit(&format!("{name} is no longer a contact\n"))?;
+        }
+        ContactCommand::List { json } => {
+            let contacts = client.contacts().await.context("listing contacts")?;
+            if json {
+                emit(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&contacts.contacts)?
+                ))?;
+            } else if contacts.contacts.is_empty() {
+                emit("no contacts yet: peerdex contact add NAME\n")?;
+            } else {
+                let text: String = contacts.contacts.iter().map(contact_line).collect();
+                emit(&text)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `peerdex block NAME` (`blocked`) or `peerdex unblock NAME`.
+pub async fn block(
+    name: String,
+    blocked: bool,
+    server: SocialServer,
+    state: &Path,
+    file: &ConfigFile,
+) -> anyhow::Result<()> {
+    let client = client(state, file, server.server)?;
+    client
+        .set_block(&name, blocked)
+        .await
+        .with_context(|| format!("{} {name}", if blocked { "blocking" } else { "unblocking" }))?;
+    emit(&if blocked {
+        format!("blocked {name}: no messages or contact requests from them\n")
+    } else {
+        format!("unblocked {name}\n")
+    })?;
+    Ok(())
+}
+
+/// Runs `peerdex msg NAME [TEXT…]`.
+pub async fn msg(
+    args: MsgArgs,
+    server: SocialServer,
+    state: &Path,
+    file: &ConfigFile,
+) -> anyhow::Result<()> {
+    let body = if args.text.is_empty() {
+        let mut text = String::new();
+        std::io::stdin()
+            .lock()
+            .take(1 << 20)
+            .read_to_string(&mut text)
+            .context("reading the message from standard input")?;
+        text.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        args.text.join(" ")
+    };
+    let client = client(state, file, server.server)?;
+    let sent = client
+        .send_message(&args.name, &body)
+        .await
+        .with_context(|| format!("sending a message to {}", args.name))?;
+    if args.json {
+        emit(&format!("{}\n", serde_json::to_string(&sent)?))?;
+    } else {
+        let how = if sent.delivered_at.is_some() {
+            "delivered"
+        } else {
+            "kept until they come online"
+        };
+        emit(&format!(
+            "sent #{} to {} ({how})\n",
+            sent.id,
+            visible(&sent.to)
+        ))?;
+    }
+    Ok(())
+}
+
+fn first_line(body: &str) -> String {
+    let line = body.lines().next().unwrap_or("");
+    let mut short: String = line.chars().take(60).collect();
+    if short.len() < line.len() || body.lines().nth(1).is_some() {
+        short.push('…');
+    }
+    visible(&short)
+}
+
+/// Runs `peerdex inbox`.
+pub async fn inbox(
+    args: InboxArgs,
+    server: SocialServer,
+    state: &Path,
+    file: &ConfigFile,
+) -> anyhow::Result<()> {
+    let client = client(state, file, server.server)?;
+    let messages = client
+        .messages(args.unread, args.with.as_deref(), Some(args.limit))
+        .await
+        .context("listing messages")?;
+    if args.json {
+        emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&messages.messages)?
+        ))?;
+        return Ok(());
+    }
+    if messages.messages.is_empty() {
+        emit(if args.unread {
+            "no unread messages\n"
+        } else {
+            "no messages\n"
+        })?;
+        return Ok(());
+    }
+    let mut text = String::new();
+    for m in &messages.messages {
+        let unread = if m.read_at.is_none() && args.with.as_deref() != Some(m.from.as_str()) {
+            " [unread]"
+        } else {
+            ""
+        };
+        text.push_str(&format!(
+            "#{}\t{} → {}\t{}{unread}\t{}\n",
+            m.id,
+            visible(&m.from),
+            visible(&m.to),
+            ago(m.sent_at),
+            first_line(&m.body)
+        ));
+    }
+    text.push_str("read one with: peerdex read ID\n");
+    emit(&text)?;
+    Ok(())
+}
+
+/// Runs `peerdex read ID`: shows the message and marks it read.
+pub async fn read(
+    args: ReadArgs,
+    server: SocialServer,
+    state: &Path,
+    file: &ConfigFile,
+) -> anyhow::Result<()> {
+    let client = client(state, file, server.server)?;
+    let message: Message = client
+        .read_message(args.id)
+        .await
+        .with_context(|| format!("reading message {}", args.id))?;
+    if args.json {
+        emit(&format!("{}\n", serde_json::to_string_pretty(&message)?))?;
+    } else {
+        let body: String = message
+            .body
+            .lines()
+            .map(|l| format!("{}\n", visible(l)))
+            .collect();
+        emit(&format!(
+            "#{} from {} to {}, {}\n\n{body}",
+            message.id,
+            visible(&message.from),
+            visible(&message.to),
+            ago(message.sent_at)
+        ))?;
+    }
+    Ok(())
+}
+
+/// One event as a line for people.
+fn describe(envelope: &EventEnvelope) -> String {
+    match &envelope.event {
+        Event::Presence {
+            name, online: true, ..
+        } => format!("{} is online", visible(name)),
+        Event::Presence {
+            name, last_seen, ..
+        } => format!(
+            "{} went offline{}",
+            visible(name),
+            last_seen.map_or(String::new(), |at| format!(" (last seen {})", ago(at)))
+        ),
+        Event::ContactRequest { from } => format!(
+            "{} asks to be your contact: peerdex contact accept {}",
+            visible(from),
+            visible(from)
+        ),
+        Event::ContactAccepted { name } => format!("{} and you are contacts", visible(name)),
+        Event::ContactRemoved { name } => format!("{} is not a contact (any more)", visible(name)),
+        Event::Message { message } => format!(
+            "message #{} from {}: {}",
+            message.id,
+            visible(&message.from),
+            first_line(&message.body)
+        ),
+        Event::Receipt { message, to, state } => format!(
+            "message #{message} to {} was {}",
+            visible(to),
+            match state {
+                ReceiptState::Delivered => "delivered",
+                ReceiptState::Read => "read",
+            }
+        ),
+        Event::Moderation {
+            action,
+            reason,
+            until,
+        } => format!(
+            "a moderator: {action}{}{}",
+            until.map_or(String::new(), |u| format!(" until {u}")),
+            if reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", visible(reason))
+            }
+        ),
+    }
+}
+
+fn load_cursor(state: &Path) -> Option<u64> {
+    std::fs::read_to_string(state.join(EVENTS_CURSOR_FILE))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+}
+
+fn save_cursor(state: &Path, id: u64) {
+    let path = state.join(EVENTS_CURSOR_FILE);
+    let temp = state.join(format!("{EVENTS_CURSOR_FILE}.tmp"));
+    // Losing the cursor only replays events again: not worth failing the command for.
+    if std::fs::write(&temp, format!("{id}\n")).is_ok() {
+        let _ = std::fs::rename(&temp, &path);
+    }
+}
+
+/// Runs `peerdex events`: prints events as they come, reconnecting (from the last durable
+/// event printed) when the stream drops, until interrupted.
+pub async fn events(
+    args: EventsArgs,
+    server: SocialServer,
+    state: &Path,
+    file: &ConfigFile,
+) -> anyhow::Result<()> {
+    let client = client(state, file, server.server)?;
+    let mut after = args.after.or_else(|| load_cursor(state));
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let response = match client.event_stream(after).await {
+            Ok(response) => response,
+            Err(e)
+                if e.code() == Some(ErrorCode::Unauthorized)
+                    || e.code() == Some(ErrorCode::Forbidden)
+                    || e.code() == Some(ErrorCode::Banned) =>
+            {
+                return Err(e).context("opening the event stream");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "event stream unavailable; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(500);
+        let mut stream = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
+        while let Some(item) = stream.next().await {
+            let event = match item {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event stream broke off; reconnecting");
+                    break;
+                }
+            };
+            let Ok(envelope) = serde_json::from_str::<EventEnvelope>(&event.data) else {
+                tracing::debug!(kind = %event.event, "skipping an event this version does not know");
+                continue;
+            };
+            if args.json {
+                emit(&format!("{}\n", serde_json::to_string(&envelope)?))?;
+            } else {
+                emit(&format!("{}\n", describe(&envelope)))?;
+            }
+            if let Some(id) = envelope.id {
+                after = Some(id);
+                save_cursor(state, id);
+            }
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}

@@ -1,0 +1,479 @@
+//! The social routes (PROTOCOL §10): the event stream, contacts, blocks and private messages.
+//! Every route needs a signed-in account (or an API key with the `social` scope).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::Stream;
+use peerdex_shared::api::ErrorCode;
+use peerdex_shared::social::{
+    ContactState, ContactsResponse, Event, EventEnvelope, MessagesResponse, ReceiptState,
+    SendMessageRequest,
+};
+use serde::Deserialize;
+
+use super::{ApiError, Caller, json_body, rate_limited, run_blocking};
+use crate::db::{AccountRow, BanSubject, ContactOutcome, SocialError};
+use crate::events::Subscription;
+use crate::social::{self, notify};
+use crate::state::AppState;
+
+/// Durable events replayed at most per connection; a client further behind reconnects from the
+/// last one it got and is given the next batch.
+pub const REPLAY_LIMIT: u32 = 1000;
+
+impl From<SocialError> for ApiError {
+    fn from(e: SocialError) -> Self {
+        match e {
+            SocialError::NoAccount(_) | SocialError::NotFound(_) => {
+                ApiError::not_found(e.to_string())
+            }
+            SocialError::Blocked(_) | SocialError::YouBlocked(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Blocked, e.to_string())
+            }
+            SocialError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            SocialError::Db(e) => e.into(),
+        }
+    }
+}
+
+/// The signed-in account, allowed the `social` scope, not banned.
+async fn member(state: &Arc<AppState>, caller: &Caller) -> Result<AccountRow, ApiError> {
+    caller.require_scope("social")?;
+    let account = caller.require_account()?.clone();
+    super::accounts::refuse_banned(
+        state,
+        BanSubject {
+            account: Some(account.name.clone()),
+            peer: caller.device,
+            ip: None,
+            nick: None,
+        },
+    )
+    .await?;
+    Ok(account)
+}
+
+// ---- events ----------------------------------------------------------------------------------
+
+/// `GET /api/v1/events` query.
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    /// Like `Last-Event-ID`, for clients that cannot set headers.
+    pub after: Option<u64>,
+}
+
+fn sse(envelope: &EventEnvelope) -> SseEvent {
+    let event = SseEvent::default()
+        .event(envelope.event.kind())
+        .data(serde_json::to_string(envelope).unwrap_or_default());
+    match envelope.id {
+        Some(id) => event.id(id.to_string()),
+        None => event,
+    }
+}
+
+/// `GET /api/v1/events`: server-sent events for the account. With `Last-Event-ID` (or
+/// `?after=`), the durable events after that id come first; without, the messages not yet
+/// delivered anywhere. Then live events, until the client leaves or the server drains.
+pub async fn events(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(query): Query<EventsQuery>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let account = member(&state, &caller).await?;
+    let after = match headers
+        .get("last-event-id")
+        .map(|v| v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()))
+    {
+        Some(None) => {
+            return Err(ApiError::bad_request(
+                "Last-Event-ID must be the id of an event of this stream",
+            ));
+        }
+        Some(Some(id)) => Some(id),
+        None => query.after,
+    };
+    // Subscribe before reading the log: an event recorded in between is in both, and the
+    // stream skips live events it already replayed.
+    let subscription = state.events.subscribe(account.id).map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            e.to_string(),
+        )
+    })?;
+    let db = state.store.db.clone();
+    let id = account.id;
+    let replay = run_blocking(move || match after {
+        Some(after) => db.events_after(id, after, REPLAY_LIMIT),
+        None => db.undelivered_events(id, REPLAY_LIMIT),
+    })
+    .await??;
+    let messages: Vec<u64> = replay
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Message { message } => Some(message.id),
+            _ => None,
+        })
+        .collect();
+    social::delivered(&state, account.id, messages).await?;
+    let last = replay.iter().filter_map(|e| e.id).max().unwrap_or(0);
+    let stream = EventStream {
+        replay: replay.into(),
+        subscription,
+        last,
+        draining: state.lifecycle.draining.clone(),
+    };
+    let stream = futures_util::stream::unfold(stream, |mut s| async move {
+        let envelope = s.next().await?;
+        Some((Ok(sse(&envelope)), s))
+    });
+    Ok(Sse::new(stream).keep_alive(
+        KeepAlive::new().interval(Duration::from_secs(state.config.social.keepalive_secs)),
+    ))
+}
+
+struct EventStream {
+    replay: VecDeque<EventEnvelope>,
+    subscription: Subscription,
+    /// Highest durable id sent: live events at or below it were replayed already.
+    last: u64,
+    draining: tokio_util::sync::CancellationToken,
+}
+
+impl EventStream {
+    async fn next(&mut self) -> Option<EventEnvelope> {
+        if let Some(next) = self.replay.pop_front() {
+            return Some(next);
+        }
+        loop {
+            let envelope = tokio::select! {
+                envelope = self.subscription.events.recv() => envelope?,
+                () = self.draining.cancelled() => return None,
+            };
+            match envelope.id {
+                Some(id) if id <= self.last => continue,
+                Some(id) => self.last = id,
+                None => {}
+            }
+            return Some(envelope);
+        }
+    }
+}
+
+// ---- contacts ----------------------------------------------------------------------------------
+
+/// `GET /api/v1/contacts`.
+pub async fn contacts(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<ContactsResponse>, ApiError> {
+    let account = member(&state, &caller).await?;
+    let db = state.store.db.clone();
+    let rows = run_blocking(move || db.contacts_of(account.id)).await??;
+    let seen = social::presence_of(&state).await?;
+    let contacts = rows
+        .into_iter()
+        .map(|(id, mut contact)| {
+            if contact.state == ContactState::Accepted {
+                contact.online = seen.online.contains(&id);
+                contact.last_seen = seen.last.get(&id).map(|&at| at.max(0) as u64);
+            }
+            contact
+        })
+        .collect();
+    Ok(Json(ContactsResponse { contacts }))
+}
+
+/// `PUT /api/v1/contacts/{name}`: asks them; if they asked already, both are contacts now.
+pub async fn add_contact(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let account = member(&state, &caller).await?;
+    if !state.guards.contact_requests.allow(&account.id) {
+        return Err(rate_limited(
+            "too many contact requests (social.contact_requests_per_hour); try again later",
+        ));
+    }
+    let db = state.store.db.clone();
+    let me = account.id;
+    let (outcome, them, their_name) = run_blocking(move || db.request_contact(me, &name)).await??;
+    match outcome {
+        ContactOutcome::Requested => {
+            notify(
+                &state,
+                them,
+                Event::ContactRequest {
+                    from: account.name.clone(),
+                },
+            )
+            .await?;
+            Ok(StatusCode::ACCEPTED)
+        }
+        ContactOutcome::Accepted => {
+            accepted(&state, &account, them, their_name).await?;
+            Ok(StatusCode::OK)
+        }
+        ContactOutcome::Unchanged => Ok(StatusCode::OK),
+    }
+}
+
+/// Tells both sides of a new contact (each side's other clients too).
+async fn accepted(
+    state: &Arc<AppState>,
+    account: &AccountRow,
+    them: crate::db::AccountRef,
+    their_name: String,
+) -> Result<(), ApiError> {
+    notify(
+        state,
+        them,
+        Event::ContactAccepted {
+            name: account.name.clone(),
+        },
+    )
+    .await?;
+    notify(
+        state,
+        account.id,
+        Event::ContactAccepted { name: their_name },
+    )
+    .await?;
+    Ok(())
+}
+
+/// `POST /api/v1/contacts/{name}/accept`.
+pub async fn accept_contact(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let account = member(&state, &caller).await?;
+    let db = state.store.db.clone();
+    let me = account.id;
+    let (them, their_name) = run_blocking(move || db.accept_contact(me, &name)).await??;
+    accepted(&state, &account, them, their_name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/contacts/{name}/decline`.
+pub async fn decline_contact(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let account = member(&state, &caller).await?;
+    let db = state.store.db.clone();
+    let me = account.id;
+    let (them, _) = run_blocking(move || db.decline_contact(me, &name)).await??;
+    notify(
+        &state,
+        them,
+        Event::ContactRemoved {
+            name: account.name.clone(),
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/v1/contacts/{name}`: ends the contact, or withdraws a request.
+pub async fn remove_contact(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let account = member(&state, &caller).await?;
+    let db = state.store.db.clone();
+    let me = account.id;
+    let (them, _) = run_blocking(move || db.remove_contact(me, &name)).await??;
+    notify(
+        &state,
+        them,
+        Event::ContactRemoved {
+            name: account.name.clone(),
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- blocks ------------------------------------------------------------------------------------
+
+/// `GET /api/v1/blocks`: the names blocked.
+pub async fn blocks(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<Vec<String>>, ApiError> {
+    let account = member(&state, &caller).await?;
+    let db = state.store.db.clone();
+    Ok(Json(run_blocking(move || db.blocks_of(account.id)).await??))
+}
+
+/// `PUT /api/v1/blocks/{name}`.
+pub async fn block(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let account = member(&state, &caller).await?;
+    let db = state.store.db.clone();
+    run_blocking(move || db.block(account.id, &name)).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/v1/blocks/{name}`.
+pub async fn unblock(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let account = member(&state, &caller).await?;
+    let db = state.store.db.clone();
+    run_blocking(move || db.unblock(account.id, &name)).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- messages ----------------------------------------------------------------------------------
+
+/// `POST /api/v1/messages`: stores the message, pushes it if the recipient is online.
+pub async fn send_message(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<peerdex_shared::social::Message>), ApiError> {
+    let request: SendMessageRequest = json_body(body)?;
+    let account = member(&state, &caller).await?;
+    if account.is_muted() {
+        let until = account.muted_until.unwrap_or(i64::MAX);
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Muted,
+            if until == i64::MAX {
+                "a moderator muted this account: it may not send messages".to_string()
+            } else {
+                format!(
+                    "a moderator muted this account for {} s more: it may not send messages",
+                    (until - crate::db::unix_now()).max(0)
+                )
+            },
+        ));
+    }
+    let limit = state.config.social.max_message_bytes;
+    if request.body.len() > limit {
+        return Err(ApiError::limit(
+            "max_message_bytes",
+            format!(
+                "the message is {} bytes; the limit is {limit} (social.max_message_bytes)",
+                request.body.len()
+            ),
+        ));
+    }
+    if request.body.trim().is_empty() {
+        return Err(ApiError::bad_request("the message is empty"));
+    }
+    if request
+        .body
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(ApiError::bad_request(
+            "the message holds control characters (only newlines and tabs are allowed)",
+        ));
+    }
+    if !state.guards.messages_by_sender.allow(&account.id) {
+        let mut e = rate_limited(&format!(
+            "too many messages: at most {} a minute (social.messages_per_minute)",
+            state.config.social.messages_per_minute
+        ));
+        e.retry_after = Some(
+            state
+                .guards
+                .messages_by_sender
+                .exhausted(&account.id)
+                .unwrap_or(1)
+                .clamp(1, 3600) as u16,
+        );
+        return Err(e);
+    }
+    if !state.guards.messages_global.allow(&()) {
+        let mut e = rate_limited("the server is taking too many messages; try again shortly");
+        e.retry_after = Some(5);
+        return Err(e);
+    }
+    let db = state.store.db.clone();
+    let history = state.config.social.history_per_conversation;
+    let stored =
+        run_blocking(move || db.store_message(account.id, &request.to, &request.body, history))
+            .await??;
+    let message = stored.message.clone();
+    social::deliver(&state, stored).await?;
+    Ok((StatusCode::CREATED, Json(message)))
+}
+
+/// `GET /api/v1/messages` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessagesQuery {
+    /// Only messages not read yet.
+    #[serde(default)]
+    pub unread: bool,
+    /// The conversation with this account (both directions).
+    pub with: Option<String>,
+    /// At most this many, the newest (default 100, at most 1000).
+    pub limit: Option<u32>,
+}
+
+/// `GET /api/v1/messages`: messages to the account (or one conversation), oldest first. What
+/// it lists counts as delivered.
+pub async fn messages(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(query): Query<MessagesQuery>,
+) -> Result<Json<MessagesResponse>, ApiError> {
+    let account = member(&state, &caller).await?;
+    let db = state.store.db.clone();
+    let me = account.id;
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let rows = run_blocking(move || db.messages_of(me, query.unread, query.with.as_deref(), limit))
+        .await??;
+    let undelivered: Vec<u64> = rows
+        .iter()
+        .filter(|m| m.recipient == me && m.message.delivered_at.is_none())
+        .map(|m| m.message.id)
+        .collect();
+    social::delivered(&state, me, undelivered).await?;
+    Ok(Json(MessagesResponse {
+        messages: rows.into_iter().map(|m| m.message).collect(),
+    }))
+}
+
+/// `POST /api/v1/messages/{id}/read`: marks a message read; answers it.
+pub async fn read_message(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<peerdex_shared::social::Message>, ApiError> {
+    let account = member(&state, &caller).await?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{id:?} is not a message id")))?;
+    let db = state.store.db.clone();
+    let (stored, newly) = run_blocking(move || db.mark_read(account.id, id)).await??;
+    if newly {
+        social::receipt(&state, &stored, ReceiptState::Read).await?;
+    }
+    Ok(Json(stored.message))
+}

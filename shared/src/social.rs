@@ -1,0 +1,218 @@
+//! The social layer's wire types (PROTOCOL §10): contacts, private messages, and the events of
+//! `GET /api/v1/events`.
+//!
+//! An account is the social identity: contacts, messages and events name accounts, never peers.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a contact stands, seen from the account asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactState {
+    /// Both accepted: mutual contacts.
+    Accepted,
+    /// They asked; you have not answered.
+    Incoming,
+    /// You asked; they have not answered.
+    Outgoing,
+}
+
+/// One entry of `GET /api/v1/contacts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    /// Their account name.
+    pub name: String,
+    /// Where the contact stands.
+    pub state: ContactState,
+    /// Whether one of their devices is online (accepted contacts only; false otherwise).
+    pub online: bool,
+    /// Unix time they were last seen online (accepted contacts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<u64>,
+}
+
+/// `GET /api/v1/contacts` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContactsResponse {
+    /// Accepted contacts and open requests both ways, by name.
+    pub contacts: Vec<Contact>,
+}
+
+/// `POST /api/v1/messages` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessageRequest {
+    /// The recipient's account name.
+    pub to: String,
+    /// The text (UTF-8, at most `social.max_message_bytes`).
+    pub body: String,
+}
+
+/// A private message, as its sender and recipient see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Id, increasing in the order messages were sent.
+    pub id: u64,
+    /// Sender's account name.
+    pub from: String,
+    /// Recipient's account name.
+    pub to: String,
+    /// The text.
+    pub body: String,
+    /// Unix time the server took it.
+    pub sent_at: u64,
+    /// Unix time it reached one of the recipient's clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<u64>,
+    /// Unix time the recipient read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<u64>,
+}
+
+/// `GET /api/v1/messages` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessagesResponse {
+    /// Messages, oldest first.
+    pub messages: Vec<Message>,
+}
+
+/// What a receipt says happened to a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptState {
+    /// It reached one of the recipient's clients.
+    Delivered,
+    /// The recipient read it.
+    Read,
+}
+
+/// What happened, in an [`EventEnvelope`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// An accepted contact came online or went offline (live only, never replayed).
+    Presence {
+        /// Their account name.
+        name: String,
+        /// Whether they are online now.
+        online: bool,
+        /// Unix time they were last seen online.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_seen: Option<u64>,
+    },
+    /// Someone asks to be your contact.
+    ContactRequest {
+        /// Their account name.
+        from: String,
+    },
+    /// A contact request was accepted (by them, or by you from another client).
+    ContactAccepted {
+        /// The other account's name.
+        name: String,
+    },
+    /// A contact, or a request to or from them, is gone (removed or declined).
+    ContactRemoved {
+        /// The other account's name.
+        name: String,
+    },
+    /// A private message for you.
+    Message {
+        /// The message.
+        message: Message,
+    },
+    /// What happened to a message you sent (when: the envelope's `at`).
+    Receipt {
+        /// The message id.
+        message: u64,
+        /// Its recipient.
+        to: String,
+        /// Delivered or read.
+        state: ReceiptState,
+    },
+    /// A moderator acted on your account (mute, ban).
+    Moderation {
+        /// What: `mute`, `unmute`, `ban`.
+        action: String,
+        /// Why, as the moderator gave it.
+        reason: String,
+        /// Unix time it ends (none: until lifted).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<u64>,
+    },
+}
+
+impl Event {
+    /// The SSE `event:` name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Presence { .. } => "presence",
+            Event::ContactRequest { .. } => "contact_request",
+            Event::ContactAccepted { .. } => "contact_accepted",
+            Event::ContactRemoved { .. } => "contact_removed",
+            Event::Message { .. } => "message",
+            Event::Receipt { .. } => "receipt",
+            Event::Moderation { .. } => "moderation",
+        }
+    }
+
+    /// Whether the event is kept and replayed after `Last-Event-ID` (everything but presence,
+    /// which only matters now).
+    pub fn is_durable(&self) -> bool {
+        !matches!(self, Event::Presence { .. })
+    }
+}
+
+/// One event of the stream: the SSE `data:` line, as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    /// Durable events' id (also the SSE `id:`), increasing per account; none for live-only ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// Unix time the server made it.
+    pub at: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_flat_json_with_a_type() {
+        let envelope = EventEnvelope {
+            id: Some(7),
+            at: 100,
+            event: Event::Message {
+                message: Message {
+                    id: 3,
+                    from: "ann".into(),
+                    to: "bob".into(),
+                    body: "hi".into(),
+                    sent_at: 99,
+                    delivered_at: None,
+                    read_at: None,
+                },
+            },
+        };
+        let json = serde_json::to_value(&envelope).unwrap_or_default();
+        assert_eq!(json["type"], "message");
+        assert_eq!(json["id"], 7);
+        assert_eq!(json["message"]["from"], "ann");
+        let back: EventEnvelope = serde_json::from_value(json).unwrap_or_else(|_| EventEnvelope {
+            id: None,
+            at: 0,
+            event: Event::ContactRemoved { name: "x".into() },
+        });
+        assert_eq!(back, envelope);
+        assert!(
+            !Event::Presence {
+                name: "a".into(),
+                online: true,
+                last_seen: None
+            }
+            .is_durable()
+        );
+    }
+}

@@ -1,0 +1,592 @@
+//! People (issue 18): contacts with live presence, private messages kept for offline recipients
+//! across a restart and delivered once, receipts, the event stream and its replay, blocks,
+//! mutes, bans, limits, and files shared with contacts only.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use peerdex_client::{Identity, ServerClient};
+use peerdex_server::db::{BanKind, Db};
+use peerdex_shared::api::{CreateAccountRequest, ErrorCode};
+use peerdex_shared::social::{ContactState, Event, EventEnvelope, ReceiptState};
+use peerdex_tests::*;
+
+/// How long a test waits for an event before it fails (the 2 s figure is measured, not tested).
+const EVENT_WAIT: Duration = Duration::from_secs(15);
+
+fn operator_db(server: &TestServer) -> Db {
+    Db::open(&server.data.join(peerdex_server::server::DB_FILE)).unwrap()
+}
+
+async fn account(server: &TestServer, name: &str, identity: &Identity) -> ServerClient {
+    server
+        .client()
+        .create_account(&CreateAccountRequest {
+            name: name.into(),
+            password: format!("{name} password"),
+            invite: None,
+        })
+        .await
+        .unwrap();
+    let mut client = server.client();
+    client
+        .login(name, &format!("{name} password"), identity)
+        .await
+        .unwrap();
+    client
+}
+
+/// An open event stream, read event by event.
+struct Events {
+    stream: std::pin::Pin<
+        Box<
+            dyn futures_util::Stream<
+                    Item = Result<
+                        eventsource_stream::Event,
+                        eventsource_stream::EventStreamError<reqwest::Error>,
+                    >,
+                > + Send,
+        >,
+    >,
+}
+
+impl Events {
+    async fn open(client: &ServerClient, after: Option<u64>) -> Events {
+        let response = client.event_stream(after).await.unwrap();
+        Events {
+            stream: Box::pin(eventsource_stream::Eventsource::eventsource(
+                response.bytes_stream(),
+            )),
+        }
+    }
+
+    /// The next event, or `None` if none comes within `within`.
+    async fn next_within(&mut self, within: Duration) -> Option<EventEnvelope> {
+        let event = tokio::time::timeout(within, self.stream.next())
+            .await
+            .ok()??
+            .unwrap();
+        let envelope: EventEnvelope = serde_json::from_str(&event.data).unwrap();
+        assert_eq!(
+            event.event,
+            envelope.event.kind(),
+            "SSE name and type agree"
+        );
+        // (SSE keeps the last id for events that carry none, as presence does.)
+        if let Some(id) = envelope.id {
+            assert_eq!(event.id, id.to_string(), "SSE id and envelope id agree");
+        }
+        Some(envelope)
+    }
+
+    /// Skips events until one matches `wanted`; fails after [`EVENT_WAIT`].
+    async fn until(&mut self, what: &str, wanted: impl Fn(&Event) -> bool) -> EventEnvelope {
+        let deadline = tokio::time::Instant::now() + EVENT_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_within(left).await {
+                Some(envelope) if wanted(&envelope.event) => return envelope,
+                Some(_) => {}
+                None => panic!("no {what} event within {EVENT_WAIT:?}"),
+            }
+        }
+    }
+}
+
+fn presence_of(name: &'static str, online: bool) -> impl Fn(&Event) -> bool {
+    move |event| matches!(event, Event::Presence { name: n, online: o, .. } if n == name && *o == online)
+}
+
+async fn contacts_of(client: &ServerClient) -> Vec<peerdex_shared::social::Contact> {
+    client.contacts().await.unwrap().contacts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_are_mutual_and_see_each_other_come_online_and_go_offline() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ann = account(&server, "ann", &Identity::generate().unwrap()).await;
+    let bob_state = dir.path().join("bob-state");
+    std::fs::create_dir_all(&bob_state).unwrap();
+    let bob_key = Identity::load_or_create(&bob_state.join(peerdex_agent::KEY_FILE)).unwrap();
+    let bob = account(&server, "bob", &bob_key).await;
+    let mut bob_events = Events::open(&bob, None).await;
+    let mut ann_events = Events::open(&ann, None).await;
+
+    // A request, seen live by the other side; then accepted, and mutual.
+    assert!(!ann.add_contact("Bob").await.unwrap(), "only asked so far");
+    let asked = bob_events
+        .until("contact request", |e| {
+            matches!(e, Event::ContactRequest { .. })
+        })
+        .await;
+    assert_eq!(asked.event, Event::ContactRequest { from: "ann".into() });
+    assert!(asked.id.is_some(), "requests are durable");
+    let listed = contacts_of(&bob).await;
+    assert_eq!(
+        (listed[0].name.as_str(), listed[0].state),
+        ("ann", ContactState::Incoming)
+    );
+    assert_eq!(contacts_of(&ann).await[0].state, ContactState::Outgoing);
+    bob.answer_contact("ann", true).await.unwrap();
+    ann_events
+        .until(
+            "contact accepted",
+            |e| matches!(e, Event::ContactAccepted { name } if name == "bob"),
+        )
+        .await;
+    let listed = contacts_of(&ann).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, ContactState::Accepted);
+    assert!(!listed[0].online, "bob has no device online yet");
+
+    // Bob's agent (his linked key) comes online: ann hears it, and lists him online.
+    let share = dir.path().join("share");
+    write_file(&share, "notes.txt", b"bob's notes");
+    let agent = TestAgent::start_with(agent_config(&server.url, &bob_state, &[&share])).await;
+    let started = std::time::Instant::now();
+    ann_events
+        .until("bob online", presence_of("bob", true))
+        .await;
+    eprintln!(
+        "presence online reached the contact after {:?}",
+        started.elapsed()
+    );
+    let listed = contacts_of(&ann).await;
+    assert!(listed[0].online, "{listed:?}");
+
+    // It stops: ann hears it at once, and the list keeps when he was last seen.
+    agent.stop().await;
+    let started = std::time::Instant::now();
+    let offline = ann_events
+        .until("bob offline", presence_of("bob", false))
+        .await;
+    eprintln!(
+        "presence offline reached the contact after {:?}",
+        started.elapsed()
+    );
+    assert!(offline.id.is_none(), "presence is live-only");
+    let listed = contacts_of(&ann).await;
+    assert!(!listed[0].online);
+    assert!(listed[0].last_seen.is_some(), "{listed:?}");
+
+    // A device that vanishes without a goodbye (its control channel just closes) is offline
+    // at once too.
+    let cid_key = Identity::generate().unwrap();
+    let cid = account(&server, "cid", &cid_key).await;
+    cid.add_contact("ann").await.unwrap();
+    ann.add_contact("cid").await.unwrap();
+    let mut peer = TestPeer::with_identity(&server.url, "cid-laptop", 0, cid_key);
+    peer.register().await;
+    let control = peer.client.control_stream().await.unwrap();
+    ann_events
+        .until("cid online", presence_of("cid", true))
+        .await;
+    drop(control);
+    ann_events
+        .until("cid offline", presence_of("cid", false))
+        .await;
+
+    // Removing a contact ends it for both; strangers get no presence.
+    ann.remove_contact("bob").await.unwrap();
+    bob_events
+        .until(
+            "contact removed",
+            |e| matches!(e, Event::ContactRemoved { name } if name == "ann"),
+        )
+        .await;
+    assert!(
+        contacts_of(&bob).await.is_empty(),
+        "{:?}",
+        contacts_of(&bob).await
+    );
+    // Declining a request.
+    bob.add_contact("cid").await.unwrap();
+    cid.answer_contact("bob", false).await.unwrap();
+    assert!(contacts_of(&cid).await.iter().all(|c| c.name != "bob"));
+    let e = cid.answer_contact("bob", true).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e}");
+    let e = ann.add_contact("nobody-here").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e}");
+    let e = ann.add_contact("ann").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::BadRequest), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_to_an_offline_person_survives_a_restart_and_is_delivered_once_with_receipts() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(data.path(), |_| {}).await;
+    let ann = account(&server, "ann", &Identity::generate().unwrap()).await;
+    let bob = account(&server, "bob", &Identity::generate().unwrap()).await;
+    let sent = ann
+        .send_message("bob", "are you there?\nsecond line")
+        .await
+        .unwrap();
+    assert_eq!((sent.from.as_str(), sent.to.as_str()), ("ann", "bob"));
+    assert_eq!(sent.delivered_at, None, "bob has no client open");
+    let (ann_token, bob_token) = (
+        ann.account_token().unwrap().to_owned(),
+        bob.account_token().unwrap().to_owned(),
+    );
+    server.stop().await;
+
+    let server = TestServer::start_in(data.path(), |_| {}).await;
+    let ann = server.client().with_account_token(Some(ann_token));
+    let bob = server.client().with_account_token(Some(bob_token));
+    let mut ann_events = Events::open(&ann, None).await;
+    // Bob comes online: the message is the first thing on his stream.
+    let mut bob_events = Events::open(&bob, None).await;
+    let first = bob_events
+        .next_within(EVENT_WAIT)
+        .await
+        .expect("the waiting message");
+    let Event::Message { message } = &first.event else {
+        panic!("{first:?}")
+    };
+    assert_eq!(message.id, sent.id);
+    assert_eq!(message.body, "are you there?\nsecond line");
+    let cursor = first.id.unwrap();
+    let receipt = ann_events
+        .until("delivered receipt", |e| matches!(e, Event::Receipt { .. }))
+        .await;
+    assert_eq!(
+        receipt.event,
+        Event::Receipt {
+            message: sent.id,
+            to: "bob".into(),
+            state: ReceiptState::Delivered
+        }
+    );
+    // Delivered once: a new stream without a cursor does not get it again.
+    drop(bob_events);
+    let mut again = Events::open(&bob, None).await;
+    assert!(
+        again
+            .next_within(Duration::from_millis(800))
+            .await
+            .is_none(),
+        "delivered messages are not pushed again"
+    );
+    // With Last-Event-ID, exactly the durable events after it come back, in order.
+    let reply = ann.send_message("bob", "hello?").await.unwrap();
+    let live = again
+        .until("the live message", |e| matches!(e, Event::Message { .. }))
+        .await;
+    let Event::Message { message } = &live.event else {
+        unreachable!()
+    };
+    assert_eq!(message.id, reply.id);
+    let mut replayed = Events::open(&bob, Some(cursor)).await;
+    let next = replayed.next_within(EVENT_WAIT).await.unwrap();
+    assert_eq!(next.id, live.id, "replay starts right after the cursor");
+    assert!(
+        replayed
+            .next_within(Duration::from_millis(500))
+            .await
+            .is_none()
+    );
+
+    // Reading: the inbox lists both, unread; reading one sends a read receipt.
+    let inbox = bob.messages(true, None, None).await.unwrap().messages;
+    assert_eq!(
+        inbox.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [sent.id, reply.id]
+    );
+    let read = bob.read_message(sent.id).await.unwrap();
+    assert!(read.read_at.is_some());
+    ann_events
+        .until("read receipt", |e| {
+            matches!(e, Event::Receipt { message, state: ReceiptState::Read, .. } if *message == sent.id)
+        })
+        .await;
+    let unread = bob.messages(true, None, None).await.unwrap().messages;
+    assert_eq!(unread.iter().map(|m| m.id).collect::<Vec<_>>(), [reply.id]);
+    // Ann's side of the conversation shows what bob did with it.
+    let conversation = ann
+        .messages(false, Some("bob"), None)
+        .await
+        .unwrap()
+        .messages;
+    assert_eq!(conversation.len(), 2);
+    assert!(conversation[0].read_at.is_some() && conversation[1].delivered_at.is_some());
+    // Nobody reads another's messages.
+    let e = ann.read_message(reply.id).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_messages_floods_blocks_mutes_and_bans_get_clear_errors() {
+    let server = TestServer::start_with(|c| {
+        c.social.messages_per_minute = 5;
+        c.social.history_per_conversation = 3;
+    })
+    .await;
+    let ann = account(&server, "ann", &Identity::generate().unwrap()).await;
+    let bob = account(&server, "bob", &Identity::generate().unwrap()).await;
+    let limit = peerdex_server::config::SocialConfig::default().max_message_bytes;
+
+    // Size: at the limit it goes, one byte over it is refused, naming the limit.
+    ann.send_message("bob", &"a".repeat(limit)).await.unwrap();
+    let e = ann
+        .send_message("bob", &"a".repeat(limit + 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::LimitExceeded), "{e}");
+    assert!(e.to_string().contains("max_message_bytes"), "{e}");
+    for (to, body, code) in [
+        ("nobody-here", "hi", ErrorCode::NotFound),
+        ("bob", "   ", ErrorCode::BadRequest),
+        ("bob", "ring\u{7}", ErrorCode::BadRequest),
+    ] {
+        let e = ann.send_message(to, body).await.unwrap_err();
+        assert_eq!(e.code(), Some(code), "{to} {body:?}: {e}");
+    }
+    // Guests cannot send.
+    let e = server.client().send_message("bob", "hi").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Unauthorized), "{e}");
+
+    // A flood from one sender: refused past the rate, with Retry-After; others unaffected.
+    let mut refused = None;
+    for n in 0..10 {
+        if let Err(e) = ann.send_message("bob", &format!("flood {n}")).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    let e = refused.expect("the flood is cut off");
+    assert_eq!(e.code(), Some(ErrorCode::RateLimited), "{e}");
+    bob.send_message("ann", "still fine").await.unwrap();
+    // The history of a conversation is bounded.
+    let kept = bob
+        .messages(false, Some("ann"), None)
+        .await
+        .unwrap()
+        .messages;
+    assert_eq!(
+        kept.iter().filter(|m| m.from == "ann").count(),
+        3,
+        "history_per_conversation"
+    );
+
+    // Blocking: the blocked one is told, cannot message or ask; unblocking lifts it.
+    let cid = account(&server, "cid", &Identity::generate().unwrap()).await;
+    bob.set_block("cid", true).await.unwrap();
+    assert_eq!(bob.blocks().await.unwrap(), ["cid"]);
+    let e = cid.send_message("bob", "hi").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Blocked), "{e}");
+    let e = cid.add_contact("bob").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Blocked), "{e}");
+    let e = bob.add_contact("cid").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Blocked), "you blocked them: {e}");
+    ann.add_contact("bob").await.unwrap();
+    bob.set_block("cid", false).await.unwrap();
+    let e = bob.set_block("cid", false).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e}");
+    cid.send_message("bob", "hi").await.unwrap();
+
+    // A muted account cannot send until the mute is lifted; the mute is audited.
+    let db = operator_db(&server);
+    db.set_mute("operator", "cid", Some(i64::MAX), "spam")
+        .unwrap();
+    let e = cid.send_message("bob", "more spam").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Muted), "{e}");
+    db.set_mute("operator", "cid", None, "").unwrap();
+    cid.send_message("bob", "sorry").await.unwrap();
+    assert!(
+        db.audit_log(100)
+            .unwrap()
+            .iter()
+            .any(|a| a.action == "account.mute" && a.target == "cid" && a.reason == "spam")
+    );
+
+    // A banned account cannot send, ask, or open its stream.
+    db.add_ban("operator", BanKind::Account, "cid", None, "abuse")
+        .unwrap();
+    let e = cid.send_message("bob", "hi").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Banned), "{e}");
+    let e = cid.event_stream(None).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Banned), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_shared_with_contacts_are_found_by_contacts_only() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("alice-state");
+    std::fs::create_dir_all(&state).unwrap();
+    let alice_key = Identity::load_or_create(&state.join(peerdex_agent::KEY_FILE)).unwrap();
+    let alice = account(&server, "alice", &alice_key).await;
+    let bob = account(&server, "bob", &Identity::generate().unwrap()).await;
+    let carol = account(&server, "carol", &Identity::generate().unwrap()).await;
+    bob.add_contact("alice").await.unwrap();
+    alice.answer_contact("bob", true).await.unwrap();
+
+    let (friends, open) = (dir.path().join("friends"), dir.path().join("open"));
+    write_file(&friends, "zorblax holiday.jpg", b"holiday photo");
+    write_file(&open, "zorblax flyer.txt", b"flyer");
+    let mut config = agent_config(&server.url, &state, &[&friends, &open]);
+    config.shares[0].rules =
+        peerdex_agent::config::ShareRules::new(&peerdex_agent::config::ShareConfig {
+            visibility: "contacts".parse().unwrap(),
+            ..peerdex_agent::config::ShareConfig::new(friends.clone())
+        })
+        .unwrap();
+    let agent = TestAgent::start_with(config).await;
+    agent.wait_synced().await;
+    server.wait_for_hits("flyer", 1).await;
+    let search = |client: &ServerClient| {
+        let client = client.clone();
+        async move {
+            client
+                .search(&peerdex_client::server_api::SearchQuery {
+                    q: "zorblax".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let found = search(&bob).await;
+    assert_eq!(found.total, 2, "a contact sees both: {found:?}");
+    for stranger in [&carol, &server.client()] {
+        let found = search(stranger).await;
+        assert_eq!(names(&found), ["zorblax flyer.txt"], "{found:?}");
+        assert_eq!(found.total, 1);
+    }
+    assert_eq!(search(&alice).await.total, 2, "the owner sees her own");
+    // No longer a contact: gone at the next request.
+    bob.remove_contact("alice").await.unwrap();
+    let found = search(&bob).await;
+    assert_eq!(
+        (found.total, names(&found)),
+        (1, vec!["zorblax flyer.txt".to_string()])
+    );
+    agent.stop().await;
+}
+
+/// `peerdex` as ann: contact, msg, inbox, read, events, block, with a server in this process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_adds_contacts_sends_and_reads_messages_and_prints_events_as_ndjson() {
+    use std::io::{BufRead, Write};
+    use std::process::{Command, Stdio};
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (state, none) = (dir.path().join("state"), dir.path().join("none.toml"));
+    let command = |args: &[&str]| {
+        let mut command = Command::new(crate::cli::BIN);
+        command
+            .arg("--state")
+            .arg(&state)
+            .arg("--config")
+            .arg(&none)
+            .args(args)
+            .env("PEERDEX_SERVER", &server.url)
+            .env_remove("PEERDEX_API_KEY")
+            .env("RUST_LOG", "warn");
+        command
+    };
+    let cli = |args: &[&str], stdin: &str| {
+        let mut child = command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let ok = |args: &[&str], stdin: &str| {
+        let out = cli(args, stdin);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let bob = account(&server, "bob", &Identity::generate().unwrap()).await;
+    // Not signed in yet: a clear error.
+    let out = cli(&["inbox"], "");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("peerdex login"),
+        "{out:?}"
+    );
+    ok(
+        &["account", "create", "ann", "--password-stdin"],
+        "ann's secret\n",
+    );
+    ok(&["login", "ann", "--password-stdin"], "ann's secret\n");
+
+    // `events --json` runs until interrupted, one JSON object per line.
+    let mut events = command(&["events", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(events.stdout.take().unwrap()).lines();
+
+    assert!(ok(&["contact", "add", "bob"], "").contains("asked bob"));
+    bob.answer_contact("ann", true).await.unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&["contact", "list", "--json"], "")).unwrap();
+    assert_eq!(listed[0]["name"], "bob");
+    assert_eq!(listed[0]["state"], "accepted");
+    assert!(ok(&["contact", "list"], "").starts_with("bob\t"));
+
+    // A message from arguments, and one from standard input.
+    assert!(ok(&["msg", "bob", "hello", "bob"], "").contains("sent #"));
+    ok(&["msg", "bob"], "from stdin\nsecond line\n");
+    let got = bob.messages(false, None, None).await.unwrap().messages;
+    assert_eq!(
+        got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["hello bob", "from stdin\nsecond line"]
+    );
+    let reply = bob.send_message("ann", "hi ann").await.unwrap();
+
+    // The stream printed the accept and the message, as NDJSON.
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|e: &EventEnvelope| matches!(e.event, Event::Message { .. }))
+    {
+        let line = lines.next().expect("events ended").unwrap();
+        seen.push(serde_json::from_str(&line).unwrap());
+    }
+    assert!(
+        seen.iter()
+            .any(|e| matches!(&e.event, Event::ContactAccepted { name } if name == "bob")),
+        "{seen:?}"
+    );
+    let _ = events.kill();
+    let _ = events.wait();
+
+    let unread: serde_json::Value =
+        serde_json::from_str(&ok(&["inbox", "--unread", "--json"], "")).unwrap();
+    assert_eq!(unread.as_array().unwrap().len(), 1);
+    assert_eq!(unread[0]["body"], "hi ann");
+    let shown = ok(&["read", &reply.id.to_string()], "");
+    assert!(
+        shown.contains("from bob") && shown.contains("hi ann"),
+        "{shown}"
+    );
+    assert!(ok(&["inbox", "--unread"], "").contains("no unread messages"));
+    // The next `events` run starts after what the last one printed: the cursor was kept.
+    assert!(state.join("events.cursor").exists());
+
+    ok(&["block", "bob"], "");
+    let e = bob.send_message("ann", "blocked?").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Blocked), "{e}");
+    ok(&["unblock", "bob"], "");
+    let out = cli(&["msg", "nobody-here", "hi"], "");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no account named"),
+        "{out:?}"
+    );
+}
