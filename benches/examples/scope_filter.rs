@@ -55,6 +55,7 @@ fn reindex(dir: &std::path::Path, db: &Arc<Db>) -> anyhow::Result<SearchIndex> {
             commit_interval: Duration::from_millis(500),
             writer_memory_bytes: 256 << 20,
         },
+        None,
     )?;
     let started = Instant::now();
     while !db.index_ops_after(0, 1)?.is_empty() {

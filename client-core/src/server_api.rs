@@ -9,7 +9,9 @@ use peerdex_shared::api::{
 use peerdex_shared::identity::{login_message, registration_message};
 use peerdex_shared::peer::RELAY_PROTOCOL;
 use peerdex_shared::routes::{self, fill};
-use peerdex_shared::social::{ContactsResponse, Message, MessagesResponse, SendMessageRequest};
+use peerdex_shared::social::{
+    ContactsResponse, Message, MessagesResponse, SendMessageRequest, Wish, WishCreated, WishRequest,
+};
 use peerdex_shared::{FileHash, PeerId};
 use reqwest::StatusCode;
 
@@ -723,6 +725,37 @@ impl ServerClient {
     pub async fn read_message(&self, id: u64) -> Result<Message, ApiError> {
         decode(
             self.as_viewer(self.http.post(self.url(&fill(routes::MESSAGE_READ, id))))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// Adds a wish; answers it with what matches now.
+    pub async fn add_wish(&self, request: &WishRequest) -> Result<WishCreated, ApiError> {
+        decode(
+            self.as_viewer(self.http.post(self.url(routes::WISHES)))
+                .json(request)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// This account's wishes.
+    pub async fn wishes(&self) -> Result<Vec<Wish>, ApiError> {
+        decode(
+            self.as_viewer(self.http.get(self.url(routes::WISHES)))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// Removes wish `id`.
+    pub async fn remove_wish(&self, id: u64) -> Result<(), ApiError> {
+        expect_empty(
+            self.as_viewer(self.http.delete(self.url(&fill(routes::WISH, id))))
                 .send()
                 .await?,
         )

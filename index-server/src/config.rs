@@ -64,6 +64,10 @@ pub struct SocialConfig {
     pub max_event_streams_per_account: usize,
     /// Seconds between keep-alive comments on an event stream.
     pub keepalive_secs: u64,
+    /// Wishes one account may have.
+    pub max_wishes_per_account: u32,
+    /// A new wish matching more contents than this already is refused as too broad.
+    pub max_wish_matches: usize,
 }
 
 impl Default for SocialConfig {
@@ -78,6 +82,8 @@ impl Default for SocialConfig {
             max_event_streams: 10_000,
             max_event_streams_per_account: 8,
             keepalive_secs: 15,
+            max_wishes_per_account: 100,
+            max_wish_matches: 1000,
         }
     }
 }
@@ -386,7 +392,12 @@ impl Config {
 
     /// Refuses settings that cannot work, with the name of the setting.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let checks: [(bool, &str); 17] = [
+        let checks: [(bool, &str); 18] = [
+            (
+                self.social.max_wishes_per_account > 0
+                    && (1..=100_000).contains(&self.social.max_wish_matches),
+                "social.max_wishes_per_account must be > 0, social.max_wish_matches 1..=100000",
+            ),
             (
                 self.social.max_message_bytes > 0 && self.social.history_per_conversation > 0,
                 "social.max_message_bytes and social.history_per_conversation must be > 0",

@@ -28,6 +28,7 @@ pub mod social;
 pub mod state;
 pub mod text;
 pub mod transfers;
+pub mod wishes;
 
 pub use config::Config;
 pub use server::Server;

@@ -28,7 +28,7 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 4,
-        description: "contacts, blocks, private messages, the durable event log, mutes",
+        description: "contacts, blocks, private messages, the durable event log, mutes, wishlists",
         rewrites_data: false,
         apply: |tx| tx.execute_batch(VERSION_4),
     },
@@ -66,10 +66,32 @@ CREATE TABLE events (
     id INTEGER PRIMARY KEY,
     account INTEGER NOT NULL,
     kind TEXT NOT NULL,
+    subject INTEGER,
     body TEXT NOT NULL,
-    at INTEGER NOT NULL
+    at INTEGER NOT NULL,
+    delivered INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX events_account ON events (account, id);
+CREATE INDEX events_undelivered ON events (account, id) WHERE delivered = 0;
+CREATE TABLE wishes (
+    id INTEGER PRIMARY KEY,
+    account INTEGER NOT NULL,
+    query TEXT NOT NULL,
+    ext TEXT,
+    kind TEXT,
+    min_size INTEGER,
+    max_size INTEGER,
+    auto_download INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX wishes_account ON wishes (account);
+CREATE TABLE wish_hits (
+    id INTEGER PRIMARY KEY,
+    wish INTEGER NOT NULL,
+    content INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    UNIQUE (wish, content)
+);
 ALTER TABLE accounts ADD COLUMN muted_until INTEGER;
 ALTER TABLE accounts ADD COLUMN mute_reason TEXT NOT NULL DEFAULT '';
 ";

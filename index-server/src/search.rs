@@ -92,6 +92,8 @@ pub struct SearchPage {
     pub total_exact: bool,
     /// The page, best first.
     pub hits: Vec<SearchHit>,
+    /// Every content the index found (up to `spec.want`), best first.
+    pub matched: Vec<ContentRef>,
 }
 
 /// Why a search failed.
@@ -142,6 +144,7 @@ pub fn search(
         total: found.total,
         total_exact: found.total_exact,
         hits,
+        matched: found.groups.iter().map(|g| g.content).collect(),
     })
 }
 

@@ -22,7 +22,10 @@ use tokio_util::task::TaskTracker;
 use tower::Service;
 use tracing::{debug, info, warn};
 
+use peerdex_shared::social::EventEnvelope;
+
 use crate::config::{Config, secs};
+use crate::db::AccountRef;
 use crate::db::{Db, unix_now};
 use crate::index::{Indexer, IndexerConfig, SearchIndex};
 use crate::limits::{IpRateLimiter, NonceStore, RateLimiter};
@@ -35,6 +38,8 @@ pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
     indexer: Indexer,
+    /// New wish matches from the indexer, to push to the wishers.
+    wish_events: tokio::sync::mpsc::UnboundedReceiver<(AccountRef, EventEnvelope)>,
 }
 
 /// Name of the SQLite file in the data directory.
@@ -57,6 +62,15 @@ impl Server {
         let index_path = config.data.join(INDEX_DIR);
         let (index, watermark) = SearchIndex::open(&index_path)
             .with_context(|| format!("opening search index {}", index_path.display()))?;
+        let wishes = crate::wishes::WishBook::load(
+            &db,
+            &crate::query::QueryLimits {
+                max_query_bytes: config.search.max_query_bytes,
+                max_terms: config.search.max_query_terms,
+            },
+        )
+        .context("loading wishes")?;
+        let (wish_sink, wish_events) = tokio::sync::mpsc::unbounded_channel();
         let indexer = Indexer::start(
             index.clone(),
             db.clone(),
@@ -65,6 +79,7 @@ impl Server {
                 commit_interval: Duration::from_millis(config.index.commit_interval_ms),
                 writer_memory_bytes: config.index.writer_memory_bytes,
             },
+            Some(crate::wishes::WishWatch::new(wishes.clone(), wish_sink)),
         )
         .context("starting the indexer")?;
         let presence = Arc::new(Presence::new(
@@ -111,6 +126,7 @@ impl Server {
                 relay: Relay::new(config.relay.clone()),
             },
             stats_cache: Mutex::new(None),
+            wishes,
             events: crate::events::EventHub::new(
                 config.social.max_event_streams,
                 config.social.max_event_streams_per_account,
@@ -121,6 +137,7 @@ impl Server {
             listener,
             state,
             indexer,
+            wish_events,
         })
     }
 
@@ -135,7 +152,9 @@ impl Server {
             listener,
             state,
             indexer,
+            wish_events,
         } = self;
+        let wish_push = tokio::spawn(crate::social::push_wish_hits(state.clone(), wish_events));
         let maintenance = tokio::spawn(maintenance(state.clone()));
         let presence_watch = tokio::spawn(crate::social::watch_presence(state.clone()));
         let router = crate::http::router(state.clone());
@@ -214,6 +233,7 @@ impl Server {
         state.lifecycle.tasks.wait().await;
         let _ = maintenance.await;
         let _ = presence_watch.await;
+        wish_push.abort();
         persist_presence(&state).await;
         tokio::task::spawn_blocking(move || indexer.shutdown())
             .await

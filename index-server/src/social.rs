@@ -39,16 +39,58 @@ pub async fn notify(
         Ok((envelope, db.devices_of(account)?))
     })
     .await??;
-    let mut took = state.events.publish(account, &envelope);
+    let took = publish(state, account, &envelope, &devices);
+    if took > 0
+        && let Some(id) = envelope.id
+    {
+        let db = state.store.db.clone();
+        run_blocking(move || db.mark_events_delivered(account, &[id])).await??;
+    }
+    Ok((envelope, took))
+}
+
+/// Pushes an event to the account's open streams and to its devices' control channels;
+/// returns how many took it.
+fn publish(
+    state: &AppState,
+    account: AccountRef,
+    envelope: &EventEnvelope,
+    devices: &[peerdex_shared::PeerId],
+) -> usize {
+    let mut took = state.events.publish(account, envelope);
     for device in devices {
         let message = ControlMessage::Event {
             event: Box::new(envelope.clone()),
         };
-        if state.firewall.control.send(&device, message) {
+        if state.firewall.control.send(device, message) {
             took += 1;
         }
     }
-    Ok((envelope, took))
+    took
+}
+
+/// Pushes the `wish_hit` events the indexer recorded (already durable) to the wishers' streams
+/// and agents, until the indexer stops.
+pub async fn push_wish_hits(
+    state: Arc<AppState>,
+    mut hits: tokio::sync::mpsc::UnboundedReceiver<(AccountRef, EventEnvelope)>,
+) {
+    while let Some((account, envelope)) = hits.recv().await {
+        let db = state.store.db.clone();
+        let devices = match run_blocking(move || db.devices_of(account)).await {
+            Ok(Ok(devices)) => devices,
+            _ => Vec::new(),
+        };
+        if publish(&state, account, &envelope, &devices) > 0
+            && let Some(id) = envelope.id
+        {
+            let db = state.store.db.clone();
+            if let Ok(Err(e)) = run_blocking(move || db.mark_events_delivered(account, &[id])).await
+            {
+                debug!(error = %e, "marking a wish hit delivered failed");
+            }
+        }
+    }
 }
 
 /// Pushes a message to its recipient; once one of their clients took it, it is delivered and

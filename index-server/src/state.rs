@@ -39,6 +39,8 @@ pub struct AppState {
     pub firewall: Firewall,
     /// Cached store-wide counts.
     pub stats_cache: Mutex<Option<(Instant, Counts)>>,
+    /// Standing searches (also held by the indexer, which matches them at ingest).
+    pub wishes: Arc<crate::wishes::WishBook>,
     /// Open event streams of accounts.
     pub events: Arc<crate::events::EventHub>,
 }

@@ -77,6 +77,10 @@ pub const BLOCK: &str = "/api/v1/blocks/{name}";
 pub const MESSAGES: &str = "/api/v1/messages";
 /// Mark message `{id}` read (`POST`).
 pub const MESSAGE_READ: &str = "/api/v1/messages/{id}/read";
+/// Wishes: `POST` adds one, `GET` lists them.
+pub const WISHES: &str = "/api/v1/wishes";
+/// Wish `{id}` (`DELETE` removes it).
+pub const WISH: &str = "/api/v1/wishes/{id}";
 
 /// `pattern` with its `{…}` placeholder replaced by `value`.
 pub fn fill(pattern: &str, value: impl Display) -> String {

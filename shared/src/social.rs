@@ -86,6 +86,68 @@ pub enum ReceiptState {
     Read,
 }
 
+/// `POST /api/v1/wishes` body: a standing search (the filters of `GET /api/v1/search`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WishRequest {
+    /// The query, as for search.
+    pub query: String,
+    /// Only this extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext: Option<String>,
+    /// Only this kind (`audio`, `video`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// At least this many bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<u64>,
+    /// At most this many bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
+    /// Have the wisher's running agent download each new match.
+    #[serde(default)]
+    pub auto_download: bool,
+}
+
+/// A wish as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wish {
+    /// Id.
+    pub id: u64,
+    /// The query.
+    pub query: String,
+    /// Filters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext: Option<String>,
+    /// Kind filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Smallest size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<u64>,
+    /// Largest size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
+    /// Whether the wisher's agent downloads new matches.
+    pub auto_download: bool,
+    /// Unix time it was made.
+    pub created_at: u64,
+    /// Matches it has reported (the starting ones included).
+    pub hits: u64,
+}
+
+/// `POST /api/v1/wishes` response: the wish, and what matches it now (reported once: only
+/// later matches come as `wish_hit` events).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WishCreated {
+    /// The new wish.
+    pub wish: Wish,
+    /// The best current matches, as search returns them.
+    pub matches: Vec<crate::api::SearchHit>,
+    /// How many contents match now (all are taken as already seen).
+    pub total: u64,
+}
+
 /// What happened, in an [`EventEnvelope`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -129,6 +191,28 @@ pub enum Event {
         /// Delivered or read.
         state: ReceiptState,
     },
+    /// A new match of one of your wishes: a content you have not been told about before, just
+    /// listed by someone (PROTOCOL §10.5).
+    WishHit {
+        /// The wish's id.
+        wish: u64,
+        /// The wish's query, as written.
+        query: String,
+        /// The content.
+        hash: crate::FileHash,
+        /// Its size.
+        size: u64,
+        /// The file name of the copy that matched.
+        name: String,
+        /// Its share and folder.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        folder: String,
+        /// Nickname of the peer that listed it.
+        from: String,
+        /// Whether the wish asked for it to be downloaded by the wisher's agent.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        auto_download: bool,
+    },
     /// A moderator acted on your account (mute, ban).
     Moderation {
         /// What: `mute`, `unmute`, `ban`.
@@ -151,6 +235,7 @@ impl Event {
             Event::ContactRemoved { .. } => "contact_removed",
             Event::Message { .. } => "message",
             Event::Receipt { .. } => "receipt",
+            Event::WishHit { .. } => "wish_hit",
             Event::Moderation { .. } => "moderation",
         }
     }

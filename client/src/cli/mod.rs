@@ -134,6 +134,14 @@ enum Command {
         #[command(flatten)]
         server: social::SocialServer,
     },
+    /// Standing searches: `wish add QUERY [--kind K --min-size S] [--auto-download]`,
+    /// `wish list`, `wish rm ID`
+    Wish {
+        #[command(subcommand)]
+        command: social::WishCommand,
+        #[command(flatten)]
+        server: social::SocialServer,
+    },
     /// Print live events (contacts online, messages, requests, receipts) as they come, until
     /// interrupted; NDJSON with --json. Starts after the last durable event printed before.
     Events {
@@ -563,6 +571,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Unblock { name, server } => {
             let file = ConfigFile::load(&config_path(cli.config)?)?;
             social::block(name, false, server, &state_dir(cli.state)?, &file).await?;
+        }
+        Command::Wish { command, server } => {
+            let file = ConfigFile::load(&config_path(cli.config)?)?;
+            social::wish(command, server, &state_dir(cli.state)?, &file).await?;
         }
         Command::Events { args, server } => {
             let file = ConfigFile::load(&config_path(cli.config)?)?;

@@ -99,6 +99,131 @@ pub struct ReadArgs {
     json: bool,
 }
 
+/// `peerdex wish …`.
+#[derive(Debug, Subcommand)]
+pub enum WishCommand {
+    /// Add a standing search: what matches now is shown once, later matches arrive as
+    /// `wish_hit` events (`peerdex events`) the moment someone lists them
+    Add(WishAddArgs),
+    /// Your wishes, with how many matches each reported
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a wish
+    Rm {
+        /// The wish id (from `peerdex wish list`)
+        id: u64,
+    },
+}
+
+/// `peerdex wish add`.
+#[derive(Debug, Args)]
+pub struct WishAddArgs {
+    /// The query, as for `peerdex search` (words, "phrases", -exclusions)
+    #[arg(required = true)]
+    query: Vec<String>,
+    /// Only files with this extension
+    #[arg(long)]
+    ext: Option<String>,
+    /// Only this kind: audio, video, image, document, archive, other
+    #[arg(long)]
+    kind: Option<String>,
+    /// Smallest size (e.g. 700M)
+    #[arg(long, value_parser = super::search::parse_size)]
+    min_size: Option<u64>,
+    /// Largest size
+    #[arg(long, value_parser = super::search::parse_size)]
+    max_size: Option<u64>,
+    /// Have your running agent download each new match into its download folder
+    #[arg(long)]
+    auto_download: bool,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `peerdex wish …`.
+pub async fn wish(
+    command: WishCommand,
+    server: SocialServer,
+    state: &Path,
+    file: &ConfigFile,
+) -> anyhow::Result<()> {
+    let client = client(state, file, server.server)?;
+    match command {
+        WishCommand::Add(args) => {
+            let query = args.query.join(" ");
+            let created = client
+                .add_wish(&peerdex_shared::social::WishRequest {
+                    query: query.clone(),
+                    ext: args.ext,
+                    kind: args.kind,
+                    min_size: args.min_size,
+                    max_size: args.max_size,
+                    auto_download: args.auto_download,
+                })
+                .await
+                .with_context(|| format!("adding the wish {query:?}"))?;
+            if args.json {
+                emit(&format!("{}\n", serde_json::to_string_pretty(&created)?))?;
+            } else {
+                let mut text = format!(
+                    "wish #{} added; {} match(es) now{}\n",
+                    created.wish.id,
+                    created.total,
+                    if created.total > 0 { ":" } else { "" }
+                );
+                for hit in &created.matches {
+                    text.push_str(&format!(
+                        "  {}\t{}\t{}\n",
+                        hit.hash,
+                        super::human_size(hit.size),
+                        visible(&hit.name)
+                    ));
+                }
+                text.push_str("new matches come as events: peerdex events\n");
+                emit(&text)?;
+            }
+        }
+        WishCommand::List { json } => {
+            let wishes = client.wishes().await.context("listing wishes")?;
+            if json {
+                emit(&format!("{}\n", serde_json::to_string_pretty(&wishes)?))?;
+            } else if wishes.is_empty() {
+                emit("no wishes: peerdex wish add QUERY\n")?;
+            } else {
+                let text: String = wishes
+                    .iter()
+                    .map(|w| {
+                        format!(
+                            "#{}\t{}\t{} match(es){}\n",
+                            w.id,
+                            visible(&w.query),
+                            w.hits,
+                            if w.auto_download {
+                                ", auto-download"
+                            } else {
+                                ""
+                            }
+                        )
+                    })
+                    .collect();
+                emit(&text)?;
+            }
+        }
+        WishCommand::Rm { id } => {
+            client
+                .remove_wish(id)
+                .await
+                .with_context(|| format!("removing wish {id}"))?;
+            emit(&format!("removed wish #{id}\n"))?;
+        }
+    }
+    Ok(())
+}
+
 /// `peerdex events`.
 #[derive(Debug, Args)]
 pub struct EventsArgs {
@@ -403,6 +528,22 @@ fn describe(envelope: &EventEnvelope) -> String {
                 ReceiptState::Delivered => "delivered",
                 ReceiptState::Read => "read",
             }
+        ),
+        Event::WishHit {
+            wish,
+            query,
+            hash,
+            size,
+            name,
+            from,
+            ..
+        } => format!(
+            "wish #{wish} ({}): {} ({}) from {}: peerdex get {}",
+            visible(query),
+            visible(name),
+            super::human_size(*size),
+            visible(from),
+            hash
         ),
         Event::Moderation {
             action,

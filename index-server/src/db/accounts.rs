@@ -326,6 +326,18 @@ impl Db {
         Ok(out)
     }
 
+    /// The account with row id `id`.
+    pub fn account(&self, id: AccountRef) -> DbResult<Option<AccountRow>> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"
+                ))?
+                .query_row([id], account_from_row)
+                .optional()?)
+        })
+    }
+
     /// The account called `name` (compared by its name key).
     pub fn account_by_name(&self, name: &str) -> DbResult<Option<AccountRow>> {
         let key = nickname_key(name);

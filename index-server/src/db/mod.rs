@@ -470,6 +470,7 @@ mod index_log;
 mod lists;
 mod moderation;
 mod social;
+mod wishes;
 
 pub use accounts::{
     AccountError, AccountRef, AccountRow, AclRef, AuditRow, GroupRow, InviteRow, SCOPE_CACHE_SECS,
@@ -477,6 +478,7 @@ pub use accounts::{
 };
 pub use moderation::{BanKind, BanRow, BanSubject, check_ban_value};
 pub use social::{ContactOutcome, SocialError, StoredMessage};
+pub use wishes::{WishMatch, WishRow};
 mod peers;
 mod reads;
 

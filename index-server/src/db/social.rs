@@ -24,6 +24,9 @@ pub enum SocialError {
     /// The request makes no sense (yourself as a contact).
     #[error("{0}")]
     Invalid(String),
+    /// A per-account limit is reached.
+    #[error("{0}")]
+    TooMany(String),
     /// The store failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -443,6 +446,11 @@ impl Db {
                     )?
                     .execute(params![id as i64, recipient, now])?;
                 if changed == 1 {
+                    tx.prepare_cached(
+                        "UPDATE events SET delivered = 1 WHERE account = ?1 AND kind = 'message'
+                         AND subject = ?2",
+                    )?
+                    .execute(params![recipient, id as i64])?;
                     newly.push(tx.query_row(
                         &format!("SELECT {MESSAGE_COLUMNS} WHERE m.id = ?1"),
                         [id as i64],
@@ -491,20 +499,23 @@ impl Db {
 
     /// Keeps a durable event for `account`; returns it with its id.
     pub fn record_event(&self, account: AccountRef, event: Event) -> DbResult<EventEnvelope> {
-        let at = unix_now();
-        let body = serde_json::to_string(&event).unwrap_or_default();
-        let id: i64 = self.write(|tx| {
-            Ok(tx
-                .prepare_cached(
-                    "INSERT INTO events (account, kind, body, at) VALUES (?1, ?2, ?3, ?4)
-                     RETURNING id",
-                )?
-                .query_row(params![account, event.kind(), body, at], |r| r.get(0))?)
-        })?;
-        Ok(EventEnvelope {
-            id: Some(id.max(0) as u64),
-            at: at.max(0) as u64,
-            event,
+        self.write(|tx| Ok(record_event_in(tx, account, event)?))
+    }
+
+    /// Notes that durable events of `account` reached one of its clients: they are not
+    /// replayed to a client that connects without `Last-Event-ID`.
+    pub fn mark_events_delivered(&self, account: AccountRef, ids: &[u64]) -> DbResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE events SET delivered = 1 WHERE account = ?1 AND id = ?2 AND delivered = 0",
+            )?;
+            for &id in ids {
+                stmt.execute(params![account, i64::try_from(id).unwrap_or(-1)])?;
+            }
+            Ok(())
         })
     }
 
@@ -516,66 +527,35 @@ impl Db {
         limit: u32,
     ) -> DbResult<Vec<EventEnvelope>> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, at, body FROM events WHERE account = ?1 AND id > ?2
-                 ORDER BY id LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(
-                params![account, i64::try_from(after).unwrap_or(i64::MAX), limit],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, String>(2)?,
-                    ))
-                },
-            )?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (id, at, body) = row?;
-                // A row this server wrote; one it cannot read (from a newer build) is skipped.
-                if let Ok(event) = serde_json::from_str::<Event>(&body) {
-                    out.push(EventEnvelope {
-                        id: Some(id.max(0) as u64),
-                        at: at.max(0) as u64,
-                        event,
-                    });
-                }
-            }
-            Ok(out)
+            events_from(
+                conn.prepare_cached(
+                    "SELECT id, at, body FROM events WHERE account = ?1 AND id > ?2
+                     ORDER BY id LIMIT ?3",
+                )?
+                .query_map(
+                    params![account, i64::try_from(after).unwrap_or(i64::MAX), limit],
+                    event_row,
+                )?,
+            )
         })
     }
 
-    /// The durable events of messages to `account` not yet delivered anywhere, oldest first:
-    /// what a client connecting without `Last-Event-ID` is given first.
+    /// The durable events of `account` that reached none of its clients yet, oldest first (at
+    /// most `limit`): what a client connecting without `Last-Event-ID` is given first.
     pub fn undelivered_events(
         &self,
         account: AccountRef,
         limit: u32,
     ) -> DbResult<Vec<EventEnvelope>> {
-        let first: Option<i64> = self.read(|conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT min(e.id) FROM events e JOIN messages m
-                       ON m.id = json_extract(e.body, '$.message.id')
-                     WHERE e.account = ?1 AND e.kind = 'message' AND m.recipient = ?1
-                       AND m.delivered_at IS NULL",
+        self.read(|conn| {
+            events_from(
+                conn.prepare_cached(
+                    "SELECT id, at, body FROM events WHERE account = ?1 AND delivered = 0
+                     ORDER BY id LIMIT ?2",
                 )?
-                .query_row([account], |r| r.get(0))?)
-        })?;
-        let Some(first) = first else {
-            return Ok(Vec::new());
-        };
-        let mut events = self.events_after(account, (first - 1).max(0) as u64, limit)?;
-        let undelivered: std::collections::HashSet<u64> = self
-            .undelivered(account, limit)?
-            .into_iter()
-            .map(|m| m.message.id)
-            .collect();
-        events.retain(
-            |e| matches!(&e.event, Event::Message { message } if undelivered.contains(&message.id)),
-        );
-        Ok(events)
+                .query_map(params![account, limit], event_row)?,
+            )
+        })
     }
 
     /// Drops messages and events older than `retention_secs`.
@@ -626,4 +606,56 @@ fn make_mutual(
         params![me, them, now],
     )?;
     Ok(())
+}
+
+type EventRow = (i64, i64, String);
+
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+}
+
+fn events_from(
+    rows: impl Iterator<Item = rusqlite::Result<EventRow>>,
+) -> DbResult<Vec<EventEnvelope>> {
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, at, body) = row?;
+        // A row this server wrote; one it cannot read (from a newer build) is skipped.
+        if let Ok(event) = serde_json::from_str::<Event>(&body) {
+            out.push(EventEnvelope {
+                id: Some(id.max(0) as u64),
+                at: at.max(0) as u64,
+                event,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Keeps a durable event in `tx` (the caller's transaction, so the event exists exactly when
+/// what it reports does).
+pub(super) fn record_event_in(
+    tx: &Connection,
+    account: AccountRef,
+    event: Event,
+) -> rusqlite::Result<EventEnvelope> {
+    let at = unix_now();
+    let body = serde_json::to_string(&event).unwrap_or_default();
+    let subject = match &event {
+        Event::Message { message } => i64::try_from(message.id).ok(),
+        _ => None,
+    };
+    let id: i64 = tx
+        .prepare_cached(
+            "INSERT INTO events (account, kind, subject, body, at) VALUES (?1, ?2, ?3, ?4, ?5)
+             RETURNING id",
+        )?
+        .query_row(params![account, event.kind(), subject, body, at], |r| {
+            r.get(0)
+        })?;
+    Ok(EventEnvelope {
+        id: Some(id.max(0) as u64),
+        at: at.max(0) as u64,
+        event,
+    })
 }

@@ -111,6 +111,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(social::messages).post(social::send_message),
         )
         .route(routes::MESSAGE_READ, post(social::read_message))
+        .route(routes::WISHES, get(social::wishes).post(social::add_wish))
+        .route(routes::WISH, delete(social::remove_wish))
         .layer(DefaultBodyLimit::max(limits.max_json_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -437,6 +439,78 @@ struct SearchParams {
     offset: Option<u64>,
 }
 
+/// A search's query and filters, checked (the search route and wishes share them).
+pub(crate) struct SearchFilters {
+    pub(crate) plan: query::QueryPlan,
+    pub(crate) ext: Option<String>,
+    pub(crate) kind: Option<FileKind>,
+    pub(crate) min_size: Option<u64>,
+    pub(crate) max_size: Option<u64>,
+    max_prefix_expansions: u32,
+}
+
+impl SearchFilters {
+    /// The index search for them, asking for `want` groups.
+    pub(crate) fn spec(&self, want: usize, scope: Arc<crate::scope::Scope>) -> SearchSpec {
+        SearchSpec {
+            plan: self.plan.clone(),
+            ext: self.ext.clone(),
+            kind: self.kind,
+            min_size: self.min_size,
+            max_size: self.max_size,
+            max_prefix_expansions: self.max_prefix_expansions,
+            want,
+            scope,
+        }
+    }
+}
+
+/// Checks a query and its filters under the search caps (400 naming the problem).
+pub(crate) fn search_filters(
+    config: &crate::config::SearchConfig,
+    text: &str,
+    ext: Option<&str>,
+    kind: Option<&str>,
+    min_size: Option<u64>,
+    max_size: Option<u64>,
+) -> Result<SearchFilters, ApiError> {
+    let plan = query::parse(
+        text,
+        &QueryLimits {
+            max_query_bytes: config.max_query_bytes,
+            max_terms: config.max_query_terms,
+        },
+    )
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let ext = match ext.map(|e| e.trim_start_matches('.').to_lowercase()) {
+        Some(e) if e.is_empty() || e.len() > 16 || !e.chars().all(char::is_alphanumeric) => {
+            return Err(ApiError::bad_request(format!("invalid extension {e:?}")));
+        }
+        other => other,
+    };
+    let kind = match kind {
+        Some(k) => Some(FileKind::parse(k).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unknown kind {k:?}; use one of audio, video, image, document, archive, other"
+            ))
+        })?),
+        None => None,
+    };
+    if let (Some(min), Some(max)) = (min_size, max_size)
+        && min > max
+    {
+        return Err(ApiError::bad_request("min_size is greater than max_size"));
+    }
+    Ok(SearchFilters {
+        plan,
+        ext,
+        kind,
+        min_size,
+        max_size,
+        max_prefix_expansions: config.max_prefix_expansions,
+    })
+}
+
 /// How long a search waits for a free slot before the server says it is busy.
 const SEARCH_QUEUE_WAIT: Duration = Duration::from_secs(5);
 
@@ -448,38 +522,14 @@ async fn search(
     let params = query_params(params)?;
     let scope = caller.scope(&state, "search").await?;
     let config = &state.config.search;
-    let text = params.q.as_deref().unwrap_or("");
-    let plan = query::parse(
-        text,
-        &QueryLimits {
-            max_query_bytes: config.max_query_bytes,
-            max_terms: config.max_query_terms,
-        },
-    )
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let ext = match params
-        .ext
-        .as_deref()
-        .map(|e| e.trim_start_matches('.').to_lowercase())
-    {
-        Some(e) if e.is_empty() || e.len() > 16 || !e.chars().all(char::is_alphanumeric) => {
-            return Err(ApiError::bad_request(format!("invalid extension {e:?}")));
-        }
-        other => other,
-    };
-    let kind = match params.kind.as_deref() {
-        Some(k) => Some(FileKind::parse(k).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "unknown kind {k:?}; use one of audio, video, image, document, archive, other"
-            ))
-        })?),
-        None => None,
-    };
-    if let (Some(min), Some(max)) = (params.min_size, params.max_size)
-        && min > max
-    {
-        return Err(ApiError::bad_request("min_size is greater than max_size"));
-    }
+    let filters = search_filters(
+        config,
+        params.q.as_deref().unwrap_or(""),
+        params.ext.as_deref(),
+        params.kind.as_deref(),
+        params.min_size,
+        params.max_size,
+    )?;
     let limit = params.limit.unwrap_or(20).clamp(1, config.max_limit);
     let offset = params.offset.unwrap_or(0);
     if offset > config.max_offset {
@@ -488,17 +538,8 @@ async fn search(
             config.max_offset
         )));
     }
-    let spec = SearchSpec {
-        plan,
-        ext,
-        kind,
-        min_size: params.min_size,
-        max_size: params.max_size,
-        max_prefix_expansions: config.max_prefix_expansions,
-        // Both are bounded above (max_offset, max_limit), so this is small.
-        want: (offset + limit) as usize,
-        scope: scope.clone(),
-    };
+    // Both are bounded above (max_offset, max_limit), so this is small.
+    let spec = filters.spec((offset + limit) as usize, scope.clone());
 
     let _slot = tokio::time::timeout(SEARCH_QUEUE_WAIT, state.guards.search_slots.acquire())
         .await
@@ -522,6 +563,7 @@ async fn search(
         total,
         total_exact,
         hits,
+        ..
     } = run_blocking(move || {
         let viewer = caller.viewer(&state2, &scope);
         search::search(

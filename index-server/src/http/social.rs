@@ -40,6 +40,15 @@ impl From<SocialError> for ApiError {
                 ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Blocked, e.to_string())
             }
             SocialError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            SocialError::TooMany(_) => {
+                let mut error = ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::LimitExceeded,
+                    e.to_string(),
+                );
+                error.body.limit = Some("max_wishes_per_account".into());
+                error
+            }
             SocialError::Db(e) => e.into(),
         }
     }
@@ -126,6 +135,9 @@ pub async fn events(
             _ => None,
         })
         .collect();
+    let ids: Vec<u64> = replay.iter().filter_map(|e| e.id).collect();
+    let db = state.store.db.clone();
+    run_blocking(move || db.mark_events_delivered(id, &ids)).await??;
     social::delivered(&state, account.id, messages).await?;
     let last = replay.iter().filter_map(|e| e.id).max().unwrap_or(0);
     let stream = EventStream {
@@ -476,4 +488,120 @@ pub async fn read_message(
         social::receipt(&state, &stored, ReceiptState::Read).await?;
     }
     Ok(Json(stored.message))
+}
+
+// ---- wishes ------------------------------------------------------------------------------------
+
+/// `POST /api/v1/wishes`: a standing search. What matches now is answered once and taken as
+/// reported; later matches come as `wish_hit` events, the moment their list is committed.
+pub async fn add_wish(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<peerdex_shared::social::WishCreated>), ApiError> {
+    let request: peerdex_shared::social::WishRequest = json_body(body)?;
+    let account = member(&state, &caller).await?;
+    let scope = caller.scope(&state, "search").await?;
+    let filters = super::search_filters(
+        &state.config.search,
+        &request.query,
+        request.ext.as_deref(),
+        request.kind.as_deref(),
+        request.min_size,
+        request.max_size,
+    )?;
+    let broad = state.config.social.max_wish_matches;
+    let spec = filters.spec(broad + 1, scope.clone());
+    let online = Arc::new(state.presence.snapshot());
+    let search_request = crate::search::SearchRequest {
+        spec,
+        offset: 0,
+        limit: 20,
+        max_sources: state.config.search.max_sources,
+    };
+    let state2 = state.clone();
+    let page = run_blocking(move || {
+        let viewer = caller.viewer(&state2, &scope);
+        crate::search::search(
+            &state2.store.db,
+            &state2.store.index,
+            online,
+            viewer,
+            &search_request,
+        )
+    })
+    .await??;
+    if page.matched.len() > broad {
+        return Err(ApiError::bad_request(format!(
+            "this wish matches more than {broad} contents already (social.max_wish_matches); \
+             make it narrower"
+        )));
+    }
+    let row = crate::db::WishRow {
+        id: 0,
+        account: account.id,
+        query: request.query.clone(),
+        ext: filters.ext.clone(),
+        kind: filters.kind.map(|k| k.as_str().to_owned()),
+        min_size: request.min_size,
+        max_size: request.max_size,
+        auto_download: request.auto_download,
+        created_at: 0,
+    };
+    let db = state.store.db.clone();
+    let most = state.config.social.max_wishes_per_account;
+    let matched = page.matched.clone();
+    let row = run_blocking(move || db.create_wish(&row, &matched, most)).await??;
+    let limits = crate::query::QueryLimits {
+        max_query_bytes: state.config.search.max_query_bytes,
+        max_terms: state.config.search.max_query_terms,
+    };
+    let wish = peerdex_shared::social::Wish {
+        id: row.id.max(0) as u64,
+        query: row.query.clone(),
+        ext: row.ext.clone(),
+        kind: row.kind.clone(),
+        min_size: row.min_size,
+        max_size: row.max_size,
+        auto_download: row.auto_download,
+        created_at: row.created_at.max(0) as u64,
+        hits: page.matched.len() as u64,
+    };
+    if let Some(standing) = crate::wishes::StandingWish::new(row, &limits) {
+        state.wishes.insert(standing);
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(peerdex_shared::social::WishCreated {
+            wish,
+            matches: page.hits,
+            total: page.matched.len() as u64,
+        }),
+    ))
+}
+
+/// `GET /api/v1/wishes`.
+pub async fn wishes(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<Vec<peerdex_shared::social::Wish>>, ApiError> {
+    let account = member(&state, &caller).await?;
+    let db = state.store.db.clone();
+    Ok(Json(run_blocking(move || db.wishes_of(account.id)).await??))
+}
+
+/// `DELETE /api/v1/wishes/{id}`.
+pub async fn remove_wish(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let account = member(&state, &caller).await?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{id:?} is not a wish id")))?;
+    let db = state.store.db.clone();
+    run_blocking(move || db.delete_wish(account.id, id)).await??;
+    state.wishes.remove(i64::try_from(id).unwrap_or(-1));
+    Ok(StatusCode::NO_CONTENT)
 }

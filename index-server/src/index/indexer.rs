@@ -26,6 +26,7 @@ impl Indexer {
         db: Arc<Db>,
         watermark: Option<i64>,
         config: IndexerConfig,
+        wishes: Option<crate::wishes::WishWatch>,
     ) -> Result<Indexer, IndexError> {
         // tantivy wants at least 15 MB per writer thread: fewer threads on a small budget.
         let cores = std::thread::available_parallelism()
@@ -58,6 +59,7 @@ impl Indexer {
             committed: applied,
             dirty: watermark.is_none(),
             config,
+            wishes,
         };
         let stop_flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -106,6 +108,8 @@ struct Worker {
     committed: i64,
     dirty: bool,
     config: IndexerConfig,
+    /// Standing searches, matched against each batch before it is committed.
+    wishes: Option<crate::wishes::WishWatch>,
 }
 
 const OPS_PER_READ: i64 = 1000;
@@ -121,6 +125,7 @@ impl Worker {
             }
             let due = last_commit.elapsed() >= self.config.commit_interval;
             if self.dirty && (due || stopping) {
+                self.verify_wishes();
                 match self.commit() {
                     Ok(()) => last_commit = Instant::now(),
                     Err(e) => error!(error = %e, "index commit failed; retrying"),
@@ -154,7 +159,9 @@ impl Worker {
                 return Ok(());
             };
             for (_, op) in &ops {
-                self.apply(*op)?;
+                if self.apply(*op)? {
+                    self.verify_wishes();
+                }
             }
             self.applied = last;
             self.dirty = true;
@@ -166,18 +173,23 @@ impl Worker {
         }
     }
 
-    fn apply(&mut self, op: IndexOp) -> Result<(), IndexError> {
+    /// Applies one operation; true when enough entries wait for wish verification to do it now.
+    fn apply(&mut self, op: IndexOp) -> Result<bool, IndexError> {
         let fields = self.index.fields;
+        let mut verify_now = false;
         match op {
             IndexOp::ReindexPeer { peer } => {
                 self.writer
                     .delete_term(Term::from_field_u64(fields.peer, peer.as_u64()));
-                let (index, writer) = (&self.index, &self.writer);
+                let (index, writer, wishes) = (&self.index, &self.writer, &mut self.wishes);
                 let mut added = 0u64;
                 self.db
                     .for_each_active_file(peer, |doc| -> Result<(), IndexError> {
                         added += 1;
                         writer.add_document(index.document(&doc))?;
+                        if let Some(wishes) = wishes.as_mut() {
+                            verify_now |= wishes.offer(&doc);
+                        }
                         Ok(())
                     })?;
                 debug!(peer = peer.0, added, "reindexed peer");
@@ -187,10 +199,23 @@ impl Worker {
                     .delete_term(Term::from_field_u64(fields.file, file.as_u64()));
                 if let Some(doc) = self.db.active_file(file)? {
                     self.writer.add_document(self.index.document(&doc))?;
+                    if let Some(wishes) = self.wishes.as_mut() {
+                        verify_now = wishes.offer(&doc);
+                    }
                 }
             }
         }
-        Ok(())
+        Ok(verify_now)
+    }
+
+    /// Matches the entries held for wishes; a failure is logged (their matches are then not
+    /// reported, the entries are indexed all the same).
+    fn verify_wishes(&mut self) {
+        if let Some(wishes) = self.wishes.as_mut()
+            && let Err(e) = wishes.verify(&self.db)
+        {
+            warn!(error = %e, "matching new entries against wishes failed");
+        }
     }
 
     fn commit(&mut self) -> Result<(), IndexError> {

@@ -245,6 +245,11 @@ impl SearchIndex {
             }
             None => (index, None),
         };
+        Ok((SearchIndex::with_index(index, fields)?, watermark))
+    }
+
+    /// An open index over `index`: the tokenizers registered, a reader reloaded by hand.
+    fn with_index(index: Index, fields: Fields) -> Result<SearchIndex, IndexError> {
         index.tokenizers().register(
             TOKENIZER_NAME,
             TextAnalyzer::from(PeerdexTokenizer::default()),
@@ -257,15 +262,27 @@ impl SearchIndex {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
-        Ok((
-            SearchIndex {
-                index,
-                reader,
-                fields,
-                columns: Arc::default(),
-            },
-            watermark,
-        ))
+        Ok(SearchIndex {
+            index,
+            reader,
+            fields,
+            columns: Arc::default(),
+        })
+    }
+
+    /// A small index in memory holding exactly `docs`, built and searched like the real one:
+    /// standing searches (wishes) run on it against a batch of new entries, so a wish and a
+    /// search can never disagree about what matches.
+    pub fn in_ram(docs: &[FileDoc]) -> Result<SearchIndex, IndexError> {
+        let (schema, fields) = build_schema();
+        let ram = SearchIndex::with_index(Index::create_in_ram(schema), fields)?;
+        let mut writer: IndexWriter = ram.index.writer_with_num_threads(1, 15_000_000)?;
+        for doc in docs {
+            writer.add_document(ram.document(doc))?;
+        }
+        writer.commit()?;
+        ram.reader.reload()?;
+        Ok(ram)
     }
 
     /// Runs a search (blocking: call from a blocking thread). Returns the best `spec.want`

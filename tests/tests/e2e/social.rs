@@ -590,3 +590,201 @@ async fn the_cli_adds_contacts_sends_and_reads_messages_and_prints_events_as_ndj
         "{out:?}"
     );
 }
+
+fn wish(query: &str) -> peerdex_shared::social::WishRequest {
+    peerdex_shared::social::WishRequest {
+        query: query.into(),
+        ..Default::default()
+    }
+}
+
+fn wish_hit_name(event: &Event) -> Option<&str> {
+    match event {
+        Event::WishHit { name, .. } => Some(name.as_str()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wishes_report_each_new_match_once_at_ingest_to_online_and_offline_wishers() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(data.path(), |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ann = account(&server, "ann", &Identity::generate().unwrap()).await;
+    let admin_db = operator_db(&server);
+    admin_db.create_group("operator", "lab").unwrap();
+    // Bob shares a folder publicly and one with a group ann is not in.
+    let bob_state = dir.path().join("bob-state");
+    std::fs::create_dir_all(&bob_state).unwrap();
+    let bob_key = Identity::load_or_create(&bob_state.join(peerdex_agent::KEY_FILE)).unwrap();
+    account(&server, "bob", &bob_key).await;
+    let (music, lab) = (dir.path().join("music"), dir.path().join("lab"));
+    write_file(&music, "Xyzzy old.flac", b"an old one");
+    write_file(&lab, "placeholder.txt", b"lab");
+    let mut config = agent_config(&server.url, &bob_state, &[&music, &lab]);
+    config.shares[1].rules =
+        peerdex_agent::config::ShareRules::new(&peerdex_agent::config::ShareConfig {
+            visibility: "group:lab".parse().unwrap(),
+            ..peerdex_agent::config::ShareConfig::new(lab.clone())
+        })
+        .unwrap();
+    let agent = TestAgent::start_with(config).await;
+    agent.wait_synced().await;
+    server.wait_for_hits("old", 1).await;
+
+    // Adding a wish answers what matches now, once.
+    let created = ann.add_wish(&wish("xyzzy flac -live")).await.unwrap();
+    assert_eq!(created.total, 1);
+    assert_eq!(names_of(&created.matches), ["Xyzzy old.flac"]);
+    let mut events = Events::open(&ann, None).await;
+
+    // A new match is pushed as soon as its list is committed; a near miss is not.
+    write_file(&music, "xyzzy live.flac", b"live, excluded");
+    write_file(&music, "Xyzzy - Song.flac", b"the song");
+    let started = std::time::Instant::now();
+    let hit = events
+        .until("the wish hit", |e| wish_hit_name(e).is_some())
+        .await;
+    eprintln!(
+        "wish hit after {:?} (file written to event)",
+        started.elapsed()
+    );
+    let Event::WishHit {
+        wish: id,
+        hash,
+        from,
+        ..
+    } = &hit.event
+    else {
+        unreachable!()
+    };
+    assert_eq!(wish_hit_name(&hit.event), Some("Xyzzy - Song.flac"));
+    assert_eq!(
+        (*id, from.as_str()),
+        (created.wish.id, agent.status().nick.as_str())
+    );
+    assert_eq!(*hash, content_hash(b"the song"));
+    // The same content listed again (another name, same bytes), and a matching file in a
+    // folder ann may not see: nothing new.
+    write_file(&music, "copies/Xyzzy copy.flac", b"the song");
+    write_file(&lab, "Xyzzy secret.flac", b"group only");
+    agent.wait_synced().await;
+    server.wait_for_hits("copy", 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        events
+            .next_within(Duration::from_millis(800))
+            .await
+            .is_none(),
+        "no repeat, no out-of-scope hit"
+    );
+    let cursor = hit.id.unwrap();
+
+    // Ann goes away; three new matches while she is gone arrive when she is back, once.
+    drop(events);
+    for n in 0..3 {
+        write_file(
+            &music,
+            &format!("later/xyzzy {n}.flac"),
+            format!("later {n}").as_bytes(),
+        );
+    }
+    server.wait_for_hits("later", 3).await;
+    let mut events = Events::open(&ann, None).await;
+    let mut later = Vec::new();
+    while let Some(event) = events.next_within(Duration::from_secs(2)).await {
+        later.push(wish_hit_name(&event.event).unwrap().to_string());
+    }
+    later.sort();
+    assert_eq!(later, ["xyzzy 0.flac", "xyzzy 1.flac", "xyzzy 2.flac"]);
+    drop(events);
+
+    // A restart reports nothing again (the agent re-sends nothing new either).
+    agent.stop().await;
+    let ann_token = ann.account_token().unwrap().to_owned();
+    server.stop().await;
+    let server = TestServer::start_in(data.path(), |_| {}).await;
+    let ann = server.client().with_account_token(Some(ann_token));
+    let mut config = agent_config(&server.url, &bob_state, &[&music, &lab]);
+    config.shares[1].rules =
+        peerdex_agent::config::ShareRules::new(&peerdex_agent::config::ShareConfig {
+            visibility: "group:lab".parse().unwrap(),
+            ..peerdex_agent::config::ShareConfig::new(lab.clone())
+        })
+        .unwrap();
+    let agent = TestAgent::start_with(config).await;
+    agent.wait_synced().await;
+    server.wait_for_hits("later", 3).await;
+    let mut events = Events::open(&ann, Some(cursor)).await;
+    let mut replayed = Vec::new();
+    while let Some(event) = events.next_within(Duration::from_secs(2)).await {
+        replayed.push(wish_hit_name(&event.event).unwrap().to_string());
+    }
+    assert_eq!(
+        replayed.len(),
+        3,
+        "only the three after the cursor: {replayed:?}"
+    );
+
+    // What the wish reported equals what a search finds (same semantics by construction).
+    let found = ann
+        .search(&peerdex_client::server_api::SearchQuery {
+            q: "xyzzy flac -live".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let listed = ann.wishes().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].hits, found.total, "{listed:?} vs {found:?}");
+    agent.stop().await;
+}
+
+fn names_of(hits: &[peerdex_shared::api::SearchHit]) -> Vec<&str> {
+    hits.iter().map(|h| h.name.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_and_too_broad_wishes_are_refused_with_the_reason() {
+    let server = TestServer::start_with(|c| {
+        c.social.max_wishes_per_account = 2;
+        c.social.max_wish_matches = 3;
+    })
+    .await;
+    let ann = account(&server, "ann", &Identity::generate().unwrap()).await;
+    let mut peer = TestPeer::join(&server.url, "lister").await;
+    let entries: Vec<_> = (0..5)
+        .map(|n| entry(&format!("common {n}.txt"), 10 + n, &format!("c{n}")))
+        .collect();
+    peer.client.upload_full(1, &entries).await.unwrap();
+    server.wait_for_hits("common", 5).await;
+    let _ = &mut peer;
+
+    let long = "x".repeat(10_000);
+    for (request, code) in [
+        (wish(&long), ErrorCode::BadRequest),
+        (wish(""), ErrorCode::BadRequest),
+        (wish("common"), ErrorCode::BadRequest),
+        (
+            peerdex_shared::social::WishRequest {
+                kind: Some("nonsense".into()),
+                ..wish("rare")
+            },
+            ErrorCode::BadRequest,
+        ),
+    ] {
+        let e = ann.add_wish(&request).await.unwrap_err();
+        assert_eq!(e.code(), Some(code), "{:?}: {e}", request.query.len());
+    }
+    let e = ann.add_wish(&wish("common")).await.unwrap_err();
+    assert!(e.to_string().contains("max_wish_matches"), "{e}");
+    ann.add_wish(&wish("rare one")).await.unwrap();
+    let second = ann.add_wish(&wish("rare two")).await.unwrap();
+    let e = ann.add_wish(&wish("rare three")).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::LimitExceeded), "{e}");
+    ann.remove_wish(second.wish.id).await.unwrap();
+    let e = ann.remove_wish(second.wish.id).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e}");
+    let e = server.client().add_wish(&wish("rare")).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Unauthorized), "{e}");
+}
