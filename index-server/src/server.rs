@@ -68,6 +68,7 @@ impl Server {
                 max_query_bytes: config.search.max_query_bytes,
                 max_terms: config.search.max_query_terms,
             },
+            &index,
         )
         .context("loading wishes")?;
         let (wish_sink, wish_events) = tokio::sync::mpsc::unbounded_channel();

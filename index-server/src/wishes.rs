@@ -59,17 +59,21 @@ fn cut(term: &str) -> String {
     term.chars().take(MAX_INDEXED_PREFIX_CHARS).collect()
 }
 
-/// The key a wish is filed under: its longest required term (likely the rarest), cut to the
-/// indexed prefix length. `None` when it has no required term (it is then tried on every batch).
-pub fn key_of(plan: &QueryPlan) -> Option<String> {
+/// The key a wish is filed under: of its required terms (cut to the indexed prefix length), the
+/// one the fewest entries hold now by `docs_with` (the rarest, so the presearch lets few entries
+/// through), the longest among equals (with an empty index: the longest, Elasticsearch's rule).
+/// `None` when it has no required term (it is then tried on every batch).
+pub fn key_of(plan: &QueryPlan, docs_with: &dyn Fn(&str) -> u64) -> Option<String> {
     plan.required
         .iter()
         .flat_map(|clause| match clause {
             Clause::Word { term, .. } => vec![term.as_str()],
             Clause::Phrase(terms) => terms.iter().map(String::as_str).collect(),
         })
-        .max_by_key(|term| term.chars().count())
         .map(cut)
+        .map(|key| (docs_with(&key), std::cmp::Reverse(key.chars().count()), key))
+        .min()
+        .map(|(_, _, key)| key)
 }
 
 #[derive(Default)]
@@ -87,24 +91,29 @@ pub struct WishBook {
 }
 
 impl WishBook {
-    /// The wishes stored in `db`.
-    pub fn load(db: &Db, limits: &QueryLimits) -> crate::db::DbResult<Arc<WishBook>> {
+    /// The wishes stored in `db`, keyed by their rarest term in `index`.
+    pub fn load(
+        db: &Db,
+        limits: &QueryLimits,
+        index: &SearchIndex,
+    ) -> crate::db::DbResult<Arc<WishBook>> {
         let book = Arc::new(WishBook::default());
         for row in db.all_wishes()? {
             let id = row.id;
             match StandingWish::new(row, limits) {
-                Some(wish) => book.insert(wish),
+                Some(wish) => book.insert(wish, &|key| index.docs_with_prefix(key)),
                 None => warn!(wish = id, "a stored wish no longer parses; it is left out"),
             }
         }
         Ok(book)
     }
 
-    /// Files a wish.
-    pub fn insert(&self, wish: StandingWish) {
+    /// Files a wish under its rarest term by `docs_with` (see [`key_of`]).
+    pub fn insert(&self, wish: StandingWish, docs_with: &dyn Fn(&str) -> u64) {
+        let key = key_of(&wish.plan, docs_with);
         let mut book = self.book.write().unwrap_or_else(|p| p.into_inner());
         let id = wish.row.id;
-        match key_of(&wish.plan) {
+        match key {
             Some(key) => book.by_key.entry(key).or_default().push(id),
             None => book.keyless.push(id),
         }
@@ -304,36 +313,50 @@ mod tests {
     }
 
     #[test]
-    fn the_key_is_the_longest_required_term_cut_to_the_prefix_length() {
-        assert_eq!(key_of(&plan("xyzzy flac -live")).as_deref(), Some("xyzzy"));
+    fn the_key_is_the_rarest_required_term_then_the_longest_cut_to_the_prefix_length() {
+        let none = |_: &str| 0;
         assert_eq!(
-            key_of(&plan("\"ok computer\" radiohead")).as_deref(),
+            key_of(&plan("xyzzy flac -live"), &none).as_deref(),
+            Some("xyzzy")
+        );
+        assert_eq!(
+            key_of(&plan("\"ok computer\" radiohead"), &none).as_deref(),
             Some("radiohead")
         );
         assert_eq!(
-            key_of(&plan("extraordinarily")).as_deref(),
+            key_of(&plan("extraordinarily"), &none).as_deref(),
             Some("extraordin")
         );
+        // "track" is in every entry, the number in a few: the number is the key.
+        let counts = |key: &str| if key == "track" { 1_000_000 } else { 3 };
+        assert_eq!(
+            key_of(&plan("track 4242"), &counts).as_deref(),
+            Some("4242")
+        );
+        assert_eq!(key_of(&plan("-live"), &none), None);
     }
 
     #[test]
     fn presearch_finds_wishes_by_a_prefix_of_any_term_and_nothing_else() {
         let book = WishBook::default();
         for (id, q) in [(1, "xyzzy flac"), (2, "beat"), (3, "extraordinarily long")] {
-            book.insert(StandingWish {
-                row: WishRow {
-                    id,
-                    account: AccountRef(1),
-                    query: q.into(),
-                    ext: None,
-                    kind: None,
-                    min_size: None,
-                    max_size: None,
-                    auto_download: false,
-                    created_at: 0,
+            book.insert(
+                StandingWish {
+                    row: WishRow {
+                        id,
+                        account: AccountRef(1),
+                        query: q.into(),
+                        ext: None,
+                        kind: None,
+                        min_size: None,
+                        max_size: None,
+                        auto_download: false,
+                        created_at: 0,
+                    },
+                    plan: plan(q),
                 },
-                plan: plan(q),
-            });
+                &|_| 0,
+            );
         }
         let mut out = HashSet::new();
         assert!(book.presearch("Music/The Beatles/Xyzzy - Song.flac", &mut out));

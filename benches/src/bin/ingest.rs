@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use peerdex_benches::dir_bytes;
+use peerdex_benches::{dir_bytes, synthetic};
 use peerdex_client::server_api::{SearchQuery, ndjson};
 use peerdex_shared::api::{DeltaOp, ListEntry};
 use peerdex_tests::{TestPeer, TestServer, entry};
@@ -19,34 +19,6 @@ use peerdex_tests::{TestPeer, TestServer, entry};
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-fn synthetic(n: u64) -> Vec<ListEntry> {
-    let artists = [
-        "Beatles",
-        "Beyoncé",
-        "아이유",
-        "Кино",
-        "Sigur Rós",
-        "Nirvana",
-        "Queen",
-        "千と千尋",
-    ];
-    (0..n)
-        .map(|i| {
-            let artist = artists[(i % 8) as usize];
-            entry(
-                &format!(
-                    "{artist} {}/Album {}/{:02} Track {i}.mp3",
-                    i % 997,
-                    i % 31,
-                    i % 20
-                ),
-                3_000_000 + i,
-                &format!("c{i}"),
-            )
-        })
-        .collect()
 }
 
 fn bare_sqlite(entries: &[ListEntry]) -> Duration {

@@ -568,7 +568,10 @@ pub async fn add_wish(
         hits: page.matched.len() as u64,
     };
     if let Some(standing) = crate::wishes::StandingWish::new(row, &limits) {
-        state.wishes.insert(standing);
+        let index = &state.store.index;
+        state
+            .wishes
+            .insert(standing, &|key| index.docs_with_prefix(key));
     }
     Ok((
         StatusCode::CREATED,

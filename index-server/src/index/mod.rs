@@ -270,6 +270,21 @@ impl SearchIndex {
         })
     }
 
+    /// How many documents hold a term starting with `prefix` (as the prefix field indexes it;
+    /// the exact term where prefixes are not indexed). Cheap: one dictionary lookup per
+    /// segment. Picks the rarest key of a wish.
+    pub fn docs_with_prefix(&self, prefix: &str) -> u64 {
+        let searcher = self.reader.searcher();
+        let field = if prefix_is_indexed(prefix) {
+            self.fields.prefix
+        } else {
+            self.fields.text
+        };
+        searcher
+            .doc_freq(&Term::from_field_text(field, prefix))
+            .unwrap_or(0)
+    }
+
     /// A small index in memory holding exactly `docs`, built and searched like the real one:
     /// standing searches (wishes) run on it against a batch of new entries, so a wish and a
     /// search can never disagree about what matches.
