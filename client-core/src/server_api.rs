@@ -10,7 +10,8 @@ use peerdex_shared::identity::{login_message, registration_message};
 use peerdex_shared::peer::RELAY_PROTOCOL;
 use peerdex_shared::routes::{self, fill};
 use peerdex_shared::social::{
-    ContactsResponse, Message, MessagesResponse, SendMessageRequest, Wish, WishCreated, WishRequest,
+    ContactsResponse, JoinedRoom, Message, MessagesResponse, Room, RoomLine, SendMessageRequest,
+    Wish, WishCreated, WishRequest,
 };
 use peerdex_shared::{FileHash, PeerId};
 use reqwest::StatusCode;
@@ -758,6 +759,97 @@ impl ServerClient {
             self.as_viewer(self.http.delete(self.url(&fill(routes::WISH, id))))
                 .send()
                 .await?,
+        )
+        .await
+    }
+
+    /// Rooms this account may see.
+    pub async fn rooms(&self) -> Result<Vec<Room>, ApiError> {
+        decode(
+            self.as_viewer(self.http.get(self.url(routes::ROOMS)))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// Joins room `name` (opening it with `access` when there is none); answers its last lines.
+    pub async fn join_room(
+        &self,
+        name: &str,
+        access: Option<&str>,
+    ) -> Result<JoinedRoom, ApiError> {
+        decode(
+            self.as_viewer(
+                self.http
+                    .post(self.url(&fill(routes::ROOM_JOIN, path_segment(name)))),
+            )
+            .json(&serde_json::json!({ "access": access }))
+            .send()
+            .await?,
+        )
+        .await
+    }
+
+    /// Leaves room `name`.
+    pub async fn leave_room(&self, name: &str) -> Result<(), ApiError> {
+        expect_empty(
+            self.as_viewer(
+                self.http
+                    .post(self.url(&fill(routes::ROOM_LEAVE, path_segment(name)))),
+            )
+            .send()
+            .await?,
+        )
+        .await
+    }
+
+    /// Says `body` in room `name`.
+    pub async fn say(&self, name: &str, body: &str) -> Result<RoomLine, ApiError> {
+        decode(
+            self.as_viewer(
+                self.http
+                    .post(self.url(&fill(routes::ROOM_LINES, path_segment(name)))),
+            )
+            .json(&serde_json::json!({ "body": body }))
+            .send()
+            .await?,
+        )
+        .await
+    }
+
+    /// Room `name`'s last lines (at most `limit`).
+    pub async fn room_log(
+        &self,
+        name: &str,
+        limit: Option<u32>,
+    ) -> Result<Vec<RoomLine>, ApiError> {
+        let mut request = self.as_viewer(
+            self.http
+                .get(self.url(&fill(routes::ROOM_LINES, path_segment(name)))),
+        );
+        if let Some(limit) = limit {
+            request = request.query(&[("limit", limit)]);
+        }
+        decode(request.send().await?).await
+    }
+
+    /// An operator's `action` (`invite`, `kick`, `mute`, `unmute`, `op`) on `target` in `room`.
+    pub async fn moderate_room(
+        &self,
+        room: &str,
+        action: &str,
+        target: &str,
+        duration: Option<&str>,
+    ) -> Result<(), ApiError> {
+        expect_empty(
+            self.as_viewer(
+                self.http
+                    .post(self.url(&fill(routes::ROOM_MODERATE, path_segment(room)))),
+            )
+            .json(&serde_json::json!({ "action": action, "name": target, "duration": duration }))
+            .send()
+            .await?,
         )
         .await
     }

@@ -68,6 +68,10 @@ pub struct SocialConfig {
     pub max_wishes_per_account: u32,
     /// A new wish matching more contents than this already is refused as too broad.
     pub max_wish_matches: usize,
+    /// Lines kept per room, and replayed on join.
+    pub room_history: u32,
+    /// Lines one account may say per minute, all rooms together.
+    pub room_lines_per_minute: u32,
 }
 
 impl Default for SocialConfig {
@@ -84,6 +88,8 @@ impl Default for SocialConfig {
             keepalive_secs: 15,
             max_wishes_per_account: 100,
             max_wish_matches: 1000,
+            room_history: 50,
+            room_lines_per_minute: 20,
         }
     }
 }
@@ -392,7 +398,11 @@ impl Config {
 
     /// Refuses settings that cannot work, with the name of the setting.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let checks: [(bool, &str); 18] = [
+        let checks: [(bool, &str); 19] = [
+            (
+                self.social.room_history > 0 && self.social.room_lines_per_minute > 0,
+                "social.room_history and social.room_lines_per_minute must be > 0",
+            ),
             (
                 self.social.max_wishes_per_account > 0
                     && (1..=100_000).contains(&self.social.max_wish_matches),

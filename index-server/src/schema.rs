@@ -28,7 +28,7 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 4,
-        description: "contacts, blocks, private messages, the durable event log, mutes, wishlists",
+        description: "contacts, blocks, private messages, the durable event log, mutes, wishlists, rooms",
         rewrites_data: false,
         apply: |tx| tx.execute_batch(VERSION_4),
     },
@@ -92,6 +92,35 @@ CREATE TABLE wish_hits (
     at INTEGER NOT NULL,
     UNIQUE (wish, content)
 );
+CREATE TABLE rooms (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    name_key TEXT NOT NULL UNIQUE,
+    access TEXT NOT NULL,
+    owner INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE room_members (
+    room INTEGER NOT NULL,
+    account INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    muted_until INTEGER,
+    joined_at INTEGER NOT NULL,
+    PRIMARY KEY (room, account)
+) WITHOUT ROWID;
+CREATE TABLE room_invites (
+    room INTEGER NOT NULL,
+    account INTEGER NOT NULL,
+    PRIMARY KEY (room, account)
+) WITHOUT ROWID;
+CREATE TABLE room_lines (
+    id INTEGER PRIMARY KEY,
+    room INTEGER NOT NULL,
+    account INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX room_lines_room ON room_lines (room, id);
 ALTER TABLE accounts ADD COLUMN muted_until INTEGER;
 ALTER TABLE accounts ADD COLUMN mute_reason TEXT NOT NULL DEFAULT '';
 ";

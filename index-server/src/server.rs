@@ -115,6 +115,7 @@ impl Server {
                 messages_by_sender: RateLimiter::new(config.social.messages_per_minute),
                 messages_global: RateLimiter::new(config.social.messages_per_minute_global),
                 contact_requests: RateLimiter::per_hour(config.social.contact_requests_per_hour),
+                room_lines: RateLimiter::new(config.social.room_lines_per_minute),
             },
             lifecycle: Lifecycle {
                 tasks: TaskTracker::new(),

@@ -79,6 +79,8 @@ pub struct Guards {
     pub messages_by_sender: RateLimiter<crate::db::AccountRef>,
     /// Messages server-wide.
     pub messages_global: RateLimiter<()>,
+    /// Room lines per speaking account.
+    pub room_lines: RateLimiter<crate::db::AccountRef>,
     /// Contact requests per asking account.
     pub contact_requests: RateLimiter<crate::db::AccountRef>,
 }

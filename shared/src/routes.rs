@@ -81,6 +81,16 @@ pub const MESSAGE_READ: &str = "/api/v1/messages/{id}/read";
 pub const WISHES: &str = "/api/v1/wishes";
 /// Wish `{id}` (`DELETE` removes it).
 pub const WISH: &str = "/api/v1/wishes/{id}";
+/// Rooms you may see (`GET`).
+pub const ROOMS: &str = "/api/v1/rooms";
+/// Join room `{room}`, creating it if there is none (`POST`).
+pub const ROOM_JOIN: &str = "/api/v1/rooms/{room}/join";
+/// Leave room `{room}` (`POST`).
+pub const ROOM_LEAVE: &str = "/api/v1/rooms/{room}/leave";
+/// Room `{room}`'s lines: `POST` says one, `GET` the last ones.
+pub const ROOM_LINES: &str = "/api/v1/rooms/{room}/lines";
+/// An operator's action in room `{room}` (`POST` `{"action", "name", "duration"?}`).
+pub const ROOM_MODERATE: &str = "/api/v1/rooms/{room}/moderate";
 
 /// `pattern` with its `{…}` placeholder replaced by `value`.
 pub fn fill(pattern: &str, value: impl Display) -> String {

@@ -148,6 +148,54 @@ pub struct WishCreated {
     pub total: u64,
 }
 
+/// A member's role in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomRole {
+    /// Made the room; cannot be kicked or muted.
+    Owner,
+    /// May invite, kick and mute.
+    Operator,
+    /// Says and reads.
+    Member,
+}
+
+/// A room as `GET /api/v1/rooms` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Room {
+    /// Its name.
+    pub name: String,
+    /// `public`, `private` or `group:NAME`.
+    pub access: String,
+    /// How many members it has.
+    pub members: u64,
+    /// Your role, if you are in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<RoomRole>,
+}
+
+/// One line said in a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomLine {
+    /// Id, increasing in the order lines were said.
+    pub id: u64,
+    /// Who said it.
+    pub from: String,
+    /// What.
+    pub body: String,
+    /// Unix time.
+    pub at: u64,
+}
+
+/// `POST /api/v1/rooms/{room}/join` response: the room and its last lines.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinedRoom {
+    /// The room.
+    pub room: Room,
+    /// Its last lines (`social.room_history`), oldest first.
+    pub history: Vec<RoomLine>,
+}
+
 /// What happened, in an [`EventEnvelope`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -213,6 +261,18 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         auto_download: bool,
     },
+    /// Something happened in a room you are in (live only: `room log` has the history).
+    Room {
+        /// The room.
+        room: String,
+        /// `line`, `join`, `leave`, `kick`, `mute`, `unmute`, `invite`, `op`.
+        what: String,
+        /// Who it is about (the speaker, the one who joined, was kicked…).
+        name: String,
+        /// The line, for `line`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        line: Option<RoomLine>,
+    },
     /// A moderator acted on your account (mute, ban).
     Moderation {
         /// What: `mute`, `unmute`, `ban`.
@@ -236,14 +296,15 @@ impl Event {
             Event::Message { .. } => "message",
             Event::Receipt { .. } => "receipt",
             Event::WishHit { .. } => "wish_hit",
+            Event::Room { .. } => "room",
             Event::Moderation { .. } => "moderation",
         }
     }
 
     /// Whether the event is kept and replayed after `Last-Event-ID` (everything but presence,
-    /// which only matters now).
+    /// which only matters now, and room events, whose history is the room's log).
     pub fn is_durable(&self) -> bool {
-        !matches!(self, Event::Presence { .. })
+        !matches!(self, Event::Presence { .. } | Event::Room { .. })
     }
 }
 

@@ -134,6 +134,14 @@ enum Command {
         #[command(flatten)]
         server: social::SocialServer,
     },
+    /// Rooms: `room join|leave|say|log ROOM`, `room list`, and for operators
+    /// `room invite|kick|mute|unmute|op ROOM NAME`
+    Room {
+        #[command(subcommand)]
+        command: social::RoomCommand,
+        #[command(flatten)]
+        server: social::SocialServer,
+    },
     /// Standing searches: `wish add QUERY [--kind K --min-size S] [--auto-download]`,
     /// `wish list`, `wish rm ID`
     Wish {
@@ -571,6 +579,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Unblock { name, server } => {
             let file = ConfigFile::load(&config_path(cli.config)?)?;
             social::block(name, false, server, &state_dir(cli.state)?, &file).await?;
+        }
+        Command::Room { command, server } => {
+            let file = ConfigFile::load(&config_path(cli.config)?)?;
+            social::room(command, server, &state_dir(cli.state)?, &file).await?;
         }
         Command::Wish { command, server } => {
             let file = ConfigFile::load(&config_path(cli.config)?)?;

@@ -13,7 +13,9 @@ use peerdex_agent::config::ConfigFile;
 use peerdex_client::ServerClient;
 use peerdex_client::login::SavedLogin;
 use peerdex_shared::api::ErrorCode;
-use peerdex_shared::social::{Contact, ContactState, Event, EventEnvelope, Message, ReceiptState};
+use peerdex_shared::social::{
+    Contact, ContactState, Event, EventEnvelope, Message, ReceiptState, RoomLine, RoomRole,
+};
 
 use super::{api_key_from_env, emit, resolve_server, visible};
 
@@ -219,6 +221,255 @@ pub async fn wish(
                 .await
                 .with_context(|| format!("removing wish {id}"))?;
             emit(&format!("removed wish #{id}\n"))?;
+        }
+    }
+    Ok(())
+}
+
+/// `peerdex room …`.
+#[derive(Debug, Subcommand)]
+pub enum RoomCommand {
+    /// Join a room (opening it, as its owner, if there is none); prints its last lines
+    Join {
+        /// The room
+        room: String,
+        /// A new room only its invited members see
+        #[arg(long, conflicts_with = "group")]
+        private: bool,
+        /// A new room only this group's members see
+        #[arg(long)]
+        group: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Leave a room
+    Leave {
+        /// The room
+        room: String,
+    },
+    /// Rooms you may see, with members and your role
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Say something in a room (the text from the arguments, or standard input)
+    Say {
+        /// The room
+        room: String,
+        /// The line
+        text: Vec<String>,
+    },
+    /// A room's last lines
+    Log {
+        /// The room
+        room: String,
+        /// At most this many
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Invite someone into a private room (owner and operators)
+    Invite {
+        /// The room
+        room: String,
+        /// Their account name
+        name: String,
+    },
+    /// Put someone out of a room (owner and operators)
+    Kick {
+        /// The room
+        room: String,
+        /// Their account name
+        name: String,
+    },
+    /// Mute someone in a room (owner and operators)
+    Mute {
+        /// The room
+        room: String,
+        /// Their account name
+        name: String,
+        /// How long: 10m, 1h, 7d (default: until unmuted)
+        #[arg(long = "for")]
+        duration: Option<String>,
+    },
+    /// Lift a mute
+    Unmute {
+        /// The room
+        room: String,
+        /// Their account name
+        name: String,
+    },
+    /// Make a member an operator (owner)
+    Op {
+        /// The room
+        room: String,
+        /// Their account name
+        name: String,
+    },
+}
+
+fn line_text(room: Option<&str>, line: &RoomLine) -> String {
+    let body: Vec<String> = line.body.lines().map(visible).collect();
+    match room {
+        Some(room) => format!(
+            "[{}] <{}> {}\n",
+            visible(room),
+            visible(&line.from),
+            body.join(" / ")
+        ),
+        None => format!(
+            "{}\t<{}> {}\n",
+            ago(line.at),
+            visible(&line.from),
+            body.join(" / ")
+        ),
+    }
+}
+
+/// Runs `peerdex room …`.
+pub async fn room(
+    command: RoomCommand,
+    server: SocialServer,
+    state: &Path,
+    file: &ConfigFile,
+) -> anyhow::Result<()> {
+    let client = client(state, file, server.server)?;
+    match command {
+        RoomCommand::Join {
+            room,
+            private,
+            group,
+            json,
+        } => {
+            let access = match (private, group) {
+                (true, _) => Some("private".to_string()),
+                (false, Some(group)) => Some(format!("group:{group}")),
+                (false, None) => None,
+            };
+            let joined = client
+                .join_room(&room, access.as_deref())
+                .await
+                .with_context(|| format!("joining {room}"))?;
+            if json {
+                emit(&format!("{}\n", serde_json::to_string_pretty(&joined)?))?;
+            } else {
+                let mut text = format!(
+                    "joined {} ({}, {} member(s))\n",
+                    visible(&joined.room.name),
+                    joined.room.access,
+                    joined.room.members
+                );
+                for line in &joined.history {
+                    text.push_str(&line_text(None, line));
+                }
+                emit(&text)?;
+            }
+        }
+        RoomCommand::Leave { room } => {
+            client
+                .leave_room(&room)
+                .await
+                .with_context(|| format!("leaving {room}"))?;
+            emit(&format!("left {room}\n"))?;
+        }
+        RoomCommand::List { json } => {
+            let rooms = client.rooms().await.context("listing rooms")?;
+            if json {
+                emit(&format!("{}\n", serde_json::to_string_pretty(&rooms)?))?;
+            } else if rooms.is_empty() {
+                emit("no rooms yet: peerdex room join NAME opens one\n")?;
+            } else {
+                let text: String = rooms
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{}\t{}\t{} member(s){}\n",
+                            visible(&r.name),
+                            r.access,
+                            r.members,
+                            match r.role {
+                                Some(RoomRole::Owner) => ", yours",
+                                Some(RoomRole::Operator) => ", operator",
+                                Some(RoomRole::Member) => ", joined",
+                                None => "",
+                            }
+                        )
+                    })
+                    .collect();
+                emit(&text)?;
+            }
+        }
+        RoomCommand::Say { room, text } => {
+            let body = if text.is_empty() {
+                let mut text = String::new();
+                std::io::stdin()
+                    .lock()
+                    .take(1 << 20)
+                    .read_to_string(&mut text)
+                    .context("reading the line from standard input")?;
+                text.trim_end_matches(['\r', '\n']).to_string()
+            } else {
+                text.join(" ")
+            };
+            client
+                .say(&room, &body)
+                .await
+                .with_context(|| format!("saying it in {room}"))?;
+        }
+        RoomCommand::Log { room, limit, json } => {
+            let lines = client
+                .room_log(&room, limit)
+                .await
+                .with_context(|| format!("reading {room}"))?;
+            if json {
+                emit(&format!("{}\n", serde_json::to_string_pretty(&lines)?))?;
+            } else {
+                let text: String = lines.iter().map(|l| line_text(None, l)).collect();
+                emit(&text)?;
+            }
+        }
+        RoomCommand::Invite { room, name } => {
+            client
+                .moderate_room(&room, "invite", &name, None)
+                .await
+                .with_context(|| format!("inviting {name} into {room}"))?;
+            emit(&format!("invited {name} into {room}\n"))?;
+        }
+        RoomCommand::Kick { room, name } => {
+            client
+                .moderate_room(&room, "kick", &name, None)
+                .await
+                .with_context(|| format!("kicking {name} out of {room}"))?;
+            emit(&format!("{name} is out of {room}\n"))?;
+        }
+        RoomCommand::Mute {
+            room,
+            name,
+            duration,
+        } => {
+            client
+                .moderate_room(&room, "mute", &name, duration.as_deref())
+                .await
+                .with_context(|| format!("muting {name} in {room}"))?;
+            emit(&format!("muted {name} in {room}\n"))?;
+        }
+        RoomCommand::Unmute { room, name } => {
+            client
+                .moderate_room(&room, "unmute", &name, None)
+                .await
+                .with_context(|| format!("unmuting {name} in {room}"))?;
+            emit(&format!("unmuted {name} in {room}\n"))?;
+        }
+        RoomCommand::Op { room, name } => {
+            client
+                .moderate_room(&room, "op", &name, None)
+                .await
+                .with_context(|| format!("making {name} an operator of {room}"))?;
+            emit(&format!("{name} is an operator of {room}\n"))?;
         }
     }
     Ok(())
@@ -545,6 +796,15 @@ fn describe(envelope: &EventEnvelope) -> String {
             visible(from),
             hash
         ),
+        Event::Room {
+            room,
+            what,
+            name,
+            line,
+        } => match line {
+            Some(line) => line_text(Some(room), line).trim_end().to_string(),
+            None => format!("[{}] {} {what}", visible(room), visible(name)),
+        },
         Event::Moderation {
             action,
             reason,

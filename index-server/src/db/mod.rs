@@ -469,6 +469,7 @@ mod accounts;
 mod index_log;
 mod lists;
 mod moderation;
+mod rooms;
 mod social;
 mod wishes;
 
@@ -477,6 +478,7 @@ pub use accounts::{
     TokenOwner,
 };
 pub use moderation::{BanKind, BanRow, BanSubject, check_ban_value};
+pub use rooms::{RoomAccess, RoomRow};
 pub use social::{ContactOutcome, SocialError, StoredMessage};
 pub use wishes::{WishMatch, WishRow};
 mod peers;

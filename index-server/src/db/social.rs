@@ -24,6 +24,12 @@ pub enum SocialError {
     /// The request makes no sense (yourself as a contact).
     #[error("{0}")]
     Invalid(String),
+    /// Muted where it tried to speak.
+    #[error("{0}")]
+    Muted(String),
+    /// Not allowed (not an operator of the room).
+    #[error("{0}")]
+    NotAllowed(String),
     /// A per-account limit is reached.
     #[error("{0}")]
     TooMany(String),

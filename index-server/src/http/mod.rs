@@ -113,6 +113,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(routes::MESSAGE_READ, post(social::read_message))
         .route(routes::WISHES, get(social::wishes).post(social::add_wish))
         .route(routes::WISH, delete(social::remove_wish))
+        .route(routes::ROOMS, get(social::rooms))
+        .route(routes::ROOM_JOIN, post(social::join_room))
+        .route(routes::ROOM_LEAVE, post(social::leave_room))
+        .route(routes::ROOM_LINES, get(social::room_log).post(social::say))
+        .route(routes::ROOM_MODERATE, post(social::moderate_room))
         .layer(DefaultBodyLimit::max(limits.max_json_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -40,6 +40,12 @@ impl From<SocialError> for ApiError {
                 ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Blocked, e.to_string())
             }
             SocialError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            SocialError::Muted(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Muted, e.to_string())
+            }
+            SocialError::NotAllowed(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, e.to_string())
+            }
             SocialError::TooMany(_) => {
                 let mut error = ApiError::new(
                     StatusCode::FORBIDDEN,
@@ -368,43 +374,7 @@ pub async fn send_message(
 ) -> Result<(StatusCode, Json<peerdex_shared::social::Message>), ApiError> {
     let request: SendMessageRequest = json_body(body)?;
     let account = member(&state, &caller).await?;
-    if account.is_muted() {
-        let until = account.muted_until.unwrap_or(i64::MAX);
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ErrorCode::Muted,
-            if until == i64::MAX {
-                "a moderator muted this account: it may not send messages".to_string()
-            } else {
-                format!(
-                    "a moderator muted this account for {} s more: it may not send messages",
-                    (until - crate::db::unix_now()).max(0)
-                )
-            },
-        ));
-    }
-    let limit = state.config.social.max_message_bytes;
-    if request.body.len() > limit {
-        return Err(ApiError::limit(
-            "max_message_bytes",
-            format!(
-                "the message is {} bytes; the limit is {limit} (social.max_message_bytes)",
-                request.body.len()
-            ),
-        ));
-    }
-    if request.body.trim().is_empty() {
-        return Err(ApiError::bad_request("the message is empty"));
-    }
-    if request
-        .body
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return Err(ApiError::bad_request(
-            "the message holds control characters (only newlines and tabs are allowed)",
-        ));
-    }
+    check_text(&state, &account, &request.body)?;
     if !state.guards.messages_by_sender.allow(&account.id) {
         let mut e = rate_limited(&format!(
             "too many messages: at most {} a minute (social.messages_per_minute)",
@@ -607,4 +577,284 @@ pub async fn remove_wish(
     run_blocking(move || db.delete_wish(account.id, id)).await??;
     state.wishes.remove(i64::try_from(id).unwrap_or(-1));
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- rooms -------------------------------------------------------------------------------------
+
+/// Tells `members` what happened in `room` (live events).
+async fn tell_room(
+    state: &Arc<AppState>,
+    members: Vec<crate::db::AccountRef>,
+    event: Event,
+) -> Result<(), ApiError> {
+    for member in members {
+        notify(state, member, event.clone()).await?;
+    }
+    Ok(())
+}
+
+fn room_event(room: &str, what: &str, name: &str) -> Event {
+    Event::Room {
+        room: room.to_string(),
+        what: what.to_string(),
+        name: name.to_string(),
+        line: None,
+    }
+}
+
+fn checked_room_name(name: &str) -> Result<(), ApiError> {
+    peerdex_shared::validate::validate_nickname(name)
+        .map_err(|e| ApiError::bad_request(format!("room name {e}")))
+}
+
+/// `POST /api/v1/rooms/{room}/join` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// For a new room: `public` (default), `private` or `group:NAME`.
+    #[serde(default)]
+    pub access: Option<String>,
+}
+
+/// `GET /api/v1/rooms`: the rooms the account may see.
+pub async fn rooms(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<Vec<peerdex_shared::social::Room>>, ApiError> {
+    let account = member(&state, &caller).await?;
+    let db = state.store.db.clone();
+    Ok(Json(run_blocking(move || db.rooms_for(account.id)).await??))
+}
+
+/// `POST /api/v1/rooms/{room}/join`: joins (or opens) a room; answers its last lines.
+pub async fn join_room(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<peerdex_shared::social::JoinedRoom>, ApiError> {
+    let request: JoinRequest = match body {
+        Ok(bytes) if bytes.is_empty() => JoinRequest::default(),
+        other => json_body(other)?,
+    };
+    let account = member(&state, &caller).await?;
+    checked_room_name(&name)?;
+    let access = match request.access.as_deref() {
+        None => None,
+        Some(text) => Some(crate::db::RoomAccess::parse(text).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "invalid room access {text:?}; use public, private or group:NAME"
+            ))
+        })?),
+    };
+    let db = state.store.db.clone();
+    let history = state.config.social.room_history;
+    let me = account.id;
+    let room_name = name.clone();
+    let (room, members, lines) =
+        run_blocking(move || db.join_room(me, &room_name, access, history)).await??;
+    let others: Vec<_> = members.into_iter().filter(|m| *m != me).collect();
+    tell_room(
+        &state,
+        others,
+        room_event(&room.name, "join", &account.name),
+    )
+    .await?;
+    let db = state.store.db.clone();
+    let listed = run_blocking(move || db.rooms_for(me)).await??;
+    let room = listed
+        .into_iter()
+        .find(|r| r.name == room.name)
+        .ok_or_else(|| ApiError::not_found(format!("no room named {name:?}")))?;
+    Ok(Json(peerdex_shared::social::JoinedRoom {
+        room,
+        history: lines,
+    }))
+}
+
+/// `POST /api/v1/rooms/{room}/leave`.
+pub async fn leave_room(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let account = member(&state, &caller).await?;
+    let db = state.store.db.clone();
+    let me = account.id;
+    let (room, members) = run_blocking(move || db.leave_room(me, &name)).await??;
+    tell_room(
+        &state,
+        members,
+        room_event(&room.name, "leave", &account.name),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/rooms/{room}/lines` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SayRequest {
+    /// The line.
+    pub body: String,
+}
+
+/// `POST /api/v1/rooms/{room}/lines`: says a line; every member's stream gets it.
+pub async fn say(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<peerdex_shared::social::RoomLine>), ApiError> {
+    let request: SayRequest = json_body(body)?;
+    let account = member(&state, &caller).await?;
+    check_text(&state, &account, &request.body)?;
+    if !state.guards.room_lines.allow(&account.id) {
+        let mut e = rate_limited(&format!(
+            "too many lines: at most {} a minute (social.room_lines_per_minute)",
+            state.config.social.room_lines_per_minute
+        ));
+        e.retry_after = Some(
+            state
+                .guards
+                .room_lines
+                .exhausted(&account.id)
+                .unwrap_or(1)
+                .clamp(1, 3600) as u16,
+        );
+        return Err(e);
+    }
+    let db = state.store.db.clone();
+    let history = state.config.social.room_history;
+    let me = account.id;
+    let (room, line, members) =
+        run_blocking(move || db.say_in_room(me, &name, &request.body, history)).await??;
+    tell_room(
+        &state,
+        members,
+        Event::Room {
+            room: room.name.clone(),
+            what: "line".into(),
+            name: account.name.clone(),
+            line: Some(line.clone()),
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(line)))
+}
+
+/// `GET /api/v1/rooms/{room}/lines` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// At most this many, the newest (default and most: `social.room_history`).
+    pub limit: Option<u32>,
+}
+
+/// `GET /api/v1/rooms/{room}/lines`: the last lines, oldest first (members only).
+pub async fn room_log(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(query): Query<LogQuery>,
+) -> Result<Json<Vec<peerdex_shared::social::RoomLine>>, ApiError> {
+    let account = member(&state, &caller).await?;
+    let most = state.config.social.room_history;
+    let limit = query.limit.unwrap_or(most).clamp(1, most);
+    let db = state.store.db.clone();
+    Ok(Json(
+        run_blocking(move || db.room_log(account.id, &name, limit)).await??,
+    ))
+}
+
+/// `POST /api/v1/rooms/{room}/moderate` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModerateRequest {
+    /// `invite`, `kick`, `mute`, `unmute` or `op`.
+    pub action: String,
+    /// The account acted on.
+    pub name: String,
+    /// For `mute`: `10m`, `1h`, … (default: until unmuted).
+    #[serde(default)]
+    pub duration: Option<String>,
+}
+
+/// `POST /api/v1/rooms/{room}/moderate`: the owner or an operator invites, kicks, mutes,
+/// unmutes, or (the owner) makes an operator.
+pub async fn moderate_room(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let request: ModerateRequest = json_body(body)?;
+    let account = member(&state, &caller).await?;
+    let (action, until) = match request.action.as_str() {
+        "mute" => (
+            "mute",
+            Some(super::accounts::mute_until(request.duration.as_deref())?),
+        ),
+        "unmute" => ("mute", None),
+        "invite" | "kick" | "op" => (request.action.as_str(), None),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unknown action {other:?}; use invite, kick, mute, unmute or op"
+            )));
+        }
+    };
+    let action = action.to_string();
+    let db = state.store.db.clone();
+    let (me, target) = (account.id, request.name.clone());
+    let act = action.clone();
+    let (room, _, told) =
+        run_blocking(move || db.moderate_room(me, &name, &act, &target, until)).await??;
+    tell_room(
+        &state,
+        told,
+        room_event(&room.name, &request.action, &request.name),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Refuses a text (message or line) that is muted, too long, empty or holds control characters.
+fn check_text(state: &AppState, account: &AccountRow, body: &str) -> Result<(), ApiError> {
+    if account.is_muted() {
+        let until = account.muted_until.unwrap_or(i64::MAX);
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Muted,
+            if until == i64::MAX {
+                "a moderator muted this account: it may not send messages".to_string()
+            } else {
+                format!(
+                    "a moderator muted this account for {} s more: it may not send messages",
+                    (until - crate::db::unix_now()).max(0)
+                )
+            },
+        ));
+    }
+    let limit = state.config.social.max_message_bytes;
+    if body.len() > limit {
+        return Err(ApiError::limit(
+            "max_message_bytes",
+            format!(
+                "the text is {} bytes; the limit is {limit} (social.max_message_bytes)",
+                body.len()
+            ),
+        ));
+    }
+    if body.trim().is_empty() {
+        return Err(ApiError::bad_request("the text is empty"));
+    }
+    if body
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(ApiError::bad_request(
+            "the text holds control characters (only newlines and tabs are allowed)",
+        ));
+    }
+    Ok(())
 }

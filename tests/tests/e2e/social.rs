@@ -579,6 +579,11 @@ async fn the_cli_adds_contacts_sends_and_reads_messages_and_prints_events_as_ndj
     // The next `events` run starts after what the last one printed: the cursor was kept.
     assert!(state.join("events.cursor").exists());
 
+    ok(&["room", "join", "lobby"], "");
+    ok(&["room", "say", "lobby", "hello", "all"], "");
+    assert!(ok(&["room", "log", "lobby"], "").contains("<ann> hello all"));
+    assert!(ok(&["room", "list"], "").starts_with("lobby\tpublic\t1 member(s), yours"));
+
     ok(&["block", "bob"], "");
     let e = bob.send_message("ann", "blocked?").await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::Blocked), "{e}");
@@ -787,4 +792,157 @@ async fn hostile_and_too_broad_wishes_are_refused_with_the_reason() {
     assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e}");
     let e = server.client().add_wish(&wish("rare")).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::Unauthorized), "{e}");
+}
+
+fn room_line(event: &Event) -> Option<(&str, &str)> {
+    match event {
+        Event::Room {
+            line: Some(line), ..
+        } => Some((line.from.as_str(), line.body.as_str())),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_keep_order_and_history_and_operators_mute_and_kick_and_scopes_hide_them() {
+    let server = TestServer::start_with(|c| {
+        c.social.room_history = 5;
+        c.social.room_lines_per_minute = 14;
+    })
+    .await;
+    let ann = account(&server, "ann", &Identity::generate().unwrap()).await;
+    let bob = account(&server, "bob", &Identity::generate().unwrap()).await;
+    let cid = account(&server, "cid", &Identity::generate().unwrap()).await;
+
+    // Ann opens a public room; what she said before bob joined is replayed to him, in order,
+    // bounded to the room's history.
+    let opened = ann.join_room("lobby", None).await.unwrap();
+    assert_eq!(
+        opened.room.role,
+        Some(peerdex_shared::social::RoomRole::Owner)
+    );
+    for n in 0..7 {
+        ann.say("lobby", &format!("early {n}")).await.unwrap();
+    }
+    let joined = bob.join_room("Lobby", None).await.unwrap();
+    assert_eq!(
+        joined
+            .history
+            .iter()
+            .map(|l| l.body.as_str())
+            .collect::<Vec<_>>(),
+        ["early 2", "early 3", "early 4", "early 5", "early 6"]
+    );
+    cid.join_room("lobby", None).await.unwrap();
+    let mut cid_events = Events::open(&cid, None).await;
+    ann.say("lobby", "a").await.unwrap();
+    bob.say("lobby", "b").await.unwrap();
+    ann.say("lobby", "c").await.unwrap();
+    let mut heard = Vec::new();
+    while heard.len() < 3 {
+        let event = cid_events
+            .until("a room line", |e| room_line(e).is_some())
+            .await;
+        let (from, body) = room_line(&event.event).unwrap();
+        heard.push(format!("{from}: {body}"));
+    }
+    assert_eq!(heard, ["ann: a", "bob: b", "ann: c"]);
+    let rooms = cid.rooms().await.unwrap();
+    assert_eq!((rooms[0].name.as_str(), rooms[0].members), ("lobby", 3));
+
+    // Operators: a member may not mute; the owner mutes cid, whose lines are refused with the
+    // reason; the owner makes bob an operator, who kicks cid, whose stream hears it.
+    let e = bob
+        .moderate_room("lobby", "mute", "cid", None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Forbidden), "{e}");
+    ann.moderate_room("lobby", "mute", "cid", Some("10m"))
+        .await
+        .unwrap();
+    let e = cid.say("lobby", "let me speak").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Muted), "{e}");
+    assert!(e.to_string().contains("muted you"), "{e}");
+    ann.moderate_room("lobby", "op", "bob", None).await.unwrap();
+    bob.moderate_room("lobby", "kick", "cid", None)
+        .await
+        .unwrap();
+    cid_events
+        .until(
+            "the kick",
+            |e| matches!(e, Event::Room { what, name, .. } if what == "kick" && name == "cid"),
+        )
+        .await;
+    let e = cid.say("lobby", "still here?").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::BadRequest), "join first: {e}");
+    let e = bob
+        .moderate_room("lobby", "kick", "ann", None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Forbidden), "the owner stays: {e}");
+
+    // Text limits and floods.
+    let e = bob.say("lobby", &"x".repeat(5000)).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::LimitExceeded), "{e}");
+    let e = bob.say("lobby", " ").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::BadRequest), "{e}");
+    // A private room exists only for its members and those invited.
+    ann.join_room("backroom", Some("private")).await.unwrap();
+    assert!(
+        bob.rooms()
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.name != "backroom")
+    );
+    let e = bob.join_room("backroom", None).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e}");
+    let e = bob.room_log("backroom", None).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e}");
+    ann.moderate_room("backroom", "invite", "bob", None)
+        .await
+        .unwrap();
+    bob.join_room("backroom", None).await.unwrap();
+
+    // A group's room is the group's: outsiders cannot see or join it, and a member removed
+    // from the group loses it at once.
+    let db = operator_db(&server);
+    db.create_group("operator", "lab").unwrap();
+    db.set_member("operator", "lab", "bob", true).unwrap();
+    let e = cid
+        .join_room("labroom", Some("group:lab"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(ErrorCode::BadRequest),
+        "not in the group: {e}"
+    );
+    bob.join_room("labroom", Some("group:lab")).await.unwrap();
+    bob.say("labroom", "lab only").await.unwrap();
+    assert!(
+        cid.rooms()
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.name != "labroom")
+    );
+    let e = cid.join_room("labroom", None).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e}");
+    db.set_member("operator", "lab", "bob", false).unwrap();
+    let e = bob.room_log("labroom", None).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e}");
+    let e = ann.join_room("bad/name", None).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::BadRequest), "{e}");
+    let mut flooded = None;
+    for n in 0..20 {
+        if let Err(e) = bob.say("lobby", &format!("flood {n}")).await {
+            flooded = Some(e);
+            break;
+        }
+    }
+    assert_eq!(
+        flooded.expect("the flood is cut off").code(),
+        Some(ErrorCode::RateLimited)
+    );
 }
