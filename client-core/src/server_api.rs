@@ -10,8 +10,8 @@ use peerdex_shared::identity::{login_message, registration_message};
 use peerdex_shared::peer::RELAY_PROTOCOL;
 use peerdex_shared::routes::{self, fill};
 use peerdex_shared::social::{
-    ContactsResponse, JoinedRoom, Message, MessagesResponse, Room, RoomLine, SendMessageRequest,
-    Wish, WishCreated, WishRequest,
+    AskInfo, AskRequest, ContactsResponse, JoinedRoom, Message, MessagesResponse, OfferRequest,
+    Room, RoomLine, SendMessageRequest, Wish, WishCreated, WishRequest,
 };
 use peerdex_shared::{FileHash, PeerId};
 use reqwest::StatusCode;
@@ -850,6 +850,56 @@ impl ServerClient {
             .json(&serde_json::json!({ "action": action, "name": target, "duration": duration }))
             .send()
             .await?,
+        )
+        .await
+    }
+
+    /// Sends a request to contacts or holders of matching files.
+    pub async fn ask(&self, request: &AskRequest) -> Result<AskInfo, ApiError> {
+        decode(
+            self.as_viewer(self.http.post(self.url(routes::REQUESTS)))
+                .json(request)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// This account's requests, newest first.
+    pub async fn requests(&self) -> Result<Vec<AskInfo>, ApiError> {
+        decode(
+            self.as_viewer(self.http.get(self.url(routes::REQUESTS)))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// Closes request `id`.
+    pub async fn close_request(&self, id: u64) -> Result<(), ApiError> {
+        expect_empty(
+            self.as_viewer(self.http.delete(self.url(&fill(routes::REQUEST, id))))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// Offers `hash` (shared by one of this account's devices) for request `id`.
+    pub async fn offer(
+        &self,
+        id: u64,
+        hash: &FileHash,
+        note: Option<&str>,
+    ) -> Result<(), ApiError> {
+        expect_empty(
+            self.as_viewer(self.http.post(self.url(&fill(routes::REQUEST_OFFERS, id))))
+                .json(&OfferRequest {
+                    hash: *hash,
+                    note: note.map(str::to_owned),
+                })
+                .send()
+                .await?,
         )
         .await
     }

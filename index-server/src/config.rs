@@ -72,6 +72,10 @@ pub struct SocialConfig {
     pub room_history: u32,
     /// Lines one account may say per minute, all rooms together.
     pub room_lines_per_minute: u32,
+    /// Requests (`ask`) one account may send per hour.
+    pub requests_per_hour: u32,
+    /// People one request reaches at most (the rest are not asked, and the asker is told).
+    pub max_request_recipients: usize,
 }
 
 impl Default for SocialConfig {
@@ -90,6 +94,8 @@ impl Default for SocialConfig {
             max_wish_matches: 1000,
             room_history: 50,
             room_lines_per_minute: 20,
+            requests_per_hour: 10,
+            max_request_recipients: 200,
         }
     }
 }
@@ -398,7 +404,11 @@ impl Config {
 
     /// Refuses settings that cannot work, with the name of the setting.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let checks: [(bool, &str); 19] = [
+        let checks: [(bool, &str); 20] = [
+            (
+                self.social.requests_per_hour > 0 && self.social.max_request_recipients > 0,
+                "social.requests_per_hour and social.max_request_recipients must be > 0",
+            ),
             (
                 self.social.room_history > 0 && self.social.room_lines_per_minute > 0,
                 "social.room_history and social.room_lines_per_minute must be > 0",

@@ -28,7 +28,7 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 4,
-        description: "contacts, blocks, private messages, the durable event log, mutes, wishlists, rooms",
+        description: "contacts, blocks, private messages, the durable event log, mutes, wishlists, rooms, requests",
         rewrites_data: false,
         apply: |tx| tx.execute_batch(VERSION_4),
     },
@@ -121,6 +121,23 @@ CREATE TABLE room_lines (
     at INTEGER NOT NULL
 );
 CREATE INDEX room_lines_room ON room_lines (room, id);
+CREATE TABLE requests (
+    id INTEGER PRIMARY KEY,
+    account INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    reached INTEGER NOT NULL,
+    capped INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    cancelled INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX requests_account ON requests (account);
+CREATE TABLE request_recipients (
+    request INTEGER NOT NULL,
+    account INTEGER NOT NULL,
+    offers INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (request, account)
+) WITHOUT ROWID;
 ALTER TABLE accounts ADD COLUMN muted_until INTEGER;
 ALTER TABLE accounts ADD COLUMN mute_reason TEXT NOT NULL DEFAULT '';
 ";

@@ -116,6 +116,7 @@ impl Server {
                 messages_global: RateLimiter::new(config.social.messages_per_minute_global),
                 contact_requests: RateLimiter::per_hour(config.social.contact_requests_per_hour),
                 room_lines: RateLimiter::new(config.social.room_lines_per_minute),
+                requests: RateLimiter::per_hour(config.social.requests_per_hour),
             },
             lifecycle: Lifecycle {
                 tasks: TaskTracker::new(),

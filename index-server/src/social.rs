@@ -69,6 +69,24 @@ fn publish(
     took
 }
 
+/// Pushes an event that is already recorded (durable) to the account's streams and agents,
+/// marking it delivered when one took it.
+pub async fn push(
+    state: &Arc<AppState>,
+    account: AccountRef,
+    envelope: EventEnvelope,
+) -> Result<(), ApiError> {
+    let db = state.store.db.clone();
+    let devices = run_blocking(move || db.devices_of(account)).await??;
+    if publish(state, account, &envelope, &devices) > 0
+        && let Some(id) = envelope.id
+    {
+        let db = state.store.db.clone();
+        run_blocking(move || db.mark_events_delivered(account, &[id])).await??;
+    }
+    Ok(())
+}
+
 /// Pushes the `wish_hit` events the indexer recorded (already durable) to the wishers' streams
 /// and agents, until the indexer stops.
 pub async fn push_wish_hits(
@@ -76,19 +94,8 @@ pub async fn push_wish_hits(
     mut hits: tokio::sync::mpsc::UnboundedReceiver<(AccountRef, EventEnvelope)>,
 ) {
     while let Some((account, envelope)) = hits.recv().await {
-        let db = state.store.db.clone();
-        let devices = match run_blocking(move || db.devices_of(account)).await {
-            Ok(Ok(devices)) => devices,
-            _ => Vec::new(),
-        };
-        if publish(&state, account, &envelope, &devices) > 0
-            && let Some(id) = envelope.id
-        {
-            let db = state.store.db.clone();
-            if let Ok(Err(e)) = run_blocking(move || db.mark_events_delivered(account, &[id])).await
-            {
-                debug!(error = %e, "marking a wish hit delivered failed");
-            }
+        if let Err(e) = push(&state, account, envelope).await {
+            debug!(error = %e.body.error, "a wish hit waits for its owner's next connection");
         }
     }
 }

@@ -79,6 +79,8 @@ pub struct Guards {
     pub messages_by_sender: RateLimiter<crate::db::AccountRef>,
     /// Messages server-wide.
     pub messages_global: RateLimiter<()>,
+    /// Requests per asking account.
+    pub requests: RateLimiter<crate::db::AccountRef>,
     /// Room lines per speaking account.
     pub room_lines: RateLimiter<crate::db::AccountRef>,
     /// Contact requests per asking account.

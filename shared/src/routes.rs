@@ -91,6 +91,12 @@ pub const ROOM_LEAVE: &str = "/api/v1/rooms/{room}/leave";
 pub const ROOM_LINES: &str = "/api/v1/rooms/{room}/lines";
 /// An operator's action in room `{room}` (`POST` `{"action", "name", "duration"?}`).
 pub const ROOM_MODERATE: &str = "/api/v1/rooms/{room}/moderate";
+/// Requests ("ask"): `POST` asks, `GET` lists yours.
+pub const REQUESTS: &str = "/api/v1/requests";
+/// Your request `{id}` (`DELETE` closes it).
+pub const REQUEST: &str = "/api/v1/requests/{id}";
+/// Offers for request `{id}` (`POST` offers a file).
+pub const REQUEST_OFFERS: &str = "/api/v1/requests/{id}/offers";
 
 /// `pattern` with its `{…}` placeholder replaced by `value`.
 pub fn fill(pattern: &str, value: impl Display) -> String {

@@ -196,6 +196,57 @@ pub struct JoinedRoom {
     pub history: Vec<RoomLine>,
 }
 
+/// `POST /api/v1/requests` body: a question or request for what you are looking for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AskRequest {
+    /// What you ask, in words.
+    pub text: String,
+    /// Who: every online person holding files that match this query (only files you could
+    /// find count). Without it: your contacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holders: Option<String>,
+    /// With contacts: 1 (your contacts, the default) or 2 (and their contacts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<u8>,
+    /// How long it stays open: `30m`, `1h`, `7d` (default 1 day).
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub open_for: Option<String>,
+}
+
+/// A request as its asker sees it (`POST` and `GET /api/v1/requests`). Whom it reached is not
+/// said: only how many.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AskInfo {
+    /// Id.
+    pub id: u64,
+    /// The text.
+    pub text: String,
+    /// How many people it reached.
+    pub reached: u64,
+    /// Whether more matched than `social.max_request_recipients` (the others were not asked).
+    #[serde(default)]
+    pub capped: bool,
+    /// Offers received.
+    pub offers: u64,
+    /// Unix time it closes.
+    pub expires_at: u64,
+    /// Whether the asker closed it.
+    #[serde(default)]
+    pub cancelled: bool,
+}
+
+/// `POST /api/v1/requests/{id}/offers` body: an answer with a file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferRequest {
+    /// A content you share.
+    pub hash: crate::FileHash,
+    /// A word to go with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
 /// What happened, in an [`EventEnvelope`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -261,6 +312,40 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         auto_download: bool,
     },
+    /// Someone asks you (as a contact, a contact's contact, or a holder of matching files).
+    Request {
+        /// The request's id (answer with `peerdex offer ID HASH`, or a message).
+        request: u64,
+        /// Who asks.
+        from: String,
+        /// What.
+        text: String,
+        /// Unix time it closes.
+        expires_at: u64,
+    },
+    /// An answer to your request: a file someone offers.
+    Offer {
+        /// Your request.
+        request: u64,
+        /// Who offers.
+        from: String,
+        /// The content (`peerdex get HASH`).
+        hash: crate::FileHash,
+        /// Its size.
+        size: u64,
+        /// Its name on their side.
+        name: String,
+        /// Their note.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    /// A request you were asked was closed by its asker.
+    RequestClosed {
+        /// The request.
+        request: u64,
+        /// Who asked.
+        from: String,
+    },
     /// Something happened in a room you are in (live only: `room log` has the history).
     Room {
         /// The room.
@@ -297,6 +382,9 @@ impl Event {
             Event::Receipt { .. } => "receipt",
             Event::WishHit { .. } => "wish_hit",
             Event::Room { .. } => "room",
+            Event::Request { .. } => "request",
+            Event::Offer { .. } => "offer",
+            Event::RequestClosed { .. } => "request_closed",
             Event::Moderation { .. } => "moderation",
         }
     }

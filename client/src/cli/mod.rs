@@ -134,6 +134,26 @@ enum Command {
         #[command(flatten)]
         server: social::SocialServer,
     },
+    /// Ask your contacts (`--depth 2`: and theirs) or every holder of matching files
+    /// (`--holders QUERY`), in real time; answers come as events. `--list`, `--cancel ID`
+    Ask {
+        #[command(flatten)]
+        args: social::AskArgs,
+        #[command(flatten)]
+        server: social::SocialServer,
+    },
+    /// Answer a request with a file you share: `offer REQUEST_ID HASH [--note TEXT]`
+    Offer {
+        /// The request id (from the `request` event)
+        request: u64,
+        /// The content's hash
+        hash: peerdex_shared::FileHash,
+        /// A word to go with it
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        server: social::SocialServer,
+    },
     /// Rooms: `room join|leave|say|log ROOM`, `room list`, and for operators
     /// `room invite|kick|mute|unmute|op ROOM NAME`
     Room {
@@ -579,6 +599,19 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Unblock { name, server } => {
             let file = ConfigFile::load(&config_path(cli.config)?)?;
             social::block(name, false, server, &state_dir(cli.state)?, &file).await?;
+        }
+        Command::Ask { args, server } => {
+            let file = ConfigFile::load(&config_path(cli.config)?)?;
+            social::ask(args, server, &state_dir(cli.state)?, &file).await?;
+        }
+        Command::Offer {
+            request,
+            hash,
+            note,
+            server,
+        } => {
+            let file = ConfigFile::load(&config_path(cli.config)?)?;
+            social::offer(request, hash, note, server, &state_dir(cli.state)?, &file).await?;
         }
         Command::Room { command, server } => {
             let file = ConfigFile::load(&config_path(cli.config)?)?;

@@ -226,6 +226,124 @@ pub async fn wish(
     Ok(())
 }
 
+/// `peerdex ask`.
+#[derive(Debug, Args)]
+pub struct AskArgs {
+    /// What you ask, in words
+    #[arg(required_unless_present_any = ["cancel", "list"])]
+    text: Vec<String>,
+    /// Ask your contacts (the default)
+    #[arg(long, conflicts_with_all = ["holders", "depth"])]
+    contacts: bool,
+    /// 2: ask your contacts and their contacts
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2), conflicts_with = "holders")]
+    depth: Option<u8>,
+    /// Ask every online person holding files that match this query
+    #[arg(long)]
+    holders: Option<String>,
+    /// How long it stays open: 30m, 1h, 7d [default: 1d]
+    #[arg(long = "for")]
+    open_for: Option<String>,
+    /// Close one of your requests instead
+    #[arg(long, conflicts_with_all = ["text", "list"])]
+    cancel: Option<u64>,
+    /// List your requests instead (how many each reached, offers)
+    #[arg(long)]
+    list: bool,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `peerdex ask`.
+pub async fn ask(
+    args: AskArgs,
+    server: SocialServer,
+    state: &Path,
+    file: &ConfigFile,
+) -> anyhow::Result<()> {
+    let client = client(state, file, server.server)?;
+    if let Some(id) = args.cancel {
+        client
+            .close_request(id)
+            .await
+            .with_context(|| format!("closing request {id}"))?;
+        emit(&format!("closed request #{id}\n"))?;
+        return Ok(());
+    }
+    if args.list {
+        let asks = client.requests().await.context("listing your requests")?;
+        if args.json {
+            emit(&format!("{}\n", serde_json::to_string_pretty(&asks)?))?;
+        } else {
+            let text: String = asks
+                .iter()
+                .map(|a| {
+                    format!(
+                        "#{}\t{}\treached {}{}\t{} offer(s){}\n",
+                        a.id,
+                        visible(&a.text),
+                        a.reached,
+                        if a.capped { " (capped)" } else { "" },
+                        a.offers,
+                        if a.cancelled { ", closed" } else { "" }
+                    )
+                })
+                .collect();
+            emit(&text)?;
+        }
+        return Ok(());
+    }
+    let text = args.text.join(" ");
+    let info = client
+        .ask(&peerdex_shared::social::AskRequest {
+            text: text.clone(),
+            holders: args.holders,
+            depth: args.depth,
+            open_for: args.open_for,
+        })
+        .await
+        .context("sending the request")?;
+    if args.json {
+        emit(&format!("{}\n", serde_json::to_string_pretty(&info)?))?;
+    } else {
+        emit(&format!(
+            "request #{} reached {} {}{}; offers and answers come as events (peerdex events)\n",
+            info.id,
+            info.reached,
+            if info.reached == 1 {
+                "person"
+            } else {
+                "people"
+            },
+            if info.capped {
+                " (the most one request may reach; make it narrower to reach the right ones)"
+            } else {
+                ""
+            }
+        ))?;
+    }
+    Ok(())
+}
+
+/// Runs `peerdex offer REQUEST HASH`.
+pub async fn offer(
+    request: u64,
+    hash: peerdex_shared::FileHash,
+    note: Option<String>,
+    server: SocialServer,
+    state: &Path,
+    file: &ConfigFile,
+) -> anyhow::Result<()> {
+    let client = client(state, file, server.server)?;
+    client
+        .offer(request, &hash, note.as_deref())
+        .await
+        .with_context(|| format!("offering {hash} for request {request}"))?;
+    emit(&format!("offered {hash} for request #{request}\n"))?;
+    Ok(())
+}
+
 /// `peerdex room …`.
 #[derive(Debug, Subcommand)]
 pub enum RoomCommand {
@@ -796,6 +914,35 @@ fn describe(envelope: &EventEnvelope) -> String {
             visible(from),
             hash
         ),
+        Event::Request {
+            request,
+            from,
+            text,
+            ..
+        } => format!(
+            "request #{request} from {}: {} (answer: peerdex offer {request} HASH, or peerdex msg {})",
+            visible(from),
+            visible(text),
+            visible(from)
+        ),
+        Event::Offer {
+            request,
+            from,
+            hash,
+            size,
+            name,
+            note,
+        } => format!(
+            "offer for request #{request} from {}: {} ({}){}: peerdex get {hash}",
+            visible(from),
+            visible(name),
+            super::human_size(*size),
+            note.as_deref()
+                .map_or(String::new(), |n| format!(" \"{}\"", visible(n)))
+        ),
+        Event::RequestClosed { request, from } => {
+            format!("{} closed request #{request}", visible(from))
+        }
         Event::Room {
             room,
             what,

@@ -469,6 +469,7 @@ mod accounts;
 mod index_log;
 mod lists;
 mod moderation;
+mod requests;
 mod rooms;
 mod social;
 mod wishes;

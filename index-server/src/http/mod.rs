@@ -118,6 +118,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(routes::ROOM_LEAVE, post(social::leave_room))
         .route(routes::ROOM_LINES, get(social::room_log).post(social::say))
         .route(routes::ROOM_MODERATE, post(social::moderate_room))
+        .route(routes::REQUESTS, get(social::requests).post(social::ask))
+        .route(routes::REQUEST, delete(social::close_request))
+        .route(routes::REQUEST_OFFERS, post(social::offer))
         .layer(DefaultBodyLimit::max(limits.max_json_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

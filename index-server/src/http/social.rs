@@ -858,3 +858,164 @@ fn check_text(state: &AppState, account: &AccountRow, body: &str) -> Result<(), 
     }
     Ok(())
 }
+
+// ---- requests ("ask") --------------------------------------------------------------------------
+
+/// Contents looked at to find the holders of a `holders` request.
+const HOLDER_CONTENTS: usize = 1000;
+
+/// `POST /api/v1/requests`: asks contacts (depth 1 or 2) or every online holder of matching
+/// files, in real time. The answer says how many it reached, never whom.
+pub async fn ask(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<peerdex_shared::social::AskInfo>), ApiError> {
+    let request: peerdex_shared::social::AskRequest = json_body(body)?;
+    let account = member(&state, &caller).await?;
+    check_text(&state, &account, &request.text)?;
+    let ttl = match request.open_for.as_deref() {
+        None => 86_400,
+        Some(text) => crate::accounts::parse_duration(text)
+            .filter(|&s| s <= 30 * 86_400)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "invalid duration {text:?}; use 30m, 12h or 7d (at most 30d)"
+                ))
+            })?,
+    };
+    if request.holders.is_some() && request.depth.is_some() {
+        return Err(ApiError::bad_request(
+            "ask either holders of files (holders) or contacts (depth), not both",
+        ));
+    }
+    let depth = request.depth.unwrap_or(1);
+    if !(1..=2).contains(&depth) {
+        return Err(ApiError::bad_request(
+            "depth is 1 (contacts) or 2 (their contacts too)",
+        ));
+    }
+    let recipients = match &request.holders {
+        Some(query) => holders_of(&state, &caller, query).await?,
+        None => {
+            let db = state.store.db.clone();
+            let me = account.id;
+            run_blocking(move || db.contacts_within(me, depth)).await??
+        }
+    };
+    if !state.guards.requests.allow(&account.id) {
+        return Err(rate_limited(&format!(
+            "too many requests: at most {} an hour (social.requests_per_hour)",
+            state.config.social.requests_per_hour
+        )));
+    }
+    let db = state.store.db.clone();
+    let cap = state.config.social.max_request_recipients;
+    let me = account.id;
+    let expires_at = crate::db::unix_now().saturating_add(ttl as i64);
+    let text = request.text.clone();
+    let (info, events) =
+        run_blocking(move || db.create_request(me, &text, expires_at, recipients, cap)).await??;
+    for (recipient, envelope) in events {
+        social::push(&state, recipient, envelope).await?;
+    }
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+/// The accounts of online peers holding contents that match `query`, among the copies the
+/// asker may see (scopes hold: a request never reaches someone through a file the asker could
+/// not have found).
+async fn holders_of(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    query: &str,
+) -> Result<Vec<crate::db::AccountRef>, ApiError> {
+    let scope = caller.scope(state, "search").await?;
+    let filters = super::search_filters(&state.config.search, query, None, None, None, None)?;
+    let spec = filters.spec(HOLDER_CONTENTS, scope.clone());
+    let online = Arc::new(state.presence.snapshot());
+    let state2 = state.clone();
+    run_blocking(move || -> Result<Vec<crate::db::AccountRef>, ApiError> {
+        use crate::index::OnlineFilter;
+        let found = state2.store.index.search(&spec, online.clone())?;
+        let contents: Vec<_> = found.groups.iter().map(|g| g.content).collect();
+        let owners: std::collections::HashMap<_, _> =
+            state2.store.db.linked_devices()?.into_iter().collect();
+        let mut accounts = Vec::new();
+        for holders in state2.store.db.holders_of(&contents)? {
+            for &(peer, _, acl) in &holders.copies {
+                if online.contains(peer)
+                    && scope.lists(acl)
+                    && let Some(account) = owners.get(&peer)
+                {
+                    accounts.push(*account);
+                }
+            }
+        }
+        Ok(accounts)
+    })
+    .await?
+}
+
+/// `GET /api/v1/requests`: your requests, newest first.
+pub async fn requests(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<Vec<peerdex_shared::social::AskInfo>>, ApiError> {
+    let account = member(&state, &caller).await?;
+    let db = state.store.db.clone();
+    Ok(Json(
+        run_blocking(move || db.requests_of(account.id)).await??,
+    ))
+}
+
+fn request_id(id: &str) -> Result<u64, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::bad_request(format!("{id:?} is not a request id")))
+}
+
+/// `DELETE /api/v1/requests/{id}`: closes your request; those it reached are told.
+pub async fn close_request(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let account = member(&state, &caller).await?;
+    let id = request_id(&id)?;
+    let db = state.store.db.clone();
+    let (reached, from) = run_blocking(move || db.close_request(account.id, id)).await??;
+    for recipient in reached {
+        notify(
+            &state,
+            recipient,
+            Event::RequestClosed {
+                request: id,
+                from: from.clone(),
+            },
+        )
+        .await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/requests/{id}/offers`: offers a file you share to the asker, who gets an
+/// `offer` event and can download it directly.
+pub async fn offer(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let request: peerdex_shared::social::OfferRequest = json_body(body)?;
+    let account = member(&state, &caller).await?;
+    if let Some(note) = &request.note {
+        check_text(&state, &account, note)?;
+    }
+    let id = request_id(&id)?;
+    let db = state.store.db.clone();
+    let (asker, envelope) =
+        run_blocking(move || db.offer(account.id, id, &request.hash, request.note.as_deref()))
+            .await??;
+    social::push(&state, asker, envelope).await?;
+    Ok(StatusCode::CREATED)
+}

@@ -946,3 +946,199 @@ async fn rooms_keep_order_and_history_and_operators_mute_and_kick_and_scopes_hid
         Some(ErrorCode::RateLimited)
     );
 }
+
+/// A device of `name` (signed in with `key`) listing `files` (path, content label).
+async fn holder(server: &TestServer, name: &str, files: &[(&str, &str)]) -> TestPeer {
+    let key = Identity::generate().unwrap();
+    account(server, name, &key).await;
+    let mut peer = TestPeer::with_identity(&server.url, &format!("{name}-pc"), 0, key);
+    peer.register().await;
+    let entries: Vec<_> = files
+        .iter()
+        .map(|(path, content)| entry(path, 1000, content))
+        .collect();
+    peer.client.upload_full(1, &entries).await.unwrap();
+    peer
+}
+
+fn ask(text: &str) -> peerdex_shared::social::AskRequest {
+    peerdex_shared::social::AskRequest {
+        text: text.into(),
+        ..Default::default()
+    }
+}
+
+fn is_request(event: &Event) -> bool {
+    matches!(event, Event::Request { .. })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asking_reaches_contacts_or_holders_in_real_time_and_offers_come_back_to_download() {
+    let server = TestServer::start_with(|c| c.social.max_request_recipients = 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ann = account(&server, "ann", &Identity::generate().unwrap()).await;
+    // Bob (ann's contact) runs an agent sharing a match; cid is bob's contact, not ann's;
+    // dan and fay are strangers holding matches; eve holds one in a group ann is not in.
+    let bob_state = dir.path().join("bob-state");
+    std::fs::create_dir_all(&bob_state).unwrap();
+    let bob_key = Identity::load_or_create(&bob_state.join(peerdex_agent::KEY_FILE)).unwrap();
+    let bob = account(&server, "bob", &bob_key).await;
+    let share = dir.path().join("bob-share");
+    let bytes = pseudo_random(200_000, 94);
+    write_file(&share, "rare live 1994.flac", &bytes);
+    let agent = TestAgent::start_with(agent_config(&server.url, &bob_state, &[&share])).await;
+    agent.wait_synced().await;
+    let cid = account(&server, "cid", &Identity::generate().unwrap()).await;
+    ann.add_contact("bob").await.unwrap();
+    bob.answer_contact("ann", true).await.unwrap();
+    cid.add_contact("bob").await.unwrap();
+    bob.answer_contact("cid", true).await.unwrap();
+    let dan_peer = holder(&server, "dan", &[("Rare Live 1994.flac", "d1")]).await;
+    let _fay_peer = holder(&server, "fay", &[("rare/live 1994 boot.flac", "f1")]).await;
+    let eve_key = Identity::generate().unwrap();
+    account(&server, "eve", &eve_key).await;
+    let db = operator_db(&server);
+    db.create_group("operator", "vault").unwrap();
+    let mut eve_peer = TestPeer::with_identity(&server.url, "eve-pc", 0, eve_key);
+    eve_peer.register().await;
+    let mut secret = entry("rare live 1994 vault.flac", 1000, "e1");
+    secret.visibility = "group:vault".parse().unwrap();
+    eve_peer.client.upload_full(1, &[secret]).await.unwrap();
+    server.wait_for_hits("1994", 3).await;
+
+    let mut bob_events = Events::open(&bob, None).await;
+    let mut cid_events = Events::open(&cid, None).await;
+
+    // Contacts: bob only; the answer says how many, never who.
+    let asked = ann
+        .ask(&ask("anyone have the 1994 live set?"))
+        .await
+        .unwrap();
+    assert_eq!((asked.reached, asked.capped), (1, false));
+    let rung = bob_events.until("the request", is_request).await;
+    let Event::Request { request, from, .. } = &rung.event else {
+        unreachable!()
+    };
+    assert_eq!((*request, from.as_str()), (asked.id, "ann"));
+    while let Some(event) = cid_events.next_within(Duration::from_millis(700)).await {
+        assert!(
+            !is_request(&event.event),
+            "cid is not ann's contact: {event:?}"
+        );
+    }
+    // Depth 2 reaches the contacts' contacts too.
+    let wide = ann
+        .ask(&peerdex_shared::social::AskRequest {
+            depth: Some(2),
+            ..ask("and your friends?")
+        })
+        .await
+        .unwrap();
+    assert_eq!(wide.reached, 2);
+    cid_events.until("the depth-2 request", is_request).await;
+
+    // Holders: every online holder of a visible match, not the group-only one; capped.
+    let holders = ann
+        .ask(&peerdex_shared::social::AskRequest {
+            holders: Some("rare live 1994 flac".into()),
+            ..ask("which pressing is yours?")
+        })
+        .await
+        .unwrap();
+    assert_eq!(holders.reached, 3, "bob, dan and fay; not eve: {holders:?}");
+    let e = ann
+        .ask(&peerdex_shared::social::AskRequest {
+            holders: Some("rare".into()),
+            depth: Some(2),
+            ..ask("both?")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::BadRequest), "{e}");
+
+    // Bob offers the file he shares; ann gets the offer and downloads it from him, verified.
+    let mut ann_events = Events::open(&ann, None).await;
+    let hash = content_hash(&bytes);
+    bob.offer(asked.id, &hash, Some("first pressing"))
+        .await
+        .unwrap();
+    let offered = ann_events
+        .until("the offer", |e| matches!(e, Event::Offer { .. }))
+        .await;
+    let Event::Offer {
+        from,
+        hash: got,
+        name,
+        note,
+        ..
+    } = &offered.event
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (from.as_str(), *got, name.as_str(), note.as_deref()),
+        ("bob", hash, "rare live 1994.flac", Some("first pressing"))
+    );
+    let into = dir.path().join("ann-downloads");
+    std::fs::create_dir_all(&into).unwrap();
+    let report = download_into(&server.url, hash, &into, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(report.path.unwrap()).unwrap(), bytes);
+    assert_eq!(ann.requests().await.unwrap()[2].offers, 1);
+
+    // Offers only from those reached, only of files they share, only while open.
+    let e = cid.offer(asked.id, &hash, None).await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(ErrorCode::NotFound),
+        "cid was not asked: {e}"
+    );
+    let e = bob
+        .offer(asked.id, &content_hash(b"not shared"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e}");
+    ann.close_request(asked.id).await.unwrap();
+    bob_events
+        .until("the close", |e| matches!(e, Event::RequestClosed { .. }))
+        .await;
+    let e = bob.offer(asked.id, &hash, None).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::BadRequest), "closed: {e}");
+    let e = ann.close_request(asked.id).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e}");
+
+    // A holder who blocked ann is not reached; a fan-out past the cap says so.
+    let dan_client = {
+        let mut c = server.client();
+        c.login("dan", "dan password", &dan_peer.identity)
+            .await
+            .unwrap();
+        c
+    };
+    dan_client.set_block("ann", true).await.unwrap();
+    let again = ann
+        .ask(&peerdex_shared::social::AskRequest {
+            holders: Some("1994".into()),
+            ..ask("again")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.reached, again.capped),
+        (2, false),
+        "bob and fay, not dan"
+    );
+    let _gal = holder(&server, "gal", &[("1994 tapes.flac", "g1")]).await;
+    let _hal = holder(&server, "hal", &[("1994 demos.flac", "h1")]).await;
+    server.wait_for_hits("1994", 5).await;
+    let capped = ann
+        .ask(&peerdex_shared::social::AskRequest {
+            holders: Some("1994".into()),
+            ..ask("everyone?")
+        })
+        .await
+        .unwrap();
+    assert_eq!((capped.reached, capped.capped), (3, true));
+    agent.stop().await;
+}
