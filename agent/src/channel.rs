@@ -158,17 +158,124 @@ pub struct Channel {
     pub link: Arc<Link>,
     /// Connections opened on tickets at once (each is an outbound connection).
     pub connections: Arc<tokio::sync::Semaphore>,
+    /// Downloads of wishes' matches (`auto_download`).
+    pub auto: Option<Arc<AutoDownloads>>,
+}
+
+/// Downloads the agent makes by itself: matches of its account's wishes that asked for it.
+pub struct AutoDownloads {
+    /// This peer's key (proves grants; never a source to itself).
+    pub identity: peerdex_client::Identity,
+    /// Where downloads go.
+    pub dir: std::path::PathBuf,
+    /// Downloads at once.
+    pub slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Auto-downloads running at once; more wait for a slot.
+const AUTO_DOWNLOADS_AT_ONCE: usize = 2;
+
+impl AutoDownloads {
+    /// Downloads for this agent into `dir`.
+    pub fn new(identity: peerdex_client::Identity, dir: std::path::PathBuf) -> Arc<AutoDownloads> {
+        Arc::new(AutoDownloads {
+            identity,
+            dir,
+            slots: Arc::new(tokio::sync::Semaphore::new(AUTO_DOWNLOADS_AT_ONCE)),
+        })
+    }
+
+    /// Fetches `hash` (a match of wish `wish`) in the background, verified, then reports how it
+    /// went as a `download` event of the account.
+    fn fetch(
+        self: &Arc<Self>,
+        url: &str,
+        session: &Session,
+        wish: u64,
+        hash: peerdex_shared::FileHash,
+        name: String,
+        stop: &CancellationToken,
+    ) {
+        let (this, stop) = (self.clone(), stop.clone());
+        let Ok(reporter) = ServerClient::new(url) else {
+            return;
+        };
+        let reporter = reporter.with_session(session.peer, session.token.clone());
+        // The session token is also what makes searches and sources see what the account may.
+        let finder = Arc::new(
+            reporter
+                .clone()
+                .with_account_token(Some(session.token.clone())),
+        );
+        tokio::spawn(
+            async move {
+                let Ok(_slot) = this.slots.clone().acquire_owned().await else {
+                    return;
+                };
+                if let Err(e) = std::fs::create_dir_all(&this.dir) {
+                    warn!(error = %e, "cannot make the download folder");
+                }
+                let options = peerdex_download::DownloadOptions {
+                    identity: Some(this.identity.clone()),
+                    exclude_peer: Some(this.identity.peer_id()),
+                    accept_connections: false,
+                    ..Default::default()
+                };
+                let request = peerdex_download::DownloadRequest {
+                    hash,
+                    name: Some(name.clone()),
+                    destination: peerdex_download::Destination::Dir(this.dir.clone()),
+                };
+                let outcome = peerdex_download::download(
+                    finder,
+                    &request,
+                    &options,
+                    Arc::new(peerdex_download::DownloadProgress::default()),
+                    stop,
+                )
+                .await;
+                let (ok, detail) = match &outcome {
+                    Ok(report) => (
+                        true,
+                        report
+                            .path
+                            .as_ref()
+                            .map_or_else(String::new, |p| p.display().to_string()),
+                    ),
+                    Err(e) => (false, e.to_string()),
+                };
+                info!(%hash, ok, detail, "wish match downloaded");
+                let event = peerdex_shared::social::Event::Download {
+                    wish,
+                    hash,
+                    name,
+                    ok,
+                    detail,
+                };
+                if let Err(e) = reporter.report_event(&event).await {
+                    warn!(error = %e, "could not report the download to the server");
+                }
+            }
+            .instrument(info_span!("auto-download", %hash)),
+        );
+    }
 }
 
 impl Channel {
     /// A control channel for the agent.
-    pub fn new(url: String, files: Arc<FileServer>, link: Arc<Link>) -> Channel {
+    pub fn new(
+        url: String,
+        files: Arc<FileServer>,
+        link: Arc<Link>,
+        auto: Option<Arc<AutoDownloads>>,
+    ) -> Channel {
         Channel {
             url,
             sessions: link.sessions(),
             files,
             link,
             connections: Arc::new(tokio::sync::Semaphore::new(MAX_TICKET_CONNECTIONS)),
+            auto,
         }
     }
 }
@@ -287,8 +394,20 @@ impl Channel {
             }
             ControlMessage::Ping => return,
             ControlMessage::Event { event } => {
-                // The account's events reach the agent too; it records them for its user.
+                // The account's events reach the agent too; it logs them for its user, and
+                // fetches the matches of wishes that asked for it.
                 info!(kind = event.event.kind(), id = event.id, "event");
+                if let peerdex_shared::social::Event::WishHit {
+                    wish,
+                    hash,
+                    name,
+                    auto_download: true,
+                    ..
+                } = &event.event
+                    && let Some(auto) = &self.auto
+                {
+                    auto.fetch(&self.url, session, *wish, *hash, name.clone(), stop);
+                }
                 return;
             }
         };

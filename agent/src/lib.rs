@@ -381,9 +381,17 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     };
 
     tasks.spawn(
-        channel::Channel::new(config.server.clone(), files.clone(), link.clone())
-            .run(stop.clone())
-            .instrument(info_span!("control")),
+        channel::Channel::new(
+            config.server.clone(),
+            files.clone(),
+            link.clone(),
+            Some(channel::AutoDownloads::new(
+                identity.clone(),
+                config.download_dir.clone(),
+            )),
+        )
+        .run(stop.clone())
+        .instrument(info_span!("control")),
     );
     let syncer = Syncer {
         url: config.server.clone(),

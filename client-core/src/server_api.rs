@@ -904,6 +904,24 @@ impl ServerClient {
         .await
     }
 
+    /// Reports what this agent did for its account (a `download` event), with the peer's
+    /// session.
+    pub async fn report_event(
+        &self,
+        event: &peerdex_shared::social::Event,
+    ) -> Result<(), ApiError> {
+        let (_, token) = self.session()?;
+        expect_empty(
+            self.http
+                .post(self.url(routes::EVENTS))
+                .bearer_auth(token)
+                .json(event)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
     /// Opens the account's event stream (server-sent events, PROTOCOL §10.1), after durable
     /// event `after` when given. The response never ends on its own.
     pub async fn event_stream(&self, after: Option<u64>) -> Result<reqwest::Response, ApiError> {

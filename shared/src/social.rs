@@ -346,6 +346,20 @@ pub enum Event {
         /// Who asked.
         from: String,
     },
+    /// Your agent downloaded a wish's match (or could not), as the wish asked
+    /// (`auto_download`); reported by the agent.
+    Download {
+        /// The wish.
+        wish: u64,
+        /// The content.
+        hash: crate::FileHash,
+        /// Its name.
+        name: String,
+        /// Whether it is complete and verified.
+        ok: bool,
+        /// Where it is, or why it failed.
+        detail: String,
+    },
     /// Something happened in a room you are in (live only: `room log` has the history).
     Room {
         /// The room.
@@ -382,6 +396,7 @@ impl Event {
             Event::Receipt { .. } => "receipt",
             Event::WishHit { .. } => "wish_hit",
             Event::Room { .. } => "room",
+            Event::Download { .. } => "download",
             Event::Request { .. } => "request",
             Event::Offer { .. } => "offer",
             Event::RequestClosed { .. } => "request_closed",

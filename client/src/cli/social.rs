@@ -940,6 +940,23 @@ fn describe(envelope: &EventEnvelope) -> String {
             note.as_deref()
                 .map_or(String::new(), |n| format!(" \"{}\"", visible(n)))
         ),
+        Event::Download {
+            name, ok, detail, ..
+        } => {
+            if *ok {
+                format!(
+                    "downloaded {} (a wish's match): {}",
+                    visible(name),
+                    visible(detail)
+                )
+            } else {
+                format!(
+                    "could not download {} (a wish's match): {}",
+                    visible(name),
+                    visible(detail)
+                )
+            }
+        }
         Event::RequestClosed { request, from } => {
             format!("{} closed request #{request}", visible(from))
         }

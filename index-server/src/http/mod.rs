@@ -131,7 +131,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(routes::CONTROL, get(transfers::control))
         .route(routes::RELAY, get(transfers::relay))
         .route(routes::RELAY_ACCEPT, get(transfers::relay_accept))
-        .route(routes::EVENTS, get(social::events));
+        .route(routes::EVENTS, get(social::events).post(social::report));
     Router::new()
         .merge(list_routes)
         .merge(open_ended)

@@ -189,6 +189,30 @@ impl EventStream {
     }
 }
 
+/// `POST /api/v1/events`: an agent reports what it did for its account (only `download`
+/// events, with the peer's session); the account's clients get it like any durable event.
+pub async fn report(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let event: Event = json_body(body)?;
+    if !matches!(event, Event::Download { .. }) {
+        return Err(ApiError::bad_request("agents report download events only"));
+    }
+    if caller.device.is_none() {
+        return Err(ApiError::unauthorized(
+            "report with the agent's peer session",
+        ));
+    }
+    let account = member(&state, &caller).await?;
+    if !state.guards.messages_by_sender.allow(&account.id) {
+        return Err(rate_limited("too many reports; try again later"));
+    }
+    notify(&state, account.id, event).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 // ---- contacts ----------------------------------------------------------------------------------
 
 /// `GET /api/v1/contacts`.

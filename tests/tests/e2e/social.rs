@@ -1142,3 +1142,59 @@ async fn asking_reaches_contacts_or_holders_in_real_time_and_offers_come_back_to
     assert_eq!((capped.reached, capped.capped), (3, true));
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wish_with_auto_download_is_fetched_by_the_wishers_agent_and_reported() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Ann's agent (her linked device) runs; bob's agent will list the match.
+    let ann_state = dir.path().join("ann-state");
+    std::fs::create_dir_all(&ann_state).unwrap();
+    let ann_key = Identity::load_or_create(&ann_state.join(peerdex_agent::KEY_FILE)).unwrap();
+    let ann = account(&server, "ann", &ann_key).await;
+    let ann_share = dir.path().join("ann-share");
+    std::fs::create_dir_all(&ann_share).unwrap();
+    let ann_agent =
+        TestAgent::start_with(agent_config(&server.url, &ann_state, &[&ann_share])).await;
+    ann_agent.wait_control_channel().await;
+    let created = ann
+        .add_wish(&peerdex_shared::social::WishRequest {
+            auto_download: true,
+            ..wish("quokka")
+        })
+        .await
+        .unwrap();
+    assert!(created.wish.auto_download);
+    let mut events = Events::open(&ann, None).await;
+
+    let bob_share = dir.path().join("bob-share");
+    std::fs::create_dir_all(&bob_share).unwrap();
+    let bob = TestAgent::start(&server.url, &[&bob_share], |_| {}).await;
+    bob.wait_synced().await;
+    let bytes = pseudo_random(150_000, 61);
+    write_file(&bob_share, "quokka selfie.jpg", &bytes);
+    let done = events
+        .until("the download report", |e| {
+            matches!(e, Event::Download { .. })
+        })
+        .await;
+    let Event::Download {
+        ok, detail, hash, ..
+    } = &done.event
+    else {
+        unreachable!()
+    };
+    assert!(*ok, "{detail}");
+    assert_eq!(*hash, content_hash(&bytes));
+    assert_eq!(
+        std::fs::read(detail).unwrap(),
+        bytes,
+        "verified, in the download folder"
+    );
+    assert!(
+        std::path::Path::new(detail).starts_with(&ann_agent.config.download_dir),
+        "{detail}"
+    );
+    bob.stop().await;
+    ann_agent.stop().await;
+}
