@@ -49,6 +49,29 @@ pub fn test_config(data: &Path) -> Config {
     config
 }
 
+/// Creates account `name` (password: "`name` password") and signs in with `identity`, which
+/// links that key to the account; returns the signed-in client.
+pub async fn sign_up(server: &TestServer, name: &str, identity: &Identity) -> ServerClient {
+    let password = format!("{name} password");
+    server
+        .client()
+        .create_account(&peerdex_shared::api::CreateAccountRequest {
+            name: name.into(),
+            password: password.clone(),
+            invite: None,
+        })
+        .await
+        .unwrap();
+    let mut client = server.client();
+    client.login(name, &password, identity).await.unwrap();
+    client
+}
+
+/// The server's database, opened beside the running server (as the operator's CLI does).
+pub fn operator_db(server: &TestServer) -> peerdex_server::db::Db {
+    peerdex_server::db::Db::open(&server.data.join(peerdex_server::server::DB_FILE)).unwrap()
+}
+
 /// An index server running in this process.
 pub struct TestServer {
     pub url: String,

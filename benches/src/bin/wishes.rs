@@ -21,9 +21,9 @@ use peerdex_benches::synthetic_from;
 use peerdex_client::server_api::ndjson;
 use peerdex_client::{Identity, ServerClient};
 use peerdex_server::db::Db;
-use peerdex_shared::api::{CreateAccountRequest, DeltaOp};
+use peerdex_shared::api::DeltaOp;
 use peerdex_shared::social::{EventEnvelope, WishRequest};
-use peerdex_tests::{TestPeer, TestServer, entry};
+use peerdex_tests::{TestPeer, TestServer, entry, sign_up};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -59,28 +59,6 @@ fn rss_bytes() -> u64 {
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |pages| pages * 4096)
-}
-
-async fn account(server: &TestServer, name: &str) -> ServerClient {
-    server
-        .client()
-        .create_account(&CreateAccountRequest {
-            name: name.into(),
-            password: format!("{name} password"),
-            invite: None,
-        })
-        .await
-        .unwrap();
-    let mut client = server.client();
-    client
-        .login(
-            name,
-            &format!("{name} password"),
-            &Identity::generate().unwrap(),
-        )
-        .await
-        .unwrap();
-    client
 }
 
 type Events = std::pin::Pin<
@@ -127,7 +105,14 @@ async fn ingest_run(entries: u64, wishes: u64) -> (f64, Option<TestServer>) {
         .await;
     let mut wishers = Vec::new();
     for a in 0..(wishes.min(100)) {
-        wishers.push(account(&server, &format!("wisher{a}")).await);
+        wishers.push(
+            sign_up(
+                &server,
+                &format!("wisher{a}"),
+                &Identity::generate().unwrap(),
+            )
+            .await,
+        );
     }
     for w in 0..wishes {
         let query = if w % 2 == 0 {
@@ -223,7 +208,7 @@ async fn main() {
     );
 
     // 2. Latency from a delta's commit to the wisher's event.
-    let wisher = account(&server, "latency").await;
+    let wisher = sign_up(&server, "latency", &Identity::generate().unwrap()).await;
     wisher
         .add_wish(&WishRequest {
             query: "latencyprobe".into(),
@@ -280,18 +265,7 @@ async fn main() {
     let mut keys = Vec::new();
     for i in 0..streams {
         let key = Identity::generate().unwrap();
-        let name = format!("s{i}");
-        server
-            .client()
-            .create_account(&CreateAccountRequest {
-                name: name.clone(),
-                password: "stream password".into(),
-                invite: None,
-            })
-            .await
-            .unwrap();
-        let mut client = server.client();
-        client.login(&name, "stream password", &key).await.unwrap();
+        let client = sign_up(&server, &format!("s{i}"), &key).await;
         clients.push(client);
         keys.push(key);
     }

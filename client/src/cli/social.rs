@@ -191,29 +191,19 @@ pub async fn wish(
         }
         WishCommand::List { json } => {
             let wishes = client.wishes().await.context("listing wishes")?;
-            if json {
-                emit(&format!("{}\n", serde_json::to_string_pretty(&wishes)?))?;
-            } else if wishes.is_empty() {
-                emit("no wishes: peerdex wish add QUERY\n")?;
-            } else {
-                let text: String = wishes
-                    .iter()
-                    .map(|w| {
-                        format!(
-                            "#{}\t{}\t{} match(es){}\n",
-                            w.id,
-                            visible(&w.query),
-                            w.hits,
-                            if w.auto_download {
-                                ", auto-download"
-                            } else {
-                                ""
-                            }
-                        )
-                    })
-                    .collect();
-                emit(&text)?;
-            }
+            emit_list(json, &wishes, "no wishes: peerdex wish add QUERY\n", |w| {
+                format!(
+                    "#{}\t{}\t{} match(es){}\n",
+                    w.id,
+                    visible(&w.query),
+                    w.hits,
+                    if w.auto_download {
+                        ", auto-download"
+                    } else {
+                        ""
+                    }
+                )
+            })?;
         }
         WishCommand::Rm { id } => {
             client
@@ -273,25 +263,17 @@ pub async fn ask(
     }
     if args.list {
         let asks = client.requests().await.context("listing your requests")?;
-        if args.json {
-            emit(&format!("{}\n", serde_json::to_string_pretty(&asks)?))?;
-        } else {
-            let text: String = asks
-                .iter()
-                .map(|a| {
-                    format!(
-                        "#{}\t{}\treached {}{}\t{} offer(s){}\n",
-                        a.id,
-                        visible(&a.text),
-                        a.reached,
-                        if a.capped { " (capped)" } else { "" },
-                        a.offers,
-                        if a.cancelled { ", closed" } else { "" }
-                    )
-                })
-                .collect();
-            emit(&text)?;
-        }
+        emit_list(args.json, &asks, "no requests yet\n", |a| {
+            format!(
+                "#{}\t{}\treached {}{}\t{} offer(s){}\n",
+                a.id,
+                visible(&a.text),
+                a.reached,
+                if a.capped { " (capped)" } else { "" },
+                a.offers,
+                if a.cancelled { ", closed" } else { "" }
+            )
+        })?;
         return Ok(());
     }
     let text = args.text.join(" ");
@@ -496,43 +478,28 @@ pub async fn room(
         }
         RoomCommand::List { json } => {
             let rooms = client.rooms().await.context("listing rooms")?;
-            if json {
-                emit(&format!("{}\n", serde_json::to_string_pretty(&rooms)?))?;
-            } else if rooms.is_empty() {
-                emit("no rooms yet: peerdex room join NAME opens one\n")?;
-            } else {
-                let text: String = rooms
-                    .iter()
-                    .map(|r| {
-                        format!(
-                            "{}\t{}\t{} member(s){}\n",
-                            visible(&r.name),
-                            r.access,
-                            r.members,
-                            match r.role {
-                                Some(RoomRole::Owner) => ", yours",
-                                Some(RoomRole::Operator) => ", operator",
-                                Some(RoomRole::Member) => ", joined",
-                                None => "",
-                            }
-                        )
-                    })
-                    .collect();
-                emit(&text)?;
-            }
+            emit_list(
+                json,
+                &rooms,
+                "no rooms yet: peerdex room join NAME opens one\n",
+                |r| {
+                    format!(
+                        "{}\t{}\t{} member(s){}\n",
+                        visible(&r.name),
+                        r.access,
+                        r.members,
+                        match r.role {
+                            Some(RoomRole::Owner) => ", yours",
+                            Some(RoomRole::Operator) => ", operator",
+                            Some(RoomRole::Member) => ", joined",
+                            None => "",
+                        }
+                    )
+                },
+            )?;
         }
         RoomCommand::Say { room, text } => {
-            let body = if text.is_empty() {
-                let mut text = String::new();
-                std::io::stdin()
-                    .lock()
-                    .take(1 << 20)
-                    .read_to_string(&mut text)
-                    .context("reading the line from standard input")?;
-                text.trim_end_matches(['\r', '\n']).to_string()
-            } else {
-                text.join(" ")
-            };
+            let body = words_or_stdin(&text, "line")?;
             client
                 .say(&room, &body)
                 .await
@@ -543,12 +510,7 @@ pub async fn room(
                 .room_log(&room, limit)
                 .await
                 .with_context(|| format!("reading {room}"))?;
-            if json {
-                emit(&format!("{}\n", serde_json::to_string_pretty(&lines)?))?;
-            } else {
-                let text: String = lines.iter().map(|l| line_text(None, l)).collect();
-                emit(&text)?;
-            }
+            emit_list(json, &lines, "", |l| line_text(None, l))?;
         }
         RoomCommand::Invite { room, name } => {
             client
@@ -622,6 +584,37 @@ fn client(state: &Path, file: &ConfigFile, flag: Option<String>) -> anyhow::Resu
         );
     }
     Ok(ServerClient::new(&saved.server)?.with_account_token(Some(saved.token)))
+}
+
+/// The words given, or else standard input (up to 1 MiB, without the final newline).
+fn words_or_stdin(words: &[String], what: &str) -> anyhow::Result<String> {
+    if !words.is_empty() {
+        return Ok(words.join(" "));
+    }
+    let mut text = String::new();
+    std::io::stdin()
+        .lock()
+        .take(1 << 20)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading the {what} from standard input"))?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// Prints `items` as pretty JSON, `empty` when there are none, or one `line` each.
+fn emit_list<T: serde::Serialize>(
+    json: bool,
+    items: &[T],
+    empty: &str,
+    line: impl Fn(&T) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        emit(&format!("{}\n", serde_json::to_string_pretty(items)?))?;
+    } else if items.is_empty() {
+        emit(empty)?;
+    } else {
+        emit(&items.iter().map(line).collect::<String>())?;
+    }
+    Ok(())
 }
 
 /// How long ago `at` (Unix seconds) was, in words.
@@ -699,17 +692,12 @@ pub async fn contact(
         }
         ContactCommand::List { json } => {
             let contacts = client.contacts().await.context("listing contacts")?;
-            if json {
-                emit(&format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&contacts.contacts)?
-                ))?;
-            } else if contacts.contacts.is_empty() {
-                emit("no contacts yet: peerdex contact add NAME\n")?;
-            } else {
-                let text: String = contacts.contacts.iter().map(contact_line).collect();
-                emit(&text)?;
-            }
+            emit_list(
+                json,
+                &contacts.contacts,
+                "no contacts yet: peerdex contact add NAME\n",
+                contact_line,
+            )?;
         }
     }
     Ok(())
@@ -743,17 +731,7 @@ pub async fn msg(
     state: &Path,
     file: &ConfigFile,
 ) -> anyhow::Result<()> {
-    let body = if args.text.is_empty() {
-        let mut text = String::new();
-        std::io::stdin()
-            .lock()
-            .take(1 << 20)
-            .read_to_string(&mut text)
-            .context("reading the message from standard input")?;
-        text.trim_end_matches(['\r', '\n']).to_string()
-    } else {
-        args.text.join(" ")
-    };
+    let body = words_or_stdin(&args.text, "message")?;
     let client = client(state, file, server.server)?;
     let sent = client
         .send_message(&args.name, &body)

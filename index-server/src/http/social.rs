@@ -316,19 +316,7 @@ pub async fn decline_contact(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let account = member(&state, &caller).await?;
-    let db = state.store.db.clone();
-    let me = account.id;
-    let (them, _) = run_blocking(move || db.decline_contact(me, &name)).await??;
-    notify(
-        &state,
-        them,
-        Event::ContactRemoved {
-            name: account.name.clone(),
-        },
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    end_contact(&state, &caller, name, true).await
 }
 
 /// `DELETE /api/v1/contacts/{name}`: ends the contact, or withdraws a request.
@@ -337,12 +325,29 @@ pub async fn remove_contact(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let account = member(&state, &caller).await?;
+    end_contact(&state, &caller, name, false).await
+}
+
+/// Declines their request (`decline`) or ends whatever stands between the two; they are told.
+async fn end_contact(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    name: String,
+    decline: bool,
+) -> Result<StatusCode, ApiError> {
+    let account = member(state, caller).await?;
     let db = state.store.db.clone();
     let me = account.id;
-    let (them, _) = run_blocking(move || db.remove_contact(me, &name)).await??;
+    let (them, _) = run_blocking(move || {
+        if decline {
+            db.decline_contact(me, &name)
+        } else {
+            db.remove_contact(me, &name)
+        }
+    })
+    .await??;
     notify(
-        &state,
+        state,
         them,
         Event::ContactRemoved {
             name: account.name.clone(),

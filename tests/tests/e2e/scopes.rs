@@ -6,34 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use peerdex_client::{Identity, ServerClient};
-use peerdex_server::db::Db;
 use peerdex_shared::api::{CreateAccountRequest, ErrorCode, Role};
 use peerdex_shared::peer::{blob_path, header};
 use peerdex_tests::*;
-
-/// The server's database, opened beside the running server (as the operator's CLI does).
-fn operator_db(server: &TestServer) -> Db {
-    Db::open(&server.data.join(peerdex_server::server::DB_FILE)).unwrap()
-}
-
-/// Creates account `name` and signs in with `identity`; returns the signed-in client.
-async fn account(server: &TestServer, name: &str, identity: &Identity) -> ServerClient {
-    server
-        .client()
-        .create_account(&CreateAccountRequest {
-            name: name.into(),
-            password: format!("{name} password"),
-            invite: None,
-        })
-        .await
-        .unwrap();
-    let mut client = server.client();
-    client
-        .login(name, &format!("{name} password"), identity)
-        .await
-        .unwrap();
-    client
-}
 
 fn code(error: &peerdex_client::server_api::ApiError) -> Option<ErrorCode> {
     error.code()
@@ -87,17 +62,17 @@ async fn lab(visibility: &str) -> Lab {
     write_file(&lab_dir, "results/quasarzeta run.bin", &secret_bytes);
     write_file(&open_dir, "quasarzeta poster.txt", b"public poster");
 
-    let admin = account(&server, "admin", &Identity::generate().unwrap()).await;
+    let admin = sign_up(&server, "admin", &Identity::generate().unwrap()).await;
     operator_db(&server)
         .set_role("operator", "admin", Role::Admin)
         .unwrap();
     let state = dir.path().join("alice-state");
     std::fs::create_dir_all(&state).unwrap();
     let alice_key = Identity::load_or_create(&state.join(peerdex_agent::KEY_FILE)).unwrap();
-    account(&server, "alice", &alice_key).await;
+    sign_up(&server, "alice", &alice_key).await;
     let (bob_key, carol_key) = (Identity::generate().unwrap(), Identity::generate().unwrap());
-    let bob = account(&server, "bob", &bob_key).await;
-    let carol = account(&server, "carol", &carol_key).await;
+    let bob = sign_up(&server, "bob", &bob_key).await;
+    let carol = sign_up(&server, "carol", &carol_key).await;
     let db = operator_db(&server);
     db.create_group("operator", "lab").unwrap();
     db.set_member("operator", "lab", "bob", true).unwrap();
@@ -401,7 +376,7 @@ async fn invites_used_up_expired_or_on_a_closed_server_are_refused() {
 async fn failed_sign_ins_are_limited_and_tokens_are_revocable_and_passwords_never_stored() {
     let server = TestServer::start().await;
     let key = Identity::generate().unwrap();
-    let client = account(&server, "frank", &key).await;
+    let client = sign_up(&server, "frank", &key).await;
     assert_eq!(client.whoami().await.unwrap().devices, [key.peer_id()]);
     for _ in 0..5 {
         let error = server

@@ -6,35 +6,13 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use peerdex_client::{Identity, ServerClient};
-use peerdex_server::db::{BanKind, Db};
-use peerdex_shared::api::{CreateAccountRequest, ErrorCode};
+use peerdex_server::db::BanKind;
+use peerdex_shared::api::ErrorCode;
 use peerdex_shared::social::{ContactState, Event, EventEnvelope, ReceiptState};
 use peerdex_tests::*;
 
 /// How long a test waits for an event before it fails (the 2 s figure is measured, not tested).
 const EVENT_WAIT: Duration = Duration::from_secs(15);
-
-fn operator_db(server: &TestServer) -> Db {
-    Db::open(&server.data.join(peerdex_server::server::DB_FILE)).unwrap()
-}
-
-async fn account(server: &TestServer, name: &str, identity: &Identity) -> ServerClient {
-    server
-        .client()
-        .create_account(&CreateAccountRequest {
-            name: name.into(),
-            password: format!("{name} password"),
-            invite: None,
-        })
-        .await
-        .unwrap();
-    let mut client = server.client();
-    client
-        .login(name, &format!("{name} password"), identity)
-        .await
-        .unwrap();
-    client
-}
 
 /// An open event stream, read event by event.
 struct Events {
@@ -105,11 +83,11 @@ async fn contacts_of(client: &ServerClient) -> Vec<peerdex_shared::social::Conta
 async fn contacts_are_mutual_and_see_each_other_come_online_and_go_offline() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let ann = account(&server, "ann", &Identity::generate().unwrap()).await;
+    let ann = sign_up(&server, "ann", &Identity::generate().unwrap()).await;
     let bob_state = dir.path().join("bob-state");
     std::fs::create_dir_all(&bob_state).unwrap();
     let bob_key = Identity::load_or_create(&bob_state.join(peerdex_agent::KEY_FILE)).unwrap();
-    let bob = account(&server, "bob", &bob_key).await;
+    let bob = sign_up(&server, "bob", &bob_key).await;
     let mut bob_events = Events::open(&bob, None).await;
     let mut ann_events = Events::open(&ann, None).await;
 
@@ -173,7 +151,7 @@ async fn contacts_are_mutual_and_see_each_other_come_online_and_go_offline() {
     // A device that vanishes without a goodbye (its control channel just closes) is offline
     // at once too.
     let cid_key = Identity::generate().unwrap();
-    let cid = account(&server, "cid", &cid_key).await;
+    let cid = sign_up(&server, "cid", &cid_key).await;
     cid.add_contact("ann").await.unwrap();
     ann.add_contact("cid").await.unwrap();
     let mut peer = TestPeer::with_identity(&server.url, "cid-laptop", 0, cid_key);
@@ -216,8 +194,8 @@ async fn contacts_are_mutual_and_see_each_other_come_online_and_go_offline() {
 async fn a_message_to_an_offline_person_survives_a_restart_and_is_delivered_once_with_receipts() {
     let data = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(data.path(), |_| {}).await;
-    let ann = account(&server, "ann", &Identity::generate().unwrap()).await;
-    let bob = account(&server, "bob", &Identity::generate().unwrap()).await;
+    let ann = sign_up(&server, "ann", &Identity::generate().unwrap()).await;
+    let bob = sign_up(&server, "bob", &Identity::generate().unwrap()).await;
     let sent = ann
         .send_message("bob", "are you there?\nsecond line")
         .await
@@ -321,8 +299,8 @@ async fn bad_messages_floods_blocks_mutes_and_bans_get_clear_errors() {
         c.social.history_per_conversation = 3;
     })
     .await;
-    let ann = account(&server, "ann", &Identity::generate().unwrap()).await;
-    let bob = account(&server, "bob", &Identity::generate().unwrap()).await;
+    let ann = sign_up(&server, "ann", &Identity::generate().unwrap()).await;
+    let bob = sign_up(&server, "bob", &Identity::generate().unwrap()).await;
     let limit = peerdex_server::config::SocialConfig::default().max_message_bytes;
 
     // Size: at the limit it goes, one byte over it is refused, naming the limit.
@@ -369,7 +347,7 @@ async fn bad_messages_floods_blocks_mutes_and_bans_get_clear_errors() {
     );
 
     // Blocking: the blocked one is told, cannot message or ask; unblocking lifts it.
-    let cid = account(&server, "cid", &Identity::generate().unwrap()).await;
+    let cid = sign_up(&server, "cid", &Identity::generate().unwrap()).await;
     bob.set_block("cid", true).await.unwrap();
     assert_eq!(bob.blocks().await.unwrap(), ["cid"]);
     let e = cid.send_message("bob", "hi").await.unwrap_err();
@@ -415,9 +393,9 @@ async fn files_shared_with_contacts_are_found_by_contacts_only() {
     let state = dir.path().join("alice-state");
     std::fs::create_dir_all(&state).unwrap();
     let alice_key = Identity::load_or_create(&state.join(peerdex_agent::KEY_FILE)).unwrap();
-    let alice = account(&server, "alice", &alice_key).await;
-    let bob = account(&server, "bob", &Identity::generate().unwrap()).await;
-    let carol = account(&server, "carol", &Identity::generate().unwrap()).await;
+    let alice = sign_up(&server, "alice", &alice_key).await;
+    let bob = sign_up(&server, "bob", &Identity::generate().unwrap()).await;
+    let carol = sign_up(&server, "carol", &Identity::generate().unwrap()).await;
     bob.add_contact("alice").await.unwrap();
     alice.answer_contact("bob", true).await.unwrap();
 
@@ -509,7 +487,7 @@ async fn the_cli_adds_contacts_sends_and_reads_messages_and_prints_events_as_ndj
         );
         String::from_utf8(out.stdout).unwrap()
     };
-    let bob = account(&server, "bob", &Identity::generate().unwrap()).await;
+    let bob = sign_up(&server, "bob", &Identity::generate().unwrap()).await;
     // Not signed in yet: a clear error.
     let out = cli(&["inbox"], "");
     assert!(!out.status.success());
@@ -615,14 +593,14 @@ async fn wishes_report_each_new_match_once_at_ingest_to_online_and_offline_wishe
     let data = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(data.path(), |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
-    let ann = account(&server, "ann", &Identity::generate().unwrap()).await;
+    let ann = sign_up(&server, "ann", &Identity::generate().unwrap()).await;
     let admin_db = operator_db(&server);
     admin_db.create_group("operator", "lab").unwrap();
     // Bob shares a folder publicly and one with a group ann is not in.
     let bob_state = dir.path().join("bob-state");
     std::fs::create_dir_all(&bob_state).unwrap();
     let bob_key = Identity::load_or_create(&bob_state.join(peerdex_agent::KEY_FILE)).unwrap();
-    account(&server, "bob", &bob_key).await;
+    sign_up(&server, "bob", &bob_key).await;
     let (music, lab) = (dir.path().join("music"), dir.path().join("lab"));
     write_file(&music, "Xyzzy old.flac", b"an old one");
     write_file(&lab, "placeholder.txt", b"lab");
@@ -756,7 +734,7 @@ async fn hostile_and_too_broad_wishes_are_refused_with_the_reason() {
         c.social.max_wish_matches = 3;
     })
     .await;
-    let ann = account(&server, "ann", &Identity::generate().unwrap()).await;
+    let ann = sign_up(&server, "ann", &Identity::generate().unwrap()).await;
     let mut peer = TestPeer::join(&server.url, "lister").await;
     let entries: Vec<_> = (0..5)
         .map(|n| entry(&format!("common {n}.txt"), 10 + n, &format!("c{n}")))
@@ -810,9 +788,9 @@ async fn rooms_keep_order_and_history_and_operators_mute_and_kick_and_scopes_hid
         c.social.room_lines_per_minute = 14;
     })
     .await;
-    let ann = account(&server, "ann", &Identity::generate().unwrap()).await;
-    let bob = account(&server, "bob", &Identity::generate().unwrap()).await;
-    let cid = account(&server, "cid", &Identity::generate().unwrap()).await;
+    let ann = sign_up(&server, "ann", &Identity::generate().unwrap()).await;
+    let bob = sign_up(&server, "bob", &Identity::generate().unwrap()).await;
+    let cid = sign_up(&server, "cid", &Identity::generate().unwrap()).await;
 
     // Ann opens a public room; what she said before bob joined is replayed to him, in order,
     // bounded to the room's history.
@@ -950,7 +928,7 @@ async fn rooms_keep_order_and_history_and_operators_mute_and_kick_and_scopes_hid
 /// A device of `name` (signed in with `key`) listing `files` (path, content label).
 async fn holder(server: &TestServer, name: &str, files: &[(&str, &str)]) -> TestPeer {
     let key = Identity::generate().unwrap();
-    account(server, name, &key).await;
+    sign_up(server, name, &key).await;
     let mut peer = TestPeer::with_identity(&server.url, &format!("{name}-pc"), 0, key);
     peer.register().await;
     let entries: Vec<_> = files
@@ -976,19 +954,19 @@ fn is_request(event: &Event) -> bool {
 async fn asking_reaches_contacts_or_holders_in_real_time_and_offers_come_back_to_download() {
     let server = TestServer::start_with(|c| c.social.max_request_recipients = 3).await;
     let dir = tempfile::tempdir().unwrap();
-    let ann = account(&server, "ann", &Identity::generate().unwrap()).await;
+    let ann = sign_up(&server, "ann", &Identity::generate().unwrap()).await;
     // Bob (ann's contact) runs an agent sharing a match; cid is bob's contact, not ann's;
     // dan and fay are strangers holding matches; eve holds one in a group ann is not in.
     let bob_state = dir.path().join("bob-state");
     std::fs::create_dir_all(&bob_state).unwrap();
     let bob_key = Identity::load_or_create(&bob_state.join(peerdex_agent::KEY_FILE)).unwrap();
-    let bob = account(&server, "bob", &bob_key).await;
+    let bob = sign_up(&server, "bob", &bob_key).await;
     let share = dir.path().join("bob-share");
     let bytes = pseudo_random(200_000, 94);
     write_file(&share, "rare live 1994.flac", &bytes);
     let agent = TestAgent::start_with(agent_config(&server.url, &bob_state, &[&share])).await;
     agent.wait_synced().await;
-    let cid = account(&server, "cid", &Identity::generate().unwrap()).await;
+    let cid = sign_up(&server, "cid", &Identity::generate().unwrap()).await;
     ann.add_contact("bob").await.unwrap();
     bob.answer_contact("ann", true).await.unwrap();
     cid.add_contact("bob").await.unwrap();
@@ -996,7 +974,7 @@ async fn asking_reaches_contacts_or_holders_in_real_time_and_offers_come_back_to
     let dan_peer = holder(&server, "dan", &[("Rare Live 1994.flac", "d1")]).await;
     let _fay_peer = holder(&server, "fay", &[("rare/live 1994 boot.flac", "f1")]).await;
     let eve_key = Identity::generate().unwrap();
-    account(&server, "eve", &eve_key).await;
+    sign_up(&server, "eve", &eve_key).await;
     let db = operator_db(&server);
     db.create_group("operator", "vault").unwrap();
     let mut eve_peer = TestPeer::with_identity(&server.url, "eve-pc", 0, eve_key);
@@ -1151,7 +1129,7 @@ async fn a_wish_with_auto_download_is_fetched_by_the_wishers_agent_and_reported(
     let ann_state = dir.path().join("ann-state");
     std::fs::create_dir_all(&ann_state).unwrap();
     let ann_key = Identity::load_or_create(&ann_state.join(peerdex_agent::KEY_FILE)).unwrap();
-    let ann = account(&server, "ann", &ann_key).await;
+    let ann = sign_up(&server, "ann", &ann_key).await;
     let ann_share = dir.path().join("ann-share");
     std::fs::create_dir_all(&ann_share).unwrap();
     let ann_agent =
