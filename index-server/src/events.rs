@@ -123,6 +123,14 @@ impl EventHub {
         took
     }
 
+    /// Ends every stream of `account` (banned or disabled: it must not hear more).
+    pub fn disconnect(&self, account: AccountRef) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&account);
+    }
+
     /// Whether `account` has a stream open.
     pub fn is_listening(&self, account: AccountRef) -> bool {
         self.listeners

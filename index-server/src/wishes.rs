@@ -236,20 +236,41 @@ impl WishWatch {
             return Ok(0);
         }
         let docs = std::mem::take(&mut self.pending);
-        let wishes = self.book.candidates(&std::mem::take(&mut self.candidates));
+        let candidates = std::mem::take(&mut self.candidates);
+        let wishes = self.book.candidates(&candidates);
         if wishes.is_empty() {
             return Ok(0);
         }
+        match self.match_batch(db, &docs, &wishes) {
+            Ok(reported) => Ok(reported),
+            Err(e) => {
+                // Kept for the next try (the entries are indexed all the same): a failure of
+                // the store must not lose a match.
+                if self.pending.len() + docs.len() <= 10 * MAX_PENDING {
+                    self.pending.extend(docs);
+                    self.candidates.extend(candidates);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn match_batch(
+        &self,
+        db: &Db,
+        docs: &[FileDoc],
+        wishes: &[Arc<StandingWish>],
+    ) -> Result<usize, crate::index::IndexError> {
         let started = std::time::Instant::now();
-        let ram = SearchIndex::in_ram(&docs)?;
+        let ram = SearchIndex::in_ram(docs)?;
         let mut by_content: HashMap<ContentRef, Vec<&FileDoc>> = HashMap::new();
-        for doc in &docs {
+        for doc in docs {
             by_content.entry(doc.content).or_default().push(doc);
         }
         let owners: HashMap<PeerRef, AccountRef> = db.linked_devices()?.into_iter().collect();
         let mut matches = Vec::new();
         let mut scopes: HashMap<AccountRef, Option<Arc<crate::scope::Scope>>> = HashMap::new();
-        for wish in &wishes {
+        for wish in wishes {
             let account = wish.row.account;
             let scope = match scopes.get(&account) {
                 Some(scope) => scope.clone(),

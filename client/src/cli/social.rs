@@ -963,17 +963,19 @@ fn describe(envelope: &EventEnvelope) -> String {
     }
 }
 
-fn load_cursor(state: &Path) -> Option<u64> {
-    std::fs::read_to_string(state.join(EVENTS_CURSOR_FILE))
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
+/// The cursor of `who` (server and account), if the file holds one for them: event ids are
+/// the server's, so another account's or server's cursor would skip events.
+fn load_cursor(state: &Path, who: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(state.join(EVENTS_CURSOR_FILE)).ok()?;
+    let (owner, id) = text.trim().rsplit_once(' ')?;
+    (owner == who).then(|| id.parse().ok()).flatten()
 }
 
-fn save_cursor(state: &Path, id: u64) {
+fn save_cursor(state: &Path, who: &str, id: u64) {
     let path = state.join(EVENTS_CURSOR_FILE);
     let temp = state.join(format!("{EVENTS_CURSOR_FILE}.tmp"));
     // Losing the cursor only replays events again: not worth failing the command for.
-    if std::fs::write(&temp, format!("{id}\n")).is_ok() {
+    if std::fs::write(&temp, format!("{who} {id}\n")).is_ok() {
         let _ = std::fs::rename(&temp, &path);
     }
 }
@@ -987,7 +989,13 @@ pub async fn events(
     file: &ConfigFile,
 ) -> anyhow::Result<()> {
     let client = client(state, file, server.server)?;
-    let mut after = args.after.or_else(|| load_cursor(state));
+    // (An API key without the `read` scope cannot ask: its cursor is kept under "api-key".)
+    let me = client
+        .whoami()
+        .await
+        .map_or_else(|_| "api-key".to_string(), |a| a.name);
+    let who = format!("{} {me}", client.base());
+    let mut after = args.after.or_else(|| load_cursor(state, &who));
     let mut backoff = Duration::from_millis(500);
     loop {
         let response = match client.event_stream(after).await {
@@ -1025,9 +1033,12 @@ pub async fn events(
             } else {
                 emit(&format!("{}\n", describe(&envelope)))?;
             }
-            if let Some(id) = envelope.id {
+            // Live events may come slightly out of id order: the cursor only moves forward.
+            if let Some(id) = envelope.id
+                && after.is_none_or(|a| id > a)
+            {
                 after = Some(id);
-                save_cursor(state, id);
+                save_cursor(state, &who, id);
             }
         }
         tokio::time::sleep(backoff).await;

@@ -141,6 +141,12 @@ impl Db {
             let Some((asker, expires_at, cancelled)) = open else {
                 return Err(SocialError::NotFound(format!("no request {id} reached you")));
             };
+            let blocked = tx
+                .prepare_cached("SELECT 1 FROM blocks WHERE owner = ?1 AND blocked = ?2")?
+                .exists([asker, offerer])?;
+            if blocked {
+                return Err(SocialError::Blocked("the asker".into()));
+            }
             if cancelled || expires_at <= unix_now() {
                 return Err(SocialError::Invalid(format!(
                     "request {id} is closed; it takes no more offers"

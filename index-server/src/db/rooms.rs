@@ -253,13 +253,11 @@ impl Db {
                 if !may_see(conn, &room, account)? {
                     continue;
                 }
-                let members: i64 = conn
-                    .prepare_cached("SELECT count(*) FROM room_members WHERE room = ?1")?
-                    .query_row([room.id], |r| r.get(0))?;
+                let members = members_of(conn, &room)?.len();
                 out.push(Room {
                     name: room.name.clone(),
                     access: room.access.as_text(),
-                    members: members.max(0) as u64,
+                    members: members as u64,
                     role: member_role(conn, room.id, account)?,
                 });
             }
@@ -371,6 +369,17 @@ impl Db {
             }
             match action {
                 "invite" => {
+                    if room.access != RoomAccess::Private {
+                        return Err(SocialError::Invalid(format!(
+                            "{name} is not private: anyone who may see it can join"
+                        )));
+                    }
+                    let blocked = tx
+                        .prepare_cached("SELECT 1 FROM blocks WHERE owner = ?1 AND blocked = ?2")?
+                        .exists([them, actor])?;
+                    if blocked {
+                        return Err(SocialError::Blocked(target.to_string()));
+                    }
                     tx.execute(
                         "INSERT OR IGNORE INTO room_invites (room, account) VALUES (?1, ?2)",
                         params![room.id, them],

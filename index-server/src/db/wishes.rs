@@ -202,7 +202,9 @@ impl Db {
                     .query_row([m.doc.content], |r| r.get(0))?;
                 let from: String = tx
                     .prepare_cached("SELECT nickname FROM peers WHERE id = ?1")?
-                    .query_row([m.doc.peer], |r| r.get(0))?;
+                    .query_row([m.doc.peer], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or_default();
                 let (folder, name) = match m.doc.path.rsplit_once('/') {
                     Some((folder, name)) => (format!("{}/{folder}", m.doc.share), name.to_owned()),
                     None => (m.doc.share.clone(), m.doc.path.clone()),

@@ -587,20 +587,25 @@ pub async fn apply_account_change(
         .await?;
     }
     let db = state.store.db.clone();
-    let devices = run_blocking(move || -> Result<Vec<PeerId>, ApiError> {
+    let (devices, disabled) = run_blocking(move || -> Result<_, ApiError> {
         let mut devices = Vec::new();
+        let mut disabled = None;
         if let Some(role) = change.role {
             db.set_role(&actor, &name, role)?;
         }
-        if let Some(disabled) = change.disabled {
-            let row = db.set_disabled(&actor, &name, disabled, &change.reason)?;
-            if disabled {
+        if let Some(disable) = change.disabled {
+            let row = db.set_disabled(&actor, &name, disable, &change.reason)?;
+            if disable {
                 devices = db.devices_of(row.id)?;
+                disabled = Some(row.id);
             }
         }
-        Ok(devices)
+        Ok((devices, disabled))
     })
     .await??;
+    if let Some(account) = disabled {
+        state.events.disconnect(account);
+    }
     for device in devices {
         state.disconnect_peer(&device).await?;
     }
@@ -783,6 +788,12 @@ pub async fn admin_add_ban(
     .await??;
     for peer in covered {
         state.disconnect_peer(&peer).await?;
+    }
+    if ban.kind == crate::db::BanKind::Account {
+        let (db, name) = (state.store.db.clone(), ban.value.clone());
+        if let Some(account) = run_blocking(move || db.account_by_name(&name)).await?? {
+            state.events.disconnect(account.id);
+        }
     }
     info!(kind = ?ban.kind, value = %ban.value, until = ?ban.until, "ban added");
     Ok((StatusCode::CREATED, Json(ban)))

@@ -131,7 +131,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(routes::CONTROL, get(transfers::control))
         .route(routes::RELAY, get(transfers::relay))
         .route(routes::RELAY_ACCEPT, get(transfers::relay_accept))
-        .route(routes::EVENTS, get(social::events).post(social::report));
+        .route(
+            routes::EVENTS,
+            get(social::events)
+                .post(social::report)
+                .layer(DefaultBodyLimit::max(limits.max_json_bytes)),
+        );
     Router::new()
         .merge(list_routes)
         .merge(open_ended)

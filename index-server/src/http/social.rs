@@ -145,11 +145,15 @@ pub async fn events(
     let db = state.store.db.clone();
     run_blocking(move || db.mark_events_delivered(id, &ids)).await??;
     social::delivered(&state, account.id, messages).await?;
-    let last = replay.iter().filter_map(|e| e.id).max().unwrap_or(0);
+    // A full batch means more are waiting: the stream ends after it, and the client reconnects
+    // from its last id for the next batch.
+    let more_waiting = replay.len() >= REPLAY_LIMIT as usize;
+    let replayed = replay.iter().filter_map(|e| e.id).collect();
     let stream = EventStream {
         replay: replay.into(),
         subscription,
-        last,
+        replayed,
+        more_waiting,
         draining: state.lifecycle.draining.clone(),
     };
     let stream = futures_util::stream::unfold(stream, |mut s| async move {
@@ -164,8 +168,11 @@ pub async fn events(
 struct EventStream {
     replay: VecDeque<EventEnvelope>,
     subscription: Subscription,
-    /// Highest durable id sent: live events at or below it were replayed already.
-    last: u64,
+    /// Ids sent from the log: the same events arriving live are skipped. (Live events may come
+    /// slightly out of id order, so only these, not every lower id, are skipped.)
+    replayed: std::collections::HashSet<u64>,
+    /// The replay was cut at [`REPLAY_LIMIT`]: end after it.
+    more_waiting: bool,
     draining: tokio_util::sync::CancellationToken,
 }
 
@@ -174,15 +181,16 @@ impl EventStream {
         if let Some(next) = self.replay.pop_front() {
             return Some(next);
         }
+        if self.more_waiting {
+            return None;
+        }
         loop {
             let envelope = tokio::select! {
                 envelope = self.subscription.events.recv() => envelope?,
                 () = self.draining.cancelled() => return None,
             };
-            match envelope.id {
-                Some(id) if id <= self.last => continue,
-                Some(id) => self.last = id,
-                None => {}
+            if envelope.id.is_some_and(|id| self.replayed.remove(&id)) {
+                continue;
             }
             return Some(envelope);
         }
@@ -197,8 +205,14 @@ pub async fn report(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let event: Event = json_body(body)?;
-    if !matches!(event, Event::Download { .. }) {
+    let Event::Download { name, detail, .. } = &event else {
         return Err(ApiError::bad_request("agents report download events only"));
+    };
+    if name.len() > 1024 || detail.len() > 4096 {
+        return Err(ApiError::limit(
+            "max_json_bytes",
+            "a download report's name is at most 1024 bytes, its detail 4096",
+        ));
     }
     if caller.device.is_none() {
         return Err(ApiError::unauthorized(
@@ -616,10 +630,17 @@ async fn tell_room(
     members: Vec<crate::db::AccountRef>,
     event: Event,
 ) -> Result<(), ApiError> {
-    for member in members {
-        notify(state, member, event.clone()).await?;
-    }
+    notify_each(state, members, &event).await;
     Ok(())
+}
+
+/// Tells each of `accounts` (best effort: one that fails is logged, the others still get it).
+async fn notify_each(state: &Arc<AppState>, accounts: Vec<crate::db::AccountRef>, event: &Event) {
+    for account in accounts {
+        if let Err(e) = notify(state, account, event.clone()).await {
+            tracing::warn!(error = %e.body.error, "an event was not sent");
+        }
+    }
 }
 
 fn room_event(room: &str, what: &str, name: &str) -> Event {
@@ -906,10 +927,10 @@ pub async fn ask(
     let ttl = match request.open_for.as_deref() {
         None => 86_400,
         Some(text) => crate::accounts::parse_duration(text)
-            .filter(|&s| s <= 30 * 86_400)
+            .filter(|s| (60..=30 * 86_400).contains(s))
             .ok_or_else(|| {
                 ApiError::bad_request(format!(
-                    "invalid duration {text:?}; use 30m, 12h or 7d (at most 30d)"
+                    "invalid duration {text:?}; use 30m, 12h or 7d (1m to 30d)"
                 ))
             })?,
     };
@@ -924,6 +945,12 @@ pub async fn ask(
             "depth is 1 (contacts) or 2 (their contacts too)",
         ));
     }
+    if !state.guards.requests.allow(&account.id) {
+        return Err(rate_limited(&format!(
+            "too many requests: at most {} an hour (social.requests_per_hour)",
+            state.config.social.requests_per_hour
+        )));
+    }
     let recipients = match &request.holders {
         Some(query) => holders_of(&state, &caller, query).await?,
         None => {
@@ -932,12 +959,6 @@ pub async fn ask(
             run_blocking(move || db.contacts_within(me, depth)).await??
         }
     };
-    if !state.guards.requests.allow(&account.id) {
-        return Err(rate_limited(&format!(
-            "too many requests: at most {} an hour (social.requests_per_hour)",
-            state.config.social.requests_per_hour
-        )));
-    }
     let db = state.store.db.clone();
     let cap = state.config.social.max_request_recipients;
     let me = account.id;
@@ -946,7 +967,10 @@ pub async fn ask(
     let (info, events) =
         run_blocking(move || db.create_request(me, &text, expires_at, recipients, cap)).await??;
     for (recipient, envelope) in events {
-        social::push(&state, recipient, envelope).await?;
+        // Recorded already: a push that fails waits for the recipient's next connection.
+        if let Err(e) = social::push(&state, recipient, envelope).await {
+            tracing::warn!(error = %e.body.error, "a request waits for its recipient");
+        }
     }
     Ok((StatusCode::CREATED, Json(info)))
 }
@@ -1013,17 +1037,7 @@ pub async fn close_request(
     let id = request_id(&id)?;
     let db = state.store.db.clone();
     let (reached, from) = run_blocking(move || db.close_request(account.id, id)).await??;
-    for recipient in reached {
-        notify(
-            &state,
-            recipient,
-            Event::RequestClosed {
-                request: id,
-                from: from.clone(),
-            },
-        )
-        .await?;
-    }
+    notify_each(&state, reached, &Event::RequestClosed { request: id, from }).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -57,6 +57,19 @@ impl Events {
         Some(envelope)
     }
 
+    /// Whether the stream ends (the server closed it) within `within`, events skipped.
+    async fn ends_within(&mut self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.stream.next()).await {
+                Err(_) => return false,
+                Ok(None | Some(Err(_))) => return true,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
     /// Skips events until one matches `wanted`; fails after [`EVENT_WAIT`].
     async fn until(&mut self, what: &str, wanted: impl Fn(&Event) -> bool) -> EventEnvelope {
         let deadline = tokio::time::Instant::now() + EVENT_WAIT;
@@ -384,6 +397,29 @@ async fn bad_messages_floods_blocks_mutes_and_bans_get_clear_errors() {
     assert_eq!(e.code(), Some(ErrorCode::Banned), "{e}");
     let e = cid.event_stream(None).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::Banned), "{e}");
+
+    // A ban made over the API while the account's stream is open ends that stream at once.
+    let admin = sign_up(&server, "admin", &Identity::generate().unwrap()).await;
+    db.set_role("operator", "admin", peerdex_shared::api::Role::Admin)
+        .unwrap();
+    let mut ann_events = Events::open(&ann, None).await;
+    let status = reqwest::Client::new()
+        .post(format!(
+            "{}{}",
+            server.url,
+            peerdex_shared::routes::ADMIN_BANS
+        ))
+        .bearer_auth(admin.account_token().unwrap())
+        .json(&serde_json::json!({"kind": "account", "value": "ann", "reason": "spam"}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 201);
+    assert!(
+        ann_events.ends_within(EVENT_WAIT).await,
+        "a banned account hears nothing more"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -865,6 +901,15 @@ async fn rooms_keep_order_and_history_and_operators_mute_and_kick_and_scopes_hid
     let e = bob.say("lobby", " ").await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::BadRequest), "{e}");
     // A private room exists only for its members and those invited.
+    let e = ann
+        .moderate_room("lobby", "invite", "cid", None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(ErrorCode::BadRequest),
+        "a public room takes no invites: {e}"
+    );
     ann.join_room("backroom", Some("private")).await.unwrap();
     assert!(
         bob.rooms()
@@ -972,7 +1017,7 @@ async fn asking_reaches_contacts_or_holders_in_real_time_and_offers_come_back_to
     cid.add_contact("bob").await.unwrap();
     bob.answer_contact("cid", true).await.unwrap();
     let dan_peer = holder(&server, "dan", &[("Rare Live 1994.flac", "d1")]).await;
-    let _fay_peer = holder(&server, "fay", &[("rare/live 1994 boot.flac", "f1")]).await;
+    let fay_peer = holder(&server, "fay", &[("rare/live 1994 boot.flac", "f1")]).await;
     let eve_key = Identity::generate().unwrap();
     sign_up(&server, "eve", &eve_key).await;
     let db = operator_db(&server);
@@ -1086,6 +1131,23 @@ async fn asking_reaches_contacts_or_holders_in_real_time_and_offers_come_back_to
     let e = ann.close_request(asked.id).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e}");
 
+    // An asker who blocks someone hears no offer from them.
+    let fay = {
+        let mut c = server.client();
+        c.login("fay", "fay password", &fay_peer.identity)
+            .await
+            .unwrap();
+        c
+    };
+    ann.set_block("fay", true).await.unwrap();
+    let e = fay
+        .offer(holders.id, &hash_of("f1"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Blocked), "{e}");
+    ann.set_block("fay", false).await.unwrap();
+    fay.offer(holders.id, &hash_of("f1"), None).await.unwrap();
+
     // A holder who blocked ann is not reached; a fan-out past the cap says so.
     let dan_client = {
         let mut c = server.client();
@@ -1175,4 +1237,45 @@ async fn a_wish_with_auto_download_is_fetched_by_the_wishers_agent_and_reported(
     );
     bob.stop().await;
     ann_agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_backlog_comes_in_batches_and_nothing_is_skipped() {
+    let server = TestServer::start_with(|c| {
+        c.social.messages_per_minute = 10_000;
+        c.social.history_per_conversation = 10_000;
+    })
+    .await;
+    let ann = sign_up(&server, "ann", &Identity::generate().unwrap()).await;
+    let bob = sign_up(&server, "bob", &Identity::generate().unwrap()).await;
+    let total = 1005;
+    for n in 0..total {
+        ann.send_message("bob", &format!("backlog {n}"))
+            .await
+            .unwrap();
+    }
+    // The first connection gets a full batch, then the stream ends (more are waiting); the next
+    // gets the rest and stays open.
+    let mut bodies = Vec::new();
+    let mut first = Events::open(&bob, None).await;
+    while bodies.len() < 1000 {
+        let event = first.next_within(EVENT_WAIT).await.expect("a full batch");
+        let Event::Message { message } = event.event else {
+            panic!("{event:?}")
+        };
+        bodies.push(message.body);
+    }
+    assert!(
+        first.ends_within(EVENT_WAIT).await,
+        "the stream ends after a full batch"
+    );
+    let mut second = Events::open(&bob, None).await;
+    while let Some(event) = second.next_within(Duration::from_secs(2)).await {
+        let Event::Message { message } = event.event else {
+            panic!("{event:?}")
+        };
+        bodies.push(message.body);
+    }
+    let expected: Vec<String> = (0..total).map(|n| format!("backlog {n}")).collect();
+    assert_eq!(bodies, expected, "every message once, in order");
 }
