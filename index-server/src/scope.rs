@@ -32,6 +32,12 @@ impl AclBits {
             .unwrap_or(false)
     }
 
+    /// Whether both hold the same ACLs (however many empty words trail either).
+    pub fn same_as(&self, other: &AclBits) -> bool {
+        let used = |bits: &[u64]| bits.iter().rposition(|&w| w != 0).map_or(0, |i| i + 1);
+        self.0[..used(&self.0)] == other.0[..used(&other.0)]
+    }
+
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
         self.0.iter().all(|&w| w == 0)
@@ -55,6 +61,11 @@ impl Scope {
             download,
             listed,
         }
+    }
+
+    /// The ACLs the viewer sees listed (viewers who see the same share per-segment maps).
+    pub fn listed(&self) -> &AclBits {
+        &self.listed
     }
 
     /// A guest's scope on a server with no ACLs: public files only.

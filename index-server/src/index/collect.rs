@@ -15,28 +15,44 @@ pub(super) fn kind_code(kind: FileKind) -> u64 {
 /// and a bound that keeps the ACL column narrow.
 pub(crate) const MAX_ACLS: u64 = (1 << 24) - 1;
 
-/// Who may see a segment's documents: their peers and, where any is not public, their ACLs.
+/// Which documents of a segment a scope lists, one bit each (built once per segment and
+/// scope, see [`SegmentColumns::owner`]).
+pub(super) type ListedMap = Arc<Vec<u64>>;
+
+/// Builds the map of the documents of `acl` that `scope` lists.
+pub(super) fn listed_map(acl: &Column<u64>, scope: &Scope) -> ListedMap {
+    let docs = acl.num_docs();
+    let mut bits = vec![0u64; (docs as usize).div_ceil(64)];
+    for doc in 0..docs {
+        if acl
+            .first(doc)
+            .is_some_and(|acl| scope.lists(AclRef::from_u64(acl)))
+        {
+            bits[doc as usize / 64] |= 1 << (doc % 64);
+        }
+    }
+    Arc::new(bits)
+}
+
+/// Who may see a segment's documents: their peers and, where any is not public, the map of
+/// those the viewer's scope lists.
 pub(super) struct OwnerColumns {
     peer: Column<u64>,
-    /// `None` when every document of the segment is public: nothing to read per document.
-    acl: Option<Column<u64>>,
+    /// `None` when every document of the segment is public: nothing to check per document.
+    listed: Option<ListedMap>,
 }
 
 impl OwnerColumns {
-    pub(super) fn new(peer: Column<u64>, acl: Column<u64>) -> OwnerColumns {
-        let any_scoped = acl.max_value() > 0;
-        OwnerColumns {
-            peer,
-            acl: any_scoped.then_some(acl),
-        }
+    pub(super) fn new(peer: Column<u64>, listed: Option<ListedMap>) -> OwnerColumns {
+        OwnerColumns { peer, listed }
     }
 
     /// Whether `doc`'s ACL is listed for the viewer (always, in an all-public segment).
     #[inline]
-    pub(super) fn listed(&self, doc: DocId, scope: &Scope) -> bool {
-        self.acl.as_ref().is_none_or(|acl| {
-            acl.first(doc)
-                .is_some_and(|acl| scope.lists(AclRef::from_u64(acl)))
+    pub(super) fn listed(&self, doc: DocId, _scope: &Scope) -> bool {
+        self.listed.as_ref().is_none_or(|bits| {
+            bits.get(doc as usize / 64)
+                .is_some_and(|w| w & (1 << (doc % 64)) != 0)
         })
     }
 
@@ -49,8 +65,7 @@ impl OwnerColumns {
     }
 
     /// Whether each document of a block (at most `COLLECT_BLOCK_BUFFER_LEN`) counts for this
-    /// search: its ACL listed, its peer online. Each
-    /// column read once for the whole block.
+    /// search: its ACL listed, its peer online. Each column read once for the whole block.
     pub(super) fn visible_block(
         &self,
         docs: &[DocId],
@@ -61,12 +76,8 @@ impl OwnerColumns {
         let mut values = [None; COLLECT_BLOCK_BUFFER_LEN];
         let n = docs.len().min(values.len()).min(shown.len());
         let (docs, values, shown) = (&docs[..n], &mut values[..n], &mut shown[..n]);
-        shown.fill(true);
-        if let Some(acl) = &self.acl {
-            acl.first_vals(docs, values);
-            for (shown, acl) in shown.iter_mut().zip(values.iter()) {
-                *shown = acl.is_some_and(|acl| scope.lists(AclRef::from_u64(acl)));
-            }
+        for (shown, &doc) in shown.iter_mut().zip(docs.iter()) {
+            *shown = self.listed(doc, scope);
         }
         self.peer.first_vals(docs, values);
         for (shown, peer) in shown.iter_mut().zip(values.iter()) {
@@ -309,7 +320,7 @@ impl Collector for GroupByContent {
             online: self.online.clone(),
             scope: self.scope.clone(),
             filters: self.filters.for_segment(columns)?,
-            owner: columns.owner(),
+            owner: columns.owner(&self.scope),
             content: columns.content.clone(),
             top: TopGroups {
                 groups: GroupMap::new(),

@@ -136,12 +136,42 @@ struct SegmentColumns {
     kind: Column<u64>,
     /// The extension's dictionary and per-document term ordinals (absent in an empty segment).
     ext: Option<StrColumn>,
+    /// Maps of the documents each recent set of listed ACLs lets through, newest last.
+    listed: Mutex<Vec<(crate::scope::AclBits, ListedMap)>>,
 }
 
+/// Listed-document maps kept per segment: one per distinct set of visible ACLs in recent use.
+const LISTED_MAPS_PER_SEGMENT: usize = 32;
+
 impl SegmentColumns {
-    /// The columns that say who may see a document.
-    fn owner(&self) -> OwnerColumns {
-        OwnerColumns::new(self.peer.clone(), self.acl.clone())
+    /// The columns that say who may see a document, for `scope`. A segment holding non-public
+    /// files gets the map of the documents the scope lists, built on first use (one pass over
+    /// the ACL column) and kept: each search then tests a bit per document.
+    fn owner(&self, scope: &Scope) -> OwnerColumns {
+        if self.acl.max_value() == 0 {
+            return OwnerColumns::new(self.peer.clone(), None);
+        }
+        let mut maps = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+        let map = match maps
+            .iter()
+            .position(|(bits, _)| bits.same_as(scope.listed()))
+        {
+            Some(i) => {
+                let entry = maps.remove(i);
+                let map = entry.1.clone();
+                maps.push(entry);
+                map
+            }
+            None => {
+                let map = listed_map(&self.acl, scope);
+                if maps.len() >= LISTED_MAPS_PER_SEGMENT {
+                    maps.remove(0);
+                }
+                maps.push((scope.listed().clone(), map.clone()));
+                map
+            }
+        };
+        OwnerColumns::new(self.peer.clone(), Some(map))
     }
 
     fn open(segment: &SegmentReader) -> tantivy::Result<SegmentColumns> {
@@ -153,6 +183,7 @@ impl SegmentColumns {
             size: fast.u64("size")?,
             kind: fast.u64("kind")?,
             ext: fast.str("ext")?,
+            listed: Mutex::default(),
         })
     }
 }
@@ -392,7 +423,7 @@ impl SearchIndex {
                 continue;
             }
             let alive = segment.alive_bitset();
-            let owner = columns.owner();
+            let owner = columns.owner(&spec.scope);
             let mut scorer = weight.scorer(segment, 1.0)?;
             while scorer.doc() != TERMINATED {
                 if looked >= budget {
