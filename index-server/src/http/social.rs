@@ -77,6 +77,21 @@ async fn member(state: &Arc<AppState>, caller: &Caller) -> Result<AccountRow, Ap
     Ok(account)
 }
 
+/// Takes one of `account`'s tokens from `limiter`, or refuses with 429, `message` and
+/// `Retry-After` (when the next token comes).
+fn take_token(
+    limiter: &crate::limits::RateLimiter<crate::db::AccountRef>,
+    account: crate::db::AccountRef,
+    message: &str,
+) -> Result<(), ApiError> {
+    if limiter.allow(&account) {
+        return Ok(());
+    }
+    let mut e = rate_limited(message);
+    e.retry_after = Some(limiter.exhausted(&account).unwrap_or(1).clamp(1, 3600) as u16);
+    Err(e)
+}
+
 // ---- events ----------------------------------------------------------------------------------
 
 /// `GET /api/v1/events` query.
@@ -418,21 +433,14 @@ pub async fn send_message(
     let request: SendMessageRequest = json_body(body)?;
     let account = member(&state, &caller).await?;
     check_text(&state, &account, &request.body)?;
-    if !state.guards.messages_by_sender.allow(&account.id) {
-        let mut e = rate_limited(&format!(
+    take_token(
+        &state.guards.messages_by_sender,
+        account.id,
+        &format!(
             "too many messages: at most {} a minute (social.messages_per_minute)",
             state.config.social.messages_per_minute
-        ));
-        e.retry_after = Some(
-            state
-                .guards
-                .messages_by_sender
-                .exhausted(&account.id)
-                .unwrap_or(1)
-                .clamp(1, 3600) as u16,
-        );
-        return Err(e);
-    }
+        ),
+    )?;
     if !state.guards.messages_global.allow(&()) {
         let mut e = rate_limited("the server is taking too many messages; try again shortly");
         e.retry_after = Some(5);
@@ -759,21 +767,14 @@ pub async fn say(
     let request: SayRequest = json_body(body)?;
     let account = member(&state, &caller).await?;
     check_text(&state, &account, &request.body)?;
-    if !state.guards.room_lines.allow(&account.id) {
-        let mut e = rate_limited(&format!(
+    take_token(
+        &state.guards.room_lines,
+        account.id,
+        &format!(
             "too many lines: at most {} a minute (social.room_lines_per_minute)",
             state.config.social.room_lines_per_minute
-        ));
-        e.retry_after = Some(
-            state
-                .guards
-                .room_lines
-                .exhausted(&account.id)
-                .unwrap_or(1)
-                .clamp(1, 3600) as u16,
-        );
-        return Err(e);
-    }
+        ),
+    )?;
     let db = state.store.db.clone();
     let history = state.config.social.room_history;
     let me = account.id;
