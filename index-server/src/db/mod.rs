@@ -329,9 +329,9 @@ pub struct BrowseRow {
 pub struct Counts {
     /// Registered peers.
     pub peers: u64,
-    /// Entries of active lists.
+    /// Public entries of active lists.
     pub entries: u64,
-    /// Distinct contents of active lists.
+    /// Distinct contents of public entries of active lists.
     pub contents: u64,
 }
 

@@ -160,20 +160,23 @@ impl Db {
         })
     }
 
-    /// Store-wide counts (a scan of the file index: callers cache it).
+    /// Store-wide counts of public files (a scan of the file index: callers cache it). Files
+    /// with a scope are left out: these counts are for everyone, and must not tell a stranger
+    /// that private files exist.
     pub fn counts(&self) -> DbResult<Counts> {
         self.read(|conn| {
-            let (peers, entries): (i64, i64) = conn.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(entries), 0) FROM peers",
+            let peers: i64 = conn.query_row("SELECT COUNT(*) FROM peers", [], |r| r.get(0))?;
+            let (entries, contents): (i64, i64) = conn.query_row(
+                "SELECT COUNT(*), COUNT(DISTINCT f.content) FROM files f
+                 JOIN peers p ON p.id = f.peer AND f.gen = p.active_gen WHERE f.acl = 0",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            let contents: i64 = conn.query_row(
-                "SELECT COUNT(DISTINCT f.content) FROM files f JOIN peers p ON p.id = f.peer AND f.gen = p.active_gen",
-                [],
-                |r| r.get(0),
-            )?;
-            Ok(Counts { peers: peers as u64, entries: entries as u64, contents: contents as u64 })
+            Ok(Counts {
+                peers: peers as u64,
+                entries: entries as u64,
+                contents: contents as u64,
+            })
         })
     }
 

@@ -468,6 +468,12 @@ async fn files_shared_with_contacts_are_found_by_contacts_only() {
         assert_eq!(found.total, 1);
     }
     assert_eq!(search(&alice).await.total, 2, "the owner sees her own");
+    let stats = server.client().stats().await.unwrap();
+    assert_eq!(
+        (stats.entries, stats.distinct_contents),
+        (1, 1),
+        "server-wide counts say nothing of private files"
+    );
     // No longer a contact: gone at the next request.
     bob.remove_contact("alice").await.unwrap();
     let found = search(&bob).await;
