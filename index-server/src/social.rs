@@ -190,11 +190,15 @@ pub async fn watch_presence(state: Arc<AppState>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Starts from who is online now: a restart does not announce everyone.
     let mut online: Option<HashSet<AccountRef>> = None;
+    // Bans written by the operator's CLI (another process) are enforced on live sessions here;
+    // those of before the start already keep their subjects out.
+    let mut last_ban: Option<i64> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = state.lifecycle.shutdown.cancelled() => return,
         }
+        enforce_new_bans(&state, &mut last_ban).await;
         let db = state.store.db.clone();
         let devices = match run_blocking(move || db.linked_devices()).await {
             Ok(Ok(devices)) => devices,
@@ -218,6 +222,33 @@ pub async fn watch_presence(state: Arc<AppState>) {
             if let Err(e) = announce(&state, &state.store.db, account, is_online, &now).await {
                 debug!(error = %e.body.error, "presence event not sent");
             }
+        }
+    }
+}
+
+/// Enforces bans added since `last` (by id) on live sessions; the API enforces its own at once,
+/// and doing it again is harmless.
+async fn enforce_new_bans(state: &Arc<AppState>, last: &mut Option<i64>) {
+    let db = state.store.db.clone();
+    let Ok(Ok(latest)) = run_blocking(move || db.latest_ban_id()).await else {
+        return;
+    };
+    let since = match *last {
+        None => {
+            *last = Some(latest);
+            return;
+        }
+        Some(since) if latest <= since => return,
+        Some(since) => since,
+    };
+    *last = Some(latest);
+    let db = state.store.db.clone();
+    let Ok(Ok(bans)) = run_blocking(move || db.active_bans()).await else {
+        return;
+    };
+    for ban in bans.into_iter().filter(|b| b.id > since) {
+        if let Err(e) = crate::http::accounts::enforce_ban(state, ban).await {
+            warn!(error = %e.body.error, "enforcing a ban on live sessions failed");
         }
     }
 }

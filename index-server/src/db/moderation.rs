@@ -232,6 +232,13 @@ impl Db {
         })
     }
 
+    /// The highest ban id so far (0: none).
+    pub fn latest_ban_id(&self) -> DbResult<i64> {
+        self.read(|conn| {
+            Ok(conn.query_row("SELECT coalesce(max(id), 0) FROM bans", [], |r| r.get(0))?)
+        })
+    }
+
     /// The first ban in force that covers `subject`.
     pub fn ban_covering(&self, subject: &BanSubject) -> DbResult<Option<BanRow>> {
         Ok(self

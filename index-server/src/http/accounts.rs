@@ -771,6 +771,33 @@ fn peers_covered(
     Ok(out)
 }
 
+/// Puts offline at once what a ban covers: the online `covered` peers (session, control
+/// channel, presence) and, for an account ban, the account's event streams.
+async fn disconnect_covered(
+    state: &Arc<AppState>,
+    ban: &crate::db::BanRow,
+    covered: Vec<PeerId>,
+) -> Result<(), ApiError> {
+    for peer in covered {
+        state.disconnect_peer(&peer).await?;
+    }
+    if ban.kind == crate::db::BanKind::Account {
+        let (db, name) = (state.store.db.clone(), ban.value.clone());
+        if let Some(account) = run_blocking(move || db.account_by_name(&name)).await?? {
+            state.events.disconnect(account.id);
+        }
+    }
+    Ok(())
+}
+
+/// Enforces a ban made elsewhere (the operator's `peerdex-server admin ban add`, which writes
+/// to the database from another process) on live sessions.
+pub async fn enforce_ban(state: &Arc<AppState>, ban: crate::db::BanRow) -> Result<(), ApiError> {
+    let (state2, ban2) = (state.clone(), ban.clone());
+    let covered = run_blocking(move || peers_covered(&state2, &ban2)).await??;
+    disconnect_covered(state, &ban, covered).await
+}
+
 /// `POST /api/v1/admin/bans` (admins and moderators).
 pub async fn admin_add_ban(
     State(state): State<Arc<AppState>>,
@@ -786,15 +813,7 @@ pub async fn admin_add_ban(
         Ok((ban, covered))
     })
     .await??;
-    for peer in covered {
-        state.disconnect_peer(&peer).await?;
-    }
-    if ban.kind == crate::db::BanKind::Account {
-        let (db, name) = (state.store.db.clone(), ban.value.clone());
-        if let Some(account) = run_blocking(move || db.account_by_name(&name)).await?? {
-            state.events.disconnect(account.id);
-        }
-    }
+    disconnect_covered(&state, &ban, covered).await?;
     info!(kind = ?ban.kind, value = %ban.value, until = ?ban.until, "ban added");
     Ok((StatusCode::CREATED, Json(ban)))
 }

@@ -767,3 +767,22 @@ async fn api_keys_do_only_what_their_scopes_allow() {
     assert_eq!(stored.unwrap().scopes, "search");
     lab.agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_from_the_operators_cli_takes_the_live_session_offline_too() {
+    let lab = lab("group:lab").await;
+    lab.agent.wait_control_channel().await;
+    // What `peerdex-server admin ban add account alice` does: a row written by another process.
+    operator_db(&lab.server)
+        .add_ban(
+            "operator",
+            peerdex_server::db::BanKind::Account,
+            "alice",
+            None,
+            "from the cli",
+        )
+        .unwrap();
+    wait_for_closed_control_channel(&lab.agent, Duration::from_secs(10)).await;
+    let found = search(&lab.bob, "poster").await;
+    assert_eq!(found.total, 0, "her files left results: {found:?}");
+}
