@@ -80,7 +80,11 @@ impl Server {
                 commit_interval: Duration::from_millis(config.index.commit_interval_ms),
                 writer_memory_bytes: config.index.writer_memory_bytes,
             },
-            Some(crate::wishes::WishWatch::new(wishes.clone(), wish_sink)),
+            Some(crate::wishes::WishWatch::new(
+                wishes.clone(),
+                wish_sink,
+                config.search.max_prefix_expansions,
+            )),
         )
         .context("starting the indexer")?;
         let presence = Arc::new(Presence::new(

@@ -39,15 +39,21 @@ impl StandingWish {
         Some(StandingWish { row, plan })
     }
 
-    /// The search it stands for, for a viewer of `scope`, asking for `want` groups.
-    pub fn spec(&self, scope: Arc<crate::scope::Scope>, want: usize) -> SearchSpec {
+    /// The search it stands for, for a viewer of `scope`, asking for `want` groups, with the
+    /// search's own cap on prefix expansions (`search.max_prefix_expansions`).
+    pub fn spec(
+        &self,
+        scope: Arc<crate::scope::Scope>,
+        want: usize,
+        max_prefix_expansions: u32,
+    ) -> SearchSpec {
         SearchSpec {
             plan: self.plan.clone(),
             ext: self.row.ext.clone(),
             kind: self.row.kind.as_deref().and_then(FileKind::parse),
             min_size: self.row.min_size,
             max_size: self.row.max_size,
-            max_prefix_expansions: 256,
+            max_prefix_expansions,
             want,
             scope,
         }
@@ -133,17 +139,12 @@ impl WishBook {
     }
 
     /// How many wishes are filed.
-    pub fn len(&self) -> usize {
+    pub fn filed(&self) -> usize {
         self.book
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .wishes
             .len()
-    }
-
-    /// Whether no wish is filed.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Adds to `out` the wishes whose key is a prefix of one of `text`'s terms; returns whether
@@ -178,12 +179,6 @@ impl WishBook {
             .into_values()
             .collect()
     }
-
-    /// Every filed wish (for tests and benchmarks).
-    pub fn all(&self) -> Vec<Arc<StandingWish>> {
-        let book = self.book.read().unwrap_or_else(|p| p.into_inner());
-        book.wishes.values().cloned().collect()
-    }
 }
 
 /// Everyone counts as online in a batch: its entries were just listed by their peers.
@@ -202,22 +197,26 @@ pub struct WishWatch {
     pending: Vec<FileDoc>,
     candidates: HashSet<i64>,
     sink: tokio::sync::mpsc::UnboundedSender<(AccountRef, EventEnvelope)>,
+    max_prefix_expansions: u32,
 }
 
 /// Entries held for verification before a batch is verified early (bounds the memory index).
 pub const MAX_PENDING: usize = 20_000;
 
 impl WishWatch {
-    /// Watches new entries for `book`'s wishes; new matches' events go to `sink`.
+    /// Watches new entries for `book`'s wishes, searching as the search route does
+    /// (`max_prefix_expansions`); new matches' events go to `sink`.
     pub fn new(
         book: Arc<WishBook>,
         sink: tokio::sync::mpsc::UnboundedSender<(AccountRef, EventEnvelope)>,
+        max_prefix_expansions: u32,
     ) -> WishWatch {
         WishWatch {
             book,
             pending: Vec::new(),
             candidates: HashSet::new(),
             sink,
+            max_prefix_expansions,
         }
     }
 
@@ -285,7 +284,10 @@ impl WishWatch {
                 }
             };
             let Some(scope) = scope else { continue };
-            let found = ram.search(&wish.spec(scope.clone(), docs.len()), Arc::new(Listed))?;
+            let found = ram.search(
+                &wish.spec(scope.clone(), docs.len(), self.max_prefix_expansions),
+                Arc::new(Listed),
+            )?;
             for group in found.groups {
                 // A copy the wisher may see, not on one of the wisher's own devices.
                 let copy = by_content.get(&group.content).and_then(|copies| {
@@ -390,6 +392,6 @@ mod tests {
         book.remove(2);
         out.clear();
         assert!(!book.presearch("beatles.mp3", &mut out));
-        assert_eq!(book.len(), 2);
+        assert_eq!(book.filed(), 2);
     }
 }

@@ -468,19 +468,6 @@ impl Db {
         })
     }
 
-    /// Messages to `me` not yet delivered anywhere, oldest first (at most `limit`).
-    pub fn undelivered(&self, me: AccountRef, limit: u32) -> DbResult<Vec<StoredMessage>> {
-        self.read(|conn| {
-            Ok(conn
-                .prepare_cached(&format!(
-                    "SELECT {MESSAGE_COLUMNS} WHERE m.recipient = ?1 AND m.delivered_at IS NULL
-                     ORDER BY m.id LIMIT ?2"
-                ))?
-                .query_map(params![me, limit], message_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-    }
-
     /// Marks message `id` to `me` read; returns it, and whether it was unread until now.
     pub fn mark_read(&self, me: AccountRef, id: u64) -> Result<(StoredMessage, bool), SocialError> {
         self.write_with::<_, SocialError>(|tx| {

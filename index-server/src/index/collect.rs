@@ -49,7 +49,7 @@ impl OwnerColumns {
 
     /// Whether `doc`'s ACL is listed for the viewer (always, in an all-public segment).
     #[inline]
-    pub(super) fn listed(&self, doc: DocId, _scope: &Scope) -> bool {
+    pub(super) fn listed(&self, doc: DocId) -> bool {
         self.listed.as_ref().is_none_or(|bits| {
             bits.get(doc as usize / 64)
                 .is_some_and(|w| w & (1 << (doc % 64)) != 0)
@@ -70,14 +70,13 @@ impl OwnerColumns {
         &self,
         docs: &[DocId],
         online: &dyn OnlineFilter,
-        scope: &Scope,
         shown: &mut [bool],
     ) {
         let mut values = [None; COLLECT_BLOCK_BUFFER_LEN];
         let n = docs.len().min(values.len()).min(shown.len());
         let (docs, values, shown) = (&docs[..n], &mut values[..n], &mut shown[..n]);
         for (shown, &doc) in shown.iter_mut().zip(docs.iter()) {
-            *shown = self.listed(doc, scope);
+            *shown = self.listed(doc);
         }
         self.peer.first_vals(docs, values);
         for (shown, peer) in shown.iter_mut().zip(values.iter()) {
@@ -280,7 +279,6 @@ impl TopGroups {
 
 pub(super) struct GroupSegment {
     pub(super) online: Arc<dyn OnlineFilter>,
-    pub(super) scope: Arc<Scope>,
     pub(super) filters: SegmentFilters,
     pub(super) owner: OwnerColumns,
     pub(super) content: Column<u64>,
@@ -292,7 +290,7 @@ impl GroupSegment {
         // Visibility after the filters (cheaper and often more selective), before the content:
         // a document the viewer may not see costs no read of its content.
         if self.filters.pass(doc)
-            && self.owner.listed(doc, &self.scope)
+            && self.owner.listed(doc)
             && self.owner.online(doc, &*self.online)
             && let Some(content) = self.content.first(doc)
         {
@@ -318,7 +316,6 @@ impl Collector for GroupByContent {
         let floor = *self.floor.lock().unwrap_or_else(|p| p.into_inner());
         Ok(GroupSegment {
             online: self.online.clone(),
-            scope: self.scope.clone(),
             filters: self.filters.for_segment(columns)?,
             owner: columns.owner(&self.scope),
             content: columns.content.clone(),

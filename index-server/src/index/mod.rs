@@ -437,7 +437,7 @@ impl SearchIndex {
                     break;
                 }
                 looked += n;
-                owner.visible_block(&docs[..n], &**online, &spec.scope, &mut shown[..n]);
+                owner.visible_block(&docs[..n], &**online, &mut shown[..n]);
                 columns.content.first_vals(&docs[..n], &mut contents[..n]);
                 for i in 0..n {
                     if shown[i]
