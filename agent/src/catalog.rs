@@ -184,6 +184,19 @@ fn file_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
     })
 }
 
+/// A file hashed at its recorded stat, with its piece CVs and the tags read from it.
+#[derive(Debug, Clone)]
+pub struct Hashed {
+    /// The file as queued.
+    pub file: FileRecord,
+    /// Its content hash.
+    pub hash: FileHash,
+    /// Piece CVs (files of two or more pieces).
+    pub cvs: Vec<PieceCv>,
+    /// Its media tags (empty for files without any).
+    pub tags: MediaTags,
+}
+
 /// One pending change to the server's copy of the list, and what the row will say it holds
 /// once the server accepted it.
 #[derive(Debug, Clone)]
@@ -192,8 +205,21 @@ pub struct PendingOp {
     pub key: FileKey,
     /// The operation to send (`None`: nothing to send, only the dirty flag to clear).
     pub op: Option<DeltaOp>,
-    /// The server's copy after the op: (hash, size, mtime) or none.
-    pub after: Option<(FileHash, u64, i64)>,
+    /// The server's copy after the op, or none.
+    pub after: Option<ServerCopy>,
+}
+
+/// What the index server holds for one file (or will, once an op is accepted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerCopy {
+    /// Content hash.
+    pub hash: FileHash,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, whole seconds.
+    pub mtime: i64,
+    /// Tags, as the catalog stores them.
+    pub tags: Option<String>,
 }
 
 /// What the server said to a full upload, as [`Catalog::full_upload`] needs to know it.
@@ -219,7 +245,7 @@ pub enum FullUpload {
 }
 
 /// The rows a full upload sends, in the order it sends them.
-const FULL_LIST_QUERY: &str = "SELECT share, dir, name, size, mtime_ns, hash FROM files
+const FULL_LIST_QUERY: &str = "SELECT share, dir, name, size, mtime_ns, hash, tags FROM files
      WHERE hash IS NOT NULL AND gone = 0 AND rejected = 0
      ORDER BY share, dir, name";
 
@@ -312,6 +338,17 @@ impl CatalogReader {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Up to `limit` hashed files whose tags were never read (hashed before tags were read).
+    pub fn untagged(&self, limit: usize) -> Result<Vec<FileRecord>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT share, dir, name, size, mtime_ns, inode, dev FROM files
+             WHERE hash IS NOT NULL AND tags_read = 0 AND gone = 0 AND rejected = 0
+             ORDER BY share, dir, name LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit as i64], file_record)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Files and bytes waiting for a hash.
     pub fn unhashed_totals(&self) -> Result<(u64, u64)> {
         let reader = &self.conn;
@@ -354,7 +391,7 @@ impl CatalogReader {
         let reader = &self.conn;
         let mut stmt = reader.prepare_cached(
             "SELECT share, dir, name, size, mtime_ns, hash, gone, rejected,
-                    srv_hash, srv_size, srv_mtime
+                    srv_hash, srv_size, srv_mtime, tags, srv_tags
              FROM files WHERE dirty = 1 LIMIT ?1",
         )?;
         let rows = stmt.query_map(params![limit as i64], |row| {
@@ -369,30 +406,37 @@ impl CatalogReader {
             let gone: bool = row.get(6)?;
             let rejected: bool = row.get(7)?;
             let srv_hash = hash_from(row.get(8)?);
+            let tags: Option<String> = row.get(11)?;
             let srv = srv_hash.map(|h| -> rusqlite::Result<_> {
-                Ok((
-                    h,
-                    row.get::<_, Option<i64>>(9)?.unwrap_or(0) as u64,
-                    row.get::<_, Option<i64>>(10)?.unwrap_or(0),
-                ))
+                Ok(ServerCopy {
+                    hash: h,
+                    size: row.get::<_, Option<i64>>(9)?.unwrap_or(0) as u64,
+                    mtime: row.get::<_, Option<i64>>(10)?.unwrap_or(0),
+                    tags: row.get(12)?,
+                })
             });
             let srv = srv.transpose()?;
             // What the server should hold: the local file if it is hashed and shareable.
             let local = match (hash, gone || rejected) {
-                (Some(h), false) => Some((h, size, mtime)),
+                (Some(hash), false) => Some(ServerCopy {
+                    hash,
+                    size,
+                    mtime,
+                    tags,
+                }),
                 _ => None,
             };
-            let entry = |(hash, size, mtime): (FileHash, u64, i64)| ListEntry {
+            let entry = |copy: &ServerCopy| ListEntry {
                 share: key.share.clone(),
                 path: key.rel_path(),
-                size,
-                mtime,
-                hash,
-                tags: MediaTags::default(),
+                size: copy.size,
+                mtime: copy.mtime,
+                hash: copy.hash,
+                tags: tags_from(copy.tags.clone()),
                 // The sync loop sets it from the share's rules as it sends.
                 visibility: Default::default(),
             };
-            let op = match (srv, local) {
+            let op = match (&srv, &local) {
                 (None, Some(l)) => Some(DeltaOp::Add(entry(l))),
                 (Some(s), Some(l)) if s != l => Some(DeltaOp::Change(entry(l))),
                 (Some(_), None) => Some(DeltaOp::Remove {
@@ -462,12 +506,31 @@ impl CatalogReader {
 
 /// The catalog's schema history (`peerdex_sqlite`): applied on open, oldest first; a catalog of a
 /// newer version is refused untouched. Add a step at the end, never change one that shipped.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "adopt the schema of before versions were recorded",
-    rewrites_data: false,
-    apply: |tx| tx.execute_batch(VERSION_1),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "adopt the schema of before versions were recorded",
+        rewrites_data: false,
+        apply: |tx| tx.execute_batch(VERSION_1),
+    },
+    Migration {
+        version: 2,
+        description: "media tags per file version, and the server's copy of them",
+        rewrites_data: false,
+        apply: |tx| tx.execute_batch(VERSION_2),
+    },
+];
+
+/// Version 2: a file's tags (JSON of `MediaTags`, `NULL` when it has none), whether they were
+/// read for the recorded version (files hashed before this version are read in the background,
+/// without hashing them again) and the tags the server holds.
+const VERSION_2: &str = "
+ALTER TABLE files ADD COLUMN tags TEXT;
+ALTER TABLE files ADD COLUMN tags_read INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE files ADD COLUMN srv_tags TEXT;
+CREATE INDEX files_untagged ON files(share, dir, name)
+    WHERE hash IS NOT NULL AND tags_read = 0 AND gone = 0 AND rejected = 0;
+";
 
 /// The tables of version 1: the schema as it was before versions were recorded.
 const VERSION_1: &str = "
@@ -513,6 +576,18 @@ fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(())
+}
+
+/// Tags as the catalog stores them: JSON, `NULL` when there are none.
+fn tags_column(tags: &MediaTags) -> Option<String> {
+    (!tags.is_empty()).then(|| serde_json::to_string(tags).unwrap_or_default())
+}
+
+/// Tags from their column; a value this build cannot read counts as none.
+fn tags_from(column: Option<String>) -> MediaTags {
+    column
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .unwrap_or_default()
 }
 
 fn hash_from(blob: Option<Vec<u8>>) -> Option<FileHash> {
@@ -618,12 +693,13 @@ impl Catalog {
                     // mtime: its hash is taken over instead of reading it again. Only for
                     // mtimes with a sub-second part: files restored from an archive with
                     // whole-second mtimes could reuse a freed inode with the same size.
-                    let known: Option<Vec<u8>> = if stat.mtime_ns.rem_euclid(1_000_000_000) == 0 {
-                        None
-                    } else {
-                        tx.prepare_cached(
-                            "SELECT hash FROM files WHERE dev = ?1 AND inode = ?2 AND size = ?3
-                             AND mtime_ns = ?4 AND hash IS NOT NULL LIMIT 1",
+                    let known: Option<(Vec<u8>, Option<String>, bool)> =
+                        if stat.mtime_ns.rem_euclid(1_000_000_000) == 0 {
+                            None
+                        } else {
+                            tx.prepare_cached(
+                            "SELECT hash, tags, tags_read FROM files WHERE dev = ?1 AND inode = ?2
+                             AND size = ?3 AND mtime_ns = ?4 AND hash IS NOT NULL LIMIT 1",
                         )?
                         .query_row(
                             params![
@@ -632,18 +708,26 @@ impl Catalog {
                                 stat.size as i64,
                                 stat.mtime_ns
                             ],
-                            |row| row.get(0),
+                            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
                         )
                         .optional()?
+                        };
+                    let (known_tags, tags_read) = match &known {
+                        Some((_, tags, read)) => (tags.clone(), *read),
+                        None => (None, false),
                     };
+                    let known = known.map(|(hash, _, _)| hash);
+                    // A re-tagged file has a new stat: its old tags go with its old hash.
                     let n = tx
                         .prepare_cached(
-                            "INSERT INTO files(share, dir, name, size, mtime_ns, inode, dev, hash, dirty)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1)
+                            "INSERT INTO files(share, dir, name, size, mtime_ns, inode, dev, hash,
+                                               tags, tags_read, dirty)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1)
                              ON CONFLICT(share, dir, name) DO UPDATE SET
                                 size = excluded.size, mtime_ns = excluded.mtime_ns,
                                 inode = excluded.inode, dev = excluded.dev,
-                                hash = excluded.hash, gone = 0, rejected = 0, dirty = 1
+                                hash = excluded.hash, tags = excluded.tags,
+                                tags_read = excluded.tags_read, gone = 0, rejected = 0, dirty = 1
                              WHERE gone = 1 OR size != excluded.size OR mtime_ns != excluded.mtime_ns
                                 OR inode != excluded.inode",
                         )?
@@ -655,7 +739,9 @@ impl Catalog {
                             stat.mtime_ns,
                             stat.inode as i64,
                             stat.dev as i64,
-                            known
+                            known,
+                            known_tags,
+                            tags_read
                         ])?;
                     if n > 0 && known.is_none() {
                         queued.0 += 1;
@@ -716,14 +802,20 @@ impl Catalog {
 
     /// Records hashes, each only if the file still has the stat it was hashed at. Returns how
     /// many were recorded.
-    pub fn record_hashes(&self, results: &[(FileRecord, FileHash, Vec<PieceCv>)]) -> Result<usize> {
+    pub fn record_hashes(&self, results: &[Hashed]) -> Result<usize> {
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut recorded = 0;
-        for (file, hash, cvs) in results {
+        for Hashed {
+            file,
+            hash,
+            cvs,
+            tags,
+        } in results
+        {
             let n = tx
                 .prepare_cached(
-                    "UPDATE files SET hash = ?4, dirty = 1
+                    "UPDATE files SET hash = ?4, tags = ?8, tags_read = 1, dirty = 1
                      WHERE share = ?1 AND dir = ?2 AND name = ?3 AND gone = 0
                        AND size = ?5 AND mtime_ns = ?6 AND inode = ?7",
                 )?
@@ -734,7 +826,8 @@ impl Catalog {
                     hash.as_bytes().as_slice(),
                     file.stat.size as i64,
                     file.stat.mtime_ns,
-                    file.stat.inode as i64
+                    file.stat.inode as i64,
+                    tags_column(tags)
                 ])?;
             if n > 0 && !cvs.is_empty() {
                 tx.prepare_cached("INSERT OR IGNORE INTO pieces(hash, cvs) VALUES (?1, ?2)")?
@@ -744,6 +837,42 @@ impl Catalog {
         }
         tx.commit()?;
         Ok(recorded)
+    }
+
+    /// Records tags read for files hashed before tags were read, each only if the file still
+    /// has the stat it was read at. A row whose tags changed becomes dirty (the server gets
+    /// them with the next delta). Returns how many rows got new tags.
+    pub fn record_tags(&self, results: &[(FileRecord, MediaTags)]) -> Result<usize> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut changed = 0;
+        for (file, tags) in results {
+            let tags = tags_column(tags);
+            let args = params![
+                file.key.share,
+                file.key.dir,
+                file.key.name,
+                file.stat.size as i64,
+                file.stat.mtime_ns,
+                file.stat.inode as i64,
+                file.stat.dev as i64,
+                tags
+            ];
+            const ROW: &str = "share = ?1 AND dir = ?2 AND name = ?3 AND gone = 0 AND tags_read = 0
+                 AND size = ?4 AND mtime_ns = ?5 AND inode = ?6 AND dev = ?7";
+            changed += tx
+                .prepare_cached(&format!(
+                    "UPDATE files SET tags = ?8, tags_read = 1, dirty = 1
+                     WHERE {ROW} AND tags IS NOT ?8"
+                ))?
+                .execute(args)?;
+            tx.prepare_cached(&format!(
+                "UPDATE files SET tags_read = 1 WHERE {ROW} AND tags IS ?8"
+            ))?
+            .execute(args)?;
+        }
+        tx.commit()?;
+        Ok(changed)
     }
 
     /// Sets a number in the `meta` table.
@@ -761,16 +890,21 @@ impl Catalog {
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for op in ops {
-            let (hash, size, mtime) = match &op.after {
-                Some((h, s, m)) => (Some(h.as_bytes().to_vec()), Some(*s as i64), Some(*m)),
-                None => (None, None, None),
+            let (hash, size, mtime, tags) = match &op.after {
+                Some(copy) => (
+                    Some(copy.hash.as_bytes().to_vec()),
+                    Some(copy.size as i64),
+                    Some(copy.mtime),
+                    copy.tags.clone(),
+                ),
+                None => (None, None, None, None),
             };
             // The row may have changed since the op was read: it stays dirty if it now differs
             // from what the server holds.
             tx.prepare_cached(concat!(
-                "UPDATE files SET srv_hash = ?4, srv_size = ?5, srv_mtime = ?6,
+                "UPDATE files SET srv_hash = ?4, srv_size = ?5, srv_mtime = ?6, srv_tags = ?7,
                     dirty = NOT (gone = 0 AND rejected = 0 AND hash IS ?4 AND size IS ?5
-                                 AND ",
+                                 AND tags IS ?7 AND ",
                 mtime_secs_sql!(),
                 " = ?6
                                  OR (gone = 1 OR rejected = 1 OR hash IS NULL) AND ?4 IS NULL)
@@ -782,7 +916,8 @@ impl Catalog {
                 op.key.name,
                 hash,
                 size,
-                mtime
+                mtime,
+                tags
             ])?;
             tx.prepare_cached(
                 "DELETE FROM files WHERE share = ?1 AND dir = ?2 AND name = ?3
@@ -831,7 +966,7 @@ impl Catalog {
                     size: row.get::<_, i64>(3)? as u64,
                     mtime: mtime_secs(row.get(4)?),
                     hash,
-                    tags: MediaTags::default(),
+                    tags: tags_from(row.get(6)?),
                     visibility: Default::default(),
                 };
                 if !send(entry) {
@@ -864,11 +999,12 @@ impl Catalog {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(concat!(
             "DELETE FROM files WHERE gone = 1;
-             UPDATE files SET srv_hash = hash, srv_size = size, srv_mtime = ",
+             UPDATE files SET srv_hash = hash, srv_size = size, srv_tags = tags, srv_mtime = ",
             mtime_secs_sql!(),
             ", dirty = 0
              WHERE hash IS NOT NULL AND rejected = 0;
-             UPDATE files SET srv_hash = NULL, srv_size = NULL, srv_mtime = NULL, dirty = 0
+             UPDATE files SET srv_hash = NULL, srv_size = NULL, srv_mtime = NULL, srv_tags = NULL,
+                dirty = 0
              WHERE hash IS NULL OR rejected = 1;",
         ))?;
         set_version(&tx, version)?;
@@ -934,9 +1070,69 @@ mod tests {
             .unhashed(100)
             .unwrap()
             .into_iter()
-            .map(|u| (u, hash(label), vec![]))
+            .map(|file| Hashed {
+                file,
+                hash: hash(label),
+                cvs: vec![],
+                tags: MediaTags::default(),
+            })
             .collect();
         catalog.record_hashes(&pending).unwrap();
+    }
+
+    #[test]
+    fn tags_read_later_travel_as_changes_and_unchanged_ones_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        let key = FileKey::from_path("m", "a/01.mp3");
+        catalog
+            .apply(&[Change::Upsert(key.clone(), stat(10, 5))])
+            .unwrap();
+        // Hashed by an older build: hash recorded, tags never read.
+        catalog
+            .writer()
+            .execute(
+                "UPDATE files SET hash = ?1",
+                params![hash("x").as_bytes().as_slice()],
+            )
+            .unwrap();
+        catalog
+            .writer()
+            .execute("UPDATE files SET tags_read = 0", [])
+            .unwrap();
+        let ops = sync(&catalog, 1);
+        assert!(matches!(ops[..], [Some(DeltaOp::Add(ref e))] if e.tags.is_empty()));
+        let reader = catalog.reader().unwrap();
+        let untagged = reader.untagged(10).unwrap();
+        assert_eq!(untagged.len(), 1);
+        let tags = MediaTags {
+            artist: Some("Motörhead".into()),
+            ..MediaTags::default()
+        };
+        assert_eq!(
+            catalog
+                .record_tags(&[(untagged[0].clone(), tags.clone())])
+                .unwrap(),
+            1
+        );
+        assert!(reader.untagged(10).unwrap().is_empty());
+        let ops = sync(&catalog, 2);
+        assert!(
+            matches!(ops[..], [Some(DeltaOp::Change(ref e))] if e.tags == tags),
+            "{ops:?}"
+        );
+        assert_eq!(reader.pending_count().unwrap(), 0);
+        // Reading the same tags again (a file with none, say) changes nothing.
+        catalog
+            .writer()
+            .execute("UPDATE files SET tags_read = 0", [])
+            .unwrap();
+        let untagged = reader.untagged(10).unwrap();
+        assert_eq!(
+            catalog.record_tags(&[(untagged[0].clone(), tags)]).unwrap(),
+            0
+        );
+        assert_eq!(reader.pending_count().unwrap(), 0);
     }
 
     fn sync(catalog: &Catalog, version: u64) -> Vec<Option<DeltaOp>> {

@@ -21,7 +21,9 @@ use peerdex_shared::pieces::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, warn};
 
-use super::catalog::{Catalog, CatalogError, Change, FileRecord, Stat};
+use peerdex_shared::api::MediaTags;
+
+use super::catalog::{Catalog, CatalogError, Change, FileRecord, Hashed, Stat};
 use super::config::Share;
 use super::events::Events;
 use super::progress::Progress;
@@ -42,6 +44,9 @@ pub enum HashError {
 
 /// A file's hash and piece CVs, or why there are none.
 pub type HashOutcome = Result<(FileHash, Vec<PieceCv>), HashError>;
+
+/// A file's hash, piece CVs and tags, or why there are none.
+type TaggedOutcome = Result<(FileHash, Vec<PieceCv>, MediaTags), HashError>;
 
 /// Files taken from the catalog and recorded per transaction.
 const HASH_BATCH: usize = 2048;
@@ -99,6 +104,15 @@ pub fn hash_file(
     progress: &Progress,
     stop: &CancellationToken,
 ) -> HashOutcome {
+    let file = open_checked(path, expected, follow_symlinks)?;
+    let result = hash_pieces(&file, expected.size, threads, progress, stop)?;
+    // A write that kept the size but landed during the read shows in the mtime.
+    check(&file, expected)?;
+    Ok(result)
+}
+
+/// Opens a queued file and checks it still has the stat it was queued with.
+fn open_checked(path: &Path, expected: &Stat, follow_symlinks: bool) -> Result<File, HashError> {
     let file = match open_shared(path, follow_symlinks) {
         Ok(file) => file,
         // Gone, or replaced by a symlink or something that is not a file: rescan it.
@@ -108,10 +122,40 @@ pub fn hash_file(
         Err(e) => return Err(e.into()),
     };
     check(&file, expected)?;
-    let result = hash_pieces(&file, expected.size, threads, progress, stop)?;
-    // A write that kept the size but landed during the read shows in the mtime.
+    Ok(file)
+}
+
+/// [`hash_file`], then the file's tags while its pages are still cached; both only if the
+/// file kept its stat throughout.
+fn hash_and_tag(
+    path: &Path,
+    expected: &Stat,
+    follow_symlinks: bool,
+    threads: usize,
+    progress: &Progress,
+    stop: &CancellationToken,
+) -> TaggedOutcome {
+    let file = open_checked(path, expected, follow_symlinks)?;
+    let (hash, cvs) = hash_pieces(&file, expected.size, threads, progress, stop)?;
+    let name = path.file_name().map(|n| n.to_string_lossy());
+    let tags = match name {
+        Some(name) if super::tags::has_tags(&name) => super::tags::read_tags(&file, &name),
+        _ => MediaTags::default(),
+    };
     check(&file, expected)?;
-    Ok(result)
+    Ok((hash, cvs, tags))
+}
+
+/// The tags of a file hashed before tags were read, if it kept its stat.
+fn tag_file(path: &Path, expected: &Stat, follow_symlinks: bool) -> Result<MediaTags, HashError> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let Some(name) = name.filter(|n| super::tags::has_tags(n)) else {
+        return Ok(MediaTags::default());
+    };
+    let file = open_checked(path, expected, follow_symlinks)?;
+    let tags = super::tags::read_tags(&file, &name);
+    check(&file, expected)?;
+    Ok(tags)
 }
 
 /// The hash and piece CVs of the first `len` bytes of `file`, piece ranges spread over
@@ -211,6 +255,16 @@ pub fn run(inputs: HashLoop, stop: CancellationToken) -> Result<(), CatalogError
     while !stop.is_cancelled() {
         let batch = reader.unhashed(HASH_BATCH)?;
         if batch.is_empty() {
+            // Files hashed before tags were read: their tags, without hashing them again.
+            let untagged = reader.untagged(HASH_BATCH)?;
+            if !untagged.is_empty() {
+                let roots = super::shares_by_name(&shares.borrow());
+                let changed = tag_backlog(&catalog, &roots, &events, untagged, threads, &stop)?;
+                if changed > 0 {
+                    events.catalog_changed.notify_one();
+                }
+                continue;
+            }
             let (files, bytes) = reader.unhashed_totals()?;
             progress.set_pending(files, bytes);
             // Sleep until a scan queues work; the timeout covers a notification that raced.
@@ -231,9 +285,14 @@ pub fn run(inputs: HashLoop, stop: CancellationToken) -> Result<(), CatalogError
         let mut changed = Vec::new();
         for (file, result) in batch.into_iter().zip(outcome) {
             match result {
-                Some(Ok((hash, cvs))) => {
+                Some(Ok((hash, cvs, tags))) => {
                     progress.hashed(file.stat.size);
-                    hashed.push((file, hash, cvs));
+                    hashed.push(Hashed {
+                        file,
+                        hash,
+                        cvs,
+                        tags,
+                    });
                 }
                 Some(Err(HashError::Changed)) => changed.push(file),
                 Some(Err(HashError::Stopped)) | None => {}
@@ -257,24 +316,87 @@ pub fn run(inputs: HashLoop, stop: CancellationToken) -> Result<(), CatalogError
                 }
             });
         }
-        for file in changed {
-            debug!(path = %file.key.rel_path(), "changed while hashing; rescanning");
-            // Record the new stat (or the removal) straight away so the next batch does not
-            // pick the file up with its old stat.
-            let path = roots
-                .get(&file.key.share)
-                .map(|share| share.root.join(file.key.rel_path()));
-            let change = match path.map(std::fs::symlink_metadata) {
-                Some(Ok(meta)) if meta.is_file() => {
-                    Change::Upsert(file.key.clone(), Stat::of(&meta))
-                }
-                _ => Change::Remove(file.key.clone()),
-            };
-            catalog.apply(&[change])?;
-            events.rescan(&file.key.share, file.key.rel_path());
-        }
+        requeue_changed(&catalog, &roots, &events, changed)?;
     }
     Ok(())
+}
+
+/// Files that changed since they were queued: their new stat (or their removal) is recorded
+/// straight away, so the next batch does not pick them up with the old one, and they are
+/// rescanned.
+fn requeue_changed(
+    catalog: &Catalog,
+    roots: &HashMap<String, Share>,
+    events: &Events,
+    changed: Vec<FileRecord>,
+) -> Result<(), CatalogError> {
+    for file in changed {
+        debug!(path = %file.key.rel_path(), "changed while being read; rescanning");
+        let path = roots
+            .get(&file.key.share)
+            .map(|share| share.root.join(file.key.rel_path()));
+        let change = match path.map(std::fs::symlink_metadata) {
+            Some(Ok(meta)) if meta.is_file() => Change::Upsert(file.key.clone(), Stat::of(&meta)),
+            _ => Change::Remove(file.key.clone()),
+        };
+        catalog.apply(&[change])?;
+        events.rescan(&file.key.share, file.key.rel_path());
+    }
+    Ok(())
+}
+
+/// Reads the tags of a batch of files hashed before tags were read, several at a time, and
+/// records them. Returns how many rows got new tags.
+fn tag_backlog(
+    catalog: &Catalog,
+    roots: &HashMap<String, Share>,
+    events: &Events,
+    batch: Vec<FileRecord>,
+    threads: usize,
+    stop: &CancellationToken,
+) -> Result<usize, CatalogError> {
+    let span = info_span!("tag_backlog", files = batch.len());
+    let _guard = span.enter();
+    let results: Vec<Mutex<Option<Result<MediaTags, HashError>>>> =
+        batch.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| {
+                while !stop.is_cancelled() {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(file) = batch.get(i) else {
+                        return;
+                    };
+                    let result = match roots.get(&file.key.share) {
+                        Some(share) => tag_file(
+                            &share.root.join(file.key.rel_path()),
+                            &file.stat,
+                            share.rules.follow_symlinks,
+                        ),
+                        None => Err(HashError::Changed),
+                    };
+                    if let Ok(mut slot) = results[i].lock() {
+                        *slot = Some(result);
+                    }
+                }
+            });
+        }
+    });
+    let mut read = Vec::new();
+    let mut changed = Vec::new();
+    for (file, slot) in batch.into_iter().zip(results) {
+        match slot.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(Ok(tags)) => read.push((file, tags)),
+            Some(Err(HashError::Changed)) => changed.push(file),
+            // Unreadable now: it is shared without tags (they are read again if it changes).
+            Some(Err(HashError::Io(_))) => read.push((file, MediaTags::default())),
+            Some(Err(HashError::Stopped)) | None => {}
+        }
+    }
+    let recorded = catalog.record_tags(&read)?;
+    requeue_changed(catalog, roots, events, changed)?;
+    Ok(recorded)
 }
 
 /// Hashes a batch: small files several at a time, large ones each over all threads. `None` for
@@ -285,7 +407,7 @@ fn hash_batch(
     threads: usize,
     progress: &Progress,
     stop: &CancellationToken,
-) -> Vec<Option<HashOutcome>> {
+) -> Vec<Option<TaggedOutcome>> {
     let hash_one = |file: &FileRecord, threads: usize| {
         if stop.is_cancelled() {
             return None;
@@ -293,7 +415,7 @@ fn hash_batch(
         let Some(share) = roots.get(&file.key.share) else {
             return Some(Err(HashError::Changed));
         };
-        Some(hash_file(
+        Some(hash_and_tag(
             &share.root.join(file.key.rel_path()),
             &file.stat,
             share.rules.follow_symlinks,

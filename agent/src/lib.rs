@@ -18,6 +18,7 @@ mod scan;
 mod serve;
 mod slots;
 mod sync;
+mod tags;
 mod watch;
 
 pub use catalog::{CATALOG_FILE, MIGRATIONS as CATALOG_MIGRATIONS, ShareCounts};
@@ -33,6 +34,7 @@ pub mod bench {
     pub use crate::progress::Progress;
     pub use crate::scan::Scanner;
     pub use crate::serve::{RangeRequest, parse_range};
+    pub use crate::tags::read_tags_at;
 }
 
 use std::collections::{BTreeSet, HashMap};

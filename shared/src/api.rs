@@ -69,24 +69,57 @@ pub struct RegisterResponse {
     pub server_key: Option<PeerId>,
 }
 
-/// Optional media tags of an entry, kept for later use by richer searches.
+/// Media tags of an entry, read by the agent from the file's own metadata (audio tags, a
+/// container's header, a document's title and author). Absent fields are unknown: nothing is
+/// guessed from file names. Texts are NFC, without control characters, at most
+/// [`MAX_TAG_BYTES`] bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaTags {
-    /// Performer.
+    /// Performer (audio) or author (documents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artist: Option<String>,
-    /// Track or film title.
+    /// The album's artist, when the tags name one apart from the track's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub album_artist: Option<String>,
+    /// Track, film or document title.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     /// Album.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub album: Option<String>,
+    /// Track number within the album (or disc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<u32>,
+    /// Year of release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub year: Option<u32>,
+    /// Genre, as the tags spell it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genre: Option<String>,
     /// Duration in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_secs: Option<u32>,
-    /// Bitrate in kbit/s.
+    /// Audio bitrate in kbit/s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bitrate_kbps: Option<u32>,
+    /// Sample rate in Hz.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_rate: Option<u32>,
+    /// Audio channels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<u8>,
+    /// Bits per sample, for lossless formats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bit_depth: Option<u8>,
+    /// Whether the audio is lossless (FLAC, ALAC, WAV, AIFF, WavPack, APE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lossless: Option<bool>,
+    /// Video width in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Video height in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
 }
 
 impl MediaTags {
@@ -94,6 +127,53 @@ impl MediaTags {
     pub fn is_empty(&self) -> bool {
         *self == MediaTags::default()
     }
+
+    /// The text tags by field name, as validation and indexing see them.
+    pub fn texts(&self) -> [(&'static str, Option<&str>); 5] {
+        [
+            ("artist", self.artist.as_deref()),
+            ("album_artist", self.album_artist.as_deref()),
+            ("title", self.title.as_deref()),
+            ("album", self.album.as_deref()),
+            ("genre", self.genre.as_deref()),
+        ]
+    }
+
+    /// "Artist – Title (Album, Year)" from what is known, or `None` without a title.
+    pub fn display(&self) -> Option<String> {
+        let title = self.title.as_deref()?;
+        let mut out = match self.artist.as_deref().or(self.album_artist.as_deref()) {
+            Some(artist) => format!("{artist} \u{2013} {title}"),
+            None => title.to_string(),
+        };
+        match (self.album.as_deref(), self.year) {
+            (Some(album), Some(year)) => out.push_str(&format!(" ({album}, {year})")),
+            (Some(album), None) => out.push_str(&format!(" ({album})")),
+            (None, Some(year)) => out.push_str(&format!(" ({year})")),
+            (None, None) => {}
+        }
+        Some(out)
+    }
+}
+
+/// A tag text as it may travel: NFC, control characters (NUL included) and surrounding
+/// whitespace dropped, cut to [`MAX_TAG_BYTES`] on a character boundary; `None` when nothing is
+/// left. Agents clean what a file says with this before sending it.
+pub fn clean_tag_text(raw: &str) -> Option<String> {
+    use unicode_normalization::UnicodeNormalization;
+    let nfc: String = raw
+        .nfc()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let mut text = nfc.trim();
+    if text.len() > MAX_TAG_BYTES {
+        let mut end = MAX_TAG_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text = text[..end].trim_end();
+    }
+    (!text.is_empty()).then(|| text.to_string())
 }
 
 /// Longest accepted media tag text, in bytes.

@@ -8,6 +8,7 @@
 //! Invariant: no I/O, no async runtime. Everything here is pure and cheap to unit test.
 
 pub mod api;
+pub mod folder;
 pub mod hash;
 pub mod identity;
 pub mod kind;

@@ -260,12 +260,14 @@ pub fn validate_entry(
         field: "path",
         error,
     })?;
-    let tags = [
-        ("tags.artist", &entry.tags.artist),
-        ("tags.title", &entry.tags.title),
-        ("tags.album", &entry.tags.album),
-    ];
-    for (field, value) in tags {
+    for (name, value) in entry.tags.texts() {
+        let field = match name {
+            "artist" => "tags.artist",
+            "album_artist" => "tags.album_artist",
+            "title" => "tags.title",
+            "album" => "tags.album",
+            _ => "tags.genre",
+        };
         if let Some(value) = value {
             if value.len() > crate::api::MAX_TAG_BYTES {
                 let error = NameError::TooLong {
