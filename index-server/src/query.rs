@@ -1,7 +1,9 @@
 //! Turns what a user typed into a bounded search plan; never hands user text to a query language.
 //!
 //! Syntax: words must all match (each also as a prefix), `-word` excludes, `"two words"` is a
-//! phrase. Anything else is just text: `*`, `:`, `(`, `^` are separators, not operators.
+//! phrase; `artist:`, `album:`, `title:` and `genre:` before a word or phrase look in that media
+//! tag only, `year:1997` keeps files tagged with that year. Anything else is just text: `*`,
+//! `:`, `(`, `^` are separators, not operators.
 
 use thiserror::Error;
 
@@ -16,9 +18,42 @@ pub struct QueryLimits {
     pub max_terms: usize,
 }
 
+/// A media tag a query clause may name (`artist:…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TagField {
+    /// Artist or album artist (a document's author).
+    Artist,
+    /// Album.
+    Album,
+    /// Title.
+    Title,
+    /// Genre.
+    Genre,
+}
+
+impl TagField {
+    /// The field a query prefix names (`"artist"` for `artist:`), ASCII-case-insensitively.
+    pub fn parse(name: &str) -> Option<TagField> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "artist" | "author" => TagField::Artist,
+            "album" => TagField::Album,
+            "title" => TagField::Title,
+            "genre" => TagField::Genre,
+            _ => return None,
+        })
+    }
+}
+
 /// One required or excluded element of a query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Clause {
+    /// Words (one, or a phrase) that must occur in one media tag, whole.
+    Tag {
+        /// The tag.
+        field: TagField,
+        /// The folded terms, in order.
+        terms: Vec<String>,
+    },
     /// A single term; matches as a prefix too when `prefix` is set.
     Word {
         /// The folded term.
@@ -37,6 +72,8 @@ pub struct QueryPlan {
     pub required: Vec<Clause>,
     /// None may match.
     pub excluded: Vec<Clause>,
+    /// `year:N`: only files tagged with this year.
+    pub year: Option<u32>,
 }
 
 impl Clause {
@@ -51,6 +88,18 @@ impl Clause {
             Clause::Phrase(phrase) => {
                 !phrase.is_empty() && terms.windows(phrase.len()).any(|w| w == phrase.as_slice())
             }
+            // Not about texts: `matches` leaves them out.
+            Clause::Tag { .. } => false,
+        }
+    }
+
+    /// Every term of the clause, in order.
+    pub fn terms(&self) -> Vec<&str> {
+        match self {
+            Clause::Word { term, .. } => vec![term.as_str()],
+            Clause::Phrase(terms) | Clause::Tag { terms, .. } => {
+                terms.iter().map(String::as_str).collect()
+            }
         }
     }
 }
@@ -58,10 +107,19 @@ impl Clause {
 impl QueryPlan {
     /// Whether a text (a path within a share) matches the plan the way the index matches it:
     /// every required clause occurs (words also as prefixes), no excluded one does (exactly).
+    /// Tag clauses are not about paths and never decide.
     pub fn matches(&self, text: &str) -> bool {
         let terms = text::tokenize(text);
-        self.required.iter().all(|c| c.occurs_in(&terms, true))
-            && !self.excluded.iter().any(|c| c.occurs_in(&terms, false))
+        let about_text = |c: &&Clause| !matches!(c, Clause::Tag { .. });
+        self.required
+            .iter()
+            .filter(about_text)
+            .all(|c| c.occurs_in(&terms, true))
+            && !self
+                .excluded
+                .iter()
+                .filter(about_text)
+                .any(|c| c.occurs_in(&terms, false))
     }
 }
 
@@ -85,6 +143,9 @@ pub enum QueryError {
     /// Nothing searchable: no word with a letter or digit outside exclusions.
     #[error("query has no word to search for")]
     NoTerms,
+    /// `year:` with something other than a year.
+    #[error("year:{0} is not a year (use four digits, as in year:1997)")]
+    BadYear(String),
 }
 
 fn clause_for(raw: &str, quoted: bool) -> Option<Clause> {
@@ -119,10 +180,26 @@ pub fn parse(input: &str, limits: &QueryLimits) -> Result<QueryPlan, QueryError>
         if rest.is_empty() {
             break;
         }
-        let (negated, body) = match rest.strip_prefix('-') {
+        let (negated, mut body) = match rest.strip_prefix('-') {
             Some(after) => (true, after),
             None => (false, rest),
         };
+        // `field:` names a tag (or the year) when the word before the colon is one.
+        let mut field = None;
+        let mut year = false;
+        if let Some((name, after)) = body.split_once(':')
+            && !name.is_empty()
+            && !name.contains(char::is_whitespace)
+            && !name.contains('"')
+        {
+            if let Some(tag) = TagField::parse(name) {
+                field = Some(tag);
+                body = after;
+            } else if name.eq_ignore_ascii_case("year") && !negated {
+                year = true;
+                body = after;
+            }
+        }
         let (raw, quoted, remaining) = if let Some(after_quote) = body.strip_prefix('"') {
             match after_quote.find('"') {
                 Some(end) => (&after_quote[..end], true, &after_quote[end + 1..]),
@@ -133,7 +210,22 @@ pub fn parse(input: &str, limits: &QueryLimits) -> Result<QueryPlan, QueryError>
             (&body[..end], false, &body[end..])
         };
         rest = remaining;
-        if let Some(clause) = clause_for(raw, quoted) {
+        if year {
+            let value = raw.trim();
+            match value.parse::<u32>() {
+                Ok(y) if value.len() == 4 => plan.year = Some(y),
+                _ => return Err(QueryError::BadYear(value.to_string())),
+            }
+            continue;
+        }
+        let clause = match field {
+            Some(field) => {
+                let terms = text::tokenize_word(raw);
+                (!terms.is_empty()).then_some(Clause::Tag { field, terms })
+            }
+            None => clause_for(raw, quoted),
+        };
+        if let Some(clause) = clause {
             let target = if negated {
                 &mut plan.excluded
             } else {
@@ -183,6 +275,49 @@ mod tests {
             ]
         );
         assert_eq!(plan.excluded, [word("live", true)]);
+    }
+
+    #[test]
+    fn tag_fields_and_year() {
+        let plan = parse(
+            r#"artist:Radiohead album:"OK Computer" year:1997 -genre:jazz x:y"#,
+            &LIMITS,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.required,
+            [
+                Clause::Tag {
+                    field: TagField::Artist,
+                    terms: vec!["radiohead".into()]
+                },
+                Clause::Tag {
+                    field: TagField::Album,
+                    terms: vec!["ok".into(), "computer".into()]
+                },
+                Clause::Phrase(vec!["x".into(), "y".into()]),
+            ]
+        );
+        assert_eq!(
+            plan.excluded,
+            [Clause::Tag {
+                field: TagField::Genre,
+                terms: vec!["jazz".into()]
+            }]
+        );
+        assert_eq!(plan.year, Some(1997));
+        assert!(matches!(
+            parse("a year:97", &LIMITS),
+            Err(QueryError::BadYear(_))
+        ));
+        // A year alone is no word to search for.
+        assert_eq!(parse("year:1997", &LIMITS), Err(QueryError::NoTerms));
+        // Tag clauses never decide whether a path matches.
+        assert!(
+            parse("artist:queen song", &LIMITS)
+                .unwrap()
+                .matches("a/song.mp3")
+        );
     }
 
     #[test]

@@ -32,7 +32,40 @@ pub const MIGRATIONS: &[Migration] = &[
         rewrites_data: false,
         apply: |tx| tx.execute_batch(VERSION_4),
     },
+    Migration {
+        version: 5,
+        description: "folders of every list, with their identity (folder id v1) and tag summary",
+        rewrites_data: false,
+        apply: |tx| {
+            tx.execute_batch(VERSION_5)?;
+            crate::db::rebuild_all_folders(tx)
+        },
+    },
 ];
+
+/// Folders (PROTOCOL §5.3), derived from `files`: computed for every active list when this
+/// version is applied, then at each upload.
+const VERSION_5: &str = "
+CREATE TABLE folders (
+    peer INTEGER NOT NULL,
+    gen INTEGER NOT NULL,
+    share TEXT NOT NULL,
+    path TEXT NOT NULL,
+    files INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    content_id BLOB,
+    id_files INTEGER NOT NULL DEFAULT 0,
+    id_bytes INTEGER NOT NULL DEFAULT 0,
+    acl INTEGER,
+    album TEXT,
+    artist TEXT,
+    year INTEGER,
+    duration INTEGER,
+    lossless INTEGER,
+    PRIMARY KEY (peer, gen, share, path)
+) WITHOUT ROWID;
+CREATE INDEX folders_by_content ON folders (content_id) WHERE content_id IS NOT NULL;
+";
 
 /// The social layer. A contact request is one row (`requested`); accepting makes two
 /// (`accepted`, one per side), so "my contacts" is one index lookup either way.

@@ -15,9 +15,12 @@ use peerdex_shared::FileHash;
 use peerdex_shared::api::{SizeClaim, SourcesResponse};
 
 use peerdex_shared::PeerId;
-use peerdex_shared::api::Grant;
+use peerdex_shared::api::{
+    FolderEntry, FolderHit, FolderHolder, FolderResponse, FolderSummary, Grant, MediaTags,
+};
+use peerdex_shared::folder::FolderId;
 
-use crate::db::{AclRef, ContentRef, Db, DbError, PeerRef};
+use crate::db::{AclRef, ContentRef, Db, DbError, FolderFile, FolderRow, PeerRef};
 use crate::holders::{Holders, PeerCard, Place};
 use crate::index::{IndexError, OnlineFilter, SearchIndex, SearchSpec};
 use crate::query::QueryPlan;
@@ -94,6 +97,8 @@ pub struct SearchPage {
     pub hits: Vec<SearchHit>,
     /// Every content the index found (up to `spec.want`), best first.
     pub matched: Vec<ContentRef>,
+    /// Folders of the page that match the query.
+    pub folders: Vec<FolderHit>,
 }
 
 /// Why a search failed.
@@ -128,11 +133,12 @@ pub fn search(
     let scores: HashMap<ContentRef, f32> =
         found.groups.iter().map(|g| (g.content, g.score)).collect();
     let mut hits = Vec::with_capacity(page.len());
-    for holders in db.holders_of(&page)? {
+    let page = db.holders_of(&page)?;
+    for holders in &page {
         let score = scores.get(&holders.content).copied().unwrap_or(0.0);
         hits.extend(to_hit(
             db,
-            &holders,
+            holders,
             score,
             &*online,
             viewer,
@@ -140,11 +146,13 @@ pub fn search(
             Some(&request.spec.plan),
         )?);
     }
+    let folders = folder_hits(db, &page, &*online, viewer, &request.spec.plan)?;
     Ok(SearchPage {
         total: found.total,
         total_exact: found.total_exact,
         hits,
         matched: found.groups.iter().map(|g| g.content).collect(),
+        folders,
     })
 }
 
@@ -352,10 +360,23 @@ pub fn to_hit<O: OnlineFilter + ?Sized>(
         .unwrap_or(&shown.path)
         .to_string();
     let ext = extension_of(&name);
+    let kind = FileKind::from_extension(&ext);
+    // Only kinds the agent reads tags of can have any: others cost no lookup.
+    let tags = if matches!(kind, FileKind::Audio | FileKind::Video | FileKind::Document) {
+        let owner = holders.copies.iter().find(|&&(peer, place, acl)| {
+            std::ptr::eq(&holders.places[place as usize], shown) && viewer.lists(online, peer, acl)
+        });
+        match owner {
+            Some(&(peer, _, _)) => db.file_tags(peer, &shown.share, &shown.path)?,
+            None => MediaTags::default(),
+        }
+    } else {
+        MediaTags::default()
+    };
     Ok(Some(SearchHit {
         hash: holders.hash,
         size: holders.size,
-        kind: FileKind::from_extension(&ext),
+        kind,
         ext,
         folder: folder_of(shown),
         name,
@@ -370,6 +391,7 @@ pub fn to_hit<O: OnlineFilter + ?Sized>(
             })
             .collect(),
         locked: sources_online == 0,
+        tags,
     }))
 }
 
@@ -428,5 +450,248 @@ pub fn claim<O: OnlineFilter + ?Sized>(
         reachable_online,
         holders_known: peers.len() as u64,
         oldest_registration,
+    }))
+}
+
+/// Most folders a page of results lists.
+const MAX_FOLDER_HITS: usize = 5;
+
+/// Copies per hit whose folders are looked at for folder results.
+const FOLDERS_PER_HIT: usize = 4;
+
+/// How a folder is shown: its last path component, or the share's name for a share's root.
+fn folder_name(row: &FolderRow) -> String {
+    match row.path.rsplit('/').next() {
+        Some(name) if !name.is_empty() => name.to_string(),
+        _ => row.share.clone(),
+    }
+}
+
+/// What a folder row says of its files together.
+pub fn summary_of(row: &FolderRow) -> FolderSummary {
+    FolderSummary {
+        album: row.album.clone(),
+        artist: row.artist.clone(),
+        year: row.year,
+        duration_secs: row.duration_secs,
+        lossless: row.lossless,
+    }
+}
+
+/// The significant files of a folder copy (those its identity is made of).
+fn identity_files(db: &Db, row: &FolderRow) -> Result<Vec<FolderFile>, DbError> {
+    let files = db.folder_files(row.peer, &row.share, &row.path)?;
+    Ok(
+        peerdex_shared::folder::significant(&files, |f| f.name.as_str())
+            .cloned()
+            .collect(),
+    )
+}
+
+/// Who holds the files of one identity, as the viewer may download them: per online peer, how
+/// many of the files it holds; and per file, how many online peers hold it.
+struct Holdings {
+    per_peer: Vec<(PeerRef, u64)>,
+    per_file: HashMap<ContentRef, u64>,
+    distinct: u64,
+}
+
+fn holdings<O: OnlineFilter + ?Sized>(
+    db: &Db,
+    files: &[FolderFile],
+    online: &O,
+    viewer: Viewer<'_>,
+) -> Result<Holdings, DbError> {
+    let mut contents: Vec<ContentRef> = files.iter().map(|f| f.content).collect();
+    contents.sort();
+    contents.dedup();
+    let mut per_peer: HashMap<PeerRef, u64> = HashMap::new();
+    let mut per_file = HashMap::new();
+    for holders in db.holders_of(&contents)? {
+        let mut peers: Vec<PeerRef> = holders
+            .copies
+            .iter()
+            .filter(|&&(peer, _, acl)| viewer.downloads(online, peer, acl))
+            .map(|&(peer, _, _)| peer)
+            .collect();
+        peers.dedup();
+        per_file.insert(holders.content, peers.len() as u64);
+        for peer in peers {
+            *per_peer.entry(peer).or_default() += 1;
+        }
+    }
+    let mut per_peer: Vec<(PeerRef, u64)> = per_peer.into_iter().collect();
+    per_peer.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok(Holdings {
+        per_peer,
+        per_file,
+        distinct: contents.len() as u64,
+    })
+}
+
+/// The search result of one folder copy: its identity and who holds it. `None` without one.
+fn folder_hit<O: OnlineFilter + ?Sized>(
+    db: &Db,
+    row: &FolderRow,
+    online: &O,
+    viewer: Viewer<'_>,
+) -> Result<Option<(FolderHit, Vec<FolderFile>, Holdings)>, DbError> {
+    let Some(id) = row.content_id else {
+        return Ok(None);
+    };
+    let files = identity_files(db, row)?;
+    let held = holdings(db, &files, online, viewer)?;
+    let complete = held
+        .per_peer
+        .iter()
+        .filter(|(_, n)| *n == held.distinct)
+        .count() as u64;
+    let hit = FolderHit {
+        id,
+        name: folder_name(row),
+        folder: if row.path.is_empty() {
+            row.share.clone()
+        } else {
+            format!("{}/{}", row.share, row.path)
+        },
+        summary: summary_of(row),
+        files: row.id_files,
+        bytes: row.id_bytes,
+        peers_online: held.per_peer.len() as u64,
+        complete,
+        partial: held.per_peer.len() as u64 - complete,
+    };
+    Ok(Some((hit, files, held)))
+}
+
+/// Whether the viewer may see every file of a folder copy (and so the copy as a release).
+fn lists_all<O: OnlineFilter + ?Sized>(
+    online: &O,
+    viewer: Viewer<'_>,
+    row: &FolderRow,
+    files: &[FolderFile],
+) -> bool {
+    match row.acl {
+        Some(acl) => viewer.lists(online, row.peer, acl),
+        None => files.iter().all(|f| viewer.lists(online, row.peer, f.acl)),
+    }
+}
+
+/// The folders of a page of results that match the query (PROTOCOL §3.9): for the copies the
+/// viewer sees of each hit, their folder, kept when its path or its shared album and artist
+/// match `plan`; one result per identity, most complete copies first.
+pub fn folder_hits<O: OnlineFilter + ?Sized>(
+    db: &Db,
+    page: &[Arc<Holders>],
+    online: &O,
+    viewer: Viewer<'_>,
+    plan: &QueryPlan,
+) -> Result<Vec<FolderHit>, DbError> {
+    let mut looked = std::collections::HashSet::new();
+    let mut seen_ids = std::collections::HashSet::new();
+    let mut hits = Vec::new();
+    for holders in page {
+        let mut taken = 0;
+        for &(peer, place, acl) in &holders.copies {
+            if taken == FOLDERS_PER_HIT || hits.len() == MAX_FOLDER_HITS {
+                break;
+            }
+            if !viewer.lists(online, peer, acl) {
+                continue;
+            }
+            let place = &holders.places[place as usize];
+            let dir = crate::db::parent_dir(&place.path);
+            if !looked.insert((peer, place.share.clone(), dir.to_string())) {
+                continue;
+            }
+            taken += 1;
+            let Some(row) = db.folder(peer, &place.share, dir)? else {
+                continue;
+            };
+            let Some(id) = row.content_id else { continue };
+            if seen_ids.contains(&id) {
+                continue;
+            }
+            let tags_text = format!(
+                "{} {}",
+                row.album.as_deref().unwrap_or(""),
+                row.artist.as_deref().unwrap_or("")
+            );
+            if !plan.matches(&format!("{}/{}", row.share, row.path)) && !plan.matches(&tags_text) {
+                continue;
+            }
+            if let Some((hit, files, _)) = folder_hit(db, &row, online, viewer)?
+                && lists_all(online, viewer, &row, &files)
+            {
+                seen_ids.insert(id);
+                hits.push(hit);
+            }
+        }
+    }
+    hits.sort_by(|a, b| {
+        b.complete
+            .cmp(&a.complete)
+            .then(b.peers_online.cmp(&a.peers_online))
+    });
+    Ok(hits)
+}
+
+/// A folder identity as a download needs it (blocking): the copy shown (the most common name
+/// among online copies the viewer sees whole, the smallest of equals), its files, and who holds
+/// them. `None` when no such copy is online.
+pub fn folder<O: OnlineFilter + ?Sized>(
+    db: &Db,
+    id: &FolderId,
+    online: &O,
+    viewer: Viewer<'_>,
+    max_holders: usize,
+) -> Result<Option<FolderResponse>, DbError> {
+    let mut copies = Vec::new();
+    for row in db.folders_with_id(id, 256)? {
+        if !online.contains(row.peer) {
+            continue;
+        }
+        let files = identity_files(db, &row)?;
+        if lists_all(online, viewer, &row, &files) {
+            copies.push((row, files));
+        }
+    }
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for (row, _) in &copies {
+        *counts.entry(folder_name(row)).or_default() += 1;
+    }
+    let Some((row, _)) = copies.iter().min_by(|(a, _), (b, _)| {
+        let (na, nb) = (folder_name(a), folder_name(b));
+        counts[&nb].cmp(&counts[&na]).then(na.cmp(&nb))
+    }) else {
+        return Ok(None);
+    };
+    let Some((hit, files, held)) = folder_hit(db, row, online, viewer)? else {
+        return Ok(None);
+    };
+    let mut holders = Vec::new();
+    for &(peer, files_held) in held.per_peer.iter().take(max_holders) {
+        if let Some(card) = db.peer_card(peer)? {
+            holders.push(FolderHolder {
+                peer_id: card.key,
+                nickname: card.nickname.clone(),
+                files_held,
+            });
+        }
+    }
+    let entries = files
+        .into_iter()
+        .map(|f| FolderEntry {
+            sources_online: held.per_file.get(&f.content).copied().unwrap_or(0),
+            name: f.name,
+            hash: f.hash,
+            size: f.size,
+            tags: f.tags,
+        })
+        .collect();
+    Ok(Some(FolderResponse {
+        hit,
+        entries,
+        holders,
     }))
 }

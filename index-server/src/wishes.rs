@@ -53,6 +53,7 @@ impl StandingWish {
             kind: self.row.kind.as_deref().and_then(FileKind::parse),
             min_size: self.row.min_size,
             max_size: self.row.max_size,
+            media: Default::default(),
             max_prefix_expansions,
             want,
             scope,
@@ -72,10 +73,7 @@ fn cut(term: &str) -> String {
 pub fn key_of(plan: &QueryPlan, docs_with: &dyn Fn(&str) -> u64) -> Option<String> {
     plan.required
         .iter()
-        .flat_map(|clause| match clause {
-            Clause::Word { term, .. } => vec![term.as_str()],
-            Clause::Phrase(terms) => terms.iter().map(String::as_str).collect(),
-        })
+        .flat_map(Clause::terms)
         .map(cut)
         .map(|key| (docs_with(&key), std::cmp::Reverse(key.chars().count()), key))
         .min()
@@ -222,7 +220,8 @@ impl WishWatch {
 
     /// Offers a new or changed entry; true when enough are held to verify now.
     pub fn offer(&mut self, doc: &FileDoc) -> bool {
-        if self.book.presearch(&doc.path, &mut self.candidates) {
+        let tagged = self.book.presearch(&doc.tag_text(), &mut self.candidates);
+        if self.book.presearch(&doc.path, &mut self.candidates) || tagged {
             self.pending.push(doc.clone());
         }
         self.pending.len() >= MAX_PENDING

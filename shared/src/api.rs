@@ -329,6 +329,135 @@ pub struct SearchHit {
     /// the viewer is outside): `sources` is empty and `sources_online` is 0.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub locked: bool,
+    /// The media tags of the copy shown (empty when it has none).
+    #[serde(default, skip_serializing_if = "MediaTags::is_empty")]
+    pub tags: MediaTags,
+}
+
+/// What a folder's files say together: the album and artist most of its audio files name, the
+/// year, the total duration, whether all of it is lossless.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderSummary {
+    /// Album.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub album: Option<String>,
+    /// Album artist (or the artist most tracks name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artist: Option<String>,
+    /// Year.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub year: Option<u32>,
+    /// Total duration of its files, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<u64>,
+    /// Whether all of its audio is lossless (absent without audio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lossless: Option<bool>,
+}
+
+/// A folder (a release: an album, a box set's disc, a book's chapters) in search results: one
+/// folder identity, however its copies are named, and how many online peers hold it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FolderHit {
+    /// The folder identity (PROTOCOL §5.3).
+    pub id: crate::folder::FolderId,
+    /// The name of the copy shown (its last path component; the share's name for a root).
+    pub name: String,
+    /// Where that copy is: share and path.
+    pub folder: String,
+    /// Tags its files share.
+    #[serde(flatten)]
+    pub summary: FolderSummary,
+    /// Files of the identity (junk left out).
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Online peers holding at least one of its files (that the viewer may see).
+    pub peers_online: u64,
+    /// Of those, peers holding every file.
+    pub complete: u64,
+    /// Of those, peers holding some but not all.
+    pub partial: u64,
+}
+
+/// One file of a folder identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FolderEntry {
+    /// The name it has in the copy shown.
+    pub name: String,
+    /// Content hash.
+    pub hash: FileHash,
+    /// Size in bytes.
+    pub size: u64,
+    /// Its tags in that copy.
+    #[serde(default, skip_serializing_if = "MediaTags::is_empty")]
+    pub tags: MediaTags,
+    /// Online peers holding it (that the viewer may download from).
+    pub sources_online: u64,
+}
+
+/// A peer holding files of a folder identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FolderHolder {
+    /// The peer's key.
+    pub peer_id: PeerId,
+    /// Its nickname.
+    pub nickname: String,
+    /// How many of the identity's files it holds.
+    pub files_held: u64,
+}
+
+/// `GET /api/v1/folders/{id}` response: what a folder download fetches.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FolderResponse {
+    /// The folder as a search shows it.
+    #[serde(flatten)]
+    pub hit: FolderHit,
+    /// Its files, in the order and with the names of the copy shown.
+    pub entries: Vec<FolderEntry>,
+    /// Online holders, those with the most files first (at most the sources cap).
+    pub holders: Vec<FolderHolder>,
+}
+
+/// A subfolder in a folder listing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BrowseFolder {
+    /// Share name.
+    pub share: String,
+    /// Path within the share (`""` for the share itself).
+    pub path: String,
+    /// Files directly in it.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Its identity, when it holds files that make one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<crate::folder::FolderId>,
+    /// Tags its files share.
+    #[serde(flatten)]
+    pub summary: FolderSummary,
+}
+
+/// `GET /api/v1/peers/by-nick/{nick}/folders` response: one level of a peer's share.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FolderListing {
+    /// The peer browsed.
+    pub peer_id: PeerId,
+    /// Its nickname.
+    pub nickname: String,
+    /// Whether it is online now.
+    pub online: bool,
+    /// The folder listed, `SHARE/PATH` (`""`: the list of shares).
+    pub path: String,
+    /// This folder itself (absent at the top).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<BrowseFolder>,
+    /// Subfolders on this page, sorted by name.
+    pub folders: Vec<BrowseFolder>,
+    /// Files directly in it on this page, sorted by name, after the subfolders.
+    pub files: Vec<BrowseEntry>,
+    /// Pass as `offset` for the next page; `null` on the last page.
+    pub next_offset: Option<u64>,
 }
 
 fn exact_by_default() -> bool {
@@ -352,6 +481,10 @@ pub struct SearchResponse {
     pub limit: u64,
     /// Results, best first.
     pub hits: Vec<SearchHit>,
+    /// Folders (releases) of this page's results whose name, path or shared tags match the
+    /// query, most complete copies first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub folders: Vec<FolderHit>,
 }
 
 /// `GET /api/v1/contents/{hash}/sources` response.
@@ -403,6 +536,9 @@ pub struct BrowseEntry {
     pub hash: FileHash,
     /// Kind from the extension.
     pub kind: FileKind,
+    /// Its tags.
+    #[serde(default, skip_serializing_if = "MediaTags::is_empty")]
+    pub tags: MediaTags,
 }
 
 /// `GET /api/v1/peers/by-nick/{nick}/files` response.

@@ -52,7 +52,7 @@ impl Db {
         let mut failed = None;
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT f.id, f.content, f.share, f.path, f.size, f.acl FROM files f JOIN peers p
+                "SELECT f.id, f.content, f.share, f.path, f.size, f.acl, f.tags FROM files f JOIN peers p
                  ON p.id = f.peer AND f.gen = p.active_gen WHERE f.peer = ?1",
             )?;
             let mut rows = stmt.query([peer])?;
@@ -65,6 +65,7 @@ impl Db {
                     path: r.get(3)?,
                     size: r.get::<_, i64>(4)? as u64,
                     acl: r.get(5)?,
+                    tags: super::tags_from(r.get(6)?),
                 };
                 if let Err(e) = each(doc) {
                     failed = Some(e);
@@ -81,7 +82,7 @@ impl Db {
         self.read(|conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT f.id, f.peer, f.content, f.share, f.path, f.size, f.acl FROM files f JOIN peers p
+                    "SELECT f.id, f.peer, f.content, f.share, f.path, f.size, f.acl, f.tags FROM files f JOIN peers p
                      ON p.id = f.peer AND f.gen = p.active_gen WHERE f.id = ?1",
                 )?
                 .query_row([file], |r| {
@@ -93,6 +94,7 @@ impl Db {
                         path: r.get(4)?,
                         size: r.get::<_, i64>(5)? as u64,
                         acl: r.get(6)?,
+                        tags: super::tags_from(r.get(7)?),
                     })
                 })
                 .optional()?)

@@ -78,6 +78,7 @@ impl Db {
                 mark_stale(tx, peer, generation)?;
                 return Err(DbError::Superseded);
             }
+            super::folders::rebuild_folders(tx, peer, generation)?;
             tx.execute(
                 "UPDATE peers SET active_gen = ?2, list_version = ?3, entries = ?4 WHERE id = ?1",
                 params![peer, generation, version as i64, entries as i64],
@@ -114,6 +115,7 @@ impl Db {
         max_entries: u64,
     ) -> DbResult<u64> {
         let mut touched = Vec::with_capacity(ops.len());
+        let mut folders = std::collections::BTreeSet::new();
         let entries = self.write(|tx| {
             let (server, generation, mut entries): (Option<i64>, Generation, i64) = tx
                 .query_row(
@@ -134,6 +136,11 @@ impl Db {
                     path: path.to_string(),
                     reason,
                 };
+                let (share, path) = match op {
+                    DeltaOp::Add(e) | DeltaOp::Change(e) => (&e.share, &e.path),
+                    DeltaOp::Remove { share, path } => (share, path),
+                };
+                folders.insert((share.clone(), super::folders::parent_dir(path).to_string()));
                 let file = match op {
                     DeltaOp::Add(entry) => {
                         entries += 1;
@@ -188,6 +195,7 @@ impl Db {
             if entries as u64 > max_entries {
                 return Err(DbError::TooManyEntries { entries: entries as u64, limit: max_entries });
             }
+            super::folders::refresh_folders(tx, peer, generation, &folders)?;
             tx.execute(
                 "UPDATE peers SET list_version = ?2, entries = ?3 WHERE id = ?1",
                 params![peer, version as i64, entries],
@@ -245,6 +253,7 @@ impl Db {
                 params![peer, generation, limit],
             )?;
             if (deleted as i64) < limit {
+                tx.execute("DELETE FROM folders WHERE peer = ?1 AND gen = ?2", params![peer, generation])?;
                 tx.execute("DELETE FROM stale_gens WHERE peer = ?1 AND gen = ?2", params![peer, generation])?;
             }
             Ok(deleted.max(1))

@@ -307,6 +307,42 @@ pub struct FileDoc {
     pub size: u64,
     /// Its visibility scope.
     pub acl: AclRef,
+    /// Its media tags.
+    pub tags: MediaTags,
+}
+
+impl FileDoc {
+    /// The words of its text tags, as one text (empty without tags).
+    pub fn tag_text(&self) -> String {
+        let mut text = String::new();
+        for value in self.tags.texts().into_iter().filter_map(|(_, v)| v) {
+            text.push_str(value);
+            text.push('\n');
+        }
+        text
+    }
+}
+
+/// Computes the folders of every active list (the migration that adds folders).
+pub(crate) fn rebuild_all_folders(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let lists: Vec<(PeerRef, Generation)> = tx
+        .prepare("SELECT id, active_gen FROM peers WHERE active_gen > 0")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (peer, generation) in lists {
+        folders::rebuild_folders(tx, peer, generation).map_err(|e| match e {
+            DbError::Sqlite(e) => e,
+            other => rusqlite::Error::ToSqlConversionFailure(other.to_string().into()),
+        })?;
+    }
+    Ok(())
+}
+
+/// Tags from their column (JSON); a value this build cannot read counts as none.
+pub(crate) fn tags_from(column: Option<String>) -> MediaTags {
+    column
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .unwrap_or_default()
 }
 
 /// A row of a browse listing.
@@ -322,6 +358,8 @@ pub struct BrowseRow {
     pub mtime: i64,
     /// Hash.
     pub hash: FileHash,
+    /// Tags.
+    pub tags: MediaTags,
 }
 
 /// Store-wide counts.
@@ -466,6 +504,7 @@ impl Db {
 }
 
 mod accounts;
+mod folders;
 mod index_log;
 mod lists;
 mod moderation;
@@ -478,6 +517,7 @@ pub use accounts::{
     AccountError, AccountRef, AccountRow, AclRef, AuditRow, GroupRow, InviteRow, SCOPE_CACHE_SECS,
     TokenOwner,
 };
+pub use folders::{FolderFile, FolderRow, parent_dir};
 pub use moderation::{BanKind, BanRow, BanSubject, check_ban_value};
 pub use rooms::{RoomAccess, RoomRow};
 pub use social::{ContactOutcome, SocialError, StoredMessage};

@@ -114,7 +114,7 @@ impl Db {
         self.read(|conn| {
             let (share, path) = after.unwrap_or(("", ""));
             let mut stmt = conn.prepare_cached(
-                "SELECT f.share, f.path, f.size, f.mtime, c.hash, f.acl FROM files f
+                "SELECT f.share, f.path, f.size, f.mtime, c.hash, f.acl, f.tags FROM files f
                  JOIN peers p ON p.id = f.peer AND f.gen = p.active_gen
                  JOIN contents c ON c.id = f.content
                  WHERE f.peer = ?1 AND (f.share, f.path) > (?2, ?3)
@@ -135,6 +135,7 @@ impl Db {
                     size: r.get::<_, i64>(2)? as u64,
                     mtime: r.get(3)?,
                     hash: FileHash::from_bytes(blob32(r.get(4)?)?),
+                    tags: super::tags_from(r.get(6)?),
                 });
             }
             Ok(out)

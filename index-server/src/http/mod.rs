@@ -21,9 +21,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use peerdex_shared::api::{
-    BrowseEntry, BrowseResponse, ChallengeResponse, ErrorCode, HeartbeatResponse, RegisterRequest,
-    RegisterResponse, SearchResponse, SourcesResponse, StatsResponse,
+    BrowseEntry, BrowseFolder, BrowseResponse, ChallengeResponse, ErrorCode, FolderListing,
+    FolderResponse, HeartbeatResponse, RegisterRequest, RegisterResponse, SearchResponse,
+    SourcesResponse, StatsResponse,
 };
+use peerdex_shared::folder::FolderId;
 use peerdex_shared::identity::registration_message;
 use peerdex_shared::kind::extension_of;
 use peerdex_shared::routes;
@@ -38,7 +40,7 @@ pub use accounts::Caller;
 pub use error::ApiError;
 
 use crate::db::PeerRow;
-use crate::index::SearchSpec;
+use crate::index::{MediaFilters, SearchSpec};
 use crate::limits::random_hex;
 use crate::query::{self, QueryLimits};
 use crate::search::{self, advertised};
@@ -70,6 +72,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(routes::SEARCH, get(search))
         .route(routes::SOURCES, get(sources))
         .route(routes::BROWSE, get(browse))
+        .route(routes::BROWSE_FOLDERS, get(browse_folders))
+        .route(routes::FOLDER, get(folder))
         .route(routes::STATS, get(stats))
         .route(routes::TRANSFERS, post(transfers::transfer))
         .route(routes::ACCOUNTS, post(accounts::create_account))
@@ -448,8 +452,36 @@ struct SearchParams {
     kind: Option<String>,
     min_size: Option<u64>,
     max_size: Option<u64>,
+    min_bitrate: Option<u32>,
+    min_duration: Option<u32>,
+    max_duration: Option<u32>,
+    lossless: Option<String>,
+    year: Option<u32>,
     limit: Option<u64>,
     offset: Option<u64>,
+}
+
+impl SearchParams {
+    /// The media filters asked for (400 for a `lossless` that is not a yes or no).
+    fn media(&self) -> Result<MediaFilters, ApiError> {
+        let lossless = match self.lossless.as_deref() {
+            None => None,
+            Some("1" | "true" | "yes") => Some(true),
+            Some("0" | "false" | "no") => Some(false),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "lossless={other:?}: use 1 (lossless only) or 0 (lossy only)"
+                )));
+            }
+        };
+        Ok(MediaFilters {
+            min_bitrate: self.min_bitrate,
+            min_duration: self.min_duration,
+            max_duration: self.max_duration,
+            lossless,
+            year: self.year,
+        })
+    }
 }
 
 /// A search's query and filters, checked (the search route and wishes share them).
@@ -459,6 +491,7 @@ pub(crate) struct SearchFilters {
     pub(crate) kind: Option<FileKind>,
     pub(crate) min_size: Option<u64>,
     pub(crate) max_size: Option<u64>,
+    pub(crate) media: MediaFilters,
     max_prefix_expansions: u32,
 }
 
@@ -471,6 +504,7 @@ impl SearchFilters {
             kind: self.kind,
             min_size: self.min_size,
             max_size: self.max_size,
+            media: self.media,
             max_prefix_expansions: self.max_prefix_expansions,
             want,
             scope,
@@ -486,6 +520,7 @@ pub(crate) fn search_filters(
     kind: Option<&str>,
     min_size: Option<u64>,
     max_size: Option<u64>,
+    media: MediaFilters,
 ) -> Result<SearchFilters, ApiError> {
     let plan = query::parse(
         text,
@@ -514,12 +549,27 @@ pub(crate) fn search_filters(
     {
         return Err(ApiError::bad_request("min_size is greater than max_size"));
     }
+    if let (Some(min), Some(max)) = (media.min_duration, media.max_duration)
+        && min > max
+    {
+        return Err(ApiError::bad_request(
+            "min_duration is greater than max_duration",
+        ));
+    }
+    if let (Some(asked), Some(in_query)) = (media.year, plan.year)
+        && asked != in_query
+    {
+        return Err(ApiError::bad_request(format!(
+            "year={asked} and year:{in_query} in the query disagree"
+        )));
+    }
     Ok(SearchFilters {
         plan,
         ext,
         kind,
         min_size,
         max_size,
+        media,
         max_prefix_expansions: config.max_prefix_expansions,
     })
 }
@@ -542,6 +592,7 @@ async fn search(
         params.kind.as_deref(),
         params.min_size,
         params.max_size,
+        params.media()?,
     )?;
     let limit = params.limit.unwrap_or(20).clamp(1, config.max_limit);
     let offset = params.offset.unwrap_or(0);
@@ -576,6 +627,7 @@ async fn search(
         total,
         total_exact,
         hits,
+        folders,
         ..
     } = run_blocking(move || {
         let viewer = caller.viewer(&state2, &scope);
@@ -594,6 +646,7 @@ async fn search(
         offset,
         limit,
         hits,
+        folders,
     }))
 }
 
@@ -616,6 +669,137 @@ async fn sources(
     .await??
     .map(Json)
     .ok_or_else(|| ApiError::not_found("no online peer has this content"))
+}
+
+async fn folder(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<FolderResponse>, ApiError> {
+    let id: FolderId = id
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("invalid folder id: {e}")))?;
+    let scope = caller.scope(&state, "download").await?;
+    let online = state.presence.snapshot();
+    let state2 = state.clone();
+    let max = state.config.search.max_sources.max(64);
+    run_blocking(move || {
+        let viewer = caller.viewer(&state2, &scope);
+        search::folder(&state2.store.db, &id, &online, viewer, max)
+    })
+    .await??
+    .map(Json)
+    .ok_or_else(|| ApiError::not_found("no online peer has this folder"))
+}
+
+#[derive(Deserialize)]
+struct FolderListParams {
+    path: Option<String>,
+    offset: Option<u64>,
+    limit: Option<u64>,
+}
+
+fn browse_folder(row: &crate::db::FolderRow) -> BrowseFolder {
+    BrowseFolder {
+        share: row.share.clone(),
+        path: row.path.clone(),
+        files: row.files,
+        bytes: row.bytes,
+        id: row.content_id,
+        summary: search::summary_of(row),
+    }
+}
+
+async fn browse_folders(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(nick): Path<String>,
+    params: Result<Query<FolderListParams>, QueryRejection>,
+) -> Result<Json<FolderListing>, ApiError> {
+    let params = query_params(params)?;
+    let scope = caller.scope(&state, "read").await?;
+    validate_nickname(&nick).map_err(|e| ApiError::bad_request(format!("nickname {e}")))?;
+    let limit = params
+        .limit
+        .unwrap_or(100)
+        .clamp(1, MAX_BROWSE_LIMIT as u64) as usize;
+    let offset = params.offset.unwrap_or(0) as usize;
+    let path = params.path.unwrap_or_default();
+    let path = path.trim_matches('/').to_string();
+    let (share, dir) = match path.split_once('/') {
+        Some((share, dir)) => (Some(share.to_string()), dir.to_string()),
+        None if path.is_empty() => (None, String::new()),
+        None => (Some(path.clone()), String::new()),
+    };
+    if let Some(share) = &share {
+        peerdex_shared::validate::validate_share_name(share)
+            .map_err(|e| ApiError::bad_request(format!("share {e}")))?;
+    }
+    let db = state.store.db.clone();
+    let (peer, this, folders, files) = run_blocking(move || -> Result<_, ApiError> {
+        let peer = db
+            .peer_by_nickname(&nick)?
+            .ok_or_else(|| ApiError::not_found(format!("no peer is called {nick:?}")))?;
+        let visible = |acl| scope.lists(acl);
+        let folders = db.subfolders(peer.id, share.as_deref(), &dir, &visible)?;
+        let (this, files) = match &share {
+            None => (None, Vec::new()),
+            Some(share) => {
+                let this = db.folder(peer.id, share, &dir)?;
+                let files: Vec<BrowseEntry> = db
+                    .folder_files(peer.id, share, &dir)?
+                    .into_iter()
+                    .filter(|f| scope.lists(f.acl))
+                    .map(|f| BrowseEntry {
+                        kind: FileKind::from_extension(&extension_of(&f.name)),
+                        share: share.clone(),
+                        path: if dir.is_empty() {
+                            f.name
+                        } else {
+                            format!("{dir}/{}", f.name)
+                        },
+                        size: f.size,
+                        mtime: f.mtime,
+                        hash: f.hash,
+                        tags: f.tags,
+                    })
+                    .collect();
+                if this.is_none() && files.is_empty() && folders.is_empty() {
+                    return Err(ApiError::not_found(format!(
+                        "{nick} shares no folder {share}/{dir}"
+                    )));
+                }
+                (this, files)
+            }
+        };
+        Ok((peer, this, folders, files))
+    })
+    .await??;
+    let mut files = files;
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let total = folders.len() + files.len();
+    let folders_page: Vec<BrowseFolder> = folders
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(browse_folder)
+        .collect();
+    let files_page: Vec<BrowseEntry> = files
+        .into_iter()
+        .skip(offset.saturating_sub(folders.len()))
+        .take(limit - folders_page.len())
+        .collect();
+    let shown = offset + folders_page.len() + files_page.len();
+    Ok(Json(FolderListing {
+        online: state.presence.is_online(peer.id),
+        peer_id: peer.key,
+        nickname: peer.nickname,
+        path,
+        folder: this.as_ref().map(browse_folder),
+        folders: folders_page,
+        files: files_page,
+        next_offset: (shown < total).then_some(shown as u64),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -673,6 +857,7 @@ async fn browse(
             size: r.size,
             mtime: r.mtime,
             hash: r.hash,
+            tags: r.tags,
         })
         .collect();
     Ok(Json(BrowseResponse {

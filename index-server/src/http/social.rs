@@ -530,6 +530,7 @@ pub async fn add_wish(
         request.kind.as_deref(),
         request.min_size,
         request.max_size,
+        crate::index::MediaFilters::default(),
     )?;
     let broad = state.config.social.max_wish_matches;
     let spec = filters.spec(broad + 1, scope.clone());
@@ -985,7 +986,15 @@ async fn holders_of(
     query: &str,
 ) -> Result<Vec<crate::db::AccountRef>, ApiError> {
     let scope = caller.scope(state, "search").await?;
-    let filters = super::search_filters(&state.config.search, query, None, None, None, None)?;
+    let filters = super::search_filters(
+        &state.config.search,
+        query,
+        None,
+        None,
+        None,
+        None,
+        Default::default(),
+    )?;
     let spec = filters.spec(HOLDER_CONTENTS, scope.clone());
     let online = Arc::new(state.presence.snapshot());
     let state2 = state.clone();

@@ -85,6 +85,36 @@ impl OwnerColumns {
     }
 }
 
+/// Filters on media tags (PROTOCOL §3.9): a file without the tag does not pass a filter on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaFilters {
+    /// Lowest bitrate, kbit/s.
+    pub min_bitrate: Option<u32>,
+    /// Shortest duration, seconds.
+    pub min_duration: Option<u32>,
+    /// Longest duration, seconds.
+    pub max_duration: Option<u32>,
+    /// Only lossless (or only lossy) audio.
+    pub lossless: Option<bool>,
+    /// Only files tagged with this year.
+    pub year: Option<u32>,
+}
+
+impl MediaFilters {
+    /// Whether no filter is set.
+    pub fn is_empty(&self) -> bool {
+        *self == MediaFilters::default()
+    }
+}
+
+/// The media columns of a segment.
+pub(super) struct MediaColumns {
+    pub(super) bitrate: Column<u64>,
+    pub(super) duration: Column<u64>,
+    pub(super) year: Column<u64>,
+    pub(super) lossless: Column<u64>,
+}
+
 /// A search's filters, checked per document on fast fields.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Filters {
@@ -92,6 +122,7 @@ pub(super) struct Filters {
     pub(super) kind: Option<u64>,
     pub(super) min_size: Option<u64>,
     pub(super) max_size: Option<u64>,
+    pub(super) media: MediaFilters,
 }
 
 impl Filters {
@@ -101,6 +132,10 @@ impl Filters {
             kind: spec.kind.map(kind_code),
             min_size: spec.min_size,
             max_size: spec.max_size,
+            media: MediaFilters {
+                year: spec.media.year.or(spec.plan.year),
+                ..spec.media
+            },
         }
     }
 
@@ -129,11 +164,39 @@ impl Filters {
         } else {
             None
         };
+        let media = &self.media;
+        let range = |column: &Column<u64>, min: Option<u32>, max: Option<u32>| {
+            (min.is_some() || max.is_some()).then(|| {
+                let range = u64::from(min.unwrap_or(0))..=max.map_or(u64::MAX, u64::from);
+                (column.clone(), range)
+            })
+        };
+        let ranges: Vec<_> = [
+            range(&columns.media.bitrate, media.min_bitrate, None),
+            range(
+                &columns.media.duration,
+                media.min_duration,
+                media.max_duration,
+            ),
+            range(&columns.media.year, media.year, media.year),
+            media.lossless.map(|l| {
+                let v = u64::from(l);
+                (columns.media.lossless.clone(), v..=v)
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        // A segment without a value in range for some filter holds nothing that passes.
+        impossible |= ranges.iter().any(|(column, range)| {
+            column.max_value() < *range.start() || column.min_value() > *range.end()
+        });
         Ok(SegmentFilters {
             impossible,
             ext,
             kind,
             size,
+            ranges,
         })
     }
 }
@@ -145,6 +208,8 @@ pub(super) struct SegmentFilters {
     pub(super) ext: Option<(Column<u64>, u64)>,
     pub(super) kind: Option<(Column<u64>, u64)>,
     pub(super) size: Option<(Column<u64>, std::ops::RangeInclusive<u64>)>,
+    /// Media filters: the column and the values that pass.
+    pub(super) ranges: Vec<(Column<u64>, std::ops::RangeInclusive<u64>)>,
 }
 
 impl SegmentFilters {
@@ -162,6 +227,10 @@ impl SegmentFilters {
                 .size
                 .as_ref()
                 .is_none_or(|(sizes, range)| sizes.first(doc).is_some_and(|s| range.contains(&s)))
+            && self
+                .ranges
+                .iter()
+                .all(|(column, range)| column.first(doc).is_some_and(|v| range.contains(&v)))
     }
 }
 

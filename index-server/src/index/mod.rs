@@ -1,9 +1,11 @@
 //! The tantivy index: a derived, rebuildable search structure over the active file lists.
 //!
 //! One document per active file entry, with no stored fields (SQLite holds the data): the words of
-//! its folder path and name, and their prefixes (so a prefix search is one posting list); as fast
-//! fields its extension, kind and size for filters, the owning peer and its ACL (who may see
-//! it), and the content id used to group results by hash. Filters are checked on fast fields while collecting, so the word query
+//! its folder path and name, the words of its text tags (all together, and per tag for `artist:`
+//! queries), and the prefixes of both (so a prefix search is one posting list); as fast fields
+//! its extension, kind and size and its media numbers (bitrate, duration, year, lossless) for
+//! filters, the owning peer and its ACL (who may see it), and the content id used to group
+//! results by hash. Filters are checked on fast fields while collecting, so the word query
 //! alone drives the search and keeps its top-k pruning.
 //!
 //! The indexer thread is the only owner of the `IndexWriter`. It replays SQLite's `index_ops` log
@@ -50,11 +52,12 @@ mod indexer;
 mod queries;
 
 pub(crate) use collect::MAX_ACLS;
+pub use collect::MediaFilters;
 use collect::*;
 pub use indexer::{Indexer, IndexerConfig, Nudger};
 
 /// Bump when the schema or tokenizer changes: an index of another version is rebuilt from SQLite.
-const SCHEMA_VERSION: u32 = 5;
+const SCHEMA_VERSION: u32 = 6;
 
 /// Errors of the index.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +91,29 @@ struct Fields {
     acl: Field,
     text: Field,
     prefix: Field,
+    /// Every text tag's words.
+    tags: Field,
+    artist: Field,
+    album: Field,
+    title: Field,
+    genre: Field,
+    bitrate: Field,
+    duration: Field,
+    year: Field,
+    lossless: Field,
+}
+
+impl Fields {
+    /// The index field of one tag.
+    fn of_tag(&self, tag: crate::query::TagField) -> Field {
+        use crate::query::TagField;
+        match tag {
+            TagField::Artist => self.artist,
+            TagField::Album => self.album,
+            TagField::Title => self.title,
+            TagField::Genre => self.genre,
+        }
+    }
 }
 
 fn build_schema() -> (Schema, Fields) {
@@ -111,8 +137,17 @@ fn build_schema() -> (Schema, Fields) {
         ext: b.add_text_field("ext", TextOptions::default().set_fast("raw")),
         kind: b.add_u64_field("kind", FAST),
         acl: b.add_u64_field("acl", FAST),
-        text: b.add_text_field("text", text_options),
+        text: b.add_text_field("text", text_options.clone()),
         prefix: b.add_text_field("prefix", prefix_options),
+        tags: b.add_text_field("tags", text_options.clone()),
+        artist: b.add_text_field("artist", text_options.clone()),
+        album: b.add_text_field("album", text_options.clone()),
+        title: b.add_text_field("title", text_options.clone()),
+        genre: b.add_text_field("genre", text_options),
+        bitrate: b.add_u64_field("bitrate", FAST),
+        duration: b.add_u64_field("duration", FAST),
+        year: b.add_u64_field("year", FAST),
+        lossless: b.add_u64_field("lossless", FAST),
     };
     (b.build(), fields)
 }
@@ -136,6 +171,8 @@ struct SegmentColumns {
     kind: Column<u64>,
     /// The extension's dictionary and per-document term ordinals (absent in an empty segment).
     ext: Option<StrColumn>,
+    /// Media numbers (absent for documents without tags).
+    media: MediaColumns,
     /// Maps of the documents each recent set of listed ACLs lets through, newest last.
     listed: Mutex<Vec<(crate::scope::AclBits, ListedMap)>>,
 }
@@ -183,6 +220,12 @@ impl SegmentColumns {
             size: fast.u64("size")?,
             kind: fast.u64("kind")?,
             ext: fast.str("ext")?,
+            media: MediaColumns {
+                bitrate: fast.u64("bitrate")?,
+                duration: fast.u64("duration")?,
+                year: fast.u64("year")?,
+                lossless: fast.u64("lossless")?,
+            },
             listed: Mutex::default(),
         })
     }
@@ -207,6 +250,8 @@ pub struct SearchSpec {
     pub min_size: Option<u64>,
     /// Largest size, bytes.
     pub max_size: Option<u64>,
+    /// Filters on media tags.
+    pub media: MediaFilters,
     /// Most terms a prefix may expand to.
     pub max_prefix_expansions: u32,
     /// Groups the caller needs (offset + limit): the search keeps only the best this many.
@@ -346,7 +391,7 @@ impl SearchIndex {
         let columns = self.columns_of(&searcher)?;
         let want = spec.want.max(1);
         let collect = |allow_prefix| {
-            let query = self.build_query(spec, allow_prefix);
+            let query = self.build_query(&searcher, spec, allow_prefix);
             self.collect(&searcher, &columns, &*query, spec, &online)
         };
         let whole = collect(false)?;
@@ -398,7 +443,7 @@ impl SearchIndex {
         spec: &SearchSpec,
         online: &Arc<dyn OnlineFilter>,
     ) -> Result<(u64, bool), IndexError> {
-        let query = self.build_query(spec, true);
+        let query = self.build_query(searcher, spec, true);
         let weight = query.weight(EnableScoring::disabled_from_searcher(searcher))?;
         let filters = Filters::of(spec);
         let budget = COUNT_BUDGET_DOCS;
@@ -510,7 +555,7 @@ impl SearchIndex {
     #[doc(hidden)]
     pub fn top_documents_only(&self, spec: &SearchSpec) -> Result<usize, IndexError> {
         let searcher = self.reader.searcher();
-        let query = self.build_query(spec, false);
+        let query = self.build_query(&searcher, spec, false);
         let top = TopDocs::with_limit(spec.want.max(1)).order_by_score();
         Ok(searcher.search(&*query, &top)?.len())
     }
@@ -534,7 +579,44 @@ impl SearchIndex {
         d.add_u64(self.fields.acl, doc.acl.as_u64());
         d.add_text(self.fields.text, &doc.path);
         d.add_text(self.fields.prefix, &doc.path);
+        let tags = &doc.tags;
+        if !tags.is_empty() {
+            let text = doc.tag_text();
+            if !text.is_empty() {
+                d.add_text(self.fields.tags, &text);
+                d.add_text(self.fields.prefix, &text);
+            }
+            for (field, value) in [
+                (self.fields.artist, &tags.artist),
+                (self.fields.artist, &tags.album_artist),
+                (self.fields.album, &tags.album),
+                (self.fields.title, &tags.title),
+                (self.fields.genre, &tags.genre),
+            ] {
+                if let Some(value) = value {
+                    d.add_text(field, value);
+                }
+            }
+            for (field, value) in [
+                (self.fields.bitrate, tags.bitrate_kbps),
+                (self.fields.duration, tags.duration_secs),
+                (self.fields.year, tags.year),
+                (self.fields.lossless, tags.lossless.map(u32::from)),
+            ] {
+                if let Some(value) = value {
+                    d.add_u64(field, u64::from(value));
+                }
+            }
+        }
         d
+    }
+
+    /// Whether any document holds `term` in its tags (one dictionary lookup per segment):
+    /// without one, a word is looked for in paths alone, as one term query.
+    fn in_any_tag(&self, searcher: &tantivy::Searcher, term: &str) -> bool {
+        searcher
+            .doc_freq(&Term::from_field_text(self.fields.tags, term))
+            .is_ok_and(|n| n > 0)
     }
 }
 
@@ -584,6 +666,7 @@ mod tests {
                 path: format!("{words} {love} {id}.mp3"),
                 size: 1000 + id as u64,
                 acl: AclRef::PUBLIC,
+                tags: Default::default(),
             };
             writer.add_document(index.document(&doc)).unwrap();
             if id % (n / 3).max(1) == 0 {
@@ -611,6 +694,7 @@ mod tests {
             kind: None,
             min_size: None,
             max_size: None,
+            media: MediaFilters::default(),
             max_prefix_expansions: 256,
             want,
             scope: Arc::new(Scope::public_only()),
@@ -633,6 +717,7 @@ mod tests {
                 path: format!("secret plans {id}.pdf"),
                 size: 10,
                 acl: AclRef(acl),
+                tags: Default::default(),
             };
             writer.add_document(index.document(&doc)).unwrap();
         }
@@ -645,6 +730,7 @@ mod tests {
             path: "secret plans 6.pdf".into(),
             size: 10,
             acl: AclRef::PUBLIC,
+            tags: Default::default(),
         };
         writer.add_document(index.document(&doc)).unwrap();
         writer.commit().unwrap();
@@ -685,7 +771,7 @@ mod tests {
             keep: usize::MAX / 2,
             floor: Mutex::new(Score::MIN),
         };
-        let query = index.build_query(spec, allow_prefix);
+        let query = index.build_query(&searcher, spec, allow_prefix);
         let weight = query
             .weight(tantivy::query::EnableScoring::enabled_from_searcher(
                 &searcher,
@@ -866,6 +952,7 @@ mod tests {
             path: "sunrise.flac".into(),
             size: 5,
             acl: AclRef::PUBLIC,
+            tags: Default::default(),
         };
         writer.add_document(index.document(&doc)).unwrap();
         writer.commit().unwrap();

@@ -5,6 +5,7 @@ use super::*;
 impl SearchIndex {
     pub(super) fn word_query(
         &self,
+        searcher: &tantivy::Searcher,
         term: &str,
         prefix: bool,
         max_expansions: u32,
@@ -17,7 +18,19 @@ impl SearchIndex {
         let t = Term::from_field_text(self.fields.text, term);
         let exact = TermQuery::new(t.clone(), IndexRecordOption::WithFreqs);
         if !prefix {
-            return Box::new(exact);
+            if !self.in_any_tag(searcher, term) {
+                return Box::new(exact);
+            }
+            // In a path or in the tags; a file with it in both scores both, so a word that is a
+            // tag ranks above the same word in a folder name only.
+            let in_tags = Term::from_field_text(self.fields.tags, term);
+            return Box::new(BooleanQuery::new(vec![
+                (Occur::Should, Box::new(exact) as Box<dyn Query>),
+                (
+                    Occur::Should,
+                    Box::new(TermQuery::new(in_tags, IndexRecordOption::WithFreqs)),
+                ),
+            ]));
         }
         let mut starts_with = PhrasePrefixQuery::new(vec![t]);
         starts_with.set_max_expansions(max_expansions);
@@ -30,35 +43,49 @@ impl SearchIndex {
 
     pub(super) fn clause_query(
         &self,
+        searcher: &tantivy::Searcher,
         clause: &Clause,
         allow_prefix: bool,
         max_expansions: u32,
     ) -> Box<dyn Query> {
         match clause {
             Clause::Word { term, prefix } => {
-                self.word_query(term, *prefix && allow_prefix, max_expansions)
+                self.word_query(searcher, term, *prefix && allow_prefix, max_expansions)
             }
-            Clause::Phrase(terms) => Box::new(PhraseQuery::new(
-                terms
-                    .iter()
-                    .map(|t| Term::from_field_text(self.fields.text, t))
-                    .collect(),
-            )),
+            Clause::Phrase(terms) => {
+                let in_path = phrase(self.fields.text, terms);
+                if !terms.iter().all(|t| self.in_any_tag(searcher, t)) {
+                    return in_path;
+                }
+                Box::new(BooleanQuery::new(vec![
+                    (Occur::Should, in_path),
+                    (Occur::Should, phrase(self.fields.tags, terms)),
+                ]))
+            }
+            Clause::Tag { field, terms } => phrase(self.fields.of_tag(*field), terms),
         }
     }
 
     /// The query for `spec`; words match as prefixes too only with `allow_prefix`.
-    pub(super) fn build_query(&self, spec: &SearchSpec, allow_prefix: bool) -> Box<dyn Query> {
+    pub(super) fn build_query(
+        &self,
+        searcher: &tantivy::Searcher,
+        spec: &SearchSpec,
+        allow_prefix: bool,
+    ) -> Box<dyn Query> {
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for clause in &spec.plan.required {
             clauses.push((
                 Occur::Must,
-                self.clause_query(clause, allow_prefix, spec.max_prefix_expansions),
+                self.clause_query(searcher, clause, allow_prefix, spec.max_prefix_expansions),
             ));
         }
         // Exclusions are exact: `-live` should not also hide "liverpool".
         for clause in &spec.plan.excluded {
-            clauses.push((Occur::MustNot, self.clause_query(clause, false, 0)));
+            clauses.push((
+                Occur::MustNot,
+                self.clause_query(searcher, clause, false, 0),
+            ));
         }
         // Filters are not clauses: the collector checks them on fast fields (see `Filters`).
         // A lone term query keeps tantivy's block-max pruning for single terms.
@@ -69,5 +96,21 @@ impl SearchIndex {
             return query;
         }
         Box::new(BooleanQuery::new(clauses))
+    }
+}
+
+/// `terms` next to each other in `field` (a term query for one term).
+fn phrase(field: Field, terms: &[String]) -> Box<dyn Query> {
+    match terms {
+        [term] => Box::new(TermQuery::new(
+            Term::from_field_text(field, term),
+            IndexRecordOption::WithFreqs,
+        )),
+        _ => Box::new(PhraseQuery::new(
+            terms
+                .iter()
+                .map(|t| Term::from_field_text(field, t))
+                .collect(),
+        )),
     }
 }
