@@ -4,8 +4,9 @@ use peerdex_shared::api::{
     AccountInfo, BrowseResponse, ChallengeResponse, CreateAccountRequest, DeltaOp, DeviceProof,
     ErrorBody, ErrorCode, HeartbeatResponse, ListEntry, LoginRequest, LoginResponse,
     RegisterRequest, RegisterResponse, SearchResponse, SourcesResponse, StatsResponse,
-    SyncResponse, TransferRequest, TransferResponse,
+    SyncResponse, TransferRequest, TransferResponse, FolderListing, FolderResponse,
 };
+use peerdex_shared::folder::FolderId;
 use peerdex_shared::identity::{login_message, registration_message};
 use peerdex_shared::peer::RELAY_PROTOCOL;
 use peerdex_shared::routes::{self, fill};
@@ -113,6 +114,21 @@ pub struct SearchQuery {
     /// Maximum size.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_size: Option<u64>,
+    /// Lowest bitrate, kbit/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_bitrate: Option<u32>,
+    /// Shortest duration, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_duration: Option<u32>,
+    /// Longest duration, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<u32>,
+    /// `1`: lossless audio only; `0`: lossy only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lossless: Option<u8>,
+    /// Only files tagged with this year.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub year: Option<u32>,
     /// Page size.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
@@ -488,6 +504,37 @@ impl ServerClient {
             request = request.query(&[("after", after)]);
         }
         decode(request.send().await?).await
+    }
+
+    /// One level of a peer's share: `path` is `SHARE/FOLDER` (`""`: its shares).
+    pub async fn browse_folders(
+        &self,
+        nickname: &str,
+        path: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<FolderListing, ApiError> {
+        decode(
+            self.as_viewer(
+                self.http
+                    .get(self.url(&fill(routes::BROWSE_FOLDERS, nickname))),
+            )
+            .query(&[("path", path)])
+            .query(&[("offset", offset), ("limit", limit)])
+            .send()
+            .await?,
+        )
+        .await
+    }
+
+    /// A folder identity: its files and who holds them.
+    pub async fn folder(&self, id: &FolderId) -> Result<FolderResponse, ApiError> {
+        decode(
+            self.as_viewer(self.http.get(self.url(&fill(routes::FOLDER, id))))
+                .send()
+                .await?,
+        )
+        .await
     }
 
     /// Asks a firewalled source to connect to us (a reverse connection, PROTOCOL §8).

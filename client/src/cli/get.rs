@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use peerdex_shared::FileHash;
+use peerdex_shared::folder::FolderId;
 use tokio_util::sync::CancellationToken;
 
 use super::search::LastSearch;
@@ -61,18 +62,31 @@ pub struct GetArgs {
     /// Accept no connections from firewalled sources (reach them through the relay instead)
     #[arg(long)]
     no_listen: bool,
-    /// Rows of the last search or browse, content hashes, or unique prefixes of at least 8 hex
-    /// digits of a hash that listing showed
-    #[arg(required = true, value_name = "ROW|HASH")]
+    /// Download a whole folder by its id (as `search --json` and `browse --json` show it)
+    #[arg(long, value_name = "ID")]
+    folder: Vec<FolderId>,
+    /// Files of a folder downloaded at once
+    #[arg(long, default_value_t = 3)]
+    parallel_files: usize,
+    /// Rows of the last search or browse (`F1` for a folder row of a search), content hashes,
+    /// or unique prefixes of at least 8 hex digits of a hash that listing showed
+    #[arg(required_unless_present = "folder", value_name = "ROW|HASH")]
     targets: Vec<String>,
 }
 
 /// One thing to download.
 struct Target {
-    hash: FileHash,
+    what: Fetch,
     name: Option<String>,
     /// It came from the remembered listing (a row or a prefix).
     listed: bool,
+}
+
+/// A file or a whole folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fetch {
+    File(FileHash),
+    Folder(FolderId),
 }
 
 /// The listing a row or prefix refers to, or why there is none.
@@ -92,12 +106,33 @@ fn listing<'a>(
 fn resolve_one(text: &str, last: &anyhow::Result<Option<LastSearch>>) -> anyhow::Result<Target> {
     if let Ok(hash) = text.parse::<FileHash>() {
         return Ok(Target {
-            hash,
+            what: Fetch::File(hash),
             name: None,
             listed: false,
         });
     }
     let is_hex = !text.is_empty() && text.bytes().all(|b| b.is_ascii_hexdigit());
+    let folder_label = text.len() > 1
+        && text.starts_with(['F', 'f'])
+        && text[1..].bytes().all(|b| b.is_ascii_digit());
+    let is_row = text.parse::<usize>().is_ok() && !(is_hex && text.len() >= MIN_PREFIX);
+    if folder_label || is_row {
+        let listed = listing(&format!("row {text}"), last)?;
+        if let Some(folder) = listed.folder_row(text) {
+            return Ok(Target {
+                what: Fetch::Folder(folder.id),
+                name: Some(folder.name.clone()),
+                listed: true,
+            });
+        }
+        if folder_label {
+            bail!(
+                "row {text}: the last listing ({:?}) has {} folder rows",
+                listed.query,
+                listed.folders.len()
+            );
+        }
+    }
     if let Ok(row) = text.parse::<usize>()
         && !(is_hex && text.len() >= MIN_PREFIX)
     {
@@ -111,7 +146,7 @@ fn resolve_one(text: &str, last: &anyhow::Result<Option<LastSearch>>) -> anyhow:
             )
         })?;
         return Ok(Target {
-            hash: hit.hash,
+            what: Fetch::File(hit.hash),
             name: Some(hit.name.clone()),
             listed: true,
         });
@@ -139,7 +174,7 @@ fn resolve_one(text: &str, last: &anyhow::Result<Option<LastSearch>>) -> anyhow:
         bail!("hash prefix {text} is ambiguous in the last listing; give more digits");
     }
     Ok(Target {
-        hash: hit.hash,
+        what: Fetch::File(hit.hash),
         name: Some(hit.name.clone()),
         listed: true,
     })
@@ -339,7 +374,12 @@ async fn agent_download_dir(state: &Path) -> Option<PathBuf> {
 /// Runs `peerdex get`; returns the exit code.
 pub async fn get(args: GetArgs, file: &ConfigFile, state: PathBuf) -> anyhow::Result<u8> {
     let last = LastSearch::load(&state);
-    let targets = resolve(&args.targets, &last)?;
+    let mut targets = resolve(&args.targets, &last)?;
+    targets.extend(args.folder.iter().map(|&id| Target {
+        what: Fetch::Folder(id),
+        name: None,
+        listed: false,
+    }));
     let listed_on = last
         .as_ref()
         .ok()
@@ -354,8 +394,20 @@ pub async fn get(args: GetArgs, file: &ConfigFile, state: PathBuf) -> anyhow::Re
             "the rows come from a listing of {listed_on}; asking {server} for their sources"
         );
     }
-    let finder: Arc<dyn SourceFinder> = Arc::new(super::server_client(&server, Some(&state))?);
-    let destination = destination(&args, targets.len(), &state).await?;
+    let client = super::server_client(&server, Some(&state))?;
+    let finder: Arc<dyn SourceFinder> = Arc::new(client.clone());
+    if args.stdout && targets.iter().any(|t| matches!(t.what, Fetch::Folder(_))) {
+        bail!("--stdout takes one file, not a folder");
+    }
+    // A folder is always laid out in a folder of its own.
+    let count = targets.len().max(
+        targets
+            .iter()
+            .any(|t| matches!(t.what, Fetch::Folder(_)))
+            .then_some(2)
+            .unwrap_or(1),
+    );
+    let destination = destination(&args, count, &state).await?;
     // Our key (shared with a local agent): never download from ourselves, and prove our
     // address with it when firewalled sources connect back.
     let key = state.join(KEY_FILE);
@@ -386,15 +438,41 @@ pub async fn get(args: GetArgs, file: &ConfigFile, state: PathBuf) -> anyhow::Re
 
     let mut exit = 0u8;
     for target in targets {
+        let hash = match target.what {
+            Fetch::File(hash) => hash,
+            Fetch::Folder(id) => {
+                let Destination::Dir(base) = &destination else {
+                    bail!("a folder downloads into a folder, not a file");
+                };
+                let code = get_folder(
+                    &client,
+                    finder.clone(),
+                    id,
+                    base,
+                    &args,
+                    &options,
+                    cancel.clone(),
+                )
+                .await?;
+                if code == DownloadError::Interrupted.exit_code() {
+                    exit = code;
+                    break;
+                }
+                if exit == 0 {
+                    exit = code;
+                }
+                continue;
+            }
+        };
         let progress = Arc::new(DownloadProgress::default());
         let shown = CancellationToken::new();
         let label = target
             .name
             .clone()
-            .unwrap_or_else(|| target.hash.fmt_short().to_string());
+            .unwrap_or_else(|| hash.fmt_short().to_string());
         let display = tokio::spawn(show_progress(progress.clone(), label, shown.clone()));
         let request = DownloadRequest {
-            hash: target.hash,
+            hash,
             name: target.name.clone(),
             destination: destination.clone(),
         };
@@ -421,7 +499,7 @@ pub async fn get(args: GetArgs, file: &ConfigFile, state: PathBuf) -> anyhow::Re
                 let _ = writeln!(
                     std::io::stderr(),
                     "peerdex: error: {}: {e}",
-                    target.hash.fmt_short()
+                    hash.fmt_short()
                 );
                 if matches!(e, DownloadError::Interrupted) {
                     exit = e.exit_code();
@@ -434,6 +512,202 @@ pub async fn get(args: GetArgs, file: &ConfigFile, state: PathBuf) -> anyhow::Re
         }
     }
     Ok(exit)
+}
+
+/// Whether `path` already holds exactly the content `hash` of `size` bytes (a file of an
+/// earlier, finished run of the same folder download).
+fn already_there(path: &Path, hash: &FileHash, size: u64) -> bool {
+    if std::fs::metadata(path).map(|m| m.len()).ok() != Some(size) {
+        return false;
+    }
+    let mut hasher = blake3::Hasher::new();
+    std::fs::File::open(path)
+        .and_then(|mut file| std::io::copy(&mut file, &mut hasher))
+        .is_ok()
+        && hasher.finalize().as_bytes() == hash.as_bytes()
+}
+
+/// `peerdex get --folder ID` (or a folder row): every file of the folder identity, each from
+/// all the peers that hold it, verified like single files, into one folder named after the
+/// release, with one progress display. Files already there from an earlier run are checked and
+/// kept; partial ones resume. Returns the exit code (the first failure's).
+async fn get_folder(
+    client: &peerdex_client::server_api::ServerClient,
+    finder: Arc<dyn SourceFinder>,
+    id: FolderId,
+    base: &Path,
+    args: &GetArgs,
+    options: &DownloadOptions,
+    cancel: CancellationToken,
+) -> anyhow::Result<u8> {
+    let folder = client
+        .folder(&id)
+        .await
+        .with_context(|| format!("looking up folder {}", id.fmt_short()))?;
+    let title = super::search::release_title(&folder.hit.summary, &folder.hit.name);
+    let dir = base.join(peerdex_download::names::sanitize_file_name(
+        &title,
+        &id.fmt_short(),
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let total: u64 = folder.entries.iter().map(|e| e.size).sum();
+    let mut todo = Vec::new();
+    let mut kept = 0usize;
+    for entry in &folder.entries {
+        let name = peerdex_download::names::sanitize_file_name(&entry.name, &entry.hash.fmt_short());
+        if !args.force && already_there(&dir.join(&name), &entry.hash, entry.size) {
+            kept += 1;
+            continue;
+        }
+        todo.push((entry.clone(), name));
+    }
+    let progresses: Vec<Arc<DownloadProgress>> = todo
+        .iter()
+        .map(|_| Arc::new(DownloadProgress::default()))
+        .collect();
+    let done_bytes: u64 = total - todo.iter().map(|(e, _)| e.size).sum::<u64>();
+    let shown = CancellationToken::new();
+    let display = tokio::spawn(show_folder_progress(
+        progresses.clone(),
+        format!("{title} ({} files)", folder.entries.len()),
+        total,
+        done_bytes,
+        shown.clone(),
+    ));
+    let parallel = args.parallel_files.max(1);
+    let results = {
+        use futures_util::StreamExt as _;
+        futures_util::stream::iter(todo.iter().zip(progresses.iter()).map(
+            |((entry, name), progress)| {
+                let request = DownloadRequest {
+                    hash: entry.hash,
+                    name: Some(name.clone()),
+                    destination: Destination::Dir(dir.clone()),
+                };
+                let (finder, options, cancel, progress) =
+                    (finder.clone(), options.clone(), cancel.clone(), progress.clone());
+                async move {
+                    let outcome = download(finder, &request, &options, progress, cancel).await;
+                    (entry.clone(), outcome)
+                }
+            },
+        ))
+        .buffer_unordered(parallel)
+        .collect::<Vec<_>>()
+        .await
+    };
+    shown.cancel();
+    let _ = display.await;
+    let mut exit = 0u8;
+    let mut fetched = 0usize;
+    let mut sources = std::collections::BTreeSet::new();
+    for (entry, outcome) in results {
+        match outcome {
+            Ok(report) => {
+                fetched += 1;
+                sources.extend(report.sources_used.iter().cloned());
+                if args.json {
+                    emit(&format!("{}\n", serde_json::to_string(&report)?))?;
+                }
+            }
+            Err(e) => {
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr(), "peerdex: error: {}: {e}", entry.name);
+                if exit == 0 || matches!(e, DownloadError::Interrupted) {
+                    exit = e.exit_code();
+                }
+            }
+        }
+    }
+    let failed = todo.len() - fetched;
+    let line = format!(
+        "folder {} -> {}: {} files ({}), {fetched} fetched from {} peer(s), {kept} already \
+         there, {failed} failed",
+        id,
+        dir.display(),
+        folder.entries.len(),
+        human_size(total),
+        sources.len(),
+    );
+    if args.json {
+        let summary = serde_json::json!({
+            "folder": id, "path": dir, "files": folder.entries.len(), "bytes": total,
+            "fetched": fetched, "kept": kept, "failed": failed,
+            "sources_used": sources,
+        });
+        emit(&format!("{summary}\n"))?;
+    } else {
+        emit(&format!("{line}\n"))?;
+    }
+    Ok(exit)
+}
+
+/// One progress display for a folder: the bytes verified over all its files.
+async fn show_folder_progress(
+    progresses: Vec<Arc<DownloadProgress>>,
+    label: String,
+    total: u64,
+    done_before: u64,
+    done: CancellationToken,
+) {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{wide_msg} [{bar:20}] {bytes:>9}/{total_bytes:9} {prefix}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_message(label.clone());
+        bar
+    });
+    let mut rate = Rate::new();
+    let mut last_log = Instant::now();
+    loop {
+        let stop = tokio::select! {
+            () = done.cancelled() => true,
+            () = tokio::time::sleep(Duration::from_millis(150)) => false,
+        };
+        let verified: u64 = done_before
+            + progresses
+                .iter()
+                .map(|p| p.verified.load(Ordering::Relaxed))
+                .sum::<u64>();
+        let resumed: u64 = progresses
+            .iter()
+            .map(|p| p.resumed.load(Ordering::Relaxed))
+            .sum();
+        let speed = rate.update(verified.saturating_sub(resumed + done_before));
+        for progress in &progresses {
+            for note in progress.take_notes() {
+                match &bar {
+                    Some(bar) => bar.println(format!("peerdex: {note}")),
+                    None => {
+                        use std::io::Write as _;
+                        let _ = writeln!(std::io::stderr(), "peerdex: {note}");
+                    }
+                }
+            }
+        }
+        match &bar {
+            Some(bar) => {
+                bar.set_position(verified.min(total));
+                bar.set_prefix(speed_and_eta(speed, total.saturating_sub(verified)));
+            }
+            None if last_log.elapsed() >= Duration::from_secs(10) => {
+                last_log = Instant::now();
+                tracing::info!(folder = %label, verified, total, "download progress");
+            }
+            None => {}
+        }
+        if stop {
+            break;
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
 }
 
 #[cfg(test)]
@@ -481,19 +755,25 @@ mod tests {
                     name: "two".into(),
                 },
             ],
+            folders: Vec::new(),
         }));
-        assert_eq!(resolve_one("22", &last).unwrap().hash, other);
+        let hash_of = |t: Target| match t.what {
+            Fetch::File(h) => h,
+            Fetch::Folder(_) => panic!("a folder"),
+        };
+        assert_eq!(hash_of(resolve_one("22", &last).unwrap()), other);
         assert!(
             resolve_one("1", &last).is_err(),
             "rows of page 2 start at 21"
         );
-        assert_eq!(resolve_one("abababab", &last).unwrap().hash, hash);
-        assert_eq!(resolve_one("ACACACAC", &last).unwrap().hash, other);
+        assert_eq!(hash_of(resolve_one("abababab", &last).unwrap()), hash);
+        assert_eq!(hash_of(resolve_one("ACACACAC", &last).unwrap()), other);
         assert!(resolve_one("abab", &last).is_err(), "too short");
         assert!(resolve_one("deadbeef", &last).is_err(), "not listed");
         assert_eq!(
-            resolve_one(&hash.to_string(), &Ok(None)).unwrap().hash,
+            hash_of(resolve_one(&hash.to_string(), &Ok(None)).unwrap()),
             hash
         );
+        assert!(resolve_one("F1", &last).is_err(), "no folder rows");
     }
 }

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Args;
 use peerdex_shared::FileHash;
-use peerdex_shared::api::{BrowseEntry, SearchHit, SearchResponse};
+use peerdex_shared::api::{BrowseEntry, FolderHit, FolderSummary, SearchHit, SearchResponse};
+use peerdex_shared::folder::FolderId;
 use serde::{Deserialize, Serialize};
 
 use super::{emit, human_size, resolve_server, visible};
@@ -35,6 +36,21 @@ pub struct SearchArgs {
     /// Only files at most this large (e.g. 700MB)
     #[arg(long, value_parser = parse_size)]
     max_size: Option<u64>,
+    /// Only audio of at least this bitrate, kbit/s (e.g. 320)
+    #[arg(long, value_name = "KBPS")]
+    min_bitrate: Option<u32>,
+    /// Only media at least this long (seconds, or M:SS, or H:MM:SS)
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    min_duration: Option<u32>,
+    /// Only media at most this long (seconds, or M:SS, or H:MM:SS)
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    max_duration: Option<u32>,
+    /// Only lossless audio (FLAC, ALAC, WAV, AIFF, APE, WavPack)
+    #[arg(long)]
+    lossless: bool,
+    /// Only files tagged with this year
+    #[arg(long)]
+    year: Option<u32>,
     /// Results per page
     #[arg(long, default_value_t = 20)]
     limit: u64,
@@ -47,7 +63,8 @@ pub struct SearchArgs {
     /// Print the server's answer as one JSON document
     #[arg(long)]
     json: bool,
-    /// Words to search for (prefixes match; `-word` excludes, `"a b"` is a phrase). Flags go
+    /// Words to search for (prefixes match; `-word` excludes, `"a b"` is a phrase;
+    /// `artist:`, `album:`, `title:`, `genre:` look in one tag, `year:1997` filters). Flags go
     /// before the words that start with `-`
     #[arg(required = true)]
     words: Vec<String>,
@@ -67,11 +84,95 @@ pub struct BrowseArgs {
     /// Index server URL [default: from the config file, else http://127.0.0.1:7700]
     #[arg(long, env = "PEERDEX_SERVER")]
     server: Option<String>,
-    /// Print every file as one JSON document
+    /// Print the listing as one JSON document
     #[arg(long)]
     json: bool,
+    /// List every file the peer shares, not one folder
+    #[arg(long, conflicts_with = "path")]
+    all: bool,
+    /// Rows per page of a folder
+    #[arg(long, default_value_t = 100)]
+    limit: u64,
+    /// Page of the folder to show (1 = the first `--limit` rows)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    page: u64,
     /// The peer's nickname
     nick: String,
+    /// The folder to list, `SHARE/FOLDER/…` [default: the peer's shares]
+    path: Option<String>,
+}
+
+/// Parses a duration: seconds (`210`), `M:SS` (`3:30`) or `H:MM:SS`.
+pub fn parse_duration(text: &str) -> Result<u32, String> {
+    let bad = || format!("{text:?} is not a duration (use seconds, M:SS or H:MM:SS)");
+    let mut secs: u32 = 0;
+    let parts: Vec<&str> = text.trim().split(':').collect();
+    if parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
+        return Err(bad());
+    }
+    for (i, part) in parts.iter().enumerate() {
+        let n: u32 = part.parse().map_err(|_| bad())?;
+        if i > 0 && n >= 60 {
+            return Err(bad());
+        }
+        secs = secs
+            .checked_mul(60)
+            .and_then(|s| s.checked_add(n))
+            .ok_or_else(bad)?;
+    }
+    Ok(secs)
+}
+
+/// `3:05`, or `1:02:03` past an hour.
+pub fn clock(secs: u64) -> String {
+    if secs >= 3600 {
+        format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+    } else {
+        format!("{}:{:02}", secs / 60, secs % 60)
+    }
+}
+
+/// "Album (1997) — Artist" from a folder's shared tags, else `name`.
+pub fn release_title(summary: &FolderSummary, name: &str) -> String {
+    let Some(album) = &summary.album else {
+        return name.to_owned();
+    };
+    let mut title = album.clone();
+    if let Some(year) = summary.year {
+        title.push_str(&format!(" ({year})"));
+    }
+    if let Some(artist) = &summary.artist {
+        title.push_str(&format!(" \u{2014} {artist}"));
+    }
+    title
+}
+
+/// One folder row: "OK Computer (1997) — Radiohead — 12 files, 540 MB, 53:21 — on 14 peers,
+/// 11 complete, 3 partial".
+fn folder_line(label: &str, hit: &FolderHit) -> String {
+    let mut line = format!(
+        "{label}  {} \u{2014} {} files, {}",
+        visible(&release_title(&hit.summary, &hit.name)),
+        hit.files,
+        human_size(hit.bytes)
+    );
+    if let Some(secs) = hit.summary.duration_secs {
+        line.push_str(&format!(", {}", clock(secs)));
+    }
+    if hit.summary.lossless == Some(true) {
+        line.push_str(", lossless");
+    }
+    line.push_str(&format!(
+        " \u{2014} on {} peer{}, {} complete",
+        hit.peers_online,
+        if hit.peers_online == 1 { "" } else { "s" },
+        hit.complete
+    ));
+    if hit.partial > 0 {
+        line.push_str(&format!(", {} partial", hit.partial));
+    }
+    line.push_str(&format!("  {}", visible(&hit.folder)));
+    line
 }
 
 /// Parses a size such as `700`, `5MB`, `1.5GiB` or `2 k` (k/M/G/T are powers of 1000, KiB/MiB/
@@ -119,6 +220,17 @@ pub struct RememberedHit {
     pub name: String,
 }
 
+/// A remembered folder row: `get` fetches the whole folder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RememberedFolder {
+    /// The row as shown (`F1` in a search, a number in a browse).
+    pub row: String,
+    /// Its identity.
+    pub id: FolderId,
+    /// Its name.
+    pub name: String,
+}
+
 /// The last search or browse, as `peerdex get ROW` reads it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LastSearch {
@@ -131,6 +243,9 @@ pub struct LastSearch {
     pub first_row: usize,
     /// Rows, numbered from `first_row` in the table.
     pub hits: Vec<RememberedHit>,
+    /// Folder rows, by their own labels.
+    #[serde(default)]
+    pub folders: Vec<RememberedFolder>,
 }
 
 fn first_row() -> usize {
@@ -149,6 +264,13 @@ impl LastSearch {
         serde_json::from_slice(&text)
             .map(Some)
             .with_context(|| format!("{} is damaged; search again", path.display()))
+    }
+
+    /// The folder row labelled `row` (`F2`, or a browse's number), if the listing has one.
+    pub fn folder_row(&self, row: &str) -> Option<&RememberedFolder> {
+        self.folders
+            .iter()
+            .find(|f| f.row.eq_ignore_ascii_case(row))
     }
 
     /// The row numbered `row`, if the listing has it.
@@ -226,19 +348,30 @@ fn keep_end(text: &str, width: usize) -> String {
 /// Renders the numbered table (rows numbered from `first_row`), the name and folder columns
 /// sharing what the other columns leave of `width`.
 fn table(hits: &[SearchHit], first_row: usize, width: Option<usize>) -> Vec<String> {
+    // Media columns only when some row has them.
+    let media = hits
+        .iter()
+        .any(|h| h.tags.duration_secs.is_some() || h.tags.bitrate_kbps.is_some());
     let rows: Vec<[String; 5]> = hits
         .iter()
         .enumerate()
         .map(|(i, hit)| {
+            let mut size = human_size(hit.size);
+            if media {
+                let len = hit.tags.duration_secs.map_or("-".into(), |d| clock(u64::from(d)));
+                let kbps = hit.tags.bitrate_kbps.map_or("-".into(), |b| b.to_string());
+                size = format!("{size:>9}  {len:>7}  {kbps:>5}");
+            }
             [
                 (first_row + i).to_string(),
-                human_size(hit.size),
+                size,
                 hit.sources_online.to_string(),
                 format!("{:?}", hit.kind).to_lowercase(),
                 best_source(hit),
             ]
         })
         .collect();
+    let shown_name = |hit: &SearchHit| hit.tags.display().unwrap_or_else(|| hit.name.clone());
     let widest = |col: usize, title: &str| {
         rows.iter()
             .map(|r| console::measure_text_width(&r[col]))
@@ -246,9 +379,14 @@ fn table(hits: &[SearchHit], first_row: usize, width: Option<usize>) -> Vec<Stri
             .max()
             .unwrap_or(0)
     };
+    let size_title = if media {
+        format!("{:>9}  {:>7}  {:>5}", "SIZE", "LEN", "KBPS")
+    } else {
+        "SIZE".to_owned()
+    };
     let (w_row, w_size, w_src, w_kind, w_best) = (
         widest(0, "#"),
-        widest(1, "SIZE"),
+        widest(1, &size_title),
         widest(2, "SRC"),
         widest(3, "KIND"),
         widest(4, "BEST SOURCE").min(24),
@@ -261,7 +399,8 @@ fn table(hits: &[SearchHit], first_row: usize, width: Option<usize>) -> Vec<Stri
             .max()
             .unwrap_or(title.len())
     };
-    let names_widest = widest_of(&mut hits.iter().map(|h| h.name.as_str()), "NAME");
+    let names: Vec<String> = hits.iter().map(shown_name).collect();
+    let names_widest = widest_of(&mut names.iter().map(String::as_str), "NAME");
     let folders_widest = widest_of(&mut hits.iter().map(|h| h.folder.as_str()), "FOLDER");
     let (w_name, w_folder) = match width {
         Some(width) => {
@@ -285,7 +424,7 @@ fn table(hits: &[SearchHit], first_row: usize, width: Option<usize>) -> Vec<Stri
             "{}  {}  {}  {}  {}  {}  {}",
             right("#", w_row),
             cell("NAME", w_name),
-            right("SIZE", w_size),
+            right(&size_title, w_size),
             right("SRC", w_src),
             cell("KIND", w_kind),
             cell("BEST SOURCE", w_best),
@@ -294,12 +433,12 @@ fn table(hits: &[SearchHit], first_row: usize, width: Option<usize>) -> Vec<Stri
         .trim_end()
         .to_owned(),
     ];
-    for (hit, row) in hits.iter().zip(&rows) {
+    for ((hit, row), name) in hits.iter().zip(&rows).zip(&names) {
         out.push(
             format!(
                 "{}  {}  {}  {}  {}  {}  {}",
                 right(&row[0], w_row),
-                cell(&visible(&hit.name), w_name),
+                cell(&visible(name), w_name),
                 right(&row[1], w_size),
                 right(&row[2], w_src),
                 cell(&row[3], w_kind),
@@ -354,6 +493,11 @@ pub async fn search(
         kind: args.kind,
         min_size: args.min_size,
         max_size: args.max_size,
+        min_bitrate: args.min_bitrate,
+        min_duration: args.min_duration,
+        max_duration: args.max_duration,
+        lossless: args.lossless.then_some(1),
+        year: args.year,
         limit: Some(limit),
         offset: Some(offset),
     };
@@ -376,6 +520,16 @@ pub async fn search(
                 name: h.name.clone(),
             })
             .collect(),
+        folders: result
+            .folders
+            .iter()
+            .enumerate()
+            .map(|(i, f)| RememberedFolder {
+                row: format!("F{}", i + 1),
+                id: f.id,
+                name: release_title(&f.summary, &f.name),
+            })
+            .collect(),
     }
     .remember(state.as_deref());
     if args.json {
@@ -396,16 +550,27 @@ pub async fn search(
     text.push('\n');
     text.push_str(&footer(&result, first_row, page));
     text.push('\n');
+    if !result.folders.is_empty() {
+        text.push_str("folders (`peerdex get F1` downloads a whole folder):\n");
+        for (i, folder) in result.folders.iter().enumerate() {
+            text.push_str(&folder_line(&format!("F{}", i + 1), folder));
+            text.push('\n');
+        }
+    }
     emit(&text)?;
     Ok(())
 }
 
-/// Runs `peerdex browse`: the peer's files, numbered; the rows are remembered for `get`.
+/// Runs `peerdex browse`: one folder of the peer's share (its subfolders, then its files), or
+/// with `--all` every file; rows are numbered and remembered for `get`.
 pub async fn browse(
     args: BrowseArgs,
     file: &ConfigFile,
     state: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    if !args.all {
+        return browse_folder(args, file, state).await;
+    }
     let server = resolve_server(args.server, file, None);
     let client = super::server_client(&server, state.as_deref())?;
     let context = || format!("browsing {} on {server}", args.nick);
@@ -441,6 +606,7 @@ pub async fn browse(
                 name: f.path.rsplit('/').next().unwrap_or(&f.path).to_owned(),
             })
             .collect(),
+        folders: Vec::new(),
     }
     .remember(state.as_deref());
     if args.json {
@@ -475,9 +641,128 @@ pub async fn browse(
     Ok(())
 }
 
+/// `peerdex browse NICK [PATH]`: one level of the share, paged.
+async fn browse_folder(
+    args: BrowseArgs,
+    file: &ConfigFile,
+    state: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let server = resolve_server(args.server, file, None);
+    let client = super::server_client(&server, state.as_deref())?;
+    let path = args.path.clone().unwrap_or_default();
+    let limit = args.limit.clamp(1, 1000);
+    let offset = (args.page - 1).saturating_mul(limit);
+    let listing = client
+        .browse_folders(&args.nick, &path, offset, limit)
+        .await
+        .with_context(|| format!("browsing {} {path} on {server}", args.nick))?;
+    let first_row = offset as usize + 1;
+    let folders_here = listing.folders.len();
+    LastSearch {
+        server: server.clone(),
+        query: format!("browse {} {path}", listing.nickname),
+        first_row: first_row + folders_here,
+        hits: listing
+            .files
+            .iter()
+            .map(|f| RememberedHit {
+                hash: f.hash,
+                size: f.size,
+                name: f.path.rsplit('/').next().unwrap_or(&f.path).to_owned(),
+            })
+            .collect(),
+        folders: listing
+            .folders
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| {
+                Some(RememberedFolder {
+                    row: (first_row + i).to_string(),
+                    id: f.id?,
+                    name: f.path.rsplit('/').next().unwrap_or(&f.share).to_owned(),
+                })
+            })
+            .collect(),
+    }
+    .remember(state.as_deref());
+    if args.json {
+        emit(&format!("{}\n", serde_json::to_string_pretty(&listing)?))?;
+        return Ok(());
+    }
+    let place = if listing.path.is_empty() {
+        "shares".to_owned()
+    } else {
+        visible(&listing.path)
+    };
+    let mut text = format!(
+        "{} ({}): {place}\n",
+        listing.nickname,
+        if listing.online { "online" } else { "offline" }
+    );
+    let rows = folders_here + listing.files.len();
+    let w_row = (first_row + rows).to_string().len();
+    for (i, folder) in listing.folders.iter().enumerate() {
+        let name = if folder.path.is_empty() {
+            folder.share.clone()
+        } else {
+            folder.path.rsplit('/').next().unwrap_or(&folder.path).to_owned()
+        };
+        let mut line = format!("{:>w_row$}  {:>10}  {}/", first_row + i, "", visible(&name));
+        if folder.files > 0 {
+            let _ = write!(line, "  {} files, {}", folder.files, human_size(folder.bytes));
+        }
+        if folder.summary.album.is_some() {
+            let _ = write!(line, "  {}", visible(&release_title(&folder.summary, &name)));
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
+    for (i, file) in listing.files.iter().enumerate() {
+        let name = file.path.rsplit('/').next().unwrap_or(&file.path);
+        let mut line = format!(
+            "{:>w_row$}  {:>10}  {}  {}",
+            first_row + folders_here + i,
+            human_size(file.size),
+            file.hash.fmt_short(),
+            visible(name)
+        );
+        if let Some(shown) = file.tags.display() {
+            let _ = write!(line, "  [{}]", visible(&shown));
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
+    if rows == 0 {
+        text.push_str("(empty)\n");
+    } else {
+        text.push_str(
+            "`peerdex browse NICK SHARE/FOLDER` opens a folder; `peerdex get ROW` downloads a \
+             file or a whole folder\n",
+        );
+    }
+    if let Some(next) = listing.next_offset {
+        let _ = writeln!(text, "more: `--page {}`", next / limit + 1);
+    }
+    emit(&text)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_parse_as_seconds_or_clock() {
+        assert_eq!(parse_duration("210"), Ok(210));
+        assert_eq!(parse_duration("3:30"), Ok(210));
+        assert_eq!(parse_duration("1:02:03"), Ok(3723));
+        assert!(parse_duration("3:75").is_err());
+        assert!(parse_duration("a").is_err());
+        assert!(parse_duration("1:2:3:4").is_err());
+        assert_eq!(clock(3723), "1:02:03");
+        assert_eq!(clock(185), "3:05");
+    }
 
     #[test]
     fn sizes_parse_with_units() {

@@ -758,6 +758,75 @@ mod tests {
         assert_eq!(found(&guest, "secr", 20), (vec![1, 6], 2));
     }
 
+    #[test]
+    fn tags_are_searched_ranked_and_filtered() {
+        use peerdex_shared::api::MediaTags;
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _) = SearchIndex::open(dir.path()).unwrap();
+        let mut writer: IndexWriter = index.index.writer_with_num_threads(1, 15_000_000).unwrap();
+        let tagged = |artist: &str, album: &str, kbps: u32, lossless: bool, year: u32| MediaTags {
+            artist: Some(artist.into()),
+            album: Some(album.into()),
+            title: Some("Airbag".into()),
+            bitrate_kbps: Some(kbps),
+            duration_secs: Some(284),
+            lossless: Some(lossless),
+            year: Some(year),
+            ..MediaTags::default()
+        };
+        let docs = [
+            // Only the folder name says radiohead.
+            (1, "radiohead stuff/notes.txt", MediaTags::default()),
+            (2, "misc/track01.mp3", tagged("Radiohead", "OK Computer", 320, false, 1997)),
+            (3, "misc/track02.mp3", tagged("Radiohead", "OK Computer", 128, false, 1997)),
+            (4, "rips/01.flac", tagged("Motörhead", "Ace of Spades", 900, true, 1980)),
+        ];
+        for (id, path, tags) in docs {
+            let doc = FileDoc {
+                id: FileRef(id),
+                peer: PeerRef(2),
+                content: ContentRef(id),
+                share: "s".into(),
+                path: path.into(),
+                size: 10,
+                acl: AclRef::PUBLIC,
+                tags,
+            };
+            writer.add_document(index.document(&doc)).unwrap();
+        }
+        writer.commit().unwrap();
+        index.reader.reload().unwrap();
+        let ids = |spec: &SearchSpec| -> Vec<i64> {
+            let out = index.search(spec, Arc::new(Everyone)).unwrap();
+            out.groups.iter().map(|g| g.content.0).collect()
+        };
+        // Tag words are found, and rank above the same word in a folder name only.
+        let found = ids(&spec("radiohead", 20));
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!(found.last(), Some(&1), "{found:?}");
+        // Folded like paths: accents and case.
+        assert_eq!(ids(&spec("motorhead", 20)), [4]);
+        assert_eq!(ids(&spec("artist:MOTORHEAD", 20)), [4]);
+        let mut sorted = ids(&spec("album:\"ok computer\"", 20));
+        sorted.sort();
+        assert_eq!(sorted, [2, 3]);
+        assert!(ids(&spec("artist:stuff", 20)).is_empty());
+        let mut with = spec("radiohead", 20);
+        with.media.min_bitrate = Some(256);
+        assert_eq!(ids(&with), [2]);
+        let mut with = spec("airbag", 20);
+        with.media.lossless = Some(true);
+        assert_eq!(ids(&with), [4]);
+        let mut sorted = ids(&spec("airbag year:1997", 20));
+        sorted.sort();
+        assert_eq!(sorted, [2, 3]);
+        let mut with = spec("airbag", 20);
+        with.media.max_duration = Some(100);
+        assert!(ids(&with).is_empty());
+        // Prefixes of tag words match too.
+        assert_eq!(ids(&spec("motorh", 20)), [4]);
+    }
+
     /// Every group, scored by the plain collector: the reference the pruned search must match.
     fn exhaustive(index: &SearchIndex, spec: &SearchSpec, allow_prefix: bool) -> Vec<Group> {
         let searcher = index.reader.searcher();

@@ -65,8 +65,8 @@ async fn a_closed_standard_output_ends_commands_quietly() {
     let config = dir.path().join("none.toml");
     let me = dir.path().join("me");
     for args in [
-        vec!["browse", "--server", &server.url, "bob"],
-        vec!["browse", "--server", &server.url, "--json", "bob"],
+        vec!["browse", "--server", &server.url, "--all", "bob"],
+        vec!["browse", "--server", &server.url, "--all", "--json", "bob"],
         vec![
             "search",
             "--server",
@@ -211,7 +211,7 @@ async fn search_uses_the_configured_server_pages_through_results_and_shows_match
     let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(found["hits"][0]["name"], "popular.mp3", "{found}");
     // Browse reads the config file too.
-    let out = succeeded(peerdex(&me, &config, &["browse", "live"]));
+    let out = succeeded(peerdex(&me, &config, &["browse", "--all", "live"]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Concert Live/copyright"));
 }
 
@@ -398,7 +398,7 @@ async fn browse_rows_and_hash_prefixes_are_what_get_takes() {
     let out = succeeded(peerdex_in(
         &work,
         &me,
-        &["browse", "--server", &server.url, &nick],
+        &["browse", "--server", &server.url, "--all", &nick],
     ));
     let listing = String::from_utf8_lossy(&out.stdout).into_owned();
     let rows: Vec<&str> = listing.lines().filter(|l| l.contains("share/")).collect();
