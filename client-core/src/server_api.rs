@@ -2,9 +2,9 @@
 
 use peerdex_shared::api::{
     AccountInfo, BrowseResponse, ChallengeResponse, CreateAccountRequest, DeltaOp, DeviceProof,
-    ErrorBody, ErrorCode, HeartbeatResponse, ListEntry, LoginRequest, LoginResponse,
-    RegisterRequest, RegisterResponse, SearchResponse, SourcesResponse, StatsResponse,
-    SyncResponse, TransferRequest, TransferResponse, FolderListing, FolderResponse,
+    ErrorBody, ErrorCode, FolderListing, FolderResponse, HeartbeatResponse, ListEntry,
+    LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, SearchResponse,
+    SourcesResponse, StatsResponse, SyncResponse, TransferRequest, TransferResponse,
 };
 use peerdex_shared::folder::FolderId;
 use peerdex_shared::identity::{login_message, registration_message};

@@ -624,10 +624,27 @@ pub fn folder_hits<O: OnlineFilter + ?Sized>(
                 && lists_all(online, viewer, &row, &files)
             {
                 seen_ids.insert(id);
-                hits.push(hit);
+                let contents: std::collections::BTreeSet<ContentRef> =
+                    files.iter().map(|f| f.content).collect();
+                hits.push((hit, contents));
             }
         }
     }
+    // A folder holding only part of another one found here is a partial copy of that release
+    // (counted there as partial), not a release of its own.
+    let subsets: Vec<bool> = hits
+        .iter()
+        .map(|(_, mine)| {
+            hits.iter()
+                .any(|(_, other)| mine.len() < other.len() && mine.is_subset(other))
+        })
+        .collect();
+    let mut hits: Vec<FolderHit> = hits
+        .into_iter()
+        .zip(subsets)
+        .filter(|(_, subset)| !subset)
+        .map(|((hit, _), _)| hit)
+        .collect();
     hits.sort_by(|a, b| {
         b.complete
             .cmp(&a.complete)

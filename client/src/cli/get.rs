@@ -554,7 +554,8 @@ async fn get_folder(
     let mut todo = Vec::new();
     let mut kept = 0usize;
     for entry in &folder.entries {
-        let name = peerdex_download::names::sanitize_file_name(&entry.name, &entry.hash.fmt_short());
+        let name =
+            peerdex_download::names::sanitize_file_name(&entry.name, &entry.hash.fmt_short());
         if !args.force && already_there(&dir.join(&name), &entry.hash, entry.size) {
             kept += 1;
             continue;
@@ -584,8 +585,12 @@ async fn get_folder(
                     name: Some(name.clone()),
                     destination: Destination::Dir(dir.clone()),
                 };
-                let (finder, options, cancel, progress) =
-                    (finder.clone(), options.clone(), cancel.clone(), progress.clone());
+                let (finder, options, cancel, progress) = (
+                    finder.clone(),
+                    options.clone(),
+                    cancel.clone(),
+                    progress.clone(),
+                );
                 async move {
                     let outcome = download(finder, &request, &options, progress, cancel).await;
                     (entry.clone(), outcome)

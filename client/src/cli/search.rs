@@ -358,7 +358,10 @@ fn table(hits: &[SearchHit], first_row: usize, width: Option<usize>) -> Vec<Stri
         .map(|(i, hit)| {
             let mut size = human_size(hit.size);
             if media {
-                let len = hit.tags.duration_secs.map_or("-".into(), |d| clock(u64::from(d)));
+                let len = hit
+                    .tags
+                    .duration_secs
+                    .map_or("-".into(), |d| clock(u64::from(d)));
                 let kbps = hit.tags.bitrate_kbps.map_or("-".into(), |b| b.to_string());
                 size = format!("{size:>9}  {len:>7}  {kbps:>5}");
             }
@@ -706,14 +709,28 @@ async fn browse_folder(
         let name = if folder.path.is_empty() {
             folder.share.clone()
         } else {
-            folder.path.rsplit('/').next().unwrap_or(&folder.path).to_owned()
+            folder
+                .path
+                .rsplit('/')
+                .next()
+                .unwrap_or(&folder.path)
+                .to_owned()
         };
         let mut line = format!("{:>w_row$}  {:>10}  {}/", first_row + i, "", visible(&name));
         if folder.files > 0 {
-            let _ = write!(line, "  {} files, {}", folder.files, human_size(folder.bytes));
+            let _ = write!(
+                line,
+                "  {} files, {}",
+                folder.files,
+                human_size(folder.bytes)
+            );
         }
         if folder.summary.album.is_some() {
-            let _ = write!(line, "  {}", visible(&release_title(&folder.summary, &name)));
+            let _ = write!(
+                line,
+                "  {}",
+                visible(&release_title(&folder.summary, &name))
+            );
         }
         text.push_str(&line);
         text.push('\n');

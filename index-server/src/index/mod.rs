@@ -777,9 +777,21 @@ mod tests {
         let docs = [
             // Only the folder name says radiohead.
             (1, "radiohead stuff/notes.txt", MediaTags::default()),
-            (2, "misc/track01.mp3", tagged("Radiohead", "OK Computer", 320, false, 1997)),
-            (3, "misc/track02.mp3", tagged("Radiohead", "OK Computer", 128, false, 1997)),
-            (4, "rips/01.flac", tagged("Motörhead", "Ace of Spades", 900, true, 1980)),
+            (
+                2,
+                "misc/track01.mp3",
+                tagged("Radiohead", "OK Computer", 320, false, 1997),
+            ),
+            (
+                3,
+                "misc/track02.mp3",
+                tagged("Radiohead", "OK Computer", 128, false, 1997),
+            ),
+            (
+                4,
+                "rips/01.flac",
+                tagged("Motörhead", "Ace of Spades", 900, true, 1980),
+            ),
         ];
         for (id, path, tags) in docs {
             let doc = FileDoc {

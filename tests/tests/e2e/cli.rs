@@ -320,7 +320,11 @@ async fn search_then_get_by_row_by_hash_and_to_stdout() {
     assert_eq!(listing["online"], true);
     assert_eq!(listing["files"][0]["path"], "Live Concert.flac");
     assert_eq!(listing["files"][0]["hash"], hash.as_str());
-    let out = peerdex_in(&work, &me, &["browse", "--server", &server.url, "--all", &nick]);
+    let out = peerdex_in(
+        &work,
+        &me,
+        &["browse", "--server", &server.url, "--all", &nick],
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("Live Concert.flac"));
 
     // A reader that goes away early (a closed player) is an error, not a success.

@@ -190,7 +190,7 @@ async fn a_source_that_vanishes_mid_transfer_is_dropped() {
 
 /// Corrupts the shared file of `agent` without changing its size, mtime or inode, so the agent
 /// serves wrong bytes as if they were its content: a lying peer.
-fn corrupt_in_place(path: &Path, offset: u64) {
+pub(crate) fn corrupt_in_place(path: &Path, offset: u64) {
     let modified = std::fs::metadata(path).unwrap().modified().unwrap();
     let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     let mut byte = [0u8; 1];

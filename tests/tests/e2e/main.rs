@@ -14,6 +14,7 @@ mod hostile;
 mod liars;
 mod lists;
 mod load;
+mod media;
 mod peer_server;
 mod presence;
 mod registry;
