@@ -104,6 +104,7 @@ fn run(
                 kind: q.kind.and_then(FileKind::parse),
                 min_size: q.min_size,
                 max_size: None,
+                media: Default::default(),
                 max_prefix_expansions: 256,
                 want: 20,
                 scope: scope.clone(),

@@ -68,6 +68,7 @@ fn main() -> anyhow::Result<()> {
             kind: q.kind.and_then(FileKind::parse),
             min_size: q.min_size,
             max_size: None,
+            media: Default::default(),
             max_prefix_expansions: 256,
             want: 20,
             scope: std::sync::Arc::new(peerdex_server::scope::Scope::public_only()),

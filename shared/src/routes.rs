@@ -25,9 +25,9 @@ pub const SEARCH: &str = "/api/v1/search";
 pub const SOURCES: &str = "/api/v1/contents/{hash}/sources";
 /// A peer's files, by nickname.
 pub const BROWSE: &str = "/api/v1/peers/by-nick/{nick}/files";
-/// `GET`: one folder of a peer's share, its subfolders and files (PROTOCOL §3.13).
+/// `GET`: one folder of a peer's share, its subfolders and files (PROTOCOL §3.12a).
 pub const BROWSE_FOLDERS: &str = "/api/v1/peers/by-nick/{nick}/folders";
-/// `GET`: a folder identity, its files and who holds them (PROTOCOL §3.14).
+/// `GET`: a folder identity, its files and who holds them (PROTOCOL §3.12b).
 pub const FOLDER: &str = "/api/v1/folders/{id}";
 /// Server-wide counts.
 pub const STATS: &str = "/api/v1/stats";

@@ -400,13 +400,12 @@ pub async fn get(args: GetArgs, file: &ConfigFile, state: PathBuf) -> anyhow::Re
         bail!("--stdout takes one file, not a folder");
     }
     // A folder is always laid out in a folder of its own.
-    let count = targets.len().max(
-        targets
-            .iter()
-            .any(|t| matches!(t.what, Fetch::Folder(_)))
-            .then_some(2)
-            .unwrap_or(1),
-    );
+    let any_folder = targets.iter().any(|t| matches!(t.what, Fetch::Folder(_)));
+    let count = if any_folder {
+        targets.len().max(2)
+    } else {
+        targets.len()
+    };
     let destination = destination(&args, count, &state).await?;
     // Our key (shared with a local agent): never download from ourselves, and prove our
     // address with it when firewalled sources connect back.

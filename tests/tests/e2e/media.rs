@@ -465,11 +465,11 @@ async fn one_album_on_three_peers_is_one_release_and_downloads_whole_despite_a_l
     .unwrap();
     assert_eq!(top["folders"][0]["share"], "bob", "{top}");
     assert!(top["files"].as_array().unwrap().is_empty());
-    let rips = format!("bob/rips");
+    let rips = "bob/rips";
     let out = succeeded(peerdex_in(
         &work,
         &me,
-        &["browse", "--server", &url, &nick, &rips],
+        &["browse", "--server", &url, &nick, rips],
     ));
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -490,7 +490,7 @@ async fn one_album_on_three_peers_is_one_release_and_downloads_whole_despite_a_l
     succeeded(peerdex_in(
         &work,
         &me,
-        &["browse", "--server", &url, &nick, &rips],
+        &["browse", "--server", &url, &nick, rips],
     ));
     let out = succeeded(peerdex_in(&work, &me, &["get", "--dir", "again", "1"]));
     assert!(
