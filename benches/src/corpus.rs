@@ -344,6 +344,9 @@ pub struct Item {
     pub ext: &'static str,
     /// The words of its title and author, for queries.
     pub words: Vec<String>,
+    /// The tags a tagged copy has (music only; drawn from the item's hash, so the corpus's
+    /// random streams are the same with or without them).
+    pub tags: MediaTags,
 }
 
 impl Item {
@@ -357,6 +360,14 @@ impl Item {
             hash: self.hash,
             tags: MediaTags::default(),
             visibility: Default::default(),
+        }
+    }
+
+    /// [`Item::entry`] with the item's tags.
+    pub fn tagged_entry(&self, share: &str) -> ListEntry {
+        ListEntry {
+            tags: self.tags.clone(),
+            ..self.entry(share)
         }
     }
 }
@@ -595,6 +606,27 @@ impl Corpus {
             artist.join(" "),
             title_case(&album),
         );
+        let draw = hash.as_bytes()[0];
+        let lossless = ext == "flac";
+        let bitrate = if lossless {
+            700 + u32::from(draw) * 2
+        } else {
+            [128, 192, 256, 320][usize::from(draw % 4)]
+        };
+        let tags = MediaTags {
+            artist: Some(artist.join(" ")),
+            album: Some(title_case(&album)),
+            title: Some(title_text.clone()),
+            year: Some(year),
+            track: Some(track),
+            genre: Some(["Rock", "Jazz", "Pop", "Classical"][usize::from(draw % 4)].to_owned()),
+            duration_secs: Some((size * 8 / 1000 / u64::from(bitrate)).max(1) as u32),
+            bitrate_kbps: Some(bitrate),
+            sample_rate: Some(44_100),
+            channels: Some(2),
+            lossless: Some(lossless),
+            ..MediaTags::default()
+        };
         let words = artist.into_iter().chain(album).chain(title).collect();
         Item {
             path,
@@ -603,6 +635,7 @@ impl Corpus {
             collection: Collection::Music,
             ext,
             words,
+            tags,
         }
     }
 
@@ -638,6 +671,7 @@ impl Corpus {
             collection: Collection::Video,
             ext,
             words,
+            tags: MediaTags::default(),
         }
     }
 
@@ -664,6 +698,7 @@ impl Corpus {
             collection: Collection::Document,
             ext,
             words: author.into_iter().chain(title).collect(),
+            tags: MediaTags::default(),
         }
     }
 
@@ -694,12 +729,18 @@ impl Corpus {
             collection: Collection::Software,
             ext,
             words: name.split('-').map(str::to_owned).collect(),
+            tags: MediaTags::default(),
         }
     }
 
     /// Peer `peer`'s list of `len` entries: `shared_percent` from the catalogue (popular items
     /// more often, never twice), the rest unique to the peer. Paths are unique within the list.
     pub fn peer_list(&self, peer: u64, len: usize) -> Vec<ListEntry> {
+        self.peer_list_with(peer, len, false)
+    }
+
+    /// [`Corpus::peer_list`], the music tagged (`tags`) or not: the same files either way.
+    pub fn peer_list_with(&self, peer: u64, len: usize, tags: bool) -> Vec<ListEntry> {
         let mut rng = rng_for(self.seed, STREAM_PEER, peer);
         let mut taken = HashSet::new();
         let mut paths = HashSet::new();
@@ -723,7 +764,11 @@ impl Corpus {
                 self.unique_item(peer, unique)
             };
             if paths.insert(item.path.clone()) {
-                list.push(item.entry("shared"));
+                list.push(if tags {
+                    item.tagged_entry("shared")
+                } else {
+                    item.entry("shared")
+                });
             }
         }
         list

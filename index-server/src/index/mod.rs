@@ -376,6 +376,25 @@ impl SearchIndex {
         Ok(ram)
     }
 
+    /// An index in `dir` (emptied first) holding exactly `docs`, committed, for benchmarks
+    /// that compare index layouts without a database.
+    #[doc(hidden)]
+    pub fn build_from(
+        dir: &Path,
+        docs: impl IntoIterator<Item = FileDoc>,
+    ) -> Result<SearchIndex, IndexError> {
+        let _ = std::fs::remove_dir_all(dir);
+        let (index, _) = SearchIndex::open(dir)?;
+        let mut writer: IndexWriter = index.index.writer_with_num_threads(2, 512 << 20)?;
+        for doc in docs {
+            writer.add_document(index.document(&doc))?;
+        }
+        writer.commit()?;
+        writer.wait_merging_threads()?;
+        index.reader.reload()?;
+        Ok(index)
+    }
+
     /// Runs a search (blocking: call from a blocking thread). Returns the best `spec.want`
     /// contents of online peers, best first: by score, then by number of matching entries.
     ///

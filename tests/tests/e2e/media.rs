@@ -392,6 +392,26 @@ async fn one_album_on_three_peers_is_one_release_and_downloads_whole_despite_a_l
     std::fs::create_dir_all(&work).unwrap();
     let url = server.url.clone();
 
+    // Every copy is indexed (the index commits on a timer after the lists are stored).
+    wait_until(
+        "the release on three peers",
+        Duration::from_secs(20),
+        || {
+            let found = server.search("ok computer");
+            async move {
+                let found = found.await;
+                let peers = found.folders.first().map(|f| f.peers_online);
+                (peers == Some(3) && found.hits.len() == 6)
+                    .then_some(())
+                    .ok_or(format!(
+                        "{} hits, folders {:?}",
+                        found.hits.len(),
+                        found.folders
+                    ))
+            }
+        },
+    )
+    .await;
     let found = search_json(&work, &me, &url, &["ok", "computer"]);
     let folders = found["folders"].as_array().unwrap();
     assert_eq!(
