@@ -133,10 +133,11 @@ pub fn search(
     let scores: HashMap<ContentRef, f32> =
         found.groups.iter().map(|g| (g.content, g.score)).collect();
     let mut hits = Vec::with_capacity(page.len());
+    let mut owners = Vec::with_capacity(page.len());
     let page = db.holders_of(&page)?;
     for holders in &page {
         let score = scores.get(&holders.content).copied().unwrap_or(0.0);
-        hits.extend(to_hit(
+        if let Some((hit, owner)) = hit_and_owner(
             db,
             holders,
             score,
@@ -144,7 +145,24 @@ pub fn search(
             viewer,
             request.max_sources,
             Some(&request.spec.plan),
-        )?);
+        )? {
+            // Only kinds the agent reads tags of can have any: others cost no lookup.
+            let tagged = matches!(
+                hit.kind,
+                FileKind::Audio | FileKind::Video | FileKind::Document
+            );
+            owners.push(owner.filter(|_| tagged));
+            hits.push(hit);
+        }
+    }
+    let wanted: Vec<(usize, (PeerRef, &str, &str))> = owners
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| o.as_ref().map(|(p, s, f)| (i, (*p, &**s, &**f))))
+        .collect();
+    let places: Vec<(PeerRef, &str, &str)> = wanted.iter().map(|(_, p)| *p).collect();
+    for ((i, _), tags) in wanted.iter().zip(db.files_tags(&places)?) {
+        hits[*i].tags = tags;
     }
     let folders = folder_hits(db, &page, &*online, viewer, &request.spec.plan)?;
     Ok(SearchPage {
@@ -325,6 +343,23 @@ pub fn to_hit<O: OnlineFilter + ?Sized>(
     max_sources: usize,
     plan: Option<&QueryPlan>,
 ) -> Result<Option<SearchHit>, DbError> {
+    Ok(hit_and_owner(db, holders, score, online, viewer, max_sources, plan)?.map(|(hit, _)| hit))
+}
+
+/// The copy a hit is shown by: its peer, share and path.
+type ShownCopy = (PeerRef, Box<str>, Box<str>);
+
+/// [`to_hit`], and which copy the hit shows (its tags are read for the whole page at once);
+/// the hit's `tags` are left empty.
+fn hit_and_owner<O: OnlineFilter + ?Sized>(
+    db: &Db,
+    holders: &Holders,
+    score: f32,
+    online: &O,
+    viewer: Viewer<'_>,
+    max_sources: usize,
+    plan: Option<&QueryPlan>,
+) -> Result<Option<(SearchHit, Option<ShownCopy>)>, DbError> {
     let (mut reachable, mut others) = (Vec::new(), Vec::new());
     let mut sources_online = 0u64;
     let mut last_peer = None;
@@ -361,19 +396,14 @@ pub fn to_hit<O: OnlineFilter + ?Sized>(
         .to_string();
     let ext = extension_of(&name);
     let kind = FileKind::from_extension(&ext);
-    // Only kinds the agent reads tags of can have any: others cost no lookup.
-    let tags = if matches!(kind, FileKind::Audio | FileKind::Video | FileKind::Document) {
-        let owner = holders.copies.iter().find(|&&(peer, place, acl)| {
+    let owner = holders
+        .copies
+        .iter()
+        .find(|&&(peer, place, acl)| {
             std::ptr::eq(&holders.places[place as usize], shown) && viewer.lists(online, peer, acl)
-        });
-        match owner {
-            Some(&(peer, _, _)) => db.file_tags(peer, &shown.share, &shown.path)?,
-            None => MediaTags::default(),
-        }
-    } else {
-        MediaTags::default()
-    };
-    Ok(Some(SearchHit {
+        })
+        .map(|&(peer, _, _)| (peer, shown.share.clone(), shown.path.clone()));
+    let hit = SearchHit {
         hash: holders.hash,
         size: holders.size,
         kind,
@@ -391,8 +421,9 @@ pub fn to_hit<O: OnlineFilter + ?Sized>(
             })
             .collect(),
         locked: sources_online == 0,
-        tags,
-    }))
+        tags: MediaTags::default(),
+    };
+    Ok(Some((hit, owner)))
 }
 
 /// One size claimed for a hash, with the evidence for it (PROTOCOL §3.11).
@@ -457,7 +488,10 @@ pub fn claim<O: OnlineFilter + ?Sized>(
 const MAX_FOLDER_HITS: usize = 5;
 
 /// Copies per hit whose folders are looked at for folder results.
-const FOLDERS_PER_HIT: usize = 4;
+const FOLDERS_PER_HIT: usize = 2;
+
+/// Fewest significant files a folder result has: a folder of one file is that file's hit again.
+const MIN_FOLDER_FILES: u64 = 2;
 
 /// How a folder is shown: its last path component, or the share's name for a share's root.
 fn folder_name(row: &FolderRow) -> String {
@@ -587,13 +621,13 @@ pub fn folder_hits<O: OnlineFilter + ?Sized>(
     viewer: Viewer<'_>,
     plan: &QueryPlan,
 ) -> Result<Vec<FolderHit>, DbError> {
+    // The folders of the first copies the viewer sees of each hit, read at once.
     let mut looked = std::collections::HashSet::new();
-    let mut seen_ids = std::collections::HashSet::new();
-    let mut hits = Vec::new();
+    let mut candidates: Vec<(PeerRef, &str, &str)> = Vec::new();
     for holders in page {
         let mut taken = 0;
         for &(peer, place, acl) in &holders.copies {
-            if taken == FOLDERS_PER_HIT || hits.len() == MAX_FOLDER_HITS {
+            if taken == FOLDERS_PER_HIT {
                 break;
             }
             if !viewer.lists(online, peer, acl) {
@@ -601,33 +635,38 @@ pub fn folder_hits<O: OnlineFilter + ?Sized>(
             }
             let place = &holders.places[place as usize];
             let dir = crate::db::parent_dir(&place.path);
-            if !looked.insert((peer, place.share.clone(), dir.to_string())) {
-                continue;
+            if looked.insert((peer, &*place.share, dir)) {
+                taken += 1;
+                candidates.push((peer, &place.share, dir));
             }
-            taken += 1;
-            let Some(row) = db.folder(peer, &place.share, dir)? else {
-                continue;
-            };
-            let Some(id) = row.content_id else { continue };
-            if seen_ids.contains(&id) {
-                continue;
-            }
-            let tags_text = format!(
-                "{} {}",
-                row.album.as_deref().unwrap_or(""),
-                row.artist.as_deref().unwrap_or("")
-            );
-            if !plan.matches(&format!("{}/{}", row.share, row.path)) && !plan.matches(&tags_text) {
-                continue;
-            }
-            if let Some((hit, files, _)) = folder_hit(db, &row, online, viewer)?
-                && lists_all(online, viewer, &row, &files)
-            {
-                seen_ids.insert(id);
-                let contents: std::collections::BTreeSet<ContentRef> =
-                    files.iter().map(|f| f.content).collect();
-                hits.push((hit, contents));
-            }
+        }
+    }
+    let mut seen_ids = std::collections::HashSet::new();
+    let mut hits = Vec::new();
+    for row in db.folders_at(&candidates)? {
+        if hits.len() == MAX_FOLDER_HITS {
+            break;
+        }
+        let Some(row) = row else { continue };
+        let Some(id) = row.content_id else { continue };
+        if row.id_files < MIN_FOLDER_FILES || seen_ids.contains(&id) {
+            continue;
+        }
+        let tags_text = format!(
+            "{} {}",
+            row.album.as_deref().unwrap_or(""),
+            row.artist.as_deref().unwrap_or("")
+        );
+        if !plan.matches(&format!("{}/{}", row.share, row.path)) && !plan.matches(&tags_text) {
+            continue;
+        }
+        if let Some((hit, files, _)) = folder_hit(db, &row, online, viewer)?
+            && lists_all(online, viewer, &row, &files)
+        {
+            seen_ids.insert(id);
+            let contents: std::collections::BTreeSet<ContentRef> =
+                files.iter().map(|f| f.content).collect();
+            hits.push((hit, contents));
         }
     }
     // A folder holding only part of another one found here is a partial copy of that release

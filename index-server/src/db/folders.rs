@@ -5,7 +5,7 @@
 //! becomes active, a delta recomputes the folders it touched. Folders with only subfolders get a
 //! row too, so a share can be browsed one level at a time.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use peerdex_shared::folder::{FolderId, content_id, is_audio, is_significant};
 
@@ -177,7 +177,9 @@ pub(super) fn rebuild_folders(
 ) -> DbResult<()> {
     tx.prepare_cached("DELETE FROM folders WHERE peer = ?1 AND gen = ?2")?
         .execute(params![peer, generation])?;
-    let mut by_dir: HashMap<(String, String), Vec<FolderFile>> = HashMap::new();
+    // Sorted: the rows then go into the folders table in key order (appends, not random
+    // inserts), 0.5 s instead of 0.75 s for a list of 100,000 one-file folders.
+    let mut by_dir: BTreeMap<(String, String), Vec<FolderFile>> = BTreeMap::new();
     {
         let mut stmt = tx.prepare_cached(
             "SELECT f.share, f.path, f.content, c.hash, f.size, f.acl, f.tags, f.mtime FROM files f
@@ -203,8 +205,7 @@ pub(super) fn rebuild_folders(
         }
     }
     let mut empty: BTreeSet<(String, String)> = BTreeSet::new();
-    for ((share, dir), files) in &by_dir {
-        insert_folder(tx, generation, &summarize(peer, share, dir, files))?;
+    for (share, dir) in by_dir.keys() {
         for parent in ancestors(dir) {
             let key = (share.clone(), parent.to_string());
             if !by_dir.contains_key(&key) && !empty.insert(key) {
@@ -212,8 +213,12 @@ pub(super) fn rebuild_folders(
             }
         }
     }
-    for (share, dir) in empty {
-        insert_folder(tx, generation, &summarize(peer, &share, &dir, &[]))?;
+    let none = Vec::new();
+    let mut rows: Vec<(&(String, String), &Vec<FolderFile>)> = by_dir.iter().collect();
+    rows.extend(empty.iter().map(|key| (key, &none)));
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    for ((share, dir), files) in rows {
+        insert_folder(tx, generation, &summarize(peer, share, dir, files))?;
     }
     Ok(())
 }
@@ -338,18 +343,40 @@ const FOLDER_COLUMNS: &str = "fo.peer, fo.share, fo.path, fo.files, fo.bytes, fo
     fo.lossless";
 
 impl Db {
-    /// The tags of one file of a peer's active list (none when it has none or is gone).
-    pub fn file_tags(&self, peer: PeerRef, share: &str, path: &str) -> DbResult<MediaTags> {
+    /// The tags of files of peers' active lists, in the order asked (none for a file without
+    /// tags or gone). One reader for all: a page of hits asks for its shown copies at once.
+    pub fn files_tags(&self, files: &[(PeerRef, &str, &str)]) -> DbResult<Vec<MediaTags>> {
         self.read(|conn| {
-            let tags: Option<Option<String>> = conn
-                .prepare_cached(
-                    "SELECT f.tags FROM peers p JOIN files f
-                     ON f.peer = p.id AND f.gen = p.active_gen AND f.share = ?2 AND f.path = ?3
-                     WHERE p.id = ?1",
-                )?
-                .query_row(params![peer, share, path], |r| r.get(0))
-                .optional()?;
-            Ok(tags_from(tags.flatten()))
+            let mut stmt = conn.prepare_cached(
+                "SELECT f.tags FROM peers p JOIN files f
+                 ON f.peer = p.id AND f.gen = p.active_gen AND f.share = ?2 AND f.path = ?3
+                 WHERE p.id = ?1",
+            )?;
+            let mut out = Vec::with_capacity(files.len());
+            for (peer, share, path) in files {
+                let tags: Option<Option<String>> = stmt
+                    .query_row(params![peer, share, path], |r| r.get(0))
+                    .optional()?;
+                out.push(tags_from(tags.flatten()));
+            }
+            Ok(out)
+        })
+    }
+
+    /// The folders of peers' active lists at (share, path), in the order asked, with one reader.
+    pub fn folders_at(&self, places: &[(PeerRef, &str, &str)]) -> DbResult<Vec<Option<FolderRow>>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {FOLDER_COLUMNS} FROM folders fo
+                 JOIN peers p ON p.id = fo.peer AND fo.gen = p.active_gen
+                 WHERE fo.peer = ?1 AND fo.share = ?2 AND fo.path = ?3"
+            ))?;
+            let mut out = Vec::with_capacity(places.len());
+            for (peer, share, path) in places {
+                let mut rows = stmt.query(params![peer, share, path])?;
+                out.push(rows.next()?.map(folder_row).transpose()?);
+            }
+            Ok(out)
         })
     }
 

@@ -139,7 +139,17 @@ fn build_schema() -> (Schema, Fields) {
         acl: b.add_u64_field("acl", FAST),
         text: b.add_text_field("text", text_options.clone()),
         prefix: b.add_text_field("prefix", prefix_options),
-        tags: b.add_text_field("tags", text_options.clone()),
+        // No length norms: a word's score here depends on how rare it is, not on how many tags
+        // the file has (see `lone_word_query`).
+        tags: b.add_text_field(
+            "tags",
+            TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer(TOKENIZER_NAME)
+                    .set_index_option(IndexRecordOption::WithFreqs)
+                    .set_fieldnorms(false),
+            ),
+        ),
         artist: b.add_text_field("artist", text_options.clone()),
         album: b.add_text_field("album", text_options.clone()),
         title: b.add_text_field("title", text_options.clone()),
@@ -602,6 +612,8 @@ impl SearchIndex {
         if !tags.is_empty() {
             let text = doc.tag_text();
             if !text.is_empty() {
+                // Tag words are words of the file: found by the same term queries as paths.
+                d.add_text(self.fields.text, &text);
                 d.add_text(self.fields.tags, &text);
                 d.add_text(self.fields.prefix, &text);
             }

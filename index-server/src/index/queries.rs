@@ -1,23 +1,33 @@
 //! Building tantivy queries from a bounded plan: no user text reaches a query parser.
 
 use super::*;
-use tantivy::query::ConstScoreQuery;
-
-/// The score a clause earns by matching a tag: more than BM25 can give a path match (at most
-/// idf × (1 + k1) ≈ 2.2 × ln(1 + 2N), under 38 for 10M entries), so a word found in tags ranks
-/// above the same word found only in a folder name, whatever the words' frequencies. Among tag
-/// matches, a path match on top and then the number of copies decide.
-const TAG_MATCH_SCORE: f32 = 40.0;
-
-/// `query`, scoring [`TAG_MATCH_SCORE`] where it matches.
-fn tag_match(query: Box<dyn Query>) -> Box<dyn Query> {
-    Box::new(ConstScoreQuery::new(query, TAG_MATCH_SCORE))
-}
 
 impl SearchIndex {
+    /// A whole word alone in a query: in the text (path and tags) or, scoring again, in the
+    /// tags. The `tags` field has no length norms, so its score for a word is at least the best
+    /// a single occurrence in a path can score (and its idf at least the text's, the tags being
+    /// part of the text): a file with the word in its tags ranks above one with it once in a
+    /// folder name. Two term queries in a disjunction: tantivy still prunes (block-max WAND).
+    fn lone_word_query(&self, searcher: &tantivy::Searcher, term: &str) -> Box<dyn Query> {
+        let exact = TermQuery::new(
+            Term::from_field_text(self.fields.text, term),
+            IndexRecordOption::WithFreqs,
+        );
+        if !self.in_any_tag(searcher, term) {
+            return Box::new(exact);
+        }
+        let in_tags = TermQuery::new(
+            Term::from_field_text(self.fields.tags, term),
+            IndexRecordOption::WithFreqs,
+        );
+        Box::new(BooleanQuery::new(vec![
+            (Occur::Should, Box::new(exact) as Box<dyn Query>),
+            (Occur::Should, Box::new(in_tags)),
+        ]))
+    }
+
     pub(super) fn word_query(
         &self,
-        searcher: &tantivy::Searcher,
         term: &str,
         prefix: bool,
         max_expansions: u32,
@@ -30,18 +40,7 @@ impl SearchIndex {
         let t = Term::from_field_text(self.fields.text, term);
         let exact = TermQuery::new(t.clone(), IndexRecordOption::WithFreqs);
         if !prefix {
-            if !self.in_any_tag(searcher, term) {
-                return Box::new(exact);
-            }
-            // In a path or in the tags (scored above any path match).
-            let in_tags = Term::from_field_text(self.fields.tags, term);
-            return Box::new(BooleanQuery::new(vec![
-                (Occur::Should, Box::new(exact) as Box<dyn Query>),
-                (
-                    Occur::Should,
-                    tag_match(Box::new(TermQuery::new(in_tags, IndexRecordOption::Basic))),
-                ),
-            ]));
+            return Box::new(exact);
         }
         let mut starts_with = PhrasePrefixQuery::new(vec![t]);
         starts_with.set_max_expansions(max_expansions);
@@ -54,26 +53,17 @@ impl SearchIndex {
 
     pub(super) fn clause_query(
         &self,
-        searcher: &tantivy::Searcher,
         clause: &Clause,
         allow_prefix: bool,
         max_expansions: u32,
     ) -> Box<dyn Query> {
         match clause {
             Clause::Word { term, prefix } => {
-                self.word_query(searcher, term, *prefix && allow_prefix, max_expansions)
+                self.word_query(term, *prefix && allow_prefix, max_expansions)
             }
-            Clause::Phrase(terms) => {
-                let in_path = phrase(self.fields.text, terms);
-                if !terms.iter().all(|t| self.in_any_tag(searcher, t)) {
-                    return in_path;
-                }
-                Box::new(BooleanQuery::new(vec![
-                    (Occur::Should, in_path),
-                    (Occur::Should, tag_match(phrase(self.fields.tags, terms))),
-                ]))
-            }
-            Clause::Tag { field, terms } => tag_match(phrase(self.fields.of_tag(*field), terms)),
+            // The text holds the tags too: one phrase query finds them in either.
+            Clause::Phrase(terms) => phrase(self.fields.text, terms),
+            Clause::Tag { field, terms } => phrase(self.fields.of_tag(*field), terms),
         }
     }
 
@@ -84,19 +74,22 @@ impl SearchIndex {
         spec: &SearchSpec,
         allow_prefix: bool,
     ) -> Box<dyn Query> {
+        if let ([Clause::Word { term, .. }], []) =
+            (spec.plan.required.as_slice(), spec.plan.excluded.as_slice())
+            && !allow_prefix
+        {
+            return self.lone_word_query(searcher, term);
+        }
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for clause in &spec.plan.required {
             clauses.push((
                 Occur::Must,
-                self.clause_query(searcher, clause, allow_prefix, spec.max_prefix_expansions),
+                self.clause_query(clause, allow_prefix, spec.max_prefix_expansions),
             ));
         }
         // Exclusions are exact: `-live` should not also hide "liverpool".
         for clause in &spec.plan.excluded {
-            clauses.push((
-                Occur::MustNot,
-                self.clause_query(searcher, clause, false, 0),
-            ));
+            clauses.push((Occur::MustNot, self.clause_query(clause, false, 0)));
         }
         // Filters are not clauses: the collector checks them on fast fields (see `Filters`).
         // A lone term query keeps tantivy's block-max pruning for single terms.
