@@ -300,19 +300,19 @@ fn speed_and_eta(rate: Option<f64>, left: u64) -> String {
     }
 }
 
+/// The progress bar: the message (name and state) takes what the fixed parts leave, cut to fit.
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{wide_msg} [{bar:20}] {bytes:>9}/{total_bytes:9} {prefix}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
 /// Shows progress until `done`: a bar fitted to the terminal's width on a terminal, a log line
 /// every 10 s otherwise (visible with `RUST_LOG=info`); notes (dropped sources) either way.
 async fn show_progress(progress: Arc<DownloadProgress>, label: String, done: CancellationToken) {
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-        // The message (name and state) takes what the fixed parts leave, cut to fit.
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{wide_msg} [{bar:20}] {bytes:>9}/{total_bytes:9} {prefix}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
+        bar.set_style(bar_style());
         bar
     });
     let mut rate = Rate::new();
@@ -656,13 +656,7 @@ async fn show_folder_progress(
 ) {
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{wide_msg} [{bar:20}] {bytes:>9}/{total_bytes:9} {prefix}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
+        bar.set_style(bar_style());
         bar.set_message(label.clone());
         bar
     });

@@ -182,26 +182,15 @@ pub(super) fn rebuild_folders(
     let mut by_dir: BTreeMap<(String, String), Vec<FolderFile>> = BTreeMap::new();
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT f.share, f.path, f.content, c.hash, f.size, f.acl, f.tags, f.mtime FROM files f
+            "SELECT f.share, f.path, f.content, c.hash, f.size, f.mtime, f.acl, f.tags FROM files f
              JOIN contents c ON c.id = f.content WHERE f.peer = ?1 AND f.gen = ?2",
         )?;
         let mut rows = stmt.query(params![peer, generation])?;
         while let Some(r) = rows.next()? {
             let share: String = r.get(0)?;
-            let path: String = r.get(1)?;
-            let (dir, name) = match path.rsplit_once('/') {
-                Some((dir, name)) => (dir.to_string(), name.to_string()),
-                None => (String::new(), path.clone()),
-            };
-            by_dir.entry((share, dir)).or_default().push(FolderFile {
-                name,
-                content: r.get(2)?,
-                hash: FileHash::from_bytes(blob32(r.get(3)?)?),
-                size: r.get::<_, i64>(4)? as u64,
-                mtime: r.get(7)?,
-                acl: r.get(5)?,
-                tags: tags_from(r.get(6)?),
-            });
+            let (path, file) = folder_file(r, 1)?;
+            let dir = parent_dir(&path).to_string();
+            by_dir.entry((share, dir)).or_default().push(file);
         }
     }
     let mut empty: BTreeSet<(String, String)> = BTreeSet::new();
@@ -223,6 +212,22 @@ pub(super) fn rebuild_folders(
     Ok(())
 }
 
+/// A file's path and [`FolderFile`] from the columns `path, content, hash, size, mtime, acl,
+/// tags` starting at `at`.
+fn folder_file(r: &rusqlite::Row<'_>, at: usize) -> DbResult<(String, FolderFile)> {
+    let path: String = r.get(at)?;
+    let file = FolderFile {
+        name: path.rsplit('/').next().unwrap_or(&path).to_string(),
+        content: r.get(at + 1)?,
+        hash: FileHash::from_bytes(blob32(r.get(at + 2)?)?),
+        size: r.get::<_, i64>(at + 3)? as u64,
+        mtime: r.get(at + 4)?,
+        acl: r.get(at + 5)?,
+        tags: tags_from(r.get(at + 6)?),
+    };
+    Ok((path, file))
+}
+
 /// The files directly in one folder of a generation.
 fn direct_files(
     tx: &Connection,
@@ -233,7 +238,7 @@ fn direct_files(
 ) -> DbResult<Vec<FolderFile>> {
     let (lo, hi) = subtree_bounds(dir);
     let mut stmt = tx.prepare_cached(
-        "SELECT f.path, f.content, c.hash, f.size, f.acl, f.tags, f.mtime FROM files f
+        "SELECT f.path, f.content, c.hash, f.size, f.mtime, f.acl, f.tags FROM files f
          JOIN contents c ON c.id = f.content
          WHERE f.peer = ?1 AND f.gen = ?2 AND f.share = ?3 AND f.path > ?4 AND f.path < ?5
            AND instr(substr(f.path, length(?4) + 1), '/') = 0",
@@ -241,16 +246,7 @@ fn direct_files(
     let mut rows = stmt.query(params![peer, generation, share, lo, hi])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        let path: String = r.get(0)?;
-        out.push(FolderFile {
-            name: path.rsplit('/').next().unwrap_or(&path).to_string(),
-            content: r.get(1)?,
-            hash: FileHash::from_bytes(blob32(r.get(2)?)?),
-            size: r.get::<_, i64>(3)? as u64,
-            mtime: r.get(6)?,
-            acl: r.get(4)?,
-            tags: tags_from(r.get(5)?),
-        });
+        out.push(folder_file(r, 0)?.1);
     }
     Ok(out)
 }
