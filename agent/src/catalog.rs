@@ -432,7 +432,7 @@ impl CatalogReader {
                 size: copy.size,
                 mtime: copy.mtime,
                 hash: copy.hash,
-                tags: tags_from(copy.tags.clone()),
+                tags: MediaTags::from_stored(copy.tags.clone()),
                 // The sync loop sets it from the share's rules as it sends.
                 visibility: Default::default(),
             };
@@ -576,18 +576,6 @@ fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(())
-}
-
-/// Tags as the catalog stores them: JSON, `NULL` when there are none.
-fn tags_column(tags: &MediaTags) -> Option<String> {
-    (!tags.is_empty()).then(|| serde_json::to_string(tags).unwrap_or_default())
-}
-
-/// Tags from their column; a value this build cannot read counts as none.
-fn tags_from(column: Option<String>) -> MediaTags {
-    column
-        .and_then(|json| serde_json::from_str(&json).ok())
-        .unwrap_or_default()
 }
 
 fn hash_from(blob: Option<Vec<u8>>) -> Option<FileHash> {
@@ -827,7 +815,7 @@ impl Catalog {
                     file.stat.size as i64,
                     file.stat.mtime_ns,
                     file.stat.inode as i64,
-                    tags_column(tags)
+                    tags.to_stored()
                 ])?;
             if n > 0 && !cvs.is_empty() {
                 tx.prepare_cached("INSERT OR IGNORE INTO pieces(hash, cvs) VALUES (?1, ?2)")?
@@ -847,7 +835,7 @@ impl Catalog {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut changed = 0;
         for (file, tags) in results {
-            let tags = tags_column(tags);
+            let tags = tags.to_stored();
             let args = params![
                 file.key.share,
                 file.key.dir,
@@ -966,7 +954,7 @@ impl Catalog {
                     size: row.get::<_, i64>(3)? as u64,
                     mtime: mtime_secs(row.get(4)?),
                     hash,
-                    tags: tags_from(row.get(6)?),
+                    tags: MediaTags::from_stored(row.get(6)?),
                     visibility: Default::default(),
                 };
                 if !send(entry) {

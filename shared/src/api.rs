@@ -128,6 +128,18 @@ impl MediaTags {
         *self == MediaTags::default()
     }
 
+    /// The form both sides store tags in (SQLite text): JSON, `None` when there are none.
+    pub fn to_stored(&self) -> Option<String> {
+        (!self.is_empty()).then(|| serde_json::to_string(self).unwrap_or_default())
+    }
+
+    /// Tags from their stored form; a value this build cannot read counts as none.
+    pub fn from_stored(stored: Option<String>) -> MediaTags {
+        stored
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default()
+    }
+
     /// The text tags by field name, as validation and indexing see them.
     pub fn texts(&self) -> [(&'static str, Option<&str>); 5] {
         [

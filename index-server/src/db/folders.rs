@@ -223,7 +223,7 @@ fn folder_file(r: &rusqlite::Row<'_>, at: usize) -> DbResult<(String, FolderFile
         size: r.get::<_, i64>(at + 3)? as u64,
         mtime: r.get(at + 4)?,
         acl: r.get(at + 5)?,
-        tags: tags_from(r.get(at + 6)?),
+        tags: MediaTags::from_stored(r.get(at + 6)?),
     };
     Ok((path, file))
 }
@@ -353,7 +353,7 @@ impl Db {
                 let tags: Option<Option<String>> = stmt
                     .query_row(params![peer, share, path], |r| r.get(0))
                     .optional()?;
-                out.push(tags_from(tags.flatten()));
+                out.push(MediaTags::from_stored(tags.flatten()));
             }
             Ok(out)
         })
@@ -378,15 +378,7 @@ impl Db {
 
     /// The folder of a peer's active list at (share, path).
     pub fn folder(&self, peer: PeerRef, share: &str, path: &str) -> DbResult<Option<FolderRow>> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {FOLDER_COLUMNS} FROM folders fo
-                 JOIN peers p ON p.id = fo.peer AND fo.gen = p.active_gen
-                 WHERE fo.peer = ?1 AND fo.share = ?2 AND fo.path = ?3"
-            ))?;
-            let mut rows = stmt.query(params![peer, share, path])?;
-            rows.next()?.map(folder_row).transpose()
-        })
+        Ok(self.folders_at(&[(peer, share, path)])?.pop().flatten())
     }
 
     /// Every active folder with this identity, in every peer's list (at most `limit`).

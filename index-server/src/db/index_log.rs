@@ -65,7 +65,7 @@ impl Db {
                     path: r.get(3)?,
                     size: r.get::<_, i64>(4)? as u64,
                     acl: r.get(5)?,
-                    tags: super::tags_from(r.get(6)?),
+                    tags: MediaTags::from_stored(r.get(6)?),
                 };
                 if let Err(e) = each(doc) {
                     failed = Some(e);
@@ -94,7 +94,7 @@ impl Db {
                         path: r.get(4)?,
                         size: r.get::<_, i64>(5)? as u64,
                         acl: r.get(6)?,
-                        tags: super::tags_from(r.get(7)?),
+                        tags: MediaTags::from_stored(r.get(7)?),
                     })
                 })
                 .optional()?)

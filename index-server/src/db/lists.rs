@@ -172,7 +172,7 @@ impl Db {
                         )?
                         .query_row(
                             params![peer, generation, entry.share, entry.path, entry.size as i64,
-                                    entry.mtime, content, tags_json(&entry.tags), acl],
+                                    entry.mtime, content, entry.tags.to_stored(), acl],
                             |r| r.get(0),
                         )
                         .optional()?
@@ -297,10 +297,6 @@ fn mark_stale(tx: &Connection, peer: PeerRef, generation: Generation) -> rusqlit
     Ok(())
 }
 
-fn tags_json(tags: &MediaTags) -> Option<String> {
-    (!tags.is_empty()).then(|| serde_json::to_string(tags).unwrap_or_default())
-}
-
 fn upsert_content(tx: &Connection, hash: &FileHash, size: u64) -> rusqlite::Result<ContentRef> {
     tx.prepare_cached(
         "INSERT INTO contents (hash, size) VALUES (?1, ?2)
@@ -340,7 +336,7 @@ fn insert_file(
                 entry.size as i64,
                 entry.mtime,
                 content,
-                tags_json(&entry.tags),
+                entry.tags.to_stored(),
                 acl
             ],
             |r| r.get(0),

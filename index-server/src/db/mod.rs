@@ -338,13 +338,6 @@ pub(crate) fn rebuild_all_folders(tx: &rusqlite::Transaction<'_>) -> rusqlite::R
     Ok(())
 }
 
-/// Tags from their column (JSON); a value this build cannot read counts as none.
-pub(crate) fn tags_from(column: Option<String>) -> MediaTags {
-    column
-        .and_then(|json| serde_json::from_str(&json).ok())
-        .unwrap_or_default()
-}
-
 /// A row of a browse listing.
 #[derive(Debug, Clone)]
 pub struct BrowseRow {

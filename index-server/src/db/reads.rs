@@ -135,7 +135,7 @@ impl Db {
                     size: r.get::<_, i64>(2)? as u64,
                     mtime: r.get(3)?,
                     hash: FileHash::from_bytes(blob32(r.get(4)?)?),
-                    tags: super::tags_from(r.get(6)?),
+                    tags: MediaTags::from_stored(r.get(6)?),
                 });
             }
             Ok(out)
