@@ -18,6 +18,9 @@ use peerdex_shared::pieces::{PieceCv, decode_cvs, encode_cvs};
 use peerdex_sqlite::Migration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+mod transfers;
+pub use transfers::{Destination, NewTransfer, Stored, TransferRow};
+
 /// File name of the catalog in the state directory.
 pub const CATALOG_FILE: &str = "catalog.sqlite3";
 
@@ -518,6 +521,12 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "media tags per file version, and the server's copy of them",
         rewrites_data: false,
         apply: |tx| tx.execute_batch(VERSION_2),
+    },
+    Migration {
+        version: 3,
+        description: "the transfer queue",
+        rewrites_data: false,
+        apply: |tx| tx.execute_batch(transfers::VERSION_3),
     },
 ];
 

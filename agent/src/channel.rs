@@ -146,6 +146,14 @@ impl DialLimiter {
     }
 }
 
+/// What a ticket's connection serves, and to whom.
+fn on_ticket(ticket: &Ticket) -> super::serve::OnTicket {
+    super::serve::OnTicket {
+        hash: ticket.hash,
+        downloader: ticket.downloader,
+    }
+}
+
 /// Everything the control channel needs.
 pub struct Channel {
     /// Index server URL.
@@ -159,105 +167,37 @@ pub struct Channel {
     /// Connections opened on tickets at once (each is an outbound connection).
     pub connections: Arc<tokio::sync::Semaphore>,
     /// Downloads of wishes' matches (`auto_download`).
-    pub auto: Option<Arc<AutoDownloads>>,
+    pub auto: Option<AutoDownloads>,
 }
 
-/// Downloads the agent makes by itself: matches of its account's wishes that asked for it.
+/// Downloads the agent makes by itself: matches of its account's wishes that asked for it, put
+/// in its transfer queue like any other download.
 pub struct AutoDownloads {
-    /// This peer's key (proves grants; never a source to itself).
-    pub identity: peerdex_client::Identity,
-    /// Where downloads go.
+    /// The agent's queue.
+    pub queue: Arc<crate::transfers::TransferQueue>,
+    /// Where they go.
     pub dir: std::path::PathBuf,
-    /// Downloads at once.
-    pub slots: Arc<tokio::sync::Semaphore>,
 }
-
-/// Auto-downloads running at once; more wait for a slot.
-const AUTO_DOWNLOADS_AT_ONCE: usize = 2;
 
 impl AutoDownloads {
-    /// Downloads for this agent into `dir`.
-    pub fn new(identity: peerdex_client::Identity, dir: std::path::PathBuf) -> Arc<AutoDownloads> {
-        Arc::new(AutoDownloads {
-            identity,
-            dir,
-            slots: Arc::new(tokio::sync::Semaphore::new(AUTO_DOWNLOADS_AT_ONCE)),
-        })
-    }
-
-    /// Fetches `hash` (a match of wish `wish`) in the background, verified, then reports how it
-    /// went as a `download` event of the account.
-    fn fetch(
-        self: &Arc<Self>,
-        url: &str,
-        session: &Session,
-        wish: u64,
-        hash: peerdex_shared::FileHash,
-        name: String,
-        stop: &CancellationToken,
-    ) {
-        let (this, stop) = (self.clone(), stop.clone());
-        let Ok(reporter) = ServerClient::new(url) else {
-            return;
+    /// Queues `hash` (a match of wish `wish`); the queue reports how it went as a `download`
+    /// event of the account.
+    fn fetch(&self, wish: u64, hash: peerdex_shared::FileHash, name: String) {
+        let new = crate::catalog::NewTransfer {
+            hash,
+            name: Some(name),
+            destination: crate::catalog::Destination::Dir(self.dir.clone()),
+            label: format!("wish {wish}"),
+            priority: 0,
+            force: false,
+            wish: Some(wish),
         };
-        let reporter = reporter.with_session(session.peer, session.token.clone());
-        // The session token is also what makes searches and sources see what the account may.
-        let finder = Arc::new(
-            reporter
-                .clone()
-                .with_account_token(Some(session.token.clone())),
-        );
-        tokio::spawn(
-            async move {
-                let Ok(_slot) = this.slots.clone().acquire_owned().await else {
-                    return;
-                };
-                if let Err(e) = std::fs::create_dir_all(&this.dir) {
-                    warn!(error = %e, "cannot make the download folder");
-                }
-                let options = peerdex_download::DownloadOptions {
-                    identity: Some(this.identity.clone()),
-                    exclude_peer: Some(this.identity.peer_id()),
-                    accept_connections: false,
-                    ..Default::default()
-                };
-                let request = peerdex_download::DownloadRequest {
-                    hash,
-                    name: Some(name.clone()),
-                    destination: peerdex_download::Destination::Dir(this.dir.clone()),
-                };
-                let outcome = peerdex_download::download(
-                    finder,
-                    &request,
-                    &options,
-                    Arc::new(peerdex_download::DownloadProgress::default()),
-                    stop,
-                )
-                .await;
-                let (ok, detail) = match &outcome {
-                    Ok(report) => (
-                        true,
-                        report
-                            .path
-                            .as_ref()
-                            .map_or_else(String::new, |p| p.display().to_string()),
-                    ),
-                    Err(e) => (false, e.to_string()),
-                };
-                info!(%hash, ok, detail, "wish match downloaded");
-                let event = peerdex_shared::social::Event::Download {
-                    wish,
-                    hash,
-                    name,
-                    ok,
-                    detail,
-                };
-                if let Err(e) = reporter.report_event(&event).await {
-                    warn!(error = %e, "could not report the download to the server");
-                }
+        let queue = self.queue.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = queue.add(&[new]) {
+                warn!(error = %e, "cannot queue a wish's match");
             }
-            .instrument(info_span!("auto-download", %hash)),
-        );
+        });
     }
 }
 
@@ -267,7 +207,7 @@ impl Channel {
         url: String,
         files: Arc<FileServer>,
         link: Arc<Link>,
-        auto: Option<Arc<AutoDownloads>>,
+        auto: Option<AutoDownloads>,
     ) -> Channel {
         Channel {
             url,
@@ -394,9 +334,15 @@ impl Channel {
             }
             ControlMessage::Ping => return,
             ControlMessage::Event { event } => {
-                // The account's events reach the agent too; it logs them for its user, and
-                // fetches the matches of wishes that asked for it.
+                // The account's events reach the agent too; it logs them for its user,
+                // fetches the matches of wishes that asked for it, and, when a contact comes
+                // online, asks again for the sources of waiting downloads.
                 info!(kind = event.event.kind(), id = event.id, "event");
+                if let (peerdex_shared::social::Event::Presence { online: true, .. }, Some(auto)) =
+                    (&event.event, &self.auto)
+                {
+                    auto.queue.sources_may_have_returned();
+                }
                 if let peerdex_shared::social::Event::WishHit {
                     wish,
                     hash,
@@ -406,7 +352,7 @@ impl Channel {
                 } = &event.event
                     && let Some(auto) = &self.auto
                 {
-                    auto.fetch(&self.url, session, *wish, *hash, name.clone(), stop);
+                    auto.fetch(*wish, *hash, name.clone());
                 }
                 return;
             }
@@ -480,7 +426,7 @@ async fn reverse(
         .await?;
     debug!(%addr, "reverse connection open");
     files
-        .serve_io(TokioIo::new(stream), addr, Some(ticket.hash), stop)
+        .serve_io(TokioIo::new(stream), addr, Some(on_ticket(ticket)), stop)
         .await;
     Ok(())
 }
@@ -504,7 +450,7 @@ async fn relay(
         .map_err(std::io::Error::other)?;
     debug!("relay connection open");
     files
-        .serve_io(upgraded, server_addr, Some(ticket.hash), stop)
+        .serve_io(upgraded, server_addr, Some(on_ticket(ticket)), stop)
         .await;
     Ok(())
 }

@@ -51,6 +51,19 @@ pub struct DownloadConfig {
     /// Share what is downloaded (as the share `downloads`) once it is complete.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub share: Option<bool>,
+    /// Downloads the agent runs at once [default: 3]; more wait in its queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_active: Option<usize>,
+    /// Longest pause, in seconds, between two asks for the sources of a waiting download
+    /// [default: 10].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_max_secs: Option<u64>,
+    /// Sources one download uses at once [default: 4].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_sources: Option<usize>,
+    /// Finished downloads kept in the transfer list [default: 500].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<usize>,
 }
 
 /// Name of the share holding downloads.

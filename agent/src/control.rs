@@ -2,9 +2,13 @@
 //! command line talks to the running agent: `peerdex status` reads its status, `peerdex share`
 //! and `unshare` make it pick up the changed config file at once. No network port is involved.
 //!
+//! `peerdex get` hands downloads to its transfer queue and `peerdex transfers` lists and steers
+//! them.
+//!
 //! Protocol: connect, write one JSON [`Request`] line, read one JSON document until the agent
-//! closes: an [`AgentStatus`] for `status`, a [`ShareChange`] (or `{"error": …}`) for
-//! `reload_shares`.
+//! closes: an [`AgentStatus`] for `status`, a [`ShareChange`] for `reload_shares`, the ids for
+//! `add_transfers`, a [`TransferList`] for `transfers`, a [`TransferView`] for
+//! `transfer_action`; `{"error": …}` when the request failed.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +21,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::AgentStatus;
+use super::catalog::NewTransfer;
+use super::transfers::{Action, TransferView};
+use super::{AgentStatus, TransferList};
 
 /// File name of the socket in the state directory.
 pub const SOCKET_FILE: &str = "agent.sock";
@@ -25,17 +31,35 @@ pub const SOCKET_FILE: &str = "agent.sock";
 /// Largest answer accepted from the agent.
 const MAX_ANSWER_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Longest request line the agent reads.
-const MAX_REQUEST_BYTES: u64 = 4096;
+/// Longest request line the agent reads (a folder's files queued at once).
+const MAX_REQUEST_BYTES: u64 = 4 * 1024 * 1024;
 
 /// What the command line asks the agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Request {
     /// The agent's status.
     Status,
     /// Read the shares from the config file again and serve exactly those.
     ReloadShares,
+    /// Queue downloads.
+    AddTransfers {
+        /// What to download.
+        transfers: Vec<NewTransfer>,
+    },
+    /// The transfer list, with `history` finished downloads.
+    Transfers {
+        /// Finished downloads to include.
+        history: usize,
+    },
+    /// Pause, resume, cancel, retry or re-prioritise one download.
+    TransferAction {
+        /// The download.
+        id: u64,
+        /// What to do.
+        #[serde(flatten)]
+        action: Action,
+    },
 }
 
 /// How the agent's shares changed on `reload_shares`.
@@ -55,6 +79,12 @@ pub trait Controls: Send + Sync + 'static {
     fn status(&self) -> AgentStatus;
     /// Re-reads the shares from the config file and applies them (blocking).
     fn reload_shares(&self) -> anyhow::Result<ShareChange>;
+    /// Queues downloads; returns their ids (blocking).
+    fn add_transfers(&self, transfers: &[NewTransfer]) -> anyhow::Result<Vec<u64>>;
+    /// The transfer list (blocking).
+    fn transfers(&self, history: usize) -> anyhow::Result<TransferList>;
+    /// Acts on one download (blocking).
+    fn transfer_action(&self, id: u64, action: Action) -> anyhow::Result<TransferView>;
 }
 
 /// Binds the socket; fails when another agent is already running on this state directory.
@@ -123,11 +153,64 @@ async fn answer(stream: UnixStream, controls: Arc<dyn Controls>) {
             };
             document.to_string().into_bytes()
         }
+        Ok(Request::AddTransfers { transfers }) => {
+            document(move || controls.add_transfers(&transfers)).await
+        }
+        Ok(Request::Transfers { history }) => document(move || controls.transfers(history)).await,
+        Ok(Request::TransferAction { id, action }) => {
+            document(move || controls.transfer_action(id, action)).await
+        }
         Err(e) => serde_json::json!({ "error": format!("unknown request: {e}") })
             .to_string()
             .into_bytes(),
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), write.write_all(&body)).await;
+}
+
+/// Runs a blocking control call and turns its outcome into the answer's JSON: the value, or
+/// `{"error": …}`.
+async fn document<T: Serialize + Send + 'static>(
+    call: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Vec<u8> {
+    let value = match tokio::task::spawn_blocking(call).await {
+        Ok(Ok(value)) => serde_json::to_value(&value).unwrap_or_default(),
+        Ok(Err(e)) => serde_json::json!({ "error": format!("{e:#}") }),
+        Err(_) => serde_json::json!({ "error": "the agent's task failed" }),
+    };
+    value.to_string().into_bytes()
+}
+
+/// Sends `request` and reads a document answer, turning `{"error": …}` into an error.
+async fn ask_document<T: serde::de::DeserializeOwned>(
+    state: &Path,
+    request: Request,
+) -> anyhow::Result<T> {
+    let body = ask(state, request).await?;
+    let document: serde_json::Value =
+        serde_json::from_slice(&body).context("the agent's answer is not valid")?;
+    if let Some(error) = document.get("error").and_then(|e| e.as_str()) {
+        bail!("{error}");
+    }
+    serde_json::from_value(document).context("the agent's answer is not valid")
+}
+
+/// Queues downloads in the agent running on `state`; returns their ids.
+pub async fn add_transfers(state: &Path, transfers: Vec<NewTransfer>) -> anyhow::Result<Vec<u64>> {
+    ask_document(state, Request::AddTransfers { transfers }).await
+}
+
+/// The transfer list of the agent running on `state`.
+pub async fn transfers(state: &Path, history: usize) -> anyhow::Result<TransferList> {
+    ask_document(state, Request::Transfers { history }).await
+}
+
+/// Acts on download `id` of the agent running on `state`.
+pub async fn transfer_action(
+    state: &Path,
+    id: u64,
+    action: Action,
+) -> anyhow::Result<TransferView> {
+    ask_document(state, Request::TransferAction { id, action }).await
 }
 
 /// Sends `request` to the agent running on `state` and returns its answer.

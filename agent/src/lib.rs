@@ -19,9 +19,13 @@ mod serve;
 mod slots;
 mod sync;
 mod tags;
+pub mod transfers;
 mod watch;
 
-pub use catalog::{CATALOG_FILE, MIGRATIONS as CATALOG_MIGRATIONS, ShareCounts};
+pub use catalog::{
+    CATALOG_FILE, Destination, MIGRATIONS as CATALOG_MIGRATIONS, NewTransfer, ShareCounts, Stored,
+    TransferRow,
+};
 pub use link::LinkStatus;
 pub use progress::{ProgressSnapshot, Unshareable};
 pub use serve::UploadInfo;
@@ -120,6 +124,22 @@ pub struct AgentStatus {
     pub progress: ProgressSnapshot,
     /// Uploads.
     pub uploads: UploadStatus,
+    /// Downloads not finished (queued, running, waiting, paused), with what each waits for.
+    #[serde(default)]
+    pub downloads: Vec<transfers::TransferView>,
+}
+
+/// What `peerdex transfers` shows.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TransferList {
+    /// Downloads: open ones in the order they run, then the latest finished ones.
+    pub downloads: Vec<transfers::TransferView>,
+    /// Uploads running now.
+    pub uploads: Vec<UploadInfo>,
+    /// Requests waiting in our upload queue.
+    pub uploads_queued: usize,
+    /// Downloads run at once.
+    pub max_active: usize,
 }
 
 /// The shares the agent serves now. The whole list is replaced when `peerdex share` or
@@ -193,6 +213,11 @@ impl AgentHandle {
         self.controls.reload_shares()
     }
 
+    /// The transfer queue.
+    pub fn transfers(&self) -> &Arc<transfers::TransferQueue> {
+        &self.controls.queue
+    }
+
     /// Resolves when the agent hit a failure that retrying cannot mend, with the reason; it
     /// then does nothing useful and should be shut down.
     pub async fn failed(&self) -> String {
@@ -227,6 +252,8 @@ struct AgentControls {
     events: Arc<Events>,
     /// Serialises reloads: two at once would both diff against the same old list.
     reloading: Mutex<()>,
+    /// The downloads the agent owns.
+    queue: Arc<transfers::TransferQueue>,
 }
 
 impl Controls for AgentControls {
@@ -265,7 +292,51 @@ impl Controls for AgentControls {
                 completed: stats.completed.load(Ordering::Relaxed),
                 refused: stats.refused.load(Ordering::Relaxed),
             },
+            downloads: self
+                .queue
+                .list(0)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|t| !t.row.state.finished())
+                .collect(),
         }
+    }
+
+    fn add_transfers(&self, new: &[NewTransfer]) -> anyhow::Result<Vec<u64>> {
+        let new: Vec<NewTransfer> = new
+            .iter()
+            .cloned()
+            .map(|mut t| {
+                t.destination = match t.destination {
+                    Destination::Dir(d) => Destination::Dir(transfers::absolute(d)),
+                    Destination::File(f) => Destination::File(transfers::absolute(f)),
+                };
+                t
+            })
+            .collect();
+        Ok(self.queue.add(&new)?)
+    }
+
+    fn transfers(&self, history: usize) -> anyhow::Result<TransferList> {
+        let (_, queued) = self.files.slot_usage();
+        Ok(TransferList {
+            downloads: self.queue.list(history)?,
+            uploads: self.files.stats.active(),
+            uploads_queued: queued,
+            max_active: self
+                .config
+                .download
+                .max_active
+                .unwrap_or(DEFAULT_MAX_ACTIVE),
+        })
+    }
+
+    fn transfer_action(
+        &self,
+        id: u64,
+        action: transfers::Action,
+    ) -> anyhow::Result<transfers::TransferView> {
+        Ok(self.queue.act(id, action)?)
     }
 
     fn reload_shares(&self) -> anyhow::Result<ShareChange> {
@@ -302,6 +373,9 @@ impl Controls for AgentControls {
         Ok(change)
     }
 }
+
+/// Downloads run at once unless `download.max_active` says otherwise.
+pub const DEFAULT_MAX_ACTIVE: usize = 3;
 
 /// Starts the agent: opens the state, binds the file server and control socket, and spawns the
 /// scanner, hasher, watcher and server sync.
@@ -382,15 +456,38 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
             .context("starting the hash thread")?
     };
 
+    let queue = transfers::TransferQueue::new(
+        catalog.clone(),
+        transfers::QueueSettings {
+            max_active: config
+                .download
+                .max_active
+                .unwrap_or(DEFAULT_MAX_ACTIVE)
+                .max(1),
+            retry_max: Duration::from_secs(config.download.retry_max_secs.unwrap_or(10).max(1)),
+            max_sources: config.download.max_sources.unwrap_or(4).max(1),
+            history: config.download.history.unwrap_or(500),
+            accept_connections: serve_addr.is_some(),
+        },
+        identity.clone(),
+        config.server.clone(),
+        link.sessions(),
+    );
+    tasks.spawn(
+        queue
+            .clone()
+            .run(stop.clone())
+            .instrument(info_span!("transfers")),
+    );
     tasks.spawn(
         channel::Channel::new(
             config.server.clone(),
             files.clone(),
             link.clone(),
-            Some(channel::AutoDownloads::new(
-                identity.clone(),
-                config.download_dir.clone(),
-            )),
+            Some(channel::AutoDownloads {
+                queue: queue.clone(),
+                dir: config.download_dir.clone(),
+            }),
         )
         .run(stop.clone())
         .instrument(info_span!("control")),
@@ -445,6 +542,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         shares: shares_tx,
         events,
         reloading: Mutex::new(()),
+        queue,
     });
     tasks.spawn(control::serve(
         control_listener,

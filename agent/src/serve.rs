@@ -30,7 +30,7 @@ use peerdex_shared::peer::{
     self, CONNECT_BACK_PATH, MAX_PROOF_PIECES, parse_blob_path, peer_bucket,
 };
 use peerdex_shared::pieces::{PIECE_SIZE, build_proof, encode_cvs, piece_count};
-use peerdex_shared::{FileHash, PeerSignature};
+use peerdex_shared::{FileHash, PeerId, PeerSignature};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +42,7 @@ use super::config::UploadConfig;
 use super::events::Events;
 use super::hash::open_shared;
 use super::link::Session;
-use super::slots::{Bandwidth, Refusal, SlotGuard, SlotLimits, Slots};
+use super::slots::{Bandwidth, Downloader, Refusal, SlotGuard, SlotLimits, Slots};
 use peerdex_client::Identity;
 
 /// Bytes read from disk and handed to the socket at a time.
@@ -53,7 +53,7 @@ type ResponseBody = BoxBody<Bytes, std::io::Error>;
 /// An upload in progress, as `peerdex status` lists it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct UploadInfo {
-    /// Requesting address.
+    /// Who downloads: its key (short) when it proved it, else its address.
     pub peer: String,
     /// Content.
     pub hash: FileHash,
@@ -63,6 +63,16 @@ pub struct UploadInfo {
     pub sent: u64,
     /// Bytes to send.
     pub length: u64,
+}
+
+/// A connection opened on a ticket (reverse or relayed): it serves the ticket's content only,
+/// and its requests count against the ticket's downloader.
+#[derive(Debug, Clone, Copy)]
+pub struct OnTicket {
+    /// The only content served.
+    pub hash: FileHash,
+    /// Who asked for the connection (the server checked its key).
+    pub downloader: PeerId,
 }
 
 /// Counters of the file server.
@@ -375,7 +385,7 @@ impl FileServer {
         self: Arc<Self>,
         io: I,
         remote: SocketAddr,
-        only: Option<FileHash>,
+        only: Option<OnTicket>,
         shutdown: CancellationToken,
     ) where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -390,7 +400,7 @@ impl FileServer {
         self: Arc<Self>,
         io: I,
         remote: SocketAddr,
-        only: Option<FileHash>,
+        only: Option<OnTicket>,
         tracked: Arc<OpenConnection>,
     ) where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -430,7 +440,7 @@ impl FileServer {
         self: Arc<Self>,
         request: Request<B>,
         remote: SocketAddr,
-        only: Option<FileHash>,
+        only: Option<OnTicket>,
         connection: CancellationToken,
     ) -> Response<ResponseBody> {
         // hyper bounds its read buffer, but a head that arrives in one read is parsed whole.
@@ -458,23 +468,34 @@ impl FileServer {
             return not_found();
         };
         // A connection opened on a ticket serves that ticket's content only.
-        if only.is_some_and(|only| only != hash) {
+        if only.is_some_and(|only| only.hash != hash) {
             return not_found();
         }
         let span = info_span!("upload", peer = %remote.ip(), hash = %hash.fmt_short());
         let granted = only.is_some() || self.granted(&request, hash);
+        // Slots count per downloader key: the ticket's, or the one the request proves.
+        let downloader = match only {
+            Some(ticket) => Downloader::Key(ticket.downloader),
+            None => request
+                .headers()
+                .get(peer::header::DOWNLOADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| {
+                    peer::verify_downloader_header(
+                        v,
+                        &self.identity.peer_id(),
+                        &hash,
+                        peer::unix_minute(),
+                    )
+                })
+                .map_or(Downloader::Net(peer_bucket(remote.ip())), Downloader::Key),
+        };
         async move {
             match (request.method(), pieces) {
                 (&Method::GET, true) => self.pieces(hash, request.uri().query(), granted).await,
                 (&Method::GET | &Method::HEAD, false) => {
-                    self.blob(
-                        &request,
-                        hash,
-                        granted,
-                        peer_bucket(remote.ip()),
-                        connection,
-                    )
-                    .await
+                    self.blob(&request, hash, granted, downloader, connection)
+                        .await
                 }
                 _ => {
                     let mut response =
@@ -588,7 +609,7 @@ impl FileServer {
         request: &Request<B>,
         hash: FileHash,
         granted: bool,
-        peer: IpAddr,
+        peer: Downloader,
         connection: CancellationToken,
     ) -> Response<ResponseBody> {
         let Some(files) = self.with_reader(move |conn| conn.servable(&hash)).await else {

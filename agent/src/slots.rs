@@ -12,14 +12,34 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use peerdex_shared::FileHash;
+use peerdex_shared::{FileHash, PeerId};
+
+/// Who a request counts against: the downloader's key when it proved it (a signed header, or
+/// the ticket of a reverse or relayed connection), else its network (IPv6 /64). Relayed
+/// connections all arrive from the server's address, so a key is what tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Downloader {
+    /// A proven key.
+    Key(PeerId),
+    /// An address (its IPv6 /64 bucket).
+    Net(IpAddr),
+}
+
+impl std::fmt::Display for Downloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Downloader::Key(key) => write!(f, "peer {}", &key.to_string()[..12]),
+            Downloader::Net(ip) => write!(f, "{ip}"),
+        }
+    }
+}
 
 /// Slot settings.
 #[derive(Debug, Clone, Copy)]
 pub struct SlotLimits {
     /// Concurrent uploads.
     pub slots: usize,
-    /// Concurrent uploads per peer address.
+    /// Concurrent uploads per downloader (its key, else its address).
     pub per_peer: usize,
     /// Longest queue.
     pub queue_len: usize,
@@ -32,7 +52,7 @@ pub const MAX_QUEUED_PER_PEER: usize = 16;
 
 #[derive(Debug)]
 struct Waiting {
-    peer: IpAddr,
+    peer: Downloader,
     hash: FileHash,
     last_seen: Instant,
 }
@@ -40,7 +60,7 @@ struct Waiting {
 #[derive(Debug, Default)]
 struct State {
     active: usize,
-    per_peer: HashMap<IpAddr, usize>,
+    per_peer: HashMap<Downloader, usize>,
     queue: VecDeque<Waiting>,
 }
 
@@ -55,7 +75,7 @@ pub struct Slots {
 #[derive(Debug)]
 pub struct SlotGuard {
     slots: Arc<Slots>,
-    peer: IpAddr,
+    peer: Downloader,
 }
 
 /// Why no slot was given.
@@ -84,7 +104,7 @@ impl Slots {
     }
 
     /// Asks for a slot for `peer` to download `hash`.
-    pub fn acquire(self: &Arc<Self>, peer: IpAddr, hash: FileHash) -> SlotResult {
+    pub fn acquire(self: &Arc<Self>, peer: Downloader, hash: FileHash) -> SlotResult {
         let now = Instant::now();
         let mut state = self.lock();
         let hold = self.limits.hold;
@@ -92,7 +112,7 @@ impl Slots {
             .queue
             .retain(|w| now.duration_since(w.last_seen) < hold);
         let free = self.limits.slots.saturating_sub(state.active);
-        let under_cap = |state: &State, p: &IpAddr| {
+        let under_cap = |state: &State, p: &Downloader| {
             state.per_peer.get(p).copied().unwrap_or(0) < self.limits.per_peer
         };
         let mine = state
@@ -179,8 +199,27 @@ mod tests {
         }
     }
 
-    fn ip(n: u8) -> IpAddr {
-        IpAddr::from([10, 0, 0, n])
+    fn ip(n: u8) -> Downloader {
+        Downloader::Net(IpAddr::from([10, 0, 0, n]))
+    }
+
+    #[test]
+    fn downloaders_behind_one_address_are_told_apart_by_key() {
+        // Relayed downloads all come from the server's address: by key, each has its own cap.
+        let slots = Slots::new(limits(2, 1));
+        let relay = IpAddr::from([10, 0, 0, 9]);
+        let alice = Downloader::Key(PeerId::from_bytes([1; 32]));
+        let bob = Downloader::Key(PeerId::from_bytes([2; 32]));
+        let _a = slots.acquire(alice, h(1)).unwrap();
+        assert!(slots.acquire(bob, h(1)).is_ok(), "bob is not alice");
+        // By address they would have shared one cap.
+        let slots = Slots::new(limits(2, 1));
+        let _a = slots.acquire(Downloader::Net(relay), h(1)).unwrap();
+        assert!(slots.acquire(Downloader::Net(relay), h(2)).is_err());
+        // And one key is one downloader whatever address it comes from.
+        let slots = Slots::new(limits(2, 1));
+        let _a = slots.acquire(alice, h(1)).unwrap();
+        assert!(slots.acquire(alice, h(2)).is_err());
     }
 
     fn h(n: u8) -> FileHash {

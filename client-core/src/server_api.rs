@@ -408,6 +408,29 @@ impl ServerClient {
         decode(self.http.post(url).bearer_auth(token).send().await?).await
     }
 
+    /// Reports how the sources of one download did, signed by `identity` (the session's key).
+    pub async fn report_transfer(
+        &self,
+        identity: &crate::Identity,
+        report: &peerdex_shared::api::TransferReport,
+    ) -> Result<peerdex_shared::api::ReportResponse, ApiError> {
+        let (peer, token) = self.session()?;
+        // A report is plain data; serializing it cannot fail.
+        let body = serde_json::to_vec(report).unwrap_or_default();
+        let signature = identity.sign(&peerdex_shared::identity::report_message(&body));
+        let url = self.url(&fill(routes::REPORTS, peer));
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(peerdex_shared::api::SIGNATURE_HEADER, signature.to_string())
+            .body(body)
+            .send()
+            .await?;
+        decode(response).await
+    }
+
     /// Ends the session: the peer goes offline at once.
     pub async fn logout(&self) -> Result<(), ApiError> {
         let (peer, token) = self.session()?;

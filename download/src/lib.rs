@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use peerdex_shared::api::{SizeClaim, Source, SourcesResponse};
+use peerdex_shared::api::{OutcomeKind, SizeClaim, Source, SourceOutcome, SourcesResponse};
 use peerdex_shared::pieces::{PieceCv, piece_count, piece_range, root_from_cvs, verify_piece};
 use peerdex_shared::{FileHash, PeerId};
 use tokio::sync::Notify;
@@ -91,6 +91,8 @@ pub struct DownloadOptions {
     pub force: bool,
     /// Never download from this peer (ourselves).
     pub exclude_peer: Option<PeerId>,
+    /// Never download from these peers either (they sent bad data for this content before).
+    pub avoid_peers: Vec<PeerId>,
     /// Our key, to prove our address for reverse connections (a fresh one when absent).
     pub identity: Option<peerdex_client::Identity>,
     /// Let firewalled sources connect to us (reverse connections); when false, or when our
@@ -106,13 +108,92 @@ impl Default for DownloadOptions {
             busy_limit: Duration::from_secs(600),
             force: false,
             exclude_peer: None,
+            avoid_peers: Vec::new(),
             identity: None,
             accept_connections: true,
         }
     }
 }
 
-/// Live counters of a download, for a progress bar.
+/// What a download is doing now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Asking the index server for sources.
+    Finding,
+    /// Reading back and checking the pieces an earlier run kept.
+    Verifying,
+    /// Fetching and checking the piece hashes.
+    Proving,
+    /// Fetching pieces.
+    Fetching,
+    /// Flushing and moving the file into place.
+    Finishing,
+}
+
+impl Phase {
+    fn from_u8(value: u8) -> Phase {
+        match value {
+            1 => Phase::Verifying,
+            2 => Phase::Proving,
+            3 => Phase::Fetching,
+            4 => Phase::Finishing,
+            _ => Phase::Finding,
+        }
+    }
+}
+
+/// Where we wait in a busy source's upload queue.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RemoteQueue {
+    /// The source's nickname.
+    pub peer: String,
+    /// Our place (1 = next), when it told us.
+    pub position: Option<u64>,
+}
+
+/// One source of a download as it went: what it delivered and how it ended.
+#[derive(Debug)]
+pub struct SourceTally {
+    /// Its key.
+    pub peer: PeerId,
+    /// Its nickname.
+    pub nickname: String,
+    /// Bytes received from it in this run (for its rate; raced pieces count twice).
+    pub received: AtomicU64,
+    /// Bytes of pieces it was first to deliver, verified.
+    pub verified: AtomicU64,
+    /// Whether a worker uses it now.
+    pub active: std::sync::atomic::AtomicBool,
+    /// Milliseconds its workers ran.
+    pub active_ms: AtomicU64,
+    /// Why it was dropped, if it was.
+    dropped: Mutex<Option<(OutcomeKind, Option<u64>, String)>>,
+}
+
+impl SourceTally {
+    /// What this source's outcome is, for a report to the index server: `None` when it did
+    /// nothing worth reporting (never reached for a local reason).
+    pub fn outcome(&self) -> Option<SourceOutcome> {
+        let bytes = self.verified.load(Ordering::Relaxed);
+        let (kind, piece, detail) = match locked(&self.dropped).clone() {
+            Some(dropped) => dropped,
+            None if bytes > 0 => (OutcomeKind::Verified, None, String::new()),
+            None => return None,
+        };
+        let ms = self.active_ms.load(Ordering::Relaxed);
+        Some(SourceOutcome {
+            peer: self.peer,
+            kind,
+            bytes,
+            piece,
+            rate: (bytes > 0 && ms > 0).then(|| bytes.saturating_mul(1000) / ms),
+            detail,
+        })
+    }
+}
+
+/// Live counters of a download, for a progress bar and the agent's transfer list.
 #[derive(Debug, Default)]
 pub struct DownloadProgress {
     /// Bytes of the content.
@@ -123,11 +204,13 @@ pub struct DownloadProgress {
     pub resumed: AtomicU64,
     /// Sources transferring now.
     pub active_sources: AtomicUsize,
+    phase: std::sync::atomic::AtomicU8,
     /// The file name being written, once known.
     name: Mutex<Option<String>>,
     /// Where we wait in a source's upload queue, while no source sends.
-    queued: Mutex<Option<String>>,
+    queued: Mutex<Option<RemoteQueue>>,
     notes: Mutex<Vec<String>>,
+    sources: Mutex<Vec<Arc<SourceTally>>>,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -148,11 +231,77 @@ impl DownloadProgress {
     /// Our place in a busy source's upload queue (`"number 3 in alice's queue"`), while we
     /// wait for it.
     pub fn queued(&self) -> Option<String> {
+        locked(&self.queued).as_ref().map(|q| match q.position {
+            Some(n) => format!("number {n} in {}'s queue", q.peer),
+            None => format!("waiting for {}", q.peer),
+        })
+    }
+
+    /// Our place in a busy source's upload queue, while we wait for it.
+    pub fn remote_queue(&self) -> Option<RemoteQueue> {
         locked(&self.queued).clone()
+    }
+
+    /// What the download is doing now.
+    pub fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Relaxed))
+    }
+
+    /// Every source this download has used or tried, in the order they were first used.
+    pub fn sources(&self) -> Vec<Arc<SourceTally>> {
+        locked(&self.sources).clone()
+    }
+
+    /// Each source's outcome, for a report to the index server.
+    pub fn outcomes(&self) -> Vec<SourceOutcome> {
+        self.sources().iter().filter_map(|s| s.outcome()).collect()
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Relaxed);
     }
 
     fn note(&self, message: String) {
         locked(&self.notes).push(message);
+    }
+
+    /// The tally of `source`, made on first use.
+    fn tally(&self, source: &PeerSource) -> Arc<SourceTally> {
+        let mut sources = locked(&self.sources);
+        if let Some(tally) = sources.iter().find(|t| t.peer == source.peer_id) {
+            return tally.clone();
+        }
+        let tally = Arc::new(SourceTally {
+            peer: source.peer_id,
+            nickname: source.nickname.clone(),
+            received: AtomicU64::new(0),
+            verified: AtomicU64::new(0),
+            active: std::sync::atomic::AtomicBool::new(false),
+            active_ms: AtomicU64::new(0),
+            dropped: Mutex::new(None),
+        });
+        sources.push(tally.clone());
+        tally
+    }
+
+    /// Records why `source` was dropped (the first reason that is the source's doing counts).
+    fn dropped(&self, source: &PeerSource, error: &SourceError) {
+        let (kind, piece) = match error {
+            SourceError::BadPiece(piece) => (OutcomeKind::BadData, Some(*piece)),
+            SourceError::BadData(_) => (OutcomeKind::BadData, None),
+            SourceError::Stalled => (OutcomeKind::Stalled, None),
+            SourceError::Unreachable(_) => (OutcomeKind::Unreachable, None),
+            SourceError::Busy { .. } | SourceError::Gone(_) | SourceError::Refused(_) => {
+                (OutcomeKind::Refused, None)
+            }
+            SourceError::LocalStop => return,
+        };
+        let tally = self.tally(source);
+        let mut dropped = locked(&tally.dropped);
+        // Bad data outweighs anything the source did before or after.
+        if dropped.is_none() || kind == OutcomeKind::BadData {
+            *dropped = Some((kind, piece, error.to_string()));
+        }
     }
 }
 
@@ -509,6 +658,7 @@ impl Job {
         conn: &mut Connection,
         run: Range<u64>,
         delivered: &mut u64,
+        tally: &SourceTally,
     ) -> Result<(), SourceError> {
         let start = piece_range(self.size, run.start).start;
         let end = piece_range(self.size, run.end - 1).end;
@@ -559,6 +709,9 @@ impl Job {
             };
             self.bytes_fetched
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            tally
+                .received
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             received += chunk.len() as u64;
             window_bytes += chunk.len() as u64;
             if window_start.elapsed() >= window {
@@ -591,14 +744,14 @@ impl Job {
                     piece += 1;
                     while storing.len() > 2 {
                         if let Some((i, task)) = storing.pop_front() {
-                            self.settle(i, task, delivered).await?;
+                            self.settle(i, task, delivered, tally).await?;
                         }
                     }
                 }
             }
         }
         while let Some((i, task)) = storing.pop_front() {
-            self.settle(i, task, delivered).await?;
+            self.settle(i, task, delivered, tally).await?;
         }
         if piece < run.end {
             return Err(SourceError::Unreachable(format!(
@@ -615,6 +768,7 @@ impl Job {
         i: u64,
         task: tokio::task::JoinHandle<Result<bool, DownloadError>>,
         delivered: &mut u64,
+        tally: &SourceTally,
     ) -> Result<(), SourceError> {
         match task.await.unwrap_or(Err(DownloadError::Interrupted)) {
             Ok(true) => {
@@ -626,11 +780,12 @@ impl Job {
                     self.progress
                         .verified
                         .fetch_add(r.end - r.start, Ordering::Relaxed);
+                    tally.verified.fetch_add(r.end - r.start, Ordering::Relaxed);
                 }
                 self.changed.notify_waiters();
                 Ok(())
             }
-            Ok(false) => Err(SourceError::BadData(format!("piece {i} does not match"))),
+            Ok(false) => Err(SourceError::BadPiece(i)),
             Err(e) => {
                 self.fail(e);
                 Err(SourceError::LocalStop)
@@ -643,7 +798,16 @@ impl Job {
     async fn work(self: Arc<Self>, source: PeerSource) -> (WorkerEnd, u64, Option<peer::Route>) {
         let mut delivered = 0;
         let mut route = None;
-        let end = self.work_loop(&source, &mut delivered, &mut route).await;
+        let tally = self.progress.tally(&source);
+        tally.active.store(true, Ordering::Relaxed);
+        let started = Instant::now();
+        let end = self
+            .work_loop(&source, &mut delivered, &mut route, &tally)
+            .await;
+        tally
+            .active_ms
+            .fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        tally.active.store(false, Ordering::Relaxed);
         (end, delivered, route)
     }
 
@@ -652,6 +816,7 @@ impl Job {
         source: &PeerSource,
         delivered: &mut u64,
         route: &mut Option<peer::Route>,
+        tally: &SourceTally,
     ) -> WorkerEnd {
         let mut busy_waited = Duration::ZERO;
         let mut conn: Option<Connection> = self
@@ -700,7 +865,7 @@ impl Job {
                 continue;
             };
             *route = Some(open.route);
-            let outcome = self.fetch_run(open, run.clone(), delivered).await;
+            let outcome = self.fetch_run(open, run.clone(), delivered, tally).await;
             self.board().release(run);
             self.changed.notify_waiters();
             if let Err(e) = outcome {
@@ -738,9 +903,9 @@ impl Job {
         if *busy_waited > self.options.busy_limit {
             return Some(WorkerEnd::Dropped(error));
         }
-        *locked(&self.progress.queued) = Some(match queue_position {
-            Some(n) => format!("number {n} in {}'s queue", source.nickname),
-            None => format!("waiting for {}", source.nickname),
+        *locked(&self.progress.queued) = Some(RemoteQueue {
+            peer: source.nickname.clone(),
+            position: *queue_position,
         });
         debug!(source = %source.label, %error, "source busy; waiting");
         tokio::select! {
@@ -822,6 +987,7 @@ pub async fn download(
 ) -> Result<DownloadReport, DownloadError> {
     let (hash, name, destination) = (request.hash, request.name.as_deref(), &request.destination);
     let started = Instant::now();
+    progress.set_phase(Phase::Finding);
     let found = match finder.find(&hash).await {
         Ok(found) => found,
         Err(e) if e.code() == Some(peerdex_shared::api::ErrorCode::NotFound) => {
@@ -953,6 +1119,7 @@ struct SourcePool<'a> {
     refused: HashSet<PeerId>,
     requeries: u32,
     dropped: Vec<Dropped>,
+    progress: Arc<DownloadProgress>,
 }
 
 impl<'a> SourcePool<'a> {
@@ -962,6 +1129,7 @@ impl<'a> SourcePool<'a> {
         size: u64,
         sources: &[Source],
         options: &'a DownloadOptions,
+        progress: Arc<DownloadProgress>,
     ) -> SourcePool<'a> {
         let mut pool = SourcePool {
             finder,
@@ -973,6 +1141,7 @@ impl<'a> SourcePool<'a> {
             refused: HashSet::new(),
             requeries: 0,
             dropped: Vec::new(),
+            progress,
         };
         pool.offer(sources);
         pool
@@ -982,7 +1151,9 @@ impl<'a> SourcePool<'a> {
         self.waiting = sources
             .iter()
             .filter(|s| {
-                Some(s.peer_id) != self.options.exclude_peer && !self.tried.contains(&s.peer_id)
+                Some(s.peer_id) != self.options.exclude_peer
+                    && !self.options.avoid_peers.contains(&s.peer_id)
+                    && !self.tried.contains(&s.peer_id)
             })
             .map(PeerSource::from_api)
             .collect();
@@ -1001,7 +1172,8 @@ impl<'a> SourcePool<'a> {
     /// Records a dropped source. One that could not be reached, stalled or stayed busy may be
     /// asked again after the next re-ask of the server; one that lied or lost the file is not.
     fn drop_source(&mut self, source: &PeerSource, error: SourceError) {
-        if matches!(error, SourceError::BadData(_) | SourceError::Gone(_)) {
+        self.progress.dropped(source, &error);
+        if error.is_bad_data() || matches!(error, SourceError::Gone(_)) {
             self.refused.insert(source.peer_id);
         }
         self.dropped.push((source.label.clone(), error));
@@ -1033,11 +1205,8 @@ impl<'a> SourcePool<'a> {
     /// The error when no source is left: a verification failure when every source lied, "no
     /// source reachable" otherwise.
     fn exhausted(self, kept: Option<Kept>) -> DownloadError {
-        let all_lied = !self.dropped.is_empty()
-            && self
-                .dropped
-                .iter()
-                .all(|(_, why)| matches!(why, SourceError::BadData(_)));
+        let all_lied =
+            !self.dropped.is_empty() && self.dropped.iter().all(|(_, why)| why.is_bad_data());
         let dropped = dropped_text(&self.dropped);
         if all_lied {
             DownloadError::Verification(format!(
@@ -1071,6 +1240,7 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         cancel,
     } = input;
     progress.total.store(size, Ordering::Relaxed);
+    progress.set_phase(Phase::Verifying);
     let (mut state, file, reused) = tokio::select! {
         resumed = resume(paths, hash, size, options.force) => resumed?,
         () = cancel.cancelled() => return Err(DownloadError::Interrupted),
@@ -1090,7 +1260,7 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         options.stall_timeout,
         options.accept_connections,
     ));
-    let mut pool = SourcePool::new(&**finder, hash, size, &sources, options);
+    let mut pool = SourcePool::new(&**finder, hash, size, &sources, options, progress.clone());
     let stage = Stage {
         hash,
         size,
@@ -1098,6 +1268,7 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         progress: &progress,
         cancel: &cancel,
     };
+    progress.set_phase(Phase::Proving);
     let warm = match stage
         .prove_piece_hashes(&mut state, &mut pool, &connector)
         .await
@@ -1119,6 +1290,7 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         options,
         &cancel,
     ));
+    progress.set_phase(Phase::Fetching);
     let used = fetch_pieces(&job, &mut pool, &mut state, paths, to_stdout, options).await;
     if let Some(error) = locked(&job.fatal).take() {
         return Err(error);
@@ -1129,6 +1301,7 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         }
         return Err(pool.exhausted(kept(&state, paths, to_stdout)));
     }
+    progress.set_phase(Phase::Finishing);
     finish(&file, paths, to_stdout)?;
     Ok(RunOutcome {
         bytes_fetched: job.bytes_fetched.load(Ordering::Relaxed),

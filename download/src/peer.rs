@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use peerdex_shared::api::{ErrorCode, Reachability, Source, TransferRequest};
-use peerdex_shared::identity::grant_use_message;
+use peerdex_shared::identity::{downloader_message, grant_use_message};
 use peerdex_shared::peer::{
     self, MAX_PROOF_PIECES, REVERSE_PREAMBLE, blob_path, pieces_path, range_answer_ok,
 };
@@ -132,6 +132,9 @@ pub enum SourceError {
     /// It sent bytes or hashes that do not match the content hash.
     #[error("sent data that does not match the content hash ({0})")]
     BadData(String),
+    /// It sent a piece that does not match its proven piece hash.
+    #[error("sent data that does not match the content hash (piece {0} does not match)")]
+    BadPiece(u64),
     /// Some other HTTP answer.
     #[error("answered {0}")]
     Refused(StatusCode),
@@ -139,6 +142,13 @@ pub enum SourceError {
     /// source's fault.
     #[error("stopped")]
     LocalStop,
+}
+
+impl SourceError {
+    /// Whether the source sent data that failed verification (it lied, or its copy is damaged).
+    pub fn is_bad_data(&self) -> bool {
+        matches!(self, SourceError::BadData(_) | SourceError::BadPiece(_))
+    }
 }
 
 fn classify(response: &hyper::Response<Incoming>) -> Option<SourceError> {
@@ -180,6 +190,9 @@ pub struct Connection {
     stall: Duration,
     /// The grant and its proof, as request header values, for non-public content.
     grant: Option<(String, String)>,
+    /// Our key and its signature for this source and content (`peer::header::DOWNLOADER`): the
+    /// source counts our requests against our key, whatever address they come from.
+    downloader: Option<String>,
 }
 
 impl Connection {
@@ -204,6 +217,7 @@ impl Connection {
             route,
             stall,
             grant: None,
+            downloader: None,
         })
     }
 
@@ -220,6 +234,9 @@ impl Connection {
             request = request
                 .header(peer::header::GRANT, grant)
                 .header(peer::header::GRANT_PROOF, proof);
+        }
+        if let Some(downloader) = &self.downloader {
+            request = request.header(peer::header::DOWNLOADER, downloader);
         }
         let request = request
             .body(Empty::new())
@@ -527,6 +544,12 @@ impl Connector {
             let proof = self.identity.sign(&grant_use_message(&grant.signature));
             (grant.header_value(), proof.to_string())
         });
+        let minute = peer::unix_minute();
+        let me = self.identity.peer_id();
+        let signature = self
+            .identity
+            .sign(&downloader_message(&source.peer_id, &me, hash, minute));
+        conn.downloader = Some(peer::downloader_header(&me, minute, &signature));
         Ok(conn)
     }
 

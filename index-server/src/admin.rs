@@ -43,6 +43,26 @@ pub enum AdminCommand {
     },
     /// The audit log, newest first
     Audit(AuditArgs),
+    /// Sources quarantined for serving data that failed verification: `quarantine list`,
+    /// `quarantine clear PEER_ID`
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+}
+
+/// `admin quarantine …`.
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// Quarantined sources, with why and since when
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Offer a source again (its bad-data reports are forgotten)
+    Clear {
+        /// The source's peer id
+        peer: peerdex_shared::PeerId,
+    },
 }
 
 /// `admin ban …`.
@@ -346,6 +366,28 @@ pub fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Takedown { hash, reason } => {
             let files = db.take_down(OPERATOR, &hash, &reason)?;
             print_line(&format!("took {hash} down ({files} listed copies)"))?;
+        }
+        AdminCommand::Quarantine(QuarantineCommand::List { json }) => {
+            let rows = db.quarantine_list()?;
+            if json {
+                print_json(&rows)?;
+            } else {
+                for row in rows {
+                    let what = row
+                        .hash
+                        .map_or_else(|| "every content".to_owned(), |h| h.to_string());
+                    print_line(&format!(
+                        "{}	{}	{what}	{}	since {}",
+                        row.peer, row.nickname, row.reason, row.since
+                    ))?;
+                }
+            }
+        }
+        AdminCommand::Quarantine(QuarantineCommand::Clear { peer }) => {
+            if !db.clear_quarantine(OPERATOR, &peer)? {
+                return Err(anyhow!("{peer} is not quarantined"));
+            }
+            print_line(&format!("cleared the quarantine of {peer}"))?;
         }
         AdminCommand::Audit(AuditArgs { limit, json }) => {
             let rows = db.audit_log(limit.clamp(1, 100_000))?;

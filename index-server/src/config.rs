@@ -40,6 +40,46 @@ pub struct Config {
     pub accounts: AccountsConfig,
     /// Contacts, messages and event streams.
     pub social: SocialConfig,
+    /// Downloaders' reports on their sources, and the quarantine of sources that lie.
+    pub quarantine: QuarantineConfig,
+}
+
+/// How downloaders' reports quarantine sources (PROTOCOL §11.3).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuarantineConfig {
+    /// Distinct downloaders (accounts, else keys) that must report bad data from a source for
+    /// a content before it is no longer offered for it.
+    pub reporters: u32,
+    /// Contents a source may be quarantined for before it is offered for none.
+    pub contents_for_all: u32,
+    /// Source outcomes one reporter may report per hour; more are ignored.
+    pub reports_per_hour: u32,
+    /// Reports are forgotten after this many days (quarantines stay until cleared).
+    pub retention_days: u64,
+}
+
+impl Default for QuarantineConfig {
+    fn default() -> Self {
+        Self {
+            reporters: 2,
+            contents_for_all: 3,
+            reports_per_hour: 600,
+            retention_days: 90,
+        }
+    }
+}
+
+impl QuarantineConfig {
+    /// The rules the database applies.
+    pub fn rules(&self) -> crate::db::QuarantineRules {
+        crate::db::QuarantineRules {
+            reporters: self.reporters,
+            contents_for_all: self.contents_for_all,
+            reports_per_hour: self.reports_per_hour,
+            retention_days: self.retention_days,
+        }
+    }
 }
 
 /// Contacts, private messages and the event stream.
@@ -168,6 +208,7 @@ impl Default for Config {
             relay: RelayConfig::default(),
             accounts: AccountsConfig::default(),
             social: SocialConfig::default(),
+            quarantine: QuarantineConfig::default(),
         }
     }
 }

@@ -41,6 +41,12 @@ pub const MIGRATIONS: &[Migration] = &[
             crate::db::rebuild_all_folders(tx)
         },
     },
+    Migration {
+        version: 6,
+        description: "downloaders' reports on their sources, and the quarantine",
+        rewrites_data: false,
+        apply: |tx| tx.execute_batch(crate::db::VERSION_6),
+    },
 ];
 
 /// Folders (PROTOCOL §5.3), derived from `files`: computed for every active list when this

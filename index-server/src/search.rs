@@ -245,10 +245,11 @@ pub fn may_fetch(
     source: &PeerId,
 ) -> Result<bool, DbError> {
     let ids = db.contents_with_hash(hash)?;
+    let standing = db.standing();
     for holders in db.holders_of(&ids)? {
         let mut last = None;
         for &(peer, _, acl) in &holders.copies {
-            if !scope.downloads(acl) || last == Some(peer) {
+            if !scope.downloads(acl) || last == Some(peer) || !standing.offers(peer, hash) {
                 continue;
             }
             last = Some(peer);
@@ -363,9 +364,15 @@ fn hit_and_owner<O: OnlineFilter + ?Sized>(
     let (mut reachable, mut others) = (Vec::new(), Vec::new());
     let mut sources_online = 0u64;
     let mut last_peer = None;
+    // Quarantined sources are not offered; the others go reliable (as downloaders reported)
+    // first.
+    let standing = db.standing();
     // Copies are ordered by peer, then path: a peer's first copy is its source.
     for &(peer, place, acl) in &holders.copies {
-        if !viewer.downloads(online, peer, acl) || last_peer == Some(peer) {
+        if !viewer.downloads(online, peer, acl)
+            || last_peer == Some(peer)
+            || !standing.offers(peer, &holders.hash)
+        {
             continue;
         }
         last_peer = Some(peer);
@@ -379,10 +386,13 @@ fn hit_and_owner<O: OnlineFilter + ?Sized>(
         };
         let place = &holders.places[place as usize];
         if card.reachability == Reachability::Reachable {
-            reachable.push((card, place, acl));
+            reachable.push((peer, card, place, acl));
         } else if others.len() < max_sources {
-            others.push((card, place, acl));
+            others.push((peer, card, place, acl));
         }
+    }
+    for list in [&mut reachable, &mut others] {
+        list.sort_by_key(|(peer, ..)| std::cmp::Reverse(standing.reliability(*peer).rank()));
     }
     let Some(shown) = shown_place(holders, |peer, acl| viewer.lists(online, peer, acl), plan)
     else {
@@ -416,7 +426,7 @@ fn hit_and_owner<O: OnlineFilter + ?Sized>(
             .iter()
             .chain(&others)
             .take(max_sources)
-            .map(|(card, place, acl)| {
+            .map(|(_, card, place, acl)| {
                 to_source(card, place, viewer.grant(card.key, holders.hash, *acl))
             })
             .collect(),
@@ -464,11 +474,13 @@ pub fn claim<O: OnlineFilter + ?Sized>(
     let mut peers: Vec<PeerRef> = holders.copies.iter().map(|&(peer, _, _)| peer).collect();
     peers.dedup();
     let (mut reachable_online, mut oldest_registration) = (0, i64::MAX);
+    let standing = db.standing();
     let offered = |peer: PeerRef| {
-        holders
-            .copies
-            .iter()
-            .any(|&(p, _, acl)| p == peer && viewer.downloads(online, p, acl))
+        standing.offers(peer, &holders.hash)
+            && holders
+                .copies
+                .iter()
+                .any(|&(p, _, acl)| p == peer && viewer.downloads(online, p, acl))
     };
     for &peer in peers.iter().filter(|&&p| offered(p)) {
         if let Some(card) = db.peer_card(peer)? {

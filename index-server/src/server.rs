@@ -303,11 +303,15 @@ async fn maintenance(state: Arc<AppState>) {
             let cutoff = unix_now() - state.config.presence.retention_secs as i64;
             let db = state.store.db.clone();
             let social_retention = state.config.social.retention_days.saturating_mul(86_400);
+            let report_retention = state.config.quarantine.retention_days;
             let purged = tokio::task::spawn_blocking(move || {
                 let purged = db.expire_lists(cutoff);
                 let _ = db.delete_orphan_contents(100_000);
                 if let Err(e) = db.prune_social(social_retention) {
                     warn!(error = %e, "dropping old messages and events failed");
+                }
+                if let Err(e) = db.purge_reports(report_retention) {
+                    warn!(error = %e, "dropping old source reports failed");
                 }
                 purged
             })

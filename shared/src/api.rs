@@ -654,6 +654,71 @@ pub enum ControlMessage {
     },
 }
 
+/// How one source of a download did, as its downloader reports it (PROTOCOL §11.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// It delivered verified bytes and was not dropped.
+    Verified,
+    /// It sent data that failed verification against the content hash.
+    BadData,
+    /// It stopped sending, or sent too slowly.
+    Stalled,
+    /// It refused: busy for too long, no longer has the file, or another error answer.
+    Refused,
+    /// It could not be reached by any route.
+    Unreachable,
+}
+
+/// One source's outcome in a [`TransferReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceOutcome {
+    /// The source.
+    pub peer: PeerId,
+    /// How it ended.
+    pub kind: OutcomeKind,
+    /// Bytes it delivered that verified.
+    pub bytes: u64,
+    /// For `bad_data`: the piece that failed (when a piece, not the piece hashes, failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub piece: Option<u64>,
+    /// Its rate while it sent, bytes/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u64>,
+    /// What happened, for people (the downloader's words; not evidence).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// `POST /api/v1/peers/{id}/reports` body: what each source of one download did. The body is
+/// signed by the reporting peer's key (header `x-peerdex-signature`, over
+/// [`crate::identity::report_message`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferReport {
+    /// The content.
+    pub hash: FileHash,
+    /// The size downloaded (or tried).
+    pub size: u64,
+    /// One entry per source.
+    pub sources: Vec<SourceOutcome>,
+}
+
+/// Header of a signed request body: the signer's signature, hex.
+pub const SIGNATURE_HEADER: &str = "x-peerdex-signature";
+
+/// Most sources one report may name.
+pub const MAX_REPORT_SOURCES: usize = 64;
+
+/// `POST /api/v1/peers/{id}/reports` response.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportResponse {
+    /// Source outcomes recorded.
+    pub recorded: u64,
+    /// Source outcomes ignored (the source does not list the content, or the reporter's rate
+    /// limit was reached).
+    pub ignored: u64,
+}
+
 /// `POST /api/v1/transfers` body: a downloader asks a firewalled source to connect to it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TransferRequest {

@@ -111,6 +111,27 @@ pub fn grant_use_message(grant_signature: &PeerSignature) -> Vec<u8> {
     format!("peerdex-grant-use-v1\n{grant_signature}").into_bytes()
 }
 
+/// The message a downloader signs on its requests to a source (`x-peerdex-downloader`): names
+/// its key to the source, which counts upload slots per key rather than per address (relayed
+/// connections all come from the server's address). Bound to the source, the content and the
+/// minute, so a copy is good for little else.
+pub fn downloader_message(
+    source: &PeerId,
+    downloader: &PeerId,
+    hash: &crate::FileHash,
+    minute: u64,
+) -> Vec<u8> {
+    format!("peerdex-downloader-v1\n{source}\n{downloader}\n{hash}\n{minute}").into_bytes()
+}
+
+/// The message a downloader's agent signs over the exact body of a transfer report
+/// (`POST /api/v1/peers/{id}/reports`), so a report is the reporter's word and no one else's.
+pub fn report_message(body: &[u8]) -> Vec<u8> {
+    let mut message = b"peerdex-report-v1\n".to_vec();
+    message.extend_from_slice(blake3::hash(body).as_bytes());
+    message
+}
+
 /// The message a device signs to be linked to an account at login: proves the key is held by the
 /// one logging in now (the nonce is fresh), so nobody can claim another's device.
 pub fn login_message(nonce: &str, peer_id: &PeerId, account: &str) -> Vec<u8> {

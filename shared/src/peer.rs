@@ -50,6 +50,52 @@ pub mod header {
     pub const GRANT: &str = "x-peerdex-grant";
     /// Request: the downloader's signature over [`crate::identity::grant_use_message`].
     pub const GRANT_PROOF: &str = "x-peerdex-grant-proof";
+    /// Request: `PEER_ID MINUTE SIGNATURE`, the downloader's key and its signature over
+    /// [`crate::identity::downloader_message`] (see [`super::downloader_header`]).
+    pub const DOWNLOADER: &str = "x-peerdex-downloader";
+}
+
+/// Minutes a downloader header's minute may be off from the source's clock.
+pub const DOWNLOADER_SKEW_MINUTES: u64 = 3;
+
+/// The current Unix minute (the time unit of downloader headers).
+pub fn unix_minute() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 60)
+}
+
+/// The value of [`header::DOWNLOADER`].
+pub fn downloader_header(
+    downloader: &crate::PeerId,
+    minute: u64,
+    signature: &crate::PeerSignature,
+) -> String {
+    format!("{downloader} {minute} {signature}")
+}
+
+/// Reads a [`header::DOWNLOADER`] value sent to `source` for `hash`: the downloader's key when
+/// the signature is its own, for this source and content, and the minute is current.
+pub fn verify_downloader_header(
+    value: &str,
+    source: &crate::PeerId,
+    hash: &FileHash,
+    now_minute: u64,
+) -> Option<crate::PeerId> {
+    let mut parts = value.split(' ');
+    let downloader: crate::PeerId = parts.next()?.parse().ok()?;
+    let minute: u64 = parts.next()?.parse().ok()?;
+    let signature: crate::PeerSignature = parts.next()?.parse().ok()?;
+    if parts.next().is_some() || minute.abs_diff(now_minute) > DOWNLOADER_SKEW_MINUTES {
+        return None;
+    }
+    downloader
+        .verify(
+            &crate::identity::downloader_message(source, &downloader, hash, minute),
+            &signature,
+        )
+        .ok()?;
+    Some(downloader)
 }
 
 /// The route of a content.

@@ -15,6 +15,8 @@ pub const HEARTBEAT: &str = "/api/v1/peers/{peer}/heartbeat";
 pub const SESSION: &str = "/api/v1/peers/{peer}/session";
 /// A peer's whole list (upload, delete).
 pub const LIST: &str = "/api/v1/peers/{peer}/list";
+/// A downloader's report of how the sources of one download did (PROTOCOL §11.3).
+pub const REPORTS: &str = "/api/v1/peers/{peer}/reports";
 /// A delta of a peer's list.
 pub const LIST_DELTA: &str = "/api/v1/peers/{peer}/list/delta";
 /// A peer's control channel.
@@ -61,6 +63,10 @@ pub const ADMIN_AUDIT: &str = "/api/v1/admin/audit";
 pub const ADMIN_BANS: &str = "/api/v1/admin/bans";
 /// Moderation: lift ban `{id}` (`DELETE`).
 pub const ADMIN_BAN: &str = "/api/v1/admin/bans/{id}";
+/// Quarantined sources (admins): `GET` lists them with the reasons.
+pub const ADMIN_QUARANTINE: &str = "/api/v1/admin/quarantine";
+/// One quarantined source (admins): `DELETE` clears it.
+pub const ADMIN_QUARANTINE_PEER: &str = "/api/v1/admin/quarantine/{peer}";
 /// Moderation: take a content down (`POST`).
 pub const ADMIN_TAKEDOWNS: &str = "/api/v1/admin/takedowns";
 /// Live events of the signed-in account (server-sent events).

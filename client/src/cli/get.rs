@@ -49,7 +49,7 @@ pub struct GetArgs {
     stdout: bool,
     /// Replace an existing file
     #[arg(long)]
-    force: bool,
+    pub(super) force: bool,
     /// Sources to download from at once
     #[arg(long, default_value_t = 4)]
     max_sources: usize,
@@ -58,16 +58,26 @@ pub struct GetArgs {
     stall_timeout: u64,
     /// Print each finished download's report as a JSON line
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// Accept no connections from firewalled sources (reach them through the relay instead)
     #[arg(long)]
     no_listen: bool,
     /// Download a whole folder by its id (as `search --json` and `browse --json` show it)
     #[arg(long, value_name = "ID")]
     folder: Vec<FolderId>,
-    /// Files of a folder downloaded at once
+    /// Files of a folder downloaded at once (in the foreground)
     #[arg(long, default_value_t = 3)]
     parallel_files: usize,
+    /// With an agent running: follow the queued downloads until they finish (their exit
+    /// code is this command's), instead of returning at once
+    #[arg(long)]
+    pub(super) wait: bool,
+    /// Download in this process even when an agent is running (as without one)
+    #[arg(long)]
+    foreground: bool,
+    /// With an agent running: the downloads' priority in its queue (higher runs first)
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub(super) priority: i64,
     /// Rows of the last search or browse (`F1` for a folder row of a search), content hashes,
     /// or unique prefixes of at least 8 hex digits of a hash that listing showed
     #[arg(required_unless_present = "folder", value_name = "ROW|HASH")]
@@ -84,7 +94,7 @@ struct Target {
 
 /// A file or a whole folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fetch {
+pub(super) enum Fetch {
     File(FileHash),
     Folder(FolderId),
 }
@@ -189,7 +199,12 @@ fn resolve(
 
 /// Where the downloads go, by the flags (curl's `-o` rule), else the running agent's download
 /// folder, else the current folder.
-async fn destination(args: &GetArgs, count: usize, state: &Path) -> anyhow::Result<Destination> {
+fn destination(
+    args: &GetArgs,
+    count: usize,
+    state: &Path,
+    agent_dir: Option<PathBuf>,
+) -> anyhow::Result<Destination> {
     if args.stdout {
         if count != 1 {
             bail!("--stdout takes exactly one download");
@@ -215,7 +230,7 @@ async fn destination(args: &GetArgs, count: usize, state: &Path) -> anyhow::Resu
     if let Some(dir) = &args.dir {
         return Ok(Destination::Dir(dir.clone()));
     }
-    if let Some(dir) = agent_download_dir(state).await {
+    if let Some(dir) = agent_dir {
         return Ok(Destination::Dir(dir));
     }
     Ok(Destination::Dir(
@@ -283,7 +298,7 @@ impl Rate {
 }
 
 /// `4.1 MiB/s eta 12s`, or `queued` while nothing moves.
-fn speed_and_eta(rate: Option<f64>, left: u64) -> String {
+pub(super) fn speed_and_eta(rate: Option<f64>, left: u64) -> String {
     match rate {
         Some(rate) if rate >= 1.0 => {
             let eta = (left as f64 / rate).ceil() as u64;
@@ -301,7 +316,7 @@ fn speed_and_eta(rate: Option<f64>, left: u64) -> String {
 }
 
 /// The progress bar: the message (name and state) takes what the fixed parts leave, cut to fit.
-fn bar_style() -> ProgressStyle {
+pub(super) fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template("{wide_msg} [{bar:20}] {bytes:>9}/{total_bytes:9} {prefix}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ")
@@ -362,13 +377,15 @@ async fn show_progress(progress: Arc<DownloadProgress>, label: String, done: Can
     }
 }
 
-/// The download folder of an agent running on `state`, if one answers.
-async fn agent_download_dir(state: &Path) -> Option<PathBuf> {
-    let status = tokio::time::timeout(Duration::from_secs(2), peerdex_agent::control::query(state))
+/// The status of an agent running on `state`, if one answers.
+async fn running_agent(state: &Path) -> Option<peerdex_agent::AgentStatus> {
+    if !peerdex_agent::control::is_running(state) {
+        return None;
+    }
+    tokio::time::timeout(Duration::from_secs(5), peerdex_agent::control::query(state))
         .await
         .ok()?
-        .ok()?;
-    Some(status.download_dir)
+        .ok()
 }
 
 /// Runs `peerdex get`; returns the exit code.
@@ -406,7 +423,29 @@ pub async fn get(args: GetArgs, file: &ConfigFile, state: PathBuf) -> anyhow::Re
     } else {
         targets.len()
     };
-    let destination = destination(&args, count, &state).await?;
+    let agent = running_agent(&state).await;
+    let destination = destination(
+        &args,
+        count,
+        &state,
+        agent.as_ref().map(|a| a.download_dir.clone()),
+    )?;
+    if let Some(agent) = agent.filter(|_| !args.stdout && !args.foreground) {
+        if agent.server.url.trim_end_matches('/') == server.trim_end_matches('/') {
+            return super::transfers::hand_to_agent(
+                &state,
+                &client,
+                targets.into_iter().map(|t| (t.what, t.name)).collect(),
+                &destination,
+                &args,
+            )
+            .await;
+        }
+        tracing::warn!(
+            "the running agent uses {}, not {server}: downloading in the foreground",
+            agent.server.url
+        );
+    }
     // Our key (shared with a local agent): never download from ourselves, and prove our
     // address with it when firewalled sources connect back.
     let key = state.join(KEY_FILE);
@@ -515,7 +554,7 @@ pub async fn get(args: GetArgs, file: &ConfigFile, state: PathBuf) -> anyhow::Re
 
 /// Whether `path` already holds exactly the content `hash` of `size` bytes (a file of an
 /// earlier, finished run of the same folder download).
-fn already_there(path: &Path, hash: &FileHash, size: u64) -> bool {
+pub(super) fn already_there(path: &Path, hash: &FileHash, size: u64) -> bool {
     if std::fs::metadata(path).map(|m| m.len()).ok() != Some(size) {
         return false;
     }

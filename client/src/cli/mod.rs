@@ -9,6 +9,7 @@ mod account;
 mod get;
 mod search;
 mod social;
+mod transfers;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -76,7 +77,13 @@ enum Command {
     ///
     /// Exit codes: 0 complete and verified, 3 not found, 4 no source reachable, 5 verification
     /// failed, 6 disk full, 130 interrupted (partial downloads are kept for resuming), 1 other.
+    ///
+    /// With an agent running on the state directory, the downloads go to its transfer queue
+    /// and the command returns (`--wait` follows them; `--foreground` downloads here instead).
     Get(get::GetArgs),
+    /// The running agent's downloads and uploads: `transfers [--json]`,
+    /// `transfers pause|resume|cancel|retry ID`, `transfers priority ID N`
+    Transfers(transfers::TransfersArgs),
     /// Accounts on the index server: `account create NAME [--invite CODE] --password-stdin`
     #[command(subcommand)]
     Account(account::AccountCommand),
@@ -466,6 +473,13 @@ fn status_text(status: &AgentStatus) -> String {
             .unwrap_or(100);
         let _ = writeln!(out, "  {}  {}  {percent}%", upload.peer, upload.path);
     }
+    let _ = writeln!(out, "downloads {} open", status.downloads.len());
+    for download in &status.downloads {
+        let _ = writeln!(out, "  {}", transfers::download_line(download));
+        if let Some(waits) = &download.waits_for {
+            let _ = writeln!(out, "      waits for {waits}");
+        }
+    }
     out
 }
 
@@ -564,6 +578,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let file = ConfigFile::load(&config_path(cli.config)?)?;
             return get::get(args, &file, state_dir(cli.state)?).await;
         }
+        Command::Transfers(args) => transfers::transfers(args, &state_dir(cli.state)?).await?,
         Command::Account(account::AccountCommand::Create(args)) => {
             let file = ConfigFile::load(&config_path(cli.config)?)?;
             account::create(args, &file).await?;

@@ -378,6 +378,8 @@ pub struct Db {
     holders: HolderCache,
     /// Bumped by every write that may change what a viewer may see (`accounts`).
     scope_epoch: std::sync::atomic::AtomicU64,
+    /// The quarantine and sources' reliability, as last read (`reports`).
+    standing: reports::StandingCache,
     /// Viewers' scopes with the epoch they were computed at.
     #[allow(clippy::type_complexity)]
     scopes: Mutex<
@@ -442,6 +444,7 @@ impl Db {
             path: path.to_owned(),
             holders: HolderCache::new(DEFAULT_HOLDERS_CACHE_BYTES),
             scope_epoch: Default::default(),
+            standing: Default::default(),
             scopes: Default::default(),
         })
     }
@@ -501,6 +504,7 @@ mod folders;
 mod index_log;
 mod lists;
 mod moderation;
+mod reports;
 mod requests;
 mod rooms;
 mod social;
@@ -512,6 +516,7 @@ pub use accounts::{
 };
 pub use folders::{FolderFile, FolderRow, parent_dir};
 pub use moderation::{BanKind, BanRow, BanSubject, check_ban_value};
+pub use reports::{QuarantineRow, QuarantineRules, Reliability, Standing, VERSION_6};
 pub use rooms::{RoomAccess, RoomRow};
 pub use social::{ContactOutcome, SocialError, StoredMessage};
 pub use wishes::{WishMatch, WishRow};

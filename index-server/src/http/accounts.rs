@@ -152,7 +152,7 @@ impl Caller {
     }
 
     /// The account, if it is an admin (or, with `moderator_ok`, a moderator).
-    fn require_role(&self, moderator_ok: bool) -> Result<&AccountRow, ApiError> {
+    pub(crate) fn require_role(&self, moderator_ok: bool) -> Result<&AccountRow, ApiError> {
         self.require_scope("admin")?;
         let account = self.require_account()?;
         match account.role {

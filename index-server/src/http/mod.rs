@@ -6,6 +6,7 @@
 pub mod accounts;
 mod error;
 mod lists;
+mod reports;
 mod social;
 mod transfers;
 
@@ -101,6 +102,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(routes::ADMIN_BAN, delete(accounts::admin_remove_ban))
         .route(routes::ADMIN_TAKEDOWNS, post(accounts::admin_takedown))
+        .route(routes::ADMIN_QUARANTINE, get(reports::admin_quarantine))
+        .route(
+            routes::ADMIN_QUARANTINE_PEER,
+            delete(reports::admin_clear_quarantine),
+        )
+        .route(routes::REPORTS, post(reports::post_report))
         .route(routes::CONTACTS, get(social::contacts))
         .route(
             routes::CONTACT,

@@ -388,6 +388,7 @@ async fn downloads_land_in_the_running_agents_folder_and_become_shared() {
         download: peerdex_agent::config::DownloadConfig {
             dir: Some(downloads.clone()),
             share: Some(true),
+            ..Default::default()
         },
         ..Default::default()
     };
@@ -402,11 +403,15 @@ async fn downloads_land_in_the_running_agents_folder_and_become_shared() {
     .unwrap();
     let mine = TestAgent::start_with(config).await;
     let hash = content_hash(b"roses are red");
-    succeeded(peerdex_in(
+    // With the agent running, `get` hands the download to it; `--wait` follows it to the end.
+    let out = succeeded(peerdex_in(
         dir.path(),
         &state,
-        &["get", "--server", &server.url, &hash.to_string()],
+        &["get", "--wait", "--server", &server.url, &hash.to_string()],
     ));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("queued 1: "), "{said}");
+    assert!(said.contains("shared poem.txt"), "{said}");
     assert_eq!(
         std::fs::read(downloads.join("shared poem.txt")).unwrap(),
         b"roses are red"

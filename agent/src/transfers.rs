@@ -1,0 +1,758 @@
+//! The agent's transfer queue: downloads the agent owns, kept in the catalog so they survive a
+//! restart, run a few at a time by priority, and wait (rather than fail) while no source can
+//! deliver.
+//!
+//! Each run is one call of the download engine; the engine resumes from the verified pieces
+//! an earlier run left, so a restart, a pause or a source that vanished costs no verified byte.
+//! A run that found no source puts the transfer to `waiting` and asks again on a backoff
+//! schedule (at most `download.retry_max_secs` apart), and at once when a contact comes online.
+//! After each run the sources' outcomes are reported to the index server, signed by our key
+//! (PROTOCOL §11.3); a source that sent bad data is never used for that transfer again.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use peerdex_client::{Identity, ServerClient};
+use peerdex_download::part::PartPaths;
+use peerdex_download::{
+    DownloadError, DownloadOptions, DownloadProgress, DownloadRequest, Phase, RemoteQueue,
+    SourceFinder,
+};
+use peerdex_shared::api::{OutcomeKind, TransferReport};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::catalog::{Catalog, Destination, NewTransfer, Stored, TransferRow};
+use super::link::{Session, unix_now};
+
+/// How the queue runs, from the `[download]` section of the config file.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// Downloads running at once.
+    pub max_active: usize,
+    /// Longest pause between two asks for the sources of a waiting transfer.
+    pub retry_max: Duration,
+    /// Sources one download uses at once.
+    pub max_sources: usize,
+    /// Finished transfers kept as history.
+    pub history: usize,
+    /// Whether firewalled sources may connect to us (we accept inbound connections).
+    pub accept_connections: bool,
+}
+
+/// First pause before asking again for a waiting transfer; each next one doubles.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// Window over which rates are computed.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+
+/// What a transfer is doing, as `peerdex transfers` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferState {
+    /// Waiting for one of our download slots (`download.max_active`).
+    Queued,
+    /// Asking for sources and connecting to them.
+    Connecting,
+    /// Checking the pieces kept from an earlier run.
+    Verifying,
+    /// Every source is busy: we are in a source's upload queue.
+    QueuedRemotely,
+    /// Pieces are arriving.
+    Downloading,
+    /// No source can deliver now; asked again on a schedule.
+    Waiting,
+    /// Paused by the user.
+    Paused,
+    /// Complete and verified.
+    Done,
+    /// Failed (see the reason); `retry` runs it again.
+    Failed,
+    /// Cancelled by the user.
+    Cancelled,
+}
+
+impl TransferState {
+    /// The word the table shows.
+    pub fn word(self) -> &'static str {
+        match self {
+            TransferState::Queued => "queued",
+            TransferState::Connecting => "connecting",
+            TransferState::Verifying => "verifying",
+            TransferState::QueuedRemotely => "queued-remotely",
+            TransferState::Downloading => "downloading",
+            TransferState::Waiting => "waiting",
+            TransferState::Paused => "paused",
+            TransferState::Done => "done",
+            TransferState::Failed => "failed",
+            TransferState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One source of a running transfer.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SourceView {
+    /// Its nickname.
+    pub nickname: String,
+    /// Its key.
+    pub peer: peerdex_shared::PeerId,
+    /// Whether it is sending now.
+    pub active: bool,
+    /// Verified bytes it delivered in this run.
+    pub verified: u64,
+    /// Bytes per second over the last seconds.
+    pub rate: u64,
+    /// Why it was dropped, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<String>,
+}
+
+/// One transfer as `peerdex transfers` shows it: the stored row and what it does now.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TransferView {
+    /// The stored row.
+    #[serde(flatten)]
+    pub row: TransferRow,
+    /// What it does now.
+    pub status: TransferState,
+    /// The file name, once known.
+    pub file_name: Option<String>,
+    /// Verified bytes.
+    pub verified: u64,
+    /// Bytes of the content, once known.
+    pub total: Option<u64>,
+    /// Bytes per second over the last seconds (0 when idle).
+    pub rate: u64,
+    /// Seconds left at that rate.
+    pub eta_secs: Option<u64>,
+    /// Our place in a source's upload queue, while queued remotely.
+    pub remote_queue: Option<RemoteQueue>,
+    /// The sources of the current run.
+    pub sources: Vec<SourceView>,
+    /// Seconds until the sources of a waiting transfer are asked for again.
+    pub next_try_secs: Option<u64>,
+    /// What it waits for and on whose side, for a transfer that is not moving.
+    pub waits_for: Option<String>,
+}
+
+/// A user's action on one transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action", content = "value")]
+pub enum Action {
+    /// Stop it, keeping its verified pieces.
+    Pause,
+    /// Queue a paused transfer again.
+    Resume,
+    /// Stop it and remove its partial file.
+    Cancel,
+    /// Run a failed, cancelled or waiting transfer again now.
+    Retry,
+    /// Change its priority (higher runs first).
+    Priority(i64),
+}
+
+/// Why an action was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// No transfer has this id.
+    #[error("no transfer {0}")]
+    Unknown(u64),
+    /// The action does not apply in this state.
+    #[error("transfer {id} is {state}: {action} does not apply")]
+    NotApplicable {
+        /// The transfer.
+        id: u64,
+        /// Its state.
+        state: &'static str,
+        /// What was asked.
+        action: &'static str,
+    },
+    /// The catalog failed.
+    #[error(transparent)]
+    Catalog(#[from] super::catalog::CatalogError),
+}
+
+/// Rate samples of one counter.
+#[derive(Debug, Default)]
+struct Rate {
+    samples: std::collections::VecDeque<(Instant, u64)>,
+}
+
+impl Rate {
+    fn update(&mut self, now: Instant, value: u64) -> u64 {
+        self.samples.push_back((now, value));
+        while self.samples.len() > 2
+            && self
+                .samples
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) > RATE_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        let Some(&(since, before)) = self.samples.front() else {
+            return 0;
+        };
+        let secs = now.duration_since(since).as_secs_f64();
+        if secs < 0.2 {
+            return 0;
+        }
+        (value.saturating_sub(before) as f64 / secs) as u64
+    }
+}
+
+/// A transfer being run now.
+struct Running {
+    progress: Arc<DownloadProgress>,
+    cancel: CancellationToken,
+    /// What the user asked it to become when it stops (pause, cancel).
+    stop_as: Mutex<Option<Stored>>,
+    rate: Mutex<Rate>,
+    source_rates: Mutex<HashMap<peerdex_shared::PeerId, Rate>>,
+}
+
+/// When a waiting transfer is asked for again.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    at: Instant,
+    waits: u32,
+}
+
+/// The queue.
+pub struct TransferQueue {
+    catalog: Arc<Catalog>,
+    settings: QueueSettings,
+    identity: Identity,
+    url: String,
+    sessions: watch::Receiver<Option<Session>>,
+    running: Mutex<HashMap<u64, Arc<Running>>>,
+    retries: Mutex<HashMap<u64, Retry>>,
+    wake: Notify,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl TransferQueue {
+    /// A queue over the catalog's transfers, downloading as `identity`.
+    pub fn new(
+        catalog: Arc<Catalog>,
+        settings: QueueSettings,
+        identity: Identity,
+        url: String,
+        sessions: watch::Receiver<Option<Session>>,
+    ) -> Arc<TransferQueue> {
+        Arc::new(TransferQueue {
+            catalog,
+            settings,
+            identity,
+            url,
+            sessions,
+            running: Mutex::new(HashMap::new()),
+            retries: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Queues downloads (blocking: writes the catalog); returns their ids. A wish's match
+    /// already queued is not queued twice.
+    pub fn add(&self, transfers: &[NewTransfer]) -> Result<Vec<u64>, ActionError> {
+        let mut ids = Vec::with_capacity(transfers.len());
+        for new in transfers {
+            if new.wish.is_some() {
+                let known = self.catalog.read(|r| r.transfers(usize::MAX))?;
+                if let Some(row) = known
+                    .iter()
+                    .find(|row| row.request.wish == new.wish && row.request.hash == new.hash)
+                {
+                    ids.push(row.id);
+                    continue;
+                }
+            }
+            let id = self.catalog.add_transfer(new, unix_now())?;
+            info!(id, hash = %new.hash.fmt_short(), "download queued");
+            ids.push(id);
+        }
+        self.wake.notify_one();
+        Ok(ids)
+    }
+
+    /// A holder may have come back (a contact came online): every waiting transfer asks for
+    /// its sources now.
+    pub fn sources_may_have_returned(&self) {
+        let now = Instant::now();
+        for retry in locked(&self.retries).values_mut() {
+            retry.at = now;
+        }
+        self.wake.notify_one();
+    }
+
+    /// Applies a user's action (blocking: writes the catalog).
+    pub fn act(&self, id: u64, action: Action) -> Result<TransferView, ActionError> {
+        let mut row = self
+            .catalog
+            .read(|r| r.transfer(id))?
+            .ok_or(ActionError::Unknown(id))?;
+        let running = locked(&self.running).get(&id).cloned();
+        let refuse = |row: &TransferRow, action: &'static str| ActionError::NotApplicable {
+            id,
+            state: self.view(row).status.word(),
+            action,
+        };
+        match action {
+            Action::Pause => {
+                if row.state.finished() || row.state == Stored::Paused {
+                    return Err(refuse(&row, "pause"));
+                }
+                if let Some(running) = &running {
+                    *locked(&running.stop_as) = Some(Stored::Paused);
+                    running.cancel.cancel();
+                }
+                row.state = Stored::Paused;
+                row.reason = "paused by you".into();
+            }
+            Action::Resume => {
+                if row.state != Stored::Paused {
+                    return Err(refuse(&row, "resume"));
+                }
+                row.state = Stored::Queued;
+                row.reason.clear();
+            }
+            Action::Cancel => {
+                if row.state.finished() {
+                    return Err(refuse(&row, "cancel"));
+                }
+                if let Some(running) = &running {
+                    *locked(&running.stop_as) = Some(Stored::Cancelled);
+                    running.cancel.cancel();
+                } else {
+                    remove_partial(&row);
+                }
+                row.state = Stored::Cancelled;
+                row.reason = "cancelled by you".into();
+                row.finished_at = Some(unix_now());
+            }
+            Action::Retry => {
+                if matches!(row.state, Stored::Done | Stored::Paused) || running.is_some() {
+                    return Err(refuse(&row, "retry"));
+                }
+                row.state = Stored::Queued;
+                row.reason.clear();
+                row.finished_at = None;
+                locked(&self.retries).remove(&id);
+            }
+            Action::Priority(priority) => {
+                self.catalog.set_transfer_priority(id, priority)?;
+                row.request.priority = priority;
+                self.wake.notify_one();
+                return Ok(self.view(&row));
+            }
+        }
+        self.catalog.save_transfer(&row)?;
+        self.wake.notify_one();
+        Ok(self.view(&row))
+    }
+
+    /// Every open transfer and the `history` latest finished ones, as they are now (blocking).
+    pub fn list(&self, history: usize) -> Result<Vec<TransferView>, ActionError> {
+        let rows = self.catalog.read(|r| r.transfers(history))?;
+        Ok(rows.iter().map(|row| self.view(row)).collect())
+    }
+
+    /// What `row` does now.
+    fn view(&self, row: &TransferRow) -> TransferView {
+        let running = locked(&self.running).get(&row.id).cloned();
+        let retry = locked(&self.retries).get(&row.id).copied();
+        let mut view = TransferView {
+            row: row.clone(),
+            status: match row.state {
+                Stored::Queued => TransferState::Queued,
+                Stored::Waiting => TransferState::Waiting,
+                Stored::Paused => TransferState::Paused,
+                Stored::Done => TransferState::Done,
+                Stored::Failed => TransferState::Failed,
+                Stored::Cancelled => TransferState::Cancelled,
+            },
+            file_name: row
+                .path
+                .as_ref()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned()),
+            verified: row.bytes_done,
+            total: row.size,
+            rate: 0,
+            eta_secs: None,
+            remote_queue: None,
+            sources: Vec::new(),
+            next_try_secs: None,
+            waits_for: None,
+        };
+        if let Some(running) = running.filter(|_| row.state == Stored::Queued) {
+            let progress = &running.progress;
+            let now = Instant::now();
+            let total = progress.total.load(Ordering::Relaxed);
+            let verified = progress.verified.load(Ordering::Relaxed);
+            let moved = verified.saturating_sub(progress.resumed.load(Ordering::Relaxed));
+            view.rate = locked(&running.rate).update(now, moved);
+            view.verified = verified;
+            if total > 0 {
+                view.total = Some(total);
+            }
+            view.file_name = progress.name().or(view.file_name);
+            view.remote_queue = progress.remote_queue();
+            let mut rates = locked(&running.source_rates);
+            view.sources = progress
+                .sources()
+                .iter()
+                .map(|tally| SourceView {
+                    nickname: tally.nickname.clone(),
+                    peer: tally.peer,
+                    active: tally.active.load(Ordering::Relaxed),
+                    verified: tally.verified.load(Ordering::Relaxed),
+                    rate: rates
+                        .entry(tally.peer)
+                        .or_default()
+                        .update(now, tally.received.load(Ordering::Relaxed)),
+                    dropped: tally
+                        .outcome()
+                        .filter(|o| o.kind != OutcomeKind::Verified)
+                        .map(|o| o.detail),
+                })
+                .collect();
+            let active = progress.active_sources.load(Ordering::Relaxed);
+            view.status = match progress.phase() {
+                Phase::Verifying => TransferState::Verifying,
+                Phase::Finding | Phase::Proving => TransferState::Connecting,
+                Phase::Fetching | Phase::Finishing => {
+                    let sending = view.sources.iter().any(|s| s.active && s.rate > 0);
+                    if view.remote_queue.is_some() && !sending {
+                        TransferState::QueuedRemotely
+                    } else if active == 0 {
+                        TransferState::Connecting
+                    } else {
+                        TransferState::Downloading
+                    }
+                }
+            };
+            if view.rate > 0 {
+                view.eta_secs = Some(total.saturating_sub(verified) / view.rate.max(1));
+            }
+        }
+        view.next_try_secs = retry
+            .filter(|_| row.state == Stored::Waiting)
+            .map(|r| r.at.saturating_duration_since(Instant::now()).as_secs());
+        view.waits_for = match view.status {
+            TransferState::Queued => Some(format!(
+                "a free download slot (your side: {} run at once, download.max_active)",
+                self.settings.max_active
+            )),
+            TransferState::Waiting => Some(format!("a source (their side): {}", row.reason)),
+            TransferState::QueuedRemotely => view.remote_queue.as_ref().map(|q| match q.position {
+                Some(n) => format!("an upload slot at {} (their side): number {n}", q.peer),
+                None => format!("an upload slot at {} (their side)", q.peer),
+            }),
+            TransferState::Paused => Some("you (your side): it is paused".into()),
+            TransferState::Failed => Some(format!("you (your side): {}", row.reason)),
+            _ => None,
+        };
+        view
+    }
+
+    /// Runs transfers until `stop`: at most `max_active` at once, highest priority first;
+    /// waiting ones when their retry is due.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        // Transfers that were running when the agent stopped are queued ones now: they resume.
+        loop {
+            let next = self.start_due(&stop).await;
+            let pause = next
+                .unwrap_or(Duration::from_secs(5))
+                .min(Duration::from_secs(5));
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+        // Stop the runs; each keeps its transfer queued for the next start.
+        let running: Vec<Arc<Running>> = locked(&self.running).values().cloned().collect();
+        for run in running {
+            run.cancel.cancel();
+        }
+        for _ in 0..100 {
+            if locked(&self.running).is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts what may start now; returns when the next waiting transfer is due.
+    async fn start_due(self: &Arc<Self>, stop: &CancellationToken) -> Option<Duration> {
+        let rows = match self.catalog.call(|c| c.read(|r| r.transfers(0))).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                warn!(error = %e, "cannot read the transfer queue");
+                return Some(Duration::from_secs(5));
+            }
+        };
+        let now = Instant::now();
+        let mut next: Option<Duration> = None;
+        for row in rows {
+            if locked(&self.running).len() >= self.settings.max_active.max(1) {
+                break;
+            }
+            if locked(&self.running).contains_key(&row.id) {
+                continue;
+            }
+            match row.state {
+                Stored::Queued => {}
+                Stored::Waiting => {
+                    let due = locked(&self.retries).get(&row.id).map(|r| r.at);
+                    if let Some(at) = due.filter(|at| *at > now) {
+                        let wait = at - now;
+                        next = Some(next.map_or(wait, |n| n.min(wait)));
+                        continue;
+                    }
+                }
+                _ => continue,
+            }
+            self.start(row, stop);
+        }
+        next
+    }
+
+    fn start(self: &Arc<Self>, row: TransferRow, stop: &CancellationToken) {
+        let running = Arc::new(Running {
+            progress: Arc::new(DownloadProgress::default()),
+            cancel: stop.child_token(),
+            stop_as: Mutex::new(None),
+            rate: Mutex::new(Rate::default()),
+            source_rates: Mutex::new(HashMap::new()),
+        });
+        locked(&self.running).insert(row.id, running.clone());
+        let this = self.clone();
+        let span = info_span!("transfer", id = row.id, hash = %row.request.hash.fmt_short());
+        tokio::spawn(
+            async move {
+                let id = row.id;
+                this.run_one(row, &running).await;
+                locked(&this.running).remove(&id);
+                this.wake.notify_one();
+            }
+            .instrument(span),
+        );
+    }
+
+    /// One run of the engine for `row`, and what it leaves the row as.
+    async fn run_one(&self, mut row: TransferRow, running: &Running) {
+        row.attempts += 1;
+        if row.state == Stored::Waiting {
+            // Shown as connecting while it runs; waiting again if it finds no source.
+            row.state = Stored::Queued;
+        }
+        self.save(&row).await;
+        let session = self.sessions.borrow().clone();
+        let Ok(client) = ServerClient::new(&self.url) else {
+            row.state = Stored::Failed;
+            row.reason = format!("the index server URL {:?} cannot be used", self.url);
+            self.save(&row).await;
+            return;
+        };
+        // The session token also makes searches and sources see what the account may.
+        let (client, reporter) = match &session {
+            Some(s) => {
+                let reporter = client.clone().with_session(s.peer, s.token.clone());
+                (
+                    reporter.clone().with_account_token(Some(s.token.clone())),
+                    Some(reporter),
+                )
+            }
+            None => (client, None),
+        };
+        let finder: Arc<dyn SourceFinder> = Arc::new(client);
+        let options = DownloadOptions {
+            max_sources: self.settings.max_sources.max(1),
+            force: row.request.force,
+            exclude_peer: Some(self.identity.peer_id()),
+            avoid_peers: row.avoid.clone(),
+            identity: Some(self.identity.clone()),
+            accept_connections: self.settings.accept_connections,
+            ..DownloadOptions::default()
+        };
+        let request = DownloadRequest {
+            hash: row.request.hash,
+            name: row.request.name.clone(),
+            destination: match &row.request.destination {
+                Destination::Dir(dir) => peerdex_download::Destination::Dir(dir.clone()),
+                Destination::File(file) => peerdex_download::Destination::File(file.clone()),
+            },
+        };
+        if let Destination::Dir(dir) = &row.request.destination
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            warn!(error = %e, dir = %dir.display(), "cannot make the download folder");
+        }
+        let outcome = peerdex_download::download(
+            finder,
+            &request,
+            &options,
+            running.progress.clone(),
+            running.cancel.clone(),
+        )
+        .await;
+        let progress = &running.progress;
+        let total = progress.total.load(Ordering::Relaxed);
+        if total > 0 {
+            row.size = Some(total);
+        }
+        row.bytes_done = progress.verified.load(Ordering::Relaxed);
+        if row.path.is_none() {
+            row.path = match (&row.request.destination, progress.name()) {
+                (Destination::File(file), _) => Some(file.clone()),
+                (Destination::Dir(dir), Some(name)) => Some(dir.join(name)),
+                (Destination::Dir(_), None) => None,
+            };
+        }
+        let outcomes = progress.outcomes();
+        for outcome in &outcomes {
+            if outcome.kind == OutcomeKind::BadData && !row.avoid.contains(&outcome.peer) {
+                row.avoid.push(outcome.peer);
+            }
+        }
+        if let (Some(reporter), false) = (&reporter, outcomes.is_empty()) {
+            let report = TransferReport {
+                hash: row.request.hash,
+                size: row.size.unwrap_or(0),
+                sources: outcomes,
+            };
+            if let Err(e) = reporter.report_transfer(&self.identity, &report).await {
+                debug!(error = %e, "could not report the sources' outcomes");
+            }
+        }
+        let stop_as = *locked(&running.stop_as);
+        match outcome {
+            Ok(report) => {
+                info!(path = ?report.path, bytes = report.size, "download done");
+                row.state = Stored::Done;
+                row.reason.clear();
+                row.error_code = None;
+                row.size = Some(report.size);
+                row.bytes_done = report.size;
+                row.path = report.path.clone().or(row.path);
+                row.finished_at = Some(unix_now());
+                locked(&self.retries).remove(&row.id);
+                if let (Some(wish), Some(reporter)) = (row.request.wish, &reporter) {
+                    let event = peerdex_shared::social::Event::Download {
+                        wish,
+                        hash: row.request.hash,
+                        name: row.request.name.clone().unwrap_or_default(),
+                        ok: true,
+                        detail: report
+                            .path
+                            .as_ref()
+                            .map_or_else(String::new, |p| p.display().to_string()),
+                    };
+                    if let Err(e) = reporter.report_event(&event).await {
+                        warn!(error = %e, "could not report the download to the server");
+                    }
+                }
+            }
+            Err(DownloadError::Interrupted) => match stop_as {
+                Some(Stored::Cancelled) => {
+                    remove_partial(&row);
+                    row.state = Stored::Cancelled;
+                    row.reason = "cancelled by you".into();
+                    row.finished_at = Some(unix_now());
+                }
+                Some(state) => {
+                    row.state = state;
+                    row.reason = "paused by you".into();
+                }
+                // The agent is stopping: queued again at the next start.
+                None => row.state = Stored::Queued,
+            },
+            Err(error) => {
+                let waiting = matches!(
+                    error,
+                    DownloadError::NotFound(_)
+                        | DownloadError::NoSource { .. }
+                        | DownloadError::Verification(_)
+                        | DownloadError::Server(_)
+                );
+                row.reason = match &error {
+                    DownloadError::NotFound(_) => "no online peer has it".to_owned(),
+                    other => other.to_string(),
+                };
+                row.error_code = Some(error.exit_code());
+                if waiting {
+                    let mut retries = locked(&self.retries);
+                    let waits = retries.get(&row.id).map_or(0, |r| r.waits + 1);
+                    let pause = (FIRST_RETRY * 2u32.saturating_pow(waits.min(16)))
+                        .min(self.settings.retry_max.max(FIRST_RETRY));
+                    retries.insert(
+                        row.id,
+                        Retry {
+                            at: Instant::now() + pause,
+                            waits,
+                        },
+                    );
+                    info!(reason = %row.reason, retry_in = ?pause, "download waits for a source");
+                    row.state = Stored::Waiting;
+                } else {
+                    warn!(error = %error, "download failed");
+                    row.state = Stored::Failed;
+                    row.finished_at = Some(unix_now());
+                    if let (Some(wish), Some(reporter)) = (row.request.wish, &reporter) {
+                        let event = peerdex_shared::social::Event::Download {
+                            wish,
+                            hash: row.request.hash,
+                            name: row.request.name.clone().unwrap_or_default(),
+                            ok: false,
+                            detail: row.reason.clone(),
+                        };
+                        if let Err(e) = reporter.report_event(&event).await {
+                            warn!(error = %e, "could not report the download to the server");
+                        }
+                    }
+                }
+            }
+        }
+        self.save(&row).await;
+        if row.state.finished() {
+            let keep = self.settings.history;
+            let _ = self
+                .catalog
+                .call(move |c| c.trim_transfer_history(keep))
+                .await;
+        }
+    }
+
+    async fn save(&self, row: &TransferRow) {
+        // A user's action may have changed the row meanwhile: their state wins unless this
+        // run ended it.
+        let row = row.clone();
+        if let Err(e) = self.catalog.call(move |c| c.save_transfer(&row)).await {
+            warn!(error = %e, "cannot record the transfer");
+        }
+    }
+}
+
+/// Removes what a cancelled transfer left: its partial and state files.
+fn remove_partial(row: &TransferRow) {
+    let Some(path) = &row.path else { return };
+    let paths = PartPaths::beside(path);
+    for file in [&paths.data, &paths.state] {
+        let _ = std::fs::remove_file(file);
+    }
+}
+
+/// The absolute form of a destination, so that the agent (whose current folder is its own)
+/// writes where the command line meant.
+pub fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
+}

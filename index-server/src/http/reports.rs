@@ -1,0 +1,103 @@
+//! Downloaders' reports on their sources, and the admin's view of the quarantine (PROTOCOL
+//! §11.3).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use peerdex_shared::PeerSignature;
+use peerdex_shared::api::{MAX_REPORT_SOURCES, ReportResponse, SIGNATURE_HEADER, TransferReport};
+use peerdex_shared::identity::report_message;
+use tracing::{info, warn};
+
+use super::accounts::Caller;
+use super::{ApiError, Authed, run_blocking};
+use crate::db::QuarantineRow;
+use crate::state::AppState;
+
+/// Longest report body accepted.
+const MAX_REPORT_BYTES: usize = 64 * 1024;
+
+/// `POST /api/v1/peers/{id}/reports`: the reporting peer's session, and its key's signature over
+/// the exact body.
+pub async fn post_report(
+    State(state): State<Arc<AppState>>,
+    Path(peer): Path<String>,
+    authed: Authed,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<ReportResponse>, ApiError> {
+    let peer = authed.require_self(&peer)?;
+    if body.len() > MAX_REPORT_BYTES {
+        return Err(ApiError::limit(
+            "report_bytes",
+            format!("a report is at most {MAX_REPORT_BYTES} bytes"),
+        ));
+    }
+    let signature: PeerSignature = headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            ApiError::unauthorized(format!(
+                "a report carries the reporter's signature over its body in {SIGNATURE_HEADER}"
+            ))
+        })?;
+    peer.key
+        .verify(&report_message(&body), &signature)
+        .map_err(|_| ApiError::unauthorized("the report's signature is not the peer's"))?;
+    let report: TransferReport = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid report: {e}")))?;
+    if report.sources.len() > MAX_REPORT_SOURCES {
+        return Err(ApiError::limit(
+            "report_sources",
+            format!("a report names at most {MAX_REPORT_SOURCES} sources"),
+        ));
+    }
+    let (db, key, rules) = (
+        state.store.db.clone(),
+        peer.key,
+        state.config.quarantine.rules(),
+    );
+    let (response, quarantined) = run_blocking(move || {
+        let account = db.account_of_device(&key)?.map(|a| a.id.0);
+        db.record_report(&key, account, &report, &rules)
+    })
+    .await??;
+    for row in quarantined {
+        warn!(source = %row.peer, hash = ?row.hash, reason = %row.reason, "source quarantined");
+    }
+    Ok(Json(response))
+}
+
+/// `GET /api/v1/admin/quarantine` (admins and moderators).
+pub async fn admin_quarantine(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<Vec<QuarantineRow>>, ApiError> {
+    caller.require_role(true)?;
+    let db = state.store.db.clone();
+    Ok(Json(run_blocking(move || db.quarantine_list()).await??))
+}
+
+/// `DELETE /api/v1/admin/quarantine/{peer}` (admins and moderators).
+pub async fn admin_clear_quarantine(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(peer): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let actor = caller.require_role(true)?.name.clone();
+    let key: peerdex_shared::PeerId = peer
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("invalid peer id: {e}")))?;
+    let db = state.store.db.clone();
+    let name = actor.clone();
+    if run_blocking(move || db.clear_quarantine(&name, &key)).await?? {
+        info!(%key, %actor, "quarantine cleared");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("{key} is not quarantined")))
+    }
+}
