@@ -21,3 +21,4 @@ mod registry;
 mod scopes;
 mod search;
 mod social;
+mod transfers;
