@@ -64,6 +64,10 @@ pub struct DownloadConfig {
     /// Finished downloads kept in the transfer list [default: 500].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<usize>,
+    /// Serve the verified pieces of downloads not finished yet to other downloaders, for
+    /// downloads into the public part of the `downloads` share [default: true].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub share_partial: Option<bool>,
 }
 
 /// Name of the share holding downloads.

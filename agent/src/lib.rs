@@ -425,6 +425,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     let (shares_tx, shares) = live::channel(Arc::new(config.shares.clone()));
 
     let link = Arc::new(Link::new(&config.server));
+    let shelf = Arc::new(transfers::PartialShelf::default());
     let files = FileServer::new(
         catalog.clone(),
         shares.clone(),
@@ -432,6 +433,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         config.upload.clone(),
         events.clone(),
         link.sessions(),
+        shelf.clone(),
     );
     if let Some(listener) = listener {
         tasks.spawn(files.clone().serve(listener, stop.clone()));
@@ -468,10 +470,13 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
             max_sources: config.download.max_sources.unwrap_or(4).max(1),
             history: config.download.history.unwrap_or(500),
             accept_connections: serve_addr.is_some(),
+            share_partial: config.download.share_partial.unwrap_or(true),
         },
         identity.clone(),
         config.server.clone(),
         link.sessions(),
+        shares.clone(),
+        shelf,
     );
     tasks.spawn(
         queue

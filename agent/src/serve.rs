@@ -65,6 +65,16 @@ pub struct UploadInfo {
     pub length: u64,
 }
 
+/// Whether every piece that bytes `start..end` of a `len`-byte content touch is held.
+fn pieces_held(held: &[bool], len: u64, start: u64, end: u64) -> bool {
+    if start >= end {
+        return len == 0 || held.iter().all(|h| *h);
+    }
+    let first = start / PIECE_SIZE;
+    let last = (end - 1) / PIECE_SIZE;
+    (first..=last).all(|i| held.get(i as usize) == Some(&true))
+}
+
 /// A connection opened on a ticket (reverse or relayed): it serves the ticket's content only,
 /// and its requests count against the ticket's downloader.
 #[derive(Debug, Clone, Copy)]
@@ -111,6 +121,8 @@ pub struct FileServer {
     sessions: tokio::sync::watch::Receiver<Option<Session>>,
     /// Counters for status.
     pub stats: ServeStats,
+    /// Unfinished downloads whose verified pieces we serve (PROTOCOL §11.4).
+    partials: Arc<super::transfers::PartialShelf>,
 }
 
 impl std::fmt::Debug for FileServer {
@@ -219,6 +231,7 @@ impl FileServer {
         config: UploadConfig,
         events: Arc<Events>,
         sessions: tokio::sync::watch::Receiver<Option<Session>>,
+        partials: Arc<super::transfers::PartialShelf>,
     ) -> Arc<FileServer> {
         let slots = Slots::new(SlotLimits {
             slots: config.slots,
@@ -237,6 +250,7 @@ impl FileServer {
             events,
             sessions,
             stats: ServeStats::default(),
+            partials,
         })
     }
 
@@ -528,10 +542,15 @@ impl FileServer {
             return json_error(StatusCode::INTERNAL_SERVER_ERROR, "catalog unavailable");
         };
         let files = self.permitted(files, granted);
-        let Some(file) = files.first() else {
-            return not_found();
+        let (size, cvs) = match files.first() {
+            Some(file) => (file.stat.size, cvs),
+            // A download of ours not finished: its proven piece hashes.
+            None => match self.open_partial(hash).await {
+                Some(partial) => (partial.state.size, partial.state.cvs),
+                None => return not_found(),
+            },
         };
-        let count = piece_count(file.stat.size);
+        let count = piece_count(size);
         let number = |name: &str, default: u64| match query_param(query, name) {
             None => Some(default),
             Some(v) => v.parse::<u64>().ok(),
@@ -566,13 +585,25 @@ impl FileServer {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         );
-        headers.insert(peer::header::SIZE, HeaderValue::from(file.stat.size));
+        headers.insert(peer::header::SIZE, HeaderValue::from(size));
         headers.insert(peer::header::PIECE_SIZE, HeaderValue::from(PIECE_SIZE));
         headers.insert(peer::header::PIECES, HeaderValue::from(count));
         if let Ok(value) = HeaderValue::from_str(&format!("{first}-{end}")) {
             headers.insert(peer::header::PROOF_RANGE, value);
         }
         response
+    }
+
+    /// The partial download of `hash` we serve, opened (off the async threads).
+    async fn open_partial(
+        self: &Arc<Self>,
+        hash: FileHash,
+    ) -> Option<super::transfers::OpenPartial> {
+        let shelf = self.partials.clone();
+        tokio::task::spawn_blocking(move || shelf.open(&hash))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Opens the first catalog file for `hash` that is still exactly the file that was hashed.
@@ -616,22 +647,37 @@ impl FileServer {
             return json_error(StatusCode::INTERNAL_SERVER_ERROR, "catalog unavailable");
         };
         let files = self.permitted(files, granted);
-        if files.is_empty() {
-            return not_found();
-        }
-        let server = self.clone();
-        let opened = tokio::task::spawn_blocking(move || server.open_verified(&files)).await;
-        let (file, servable) = match opened {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(true)) => {
-                return json_error(
-                    StatusCode::CONFLICT,
-                    "the file changed since it was hashed; it is being rescanned",
-                );
+        // What is sent: a shared file, or the verified pieces of a download of ours.
+        let (file, len, label, held) = if files.is_empty() {
+            let Some(partial) = self.open_partial(hash).await else {
+                return not_found();
+            };
+            let held = partial.state.done.clone();
+            (
+                partial.file,
+                partial.state.size,
+                format!("{} (partial)", partial.name),
+                Some(held),
+            )
+        } else {
+            let server = self.clone();
+            let opened = tokio::task::spawn_blocking(move || server.open_verified(&files)).await;
+            match opened {
+                Ok(Ok((file, servable))) => (
+                    file,
+                    servable.stat.size,
+                    format!("{}/{}", servable.key.share, servable.key.rel_path()),
+                    None,
+                ),
+                Ok(Err(true)) => {
+                    return json_error(
+                        StatusCode::CONFLICT,
+                        "the file changed since it was hashed; it is being rescanned",
+                    );
+                }
+                _ => return not_found(),
             }
-            _ => return not_found(),
         };
-        let len = servable.stat.size;
         let (status, range) = match parse_range(request.headers().get(header::RANGE), len) {
             RangeRequest::Full => (StatusCode::OK, ByteRange { start: 0, end: len }),
             RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, r),
@@ -646,6 +692,15 @@ impl FileServer {
                 return response;
             }
         };
+        // Of a partial download, only pieces verified and written are sent.
+        if let Some(held) = &held
+            && !pieces_held(held, len, range.start, range.end)
+        {
+            return json_error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "those pieces are not downloaded yet (ask for the pieces the index lists)",
+            );
+        }
         let mut builder = Response::builder()
             .status(status)
             .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -695,7 +750,7 @@ impl FileServer {
                 UploadInfo {
                     peer: peer.to_string(),
                     hash,
-                    path: format!("{}/{}", servable.key.share, servable.key.rel_path()),
+                    path: label,
                     sent: 0,
                     length: range.end - range.start,
                 },

@@ -8,6 +8,11 @@
 //! schedule (at most `download.retry_max_secs` apart), and at once when a contact comes online.
 //! After each run the sources' outcomes are reported to the index server, signed by our key
 //! (PROTOCOL §11.3); a source that sent bad data is never used for that transfer again.
+//!
+//! The verified pieces of unfinished downloads are served to other downloaders (§11.4): every
+//! few seconds the queue announces, for each download headed into the public part of the
+//! `downloads` share, the pieces its state file records as written, and the file server reads
+//! the state file again on each request, so it never sends a piece not yet verified.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -42,6 +47,56 @@ pub struct QueueSettings {
     pub history: usize,
     /// Whether firewalled sources may connect to us (we accept inbound connections).
     pub accept_connections: bool,
+    /// Serve the verified pieces of unfinished downloads (`download.share_partial`).
+    pub share_partial: bool,
+}
+
+/// How often partial downloads are announced (when they changed).
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(2);
+
+/// The unfinished downloads whose verified pieces we serve: hash → the file's final path.
+#[derive(Debug, Default)]
+pub struct PartialShelf {
+    files: Mutex<HashMap<peerdex_shared::FileHash, PathBuf>>,
+}
+
+/// A partial download opened for serving.
+pub struct OpenPartial {
+    /// The partial file.
+    pub file: std::fs::File,
+    /// Its state: size, piece hashes and the pieces verified and written.
+    pub state: peerdex_download::part::PartState,
+    /// The file name, for the upload list.
+    pub name: String,
+}
+
+impl PartialShelf {
+    /// Opens the partial download of `hash`, if we serve one with proven piece hashes. The
+    /// state file is read now: what it marks done was verified and written before.
+    pub fn open(&self, hash: &peerdex_shared::FileHash) -> Option<OpenPartial> {
+        let path = locked(&self.files).get(hash).cloned()?;
+        let paths = PartPaths::beside(&path);
+        let state = peerdex_download::part::PartState::load(&paths.state).ok()??;
+        if state.hash != *hash || state.cvs.is_none() {
+            return None;
+        }
+        let file = std::fs::File::open(&paths.data).ok()?;
+        if file.metadata().ok()?.len() != state.size {
+            return None;
+        }
+        Some(OpenPartial {
+            file,
+            state,
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        })
+    }
+
+    fn set(&self, files: HashMap<peerdex_shared::FileHash, PathBuf>) {
+        *locked(&self.files) = files;
+    }
 }
 
 /// First pause before asking again for a waiting transfer; each next one doubles.
@@ -226,6 +281,8 @@ struct Retry {
 pub struct TransferQueue {
     catalog: Arc<Catalog>,
     settings: QueueSettings,
+    shares: super::LiveShares,
+    shelf: Arc<PartialShelf>,
     identity: Identity,
     url: String,
     sessions: watch::Receiver<Option<Session>>,
@@ -246,10 +303,14 @@ impl TransferQueue {
         identity: Identity,
         url: String,
         sessions: watch::Receiver<Option<Session>>,
+        shares: super::LiveShares,
+        shelf: Arc<PartialShelf>,
     ) -> Arc<TransferQueue> {
         Arc::new(TransferQueue {
             catalog,
             settings,
+            shares,
+            shelf,
             identity,
             url,
             sessions,
@@ -463,9 +524,128 @@ impl TransferQueue {
         view
     }
 
+    /// Where `row`'s file goes, once known (a folder destination needs the name).
+    fn final_path(&self, row: &TransferRow) -> Option<PathBuf> {
+        if let Some(path) = &row.path {
+            return Some(path.clone());
+        }
+        let running = locked(&self.running).get(&row.id).cloned()?;
+        match &row.request.destination {
+            Destination::File(file) => Some(file.clone()),
+            Destination::Dir(dir) => running.progress.name().map(|name| dir.join(name)),
+        }
+    }
+
+    /// Whether a file at `path` would be shared publicly: it lies in the `downloads` share and
+    /// that share's rules make it public.
+    fn shared_publicly(&self, path: &std::path::Path) -> bool {
+        let shares = self.shares.borrow().clone();
+        let Some(share) = shares
+            .iter()
+            .find(|s| s.name == super::config::DOWNLOADS_SHARE)
+        else {
+            return false;
+        };
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return false;
+        };
+        let Ok(parent) = std::fs::canonicalize(parent) else {
+            return false;
+        };
+        let Ok(rel) = parent
+            .join(name)
+            .strip_prefix(&share.root)
+            .map(|r| r.to_owned())
+        else {
+            return false;
+        };
+        share
+            .rules
+            .visibility_of(&rel.to_string_lossy())
+            .is_public()
+    }
+
+    /// The partial downloads to announce now (blocking: reads state files), and the shelf the
+    /// file server serves them from.
+    fn partials(&self) -> Vec<peerdex_shared::api::PartialEntry> {
+        let rows = self.catalog.read(|r| r.transfers(0));
+        let rows = rows.unwrap_or_default();
+        let mut shelf = HashMap::new();
+        let mut entries = Vec::new();
+        for row in rows {
+            let Some(path) = self.final_path(&row) else {
+                continue;
+            };
+            if !self.shared_publicly(&path) {
+                continue;
+            }
+            let paths = PartPaths::beside(&path);
+            let Ok(Some(state)) = peerdex_download::part::PartState::load(&paths.state) else {
+                continue;
+            };
+            if state.hash != row.request.hash || state.cvs.is_none() || state.done_count() == 0 {
+                continue;
+            }
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            entries.push(peerdex_shared::api::PartialEntry {
+                hash: state.hash,
+                size: state.size,
+                name,
+                pieces: peerdex_shared::pieces::PieceSet::from_done(&state.done),
+            });
+            shelf.insert(state.hash, path);
+        }
+        entries.truncate(peerdex_shared::api::MAX_PARTIALS);
+        shelf.retain(|hash, _| entries.iter().any(|e| e.hash == *hash));
+        self.shelf.set(shelf);
+        entries
+    }
+
+    /// Announces the partial downloads we serve whenever they (or the session) change.
+    async fn announce_partials(self: Arc<Self>, stop: CancellationToken) {
+        let mut sent: Option<(String, Vec<peerdex_shared::api::PartialEntry>)> = None;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(ANNOUNCE_EVERY) => {}
+            }
+            let Some(session) = self.sessions.borrow().clone() else {
+                continue;
+            };
+            let this = self.clone();
+            let Ok(entries) = tokio::task::spawn_blocking(move || this.partials()).await else {
+                continue;
+            };
+            let unchanged = sent
+                .as_ref()
+                .is_some_and(|(token, last)| *token == session.token && *last == entries);
+            // Nothing to say to a server that never heard of any.
+            if unchanged || (sent.is_none() && entries.is_empty()) {
+                continue;
+            }
+            let Ok(client) = ServerClient::new(&self.url) else {
+                return;
+            };
+            let client = client.with_session(session.peer, session.token.clone());
+            match client.announce_partials(&entries).await {
+                Ok(()) => {
+                    debug!(partials = entries.len(), "partial downloads announced");
+                    sent = Some((session.token.clone(), entries));
+                }
+                Err(e) => debug!(error = %e, "could not announce partial downloads"),
+            }
+        }
+    }
+
     /// Runs transfers until `stop`: at most `max_active` at once, highest priority first;
     /// waiting ones when their retry is due.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        if self.settings.share_partial {
+            tokio::spawn(self.clone().announce_partials(stop.clone()));
+        }
         // Transfers that were running when the agent stopped are queued ones now: they resume.
         loop {
             let next = self.start_due(&stop).await;

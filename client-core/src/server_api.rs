@@ -431,6 +431,27 @@ impl ServerClient {
         decode(response).await
     }
 
+    /// Tells the server which partial downloads we serve (replacing the last announcement).
+    pub async fn announce_partials(
+        &self,
+        partials: &[peerdex_shared::api::PartialEntry],
+    ) -> Result<(), ApiError> {
+        let (peer, token) = self.session()?;
+        let body = peerdex_shared::api::PartialsAnnouncement {
+            partials: partials.to_vec(),
+        };
+        let url = self.url(&fill(routes::PARTIALS, peer));
+        expect_empty(
+            self.http
+                .put(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
     /// Ends the session: the peer goes offline at once.
     pub async fn logout(&self) -> Result<(), ApiError> {
         let (peer, token) = self.session()?;

@@ -277,6 +277,7 @@ fn answer_of(hash: FileHash, size: u64, sources: Vec<Source>) -> SourcesResponse
         sources,
         name: "file.bin".into(),
         other_sizes: Vec::new(),
+        partial_sources: Vec::new(),
     }
 }
 

@@ -32,8 +32,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use peerdex_shared::api::{OutcomeKind, SizeClaim, Source, SourceOutcome, SourcesResponse};
-use peerdex_shared::pieces::{PieceCv, piece_count, piece_range, root_from_cvs, verify_piece};
+use peerdex_shared::api::{OutcomeKind, SizeClaim, SourceOutcome, SourcesResponse};
+use peerdex_shared::pieces::{
+    PieceCv, PieceSet, piece_count, piece_range, root_from_cvs, verify_piece,
+};
 use peerdex_shared::{FileHash, PeerId};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -473,10 +475,11 @@ struct Board {
 impl Board {
     /// The next run of missing pieces no one fetches, or, near the end, a piece in flight on one
     /// source only (to race it).
-    fn claim(&mut self) -> Option<Range<u64>> {
+    fn claim(&mut self, held: Option<&PieceSet>) -> Option<Range<u64>> {
         let count = self.done.len() as u64;
+        let has = |i: u64| held.is_none_or(|h| h.contains(i));
         let free = (self.cursor..count)
-            .find(|i| !self.done[*i as usize] && !self.in_flight.contains_key(i));
+            .find(|i| !self.done[*i as usize] && !self.in_flight.contains_key(i) && has(*i));
         if let Some(first) = free {
             let unclaimed = self.remaining.saturating_sub(self.in_flight.len() as u64);
             let run = if self.active_sources <= 1 {
@@ -493,6 +496,7 @@ impl Board {
                 && end - first < run
                 && !self.done[end as usize]
                 && !self.in_flight.contains_key(&end)
+                && has(end)
             {
                 end += 1;
             }
@@ -505,7 +509,7 @@ impl Board {
         let (&oldest, _) = self
             .in_flight
             .iter()
-            .filter(|(_, (_, fetchers))| *fetchers < 2)
+            .filter(|(i, (_, fetchers))| *fetchers < 2 && has(**i))
             .min_by_key(|(_, (since, _))| *since)?;
         if let Some(flight) = self.in_flight.get_mut(&oldest) {
             flight.1 += 1;
@@ -571,6 +575,8 @@ enum WorkerEnd {
     Dropped(SourceError),
     /// The download is being cancelled or failed locally.
     Stopped,
+    /// A partial source has no piece left that we miss (it may have more later).
+    Exhausted,
 }
 
 impl Job {
@@ -833,7 +839,16 @@ impl Job {
                 if board.remaining == 0 {
                     return WorkerEnd::Complete;
                 }
-                board.claim()
+                let claim = board.claim(source.pieces.as_deref());
+                if claim.is_none()
+                    && let Some(held) = &source.pieces
+                    && held
+                        .iter()
+                        .all(|i| board.done.get(i as usize) != Some(&false))
+                {
+                    return WorkerEnd::Exhausted;
+                }
+                claim
             };
             let Some(run) = claim else {
                 // Everything is claimed by others: wait for a change (a piece done or given back).
@@ -930,13 +945,24 @@ fn size_claims(found: &SourcesResponse) -> Vec<SizeClaim> {
         .collect()
 }
 
-/// The sources that claim `size` in an answer of the index server.
-fn claiming(found: &SourcesResponse, size: u64) -> Vec<Source> {
-    size_claims(found)
+/// The sources of `size` in an answer of the index server: the peers that claim it, then the
+/// peers serving verified pieces of a download at that size.
+fn claiming(found: &SourcesResponse, size: u64) -> Vec<PeerSource> {
+    let full = size_claims(found)
         .into_iter()
         .find(|claim| claim.size == size)
         .map(|claim| claim.sources)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    full.iter()
+        .map(PeerSource::from_api)
+        .chain(
+            found
+                .partial_sources
+                .iter()
+                .filter(|p| p.size == size && !full.iter().any(|s| s.peer_id == p.source.peer_id))
+                .map(PeerSource::partial),
+        )
+        .collect()
 }
 
 /// Where the download goes, checked before anything is fetched: a folder where a file should
@@ -1005,7 +1031,7 @@ pub async fn download(
     let fallback = hash.to_string();
     let mut unproven: Vec<DownloadError> = Vec::new();
     for (attempt, claim) in claims.iter().enumerate() {
-        let (size, sources) = (&claim.size, &claim.sources);
+        let size = &claim.size;
         if attempt > 0 {
             progress.note(format!(
                 "the size {} was not proven; trying {size} bytes, which other peers claim",
@@ -1023,7 +1049,7 @@ pub async fn download(
             finder: &finder,
             hash,
             size: *size,
-            sources: sources.clone(),
+            sources: claiming(&found, *size),
             paths: &paths,
             to_stdout,
             options,
@@ -1088,7 +1114,7 @@ struct RunInput<'a> {
     finder: &'a Arc<dyn SourceFinder>,
     hash: FileHash,
     size: u64,
-    sources: Vec<Source>,
+    sources: Vec<PeerSource>,
     paths: &'a PartPaths,
     to_stdout: bool,
     options: &'a DownloadOptions,
@@ -1127,7 +1153,7 @@ impl<'a> SourcePool<'a> {
         finder: &'a dyn SourceFinder,
         hash: FileHash,
         size: u64,
-        sources: &[Source],
+        sources: &[PeerSource],
         options: &'a DownloadOptions,
         progress: Arc<DownloadProgress>,
     ) -> SourcePool<'a> {
@@ -1147,7 +1173,7 @@ impl<'a> SourcePool<'a> {
         pool
     }
 
-    fn offer(&mut self, sources: &[Source]) {
+    fn offer(&mut self, sources: &[PeerSource]) {
         self.waiting = sources
             .iter()
             .filter(|s| {
@@ -1155,7 +1181,7 @@ impl<'a> SourcePool<'a> {
                     && !self.options.avoid_peers.contains(&s.peer_id)
                     && !self.tried.contains(&s.peer_id)
             })
-            .map(PeerSource::from_api)
+            .cloned()
             .collect();
     }
 
@@ -1719,18 +1745,18 @@ mod tests {
         let run = RUN_PIECES;
         let count = 2 * run + 2;
         let mut b = board(count as usize, 2);
-        assert_eq!(b.claim(), Some(0..run));
+        assert_eq!(b.claim(None), Some(0..run));
         // Few pieces left unclaimed: one at a time.
-        assert_eq!(b.claim(), Some(run..run + 1));
+        assert_eq!(b.claim(None), Some(run..run + 1));
         for i in 0..run {
             assert!(b.finish(i));
         }
         assert_eq!(b.cursor, run);
         for i in run + 1..count {
-            assert_eq!(b.claim(), Some(i..i + 1));
+            assert_eq!(b.claim(None), Some(i..i + 1));
         }
         // Everything is claimed: the oldest piece in flight is raced, once.
-        let raced = b.claim().unwrap();
+        let raced = b.claim(None).unwrap();
         assert_eq!(raced.end - raced.start, 1);
         assert!((run..count).contains(&raced.start));
         // The first fetch to finish wins; the racer's copy is not counted again.
@@ -1740,16 +1766,31 @@ mod tests {
         let last = count - 1;
         if raced.start != last {
             b.release(last..count);
-            assert_eq!(b.claim(), Some(last..count));
+            assert_eq!(b.claim(None), Some(last..count));
         }
+    }
+
+    #[test]
+    fn a_partial_source_is_asked_only_for_the_pieces_it_holds() {
+        let mut b = board(10, 2);
+        let held = PieceSet::from_done(&[
+            false, false, true, true, true, false, false, true, false, false,
+        ]);
+        assert_eq!(b.claim(Some(&held)), Some(2..5));
+        assert_eq!(b.claim(Some(&held)), Some(7..8));
+        // Its pieces are all in flight: it races one of them, never a piece it lacks.
+        let raced = b.claim(Some(&held)).unwrap();
+        assert!(held.contains(raced.start), "{raced:?}");
+        // A full source still takes the rest from the start.
+        assert_eq!(b.claim(None), Some(0..2));
     }
 
     #[test]
     fn a_lone_source_gets_long_ranges_to_the_end() {
         let count = LONE_SOURCE_RUN_PIECES + 3;
         let mut b = board(count as usize, 1);
-        assert_eq!(b.claim(), Some(0..LONE_SOURCE_RUN_PIECES));
+        assert_eq!(b.claim(None), Some(0..LONE_SOURCE_RUN_PIECES));
         // No single-piece endgame: there is no other source to race.
-        assert_eq!(b.claim(), Some(LONE_SOURCE_RUN_PIECES..count));
+        assert_eq!(b.claim(None), Some(LONE_SOURCE_RUN_PIECES..count));
     }
 }

@@ -86,6 +86,9 @@ pub struct PeerSource {
     pub label: String,
     /// The server's grant, for non-public content: sent with every request to this source.
     pub grant: Option<peerdex_shared::api::Grant>,
+    /// For a peer still downloading the content: the verified pieces it serves (ask only for
+    /// those).
+    pub pieces: Option<Arc<peerdex_shared::pieces::PieceSet>>,
 }
 
 impl PeerSource {
@@ -103,7 +106,16 @@ impl PeerSource {
             reachability: source.reachability,
             label: format!("{} ({place})", source.nickname),
             grant: source.grant.clone(),
+            pieces: None,
         }
+    }
+
+    /// A peer serving the verified pieces `pieces` of a download it has not finished.
+    pub fn partial(source: &peerdex_shared::api::PartialSource) -> PeerSource {
+        let mut peer = PeerSource::from_api(&source.source);
+        peer.label = format!("{} (partial, {} pieces)", peer.label, source.pieces.held());
+        peer.pieces = Some(Arc::new(source.pieces.clone()));
+        peer
     }
 }
 

@@ -214,6 +214,75 @@ pub fn sources(
                 name: hit.name,
             })
             .collect(),
+        partial_sources: Vec::new(),
+    }))
+}
+
+/// Adds to `found` the peers serving verified pieces of `hash` while they download it
+/// (`holders`, from the partial book): online, not quarantined, not already a full source, and
+/// only for a viewer who may download public content (partials are announced for public
+/// downloads only). With no full source, the partial sources alone are the answer.
+pub fn with_partial_sources(
+    db: &Db,
+    online: &crate::presence::OnlineSet,
+    viewer: Viewer<'_>,
+    hash: &FileHash,
+    found: Option<SourcesResponse>,
+    holders: Vec<(PeerRef, peerdex_shared::api::PartialEntry)>,
+) -> Result<Option<SourcesResponse>, DbError> {
+    if holders.is_empty() || !viewer.scope.downloads(crate::db::AclRef::PUBLIC) {
+        return Ok(found);
+    }
+    let standing = db.standing();
+    let mut partial = Vec::new();
+    for (peer, entry) in holders {
+        if !online.contains(peer) || !standing.offers(peer, hash) || entry.pieces.held() == 0 {
+            continue;
+        }
+        let Some(card) = db.peer_card(peer)? else {
+            continue;
+        };
+        let full = found.as_ref().is_some_and(|f| {
+            f.sources
+                .iter()
+                .chain(f.other_sizes.iter().flat_map(|c| &c.sources))
+                .any(|s| s.peer_id == card.key)
+        });
+        if full {
+            continue;
+        }
+        partial.push(peerdex_shared::api::PartialSource {
+            source: Source {
+                peer_id: card.key,
+                nickname: card.nickname.clone(),
+                addr: advertised(card.ip.as_deref(), card.port),
+                reachability: card.reachability,
+                share: String::new(),
+                path: entry.name.clone(),
+                grant: None,
+            },
+            size: entry.size,
+            pieces: entry.pieces,
+        });
+    }
+    if partial.is_empty() {
+        return Ok(found);
+    }
+    // Those holding more first.
+    partial.sort_by_key(|p| std::cmp::Reverse(p.pieces.held()));
+    Ok(Some(match found {
+        Some(mut found) => {
+            found.partial_sources = partial;
+            found
+        }
+        None => SourcesResponse {
+            hash: *hash,
+            size: partial[0].size,
+            sources: Vec::new(),
+            name: partial[0].source.path.clone(),
+            other_sizes: Vec::new(),
+            partial_sources: partial,
+        },
     }))
 }
 

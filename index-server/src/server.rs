@@ -138,6 +138,7 @@ impl Server {
                 config.social.max_event_streams,
                 config.social.max_event_streams_per_account,
             ),
+            partials: Default::default(),
             config,
         });
         Ok(Server {

@@ -43,6 +43,8 @@ pub struct AppState {
     pub wishes: Arc<crate::wishes::WishBook>,
     /// Open event streams of accounts.
     pub events: Arc<crate::events::EventHub>,
+    /// Verified pieces that downloading peers serve.
+    pub partials: crate::partials::PartialBook,
 }
 
 /// The store and the index.

@@ -517,7 +517,47 @@ pub struct SourcesResponse {
     /// sources: a downloader whose proof fails at `size` tries these.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub other_sizes: Vec<SizeClaim>,
+    /// Online peers downloading it that serve the verified pieces they hold (PROTOCOL §11.4):
+    /// ask each only for its pieces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partial_sources: Vec<PartialSource>,
 }
+
+/// A peer that holds some verified pieces of a content it is still downloading.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartialSource {
+    /// The peer, as a source.
+    #[serde(flatten)]
+    pub source: Source,
+    /// The size it downloads the content at.
+    pub size: u64,
+    /// The pieces it holds, verified.
+    pub pieces: crate::pieces::PieceSet,
+}
+
+/// One content of a `PUT /api/v1/peers/{id}/partials` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialEntry {
+    /// The content.
+    pub hash: FileHash,
+    /// Its size.
+    pub size: u64,
+    /// The file name being written.
+    pub name: String,
+    /// The verified pieces held.
+    pub pieces: crate::pieces::PieceSet,
+}
+
+/// `PUT /api/v1/peers/{id}/partials` body: every partial download the peer serves now (it
+/// replaces the previous announcement).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialsAnnouncement {
+    /// The partial downloads.
+    pub partials: Vec<PartialEntry>,
+}
+
+/// Most partial downloads one announcement may name.
+pub const MAX_PARTIALS: usize = 256;
 
 /// One size claimed for a content hash, and the online peers that claim it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -262,9 +262,151 @@ pub fn decode_cvs(bytes: &[u8]) -> Option<Vec<PieceCv>> {
     )
 }
 
+/// A set of pieces of one content, written `A-B,C-D` (each range with `B` exclusive; empty:
+/// none) with the piece count: the verified pieces a partial download holds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PieceSet {
+    /// Pieces of the content.
+    pub count: u64,
+    /// Held ranges, ascending, disjoint, not adjacent, each non-empty and within `count`.
+    ranges: Vec<(u64, u64)>,
+}
+
+/// Why a piece set could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid piece set: {0}")]
+pub struct PieceSetError(&'static str);
+
+/// Most ranges a piece set may have (a checkerboard of 8,192 pieces).
+pub const MAX_PIECE_RANGES: usize = 4096;
+
+impl PieceSet {
+    /// The pieces marked `true`.
+    pub fn from_done(done: &[bool]) -> PieceSet {
+        let mut ranges = Vec::new();
+        let mut start = None;
+        for (i, &held) in done.iter().enumerate() {
+            match (held, start) {
+                (true, None) => start = Some(i as u64),
+                (false, Some(s)) => {
+                    ranges.push((s, i as u64));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = start {
+            ranges.push((s, done.len() as u64));
+        }
+        PieceSet {
+            count: done.len() as u64,
+            ranges,
+        }
+    }
+
+    /// Whether piece `i` is held.
+    pub fn contains(&self, i: u64) -> bool {
+        let at = self.ranges.partition_point(|&(_, end)| end <= i);
+        self.ranges.get(at).is_some_and(|&(start, _)| start <= i)
+    }
+
+    /// Whether every piece of `first..end` is held.
+    pub fn covers(&self, first: u64, end: u64) -> bool {
+        first >= end
+            || self
+                .ranges
+                .iter()
+                .any(|&(start, stop)| start <= first && end <= stop)
+    }
+
+    /// The pieces held, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.ranges.iter().flat_map(|&(start, end)| start..end)
+    }
+
+    /// Pieces held.
+    pub fn held(&self) -> u64 {
+        self.ranges.iter().map(|(s, e)| e - s).sum()
+    }
+
+    /// Reads the `A-B,C-D` form for a content of `count` pieces.
+    pub fn parse(text: &str, count: u64) -> Result<PieceSet, PieceSetError> {
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for part in text.split(',').filter(|p| !p.is_empty()) {
+            if ranges.len() >= MAX_PIECE_RANGES {
+                return Err(PieceSetError("too many ranges"));
+            }
+            let (a, b) = part
+                .split_once('-')
+                .ok_or(PieceSetError("a range is A-B"))?;
+            let (a, b): (u64, u64) = (
+                a.parse().map_err(|_| PieceSetError("not a number"))?,
+                b.parse().map_err(|_| PieceSetError("not a number"))?,
+            );
+            if a >= b || b > count {
+                return Err(PieceSetError("a range is empty or past the last piece"));
+            }
+            if ranges.last().is_some_and(|&(_, end)| end >= a) {
+                return Err(PieceSetError("ranges overlap, touch or are out of order"));
+            }
+            ranges.push((a, b));
+        }
+        Ok(PieceSet { count, ranges })
+    }
+
+    /// The `A-B,C-D` form.
+    pub fn ranges_text(&self) -> String {
+        let parts: Vec<String> = self
+            .ranges
+            .iter()
+            .map(|(a, b)| format!("{a}-{b}"))
+            .collect();
+        parts.join(",")
+    }
+}
+
+impl serde::Serialize for PieceSet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = serializer.serialize_struct("PieceSet", 2)?;
+        out.serialize_field("count", &self.count)?;
+        out.serialize_field("held", &self.ranges_text())?;
+        out.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PieceSet {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Wire {
+            count: u64,
+            held: String,
+        }
+        let wire = Wire::deserialize(deserializer)?;
+        PieceSet::parse(&wire.held, wire.count).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn piece_sets_round_trip_and_refuse_what_is_not_a_set() {
+        let set = PieceSet::from_done(&[true, true, false, true, false, false, true]);
+        assert_eq!(set.ranges_text(), "0-2,3-4,6-7");
+        assert_eq!(set.held(), 4);
+        assert!(set.contains(0) && set.contains(3) && set.contains(6));
+        assert!(!set.contains(2) && !set.contains(5) && !set.contains(7));
+        assert!(set.covers(0, 2) && !set.covers(0, 4) && set.covers(5, 5));
+        assert_eq!(PieceSet::parse("0-2,3-4,6-7", 7).unwrap(), set);
+        let json = serde_json::to_string(&set).unwrap();
+        assert_eq!(serde_json::from_str::<PieceSet>(&json).unwrap(), set);
+        for bad in ["0-2,2-4", "3-4,0-2", "0-8", "2-2", "x-1", "1"] {
+            assert!(PieceSet::parse(bad, 7).is_err(), "{bad}");
+        }
+        assert_eq!(PieceSet::parse("", 7).unwrap().held(), 0);
+    }
 
     fn data(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 31 % 251) as u8).collect()

@@ -17,6 +17,9 @@ pub const SESSION: &str = "/api/v1/peers/{peer}/session";
 pub const LIST: &str = "/api/v1/peers/{peer}/list";
 /// A downloader's report of how the sources of one download did (PROTOCOL §11.3).
 pub const REPORTS: &str = "/api/v1/peers/{peer}/reports";
+/// The verified pieces of the downloads a peer serves while it downloads them (`PUT`,
+/// PROTOCOL §11.4).
+pub const PARTIALS: &str = "/api/v1/peers/{peer}/partials";
 /// A delta of a peer's list.
 pub const LIST_DELTA: &str = "/api/v1/peers/{peer}/list/delta";
 /// A peer's control channel.

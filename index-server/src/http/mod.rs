@@ -108,6 +108,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             delete(reports::admin_clear_quarantine),
         )
         .route(routes::REPORTS, post(reports::post_report))
+        .route(routes::PARTIALS, put(reports::put_partials))
         .route(routes::CONTACTS, get(social::contacts))
         .route(
             routes::CONTACT,
@@ -386,6 +387,7 @@ async fn logout(
 ) -> Result<StatusCode, ApiError> {
     let peer = authed.require_self(&peer)?;
     state.presence.mark_offline(peer.id);
+    state.partials.replace(peer.id, Vec::new());
     // A logged-out peer's control channel would keep it online with its pings.
     state.firewall.control.detach(&peer.key);
     let (db, id) = (state.store.db.clone(), peer.id);
@@ -669,9 +671,11 @@ async fn sources(
     let online = state.presence.snapshot();
     let state2 = state.clone();
     let max = state.config.search.max_sources.max(64);
+    let partial = state.partials.holders(&hash);
     run_blocking(move || {
         let viewer = caller.viewer(&state2, &scope);
-        search::sources(&state2.store.db, &online, viewer, &hash, max)
+        let found = search::sources(&state2.store.db, &online, viewer, &hash, max)?;
+        search::with_partial_sources(&state2.store.db, &online, viewer, &hash, found, partial)
     })
     .await??
     .map(Json)

@@ -1,5 +1,6 @@
-//! Downloaders' reports on their sources, and the admin's view of the quarantine (PROTOCOL
-//! §11.3).
+//! What downloading peers tell the index: reports on their sources and the admin's view of
+//! the quarantine they lead to (PROTOCOL §11.3), and the verified pieces they serve while they
+//! download (§11.4).
 
 use std::sync::Arc;
 
@@ -8,8 +9,12 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use peerdex_shared::PeerSignature;
-use peerdex_shared::api::{MAX_REPORT_SOURCES, ReportResponse, SIGNATURE_HEADER, TransferReport};
+use peerdex_shared::api::{
+    MAX_PARTIALS, MAX_REPORT_SOURCES, PartialsAnnouncement, ReportResponse, SIGNATURE_HEADER,
+    TransferReport,
+};
 use peerdex_shared::identity::report_message;
+use peerdex_shared::pieces::piece_count;
 use tracing::{info, warn};
 
 use super::accounts::Caller;
@@ -100,4 +105,45 @@ pub async fn admin_clear_quarantine(
     } else {
         Err(ApiError::not_found(format!("{key} is not quarantined")))
     }
+}
+
+/// `PUT /api/v1/peers/{id}/partials`: replaces the partial downloads the peer serves.
+pub async fn put_partials(
+    State(state): State<Arc<AppState>>,
+    Path(peer): Path<String>,
+    authed: Authed,
+    Json(announcement): Json<PartialsAnnouncement>,
+) -> Result<StatusCode, ApiError> {
+    let peer = authed.require_self(&peer)?;
+    if announcement.partials.len() > MAX_PARTIALS {
+        return Err(ApiError::limit(
+            "partials",
+            format!("an announcement names at most {MAX_PARTIALS} downloads"),
+        ));
+    }
+    for entry in &announcement.partials {
+        if entry.pieces.count != piece_count(entry.size) {
+            return Err(ApiError::bad_request(format!(
+                "{}: {} bytes are {} pieces, not {}",
+                entry.hash,
+                entry.size,
+                piece_count(entry.size),
+                entry.pieces.count
+            )));
+        }
+        if entry.name.contains('/') {
+            return Err(ApiError::bad_request(format!(
+                "{}: a file name has no `/`",
+                entry.hash
+            )));
+        }
+        peerdex_shared::validate::validate_relative_path(
+            &entry.name,
+            &state.config.limits.path_limits(),
+        )
+        .map_err(|e| ApiError::bad_request(format!("{}: invalid name: {e}", entry.hash)))?;
+    }
+    state.presence.touch(peer.id);
+    state.partials.replace(peer.id, announcement.partials);
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -55,7 +55,23 @@ async fn may_fetch(
     source: PeerId,
 ) -> Result<bool, ApiError> {
     let (db, scope) = (state.store.db.clone(), scope.clone());
-    Ok(run_blocking(move || crate::search::may_fetch(&db, &scope, &hash, &source)).await??)
+    let partial = state.partials.holders(&hash);
+    Ok(run_blocking(move || -> Result<bool, crate::db::DbError> {
+        if crate::search::may_fetch(&db, &scope, &hash, &source)? {
+            return Ok(true);
+        }
+        // A peer serving verified pieces of a public download (PROTOCOL §11.4).
+        if !scope.downloads(crate::db::AclRef::PUBLIC) {
+            return Ok(false);
+        }
+        for (peer, _) in partial {
+            if db.peer_card(peer)?.is_some_and(|card| card.key == source) {
+                return Ok(db.standing().offers(peer, &hash));
+            }
+        }
+        Ok(false)
+    })
+    .await??)
 }
 
 /// Makes and signs a ticket and sends it down the source's control channel.

@@ -492,3 +492,153 @@ async fn get_wait_follows_the_agents_download_and_pause_resume_cancel_work() {
     agent.wait().unwrap();
     source.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_still_downloading_serves_its_verified_pieces_to_a_third() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = pseudo_random(10 * P + 5, 77);
+    let hash = content_hash(&bytes);
+    let share = dir.path().join("source");
+    write_file(&share, "new release.flac", &bytes);
+    // Slow enough that the download is still running many seconds later.
+    let source = TestAgent::start(&server.url, &[&share], |c| {
+        c.upload.max_rate = 400 << 10;
+        c.upload.min_rate = 1;
+    })
+    .await;
+    source.wait_synced().await;
+    // A downloader whose downloads are shared (the default outside tests).
+    let state = dir.path().join("partial-holder");
+    let downloads = dir.path().join("holder downloads");
+    let mut file = peerdex_agent::config::ConfigFile::default();
+    file.download.dir = Some(downloads.clone());
+    file.download.share = Some(true);
+    file.download.retry_max_secs = Some(1);
+    let config = peerdex_agent::AgentConfig::from_parts(
+        server.url.clone(),
+        Some("early-bird".into()),
+        Some("127.0.0.1:0".parse().unwrap()),
+        state,
+        &[],
+        &file,
+    )
+    .unwrap();
+    let holder = TestAgent::start_with(config).await;
+    holder.wait_synced().await;
+    let id = queue(&holder, hash);
+    wait_for_written_pieces(&downloads.join("new release.flac.peerdex-state"), 2).await;
+    // The index lists it as a partial source, with the pieces it holds.
+    let client = server.client();
+    let partial = wait_until("the partial source", Duration::from_secs(20), || {
+        let client = client.clone();
+        async move {
+            let found = client.sources(&hash).await.map_err(|e| e.to_string())?;
+            match found.partial_sources.first() {
+                Some(p) if p.pieces.held() >= 2 => Ok(p.clone()),
+                _ => Err(format!("{:?}", found.partial_sources)),
+            }
+        }
+    })
+    .await;
+    assert_eq!(partial.source.nickname, "early-bird");
+    assert_eq!(partial.size, bytes.len() as u64);
+    // The only full source goes away; the holder's download waits.
+    let (mut source_config, guard) = source.stop().await;
+    wait_until("the holder to wait", Duration::from_secs(30), || {
+        let view = view(&holder, id);
+        async move {
+            (view.status == TransferState::Waiting)
+                .then_some(())
+                .ok_or(format!("{:?}", view.status))
+        }
+    })
+    .await;
+    let held =
+        peerdex_download::part::PartState::load(&downloads.join("new release.flac.peerdex-state"))
+            .unwrap()
+            .unwrap();
+    // A third peer gets every piece the holder has, verified, and nothing else.
+    let out = dir.path().join("third");
+    let failed = download_into(&server.url, hash, &out, |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(failed.exit_code(), 4, "{failed}");
+    let got = peerdex_download::part::PartState::load(&out.join("new release.flac.peerdex-state"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        got.done, held.done,
+        "the third peer has exactly the holder's pieces"
+    );
+    assert!(got.done_count() >= 2);
+    // The source returns (at full speed now): everyone completes.
+    source_config.upload.max_rate = 0;
+    let source = TestAgent::start_with(source_config).await;
+    wait_done(&holder, id, Duration::from_secs(60)).await;
+    let report = download_into(&server.url, hash, &out, |_| {})
+        .await
+        .unwrap();
+    assert!(report.pieces_reused >= 2, "{report:?}");
+    assert_eq!(std::fs::read(out.join("new release.flac")).unwrap(), bytes);
+    source.stop().await;
+    drop(guard);
+    holder.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reporter_whose_accusations_others_contradict_loses_its_weight() {
+    let server = TestServer::start().await;
+    let honest = TestPeer::join(&server.url, "honest").await;
+    let contents: Vec<_> = ["x", "y", "z"]
+        .iter()
+        .map(|n| entry(&format!("{n}.bin"), 100, n))
+        .collect();
+    honest.client.upload_full(1, &contents).await.unwrap();
+    let hashes: Vec<FileHash> = contents.iter().map(|e| e.hash).collect();
+    let outcome = |hash: FileHash, kind: OutcomeKind| TransferReport {
+        hash,
+        size: 100,
+        sources: vec![SourceOutcome {
+            peer: honest.identity.peer_id(),
+            kind,
+            bytes: if kind == OutcomeKind::Verified {
+                100
+            } else {
+                0
+            },
+            piece: None,
+            rate: None,
+            detail: String::new(),
+        }],
+    };
+    let say = |peer: &TestPeer, report: TransferReport| {
+        let (client, identity) = (peer.client.clone(), peer.identity.clone());
+        async move { client.report_transfer(&identity, &report).await.unwrap() }
+    };
+    let slanderer = TestPeer::join(&server.url, "slanderer").await;
+    let witnesses = [
+        TestPeer::join(&server.url, "w1").await,
+        TestPeer::join(&server.url, "w2").await,
+    ];
+    // Twice the slanderer says bad data where two others downloaded the same, verified.
+    for &hash in &hashes[..2] {
+        say(&slanderer, outcome(hash, OutcomeKind::BadData)).await;
+        for witness in &witnesses {
+            say(witness, outcome(hash, OutcomeKind::Verified)).await;
+        }
+    }
+    // Now it and one other accuse the honest peer about a third content: with its word
+    // discounted, one voice is not enough.
+    let other = TestPeer::join(&server.url, "other").await;
+    say(&slanderer, outcome(hashes[2], OutcomeKind::BadData)).await;
+    say(&other, outcome(hashes[2], OutcomeKind::BadData)).await;
+    assert!(operator_db(&server).quarantine_list().unwrap().is_empty());
+    // A second credible voice is.
+    let another = TestPeer::join(&server.url, "another").await;
+    say(&another, outcome(hashes[2], OutcomeKind::BadData)).await;
+    let quarantined = operator_db(&server).quarantine_list().unwrap();
+    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+    assert_eq!(quarantined[0].hash, Some(hashes[2]));
+    assert_eq!(quarantined[0].reporters, 2);
+}
