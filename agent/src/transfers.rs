@@ -640,12 +640,62 @@ impl TransferQueue {
         }
     }
 
+    /// Tells the account's event stream (PROTOCOL §11.2) when a download changes state or
+    /// moves in a source's upload queue. Needs a session linked to an account; without one the
+    /// server refuses and nothing else happens.
+    async fn publish_changes(self: Arc<Self>, stop: CancellationToken) {
+        type Shown = (TransferState, Option<RemoteQueue>);
+        let mut shown: HashMap<u64, Shown> = HashMap::new();
+        // What the list shows when the agent starts is not news.
+        let mut baseline = true;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let Some(session) = self.sessions.borrow().clone() else {
+                continue;
+            };
+            let this = self.clone();
+            let Ok(Ok(views)) = tokio::task::spawn_blocking(move || this.list(20)).await else {
+                continue;
+            };
+            let Ok(client) = ServerClient::new(&self.url) else {
+                return;
+            };
+            let client = client.with_session(session.peer, session.token.clone());
+            for view in views {
+                let now = (view.status, view.remote_queue.clone());
+                let before = shown.insert(view.row.id, now.clone());
+                if baseline || before.as_ref() == Some(&now) {
+                    continue;
+                }
+                let event = peerdex_shared::social::Event::Transfer {
+                    transfer: view.row.id,
+                    hash: view.row.request.hash,
+                    name: view.file_name.clone().unwrap_or_default(),
+                    state: serde_json::to_value(view.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    peer: now.1.as_ref().map(|q| q.peer.clone()),
+                    position: now.1.as_ref().and_then(|q| q.position),
+                };
+                if let Err(e) = client.report_event(&event).await {
+                    debug!(error = %e, "could not publish a transfer's change");
+                }
+            }
+            baseline = false;
+        }
+    }
+
     /// Runs transfers until `stop`: at most `max_active` at once, highest priority first;
     /// waiting ones when their retry is due.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         if self.settings.share_partial {
             tokio::spawn(self.clone().announce_partials(stop.clone()));
         }
+        tokio::spawn(self.clone().publish_changes(stop.clone()));
         // Transfers that were running when the agent stopped are queued ones now: they resume.
         loop {
             let next = self.start_due(&stop).await;

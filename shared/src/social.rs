@@ -360,6 +360,25 @@ pub enum Event {
         /// Where it is, or why it failed.
         detail: String,
     },
+    /// One of your agent's downloads changed state or moved in a source's upload queue (live
+    /// only; reported by the agent, PROTOCOL §11.2).
+    Transfer {
+        /// The transfer's id in the agent's list (`peerdex transfers`).
+        transfer: u64,
+        /// The content.
+        hash: crate::FileHash,
+        /// The file name, once known.
+        name: String,
+        /// `queued`, `connecting`, `verifying`, `queued_remotely`, `downloading`, `waiting`,
+        /// `paused`, `done`, `failed` or `cancelled`.
+        state: String,
+        /// For `queued_remotely`: the source whose queue it waits in.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
+        /// For `queued_remotely`: its place there (1 = next).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        position: Option<u64>,
+    },
     /// Something happened in a room you are in (live only: `room log` has the history).
     Room {
         /// The room.
@@ -397,6 +416,7 @@ impl Event {
             Event::WishHit { .. } => "wish_hit",
             Event::Room { .. } => "room",
             Event::Download { .. } => "download",
+            Event::Transfer { .. } => "transfer",
             Event::Request { .. } => "request",
             Event::Offer { .. } => "offer",
             Event::RequestClosed { .. } => "request_closed",
@@ -407,7 +427,10 @@ impl Event {
     /// Whether the event is kept and replayed after `Last-Event-ID` (everything but presence,
     /// which only matters now, and room events, whose history is the room's log).
     pub fn is_durable(&self) -> bool {
-        !matches!(self, Event::Presence { .. } | Event::Room { .. })
+        !matches!(
+            self,
+            Event::Presence { .. } | Event::Room { .. } | Event::Transfer { .. }
+        )
     }
 }
 

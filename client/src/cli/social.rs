@@ -918,6 +918,25 @@ fn describe(envelope: &EventEnvelope) -> String {
             note.as_deref()
                 .map_or(String::new(), |n| format!(" \"{}\"", visible(n)))
         ),
+        Event::Transfer {
+            transfer,
+            name,
+            state,
+            peer,
+            position,
+            ..
+        } => {
+            let place = match (peer, position) {
+                (Some(peer), Some(n)) => format!(" (number {n} at {})", visible(peer)),
+                (Some(peer), None) => format!(" (at {})", visible(peer)),
+                _ => String::new(),
+            };
+            format!(
+                "transfer {transfer} {}: {}{place}",
+                visible(name),
+                visible(state)
+            )
+        }
         Event::Download {
             name, ok, detail, ..
         } => {

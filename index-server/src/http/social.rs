@@ -212,16 +212,23 @@ impl EventStream {
     }
 }
 
-/// `POST /api/v1/events`: an agent reports what it did for its account (only `download`
-/// events, with the peer's session); the account's clients get it like any durable event.
+/// `POST /api/v1/events`: an agent reports what it did for its account (`download` events,
+/// durable, and live `transfer` events, with the peer's session); the account's clients get
+/// them like any other event.
 pub async fn report(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let event: Event = json_body(body)?;
-    let Event::Download { name, detail, .. } = &event else {
-        return Err(ApiError::bad_request("agents report download events only"));
+    let (name, detail) = match &event {
+        Event::Download { name, detail, .. } => (name, detail.as_str()),
+        Event::Transfer { name, state, .. } => (name, state.as_str()),
+        _ => {
+            return Err(ApiError::bad_request(
+                "agents report download and transfer events only",
+            ));
+        }
     };
     if name.len() > 1024 || detail.len() > 4096 {
         return Err(ApiError::limit(

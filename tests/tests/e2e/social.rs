@@ -1241,6 +1241,28 @@ async fn a_wish_with_auto_download_is_fetched_by_the_wishers_agent_and_reported(
         std::path::Path::new(detail).starts_with(&ann_agent.config.download_dir),
         "{detail}"
     );
+    // It went through the agent's transfer queue, whose changes reach ann's stream live.
+    let transfers = ann_agent.handle.transfers().list(10).unwrap();
+    assert_eq!(transfers.len(), 1, "{transfers:?}");
+    assert_eq!(transfers[0].row.request.wish, Some(created.wish.id));
+    let finished = events
+        .until(
+            "the transfer's change",
+            |e| matches!(e, Event::Transfer { state, .. } if state == "done"),
+        )
+        .await;
+    let Event::Transfer {
+        transfer,
+        hash: moved,
+        ..
+    } = &finished.event
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (*transfer, *moved),
+        (transfers[0].row.id, content_hash(&bytes))
+    );
     bob.stop().await;
     ann_agent.stop().await;
 }
