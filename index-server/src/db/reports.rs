@@ -12,8 +12,9 @@
 //!
 //! Sources are ranked by what reporters said: the `Reliability` of each peer (distinct
 //! reporters of verified downloads, of failures and of bad data, and the median rate reported).
-//! Both are read through a snapshot that is at most 2 s old, so the operator CLI's
-//! `admin quarantine clear`, writing from another process, takes effect within 2 s.
+//! Both are read through a snapshot: the quarantine at most 2 s old, so the operator CLI's
+//! `admin quarantine clear`, writing from another process, takes effect within 2 s; the
+//! reliability, a pass over all reports, at most every 10 s and only after new reports.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -124,18 +125,46 @@ impl Standing {
     }
 }
 
-/// How long a snapshot of the standing is used before it is read again.
+/// How long a snapshot of the standing is used before the quarantine is read again.
 const STANDING_TTL: Duration = Duration::from_secs(2);
+
+/// Least time between two computations of sources' reliability (a pass over every report),
+/// and only when reports came in since.
+const RELIABILITY_EVERY: Duration = Duration::from_secs(10);
 
 /// The snapshot cache.
 #[derive(Debug, Default)]
 pub struct StandingCache {
-    inner: std::sync::Mutex<Option<(Instant, Arc<Standing>)>>,
+    inner: std::sync::Mutex<Option<Cached>>,
+    /// Bumped by every report recorded in this process.
+    reports: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug)]
+struct Cached {
+    at: Instant,
+    standing: Arc<Standing>,
+    /// When reliability was computed, and at which `reports` count.
+    reliability_at: Instant,
+    reports_seen: u64,
 }
 
 impl StandingCache {
+    /// Reads the quarantine again at the next use.
     fn invalidate(&self) {
-        *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if let Some(cached) = self
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            cached.at = Instant::now() - STANDING_TTL;
+        }
+    }
+
+    fn reported(&self) {
+        self.reports
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -295,6 +324,9 @@ impl Db {
             Ok((response, quarantined))
         })?;
         let (response, quarantined) = outcome;
+        if response.recorded > 0 {
+            self.standing.reported();
+        }
         if !quarantined.is_empty() {
             self.standing.invalidate();
         }
@@ -312,27 +344,52 @@ impl Db {
         Ok((response, rows))
     }
 
-    /// The quarantine and sources' reliability, at most 2 s old.
+    /// The quarantine (at most 2 s old) and sources' reliability (computed again at most every
+    /// 10 s, and only after new reports).
     pub fn standing(&self) -> Arc<Standing> {
         let mut cached = self
             .standing
             .inner
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some((at, standing)) = cached.as_ref()
-            && at.elapsed() < STANDING_TTL
+        if let Some(cached) = cached.as_ref()
+            && cached.at.elapsed() < STANDING_TTL
         {
-            return standing.clone();
+            return cached.standing.clone();
         }
-        let standing = Arc::new(self.read_standing().unwrap_or_else(|e| {
+        let reports = self
+            .standing
+            .reports
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let (reliability, reliability_at, reports_seen) = match cached.as_ref() {
+            Some(c)
+                if c.reports_seen == reports || c.reliability_at.elapsed() < RELIABILITY_EVERY =>
+            {
+                (None, c.reliability_at, c.reports_seen)
+            }
+            _ => (Some(()), Instant::now(), reports),
+        };
+        let read = self.read_quarantine().and_then(|mut standing| {
+            standing.reliability = match (reliability, cached.as_ref()) {
+                (None, Some(c)) => c.standing.reliability.clone(),
+                _ => self.read_reliability()?,
+            };
+            Ok(standing)
+        });
+        let standing = Arc::new(read.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot read the quarantine; none applies meanwhile");
             Standing::default()
         }));
-        *cached = Some((Instant::now(), standing.clone()));
+        *cached = Some(Cached {
+            at: Instant::now(),
+            standing: standing.clone(),
+            reliability_at,
+            reports_seen,
+        });
         standing
     }
 
-    fn read_standing(&self) -> DbResult<Standing> {
+    fn read_quarantine(&self) -> DbResult<Standing> {
         self.read(|conn| {
             let mut standing = Standing::default();
             let mut rows = conn.prepare_cached("SELECT peer, hash FROM quarantine")?;
@@ -349,6 +406,13 @@ impl Db {
                     }
                 }
             }
+            Ok(standing)
+        })
+    }
+
+    fn read_reliability(&self) -> DbResult<HashMap<PeerRef, Reliability>> {
+        self.read(|conn| {
+            let mut reliability: HashMap<PeerRef, Reliability> = HashMap::new();
             let discredited = discredited(conn)?;
             let mut counts = conn.prepare_cached(
                 "SELECT target, kind, reporter, rate FROM source_reports ORDER BY target",
@@ -367,7 +431,7 @@ impl Db {
                 if !seen.insert((target, kind.clone(), reporter.clone())) {
                     continue;
                 }
-                let entry = standing.reliability.entry(PeerRef(target)).or_default();
+                let entry = reliability.entry(PeerRef(target)).or_default();
                 match kind.as_str() {
                     "verified" => {
                         entry.verified += 1;
@@ -382,11 +446,11 @@ impl Db {
             }
             for (target, mut list) in rates {
                 list.sort_unstable();
-                if let Some(entry) = standing.reliability.get_mut(&PeerRef(target)) {
+                if let Some(entry) = reliability.get_mut(&PeerRef(target)) {
                     entry.rate = list[list.len() / 2];
                 }
             }
-            Ok(standing)
+            Ok(reliability)
         })
     }
 
@@ -455,6 +519,7 @@ impl Db {
             }
             Ok(removed)
         })?;
+        self.standing.reported();
         self.standing.invalidate();
         Ok(cleared)
     }
