@@ -303,18 +303,16 @@ impl Controls for AgentControls {
     }
 
     fn add_transfers(&self, new: &[NewTransfer]) -> anyhow::Result<Vec<u64>> {
-        let new: Vec<NewTransfer> = new
-            .iter()
-            .cloned()
-            .map(|mut t| {
-                t.destination = match t.destination {
-                    Destination::Dir(d) => Destination::Dir(transfers::absolute(d)),
-                    Destination::File(f) => Destination::File(transfers::absolute(f)),
-                };
-                t
-            })
-            .collect();
-        Ok(self.queue.add(&new)?)
+        // The command line sends absolute paths; a relative one would be the agent's folder's.
+        if let Some(relative) = new.iter().find(|t| match &t.destination {
+            Destination::Dir(p) | Destination::File(p) => p.is_relative(),
+        }) {
+            anyhow::bail!(
+                "the destination {:?} is relative: give the agent an absolute path",
+                relative.destination
+            );
+        }
+        Ok(self.queue.add(new)?)
     }
 
     fn transfers(&self, history: usize) -> anyhow::Result<TransferList> {

@@ -75,6 +75,30 @@ fn pieces_held(held: &[bool], len: u64, start: u64, end: u64) -> bool {
     (first..=last).all(|i| held.get(i as usize) == Some(&true))
 }
 
+/// Whether the pieces that bytes `start..end` touch, read from `file`, match their proven
+/// piece hashes.
+fn partial_pieces_verify(
+    file: &std::fs::File,
+    hash: &FileHash,
+    len: u64,
+    cvs: &[peerdex_shared::pieces::PieceCv],
+    start: u64,
+    end: u64,
+) -> bool {
+    use std::os::unix::fs::FileExt;
+    if start >= end {
+        return false;
+    }
+    (start / PIECE_SIZE..=(end - 1) / PIECE_SIZE).all(|i| {
+        let piece = peerdex_shared::pieces::piece_range(len, i);
+        let mut bytes = vec![0u8; (piece.end - piece.start) as usize];
+        file.read_exact_at(&mut bytes, piece.start).is_ok()
+            && cvs.get(i as usize).is_some_and(|cv| {
+                peerdex_shared::pieces::verify_piece(hash, len, i, Some(cv), &bytes).is_ok()
+            })
+    })
+}
+
 /// A connection opened on a ticket (reverse or relayed): it serves the ticket's content only,
 /// and its requests count against the ticket's downloader.
 #[derive(Debug, Clone, Copy)]
@@ -504,11 +528,13 @@ impl FileServer {
                 })
                 .map_or(Downloader::Net(peer_bucket(remote.ip())), Downloader::Key),
         };
+        // A direct connection's network has a cap of its own (keys are free to make).
+        let net = only.is_none().then(|| peer_bucket(remote.ip()));
         async move {
             match (request.method(), pieces) {
                 (&Method::GET, true) => self.pieces(hash, request.uri().query(), granted).await,
                 (&Method::GET | &Method::HEAD, false) => {
-                    self.blob(&request, hash, granted, downloader, connection)
+                    self.blob(&request, hash, granted, (downloader, net), connection)
                         .await
                 }
                 _ => {
@@ -640,7 +666,7 @@ impl FileServer {
         request: &Request<B>,
         hash: FileHash,
         granted: bool,
-        peer: Downloader,
+        (peer, net): (Downloader, Option<IpAddr>),
         connection: CancellationToken,
     ) -> Response<ResponseBody> {
         let Some(files) = self.with_reader(move |conn| conn.servable(&hash)).await else {
@@ -652,7 +678,7 @@ impl FileServer {
             let Some(partial) = self.open_partial(hash).await else {
                 return not_found();
             };
-            let held = partial.state.done.clone();
+            let held = (partial.state.done, partial.state.cvs.unwrap_or_default());
             (
                 partial.file,
                 partial.state.size,
@@ -692,14 +718,26 @@ impl FileServer {
                 return response;
             }
         };
-        // Of a partial download, only pieces verified and written are sent.
-        if let Some(held) = &held
-            && !pieces_held(held, len, range.start, range.end)
-        {
-            return json_error(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "those pieces are not downloaded yet (ask for the pieces the index lists)",
-            );
+        // Of a partial download, only pieces marked written and verified again now are sent
+        // (a mark may outlive its bytes: a crash before they reached the disk).
+        if let Some((done, cvs)) = held {
+            let verified = match file.try_clone() {
+                Ok(reader) if pieces_held(&done, len, range.start, range.end) => {
+                    let (start, end) = (range.start, range.end);
+                    tokio::task::spawn_blocking(move || {
+                        partial_pieces_verify(&reader, &hash, len, &cvs, start, end)
+                    })
+                    .await
+                    .unwrap_or(false)
+                }
+                _ => false,
+            };
+            if !verified {
+                return json_error(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "those pieces are not downloaded yet (ask for the pieces the index lists)",
+                );
+            }
         }
         let mut builder = Response::builder()
             .status(status)
@@ -718,7 +756,7 @@ impl FileServer {
                 .body(full(Bytes::new()))
                 .unwrap_or_else(|_| json_error(StatusCode::INTERNAL_SERVER_ERROR, "response"));
         }
-        let slot = match self.slots.acquire(peer, hash) {
+        let slot = match self.slots.acquire(peer, net, hash) {
             Ok(slot) => slot,
             Err(refusal) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);

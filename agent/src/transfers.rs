@@ -54,6 +54,9 @@ pub struct QueueSettings {
 /// How often partial downloads are announced (when they changed).
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(2);
 
+/// How often an unchanged announcement is repeated.
+const REANNOUNCE_EVERY: Duration = Duration::from_secs(60);
+
 /// The unfinished downloads whose verified pieces we serve: hash → the file's final path.
 #[derive(Debug, Default)]
 pub struct PartialShelf {
@@ -77,7 +80,12 @@ impl PartialShelf {
         let path = locked(&self.files).get(hash).cloned()?;
         let paths = PartPaths::beside(&path);
         let state = peerdex_download::part::PartState::load(&paths.state).ok()??;
-        if state.hash != *hash || state.cvs.is_none() {
+        // The piece hashes must prove the content (the engine checked them; the file may not
+        // be what the engine wrote).
+        let proven = state.cvs.as_ref().is_some_and(|cvs| {
+            cvs.len() >= 2 && peerdex_shared::pieces::root_from_cvs(cvs) == *hash
+        });
+        if state.hash != *hash || !proven {
             return None;
         }
         let file = std::fs::File::open(&paths.data).ok()?;
@@ -381,6 +389,10 @@ impl TransferQueue {
                 if row.state != Stored::Paused {
                     return Err(refuse(&row, "resume"));
                 }
+                // A run still winding down after the pause ends as queued, and runs again.
+                if let Some(running) = &running {
+                    *locked(&running.stop_as) = None;
+                }
                 row.state = Stored::Queued;
                 row.reason.clear();
             }
@@ -606,22 +618,24 @@ impl TransferQueue {
 
     /// Announces the partial downloads we serve whenever they (or the session) change.
     async fn announce_partials(self: Arc<Self>, stop: CancellationToken) {
-        let mut sent: Option<(String, Vec<peerdex_shared::api::PartialEntry>)> = None;
+        let mut sent: Option<(String, Vec<peerdex_shared::api::PartialEntry>, Instant)> = None;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(ANNOUNCE_EVERY) => {}
             }
-            let Some(session) = self.sessions.borrow().clone() else {
-                continue;
-            };
+            // The shelf follows the downloads and the shares even while the server is away.
             let this = self.clone();
             let Ok(entries) = tokio::task::spawn_blocking(move || this.partials()).await else {
                 continue;
             };
-            let unchanged = sent
-                .as_ref()
-                .is_some_and(|(token, last)| *token == session.token && *last == entries);
+            let Some(session) = self.sessions.borrow().clone() else {
+                continue;
+            };
+            // Said again now and then: a restarted server keeps sessions but not announcements.
+            let unchanged = sent.as_ref().is_some_and(|(token, last, at)| {
+                *token == session.token && *last == entries && at.elapsed() < REANNOUNCE_EVERY
+            });
             // Nothing to say to a server that never heard of any.
             if unchanged || (sent.is_none() && entries.is_empty()) {
                 continue;
@@ -633,7 +647,7 @@ impl TransferQueue {
             match client.announce_partials(&entries).await {
                 Ok(()) => {
                     debug!(partials = entries.len(), "partial downloads announced");
-                    sent = Some((session.token.clone(), entries));
+                    sent = Some((session.token.clone(), entries, Instant::now()));
                 }
                 Err(e) => debug!(error = %e, "could not announce partial downloads"),
             }
@@ -779,7 +793,15 @@ impl TransferQueue {
     }
 
     /// One run of the engine for `row`, and what it leaves the row as.
-    async fn run_one(&self, mut row: TransferRow, running: &Running) {
+    async fn run_one(&self, row: TransferRow, running: &Running) {
+        // The user may have paused or cancelled it since the queue was read.
+        let id = row.id;
+        let mut row = match self.catalog.call(move |c| c.read(|r| r.transfer(id))).await {
+            Ok(Some(current)) if matches!(current.state, Stored::Queued | Stored::Waiting) => {
+                current
+            }
+            _ => return,
+        };
         row.attempts += 1;
         if row.state == Stored::Waiting {
             // Shown as connecting while it runs; waiting again if it finds no source.
@@ -865,6 +887,12 @@ impl TransferQueue {
             }
         }
         let stop_as = *locked(&running.stop_as);
+        // What the user asked for wins over how the run ended, unless it completed.
+        let outcome = match (outcome, stop_as) {
+            (Ok(report), _) => Ok(report),
+            (Err(_), Some(_)) => Err(DownloadError::Interrupted),
+            (Err(e), None) => Err(e),
+        };
         match outcome {
             Ok(report) => {
                 info!(path = ?report.path, bytes = report.size, "download done");
@@ -979,10 +1007,4 @@ fn remove_partial(row: &TransferRow) {
     for file in [&paths.data, &paths.state] {
         let _ = std::fs::remove_file(file);
     }
-}
-
-/// The absolute form of a destination, so that the agent (whose current folder is its own)
-/// writes where the command line meant.
-pub fn absolute(path: PathBuf) -> PathBuf {
-    std::path::absolute(&path).unwrap_or(path)
 }

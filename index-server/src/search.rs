@@ -230,7 +230,10 @@ pub fn with_partial_sources(
     found: Option<SourcesResponse>,
     holders: Vec<(PeerRef, peerdex_shared::api::PartialEntry)>,
 ) -> Result<Option<SourcesResponse>, DbError> {
-    if holders.is_empty() || !viewer.scope.downloads(crate::db::AclRef::PUBLIC) {
+    if holders.is_empty()
+        || !viewer.scope.downloads(crate::db::AclRef::PUBLIC)
+        || db.taken_down(hash)?
+    {
         return Ok(found);
     }
     let standing = db.standing();
@@ -275,14 +278,36 @@ pub fn with_partial_sources(
             found.partial_sources = partial;
             found
         }
-        None => SourcesResponse {
-            hash: *hash,
-            size: partial[0].size,
-            sources: Vec::new(),
-            name: partial[0].source.path.clone(),
-            other_sizes: Vec::new(),
-            partial_sources: partial,
-        },
+        None => {
+            // Sizes are claims here too: the one most partial holders download first (then
+            // the smaller), the others as other sizes, so one liar's size cannot hide the rest.
+            let mut sizes: Vec<(u64, u64, String)> = Vec::new();
+            for p in &partial {
+                match sizes.iter_mut().find(|(size, ..)| *size == p.size) {
+                    Some(entry) => entry.1 += 1,
+                    None => sizes.push((p.size, 1, p.source.path.clone())),
+                }
+            }
+            sizes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let (size, _, name) = sizes[0].clone();
+            SourcesResponse {
+                hash: *hash,
+                size,
+                sources: Vec::new(),
+                name,
+                other_sizes: sizes[1..]
+                    .iter()
+                    .take(MAX_OTHER_SIZES)
+                    .map(|(size, holders, name)| SizeClaim {
+                        size: *size,
+                        sources_online: *holders,
+                        sources: Vec::new(),
+                        name: name.clone(),
+                    })
+                    .collect(),
+                partial_sources: partial,
+            }
+        }
     }))
 }
 

@@ -117,6 +117,7 @@ impl Server {
                 new_accounts: IpRateLimiter::per_hour(config.accounts.accounts_per_ip_per_hour),
                 password_slots: Semaphore::new(2),
                 messages_by_sender: RateLimiter::new(config.social.messages_per_minute),
+                transfer_events: RateLimiter::new(TRANSFER_EVENTS_PER_MINUTE),
                 messages_global: RateLimiter::new(config.social.messages_per_minute_global),
                 contact_requests: RateLimiter::per_hour(config.social.contact_requests_per_hour),
                 room_lines: RateLimiter::new(config.social.room_lines_per_minute),
@@ -267,6 +268,9 @@ const MAINTENANCE_TICK: Duration = Duration::from_secs(2);
 const CLEANUP_BATCH: i64 = 5000;
 /// Cleanup transactions per tick, so a huge cleanup never starves the writers.
 const CLEANUP_BATCHES_PER_TICK: usize = 20;
+
+/// Live `transfer` events one account's agents may post per minute.
+const TRANSFER_EVENTS_PER_MINUTE: u32 = 600;
 
 /// Background upkeep: persist heartbeats, delete replaced generations, purge expired lists.
 async fn maintenance(state: Arc<AppState>) {

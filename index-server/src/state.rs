@@ -79,6 +79,8 @@ pub struct Guards {
     pub password_slots: Semaphore,
     /// Messages per sending account.
     pub messages_by_sender: RateLimiter<crate::db::AccountRef>,
+    /// Live transfer events per account (an agent reporting its downloads' changes).
+    pub transfer_events: RateLimiter<crate::db::AccountRef>,
     /// Messages server-wide.
     pub messages_global: RateLimiter<()>,
     /// Requests per asking account.

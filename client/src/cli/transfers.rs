@@ -59,6 +59,13 @@ pub(super) async fn hand_to_agent(
     destination: &Destination,
     args: &GetArgs,
 ) -> anyhow::Result<u8> {
+    // The agent runs in its own folder: relative paths are the command line's.
+    let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let destination = &match destination {
+        Destination::Dir(dir) => Destination::Dir(absolute(dir)),
+        Destination::File(file) => Destination::File(absolute(file)),
+        Destination::Stdout(work) => Destination::Stdout(work.clone()),
+    };
     let mut new = Vec::new();
     let mut kept = 0usize;
     for (what, name) in targets {
@@ -198,11 +205,19 @@ async fn follow(state: &Path, ids: &[u64], json: bool) -> anyhow::Result<u8> {
                 total.saturating_sub(verified),
             ));
         }
-        if mine.len() == ids.len() && mine.iter().all(|t| t.row.state.finished()) {
+        // A finished one the agent's history no longer holds counts as finished too.
+        if mine.iter().all(|t| t.row.state.finished()) {
+            let gone = ids.len() - mine.len();
+            if gone > 0 {
+                say(format!(
+                    "peerdex: {gone} finished download(s) already left the agent's history \
+                     (download.history)"
+                ));
+            }
             break mine.into_iter().cloned().collect::<Vec<_>>();
         }
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(300)) => {}
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
             _ = &mut interrupt => {
                 if let Some(bar) = &bar {
                     bar.finish_and_clear();

@@ -132,6 +132,10 @@ const STANDING_TTL: Duration = Duration::from_secs(2);
 /// and only when reports came in since.
 const RELIABILITY_EVERY: Duration = Duration::from_secs(10);
 
+/// Longest a reliability computation is used even with no new report here (the operator CLI
+/// clears reports from another process).
+const RELIABILITY_AT_LEAST_EVERY: Duration = Duration::from_secs(60);
+
 /// The snapshot cache.
 #[derive(Debug, Default)]
 pub struct StandingCache {
@@ -199,11 +203,14 @@ impl Db {
     /// Records `report` from the peer with key `reporter_key` (`account`: the account its key
     /// is linked to), and quarantines sources as the rules say. Outcomes about sources that do
     /// not list the content, and those beyond the reporter's hourly budget, are ignored.
+    /// `partial_holders`: the peers that serve pieces of the content as partial sources
+    /// (they may be reported too, though they do not list it).
     pub fn record_report(
         &self,
         reporter_key: &PeerId,
         account: Option<i64>,
         report: &TransferReport,
+        partial_holders: &[PeerRef],
         rules: &QuarantineRules,
     ) -> DbResult<(ReportResponse, Vec<QuarantineRow>)> {
         let reporter = match account {
@@ -233,7 +240,28 @@ impl Db {
                         |r| r.get(0),
                     )
                     .optional()?;
-                let Some(target) = target.filter(|_| budget > 0 && source.peer != *reporter_key)
+                let target = match target {
+                    Some(target) => Some(target),
+                    None => tx
+                        .prepare_cached("SELECT id FROM peers WHERE peer_key = ?1")?
+                        .query_row([source.peer.as_bytes().as_slice()], |r| r.get::<_, i64>(0))
+                        .optional()?
+                        .filter(|id| partial_holders.contains(&PeerRef(*id))),
+                };
+                // A device of the reporter's own account is the reporter, not a source to judge.
+                let same_account = match account {
+                    Some(account) => {
+                        tx.prepare_cached(
+                            "SELECT account FROM account_devices WHERE peer_key = ?1",
+                        )?
+                        .query_row([source.peer.as_bytes().as_slice()], |r| r.get::<_, i64>(0))
+                        .optional()?
+                            == Some(account)
+                    }
+                    None => false,
+                };
+                let Some(target) =
+                    target.filter(|_| budget > 0 && source.peer != *reporter_key && !same_account)
                 else {
                     response.ignored += 1;
                     continue;
@@ -267,17 +295,24 @@ impl Db {
             if !bad_targets.is_empty() {
                 let discredited = discredited(tx)?;
                 for (target, key, piece) in bad_targets {
-                    let reporters: Vec<String> = tx
+                    let reporters: Vec<(String, Vec<u8>)> = tx
                         .prepare_cached(
-                            "SELECT reporter FROM source_reports
+                            "SELECT reporter, reporter_key FROM source_reports
                              WHERE target = ?1 AND hash = ?2 AND kind = 'bad_data'",
                         )?
-                        .query_map(params![target, report.hash.as_bytes()], |r| r.get(0))?
+                        .query_map(params![target, report.hash.as_bytes()], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })?
                         .collect::<Result<_, _>>()?;
-                    let credible = reporters
+                    let credible: Vec<&(String, Vec<u8>)> = reporters
                         .iter()
-                        .filter(|r| !discredited.contains(*r))
-                        .count() as i64;
+                        .filter(|(r, _)| !discredited.contains(r))
+                        .collect();
+                    // One voice per person and per key: a key that reported before and after
+                    // it was linked to an account is still one voice.
+                    let people: HashSet<&String> = credible.iter().map(|(r, _)| r).collect();
+                    let keys: HashSet<&Vec<u8>> = credible.iter().map(|(_, k)| k).collect();
+                    let credible = people.len().min(keys.len()) as i64;
                     if credible < i64::from(rules.reporters.max(1)) {
                         continue;
                     }
@@ -363,7 +398,9 @@ impl Db {
             .load(std::sync::atomic::Ordering::Relaxed);
         let (reliability, reliability_at, reports_seen) = match cached.as_ref() {
             Some(c)
-                if c.reports_seen == reports || c.reliability_at.elapsed() < RELIABILITY_EVERY =>
+                if (c.reports_seen == reports
+                    && c.reliability_at.elapsed() < RELIABILITY_AT_LEAST_EVERY)
+                    || c.reliability_at.elapsed() < RELIABILITY_EVERY =>
             {
                 (None, c.reliability_at, c.reports_seen)
             }
@@ -522,6 +559,17 @@ impl Db {
         self.standing.reported();
         self.standing.invalidate();
         Ok(cleared)
+    }
+
+    /// Whether an admin took `hash` down (partial sources of it are not offered either).
+    pub fn taken_down(&self, hash: &FileHash) -> DbResult<bool> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT 1 FROM takedowns WHERE hash = ?1")?
+                .query_row([hash.as_bytes()], |_| Ok(()))
+                .optional()?
+                .is_some())
+        })
     }
 
     /// Forgets reports older than the retention (quarantines stay until cleared).

@@ -169,7 +169,7 @@ pub(crate) fn unix_now_secs() -> u64 {
     crate::db::unix_now().max(0) as u64
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
     let bytes = body.map_err(|e| match e.status() {

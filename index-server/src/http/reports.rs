@@ -66,9 +66,15 @@ pub async fn post_report(
         peer.key,
         state.config.quarantine.rules(),
     );
+    let partial: Vec<crate::db::PeerRef> = state
+        .partials
+        .holders(&report.hash)
+        .into_iter()
+        .map(|(peer, _)| peer)
+        .collect();
     let (response, quarantined) = run_blocking(move || {
         let account = db.account_of_device(&key)?.map(|a| a.id.0);
-        db.record_report(&key, account, &report, &rules)
+        db.record_report(&key, account, &report, &partial, &rules)
     })
     .await??;
     for row in quarantined {
@@ -112,9 +118,10 @@ pub async fn put_partials(
     State(state): State<Arc<AppState>>,
     Path(peer): Path<String>,
     authed: Authed,
-    Json(announcement): Json<PartialsAnnouncement>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let peer = authed.require_self(&peer)?;
+    let announcement: PartialsAnnouncement = super::json_body(body)?;
     if announcement.partials.len() > MAX_PARTIALS {
         return Err(ApiError::limit(
             "partials",
@@ -144,6 +151,17 @@ pub async fn put_partials(
         .map_err(|e| ApiError::bad_request(format!("{}: invalid name: {e}", entry.hash)))?;
     }
     state.presence.touch(peer.id);
-    state.partials.replace(peer.id, announcement.partials);
+    // Nothing an admin took down is offered, partial or not.
+    let db = state.store.db.clone();
+    let hashes: Vec<peerdex_shared::FileHash> =
+        announcement.partials.iter().map(|e| e.hash).collect();
+    let down = run_blocking(move || -> Result<Vec<bool>, crate::db::DbError> {
+        hashes.iter().map(|h| db.taken_down(h)).collect()
+    })
+    .await??;
+    let mut partials = announcement.partials;
+    let mut flags = down.into_iter();
+    partials.retain(|_| !flags.next().unwrap_or(false));
+    state.partials.replace(peer.id, partials);
     Ok(StatusCode::NO_CONTENT)
 }

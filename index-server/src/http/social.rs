@@ -242,7 +242,13 @@ pub async fn report(
         ));
     }
     let account = member(&state, &caller).await?;
-    if !state.guards.messages_by_sender.allow(&account.id) {
+    // Transfer events come in bursts (a folder's files) and must not eat the budget of the
+    // account's messages.
+    let limiter = match event {
+        Event::Transfer { .. } => &state.guards.transfer_events,
+        _ => &state.guards.messages_by_sender,
+    };
+    if !limiter.allow(&account.id) {
         return Err(rate_limited("too many reports; try again later"));
     }
     notify(&state, account.id, event).await?;

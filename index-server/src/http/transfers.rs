@@ -61,7 +61,7 @@ async fn may_fetch(
             return Ok(true);
         }
         // A peer serving verified pieces of a public download (PROTOCOL §11.4).
-        if !scope.downloads(crate::db::AclRef::PUBLIC) {
+        if !scope.downloads(crate::db::AclRef::PUBLIC) || db.taken_down(&hash)? {
             return Ok(false);
         }
         for (peer, _) in partial {

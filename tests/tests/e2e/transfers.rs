@@ -390,6 +390,14 @@ async fn one_downloader_lying_about_an_honest_source_does_not_get_it_quarantined
             .unwrap();
         assert_eq!(answer.recorded, 1);
     }
+    // Linked to an account now, the same key is still the same voice.
+    sign_up(&server, "accuser", &accuser.identity).await;
+    let answer = accuser
+        .client
+        .report_transfer(&accuser.identity, &report)
+        .await
+        .unwrap();
+    assert_eq!(answer.recorded, 1);
     // A report not signed by the session's key is refused.
     let other = peerdex_client::Identity::generate().unwrap();
     assert!(
@@ -457,8 +465,16 @@ async fn get_wait_follows_the_agents_download_and_pause_resume_cancel_work() {
         .arg(&state)
         .arg("--config")
         .arg(state.join("none.toml"))
-        .args(["get", "--wait", "--json", "--server", &server.url, "--dir"])
-        .arg(dir.path().join("second"))
+        // A relative folder is the command's, not the agent's.
+        .args([
+            "get",
+            "--wait",
+            "--json",
+            "--server",
+            &server.url,
+            "--dir",
+            "second",
+        ])
         .arg(hash.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
