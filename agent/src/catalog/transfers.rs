@@ -218,17 +218,21 @@ impl CatalogReader {
     /// The transfers not finished, in the order they run (priority, then age), then the
     /// `history` most recently finished ones, newest first.
     pub fn transfers(&self, history: usize) -> Result<Vec<TransferRow>> {
-        let mut open = self.conn.prepare_cached(&format!(
+        // One snapshot for both parts: a transfer finishing in between is listed once.
+        let snapshot = self.conn.unchecked_transaction()?;
+        let mut open = snapshot.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM transfers
              WHERE state IN ('queued', 'waiting', 'paused') ORDER BY priority DESC, id"
         ))?;
         let mut all = collect(open.query_map([], row_from)?)?;
-        let mut done = self.conn.prepare_cached(&format!(
+        let mut done = snapshot.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM transfers
              WHERE state IN ('done', 'failed', 'cancelled') ORDER BY finished_at DESC, id DESC
              LIMIT ?1"
         ))?;
         all.extend(collect(done.query_map([history as i64], row_from)?)?);
+        drop((open, done));
+        snapshot.finish()?;
         Ok(all)
     }
 

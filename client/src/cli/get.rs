@@ -552,9 +552,62 @@ pub async fn get(args: GetArgs, file: &ConfigFile, state: PathBuf) -> anyhow::Re
     Ok(exit)
 }
 
+/// What downloading a folder identity takes: its files, the folder they go into (named after
+/// the release) and which of them are still to fetch.
+pub(super) struct FolderPlan {
+    /// The index server's answer for the folder.
+    pub folder: peerdex_shared::api::FolderResponse,
+    /// The release's title.
+    pub title: String,
+    /// Where its files go.
+    pub dir: PathBuf,
+    /// Files to fetch, with their sanitized names.
+    pub todo: Vec<(peerdex_shared::api::FolderEntry, String)>,
+    /// Files already there from an earlier run (checked by hash).
+    pub kept: usize,
+}
+
+impl FolderPlan {
+    /// Looks folder `id` up and checks what is already in its folder under `base`.
+    pub(super) async fn of(
+        client: &peerdex_client::server_api::ServerClient,
+        id: FolderId,
+        base: &Path,
+        force: bool,
+    ) -> anyhow::Result<FolderPlan> {
+        let folder = client
+            .folder(&id)
+            .await
+            .with_context(|| format!("looking up folder {}", id.fmt_short()))?;
+        let title = super::search::release_title(&folder.hit.summary, &folder.hit.name);
+        let dir = base.join(peerdex_download::names::sanitize_file_name(
+            &title,
+            &id.fmt_short(),
+        ));
+        let mut todo = Vec::new();
+        let mut kept = 0usize;
+        for entry in &folder.entries {
+            let name =
+                peerdex_download::names::sanitize_file_name(&entry.name, &entry.hash.fmt_short());
+            if !force && already_there(&dir.join(&name), &entry.hash, entry.size) {
+                kept += 1;
+                continue;
+            }
+            todo.push((entry.clone(), name));
+        }
+        Ok(FolderPlan {
+            folder,
+            title,
+            dir,
+            todo,
+            kept,
+        })
+    }
+}
+
 /// Whether `path` already holds exactly the content `hash` of `size` bytes (a file of an
 /// earlier, finished run of the same folder download).
-pub(super) fn already_there(path: &Path, hash: &FileHash, size: u64) -> bool {
+fn already_there(path: &Path, hash: &FileHash, size: u64) -> bool {
     if std::fs::metadata(path).map(|m| m.len()).ok() != Some(size) {
         return false;
     }
@@ -578,28 +631,15 @@ async fn get_folder(
     options: &DownloadOptions,
     cancel: CancellationToken,
 ) -> anyhow::Result<u8> {
-    let folder = client
-        .folder(&id)
-        .await
-        .with_context(|| format!("looking up folder {}", id.fmt_short()))?;
-    let title = super::search::release_title(&folder.hit.summary, &folder.hit.name);
-    let dir = base.join(peerdex_download::names::sanitize_file_name(
-        &title,
-        &id.fmt_short(),
-    ));
+    let FolderPlan {
+        folder,
+        title,
+        dir,
+        todo,
+        kept,
+    } = FolderPlan::of(client, id, base, args.force).await?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let total: u64 = folder.entries.iter().map(|e| e.size).sum();
-    let mut todo = Vec::new();
-    let mut kept = 0usize;
-    for entry in &folder.entries {
-        let name =
-            peerdex_download::names::sanitize_file_name(&entry.name, &entry.hash.fmt_short());
-        if !args.force && already_there(&dir.join(&name), &entry.hash, entry.size) {
-            kept += 1;
-            continue;
-        }
-        todo.push((entry.clone(), name));
-    }
     let progresses: Vec<Arc<DownloadProgress>> = todo
         .iter()
         .map(|_| Arc::new(DownloadProgress::default()))

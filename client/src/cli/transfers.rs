@@ -6,7 +6,6 @@ use std::io::{IsTerminal, Write as _};
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget};
 use peerdex_agent::control;
@@ -15,7 +14,7 @@ use peerdex_agent::{NewTransfer, Stored, TransferList};
 use peerdex_client::server_api::ServerClient;
 use peerdex_download::Destination;
 
-use super::get::{Fetch, GetArgs, already_there, bar_style, speed_and_eta};
+use super::get::{Fetch, FolderPlan, GetArgs, bar_style, speed_and_eta};
 use super::{emit, human_size};
 
 /// `peerdex transfers` arguments.
@@ -87,29 +86,14 @@ pub(super) async fn hand_to_agent(
                 let Destination::Dir(base) = destination else {
                     anyhow::bail!("a folder downloads into a folder, not a file");
                 };
-                let folder = client
-                    .folder(&id)
-                    .await
-                    .with_context(|| format!("looking up folder {}", id.fmt_short()))?;
-                let title = super::search::release_title(&folder.hit.summary, &folder.hit.name);
-                let dir = base.join(peerdex_download::names::sanitize_file_name(
-                    &title,
-                    &id.fmt_short(),
-                ));
-                for entry in &folder.entries {
-                    let name = peerdex_download::names::sanitize_file_name(
-                        &entry.name,
-                        &entry.hash.fmt_short(),
-                    );
-                    if !args.force && already_there(&dir.join(&name), &entry.hash, entry.size) {
-                        kept += 1;
-                        continue;
-                    }
+                let plan = FolderPlan::of(client, id, base, args.force).await?;
+                kept += plan.kept;
+                for (entry, name) in plan.todo {
                     new.push(NewTransfer {
                         hash: entry.hash,
                         name: Some(name),
-                        destination: peerdex_agent::Destination::Dir(dir.clone()),
-                        label: title.clone(),
+                        destination: peerdex_agent::Destination::Dir(plan.dir.clone()),
+                        label: plan.title.clone(),
                         priority: args.priority,
                         force: args.force,
                         wish: None,

@@ -56,6 +56,36 @@ async fn wait_done(agent: &TestAgent, id: u64, within: Duration) -> TransferView
     .await
 }
 
+/// `peerdex agent` as a child process, on state directory `me` of `dir`, downloading into
+/// `dir/downloads` (not shared).
+struct CliAgent {
+    state: std::path::PathBuf,
+    config: std::path::PathBuf,
+    downloads: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl CliAgent {
+    fn start(dir: &std::path::Path, server: &str) -> CliAgent {
+        let (state, config, downloads) = (
+            dir.join("me"),
+            dir.join("me.toml"),
+            dir.join("my downloads"),
+        );
+        let mut file = peerdex_agent::config::ConfigFile::default();
+        file.download.dir = Some(downloads.clone());
+        file.download.share = Some(false);
+        file.save(&config).unwrap();
+        let (child, _) = spawn_agent(&state, &config, server);
+        CliAgent {
+            state,
+            config,
+            downloads,
+            child,
+        }
+    }
+}
+
 /// A downloading agent with nothing shared, and `retry_max_secs` as given.
 async fn downloader(server: &TestServer, retry_max_secs: u64) -> TestAgent {
     let agent = TestAgent::start(&server.url, &[], |c| {
@@ -73,14 +103,12 @@ async fn a_download_handed_to_the_agent_survives_a_kill_and_resumes_from_verifie
     let bytes = pseudo_random(6 * P + 7, 71);
     let source = slow_agent_sharing(&server, dir.path(), "long talk.mp4", &bytes).await;
     let hash = content_hash(&bytes);
-    let state = dir.path().join("me");
-    let config = dir.path().join("me.toml");
-    let downloads = dir.path().join("my downloads");
-    let mut file = peerdex_agent::config::ConfigFile::default();
-    file.download.dir = Some(downloads.clone());
-    file.download.share = Some(false);
-    file.save(&config).unwrap();
-    let (mut agent, _) = spawn_agent(&state, &config, &server.url);
+    let CliAgent {
+        state,
+        config,
+        downloads,
+        child: mut agent,
+    } = CliAgent::start(dir.path(), &server.url);
 
     // `get` hands the download to the running agent and returns at once.
     let out = succeeded(peerdex_in(
@@ -435,14 +463,12 @@ async fn get_wait_follows_the_agents_download_and_pause_resume_cancel_work() {
     let bytes = pseudo_random(5 * P + 1, 76);
     let source = slow_agent_sharing(&server, dir.path(), "lecture.ogg", &bytes).await;
     let hash = content_hash(&bytes);
-    let state = dir.path().join("me");
-    let config = dir.path().join("me.toml");
-    let downloads = dir.path().join("dl");
-    let mut file = peerdex_agent::config::ConfigFile::default();
-    file.download.dir = Some(downloads.clone());
-    file.download.share = Some(false);
-    file.save(&config).unwrap();
-    let (mut agent, _) = spawn_agent(&state, &config, &server.url);
+    let CliAgent {
+        state,
+        config: _,
+        downloads,
+        child: mut agent,
+    } = CliAgent::start(dir.path(), &server.url);
     let run = |args: &[&str]| peerdex_in(dir.path(), &state, args);
 
     succeeded(run(&["get", "--server", &server.url, &hash.to_string()]));
