@@ -527,9 +527,37 @@ async fn get_wait_follows_the_agents_download_and_pause_resume_cancel_work() {
         async move { done.then_some(()).ok_or("not yet".to_string()) }
     })
     .await;
-    // A finished one cannot be cancelled; a queued one can, and its partial file goes.
+    // A finished one cannot be cancelled; a running one can, and its partial file goes.
     let out = run(&["transfers", "cancel", "1"]);
     assert!(!out.status.success());
+    let again = dir.path().join("again");
+    succeeded(run(&[
+        "get",
+        "--server",
+        &server.url,
+        "--dir",
+        "again",
+        &hash.to_string(),
+    ]));
+    wait_for_written_pieces(&again.join("lecture.ogg.peerdex-state"), 1).await;
+    let out = succeeded(run(&["transfers", "cancel", "3"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cancelled"));
+    wait_until("the partial file to go", Duration::from_secs(30), || {
+        let left = again.join("lecture.ogg.peerdex-part").exists()
+            || again.join("lecture.ogg.peerdex-state").exists();
+        async move { (!left).then_some(()).ok_or("still there".to_string()) }
+    })
+    .await;
+    let out = succeeded(run(&["transfers", "--json"]));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cancelled = list["downloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == 3)
+        .unwrap();
+    assert_eq!(cancelled["state"], "cancelled", "{list}");
+    assert!(!again.join("lecture.ogg").exists());
     agent.kill().unwrap();
     agent.wait().unwrap();
     source.stop().await;
