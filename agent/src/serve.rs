@@ -61,6 +61,12 @@ pub struct UploadInfo {
     pub path: String,
     /// Bytes sent so far.
     pub sent: u64,
+    /// Seconds since the upload began (for its rate).
+    #[serde(default)]
+    pub elapsed_secs: f64,
+    /// When it began (not sent).
+    #[serde(skip, default = "Instant::now")]
+    pub started: Instant,
     /// Bytes to send.
     pub length: u64,
 }
@@ -128,7 +134,14 @@ impl ServeStats {
     /// Uploads in progress.
     pub fn active(&self) -> Vec<UploadInfo> {
         let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
-        active.values().cloned().collect()
+        active
+            .values()
+            .cloned()
+            .map(|mut upload| {
+                upload.elapsed_secs = upload.started.elapsed().as_secs_f64();
+                upload
+            })
+            .collect()
     }
 }
 
@@ -790,6 +803,8 @@ impl FileServer {
                     hash,
                     path: label,
                     sent: 0,
+                    elapsed_secs: 0.0,
+                    started: Instant::now(),
                     length: range.end - range.start,
                 },
             );

@@ -368,9 +368,12 @@ fn table(list: &TransferList) -> String {
         let percent = (upload.sent * 100)
             .checked_div(upload.length)
             .unwrap_or(100);
+        let rate = (upload.sent as f64 / upload.elapsed_secs.max(0.001)) as u64;
         out.push_str(&format!(
-            "      {}  {percent:>3}%  {}\n",
-            upload.peer, upload.path
+            "      {}  {percent:>3}%  {}/s  {}\n",
+            upload.peer,
+            human_size(rate),
+            upload.path
         ));
     }
     out

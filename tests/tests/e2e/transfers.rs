@@ -251,6 +251,11 @@ async fn downloaders_see_their_place_in_a_busy_sources_queue_change() {
         },
     )
     .await;
+    // The source counts the upload against the downloader's key, and says so.
+    let uploads = source.status().uploads.active;
+    assert_eq!(uploads.len(), 1, "{uploads:?}");
+    let key = first.handle.peer_id.to_string();
+    assert_eq!(uploads[0].peer, format!("peer {}", &key[..12]));
     let b = queue(&second, hash);
     let position =
         |agent: &TestAgent, id: u64| view(agent, id).remote_queue.and_then(|q| q.position);
