@@ -1651,11 +1651,12 @@ async fn reverify(
     state: &mut PartState,
     path: &Path,
 ) -> Result<u64, DownloadError> {
-    if state.done_count() == 0 {
-        return Ok(0);
-    }
     if piece_count(state.size) > 1 && state.cvs.is_none() {
         state.done.iter_mut().for_each(|d| *d = false);
+        return Ok(0);
+    }
+    // Without piece hashes only pieces marked written are worth reading (a one-piece file).
+    if state.done_count() == 0 && state.cvs.is_none() {
         return Ok(0);
     }
     let file = file.clone();
@@ -1663,10 +1664,16 @@ async fn reverify(
     let checked = tokio::task::spawn_blocking(move || -> std::io::Result<PartState> {
         let mut buf = Vec::new();
         for i in 0..checked.done.len() {
-            if !checked.done[i] {
+            let range = piece_range(checked.size, i as u64);
+            // A piece written but not yet recorded when the last run was killed (the state
+            // file is saved about once a second) is still in the partial file: with the piece
+            // hashes known it is checked too, and kept if it verifies. The partial file is
+            // sparse, so pieces never written are holes and not read.
+            if !checked.done[i]
+                && (checked.cvs.is_none() || !has_data(&file, range.start, range.end))
+            {
                 continue;
             }
-            let range = piece_range(checked.size, i as u64);
             buf.resize((range.end - range.start) as usize, 0);
             file.read_exact_at(&mut buf, range.start)?;
             let cv = checked.cvs.as_ref().map(|c| c[i]);
@@ -1680,6 +1687,20 @@ async fn reverify(
     .map_err(|e| DownloadError::io("reading back", path, e))?;
     *state = checked;
     Ok(state.done_count())
+}
+
+/// Whether bytes `start..end` of `file` hold data rather than a hole. A file system that does
+/// not report holes says "data" everywhere, which only costs reading.
+fn has_data(file: &File, start: u64, end: u64) -> bool {
+    if start >= end {
+        return false;
+    }
+    match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(start)) {
+        Ok(at) => at < end,
+        // Past the last data: a hole up to the end.
+        Err(rustix::io::Errno::NXIO) => false,
+        Err(_) => true,
+    }
 }
 
 /// Writes the pieces to standard output in order, as they are verified.
