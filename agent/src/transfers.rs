@@ -886,6 +886,33 @@ impl TransferQueue {
                 debug!(error = %e, "could not report the sources' outcomes");
             }
         }
+        // The file is already there: a run that finished just before the agent was stopped (or
+        // killed) before it recorded so. If it is exactly the content, the transfer is done.
+        let outcome = match outcome {
+            Err(DownloadError::Exists(path)) if !row.request.force => {
+                let (hash, at) = (row.request.hash, path.clone());
+                let same = tokio::task::spawn_blocking(move || holds_content(&at, &hash))
+                    .await
+                    .unwrap_or(false);
+                if same {
+                    row.path = Some(path.clone());
+                    Ok(peerdex_download::DownloadReport {
+                        hash: row.request.hash,
+                        size: std::fs::metadata(&path).map_or(0, |m| m.len()),
+                        path: Some(path),
+                        elapsed_secs: 0.0,
+                        bytes_fetched: 0,
+                        pieces_fetched: 0,
+                        pieces_reused: 0,
+                        sources_used: Vec::new(),
+                        sources_dropped: Vec::new(),
+                    })
+                } else {
+                    Err(DownloadError::Exists(path))
+                }
+            }
+            other => other,
+        };
         let stop_as = *locked(&running.stop_as);
         // What the user asked for wins over how the run ended, unless it completed.
         let outcome = match (outcome, stop_as) {
@@ -998,6 +1025,15 @@ impl TransferQueue {
             warn!(error = %e, "cannot record the transfer");
         }
     }
+}
+
+/// Whether `path` holds exactly the content `hash`.
+fn holds_content(path: &std::path::Path, hash: &peerdex_shared::FileHash) -> bool {
+    let mut hasher = blake3::Hasher::new();
+    std::fs::File::open(path)
+        .and_then(|mut file| std::io::copy(&mut file, &mut hasher))
+        .is_ok()
+        && hasher.finalize().as_bytes() == hash.as_bytes()
 }
 
 /// Removes what a cancelled transfer left: its partial and state files.

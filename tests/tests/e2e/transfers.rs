@@ -726,3 +726,46 @@ async fn a_reporter_whose_accusations_others_contradict_loses_its_weight() {
     assert_eq!(quarantined[0].hash, Some(hashes[2]));
     assert_eq!(quarantined[0].reporters, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_already_there_is_done_if_it_is_the_content_and_refused_if_not() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    let bytes = pseudo_random(P + 9, 78);
+    let hash = content_hash(&bytes);
+    write_file(&share, "there.bin", &bytes);
+    let source = TestAgent::start(&server.url, &[&share], |_| {}).await;
+    source.wait_synced().await;
+    wait_for_sources(&server, hash, 1).await;
+    let me = downloader(&server, 1).await;
+    // The content is already where it goes (a run finished just before a crash recorded it).
+    write_file(&me.config.download_dir, "there.bin", &bytes);
+    let id = queue(&me, hash);
+    let done = wait_done(&me, id, Duration::from_secs(30)).await;
+    assert_eq!(
+        done.row.path,
+        Some(me.config.download_dir.join("there.bin"))
+    );
+    // Other bytes under that name are never replaced without `force`.
+    write_file(&me.config.download_dir, "there.bin", b"something else");
+    let id = queue(&me, hash);
+    let failed = wait_until("the transfer to fail", Duration::from_secs(30), || {
+        let view = view(&me, id);
+        async move {
+            (view.row.state == Stored::Failed)
+                .then_some(view.clone())
+                .ok_or(format!("{:?}", view.status))
+        }
+    })
+    .await;
+    assert!(
+        failed.row.reason.contains("already exists"),
+        "{}",
+        failed.row.reason
+    );
+    assert_eq!(failed.row.error_code, Some(1));
+    assert!(failed.waits_for.unwrap().contains("your side"));
+    me.stop().await;
+    source.stop().await;
+}
