@@ -891,9 +891,11 @@ impl TransferQueue {
         let outcome = match outcome {
             Err(DownloadError::Exists(path)) if !row.request.force => {
                 let (hash, at) = (row.request.hash, path.clone());
-                let same = tokio::task::spawn_blocking(move || holds_content(&at, &hash))
-                    .await
-                    .unwrap_or(false);
+                let same = tokio::task::spawn_blocking(move || {
+                    peerdex_download::holds_content(&at, &hash, None)
+                })
+                .await
+                .unwrap_or(false);
                 if same {
                     row.path = Some(path.clone());
                     Ok(peerdex_download::DownloadReport {
@@ -1025,15 +1027,6 @@ impl TransferQueue {
             warn!(error = %e, "cannot record the transfer");
         }
     }
-}
-
-/// Whether `path` holds exactly the content `hash`.
-fn holds_content(path: &std::path::Path, hash: &peerdex_shared::FileHash) -> bool {
-    let mut hasher = blake3::Hasher::new();
-    std::fs::File::open(path)
-        .and_then(|mut file| std::io::copy(&mut file, &mut hasher))
-        .is_ok()
-        && hasher.finalize().as_bytes() == hash.as_bytes()
 }
 
 /// Removes what a cancelled transfer left: its partial and state files.

@@ -1689,6 +1689,19 @@ async fn reverify(
     Ok(state.done_count())
 }
 
+/// Whether the file at `path` is exactly content `hash` (read and hashed whole; a size that
+/// differs from `size`, when given, answers at once): a download already done.
+pub fn holds_content(path: &Path, hash: &FileHash, size: Option<u64>) -> bool {
+    if size.is_some_and(|size| std::fs::metadata(path).map(|m| m.len()).ok() != Some(size)) {
+        return false;
+    }
+    let mut hasher = blake3::Hasher::new();
+    std::fs::File::open(path)
+        .and_then(|mut file| std::io::copy(&mut file, &mut hasher))
+        .is_ok()
+        && hasher.finalize().as_bytes() == hash.as_bytes()
+}
+
 /// Whether bytes `start..end` of `file` hold data rather than a hole. A file system that does
 /// not report holes says "data" everywhere, which only costs reading.
 fn has_data(file: &File, start: u64, end: u64) -> bool {

@@ -589,7 +589,9 @@ impl FolderPlan {
         for entry in &folder.entries {
             let name =
                 peerdex_download::names::sanitize_file_name(&entry.name, &entry.hash.fmt_short());
-            if !force && already_there(&dir.join(&name), &entry.hash, entry.size) {
+            if !force
+                && peerdex_download::holds_content(&dir.join(&name), &entry.hash, Some(entry.size))
+            {
                 kept += 1;
                 continue;
             }
@@ -603,19 +605,6 @@ impl FolderPlan {
             kept,
         })
     }
-}
-
-/// Whether `path` already holds exactly the content `hash` of `size` bytes (a file of an
-/// earlier, finished run of the same folder download).
-fn already_there(path: &Path, hash: &FileHash, size: u64) -> bool {
-    if std::fs::metadata(path).map(|m| m.len()).ok() != Some(size) {
-        return false;
-    }
-    let mut hasher = blake3::Hasher::new();
-    std::fs::File::open(path)
-        .and_then(|mut file| std::io::copy(&mut file, &mut hasher))
-        .is_ok()
-        && hasher.finalize().as_bytes() == hash.as_bytes()
 }
 
 /// `peerdex get --folder ID` (or a folder row): every file of the folder identity, each from
