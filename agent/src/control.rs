@@ -180,28 +180,35 @@ async fn document<T: Serialize + Send + 'static>(
     value.to_string().into_bytes()
 }
 
-/// Sends `request` and reads a document answer, turning `{"error": …}` into an error.
+/// Sends `request` and reads a document answer: the outer error when the agent could not be
+/// asked, the inner one the agent's own `{"error": …}`.
 async fn ask_document<T: serde::de::DeserializeOwned>(
     state: &Path,
     request: Request,
-) -> anyhow::Result<T> {
+) -> anyhow::Result<Result<T, String>> {
     let body = ask(state, request).await?;
     let document: serde_json::Value =
         serde_json::from_slice(&body).context("the agent's answer is not valid")?;
     if let Some(error) = document.get("error").and_then(|e| e.as_str()) {
-        bail!("{error}");
+        return Ok(Err(error.to_owned()));
     }
-    serde_json::from_value(document).context("the agent's answer is not valid")
+    Ok(Ok(
+        serde_json::from_value(document).context("the agent's answer is not valid")?
+    ))
 }
 
 /// Queues downloads in the agent running on `state`; returns their ids.
 pub async fn add_transfers(state: &Path, transfers: Vec<NewTransfer>) -> anyhow::Result<Vec<u64>> {
-    ask_document(state, Request::AddTransfers { transfers }).await
+    ask_document(state, Request::AddTransfers { transfers })
+        .await?
+        .map_err(anyhow::Error::msg)
 }
 
 /// The transfer list of the agent running on `state`.
 pub async fn transfers(state: &Path, history: usize) -> anyhow::Result<TransferList> {
-    ask_document(state, Request::Transfers { history }).await
+    ask_document(state, Request::Transfers { history })
+        .await?
+        .map_err(anyhow::Error::msg)
 }
 
 /// Acts on download `id` of the agent running on `state`.
@@ -210,7 +217,9 @@ pub async fn transfer_action(
     id: u64,
     action: Action,
 ) -> anyhow::Result<TransferView> {
-    ask_document(state, Request::TransferAction { id, action }).await
+    ask_document(state, Request::TransferAction { id, action })
+        .await?
+        .map_err(anyhow::Error::msg)
 }
 
 /// Sends `request` to the agent running on `state` and returns its answer.
@@ -252,11 +261,7 @@ pub fn is_running(state: &Path) -> bool {
 
 /// Tells the agent running on `state` to serve the shares of its config file now.
 pub async fn reload_shares(state: &Path) -> anyhow::Result<ShareChange> {
-    let body = ask(state, Request::ReloadShares).await?;
-    let document: serde_json::Value =
-        serde_json::from_slice(&body).context("the agent's answer is not valid")?;
-    if let Some(error) = document.get("error").and_then(|e| e.as_str()) {
-        bail!("the running agent did not take the change: {error}");
-    }
-    serde_json::from_value(document).context("the agent's answer is not valid")
+    ask_document(state, Request::ReloadShares)
+        .await?
+        .map_err(|error| anyhow::anyhow!("the running agent did not take the change: {error}"))
 }

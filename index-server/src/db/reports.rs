@@ -110,7 +110,8 @@ impl Reliability {
 pub struct Standing {
     everything: HashSet<PeerRef>,
     contents: HashSet<(PeerRef, FileHash)>,
-    reliability: HashMap<PeerRef, Reliability>,
+    /// Shared between snapshots until it is computed again.
+    reliability: Arc<HashMap<PeerRef, Reliability>>,
 }
 
 impl Standing {
@@ -396,20 +397,19 @@ impl Db {
             .standing
             .reports
             .load(std::sync::atomic::Ordering::Relaxed);
-        let (reliability, reliability_at, reports_seen) = match cached.as_ref() {
-            Some(c)
-                if (c.reports_seen == reports
-                    && c.reliability_at.elapsed() < RELIABILITY_AT_LEAST_EVERY)
-                    || c.reliability_at.elapsed() < RELIABILITY_EVERY =>
-            {
-                (None, c.reliability_at, c.reports_seen)
-            }
-            _ => (Some(()), Instant::now(), reports),
-        };
+        // The last computation of reliability, if it is still good enough.
+        let kept = cached.as_ref().filter(|c| {
+            let age = c.reliability_at.elapsed();
+            age < RELIABILITY_EVERY
+                || (c.reports_seen == reports && age < RELIABILITY_AT_LEAST_EVERY)
+        });
+        let (reliability_at, reports_seen) = kept.map_or((Instant::now(), reports), |c| {
+            (c.reliability_at, c.reports_seen)
+        });
         let read = self.read_quarantine().and_then(|mut standing| {
-            standing.reliability = match (reliability, cached.as_ref()) {
-                (None, Some(c)) => c.standing.reliability.clone(),
-                _ => self.read_reliability()?,
+            standing.reliability = match kept {
+                Some(c) => c.standing.reliability.clone(),
+                None => Arc::new(self.read_reliability()?),
             };
             Ok(standing)
         });

@@ -41,6 +41,27 @@ fn view(agent: &TestAgent, id: u64) -> TransferView {
         .unwrap()
 }
 
+/// Waits until transfer `id` of `agent` is as `wanted` says (`what` names it for the timeout).
+async fn wait_for_view(
+    agent: &TestAgent,
+    id: u64,
+    what: &str,
+    wanted: impl Fn(&TransferView) -> bool,
+) -> TransferView {
+    wait_until(what, Duration::from_secs(30), || {
+        let view = view(agent, id);
+        let ok = wanted(&view);
+        async move {
+            if ok {
+                Ok(view)
+            } else {
+                Err(format!("{:?} {:?}", view.status, view.row.reason))
+            }
+        }
+    })
+    .await
+}
+
 /// Waits until transfer `id` of `agent` is done.
 async fn wait_done(agent: &TestAgent, id: u64, within: Duration) -> TransferView {
     wait_until("the transfer to finish", within, || {
@@ -193,15 +214,8 @@ async fn a_transfer_waits_while_its_only_source_is_offline_and_completes_when_it
     let (source_config, state_guard) = source.stop().await;
     let me = downloader(&server, 1).await;
     let id = queue(&me, hash);
-    let waiting = wait_until("the transfer to wait", Duration::from_secs(30), || {
-        let view = view(&me, id);
-        async move {
-            if view.status == TransferState::Waiting {
-                Ok(view)
-            } else {
-                Err(format!("{:?}", view.status))
-            }
-        }
+    let waiting = wait_for_view(&me, id, "the transfer to wait", |v| {
+        v.status == TransferState::Waiting
     })
     .await;
     assert_eq!(waiting.row.reason, "no online peer has it");
@@ -247,18 +261,9 @@ async fn downloaders_see_their_place_in_a_busy_sources_queue_change() {
     let second = downloader(&server, 1).await;
     let third = downloader(&server, 1).await;
     let a = queue(&first, hash);
-    wait_until(
-        "the first download to start",
-        Duration::from_secs(30),
-        || {
-            let view = view(&first, a);
-            async move {
-                (view.status == TransferState::Downloading)
-                    .then_some(())
-                    .ok_or(format!("{:?}", view.status))
-            }
-        },
-    )
+    wait_for_view(&first, a, "the first download to start", |v| {
+        v.status == TransferState::Downloading
+    })
     .await;
     // The source counts the upload against the downloader's key, and says so.
     let uploads = source.status().uploads.active;
@@ -629,13 +634,8 @@ async fn a_peer_still_downloading_serves_its_verified_pieces_to_a_third() {
     assert_eq!(partial.size, bytes.len() as u64);
     // The only full source goes away; the holder's download waits.
     let (mut source_config, guard) = source.stop().await;
-    wait_until("the holder to wait", Duration::from_secs(30), || {
-        let view = view(&holder, id);
-        async move {
-            (view.status == TransferState::Waiting)
-                .then_some(())
-                .ok_or(format!("{:?}", view.status))
-        }
+    wait_for_view(&holder, id, "the holder to wait", |v| {
+        v.status == TransferState::Waiting
     })
     .await;
     let held =
@@ -750,13 +750,8 @@ async fn a_file_already_there_is_done_if_it_is_the_content_and_refused_if_not() 
     // Other bytes under that name are never replaced without `force`.
     write_file(&me.config.download_dir, "there.bin", b"something else");
     let id = queue(&me, hash);
-    let failed = wait_until("the transfer to fail", Duration::from_secs(30), || {
-        let view = view(&me, id);
-        async move {
-            (view.row.state == Stored::Failed)
-                .then_some(view.clone())
-                .ok_or(format!("{:?}", view.status))
-        }
+    let failed = wait_for_view(&me, id, "the transfer to fail", |v| {
+        v.row.state == Stored::Failed
     })
     .await;
     assert!(
