@@ -426,7 +426,7 @@ async fn reverse(
         .await?;
     debug!(%addr, "reverse connection open");
     files
-        .serve_io(TokioIo::new(stream), addr, Some(on_ticket(ticket)), stop)
+        .serve_io(stream, addr, Some(on_ticket(ticket)), stop)
         .await;
     Ok(())
 }
@@ -450,7 +450,12 @@ async fn relay(
         .map_err(std::io::Error::other)?;
     debug!("relay connection open");
     files
-        .serve_io(upgraded, server_addr, Some(on_ticket(ticket)), stop)
+        .serve_io(
+            TokioIo::new(upgraded),
+            server_addr,
+            Some(on_ticket(ticket)),
+            stop,
+        )
         .await;
     Ok(())
 }

@@ -23,6 +23,12 @@ pub struct ConfigFile {
     /// Index server URL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+    /// Extra CA certificates (PEM) trusted for an `https://` server, besides the system's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprint of the `https://` server's certificate: only that one is accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_fingerprint: Option<String>,
     /// Nickname to claim on the server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nick: Option<String>,
@@ -149,6 +155,9 @@ pub struct UploadConfig {
     pub header_read_timeout_secs: u64,
     /// Open connections at most; more are closed on accept.
     pub max_connections: usize,
+    /// Debugging only: the file server speaks plain HTTP instead of TLS, and then serves only
+    /// public content (PROTOCOL §12.2).
+    pub plain_http: bool,
 }
 
 impl Default for UploadConfig {
@@ -163,6 +172,7 @@ impl Default for UploadConfig {
             min_rate_window_secs: 30,
             header_read_timeout_secs: 10,
             max_connections: 256,
+            plain_http: false,
         }
     }
 }

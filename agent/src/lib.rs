@@ -157,6 +157,8 @@ pub struct AgentHandle {
     pub serve_addr: Option<SocketAddr>,
     /// Our peer id.
     pub peer_id: PeerId,
+    /// Whether the file server speaks TLS (off only with `upload.plain_http`).
+    pub tls: bool,
     controls: Arc<AgentControls>,
     stop: CancellationToken,
     failure: Failure,
@@ -378,6 +380,7 @@ pub const DEFAULT_MAX_ACTIVE: usize = 3;
 /// Starts the agent: opens the state, binds the file server and control socket, and spawns the
 /// scanner, hasher, watcher and server sync.
 pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
+    let tls = !config.upload.plain_http;
     std::fs::create_dir_all(&config.state)
         .with_context(|| format!("creating state directory {}", config.state.display()))?;
     let identity = Identity::load_or_create(&config.state.join(KEY_FILE))?;
@@ -432,7 +435,8 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         events.clone(),
         link.sessions(),
         shelf.clone(),
-    );
+    )
+    .context("making this peer's TLS certificate")?;
     if let Some(listener) = listener {
         tasks.spawn(files.clone().serve(listener, stop.clone()));
     }
@@ -500,6 +504,11 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         identity: identity.clone(),
         nick: nick.clone(),
         port: serve_addr.map_or(0, |a| a.port()),
+        transport: if config.upload.plain_http {
+            peerdex_shared::api::PeerTransport::Plain
+        } else {
+            peerdex_shared::api::PeerTransport::Tls
+        },
         catalog: catalog.clone(),
         events: events.clone(),
         link: link.clone(),
@@ -556,6 +565,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     Ok(AgentHandle {
         serve_addr,
         peer_id,
+        tls,
         controls,
         stop,
         failure,

@@ -160,6 +160,8 @@ pub struct FileServer {
     pub stats: ServeStats,
     /// Unfinished downloads whose verified pieces we serve (PROTOCOL §11.4).
     partials: Arc<super::transfers::PartialShelf>,
+    /// TLS with our key certificate on every connection; `None` with `upload.plain_http`.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for FileServer {
@@ -269,7 +271,15 @@ impl FileServer {
         events: Arc<Events>,
         sessions: tokio::sync::watch::Receiver<Option<Session>>,
         partials: Arc<super::transfers::PartialShelf>,
-    ) -> Arc<FileServer> {
+    ) -> Result<Arc<FileServer>, peerdex_shared::tls::CertificateError> {
+        let tls = if config.plain_http {
+            warn!("upload.plain_http is set: serving public content only, in clear");
+            None
+        } else {
+            Some(tokio_rustls::TlsAcceptor::from(
+                identity.tls_server_config()?,
+            ))
+        };
         let slots = Slots::new(SlotLimits {
             slots: config.slots,
             per_peer: config.per_peer,
@@ -277,7 +287,7 @@ impl FileServer {
             hold: Duration::from_secs(config.queue_hold_secs),
         });
         let bandwidth = (config.max_rate > 0).then(|| Bandwidth::new(config.max_rate));
-        Arc::new(FileServer {
+        Ok(Arc::new(FileServer {
             catalog,
             shares,
             identity,
@@ -288,7 +298,8 @@ impl FileServer {
             sessions,
             stats: ServeStats::default(),
             partials,
-        })
+            tls,
+        }))
     }
 
     /// Whether the request carries a valid grant for `hash` from us: signed by the index
@@ -331,7 +342,8 @@ impl FileServer {
     /// connection, which the server only opens for those it would grant), else the public ones.
     /// What is left out is answered like a hash we do not have.
     fn permitted(&self, mut files: Vec<FileRecord>, granted: bool) -> Vec<FileRecord> {
-        if granted {
+        // In clear, nothing but public content, whatever the request carries.
+        if granted && self.tls.is_some() {
             return files;
         }
         let shares = self.shares.borrow().clone();
@@ -420,7 +432,8 @@ impl FileServer {
             let open = open.clone();
             tokio::spawn(async move {
                 server
-                    .serve_connection(TokioIo::new(stream), remote, None, tracked.clone())
+                    .clone()
+                    .serve_stream(stream, remote, None, tracked.clone())
                     .await;
                 open.remove(&tracked);
                 drop(permit);
@@ -432,17 +445,49 @@ impl FileServer {
     /// Serves HTTP on one connection, however it was opened: accepted on our port, dialled by us
     /// on a ticket (reverse connection), or through the index server's relay. `only` restricts it
     /// to one content (the ticket's); `remote` is who the slots count it against.
-    pub async fn serve_io<I>(
+    pub async fn serve_io<S>(
         self: Arc<Self>,
-        io: I,
+        stream: S,
         remote: SocketAddr,
         only: Option<OnTicket>,
         shutdown: CancellationToken,
     ) where
-        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let tracked = Arc::new(OpenConnection::new(0, shutdown.child_token()));
-        self.serve_connection(io, remote, only, tracked).await;
+        self.serve_stream(stream, remote, only, tracked).await;
+    }
+
+    /// Runs our side of the TLS handshake on `stream` (we are the TLS server on every route,
+    /// also when we dialled), then serves HTTP on it.
+    async fn serve_stream<S>(
+        self: Arc<Self>,
+        stream: S,
+        remote: SocketAddr,
+        only: Option<OnTicket>,
+        tracked: Arc<OpenConnection>,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Some(tls) = self.tls.clone() else {
+            self.serve_connection(TokioIo::new(stream), remote, only, tracked)
+                .await;
+            return;
+        };
+        let handshake = Duration::from_secs(self.config.header_read_timeout_secs);
+        let accepted = tokio::select! {
+            accepted = tokio::time::timeout(handshake, tls.accept(stream)) => accepted,
+            () = tracked.close.cancelled() => return,
+        };
+        match accepted {
+            Ok(Ok(stream)) => {
+                self.serve_connection(TokioIo::new(stream), remote, only, tracked)
+                    .await;
+            }
+            // Plain HTTP, a scanner, a peer that gave up: nothing was said in clear.
+            Ok(Err(e)) => debug!(%remote, error = %e, "TLS handshake failed"),
+            Err(_) => debug!(%remote, "TLS handshake timed out"),
+        }
     }
 
     /// [`FileServer::serve_io`] for a connection whose idleness `tracked` records (and whose

@@ -94,6 +94,8 @@ pub struct Syncer {
     pub nick: String,
     /// Port of our file server (0: none).
     pub port: u16,
+    /// What the file server on `port` speaks.
+    pub transport: peerdex_shared::api::PeerTransport,
     /// The catalog.
     pub catalog: Arc<Catalog>,
     /// `catalog_changed` says there is something to send.
@@ -202,7 +204,7 @@ impl Syncer {
         stop: &CancellationToken,
         registered: &mut bool,
     ) -> Result<(), SyncError> {
-        let mut client = ServerClient::new(&self.url)?;
+        let mut client = ServerClient::new(&self.url)?.with_transport(self.transport);
         let answer = client
             .register(&self.identity, &self.nick, self.port)
             .instrument(info_span!("register", server = %self.url))

@@ -1,5 +1,6 @@
 //! Criterion micro-benchmarks of hot inner pieces: name tokenizing (indexing every entry), query
-//! building (every search), and piece verification (every MiB downloaded).
+//! building (every search), piece verification (every MiB downloaded), and the TLS handshake
+//! of a peer connection (every source a download dials), in memory: its CPU cost alone.
 //!
 //! `cargo bench -p peerdex-benches --bench micro`
 
@@ -83,5 +84,41 @@ fn piece_verification(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, tokenizing, query_building, piece_verification);
+/// One TLS 1.3 handshake between a downloader and a source, both ends in this thread: the
+/// certificate check pinned to the source's key, X25519, one Ed25519 signature and its check.
+fn peer_handshake(c: &mut Criterion) {
+    let source = peerdex_client::Identity::generate().unwrap();
+    let server_config = source.tls_server_config().unwrap();
+    let client_config = peerdex_shared::tls::peer_client_config(source.peer_id());
+    let mut group = c.benchmark_group("peer_tls");
+    group.bench_function("handshake", |b| {
+        b.iter(|| {
+            let mut server = rustls::ServerConnection::new(server_config.clone()).unwrap();
+            let mut client = rustls::ClientConnection::new(
+                client_config.clone(),
+                peerdex_shared::tls::peer_server_name(),
+            )
+            .unwrap();
+            while client.is_handshaking() || server.is_handshaking() {
+                let mut wire = Vec::new();
+                client.write_tls(&mut wire).unwrap();
+                server.read_tls(&mut wire.as_slice()).unwrap();
+                server.process_new_packets().unwrap();
+                wire.clear();
+                server.write_tls(&mut wire).unwrap();
+                client.read_tls(&mut wire.as_slice()).unwrap();
+                client.process_new_packets().unwrap();
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    tokenizing,
+    query_building,
+    piece_verification,
+    peer_handshake
+);
 criterion_main!(benches);

@@ -84,6 +84,14 @@ impl Identity {
     pub fn sign(&self, message: &[u8]) -> PeerSignature {
         PeerSignature(self.key.sign(message).to_bytes())
     }
+
+    /// The TLS server configuration of this peer's file server and reverse port: a certificate
+    /// carrying this key (PROTOCOL §12.2). Build it once per listener, not per connection.
+    pub fn tls_server_config(
+        &self,
+    ) -> Result<std::sync::Arc<rustls::ServerConfig>, peerdex_shared::tls::CertificateError> {
+        peerdex_shared::tls::peer_server_config(&self.key.to_bytes(), &self.peer_id())
+    }
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -9,6 +9,7 @@ pub mod connect_back;
 pub mod identity;
 pub mod login;
 pub mod server_api;
+pub mod tls;
 pub mod units;
 
 pub use identity::Identity;

@@ -3,7 +3,7 @@
 use peerdex_shared::api::{
     AccountInfo, BrowseResponse, ChallengeResponse, CreateAccountRequest, DeltaOp, DeviceProof,
     ErrorBody, ErrorCode, FolderListing, FolderResponse, HeartbeatResponse, ListEntry,
-    LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, SearchResponse,
+    LoginRequest, LoginResponse, PeerTransport, RegisterRequest, RegisterResponse, SearchResponse,
     SourcesResponse, StatsResponse, SyncResponse, TransferRequest, TransferResponse,
 };
 use peerdex_shared::folder::FolderId;
@@ -22,9 +22,21 @@ use crate::identity::Identity;
 /// Errors talking to the index server.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// Could not reach the server or read its answer.
-    #[error("cannot reach the index server: {0}")]
-    Transport(#[from] reqwest::Error),
+    /// Could not reach the server or read its answer (the message has every cause: a refused
+    /// connection, a certificate not trusted, a fingerprint not the pinned one).
+    /// (Not a `source`: the message already says every cause once.)
+    #[error("cannot reach the index server: {}", causes(.0))]
+    Transport(reqwest::Error),
+    /// The TLS trust settings cannot be used.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsSetupError),
+    /// A password would cross the network in clear: the server is `http://` and not on this
+    /// host.
+    #[error(
+        "not sending a password in clear to {0}: use the server's https:// address \
+         (or set PEERDEX_ALLOW_PLAIN_AUTH=1 on a network you trust)"
+    )]
+    InsecureTransport(String),
     /// The server answered with an error.
     #[error("server said {status}: {}", body.error)]
     Server {
@@ -41,6 +53,34 @@ pub enum ApiError {
     BadUrl(String),
 }
 
+impl From<reqwest::Error> for ApiError {
+    fn from(error: reqwest::Error) -> Self {
+        ApiError::Transport(error)
+    }
+}
+
+/// An error and its causes, `a: b: c`, each said once; a certificate refused by the pin is
+/// said in its own words (rustls would print its debug form).
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(wrong) = crate::tls::wrong_fingerprint(e) {
+            return wrong.to_string();
+        }
+        next = e.source();
+    }
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
 impl ApiError {
     /// The server's error code, when the server answered.
     pub fn code(&self) -> Option<ErrorCode> {
@@ -51,7 +91,7 @@ impl ApiError {
     }
 }
 
-/// Checks that `base` is an `http://HOST[:PORT]` URL, with a message that says how to fix it.
+/// Checks that `base` is an `http(s)://HOST[:PORT]` URL, with a message that says how to fix it.
 fn check_url(base: &str) -> Result<(), ApiError> {
     let bad = |why: String| Err(ApiError::BadUrl(format!("{base:?} {why}")));
     // `localhost:7700` would parse as the scheme "localhost".
@@ -63,13 +103,10 @@ fn check_url(base: &str) -> Result<(), ApiError> {
         Err(e) => return bad(format!("is not a URL ({e})")),
     };
     match url.scheme() {
-        "http" => {}
-        "https" => {
-            return bad("uses https, which this client cannot speak yet; use http://".into());
-        }
+        "http" | "https" => {}
         other => {
             return bad(format!(
-                "has the scheme {other:?}; index servers speak http://"
+                "has the scheme {other:?}; index servers speak https:// or http://"
             ));
         }
     }
@@ -95,6 +132,21 @@ pub enum RelayError {
         /// The server's message.
         message: String,
     },
+}
+
+/// An HTTP/1 client connection on `io` whose driver runs in the background and lets a `101`
+/// answer take the connection over.
+async fn upgradable_http1<I>(
+    io: I,
+) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>, RelayError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, driver) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+        .await
+        .map_err(|e| RelayError::Connect(e.to_string()))?;
+    tokio::spawn(driver.with_upgrades());
+    Ok(sender)
 }
 
 /// Search filters, as query parameters.
@@ -146,6 +198,8 @@ pub struct ServerClient {
     /// The account token (`peerdex login`), sent with searches, sources, browse and transfer
     /// requests so the server answers within the account's scopes.
     account: Option<String>,
+    /// What our file server speaks, as registration announces it.
+    transport: PeerTransport,
 }
 
 async fn decode<T: serde::de::DeserializeOwned>(
@@ -216,15 +270,18 @@ impl ServerClient {
         check_url(base)?;
         // No overall timeout (a full list of a million entries takes a while), but a server
         // that stops answering mid-request is given up on.
+        let tls = crate::tls::client_config()?;
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .read_timeout(std::time::Duration::from_secs(60))
+            .tls_backend_preconfigured(rustls::ClientConfig::clone(&tls))
             .build()?;
         Ok(ServerClient {
             http,
             base: base.trim_end_matches('/').to_string(),
             session: None,
             account: None,
+            transport: PeerTransport::Tls,
         })
     }
 
@@ -239,6 +296,12 @@ impl ServerClient {
 
     fn session(&self) -> Result<&(PeerId, String), ApiError> {
         self.session.as_ref().ok_or(ApiError::NotRegistered)
+    }
+
+    /// Announces `transport` (TLS unless told otherwise) for our file server at registration.
+    pub fn with_transport(mut self, transport: PeerTransport) -> Self {
+        self.transport = transport;
+        self
     }
 
     /// Uses an existing session token (for tests and for resuming).
@@ -266,11 +329,32 @@ impl ServerClient {
         }
     }
 
+    /// Refuses to send a password to a plain-HTTP server off this host, unless the user
+    /// allowed it (`PEERDEX_ALLOW_PLAIN_AUTH=1`).
+    fn password_channel(&self) -> Result<(), ApiError> {
+        let Ok(url) = reqwest::Url::parse(&self.base) else {
+            return Ok(());
+        };
+        let host = url.host_str().unwrap_or_default();
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        let allowed = std::env::var("PEERDEX_ALLOW_PLAIN_AUTH").is_ok_and(|v| v.trim() == "1");
+        if url.scheme() == "http" && !loopback && !allowed {
+            return Err(ApiError::InsecureTransport(self.base.clone()));
+        }
+        Ok(())
+    }
+
     /// Creates an account.
     pub async fn create_account(
         &self,
         request: &CreateAccountRequest,
     ) -> Result<AccountInfo, ApiError> {
+        self.password_channel()?;
         decode(
             self.http
                 .post(self.url(routes::ACCOUNTS))
@@ -289,6 +373,7 @@ impl ServerClient {
         password: &str,
         identity: &Identity,
     ) -> Result<LoginResponse, ApiError> {
+        self.password_channel()?;
         let challenge: ChallengeResponse =
             decode(self.http.post(self.url(routes::CHALLENGE)).send().await?).await?;
         let peer_id = identity.peer_id();
@@ -388,6 +473,7 @@ impl ServerClient {
             port,
             nonce: challenge.nonce,
             signature: identity.sign(&message),
+            transport: self.transport,
         };
         let response: RegisterResponse = decode(
             self.http
@@ -616,11 +702,22 @@ impl ServerClient {
         let server_addr = stream
             .peer_addr()
             .map_err(|e| RelayError::Connect(e.to_string()))?;
-        let (mut sender, driver) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| RelayError::Connect(e.to_string()))?;
-        tokio::spawn(driver.with_upgrades());
+        let mut sender = if self.base.starts_with("https://") {
+            let tls =
+                crate::tls::client_config().map_err(|e| RelayError::Connect(e.to_string()))?;
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| RelayError::Connect(format!("index server name: {e}")))?;
+            let stream = tokio::time::timeout(
+                connect_timeout,
+                tokio_rustls::TlsConnector::from(tls).connect(name, stream),
+            )
+            .await
+            .map_err(|_| RelayError::Connect("the index server's TLS did not answer".into()))?
+            .map_err(|e| RelayError::Connect(format!("index server TLS: {}", causes(&e))))?;
+            upgradable_http1(stream).await?
+        } else {
+            upgradable_http1(stream).await?
+        };
         let mut request = hyper::Request::get(path)
             .header(hyper::header::HOST, format!("{host}:{port}"))
             .header(hyper::header::CONNECTION, "upgrade")

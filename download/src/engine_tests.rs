@@ -226,6 +226,8 @@ impl FakePeer {
             nickname: nickname.into(),
             addr: Some(self.addr.to_string()),
             reachability: Reachability::Reachable,
+            // The fake peers speak plain HTTP (public content).
+            transport: peerdex_shared::api::PeerTransport::Plain,
             share: "s".into(),
             path: "file.bin".into(),
             grant: None,
@@ -422,6 +424,8 @@ async fn when_no_source_is_left_the_finder_is_asked_again() {
             nickname: "gone".into(),
             addr: Some(addr.to_string()),
             reachability: Reachability::Reachable,
+            // The fake peers speak plain HTTP (public content).
+            transport: peerdex_shared::api::PeerTransport::Plain,
             share: "s".into(),
             path: "file.bin".into(),
             grant: None,

@@ -292,10 +292,15 @@ impl DownloadProgress {
             SourceError::BadPiece(piece) => (OutcomeKind::BadData, Some(*piece)),
             SourceError::BadData(_) => (OutcomeKind::BadData, None),
             SourceError::Stalled => (OutcomeKind::Stalled, None),
-            SourceError::Unreachable(_) => (OutcomeKind::Unreachable, None),
-            SourceError::Busy { .. } | SourceError::Gone(_) | SourceError::Refused(_) => {
-                (OutcomeKind::Refused, None)
+            // Not the source's doing: someone else answered for it (an address taken over, a
+            // man in the middle), so it is not reported as lying.
+            SourceError::Unreachable(_) | SourceError::WrongKey(_) => {
+                (OutcomeKind::Unreachable, None)
             }
+            SourceError::Busy { .. }
+            | SourceError::Gone(_)
+            | SourceError::Refused(_)
+            | SourceError::Insecure => (OutcomeKind::Refused, None),
             SourceError::LocalStop => return,
         };
         let tally = self.tally(source);
@@ -1199,7 +1204,7 @@ impl<'a> SourcePool<'a> {
     /// asked again after the next re-ask of the server; one that lied or lost the file is not.
     fn drop_source(&mut self, source: &PeerSource, error: SourceError) {
         self.progress.dropped(source, &error);
-        if error.is_bad_data() || matches!(error, SourceError::Gone(_)) {
+        if error.is_final() {
             self.refused.insert(source.peer_id);
         }
         self.dropped.push((source.label.clone(), error));

@@ -1,8 +1,9 @@
 //! Talking to one source peer's file server (PROTOCOL §6) over one HTTP/1.1 connection, however
 //! it was reached: **direct** (we dial the peer), **reverse** (the peer dials us, asked by the
 //! index server with a ticket), or **relay** (both dial the index server, which splices the two).
-//! Whatever the route, the bytes are verified the same way; every failure is sorted into what the
-//! downloader should do about it.
+//! Whatever the route, the connection is TLS 1.3 pinned to the key the index server named for the
+//! source (PROTOCOL §12.2: the relay in the middle sees only TLS records), and the bytes are
+//! verified the same way; every failure is sorted into what the downloader should do about it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,13 +16,14 @@ use hyper::StatusCode;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use peerdex_shared::api::{ErrorCode, Reachability, Source, TransferRequest};
+use peerdex_shared::api::{ErrorCode, PeerTransport, Reachability, Source, TransferRequest};
 use peerdex_shared::identity::{downloader_message, grant_use_message};
 use peerdex_shared::peer::{
     self, MAX_PROOF_PIECES, REVERSE_PREAMBLE, blob_path, pieces_path, range_answer_ok,
 };
 use peerdex_shared::pieces::{CV_LEN, PieceCv, decode_cvs, proof_len, verify_proof};
 use peerdex_shared::routes;
+use peerdex_shared::tls;
 use peerdex_shared::{FileHash, PeerId};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -82,6 +84,8 @@ pub struct PeerSource {
     pub addr: Option<SocketAddr>,
     /// Whether that address was verified.
     pub reachability: Reachability,
+    /// What its file server speaks (TLS pinned to `peer_id`, or plain HTTP: public content only).
+    pub transport: PeerTransport,
     /// `nick (IP:port)` or `nick (firewalled)`, for messages.
     pub label: String,
     /// The server's grant, for non-public content: sent with every request to this source.
@@ -104,6 +108,7 @@ impl PeerSource {
             nickname: source.nickname.clone(),
             addr,
             reachability: source.reachability,
+            transport: source.transport,
             label: format!("{} ({place})", source.nickname),
             grant: source.grant.clone(),
             pieces: None,
@@ -150,6 +155,13 @@ pub enum SourceError {
     /// Some other HTTP answer.
     #[error("answered {0}")]
     Refused(StatusCode),
+    /// Whoever answered does not hold the source's key: another host at its address, or a
+    /// man in the middle. Never asked again in this download.
+    #[error("is not who the index server says: {0}")]
+    WrongKey(peerdex_shared::tls::WrongPeerKey),
+    /// It speaks plain HTTP, and the content is not public: not fetched in clear.
+    #[error("speaks plain HTTP; content that is not public is fetched only over TLS")]
+    Insecure,
     /// The download stopped for a local reason (cancelled, disk full, output closed): not the
     /// source's fault.
     #[error("stopped")]
@@ -160,6 +172,15 @@ impl SourceError {
     /// Whether the source sent data that failed verification (it lied, or its copy is damaged).
     pub fn is_bad_data(&self) -> bool {
         matches!(self, SourceError::BadData(_) | SourceError::BadPiece(_))
+    }
+
+    /// Whether asking this source again in the same download cannot help.
+    pub fn is_final(&self) -> bool {
+        self.is_bad_data()
+            || matches!(
+                self,
+                SourceError::Gone(_) | SourceError::WrongKey(_) | SourceError::Insecure
+            )
     }
 }
 
@@ -208,6 +229,37 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Speaks to `source` on `stream`, however it was reached: TLS pinned to its key when it
+    /// speaks TLS, else plain HTTP for public content only.
+    async fn establish<S>(
+        stream: S,
+        source: &PeerSource,
+        route: Route,
+        stall: Duration,
+    ) -> Result<Connection, SourceError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        if !source.transport.is_tls() {
+            if source.grant.is_some() {
+                return Err(SourceError::Insecure);
+            }
+            return Connection::handshake(TokioIo::new(stream), route, stall).await;
+        }
+        let connector = tokio_rustls::TlsConnector::from(tls::peer_client_config(source.peer_id));
+        let secured = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            connector.connect(tls::peer_server_name(), stream),
+        )
+        .await
+        .map_err(|_| SourceError::Unreachable("TLS handshake timed out".into()))?
+        .map_err(|e| match tls::wrong_key_of(&e) {
+            Some(wrong) => SourceError::WrongKey(wrong),
+            None => SourceError::Unreachable(format!("TLS handshake: {e}")),
+        })?;
+        Connection::handshake(TokioIo::new(secured), route, stall).await
+    }
+
     async fn handshake<I>(io: I, route: Route, stall: Duration) -> Result<Connection, SourceError>
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -401,6 +453,11 @@ impl ReverseListener {
             Err(_) => TcpListener::bind("0.0.0.0:0").await?,
         };
         let port = listener.local_addr()?.port();
+        let tls = tokio_rustls::TlsAcceptor::from(
+            identity
+                .tls_server_config()
+                .map_err(std::io::Error::other)?,
+        );
         let waiting: Waiting = Arc::default();
         let accepting = waiting.clone();
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_INCOMING));
@@ -417,9 +474,9 @@ impl ReverseListener {
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
                     continue; // too many at once: drop it
                 };
-                let (identity, waiting) = (identity.clone(), accepting.clone());
+                let (identity, waiting, tls) = (identity.clone(), accepting.clone(), tls.clone());
                 tokio::spawn(async move {
-                    route_incoming(stream, identity, waiting).await;
+                    route_incoming(stream, identity, waiting, tls).await;
                     drop(slot);
                 });
             }
@@ -449,8 +506,13 @@ impl ReverseListener {
 }
 
 /// Sorts an incoming connection: a source answering a ticket (preamble line with the token) or
-/// the index server's connect-back probe (HTTP).
-async fn route_incoming(mut stream: TcpStream, identity: Identity, waiting: Waiting) {
+/// the index server's connect-back probe (TLS with our key certificate, or plain HTTP).
+async fn route_incoming(
+    mut stream: TcpStream,
+    identity: Identity,
+    waiting: Waiting,
+    tls: tokio_rustls::TlsAcceptor,
+) {
     // Enough bytes to tell a source's preamble from HTTP (it may arrive in pieces).
     let mut head = [0u8; 16];
     let mut n = 0;
@@ -493,15 +555,35 @@ async fn route_incoming(mut stream: TcpStream, identity: Identity, waiting: Wait
         }
         return;
     }
+    let deadline = Duration::from_secs(30);
+    if head[..n].first() == Some(&tls::TLS_HANDSHAKE_BYTE) {
+        let answered = async {
+            if let Ok(Ok(stream)) =
+                tokio::time::timeout(Duration::from_secs(5), tls.accept(stream)).await
+            {
+                answer_probe(stream, identity).await;
+            }
+        };
+        let _ = tokio::time::timeout(deadline, answered).await;
+    } else {
+        let _ = tokio::time::timeout(deadline, answer_probe(stream, identity)).await;
+    }
+}
+
+/// Answers the index server's connect-back probe on one connection.
+async fn answer_probe<S>(stream: S, identity: Identity)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |request| {
         let response = peerdex_client::connect_back::answer(&identity, &request);
         async move { Ok::<_, std::convert::Infallible>(response) }
     });
-    let connection = hyper::server::conn::http1::Builder::new()
+    let _ = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_secs(5))
-        .serve_connection(TokioIo::new(stream), service);
-    let _ = tokio::time::timeout(Duration::from_secs(30), connection).await;
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 /// Opens connections to sources: direct when the source has a verified address, else a reverse
@@ -577,8 +659,10 @@ impl Connector {
             _ => None,
         };
         if let Some(addr) = verified {
-            match self.direct(addr).await {
+            match self.direct(source, addr).await {
                 Ok(conn) => return Ok(conn),
+                // Whoever answers there is not the source: no other route makes it so.
+                Err(e @ (SourceError::WrongKey(_) | SourceError::Insecure)) => return Err(e),
                 Err(e) => errors.push(format!("direct: {e}")),
             }
         }
@@ -651,13 +735,17 @@ impl Connector {
         None
     }
 
-    async fn direct(&self, addr: SocketAddr) -> Result<Connection, SourceError> {
+    async fn direct(
+        &self,
+        source: &PeerSource,
+        addr: SocketAddr,
+    ) -> Result<Connection, SourceError> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| SourceError::Unreachable("connection timed out".into()))?
             .map_err(|e| SourceError::Unreachable(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        Connection::handshake(TokioIo::new(stream), Route::Direct, self.stall).await
+        Connection::establish(stream, source, Route::Direct, self.stall).await
     }
 
     async fn reverse(
@@ -681,6 +769,7 @@ impl Connector {
             downloader: self.identity.peer_id(),
             port: listener.port,
             token: token.clone(),
+            transport: PeerTransport::Tls,
         };
         let answer = match self.broker()?.transfer(&request).await {
             Ok(answer) => answer,
@@ -708,7 +797,8 @@ impl Connector {
             }
         };
         let _ = stream.set_nodelay(true);
-        Connection::handshake(TokioIo::new(stream), Route::Reverse, self.stall).await
+        // The source dialled us, but it is still the TLS server: it proves its key the same way.
+        Connection::establish(stream, source, Route::Reverse, self.stall).await
     }
 
     async fn relay(&self, source: &PeerSource, hash: &FileHash) -> Result<Connection, SourceError> {
@@ -739,7 +829,8 @@ impl Connector {
                 }
                 RelayError::Connect(why) => SourceError::Unreachable(why),
             })?;
-        Connection::handshake(upgraded, Route::Relay, self.stall).await
+        // Inside the server's splice: the relay forwards TLS records it cannot read.
+        Connection::establish(TokioIo::new(upgraded), source, Route::Relay, self.stall).await
     }
 }
 

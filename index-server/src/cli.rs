@@ -96,10 +96,10 @@ pub async fn shutdown_signal() {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let server = Server::bind(config).await?;
-    let addr = server.local_addr()?;
+    let url = server.url()?;
     // The one line on stdout: scripts and tests wait for it.
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening on http://{addr}").context("writing to stdout")?;
+    writeln!(stdout, "listening on {url}").context("writing to stdout")?;
     stdout.flush().context("writing to stdout")?;
     drop(stdout);
     server.run(shutdown_signal()).await

@@ -42,6 +42,22 @@ pub struct Config {
     pub social: SocialConfig,
     /// Downloaders' reports on their sources, and the quarantine of sources that lie.
     pub quarantine: QuarantineConfig,
+    /// HTTPS terminated by the server, and credentials over plain HTTP.
+    pub tls: TlsConfig,
+}
+
+/// HTTPS (PROTOCOL §12.1).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first. With `key`: the server speaks only HTTPS.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// Take passwords and account tokens over plain HTTP from clients that are not on
+    /// loopback (behind a proxy that terminates TLS without saying so in `X-Forwarded-Proto`,
+    /// or on a trusted network). Off: such requests are refused.
+    pub allow_plain_auth: bool,
 }
 
 /// How downloaders' reports quarantine sources (PROTOCOL §11.3).
@@ -209,6 +225,7 @@ impl Default for Config {
             accounts: AccountsConfig::default(),
             social: SocialConfig::default(),
             quarantine: QuarantineConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -445,7 +462,11 @@ impl Config {
 
     /// Refuses settings that cannot work, with the name of the setting.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let checks: [(bool, &str); 20] = [
+        let checks: [(bool, &str); 21] = [
+            (
+                self.tls.cert.is_some() == self.tls.key.is_some(),
+                "tls.cert and tls.key go together: set both (HTTPS) or neither",
+            ),
             (
                 self.social.requests_per_hour > 0 && self.social.max_request_recipients > 0,
                 "social.requests_per_hour and social.max_request_recipients must be > 0",

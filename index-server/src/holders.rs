@@ -124,6 +124,8 @@ pub struct PeerCard {
     pub port: u16,
     /// Connect-back state.
     pub reachability: Reachability,
+    /// What its file server speaks.
+    pub transport: peerdex_shared::api::PeerTransport,
     /// Unix time the key first registered (its history on this server).
     pub registered_at: i64,
 }
@@ -374,6 +376,7 @@ mod tests {
             ip: None,
             port: 0,
             reachability: Reachability::Firewalled,
+            transport: peerdex_shared::api::PeerTransport::Tls,
             registered_at: 0,
         });
         let seen = cache.peer(PeerRef(5)).unwrap_err();

@@ -28,6 +28,7 @@ pub mod server;
 pub mod social;
 pub mod state;
 pub mod text;
+pub mod tls;
 pub mod transfers;
 pub mod wishes;
 

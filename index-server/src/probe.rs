@@ -14,9 +14,10 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use peerdex_shared::PeerId;
-use peerdex_shared::api::ConnectBackAnswer;
+use peerdex_shared::api::{ConnectBackAnswer, PeerTransport};
 use peerdex_shared::identity::connect_back_message;
 use peerdex_shared::peer::CONNECT_BACK_PATH;
+use peerdex_shared::tls;
 
 use crate::limits::{IpRateLimiter, random_hex};
 
@@ -56,28 +57,58 @@ impl Prober {
         }
     }
 
-    /// Dials `addr` and checks that it answers the challenge signed by `peer`, unless the
-    /// target IP is over its rate ([`ProbeError::RateLimited`], nothing dialled).
-    pub async fn connect_back(&self, addr: SocketAddr, peer: PeerId) -> Result<(), ProbeError> {
+    /// Dials `addr` and checks that it answers the challenge signed by `peer` (over TLS, the
+    /// handshake itself must be signed by `peer`'s key), unless the target IP is over its rate
+    /// ([`ProbeError::RateLimited`], nothing dialled).
+    pub async fn connect_back(
+        &self,
+        addr: SocketAddr,
+        peer: PeerId,
+        transport: PeerTransport,
+    ) -> Result<(), ProbeError> {
         let ip: IpAddr = addr.ip().to_canonical();
         if !self.per_ip.allow(&ip) {
             return Err(ProbeError::RateLimited);
         }
-        tokio::time::timeout(self.timeout, probe(addr, peer))
+        tokio::time::timeout(self.timeout, probe(addr, peer, transport))
             .await
             .map_err(|_| ProbeError::Timeout)?
     }
 }
 
-async fn probe(addr: SocketAddr, peer: PeerId) -> Result<(), ProbeError> {
+async fn probe(addr: SocketAddr, peer: PeerId, transport: PeerTransport) -> Result<(), ProbeError> {
     let nonce = random_hex::<16>().ok_or_else(|| ProbeError::Connect("no randomness".into()))?;
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| ProbeError::Connect(e.to_string()))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| ProbeError::Connect(e.to_string()))?;
-    let driver = tokio::spawn(connection);
+    let (mut sender, driver) = match transport {
+        PeerTransport::Plain => {
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| ProbeError::Connect(e.to_string()))?;
+            (
+                sender,
+                tokio::spawn(async move { connection.await.map(drop) }),
+            )
+        }
+        PeerTransport::Tls => {
+            let connector = tokio_rustls::TlsConnector::from(tls::peer_client_config(peer));
+            let stream = connector
+                .connect(tls::peer_server_name(), stream)
+                .await
+                .map_err(|e| match tls::wrong_key_of(&e) {
+                    Some(wrong) => ProbeError::BadAnswer(wrong.to_string()),
+                    None => ProbeError::Connect(format!("TLS: {e}")),
+                })?;
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| ProbeError::Connect(e.to_string()))?;
+            (
+                sender,
+                tokio::spawn(async move { connection.await.map(drop) }),
+            )
+        }
+    };
     let request = hyper::Request::get(format!("{CONNECT_BACK_PATH}?nonce={nonce}"))
         .header(hyper::header::HOST, addr.to_string())
         .body(Empty::<Bytes>::new())
@@ -119,10 +150,11 @@ pub fn verify_in_background(
 
     let addr = SocketAddr::new(ip, peer.port);
     let (state2, key, id, port) = (state.clone(), peer.key, peer.id, peer.port);
+    let transport = peer.transport;
     let span = tracing::info_span!("connect_back", peer = %key.fmt_short(), %addr);
     let task = async move {
         let verdict = tokio::select! {
-            result = state2.guards.prober.connect_back(addr, key) => match result {
+            result = state2.guards.prober.connect_back(addr, key, transport) => match result {
                 Ok(()) => Reachability::Reachable,
                 Err(e) => {
                     info!(error = %e, "connect-back failed; peer listed as firewalled");

@@ -47,6 +47,15 @@ pub const MIGRATIONS: &[Migration] = &[
         rewrites_data: false,
         apply: |tx| tx.execute_batch(crate::db::VERSION_6),
     },
+    Migration {
+        version: 7,
+        description: "what each peer's file server speaks (TLS or plain HTTP)",
+        rewrites_data: false,
+        // 0: plain, as every peer before this version; 1: TLS.
+        apply: |tx| {
+            tx.execute_batch("ALTER TABLE peers ADD COLUMN transport INTEGER NOT NULL DEFAULT 0;")
+        },
+    },
 ];
 
 /// Folders (PROTOCOL §5.3), derived from `files`: computed for every active list when this

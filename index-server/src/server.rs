@@ -38,6 +38,8 @@ pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
     indexer: Indexer,
+    /// HTTPS, when `[tls]` names a certificate.
+    tls: Option<Arc<crate::tls::Terminator>>,
     /// New wish matches from the indexer, to push to the wishers.
     wish_events: tokio::sync::mpsc::UnboundedReceiver<(AccountRef, EventEnvelope)>,
 }
@@ -91,6 +93,10 @@ impl Server {
             &db.all_last_seen().context("loading presence")?,
             config.presence.offline_after_secs,
         ));
+        let tls = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => Some(Arc::new(crate::tls::Terminator::load(cert, key)?)),
+            _ => None,
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -146,6 +152,7 @@ impl Server {
             listener,
             state,
             indexer,
+            tls,
             wish_events,
         })
     }
@@ -155,14 +162,22 @@ impl Server {
         Ok(self.listener.local_addr()?)
     }
 
+    /// The URL clients reach it at: `https://` when it terminates TLS.
+    pub fn url(&self) -> anyhow::Result<String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        Ok(format!("{scheme}://{}", self.local_addr()?))
+    }
+
     /// Serves until `shutdown` resolves, then shuts down gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let Server {
             listener,
             state,
             indexer,
+            tls,
             wish_events,
         } = self;
+        let reloader = tls.clone().map(|tls| tokio::spawn(reload_on_sighup(tls)));
         let wish_push = tokio::spawn(crate::social::push_wish_hits(state.clone(), wish_events));
         let maintenance = tokio::spawn(maintenance(state.clone()));
         let presence_watch = tokio::spawn(crate::social::watch_presence(state.clone()));
@@ -192,38 +207,55 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             let router = router.clone();
+            let secure = ConnectionSecurity { tls: tls.is_some() };
             let service =
                 hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                     request.extensions_mut().insert(ConnectInfo(remote));
+                    request.extensions_mut().insert(secure);
                     router.clone().call(request)
                 });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            let draining = state.lifecycle.draining.clone();
-            let abort = state.lifecycle.shutdown.clone();
+            let lifecycle = (
+                state.lifecycle.draining.clone(),
+                state.lifecycle.shutdown.clone(),
+            );
+            let acceptor = tls.as_ref().map(|tls| tls.acceptor());
             connections.spawn(async move {
-                tokio::pin!(connection);
-                let result = tokio::select! {
-                    result = connection.as_mut() => result,
-                    () = draining.cancelled() => {
-                        connection.as_mut().graceful_shutdown();
-                        tokio::select! {
-                            result = connection.as_mut() => result,
-                            // Past the grace period: close it.
-                            () = abort.cancelled() => Ok(()),
+                match acceptor {
+                    None => {
+                        serve_connection(
+                            TokioIo::new(stream),
+                            service,
+                            header_timeout,
+                            lifecycle,
+                            remote,
+                        )
+                        .await
+                    }
+                    // The handshake gets the time the request headers would get.
+                    Some(acceptor) => {
+                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => {
+                                serve_connection(
+                                    TokioIo::new(stream),
+                                    service,
+                                    header_timeout,
+                                    lifecycle,
+                                    remote,
+                                )
+                                .await
+                            }
+                            Ok(Err(e)) => debug!(%remote, error = %e, "TLS handshake failed"),
+                            Err(_) => debug!(%remote, "TLS handshake timed out"),
                         }
                     }
-                };
-                if let Err(e) = result {
-                    debug!(%remote, error = %e, "connection ended with an error");
                 }
                 drop(slot);
             });
         }
         drop(listener);
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         info!("shutting down: finishing in-flight requests");
         let grace = secs(state.config.http.shutdown_grace_secs);
         state.lifecycle.draining.cancel();
@@ -249,6 +281,70 @@ impl Server {
             .context("stopping the indexer")?;
         info!("shutdown complete");
         Ok(())
+    }
+}
+
+/// Whether a request arrived over the server's own TLS (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionSecurity {
+    /// The connection is HTTPS, terminated here.
+    pub tls: bool,
+}
+
+/// Serves HTTP/1 on one accepted connection (plain or TLS) until it ends, or gracefully past
+/// the drain signal, or at once at shutdown.
+async fn serve_connection<I, S>(
+    io: I,
+    service: S,
+    header_timeout: Duration,
+    (draining, abort): (CancellationToken, CancellationToken),
+    remote: SocketAddr,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming> + Send,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = draining.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = connection.as_mut() => result,
+                // Past the grace period: close it.
+                () = abort.cancelled() => Ok(()),
+            }
+        }
+    };
+    if let Err(e) = result {
+        debug!(%remote, error = %e, "connection ended with an error");
+    }
+}
+
+/// Reads the certificate files again at each SIGHUP (a renewal), keeping the old pair when the
+/// new one does not load.
+async fn reload_on_sighup(tls: Arc<crate::tls::Terminator>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        warn!("cannot watch SIGHUP; certificate reloads need a restart");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "SIGHUP: TLS certificate not reloaded; keeping the current one")
+            }
+        }
     }
 }
 

@@ -31,6 +31,27 @@ pub struct RegisterRequest {
     pub nonce: String,
     /// Signature over [`crate::identity::registration_message`].
     pub signature: PeerSignature,
+    /// What the file server on `port` speaks (absent: plain HTTP, as agents before TLS).
+    #[serde(default)]
+    pub transport: PeerTransport,
+}
+
+/// What a peer's file server (or a downloader's reverse port) speaks (PROTOCOL §12).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerTransport {
+    /// HTTP/1.1 in clear: agents from before TLS, or the debugging switch. Public content only.
+    #[default]
+    Plain,
+    /// TLS 1.3 with the peer's key certificate (the default).
+    Tls,
+}
+
+impl PeerTransport {
+    /// Whether connections are TLS.
+    pub fn is_tls(self) -> bool {
+        self == PeerTransport::Tls
+    }
 }
 
 /// Whether other peers can connect to a peer directly.
@@ -261,6 +282,9 @@ pub struct Source {
     pub addr: Option<String>,
     /// Whether the address was verified by connect-back.
     pub reachability: Reachability,
+    /// What the peer's file server speaks, on every route (absent: plain, servers before TLS).
+    #[serde(default)]
+    pub transport: PeerTransport,
     /// Share the file is in.
     pub share: String,
     /// Path of the file within the share.
@@ -772,6 +796,9 @@ pub struct TransferRequest {
     pub port: u16,
     /// Echoed to the downloader as the first line of the connection.
     pub token: String,
+    /// What the downloader's port speaks to the connect-back probe (absent: plain).
+    #[serde(default)]
+    pub transport: PeerTransport,
 }
 
 /// `POST /api/v1/transfers` response.
@@ -927,6 +954,9 @@ pub enum ErrorCode {
     Blocked,
     /// A moderator muted the account: it may not send messages until the mute ends.
     Muted,
+    /// A password or account token over plain HTTP from off loopback: use `https://` (PROTOCOL
+    /// §12.1).
+    InsecureTransport,
     /// Something went wrong on the server; details are in its log.
     Internal,
 }

@@ -18,6 +18,7 @@ pub mod rate;
 pub mod routes;
 pub mod scope;
 pub mod social;
+pub mod tls;
 pub mod validate;
 
 pub use hash::{FileHash, ParseHexError};

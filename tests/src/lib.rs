@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use peerdex_client::server_api::SearchQuery;
 use peerdex_client::{Identity, ServerClient};
 use peerdex_server::Config;
-use peerdex_shared::FileHash;
 use peerdex_shared::api::{ListEntry, MediaTags, SearchResponse};
+use peerdex_shared::{FileHash, PeerId};
 use tokio_util::sync::CancellationToken;
 
 pub mod load;
@@ -194,6 +194,37 @@ where
     }
 }
 
+/// An HTTP client for index servers, trusting what this process trusts (the system's roots).
+pub fn http() -> reqwest::Client {
+    let tls = peerdex_client::tls::client_config().unwrap();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(rustls::ClientConfig::clone(&tls))
+        .build()
+        .unwrap()
+}
+
+/// An HTTP client for the file server of `peer`: TLS pinned to its key, as a downloader dials.
+pub fn peer_http(peer: PeerId) -> reqwest::Client {
+    let mut tls = rustls::ClientConfig::clone(&peerdex_shared::tls::peer_client_config(peer));
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .unwrap()
+}
+
+/// A TLS connection to the file server of `peer` at `addr`, for tests that write raw HTTP.
+pub async fn peer_stream(
+    addr: std::net::SocketAddr,
+    peer: PeerId,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(peerdex_shared::tls::peer_client_config(peer))
+        .connect(peerdex_shared::tls::peer_server_name(), tcp)
+        .await
+        .unwrap()
+}
+
 /// A peer: a key pair, a session with a server, and optionally a live connect-back responder.
 pub struct TestPeer {
     pub identity: Identity,
@@ -300,7 +331,12 @@ impl TestPeer {
         }
     }
 
+    /// Registers; its responder speaks plain HTTP, and so it announces.
     pub async fn register(&mut self) -> peerdex_shared::api::RegisterResponse {
+        self.client = self
+            .client
+            .clone()
+            .with_transport(peerdex_shared::api::PeerTransport::Plain);
         self.client
             .register(&self.identity, &self.nick, self.port)
             .await
@@ -496,7 +532,7 @@ pub async fn register_raw(
     headers: &[(&str, &str)],
     extra: &[(&str, &str)],
 ) -> reqwest::Response {
-    let http = reqwest::Client::new();
+    let http = http();
     let with_headers = |mut request: reqwest::RequestBuilder| {
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -563,7 +599,7 @@ pub fn agent_config(server: &str, state: &Path, shares: &[&Path]) -> peerdex_age
 pub struct TestAgent {
     pub handle: peerdex_agent::AgentHandle,
     pub config: peerdex_agent::AgentConfig,
-    /// `http://IP:PORT` of its file server.
+    /// `https://IP:PORT` of its file server (`http://` with `upload.plain_http`).
     pub url: String,
     _state: Option<tempfile::TempDir>,
 }
@@ -590,7 +626,10 @@ impl TestAgent {
         // Empty for an agent that accepts no connections (`--no-listen`).
         let url = handle
             .serve_addr
-            .map(|addr| format!("http://{addr}"))
+            .map(|addr| {
+                let scheme = if handle.tls { "https" } else { "http" };
+                format!("{scheme}://{addr}")
+            })
             .unwrap_or_default();
         TestAgent {
             handle,
@@ -602,6 +641,11 @@ impl TestAgent {
 
     pub fn status(&self) -> peerdex_agent::AgentStatus {
         self.handle.status()
+    }
+
+    /// An HTTP client for its file server (pinned to its key).
+    pub fn http(&self) -> reqwest::Client {
+        peer_http(self.handle.peer_id)
     }
 
     /// Waits until the agent has hashed everything it found and the server holds it all.

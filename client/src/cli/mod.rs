@@ -40,6 +40,20 @@ struct Cli {
     /// Config file [default: platform config dir/peerdex/config.toml]
     #[arg(long, env = "PEERDEX_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// Extra CA certificates (PEM) to trust for an https:// index server, besides the system's
+    /// [config: ca_file]
+    #[arg(long, env = "PEERDEX_CA_FILE", global = true, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+    /// Accept only the https:// index server certificate with this SHA-256 fingerprint (for a
+    /// self-signed server; `openssl x509 -noout -fingerprint -sha256` prints it)
+    /// [config: server_fingerprint]
+    #[arg(
+        long,
+        env = "PEERDEX_SERVER_FINGERPRINT",
+        global = true,
+        value_name = "SHA256"
+    )]
+    server_fingerprint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -359,7 +373,8 @@ async fn run_agent(config: AgentConfig) -> anyhow::Result<()> {
     if let Some(addr) = handle.serve_addr {
         // Scripts and tests wait for this line. A closed stdout must not stop the agent, nor
         // skip the logout below.
-        if let Err(e) = emit(&format!("serving on http://{addr}\n")) {
+        let scheme = if handle.tls { "https" } else { "http" };
+        if let Err(e) = emit(&format!("serving on {scheme}://{addr}\n")) {
             warn!(error = %e, "cannot write to standard output");
         }
     }
@@ -512,7 +527,28 @@ async fn apply_to_running_agent(state: &Path) -> String {
     }
 }
 
+/// Sets how this process trusts `https://` index servers: flags over the config file (read here
+/// only for these two settings; a config file that cannot be read is the command's to report).
+fn configure_server_trust(cli: &Cli) -> anyhow::Result<()> {
+    let file = config_path(cli.config.clone())
+        .ok()
+        .and_then(|path| ConfigFile::load(&path).ok())
+        .unwrap_or_default();
+    let fingerprint = cli
+        .server_fingerprint
+        .clone()
+        .or(file.server_fingerprint)
+        .map(|text| text.parse::<peerdex_client::tls::Fingerprint>())
+        .transpose()?;
+    peerdex_client::tls::configure(peerdex_client::tls::ServerTrust {
+        ca_file: cli.ca_file.clone().or(file.ca_file),
+        fingerprint,
+    })?;
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<u8> {
+    configure_server_trust(&cli)?;
     match cli.command {
         Command::Id => {
             let path = state_dir(cli.state)?.join(KEY_FILE);

@@ -15,7 +15,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use peerdex_shared::api::{DeltaOp, ListEntry, MediaTags, Reachability};
+use peerdex_shared::api::{DeltaOp, ListEntry, MediaTags, PeerTransport, Reachability};
 use peerdex_shared::validate::nickname_key;
 use peerdex_shared::{FileHash, PeerId};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -187,6 +187,18 @@ fn reachability_code(r: Reachability) -> i64 {
     }
 }
 
+fn transport_from(code: i64) -> PeerTransport {
+    if code == 1 {
+        PeerTransport::Tls
+    } else {
+        PeerTransport::Plain
+    }
+}
+
+fn transport_code(t: PeerTransport) -> i64 {
+    i64::from(t.is_tls())
+}
+
 fn blob32(bytes: Vec<u8>) -> DbResult<[u8; 32]> {
     bytes
         .try_into()
@@ -208,6 +220,8 @@ pub struct PeerRow {
     pub port: u16,
     /// Connect-back state.
     pub reachability: Reachability,
+    /// What its file server speaks.
+    pub transport: PeerTransport,
     /// Version of the stored list, if any.
     pub list_version: Option<u64>,
     /// Entries in the stored list.
@@ -217,7 +231,7 @@ pub struct PeerRow {
 }
 
 const PEER_COLUMNS: &str =
-    "id, peer_key, nickname, ip, port, reachability, list_version, entries, last_seen";
+    "id, peer_key, nickname, ip, port, reachability, list_version, entries, last_seen, transport";
 
 fn peer_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(PeerRowRaw, Vec<u8>)> {
     Ok((
@@ -230,6 +244,7 @@ fn peer_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(PeerRowRaw, Vec<u
             list_version: row.get(6)?,
             entries: row.get(7)?,
             last_seen: row.get(8)?,
+            transport: row.get(9)?,
         },
         row.get(1)?,
     ))
@@ -244,6 +259,7 @@ struct PeerRowRaw {
     list_version: Option<i64>,
     entries: i64,
     last_seen: i64,
+    transport: i64,
 }
 
 fn finish_peer((raw, key): (PeerRowRaw, Vec<u8>)) -> DbResult<PeerRow> {
@@ -254,6 +270,7 @@ fn finish_peer((raw, key): (PeerRowRaw, Vec<u8>)) -> DbResult<PeerRow> {
         ip: raw.ip,
         port: u16::try_from(raw.port).unwrap_or(0),
         reachability: reachability_from(raw.reachability),
+        transport: transport_from(raw.transport),
         list_version: raw.list_version.map(|v| v as u64),
         entries: raw.entries as u64,
         last_seen: raw.last_seen,
@@ -548,6 +565,7 @@ mod tests {
                 "alice",
                 "127.0.0.1",
                 0,
+                PeerTransport::Tls,
                 &[9; 32],
             )
             .unwrap();
@@ -672,7 +690,7 @@ mod tests {
         let (_dir, db, _) = setup();
         let bob = PeerId::from_bytes([2; 32]);
         assert!(matches!(
-            db.register(&bob, "ALICE", "127.0.0.1", 0, &[8; 32]),
+            db.register(&bob, "ALICE", "127.0.0.1", 0, PeerTransport::Tls, &[8; 32]),
             Err(DbError::NicknameTaken(_))
         ));
         // Alice renames; her old name stays hers.
@@ -681,11 +699,12 @@ mod tests {
             "alice2",
             "127.0.0.1",
             0,
+            PeerTransport::Tls,
             &[7; 32],
         )
         .unwrap();
         assert!(matches!(
-            db.register(&bob, "alice", "127.0.0.1", 0, &[8; 32]),
+            db.register(&bob, "alice", "127.0.0.1", 0, PeerTransport::Tls, &[8; 32]),
             Err(DbError::NicknameTaken(_))
         ));
         assert_eq!(

@@ -11,6 +11,7 @@ impl Db {
         nickname: &str,
         ip: &str,
         port: u16,
+        transport: PeerTransport,
         session_hash: &[u8; 32],
     ) -> DbResult<PeerRow> {
         let nick_key = nickname_key(nickname);
@@ -31,13 +32,13 @@ impl Db {
                 return Err(DbError::NicknameTaken(nickname.to_string()));
             }
             let id: i64 = tx.query_row(
-                "INSERT INTO peers (peer_key, nickname, session_hash, ip, port, reachability, registered_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO peers (peer_key, nickname, session_hash, ip, port, reachability, registered_at, transport)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (peer_key) DO UPDATE SET nickname = excluded.nickname,
                      session_hash = excluded.session_hash, ip = excluded.ip, port = excluded.port,
-                     reachability = excluded.reachability
+                     reachability = excluded.reachability, transport = excluded.transport
                  RETURNING id",
-                params![key.as_bytes(), nickname, session_hash, ip, port, reachability_code(initial), unix_now()],
+                params![key.as_bytes(), nickname, session_hash, ip, port, reachability_code(initial), unix_now(), transport_code(transport)],
                 |r| r.get(0),
             )?;
             tx.execute(

@@ -60,7 +60,7 @@ impl Db {
         };
         let card = self.read(|conn| {
             conn.prepare_cached(
-                "SELECT peer_key, nickname, ip, port, reachability, registered_at FROM peers
+                "SELECT peer_key, nickname, ip, port, reachability, registered_at, transport FROM peers
                  WHERE id = ?1",
             )?
             .query_row([peer], |r| {
@@ -71,16 +71,18 @@ impl Db {
                     r.get::<_, i64>(3)?,
                     r.get(4)?,
                     r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
                 ))
             })
             .optional()?
-            .map(|(key, nickname, ip, port, reachability, registered_at)| {
+            .map(|(key, nickname, ip, port, reachability, registered_at, transport)| {
                 Ok::<_, DbError>(PeerCard {
                     key: PeerId::from_bytes(blob32(key)?),
                     nickname,
                     ip,
                     port: u16::try_from(port).unwrap_or(0),
                     reachability: reachability_from(reachability),
+                    transport: transport_from(transport),
                     registered_at,
                 })
             })

@@ -57,6 +57,56 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .map(str::trim)
 }
 
+/// Whether credentials in this request crossed the network in clear: plain HTTP (neither our
+/// TLS nor a trusted proxy's `X-Forwarded-Proto: https`) from a client off loopback, and the
+/// operator did not allow that (`tls.allow_plain_auth`).
+fn sent_in_clear(state: &AppState, parts: &Parts) -> bool {
+    if state.config.tls.allow_plain_auth
+        || parts
+            .extensions
+            .get::<crate::server::ConnectionSecurity>()
+            .is_some_and(|s| s.tls)
+    {
+        return false;
+    }
+    let Some(ConnectInfo(remote)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+        return false;
+    };
+    let proxied_https = state.is_trusted_proxy(remote.ip().to_canonical())
+        && parts
+            .headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+    !proxied_https && !client_ip(state, *remote, &parts.headers).is_loopback()
+}
+
+fn insecure_transport() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        ErrorCode::InsecureTransport,
+        "this server takes passwords and account tokens only over HTTPS (or from its own \
+         host): use its https:// address, or its operator sets tls.allow_plain_auth",
+    )
+}
+
+/// A request that may carry a password: refused when it came in clear from off loopback.
+pub struct CredentialsChannel;
+
+impl FromRequestParts<Arc<AppState>> for CredentialsChannel {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        if sent_in_clear(state, parts) {
+            return Err(insecure_transport());
+        }
+        Ok(CredentialsChannel)
+    }
+}
+
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
@@ -100,6 +150,11 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         })?;
         if caller.account.as_ref().is_some_and(|a| a.disabled) {
             return Err(ApiError::unauthorized("this account is disabled"));
+        }
+        // An anonymous peer's session token only changes its own list; one that stands for an
+        // account must not travel in clear.
+        if caller.account.is_some() && sent_in_clear(state, parts) {
+            return Err(insecure_transport());
         }
         Ok(caller)
     }
@@ -219,6 +274,7 @@ async fn verify_blocking(
 
 /// `POST /api/v1/accounts`.
 pub async fn create_account(
+    _channel: CredentialsChannel,
     State(state): State<Arc<AppState>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -276,6 +332,7 @@ pub async fn create_account(
 
 /// `POST /api/v1/login`.
 pub async fn login(
+    _channel: CredentialsChannel,
     State(state): State<Arc<AppState>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,

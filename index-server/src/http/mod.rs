@@ -344,8 +344,11 @@ async fn register(
     let db = state.store.db.clone();
     let ip_text = ip.to_string();
     let (key, nickname, port) = (request.peer_id, request.nickname.clone(), request.port);
-    let peer =
-        run_blocking(move || db.register(&key, &nickname, &ip_text, port, &session_hash)).await??;
+    let transport = request.transport;
+    let peer = run_blocking(move || {
+        db.register(&key, &nickname, &ip_text, port, transport, &session_hash)
+    })
+    .await??;
     state.presence.touch(peer.id);
     info!(peer = %peer.key.fmt_short(), nickname = %peer.nickname, %ip, port, "peer registered");
     if port != 0 {

@@ -235,7 +235,7 @@ pub async fn transfer(
     match state
         .guards
         .prober
-        .connect_back(addr, request.downloader)
+        .connect_back(addr, request.downloader, request.transport)
         .await
     {
         Ok(()) => {}

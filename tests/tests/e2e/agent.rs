@@ -143,7 +143,10 @@ async fn added_modified_renamed_and_deleted_files_reach_the_index() {
     // close-after-read events once made the agent rescan forever).
     let before = agent.status().progress.dirs_scanned;
     let keep = content_hash(b"keep");
-    let served = reqwest::get(format!("{}/peerdex/v1/blobs/{keep}", agent.url))
+    let served = agent
+        .http()
+        .get(format!("{}/peerdex/v1/blobs/{keep}", agent.url))
+        .send()
         .await
         .unwrap();
     assert_eq!(served.bytes().await.unwrap().as_ref(), b"keep");

@@ -85,7 +85,7 @@ async fn share_then_run_the_agent_then_stop_it() {
     file.download.dir = Some(dir.path().join("dl"));
     file.save(&config).unwrap();
     let (child, serving) = spawn_agent(&state, &config, &server.url);
-    assert!(serving.starts_with("http://127.0.0.1:"));
+    assert!(serving.starts_with("https://127.0.0.1:"), "{serving}");
     wait_until(
         "the shared file in the index",
         Duration::from_secs(30),
@@ -106,7 +106,7 @@ async fn share_then_run_the_agent_then_stop_it() {
     assert_eq!(status["nick"], "cli-agent");
     assert_eq!(status["shares"][0]["name"], "Music");
     assert_eq!(status["shares"][0]["files"], 1);
-    assert_eq!(status["serving"], serving.trim_start_matches("http://"));
+    assert_eq!(status["serving"], serving.trim_start_matches("https://"));
     let human = peerdex(&state, &config, &["status"]);
     assert!(String::from_utf8_lossy(&human.stdout).contains("Music"));
 

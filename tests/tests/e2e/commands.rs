@@ -249,7 +249,11 @@ async fn a_running_agent_picks_up_share_and_unshare_at_once() {
     server.wait_for_hits("laterfile", 1).await;
     let hash = content_hash(b"shared while running");
     let blob = format!("{serving}/peerdex/v1/blobs/{hash}");
-    assert_eq!(reqwest::get(&blob).await.unwrap().status(), 200);
+    let agent_key = peerdex_client::Identity::load_or_create(&state.join(peerdex_agent::KEY_FILE))
+        .unwrap()
+        .peer_id();
+    let agent_http = peer_http(agent_key);
+    assert_eq!(agent_http.get(&blob).send().await.unwrap().status(), 200);
 
     let out = succeeded(peerdex(
         &state,
@@ -262,7 +266,7 @@ async fn a_running_agent_picks_up_share_and_unshare_at_once() {
         "{said}"
     );
     // No longer served, and gone from search once the delta is in.
-    assert_eq!(reqwest::get(&blob).await.unwrap().status(), 404);
+    assert_eq!(agent_http.get(&blob).send().await.unwrap().status(), 404);
     server.wait_for_hits("laterfile", 0).await;
     server.wait_for_hits("first", 1).await;
     assert!(stop_with("-TERM", child).success());

@@ -215,7 +215,7 @@ async fn a_source_sending_wrong_bytes_is_named_and_the_file_is_still_right() {
     for piece in 0..9 {
         corrupt_in_place(&liar, piece * PIECE_SIZE + 1);
     }
-    let liar_label = agents[0].url.trim_start_matches("http://").to_owned();
+    let liar_label = agents[0].url.trim_start_matches("https://").to_owned();
     let report = download_into(&server.url, hash, &dir.path().join("out"), |o| {
         o.max_sources = 2
     })

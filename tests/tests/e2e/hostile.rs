@@ -54,7 +54,7 @@ async fn hostile_requests_to_the_index_server_get_clear_answers() {
         .unwrap();
     server.wait_for_hits("untouched", 1).await;
 
-    let http = reqwest::Client::new();
+    let http = peerdex_tests::http();
     let url = |path: &str| format!("{}{path}", server.url);
     let search = |q: &str| {
         let http = http.clone();
@@ -198,7 +198,7 @@ async fn slow_and_idle_connections_do_not_block_the_file_server() {
     })
     .await;
     agent.wait_synced().await;
-    let addr = agent.url.trim_start_matches("http://").to_owned();
+    let addr = agent.url.trim_start_matches("https://").to_owned();
 
     // Slowloris from another peer (127.0.0.2 is loopback too, but another address): sockets
     // that trickle a header byte by byte, and sockets that send nothing.
@@ -227,7 +227,10 @@ async fn slow_and_idle_connections_do_not_block_the_file_server() {
     let hash = content_hash(b"still served");
     let served = tokio::time::timeout(
         HANG,
-        reqwest::get(format!("{}/peerdex/v1/blobs/{hash}", agent.url)),
+        agent
+            .http()
+            .get(format!("{}/peerdex/v1/blobs/{hash}", agent.url))
+            .send(),
     )
     .await
     .expect("served while slow clients hold connections")
@@ -244,7 +247,7 @@ async fn slow_and_idle_connections_do_not_block_the_file_server() {
         );
     }
     // An idle keep-alive connection is closed too.
-    let mut keep_alive = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut keep_alive = peer_stream(agent.handle.serve_addr.unwrap(), agent.handle.peer_id).await;
     keep_alive
         .write_all(format!("GET /peerdex/v1/blobs/{hash} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .await
@@ -317,7 +320,9 @@ async fn a_full_disk_on_the_server_refuses_writes_and_recovers() {
 
     // Earlier data is intact and the server still answers.
     assert_eq!(
-        reqwest::get(format!("{}/healthz", server.url))
+        peerdex_tests::http()
+            .get(format!("{}/healthz", server.url))
+            .send()
             .await
             .unwrap()
             .status(),

@@ -142,7 +142,7 @@ async fn reverse_connection_requests_cannot_make_the_server_dial_past_its_probe_
 
     // The requester's port answers no probe: every verification fails, and is asked again.
     let requester = CountingListener::bind().await;
-    let http = reqwest::Client::new();
+    let http = peerdex_tests::http();
     let mut answers = Vec::new();
     for i in 0..25 {
         let body = serde_json::json!({

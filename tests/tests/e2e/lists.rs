@@ -79,7 +79,7 @@ async fn put_raw(
         server.url,
         peer.identity.peer_id()
     );
-    let mut request = reqwest::Client::new()
+    let mut request = peerdex_tests::http()
         .put(url)
         .bearer_auth(peer.client.session_token().unwrap())
         .body(body);
@@ -161,7 +161,9 @@ async fn bad_lists_get_precise_errors_and_lose_nothing() {
     assert_eq!(browse.entries, 1);
     assert_eq!(browse.files.len(), 1);
     // And the server is healthy.
-    let health = reqwest::get(format!("{}/healthz", server.url))
+    let health = peerdex_tests::http()
+        .get(format!("{}/healthz", server.url))
+        .send()
         .await
         .unwrap();
     assert_eq!(health.status(), StatusCode::OK);
@@ -240,7 +242,7 @@ async fn bodies_over_the_size_limit_get_413_naming_it() {
         server.url,
         alice.identity.peer_id()
     );
-    let response = reqwest::Client::new()
+    let response = peerdex_tests::http()
         .put(url)
         .bearer_auth(alice.client.session_token().unwrap())
         .body(streamed)

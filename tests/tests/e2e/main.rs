@@ -21,4 +21,5 @@ mod registry;
 mod scopes;
 mod search;
 mod social;
+mod tls;
 mod transfers;

@@ -13,8 +13,8 @@ fn blob_url(agent: &TestAgent, hash: &FileHash) -> String {
     format!("{}/peerdex/v1/blobs/{hash}", agent.url)
 }
 
-async fn get(url: &str, range: Option<&str>) -> reqwest::Response {
-    let mut request = reqwest::Client::new().get(url);
+async fn get(agent: &TestAgent, url: &str, range: Option<&str>) -> reqwest::Response {
+    let mut request = agent.http().get(url);
     if let Some(range) = range {
         request = request.header("range", range);
     }
@@ -44,7 +44,7 @@ async fn ranges_and_pieces_return_the_exact_bytes() {
         let len = bytes.len() as u64;
         let hash = content_hash(bytes);
         let url = blob_url(&agent, &hash);
-        let whole = get(&url, None).await;
+        let whole = get(&agent, &url, None).await;
         assert_eq!(whole.status(), 200);
         assert_eq!(
             whole.headers()["etag"].to_str().unwrap(),
@@ -52,11 +52,11 @@ async fn ranges_and_pieces_return_the_exact_bytes() {
         );
         assert_eq!(whole.bytes().await.unwrap(), bytes.as_slice(), "len {len}");
 
-        let head = reqwest::Client::new().head(&url).send().await.unwrap();
+        let head = agent.http().head(&url).send().await.unwrap();
         assert_eq!(head.headers()["content-length"], len.to_string().as_str());
 
         if len == 0 {
-            let r = get(&url, Some("bytes=0-0")).await;
+            let r = get(&agent, &url, Some("bytes=0-0")).await;
             assert_eq!(r.status(), 416);
             assert_eq!(r.headers()["content-range"], "bytes */0");
             continue;
@@ -72,7 +72,7 @@ async fn ranges_and_pieces_return_the_exact_bytes() {
             ),
         ];
         for (header, range) in cases {
-            let r = get(&url, Some(&header)).await;
+            let r = get(&agent, &url, Some(&header)).await;
             assert_eq!(r.status(), 206, "{header}");
             assert_eq!(
                 r.headers()["content-range"],
@@ -85,13 +85,13 @@ async fn ranges_and_pieces_return_the_exact_bytes() {
                 "{header}"
             );
         }
-        let beyond = get(&url, Some(&format!("bytes={len}-"))).await;
+        let beyond = get(&agent, &url, Some(&format!("bytes={len}-"))).await;
         assert_eq!(beyond.status(), 416);
         assert_eq!(
             beyond.headers()["content-range"],
             format!("bytes */{len}").as_str()
         );
-        let many = get(&url, Some("bytes=0-0,1-1,0-0")).await;
+        let many = get(&agent, &url, Some("bytes=0-0,1-1,0-0")).await;
         assert_eq!(many.status(), 416, "one range per request");
 
         // Piece proofs: fetched for a range, verified against the content hash, and every piece
@@ -99,7 +99,7 @@ async fn ranges_and_pieces_return_the_exact_bytes() {
         let count = piece_count(len);
         if count > 1 {
             let first = 1;
-            let proof = get(&format!("{url}/pieces?first={first}&count=2"), None).await;
+            let proof = get(&agent, &format!("{url}/pieces?first={first}&count=2"), None).await;
             assert_eq!(proof.status(), 200);
             assert_eq!(
                 proof.headers()["x-peerdex-pieces"],
@@ -158,7 +158,12 @@ async fn only_catalog_content_is_served() {
     assert!(server.search("link").await.hits.is_empty());
 
     // Traversal attempts are answered exactly like an unknown hash.
-    let unknown = get(&blob_url(&agent, &content_hash(b"nobody has this")), None).await;
+    let unknown = get(
+        &agent,
+        &blob_url(&agent, &content_hash(b"nobody has this")),
+        None,
+    )
+    .await;
     assert_eq!(unknown.status(), 404);
     let unknown_body = unknown.text().await.unwrap();
     let canary_path = canary.to_str().unwrap();
@@ -176,7 +181,7 @@ async fn only_catalog_content_is_served() {
         "/../canary.txt".into(),
     ];
     for path in attempts {
-        let response = raw_get(&agent.url, &path).await;
+        let response = raw_get(&agent, &path).await;
         assert!(response.starts_with("HTTP/1.1 404"), "{path}: {response}");
         assert!(response.ends_with(&unknown_body), "{path}: {response}");
         assert!(!response.contains("CANARY"), "{path}");
@@ -186,7 +191,7 @@ async fn only_catalog_content_is_served() {
     let swapped_hash = content_hash(b"will become a symlink");
     std::fs::remove_file(share.join("swapped.txt")).unwrap();
     std::os::unix::fs::symlink(&canary, share.join("swapped.txt")).unwrap();
-    let r = get(&blob_url(&agent, &swapped_hash), None).await;
+    let r = get(&agent, &blob_url(&agent, &swapped_hash), None).await;
     assert!(matches!(r.status().as_u16(), 404 | 409), "{}", r.status());
     assert!(!r.text().await.unwrap().contains("CANARY"));
 
@@ -200,7 +205,7 @@ async fn only_catalog_content_is_served() {
     assert!(made.success());
     let r = tokio::time::timeout(
         Duration::from_secs(10),
-        get(&blob_url(&agent, &fifo_hash), None),
+        get(&agent, &blob_url(&agent, &fifo_hash), None),
     )
     .await
     .expect("a FIFO must not block the file server");
@@ -210,14 +215,14 @@ async fn only_catalog_content_is_served() {
     // content available.
     let old_hash = content_hash(b"will be edited");
     std::fs::write(share.join("sub/edited.txt"), b"edited afterwards!").unwrap();
-    let r = get(&blob_url(&agent, &old_hash), None).await;
+    let r = get(&agent, &blob_url(&agent, &old_hash), None).await;
     assert_eq!(r.status(), 409);
     let new_hash = content_hash(b"edited afterwards!");
     wait_until(
         "the edited file to be rehashed and served",
         Duration::from_secs(20),
         || async {
-            let r = get(&blob_url(&agent, &new_hash), None).await;
+            let r = get(&agent, &blob_url(&agent, &new_hash), None).await;
             if r.status() == 200 {
                 Ok(())
             } else {
@@ -226,9 +231,15 @@ async fn only_catalog_content_is_served() {
         },
     )
     .await;
-    assert_eq!(get(&blob_url(&agent, &old_hash), None).await.status(), 404);
+    assert_eq!(
+        get(&agent, &blob_url(&agent, &old_hash), None)
+            .await
+            .status(),
+        404
+    );
     // Other methods are refused.
-    let post = reqwest::Client::new()
+    let post = agent
+        .http()
         .post(blob_url(&agent, &new_hash))
         .send()
         .await
@@ -239,9 +250,9 @@ async fn only_catalog_content_is_served() {
 
 /// Sends a GET with `path` exactly as written (no client-side normalisation) and returns the
 /// whole response as text.
-async fn raw_get(base: &str, path: &str) -> String {
-    let addr = base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+async fn raw_get(agent: &TestAgent, path: &str) -> String {
+    let addr = agent.handle.serve_addr.unwrap();
+    let mut stream = peer_stream(addr, agent.handle.peer_id).await;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
@@ -272,8 +283,8 @@ async fn busy_slots_queue_requests_and_slow_readers_lose_theirs() {
     let small_url = blob_url(&agent, &content_hash(b"small"));
 
     // A peer starts the big download and stops reading: it holds the only slot.
-    let addr = agent.url.trim_start_matches("http://").to_owned();
-    let mut holder = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let addr = agent.url.trim_start_matches("https://").to_owned();
+    let mut holder = peer_stream(agent.handle.serve_addr.unwrap(), agent.handle.peer_id).await;
     let path = big_url.trim_start_matches(&agent.url);
     holder
         .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
@@ -290,17 +301,13 @@ async fn busy_slots_queue_requests_and_slow_readers_lose_theirs() {
     .await;
 
     // Others are told to come back, with their place in the queue.
-    let busy = get(&small_url, None).await;
+    let busy = get(&agent, &small_url, None).await;
     assert_eq!(busy.status(), 503);
     assert!(busy.headers().contains_key("retry-after"));
     assert_eq!(busy.headers()["x-peerdex-queue-position"], "1");
     assert!(busy.text().await.unwrap().contains("queue"));
     // HEAD and piece requests need no slot.
-    let head = reqwest::Client::new()
-        .head(&small_url)
-        .send()
-        .await
-        .unwrap();
+    let head = agent.http().head(&small_url).send().await.unwrap();
     assert_eq!(head.status(), 200);
 
     // The holder reads far below the minimum rate: its connection is closed and the queued
@@ -309,7 +316,7 @@ async fn busy_slots_queue_requests_and_slow_readers_lose_theirs() {
         "the queued request to be served",
         Duration::from_secs(20),
         || async {
-            let r = get(&small_url, None).await;
+            let r = get(&agent, &small_url, None).await;
             if r.status() == 200 {
                 Ok(r.bytes().await.unwrap())
             } else {
@@ -339,7 +346,7 @@ async fn idle_connections_cannot_lock_downloaders_out_and_huge_heads_are_refused
     write_file(&share, "wanted.bin", &bytes);
     let agent = TestAgent::start(&server.url, &[&share], |c| c.upload.max_connections = 8).await;
     agent.wait_synced().await;
-    let addr = agent.url.trim_start_matches("http://").to_owned();
+    let addr = agent.url.trim_start_matches("https://").to_owned();
     // Every connection the agent allows, open and idle (as many addresses would hold them).
     let mut idle = Vec::new();
     for _ in 0..8 {
@@ -358,7 +365,7 @@ async fn idle_connections_cannot_lock_downloaders_out_and_huge_heads_are_refused
         content_hash(&bytes),
         "a".repeat(100 * 1024)
     );
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut stream = peer_stream(agent.handle.serve_addr.unwrap(), agent.handle.peer_id).await;
     let _ = stream.write_all(huge.as_bytes()).await;
     let mut answer = vec![0u8; 256];
     let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut answer))

@@ -42,7 +42,7 @@ async fn one_peer_cannot_touch_another_peers_list() {
         assert_eq!(err.code(), Some(ErrorCode::Forbidden));
     }
     // No token, or a made-up one: 401.
-    let http = reqwest::Client::new();
+    let http = peerdex_tests::http();
     let url = format!(
         "{}/api/v1/peers/{}/list?version=9",
         server.url,
@@ -70,7 +70,7 @@ async fn one_peer_cannot_touch_another_peers_list() {
 #[tokio::test]
 async fn registration_needs_a_fresh_signed_nonce() {
     let server = TestServer::start().await;
-    let http = reqwest::Client::new();
+    let http = peerdex_tests::http();
     let identity = Identity::generate().unwrap();
     let peer_id = identity.peer_id();
     let challenge: serde_json::Value = http

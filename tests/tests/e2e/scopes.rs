@@ -16,11 +16,13 @@ fn code(error: &peerdex_client::server_api::ApiError) -> Option<ErrorCode> {
 
 /// A raw request to an agent's file server, with optional grant headers.
 async fn fetch(
-    agent_url: &str,
+    agent: &TestAgent,
     hash: &peerdex_shared::FileHash,
     headers: &[(&str, String)],
 ) -> u16 {
-    let mut request = reqwest::Client::new().get(format!("{agent_url}{}", blob_path(hash)));
+    let mut request = agent
+        .http()
+        .get(format!("{}{}", agent.url, blob_path(hash)));
     for (name, value) in headers {
         request = request.header(*name, value);
     }
@@ -159,7 +161,7 @@ async fn a_group_share_does_not_exist_for_outsiders_and_is_served_to_members_onl
     assert_eq!(grant.hash, lab.secret);
 
     // The agent: no grant, another hash, another downloader, a forged or an expired grant: 404.
-    let url = &lab.agent.url;
+    let url = &lab.agent;
     assert_eq!(fetch(url, &lab.secret, &[]).await, 404);
     assert_eq!(
         fetch(url, &lab.secret, &grant_headers(&grant, &lab.bob_key)).await,
@@ -211,6 +213,7 @@ async fn a_group_share_does_not_exist_for_outsiders_and_is_served_to_members_onl
         downloader: lab.carol_key.peer_id(),
         port: 9,
         token: "t0k".into(),
+        transport: peerdex_shared::api::PeerTransport::Tls,
     };
     let error = lab.carol.transfer(&transfer).await.unwrap_err();
     assert_eq!(code(&error), Some(ErrorCode::NotFound), "{error}");
@@ -241,7 +244,7 @@ async fn a_group_share_does_not_exist_for_outsiders_and_is_served_to_members_onl
 
     // Removed from the group, he stops seeing it at his next request.
     let url = format!("{}/api/v1/admin/groups/lab/members/bob", lab.server.url);
-    let removed = reqwest::Client::new()
+    let removed = peerdex_tests::http()
         .delete(url)
         .bearer_auth(lab.admin.account_token().unwrap())
         .send()
@@ -387,7 +390,7 @@ async fn failed_sign_ins_are_limited_and_tokens_are_revocable_and_passwords_neve
         assert_eq!(code(&error), Some(ErrorCode::Unauthorized), "{error}");
     }
     // Locked out now, even with the right password; Retry-After says for how long.
-    let response = reqwest::Client::new()
+    let response = peerdex_tests::http()
         .post(format!("{}/api/v1/login", server.url))
         .json(&serde_json::json!({ "name": "frank", "password": "frank password" }))
         .send()
@@ -425,7 +428,7 @@ async fn a_disabled_account_is_offline_at_once_and_its_device_cannot_register() 
     let lab = lab("public").await;
     let nick = lab.agent.status().nick;
     assert_eq!(search(&lab.carol, "run").await.total, 1);
-    let response = reqwest::Client::new()
+    let response = peerdex_tests::http()
         .post(format!("{}/api/v1/admin/accounts/alice", lab.server.url))
         .bearer_auth(lab.admin.account_token().unwrap())
         .json(&serde_json::json!({ "disabled": true, "reason": "spam" }))
@@ -583,7 +586,7 @@ async fn an_invite_only_community_from_the_command_line() {
 }
 
 async fn admin_post(lab: &Lab, path: &str, body: serde_json::Value) -> reqwest::Response {
-    reqwest::Client::new()
+    peerdex_tests::http()
         .post(format!("{}{path}", lab.server.url))
         .bearer_auth(lab.admin.account_token().unwrap())
         .json(&body)
@@ -650,7 +653,7 @@ async fn a_ban_takes_effect_on_the_live_session_and_on_every_later_attempt_until
         .unwrap_err();
     assert_eq!(code(&error), Some(ErrorCode::Banned), "{error}");
     // Members cannot ban.
-    let response = reqwest::Client::new()
+    let response = peerdex_tests::http()
         .post(format!("{}/api/v1/admin/bans", lab.server.url))
         .bearer_auth(lab.carol.account_token().unwrap())
         .json(&serde_json::json!({ "kind": "account", "value": "bob" }))
@@ -752,7 +755,7 @@ async fn api_keys_do_only_what_their_scopes_allow() {
         .await
         .unwrap_err();
     assert_eq!(code(&error), Some(ErrorCode::Forbidden), "{error}");
-    let response = reqwest::Client::new()
+    let response = peerdex_tests::http()
         .get(format!("{}/api/v1/admin/audit", lab.server.url))
         .bearer_auth(read["key"].as_str().unwrap())
         .send()

@@ -172,7 +172,7 @@ async fn filters_and_ranking() {
 #[tokio::test]
 async fn hostile_queries_get_clear_answers() {
     let (server, _alice, _bob) = library().await;
-    let http = reqwest::Client::new();
+    let http = peerdex_tests::http();
     let get = |q: String| http.get(format!("{}/api/v1/search?{q}", server.url)).send();
     let long_text = format!("q={}", "x".repeat(10_000));
     let many_words = format!(
@@ -257,7 +257,9 @@ async fn hostile_queries_get_clear_answers() {
             started.elapsed()
         );
     }
-    let health = reqwest::get(format!("{}/healthz", server.url))
+    let health = peerdex_tests::http()
+        .get(format!("{}/healthz", server.url))
+        .send()
         .await
         .unwrap();
     assert_eq!(health.status(), StatusCode::OK);
@@ -285,15 +287,21 @@ async fn sources_and_stats_endpoints() {
         (2, 2, 11)
     );
     assert_eq!(stats.distinct_contents, 9);
-    let r = reqwest::get(format!("{}/api/v1/contents/not-a-hash/sources", server.url))
+    let r = peerdex_tests::http()
+        .get(format!("{}/api/v1/contents/not-a-hash/sources", server.url))
+        .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let r = reqwest::get(format!("{}/api/v1/peers/by-nick/nobody/files", server.url))
+    let r = peerdex_tests::http()
+        .get(format!("{}/api/v1/peers/by-nick/nobody/files", server.url))
+        .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = reqwest::get(format!("{}/no/such/route", server.url))
+    let r = peerdex_tests::http()
+        .get(format!("{}/no/such/route", server.url))
+        .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);

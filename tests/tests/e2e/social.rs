@@ -403,7 +403,7 @@ async fn bad_messages_floods_blocks_mutes_and_bans_get_clear_errors() {
     db.set_role("operator", "admin", peerdex_shared::api::Role::Admin)
         .unwrap();
     let mut ann_events = Events::open(&ann, None).await;
-    let status = reqwest::Client::new()
+    let status = peerdex_tests::http()
         .post(format!(
             "{}{}",
             server.url,
