@@ -132,7 +132,8 @@ pub fn configure(trust: ServerTrust) -> Result<(), TlsSetupError> {
     if let Some(path) = &trust.ca_file {
         read_ca_file(path)?;
     }
-    if TRUST.set(trust).is_err() {
+    // Too late once a connection used the defaults: say so rather than ignore the setting.
+    if CONFIG.get().is_some() || TRUST.set(trust).is_err() {
         return Err(TlsSetupError::AlreadySet);
     }
     Ok(())

@@ -99,7 +99,7 @@ impl TestServer {
         let mut config = test_config(data);
         tweak(&mut config);
         let server = peerdex_server::Server::bind(config).await.unwrap();
-        let url = format!("http://{}", server.local_addr().unwrap());
+        let url = server.url().unwrap();
         let stop = CancellationToken::new();
         let token = stop.clone();
         let handle = tokio::spawn(server.run(async move { token.cancelled().await }));

@@ -461,6 +461,88 @@ async fn the_cli_reaches_an_https_server_by_pin_or_ca_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firewalled_agent_and_a_downloader_meet_through_an_https_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let (cert, key, _) = server_certificate(&dir.path().join("cert"), Some(&issuer));
+    let server = https_server(&dir.path().join("server"), &cert, &key);
+    let ca = ca_file.display().to_string();
+
+    // The agent accepts no connections: its control channel, tickets and the relay all go
+    // through the HTTPS server, and the peer TLS runs inside that.
+    let share = dir.path().join("share");
+    let bytes = pseudo_random(2 * P + 9, 74);
+    write_file(&share, "over https.bin", &bytes);
+    let mut agent = Command::new(BIN)
+        .arg("--state")
+        .arg(dir.path().join("agent-state"))
+        .arg("--config")
+        .arg(dir.path().join("agent.toml"))
+        .args([
+            "--ca-file",
+            &ca,
+            "agent",
+            "--server",
+            &server.url,
+            "--no-listen",
+        ])
+        .arg("--share")
+        .arg(&share)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let hash = content_hash(&bytes);
+    let out = dir.path().join("out");
+    let state = dir.path().join("me");
+    let got = wait_until(
+        "the download through the HTTPS server",
+        Duration::from_secs(60),
+        || {
+            let output = Command::new(BIN)
+                .arg("--state")
+                .arg(&state)
+                .arg("--config")
+                .arg(dir.path().join("me.toml"))
+                .args([
+                    "--ca-file",
+                    &ca,
+                    "get",
+                    "--foreground",
+                    "--server",
+                    &server.url,
+                    "--dir",
+                ])
+                .arg(&out)
+                .arg(hash.to_string())
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap();
+            async move {
+                if output.status.success() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&output.stderr).into_owned())
+                }
+            }
+        },
+    )
+    .await;
+    let () = got;
+    assert_eq!(std::fs::read(out.join("over https.bin")).unwrap(), bytes);
+    let _ = agent.kill();
+    let _ = agent.wait();
+    server.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_and_account_tokens_are_refused_in_clear_off_loopback() {
     // The proxy on loopback is trusted: the client's address is the one it forwards.
     let server = TestServer::start_with(|c| {
