@@ -13,6 +13,7 @@ BIN=$(cd "$(dirname "$0")/../.." && pwd)/target/release
 for tool in nginx curl openssl bc; do
   command -v $tool >/dev/null || { echo "$tool is missing: run benches/install-baselines.sh"; exit 1; }
 done
+# In memory when it can (TMPDIR=/dev/shm): the comparison is of the network path, not the disk.
 WORK=$(mktemp -d)
 source "$(dirname "$0")/nginx.sh"
 cleanup() { stop_nginx "$WORK"; kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"; }
