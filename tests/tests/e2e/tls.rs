@@ -352,6 +352,17 @@ fn server_certificate(
     (cert_path, key_path, cert.der().to_vec())
 }
 
+/// A CA the system does not know: its certificate in `dir/ca.pem`, and the issuer to sign with.
+fn private_ca(dir: &Path) -> (std::path::PathBuf, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    (ca_file, rcgen::Issuer::new(ca_params, ca_key))
+}
+
 fn https_server(dir: &Path, cert: &Path, key: &Path) -> ServerProcess {
     std::fs::create_dir_all(dir).unwrap();
     let config = dir.join("server.toml");
@@ -436,13 +447,7 @@ async fn the_cli_reaches_an_https_server_by_pin_or_ca_file() {
     server.terminate();
 
     // Signed by a CA the system does not know: trusted with --ca-file (or the config file).
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let (ca_file, issuer) = private_ca(dir.path());
     let (cert, key, _) = server_certificate(&dir.path().join("by-ca"), Some(&issuer));
     let server = https_server(&dir.path().join("b"), &cert, &key);
     let (code, _) = search(dir.path(), &server.url, &[]);
@@ -463,13 +468,7 @@ async fn the_cli_reaches_an_https_server_by_pin_or_ca_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_firewalled_agent_and_a_downloader_meet_through_an_https_server() {
     let dir = tempfile::tempdir().unwrap();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let (ca_file, issuer) = private_ca(dir.path());
     let (cert, key, _) = server_certificate(&dir.path().join("cert"), Some(&issuer));
     let server = https_server(&dir.path().join("server"), &cert, &key);
     let ca = ca_file.display().to_string();
