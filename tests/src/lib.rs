@@ -225,6 +225,13 @@ pub async fn peer_stream(
         .unwrap()
 }
 
+/// The client of a [`TestPeer`]: its responders speak plain HTTP, so it registers as such.
+pub fn peer_client(server: &str) -> ServerClient {
+    ServerClient::new(server)
+        .unwrap()
+        .with_transport(peerdex_shared::api::PeerTransport::Plain)
+}
+
 /// A peer: a key pair, a session with a server, and optionally a live connect-back responder.
 pub struct TestPeer {
     pub identity: Identity,
@@ -297,7 +304,7 @@ impl TestPeer {
     ) -> TestPeer {
         let mut peer = TestPeer {
             identity,
-            client: ServerClient::new(server).unwrap(),
+            client: peer_client(server),
             nick: nick.into(),
             port,
             responder,
@@ -311,7 +318,7 @@ impl TestPeer {
         let identity = Identity::generate().unwrap();
         let mut peer = TestPeer {
             identity,
-            client: ServerClient::new(server).unwrap(),
+            client: peer_client(server),
             nick: nick.into(),
             port,
             responder: None,
@@ -324,19 +331,15 @@ impl TestPeer {
     pub fn with_identity(server: &str, nick: &str, port: u16, identity: Identity) -> TestPeer {
         TestPeer {
             identity,
-            client: ServerClient::new(server).unwrap(),
+            client: peer_client(server),
             nick: nick.into(),
             port,
             responder: None,
         }
     }
 
-    /// Registers; its responder speaks plain HTTP, and so it announces.
+    /// Registers (announcing plain HTTP, which its responders speak: see [`peer_client`]).
     pub async fn register(&mut self) -> peerdex_shared::api::RegisterResponse {
-        self.client = self
-            .client
-            .clone()
-            .with_transport(peerdex_shared::api::PeerTransport::Plain);
         self.client
             .register(&self.identity, &self.nick, self.port)
             .await

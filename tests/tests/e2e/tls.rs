@@ -278,7 +278,7 @@ async fn refused_source(later: Later) {
     let impostor = Identity::generate().unwrap();
     let switcher = KeySwitcher::start(owner.clone(), impostor.clone(), later).await;
     let mut peer = TestPeer::with_identity(&server.url, "owner", switcher.port, owner.clone());
-    peer.client = peer.client.clone().with_transport(PeerTransport::Tls);
+    peer.client = peerdex_client::ServerClient::new(&server.url).unwrap(); // announces TLS
     peer.client
         .register(&owner, "owner", switcher.port)
         .await
