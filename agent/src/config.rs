@@ -35,6 +35,10 @@ pub struct ConfigFile {
     /// Address of the file server (`IP:PORT`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// Loopback address of the agent's local web endpoint (`/metrics`), or `off`
+    /// [default: 127.0.0.1:7702].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ui_listen: Option<String>,
     /// Shared folders.
     #[serde(rename = "share", skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<ShareConfig>,
@@ -469,6 +473,29 @@ pub struct AgentConfig {
     pub shares_file: Option<PathBuf>,
     /// Settings of the config file that shape the shares (downloads shared or not).
     pub download: DownloadConfig,
+    /// The local web endpoint's loopback address; `None`: none.
+    pub ui_listen: Option<SocketAddr>,
+}
+
+/// Where the local web endpoint listens unless the config says otherwise.
+pub const DEFAULT_UI_LISTEN: &str = "127.0.0.1:7702";
+
+/// Reads a `ui_listen` setting: `off`, or a loopback `IP:PORT` (the endpoint has no password:
+/// only this machine may reach it).
+pub fn parse_ui_listen(text: &str) -> anyhow::Result<Option<SocketAddr>> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let addr: SocketAddr = text
+        .parse()
+        .with_context(|| format!("ui_listen {text:?} is not IP:PORT or off"))?;
+    if !addr.ip().is_loopback() {
+        bail!(
+            "ui_listen {addr} is not a loopback address (127.0.0.1 or [::1]): the agent's local endpoint is for this machine only"
+        );
+    }
+    Ok(Some(addr))
 }
 
 impl AgentConfig {
@@ -491,7 +518,9 @@ impl AgentConfig {
             bail!("upload.slots and upload.per_peer must be at least 1");
         }
         let (shares, download_dir) = resolve_shares(share_configs, &file.download, &state)?;
+        let ui_listen = parse_ui_listen(file.ui_listen.as_deref().unwrap_or(DEFAULT_UI_LISTEN))?;
         Ok(AgentConfig {
+            ui_listen,
             server,
             nick,
             listen,

@@ -21,6 +21,7 @@ mod sync;
 mod tags;
 pub mod transfers;
 mod watch;
+mod web;
 
 pub use catalog::{
     CATALOG_FILE, Destination, MIGRATIONS as CATALOG_MIGRATIONS, NewTransfer, ShareCounts, Stored,
@@ -109,6 +110,9 @@ pub struct AgentStatus {
     pub nick: String,
     /// Where the file server listens (none: inbound connections are not accepted).
     pub serving: Option<SocketAddr>,
+    /// Where the local web endpoint (`/metrics`) listens, if it does.
+    #[serde(default)]
+    pub ui: Option<SocketAddr>,
     /// Where `peerdex get` puts files while this agent runs.
     pub download_dir: PathBuf,
     /// The index server connection.
@@ -155,6 +159,8 @@ pub fn shares_by_name(shares: &[Share]) -> HashMap<String, Share> {
 pub struct AgentHandle {
     /// Address of the file server, when listening.
     pub serve_addr: Option<SocketAddr>,
+    /// Address of the local web endpoint, when listening.
+    pub ui_addr: Option<SocketAddr>,
     /// Our peer id.
     pub peer_id: PeerId,
     /// Whether the file server speaks TLS (off only with `upload.plain_http`).
@@ -244,6 +250,7 @@ struct AgentControls {
     peer_id: PeerId,
     nick: String,
     serve_addr: Option<SocketAddr>,
+    ui_addr: Option<SocketAddr>,
     config: AgentConfig,
     catalog: Arc<Catalog>,
     link: Arc<Link>,
@@ -271,6 +278,7 @@ impl Controls for AgentControls {
             peer_id: self.peer_id,
             nick: self.nick.clone(),
             serving: self.serve_addr,
+            ui: self.ui_addr,
             download_dir: self.config.download_dir.clone(),
             server: self.link.snapshot(),
             unsynced_changes,
@@ -417,6 +425,11 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         None => None,
     };
     let serve_addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let ui_listener = match config.ui_listen {
+        Some(addr) => web::bind(addr).await,
+        None => None,
+    };
+    let ui_addr = ui_listener.as_ref().and_then(|l| l.local_addr().ok());
 
     let stop = CancellationToken::new();
     let failure = Failure::default();
@@ -546,6 +559,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         peer_id,
         nick,
         serve_addr,
+        ui_addr,
         config,
         catalog,
         link,
@@ -561,9 +575,13 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         controls.clone(),
         stop.clone(),
     ));
+    if let Some(listener) = ui_listener {
+        tasks.spawn(web::serve(listener, controls.clone(), stop.clone()));
+    }
 
     Ok(AgentHandle {
         serve_addr,
+        ui_addr,
         peer_id,
         tls,
         controls,

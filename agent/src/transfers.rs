@@ -140,6 +140,20 @@ pub enum TransferState {
 }
 
 impl TransferState {
+    /// Every state, in the order the table explains them.
+    pub const ALL: [TransferState; 10] = [
+        TransferState::Queued,
+        TransferState::Connecting,
+        TransferState::Verifying,
+        TransferState::QueuedRemotely,
+        TransferState::Downloading,
+        TransferState::Waiting,
+        TransferState::Paused,
+        TransferState::Done,
+        TransferState::Failed,
+        TransferState::Cancelled,
+    ];
+
     /// The word the table shows.
     pub fn word(self) -> &'static str {
         match self {
@@ -297,6 +311,8 @@ pub struct TransferQueue {
     running: Mutex<HashMap<u64, Arc<Running>>>,
     retries: Mutex<HashMap<u64, Retry>>,
     wake: Notify,
+    /// Verified bytes of all downloads since start, by route (metrics).
+    pub route_bytes: peerdex_download::RouteBytes,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -325,6 +341,7 @@ impl TransferQueue {
             running: Mutex::new(HashMap::new()),
             retries: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            route_bytes: Default::default(),
         })
     }
 
@@ -772,7 +789,9 @@ impl TransferQueue {
 
     fn start(self: &Arc<Self>, row: TransferRow, stop: &CancellationToken) {
         let running = Arc::new(Running {
-            progress: Arc::new(DownloadProgress::default()),
+            progress: Arc::new(DownloadProgress::counting_routes_in(
+                self.route_bytes.clone(),
+            )),
             cancel: stop.child_token(),
             stop_as: Mutex::new(None),
             rate: Mutex::new(Rate::default()),

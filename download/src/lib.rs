@@ -45,6 +45,7 @@ use tracing::{Instrument, debug, info_span, warn};
 pub use find::{Found, SourceFinder};
 use names::sanitize_file_name;
 use part::{PartPaths, PartState, StateError};
+pub use peer::Route;
 use peer::{Connection, Connector, PeerSource, RangeStream, SourceError, fetch_piece_hashes};
 use peerdex_client::server_api::ApiError;
 
@@ -167,6 +168,8 @@ pub struct SourceTally {
     pub verified: AtomicU64,
     /// Whether a worker uses it now.
     pub active: std::sync::atomic::AtomicBool,
+    /// The route of its current connection (`Route as u8 + 1`; 0 before the first).
+    route: std::sync::atomic::AtomicU8,
     /// Milliseconds its workers ran.
     pub active_ms: AtomicU64,
     /// Why it was dropped, if it was.
@@ -174,6 +177,16 @@ pub struct SourceTally {
 }
 
 impl SourceTally {
+    /// The route of its current connection, once it has one.
+    pub fn route(&self) -> Option<peer::Route> {
+        match self.route.load(Ordering::Relaxed) {
+            1 => Some(peer::Route::Direct),
+            2 => Some(peer::Route::Reverse),
+            3 => Some(peer::Route::Relay),
+            _ => None,
+        }
+    }
+
     /// What this source's outcome is, for a report to the index server: `None` when it did
     /// nothing worth reporting (never reached for a local reason).
     pub fn outcome(&self) -> Option<SourceOutcome> {
@@ -195,9 +208,27 @@ impl SourceTally {
     }
 }
 
+/// Verified bytes by the route they came over, shared by every download that holds a clone
+/// (the agent counts all its downloads in one for its metrics).
+#[derive(Debug, Clone, Default)]
+pub struct RouteBytes(Arc<[AtomicU64; 3]>);
+
+impl RouteBytes {
+    fn add(&self, route: peer::Route, bytes: u64) {
+        self.0[route as usize].fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Verified bytes that came over `route`.
+    pub fn get(&self, route: peer::Route) -> u64 {
+        self.0[route as usize].load(Ordering::Relaxed)
+    }
+}
+
 /// Live counters of a download, for a progress bar and the agent's transfer list.
 #[derive(Debug, Default)]
 pub struct DownloadProgress {
+    /// Verified bytes by route (shared with other downloads: see `counting_routes_in`).
+    route_bytes: RouteBytes,
     /// Bytes of the content.
     pub total: AtomicU64,
     /// Bytes verified so far (including pieces kept from an earlier attempt).
@@ -220,6 +251,14 @@ fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl DownloadProgress {
+    /// Fresh counters that add their verified bytes by route to `routes` too.
+    pub fn counting_routes_in(routes: RouteBytes) -> DownloadProgress {
+        DownloadProgress {
+            route_bytes: routes,
+            ..Default::default()
+        }
+    }
+
     /// Messages for the user since the last call (dropped sources, busy sources).
     pub fn take_notes(&self) -> Vec<String> {
         std::mem::take(&mut *locked(&self.notes))
@@ -279,6 +318,7 @@ impl DownloadProgress {
             received: AtomicU64::new(0),
             verified: AtomicU64::new(0),
             active: std::sync::atomic::AtomicBool::new(false),
+            route: std::sync::atomic::AtomicU8::new(0),
             active_ms: AtomicU64::new(0),
             dropped: Mutex::new(None),
         });
@@ -792,6 +832,9 @@ impl Job {
                         .verified
                         .fetch_add(r.end - r.start, Ordering::Relaxed);
                     tally.verified.fetch_add(r.end - r.start, Ordering::Relaxed);
+                    if let Some(route) = tally.route() {
+                        self.progress.route_bytes.add(route, r.end - r.start);
+                    }
                 }
                 self.changed.notify_waiters();
                 Ok(())
@@ -885,6 +928,7 @@ impl Job {
                 continue;
             };
             *route = Some(open.route);
+            tally.route.store(open.route as u8 + 1, Ordering::Relaxed);
             let outcome = self.fetch_run(open, run.clone(), delivered, tally).await;
             self.board().release(run);
             self.changed.notify_waiters();

@@ -44,6 +44,28 @@ pub struct Config {
     pub quarantine: QuarantineConfig,
     /// HTTPS terminated by the server, and credentials over plain HTTP.
     pub tls: TlsConfig,
+    /// The Prometheus endpoint `/metrics`.
+    pub metrics: MetricsConfig,
+}
+
+/// Who may read `/metrics` (PROTOCOL §13).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` at all.
+    pub enabled: bool,
+    /// Bearer token that lets clients off loopback scrape. Without one, only loopback clients
+    /// (after `trusted_proxies`) can, and others get 404.
+    pub token: Option<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            token: None,
+        }
+    }
 }
 
 /// HTTPS (PROTOCOL §12.1).
@@ -226,6 +248,7 @@ impl Default for Config {
             social: SocialConfig::default(),
             quarantine: QuarantineConfig::default(),
             tls: TlsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -462,7 +485,14 @@ impl Config {
 
     /// Refuses settings that cannot work, with the name of the setting.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let checks: [(bool, &str); 21] = [
+        let checks: [(bool, &str); 22] = [
+            (
+                self.metrics
+                    .token
+                    .as_ref()
+                    .is_none_or(|t| t.trim().len() >= 16),
+                "metrics.token must be at least 16 characters (or left out: loopback only)",
+            ),
             (
                 self.tls.cert.is_some() == self.tls.key.is_some(),
                 "tls.cert and tls.key go together: set both (HTTPS) or neither",

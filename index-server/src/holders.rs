@@ -150,6 +150,10 @@ pub struct HolderCache {
     contents: Mutex<ContentPart>,
     peers: RwLock<PeerPart>,
     budget: usize,
+    /// Contents found in the cache, and not (exported as metrics).
+    pub hits: prometheus_client::metrics::counter::Counter,
+    /// Contents looked up and not found in the cache.
+    pub misses: prometheus_client::metrics::counter::Counter,
 }
 
 impl HolderCache {
@@ -166,6 +170,8 @@ impl HolderCache {
                 cards: Vec::new(),
             }),
             budget,
+            hits: Default::default(),
+            misses: Default::default(),
         }
     }
 
@@ -177,7 +183,10 @@ impl HolderCache {
     /// of the missing ones must present to [`HolderCache::fill_contents`].
     pub fn contents(&self, ids: &[ContentRef]) -> (Vec<Option<Arc<Holders>>>, u64) {
         let part = self.content_part();
-        let found = ids.iter().map(|id| part.entries.get(id).cloned()).collect();
+        let found: Vec<_> = ids.iter().map(|id| part.entries.get(id).cloned()).collect();
+        let hits = found.iter().filter(|f| f.is_some()).count() as u64;
+        self.hits.inc_by(hits);
+        self.misses.inc_by(ids.len() as u64 - hits);
         (found, part.changes)
     }
 

@@ -17,6 +17,7 @@ pub mod holders;
 pub mod http;
 pub mod index;
 pub mod limits;
+pub mod metrics;
 pub mod partials;
 pub mod presence;
 pub mod probe;

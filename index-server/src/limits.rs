@@ -129,6 +129,12 @@ pub fn random_hex<const N: usize>() -> Option<String> {
     Some(hex::encode(bytes))
 }
 
+/// Whether two secrets are equal, in time that does not depend on where they differ (their
+/// digests are compared, in constant time).
+pub fn same_secret(presented: &str, expected: &str) -> bool {
+    blake3::hash(presented.as_bytes()) == blake3::hash(expected.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

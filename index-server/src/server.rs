@@ -100,9 +100,18 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let relay = Relay::new(config.relay.clone());
+        let metrics = crate::metrics::Metrics::new(crate::metrics::SharedCounters {
+            relay_bytes: relay.bytes.clone(),
+            relay_sessions: relay.sessions.clone(),
+            holders_hits: db.holders_cache().hits.clone(),
+            holders_misses: db.holders_cache().misses.clone(),
+        });
         let state = Arc::new(AppState {
+            metrics,
             store: Store {
                 nudger: indexer.nudger(),
+                progress: indexer.progress(),
                 db,
                 index,
             },
@@ -137,7 +146,7 @@ impl Server {
             firewall: Firewall {
                 server_key: ServerKey::load_or_create(&config.data)?,
                 control: Arc::new(ControlHub::default()),
-                relay: Relay::new(config.relay.clone()),
+                relay,
             },
             stats_cache: Mutex::new(None),
             wishes,

@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::db::{Counts, Db};
-use crate::index::{Nudger, SearchIndex};
+use crate::index::{IndexProgress, Nudger, SearchIndex};
 use crate::limits::{IpRateLimiter, NonceStore, RateLimiter};
 use crate::presence::Presence;
 use crate::probe::Prober;
@@ -45,6 +45,8 @@ pub struct AppState {
     pub events: Arc<crate::events::EventHub>,
     /// Verified pieces that downloading peers serve.
     pub partials: crate::partials::PartialBook,
+    /// Prometheus series (`/metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The store and the index.
@@ -55,6 +57,8 @@ pub struct Store {
     pub index: SearchIndex,
     /// Wakes the indexer after writes.
     pub nudger: Nudger,
+    /// What the indexer last committed.
+    pub progress: IndexProgress,
 }
 
 /// Rate limits, nonces and the search queue.
@@ -113,6 +117,20 @@ pub struct Firewall {
 }
 
 impl AppState {
+    /// Store-wide counts, cached for [`STATS_TTL`]. Blocking (reads SQLite on a miss).
+    pub fn counts(&self) -> Result<Counts, crate::db::DbError> {
+        let cached = *self.stats_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, counts)) = cached
+            && at.elapsed() < STATS_TTL
+        {
+            return Ok(counts);
+        }
+        let counts = self.store.db.counts()?;
+        *self.stats_cache.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), counts));
+        Ok(counts)
+    }
+
     /// Puts a peer offline at once: its session ends, its control channel closes (the agent
     /// sees it within a second) and it leaves presence, so its files leave results.
     pub async fn disconnect_peer(

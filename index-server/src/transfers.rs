@@ -170,6 +170,16 @@ impl ControlHub {
             .is_some_and(|(_, tx)| !tx.is_closed())
     }
 
+    /// How many control channels are open.
+    pub fn open_channels(&self) -> usize {
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|(_, tx)| !tx.is_closed())
+            .count()
+    }
+
     /// Queues a message for `peer`; false when it has no open channel (or too much queued).
     pub fn send(&self, peer: &PeerId, message: ControlMessage) -> bool {
         let channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
@@ -214,7 +224,9 @@ pub struct Relay {
     waiting: Mutex<HashMap<String, (PeerId, oneshot::Sender<OnUpgrade>)>>,
     global: TokenBucket,
     /// Bytes forwarded since start.
-    pub bytes: AtomicU64,
+    pub bytes: prometheus_client::metrics::counter::Counter,
+    /// Sessions admitted since start.
+    pub sessions: prometheus_client::metrics::counter::Counter,
 }
 
 /// Removes a waiting session when its downloader goes away (or the wait ends).
@@ -269,7 +281,8 @@ impl Relay {
             config,
             usage: Mutex::new(Usage::default()),
             waiting: Mutex::new(HashMap::new()),
-            bytes: AtomicU64::new(0),
+            bytes: Default::default(),
+            sessions: Default::default(),
         })
     }
 
@@ -303,6 +316,7 @@ impl Relay {
         usage.total += 1;
         *usage.per_source.entry(source).or_default() += 1;
         *usage.per_downloader.entry(downloader).or_default() += 1;
+        self.sessions.inc();
         Ok(RelayPermit {
             relay: self.clone(),
             source,
@@ -429,7 +443,7 @@ impl Relay {
                 *last = Instant::now();
             }
             total += n as u64;
-            self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            self.bytes.inc_by(n as u64);
         }
         // Pass the half-close on: the other direction may still be sending.
         let _ = to.shutdown().await;

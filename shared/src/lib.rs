@@ -14,6 +14,7 @@ pub mod identity;
 pub mod kind;
 pub mod peer;
 pub mod pieces;
+pub mod process;
 pub mod rate;
 pub mod routes;
 pub mod scope;

@@ -5,6 +5,8 @@ use std::fmt::Display;
 
 /// Liveness.
 pub const HEALTHZ: &str = "/healthz";
+/// Prometheus metrics (PROTOCOL §13).
+pub const METRICS: &str = "/metrics";
 /// A nonce for registration.
 pub const CHALLENGE: &str = "/api/v1/challenge";
 /// Registration.

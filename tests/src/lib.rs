@@ -575,6 +575,7 @@ pub fn agent_config(server: &str, state: &Path, shares: &[&Path]) -> peerdex_age
     file.scan.walk_threads = 2;
     file.download.dir = Some(state.join("downloads"));
     file.download.share = Some(false);
+    file.ui_listen = Some("127.0.0.1:0".into());
     let shares: Vec<ShareConfig> = shares
         .iter()
         .map(|path| ShareConfig {

@@ -215,6 +215,10 @@ struct AgentArgs {
     /// Accept no inbound connections (as a peer behind NAT)
     #[arg(long)]
     no_listen: bool,
+    /// Loopback address of the local web endpoint (/metrics), or `off` [default: from the
+    /// config file, else 127.0.0.1:7702]
+    #[arg(long, value_name = "ADDR|off")]
+    ui_listen: Option<String>,
     /// Nickname on the index server [default: peer-<first hex digits of the peer id>]
     #[arg(long)]
     nick: Option<String>,
@@ -337,6 +341,7 @@ fn agent_config(
         })
     };
     let server = resolve_server(args.server, file, None);
+    let args_ui_listen = args.ui_listen;
     let mut config = AgentConfig::from_parts(
         server,
         args.nick.or_else(|| file.nick.clone()),
@@ -345,6 +350,9 @@ fn agent_config(
         &shares,
         file,
     )?;
+    if let Some(ui) = &args_ui_listen {
+        config.ui_listen = agent::config::parse_ui_listen(ui)?;
+    }
     // `peerdex share` edits this file; the running agent then reads its shares from it again.
     config.shares_file = (!from_flags).then(|| file_path.to_owned());
     Ok(config)
@@ -425,6 +433,9 @@ fn status_text(status: &AgentStatus) -> String {
         Some(addr) => writeln!(out, "serving   http://{addr}"),
         None => writeln!(out, "serving   no (inbound connections off)"),
     };
+    if let Some(ui) = status.ui {
+        let _ = writeln!(out, "local     http://{ui}/metrics");
+    }
     let _ = writeln!(
         out,
         "control   {}",

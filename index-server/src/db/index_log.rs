@@ -24,6 +24,17 @@ impl Db {
         })
     }
 
+    /// The sequence of the newest index operation logged (0 when none is left).
+    pub fn last_index_op(&self) -> DbResult<i64> {
+        self.read(|conn| {
+            Ok(
+                conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM index_ops", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+    }
+
     /// Forgets index operations the index has committed.
     pub fn trim_index_ops(&self, through_seq: i64) -> DbResult<()> {
         self.write(|tx| {

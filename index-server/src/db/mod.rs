@@ -467,6 +467,12 @@ impl Db {
     }
 
     /// Sets the memory budget of the holders cache, in bytes.
+    /// The holders cache (its hit counters are exported as metrics).
+    pub fn holders_cache(&self) -> &HolderCache {
+        &self.holders
+    }
+
+    /// Replaces the holders cache with one of `budget` bytes.
     pub fn with_holders_cache(mut self, budget: usize) -> Db {
         self.holders = HolderCache::new(budget);
         self

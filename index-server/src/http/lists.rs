@@ -223,6 +223,7 @@ pub async fn full_upload(
     match result {
         Ok(entries) => {
             state.store.nudger.nudge();
+            state.metrics.ingested("list", entries);
             info!(peer = %peer.key.fmt_short(), version, entries, "full list stored");
             Ok(SyncResponse { version, entries })
         }
@@ -309,6 +310,7 @@ pub async fn delta_upload(
     let (peer_id, max) = (peer.id, state.config.limits.max_entries_per_peer);
     let entries = run_blocking(move || db.apply_delta(peer_id, base, version, &ops, max)).await??;
     state.store.nudger.nudge();
+    state.metrics.ingested("delta", count as u64);
     info!(peer = %peer.key.fmt_short(), base, version, ops = count, entries, "delta applied");
     Ok(SyncResponse { version, entries })
 }

@@ -19,6 +19,7 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use peerdex_shared::api::{
@@ -45,7 +46,7 @@ use crate::index::{MediaFilters, SearchSpec};
 use crate::limits::random_hex;
 use crate::query::{self, QueryLimits};
 use crate::search::{self, advertised};
-use crate::state::{AppState, NONCE_TTL, STATS_TTL};
+use crate::state::{AppState, NONCE_TTL};
 
 /// Runs blocking work (SQLite, tantivy) off the async threads.
 pub(crate) async fn run_blocking<T: Send + 'static>(
@@ -139,6 +140,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             timeout,
         ));
     // Long-lived: the control channel streams for hours, relays are upgraded connections.
+    let metrics_route = Router::new().route(routes::METRICS, get(metrics));
     let open_ended = Router::new()
         .route(routes::CONTROL, get(transfers::control))
         .route(routes::RELAY, get(transfers::relay))
@@ -153,13 +155,142 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(list_routes)
         .merge(open_ended)
         .merge(other_routes)
-        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .merge(metrics_route)
+        // After routing, so that the matched pattern (not the path as sent) is the label.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_request,
+        ))
+        .fallback(unmatched)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
         .with_state(state)
+}
+
+// ---- metrics ---------------------------------------------------------------------------------
+
+/// Counts every routed request by its pattern, method and status, and times it to its head.
+async fn count_request(
+    State(state): State<Arc<AppState>>,
+    route: axum::extract::MatchedPath,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state.metrics.observe_request(
+        route.as_str(),
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// Requests no route matched: counted under one label, whatever their path.
+async fn unmatched(State(state): State<Arc<AppState>>, method: axum::http::Method) -> ApiError {
+    state
+        .metrics
+        .observe_request("unmatched", &method, 404, Duration::ZERO);
+    ApiError::not_found("no such endpoint")
+}
+
+/// `GET /metrics` (PROTOCOL §13): open to loopback clients, to others with `metrics.token`
+/// as a bearer token, and answered 404 where neither applies (it does not say it exists).
+async fn metrics(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    let config = &state.config.metrics;
+    if !config.enabled {
+        return Err(ApiError::not_found("no such endpoint"));
+    }
+    // A request a proxy forwarded is not local, even from a proxy on this machine that is not
+    // in `trusted_proxies` (whose clients would all look like loopback).
+    let forwarded = headers.contains_key("x-forwarded-for") || headers.contains_key("forwarded");
+    let from_loopback = client_ip(&state, remote, &headers).is_loopback()
+        && (!forwarded || state.is_trusted_proxy(remote.ip().to_canonical()));
+    if !from_loopback {
+        let Some(expected) = config.token.as_deref() else {
+            return Err(ApiError::not_found("no such endpoint"));
+        };
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match presented {
+            None => {
+                return Err(ApiError::unauthorized(
+                    "metrics need the bearer token set as metrics.token",
+                ));
+            }
+            Some(token) if !crate::limits::same_secret(token, expected.trim()) => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::Forbidden,
+                    "wrong metrics token",
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let state2 = state.clone();
+    let text = run_blocking(move || {
+        sample_live_state(&state2)?;
+        state2.metrics.encode().map_err(ApiError::internal)
+    })
+    .await??;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// Sets the gauges of state that is kept elsewhere, just before they are read.
+fn sample_live_state(state: &AppState) -> Result<(), ApiError> {
+    use crate::metrics::PeerStateLabel;
+    let metrics = &state.metrics;
+    let progress = &state.store.progress;
+    let committed = progress.committed_seq();
+    let logged = state.store.db.last_index_op()?;
+    metrics.index_committed_seq.set(committed);
+    metrics.index_last_commit.set(progress.committed_at_secs());
+    metrics
+        .index_pending_ops
+        .set(logged.saturating_sub(committed).max(0));
+    metrics
+        .index_docs
+        .set(state.store.index.num_docs().min(i64::MAX as u64) as i64);
+    let counts = state.counts()?;
+    metrics
+        .peers
+        .get_or_create(&PeerStateLabel {
+            state: "registered",
+        })
+        .set(counts.peers.min(i64::MAX as u64) as i64);
+    metrics
+        .peers
+        .get_or_create(&PeerStateLabel { state: "online" })
+        .set(state.presence.snapshot().count().min(i64::MAX as u64) as i64);
+    metrics
+        .control_channels
+        .set(state.firewall.control.open_channels() as i64);
+    metrics
+        .event_streams
+        .set(state.events.open_streams() as i64);
+    metrics.wishes.set(state.wishes.filed() as i64);
+    metrics.sample_process();
+    Ok(())
 }
 
 // ---- helpers ---------------------------------------------------------------------------------
@@ -620,6 +751,7 @@ async fn search(
     let _slot = tokio::time::timeout(SEARCH_QUEUE_WAIT, state.guards.search_slots.acquire())
         .await
         .map_err(|_| {
+            state.metrics.search("busy");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::Unavailable,
@@ -627,6 +759,7 @@ async fn search(
             )
         })?
         .map_err(ApiError::internal)?;
+    let started = Instant::now();
     let online = Arc::new(state.presence.snapshot());
     let request = search::SearchRequest {
         spec,
@@ -635,13 +768,7 @@ async fn search(
         max_sources: config.max_sources,
     };
     let state2 = state.clone();
-    let search::SearchPage {
-        total,
-        total_exact,
-        hits,
-        folders,
-        ..
-    } = run_blocking(move || {
+    let page = run_blocking(move || {
         let viewer = caller.viewer(&state2, &scope);
         search::search(
             &state2.store.db,
@@ -651,7 +778,22 @@ async fn search(
             &request,
         )
     })
-    .await??;
+    .await
+    .and_then(|page| page.map_err(ApiError::from));
+    state
+        .metrics
+        .search(if page.is_ok() { "ok" } else { "error" });
+    state
+        .metrics
+        .search_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let search::SearchPage {
+        total,
+        total_exact,
+        hits,
+        folders,
+        ..
+    } = page?;
     Ok(Json(SearchResponse {
         total,
         total_exact,
@@ -885,17 +1027,8 @@ async fn browse(
 }
 
 async fn stats(State(state): State<Arc<AppState>>) -> Result<Json<StatsResponse>, ApiError> {
-    let cached = *state.stats_cache.lock().unwrap_or_else(|p| p.into_inner());
-    let counts = match cached {
-        Some((at, counts)) if at.elapsed() < STATS_TTL => counts,
-        _ => {
-            let db = state.store.db.clone();
-            let counts = run_blocking(move || db.counts()).await??;
-            *state.stats_cache.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some((Instant::now(), counts));
-            counts
-        }
-    };
+    let state2 = state.clone();
+    let counts = run_blocking(move || state2.counts()).await??;
     Ok(Json(StatsResponse {
         peers_online: state.presence.snapshot().count(),
         peers_known: counts.peers,

@@ -17,6 +17,34 @@ pub struct Indexer {
     thread: Option<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     nudge: std::sync::mpsc::SyncSender<()>,
+    progress: IndexProgress,
+}
+
+/// What the indexer last committed, readable from any thread (metrics).
+#[derive(Clone, Default)]
+pub struct IndexProgress {
+    committed_seq: Arc<std::sync::atomic::AtomicI64>,
+    committed_at_ms: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl IndexProgress {
+    fn committed(&self, seq: i64) {
+        self.committed_seq.store(seq, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.committed_at_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// The sequence of the last index operation committed.
+    pub fn committed_seq(&self) -> i64 {
+        self.committed_seq.load(Ordering::Relaxed)
+    }
+
+    /// Unix time of the last commit (or of the start), seconds.
+    pub fn committed_at_secs(&self) -> f64 {
+        self.committed_at_ms.load(Ordering::Relaxed) as f64 / 1000.0
+    }
 }
 
 impl Indexer {
@@ -51,7 +79,10 @@ impl Indexer {
         };
         let stop = Arc::new(AtomicBool::new(false));
         let (nudge, nudged) = std::sync::mpsc::sync_channel(1);
+        let progress = IndexProgress::default();
+        progress.committed(applied);
         let worker = Worker {
+            progress: progress.clone(),
             index,
             db,
             writer,
@@ -69,7 +100,13 @@ impl Indexer {
             thread: Some(thread),
             stop,
             nudge,
+            progress,
         })
+    }
+
+    /// What the indexer last committed.
+    pub fn progress(&self) -> IndexProgress {
+        self.progress.clone()
     }
 
     /// A cheap handle that wakes the indexer after a write.
@@ -110,6 +147,7 @@ struct Worker {
     config: IndexerConfig,
     /// Standing searches, matched against each batch before it is committed.
     wishes: Option<crate::wishes::WishWatch>,
+    progress: IndexProgress,
 }
 
 const OPS_PER_READ: i64 = 1000;
@@ -230,6 +268,7 @@ impl Worker {
         self.index.reader.reload()?;
         self.committed = self.applied;
         self.dirty = false;
+        self.progress.committed(self.committed);
         // Only now is it safe to forget the log: the commit above is durable.
         self.db.trim_index_ops(self.committed)?;
         debug!(

@@ -54,7 +54,7 @@ mod queries;
 pub(crate) use collect::MAX_ACLS;
 pub use collect::MediaFilters;
 use collect::*;
-pub use indexer::{Indexer, IndexerConfig, Nudger};
+pub use indexer::{IndexProgress, Indexer, IndexerConfig, Nudger};
 
 /// Bump when the schema or tokenizer changes: an index of another version is rebuilt from SQLite.
 const SCHEMA_VERSION: u32 = 6;
