@@ -10,7 +10,7 @@ pub mod identity;
 pub mod login;
 pub mod server_api;
 pub mod tls;
-pub mod units;
+pub use peerdex_shared::units;
 
 pub use identity::Identity;
 pub use server_api::ServerClient;

@@ -391,6 +391,23 @@ pub struct FolderSummary {
     pub lossless: Option<bool>,
 }
 
+impl FolderSummary {
+    /// "Album (1997) — Artist" from the shared tags, else `name`.
+    pub fn title(&self, name: &str) -> String {
+        let Some(album) = &self.album else {
+            return name.to_owned();
+        };
+        let mut title = album.clone();
+        if let Some(year) = self.year {
+            title.push_str(&format!(" ({year})"));
+        }
+        if let Some(artist) = &self.artist {
+            title.push_str(&format!(" \u{2014} {artist}"));
+        }
+        title
+    }
+}
+
 /// A folder (a release: an album, a box set's disc, a book's chapters) in search results: one
 /// folder identity, however its copies are named, and how many online peers hold it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

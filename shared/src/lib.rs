@@ -20,6 +20,7 @@ pub mod routes;
 pub mod scope;
 pub mod social;
 pub mod tls;
+pub mod units;
 pub mod validate;
 
 pub use hash::{FileHash, ParseHexError};

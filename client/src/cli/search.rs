@@ -123,28 +123,11 @@ pub fn parse_duration(text: &str) -> Result<u32, String> {
     Ok(secs)
 }
 
-/// `3:05`, or `1:02:03` past an hour.
-pub fn clock(secs: u64) -> String {
-    if secs >= 3600 {
-        format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
-    } else {
-        format!("{}:{:02}", secs / 60, secs % 60)
-    }
-}
+pub use peerdex_shared::units::clock;
 
 /// "Album (1997) — Artist" from a folder's shared tags, else `name`.
 pub fn release_title(summary: &FolderSummary, name: &str) -> String {
-    let Some(album) = &summary.album else {
-        return name.to_owned();
-    };
-    let mut title = album.clone();
-    if let Some(year) = summary.year {
-        title.push_str(&format!(" ({year})"));
-    }
-    if let Some(artist) = &summary.artist {
-        title.push_str(&format!(" \u{2014} {artist}"));
-    }
-    title
+    summary.title(name)
 }
 
 /// One folder row: "OK Computer (1997) — Radiohead — 12 files, 540 MB, 53:21 — on 14 peers,

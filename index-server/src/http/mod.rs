@@ -6,6 +6,7 @@
 pub mod accounts;
 mod error;
 mod lists;
+mod pages;
 mod reports;
 mod social;
 mod transfers;
@@ -141,6 +142,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         ));
     // Long-lived: the control channel streams for hours, relays are upgraded connections.
     let metrics_route = Router::new().route(routes::METRICS, get(metrics));
+    // The web pages: plain GET URLs, under the request timeout like the API.
+    let page_routes = Router::new()
+        .route("/", get(pages::search_page))
+        .route("/u/{nick}", get(pages::peer_page))
+        .route("/static/peerdex.css", get(pages::stylesheet))
+        .route("/static/favicon.svg", get(pages::favicon))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ));
     let open_ended = Router::new()
         .route(routes::CONTROL, get(transfers::control))
         .route(routes::RELAY, get(transfers::relay))
@@ -156,6 +167,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(open_ended)
         .merge(other_routes)
         .merge(metrics_route)
+        .merge(page_routes)
         // After routing, so that the matched pattern (not the path as sent) is the label.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -588,9 +600,10 @@ async fn delete_list(
 
 // ---- search ---------------------------------------------------------------------------------------
 
-#[derive(Deserialize)]
-struct SearchParams {
-    q: Option<String>,
+/// Query parameters of a search (PROTOCOL §3.10).
+#[derive(Deserialize, Default)]
+pub(crate) struct SearchParams {
+    pub(crate) q: Option<String>,
     ext: Option<String>,
     kind: Option<String>,
     min_size: Option<u64>,
@@ -600,8 +613,8 @@ struct SearchParams {
     max_duration: Option<u32>,
     lossless: Option<String>,
     year: Option<u32>,
-    limit: Option<u64>,
-    offset: Option<u64>,
+    pub(crate) limit: Option<u64>,
+    pub(crate) offset: Option<u64>,
 }
 
 impl SearchParams {
@@ -725,7 +738,18 @@ async fn search(
     caller: Caller,
     params: Result<Query<SearchParams>, QueryRejection>,
 ) -> Result<Json<SearchResponse>, ApiError> {
-    let params = query_params(params)?;
+    Ok(Json(
+        run_search(&state, caller, query_params(params)?).await?,
+    ))
+}
+
+/// A search as `caller` may see it: the API's answer and the search page's.
+pub(crate) async fn run_search(
+    state: &Arc<AppState>,
+    caller: Caller,
+    params: SearchParams,
+) -> Result<SearchResponse, ApiError> {
+    let state = state.clone();
     let scope = caller.scope(&state, "search").await?;
     let config = &state.config.search;
     let filters = search_filters(
@@ -794,14 +818,14 @@ async fn search(
         folders,
         ..
     } = page?;
-    Ok(Json(SearchResponse {
+    Ok(SearchResponse {
         total,
         total_exact,
         offset,
         limit,
         hits,
         folders,
-    }))
+    })
 }
 
 async fn sources(
@@ -848,11 +872,12 @@ async fn folder(
     .ok_or_else(|| ApiError::not_found("no online peer has this folder"))
 }
 
-#[derive(Deserialize)]
-struct FolderListParams {
-    path: Option<String>,
-    offset: Option<u64>,
-    limit: Option<u64>,
+/// Query parameters of a folder listing (PROTOCOL §3.12a).
+#[derive(Deserialize, Default)]
+pub(crate) struct FolderListParams {
+    pub(crate) path: Option<String>,
+    pub(crate) offset: Option<u64>,
+    pub(crate) limit: Option<u64>,
 }
 
 fn browse_folder(row: &crate::db::FolderRow) -> BrowseFolder {
@@ -872,8 +897,20 @@ async fn browse_folders(
     Path(nick): Path<String>,
     params: Result<Query<FolderListParams>, QueryRejection>,
 ) -> Result<Json<FolderListing>, ApiError> {
-    let params = query_params(params)?;
-    let scope = caller.scope(&state, "read").await?;
+    Ok(Json(
+        list_folder(&state, caller, nick, query_params(params)?).await?,
+    ))
+}
+
+/// One page of one folder of `nick`'s shares, as `caller` may see it: the API's answer and the
+/// sharer's page.
+pub(crate) async fn list_folder(
+    state: &Arc<AppState>,
+    caller: Caller,
+    nick: String,
+    params: FolderListParams,
+) -> Result<FolderListing, ApiError> {
+    let scope = caller.scope(state, "read").await?;
     validate_nickname(&nick).map_err(|e| ApiError::bad_request(format!("nickname {e}")))?;
     let limit = params
         .limit
@@ -946,7 +983,7 @@ async fn browse_folders(
         .take(limit - folders_page.len())
         .collect();
     let shown = offset + folders_page.len() + files_page.len();
-    Ok(Json(FolderListing {
+    Ok(FolderListing {
         online: state.presence.is_online(peer.id),
         peer_id: peer.key,
         nickname: peer.nickname,
@@ -955,7 +992,7 @@ async fn browse_folders(
         folders: folders_page,
         files: files_page,
         next_offset: (shown < total).then_some(shown as u64),
-    }))
+    })
 }
 
 #[derive(Deserialize)]

@@ -3,6 +3,7 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod agent;
+mod browser;
 mod cli;
 mod commands;
 mod compat;

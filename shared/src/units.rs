@@ -1,4 +1,5 @@
-//! How quantities are written for people: byte counts with binary units.
+//! How quantities are written for people: byte counts with binary units, durations as a clock.
+//! The CLI, the agent and the server's pages write them alike.
 
 /// Formats a byte count with binary units (`512 B`, `1.5 MiB`).
 pub fn human_size(bytes: u64) -> String {
@@ -13,5 +14,14 @@ pub fn human_size(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// `3:05`, or `1:02:03` past an hour.
+pub fn clock(secs: u64) -> String {
+    if secs >= 3600 {
+        format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+    } else {
+        format!("{}:{:02}", secs / 60, secs % 60)
     }
 }

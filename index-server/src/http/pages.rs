@@ -1,0 +1,542 @@
+//! The server's web pages (no scripts): `/` searches, `/u/{nick}` is a page per sharer with
+//! its folders, one page of a folder at a time. Every page is a plain GET URL, so it can be
+//! bookmarked and shared, and back and forward work; search works without JavaScript.
+//!
+//! The pages call the same functions as the API (`run_search`, `list_folder`), with the same
+//! [`Caller`]: what a page shows is exactly what that caller's API answer holds, scopes
+//! included. A browser sends no credentials here, so pages show what guests may see.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use peerdex_shared::api::{BrowseEntry, FolderHit, FolderListing, SearchHit, SearchResponse};
+use peerdex_shared::units::{clock, human_size};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Deserialize;
+
+use super::{ApiError, Caller, FolderListParams, SearchParams, list_folder, run_search};
+use crate::state::AppState;
+
+/// Results on one search page.
+const PAGE_HITS: u64 = 25;
+/// Entries on one page of a folder: the DOM of a huge share stays small.
+const PAGE_ENTRIES: u64 = 200;
+/// Sharers named per result.
+const SHARERS_SHOWN: usize = 5;
+
+/// What every page sends: no script may run, nothing is loaded from elsewhere, no page may
+/// frame ours, no referrer leaks a search to another site.
+pub fn security_headers(response: &mut Response) {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+             base-uri 'none'; frame-ancestors 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+}
+
+fn page(status: StatusCode, rendered: Result<String, askama::Error>) -> Response {
+    let mut response = match rendered {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("page failed to render: {e}"),
+        )
+            .into_response(),
+    };
+    security_headers(&mut response);
+    response
+}
+
+fn footer(state: &AppState) -> String {
+    let online = state.presence.snapshot().count();
+    format!(
+        "peerdex index · {online} {} online · files travel between people, never through this server",
+        if online == 1 { "person" } else { "people" }
+    )
+}
+
+fn encoded(text: &str) -> String {
+    utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
+}
+
+/// `/u/NICK`, and a folder of it.
+fn peer_url(nick: &str, path: Option<&str>, offset: u64) -> String {
+    let mut url = format!("/u/{}", encoded(nick));
+    let mut sep = '?';
+    if let Some(path) = path.filter(|p| !p.is_empty()) {
+        url.push_str(&format!("?path={}", encoded(path)));
+        sep = '&';
+    }
+    if offset > 0 {
+        url.push_str(&format!("{sep}offset={offset}"));
+    }
+    url
+}
+
+fn search_url(query: &str, offset: u64) -> String {
+    if offset == 0 {
+        format!("/?q={}", encoded(query))
+    } else {
+        format!("/?q={}&offset={offset}", encoded(query))
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    query: String,
+    footer: String,
+    heading: String,
+    message: String,
+}
+
+/// An API error as a page, with its status.
+fn error_page(state: &AppState, query: String, error: &ApiError) -> Response {
+    let (status, message) = (error.status, error.body.error.clone());
+    let heading = match status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::UNAUTHORIZED => "Sign-in required",
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::BAD_REQUEST => "That did not work",
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => "Busy",
+        _ => "Something went wrong",
+    }
+    .to_owned();
+    page(
+        status,
+        ErrorPage {
+            query,
+            footer: footer(state),
+            heading,
+            message,
+        }
+        .render(),
+    )
+}
+
+/// One result as the page shows it.
+struct HitView {
+    name: String,
+    size: String,
+    kind: String,
+    folder: String,
+    media: Option<String>,
+    sources: String,
+    /// (nickname, page URL)
+    sharers: Vec<(String, String)>,
+    hash: String,
+    locked: bool,
+}
+
+/// "Artist – Title (Album, 1997) · 3:05 · 320 kbit/s · lossless", when the copy has tags.
+fn media_line(hit: &SearchHit) -> Option<String> {
+    let tags = &hit.tags;
+    let mut parts = Vec::new();
+    if let Some(shown) = tags.display() {
+        parts.push(shown);
+    }
+    if let Some(secs) = tags.duration_secs {
+        parts.push(clock(u64::from(secs)));
+    }
+    if let Some(kbps) = tags.bitrate_kbps {
+        parts.push(format!("{kbps} kbit/s"));
+    }
+    if tags.lossless == Some(true) {
+        parts.push("lossless".to_owned());
+    }
+    (!parts.is_empty()).then(|| parts.join(" · "))
+}
+
+impl HitView {
+    fn of(hit: &SearchHit) -> HitView {
+        let mut sharers: Vec<(String, String)> = Vec::new();
+        for source in &hit.sources {
+            if sharers.len() == SHARERS_SHOWN {
+                break;
+            }
+            if !sharers.iter().any(|(n, _)| *n == source.nickname) {
+                sharers.push((source.nickname.clone(), peer_url(&source.nickname, None, 0)));
+            }
+        }
+        HitView {
+            name: hit.name.clone(),
+            size: human_size(hit.size),
+            kind: format!("{:?}", hit.kind).to_lowercase(),
+            folder: hit.folder.clone(),
+            media: media_line(hit),
+            sources: match hit.sources_online {
+                1 => "1 person online".to_owned(),
+                n => format!("{n} people online"),
+            },
+            sharers,
+            hash: hit.hash.to_string(),
+            locked: hit.locked,
+        }
+    }
+}
+
+struct FolderHitView {
+    name: String,
+    meta: String,
+    where_: String,
+}
+
+impl FolderHitView {
+    fn of(hit: &FolderHit) -> FolderHitView {
+        let mut meta = format!("{} files, {}", hit.files, human_size(hit.bytes));
+        if let Some(secs) = hit.summary.duration_secs {
+            meta.push_str(&format!(", {}", clock(secs)));
+        }
+        meta.push_str(&format!(
+            " · on {} {}, {} complete",
+            hit.peers_online,
+            if hit.peers_online == 1 {
+                "person"
+            } else {
+                "people"
+            },
+            hit.complete
+        ));
+        FolderHitView {
+            name: hit.summary.title(&hit.name),
+            meta,
+            where_: hit.folder.clone(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "search.html")]
+struct SearchPage {
+    query: String,
+    footer: String,
+    notice: Option<String>,
+    stats: String,
+    count: String,
+    first: u64,
+    hits: Vec<HitView>,
+    folders: Vec<FolderHitView>,
+    prev: Option<String>,
+    next: Option<String>,
+}
+
+/// Query parameters of the search page: the words and where the page starts.
+#[derive(Deserialize)]
+pub struct SearchPageParams {
+    q: Option<String>,
+    offset: Option<u64>,
+}
+
+/// `GET /`: the search form, and with `q` a page of results.
+pub async fn search_page(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    params: Result<Query<SearchPageParams>, QueryRejection>,
+) -> Response {
+    let Ok(Query(params)) = params else {
+        return error_page(
+            &state,
+            String::new(),
+            &ApiError::bad_request("this page takes q (the words) and offset (a number)"),
+        );
+    };
+    let query = params.q.unwrap_or_default().trim().to_owned();
+    let offset = params.offset.unwrap_or(0);
+    let mut view = SearchPage {
+        query: query.clone(),
+        footer: footer(&state),
+        notice: None,
+        stats: String::new(),
+        count: String::new(),
+        first: offset + 1,
+        hits: Vec::new(),
+        folders: Vec::new(),
+        prev: None,
+        next: None,
+    };
+    if query.is_empty() {
+        let state2 = state.clone();
+        if let Ok(Ok(counts)) = super::run_blocking(move || state2.counts()).await {
+            view.stats = format!(
+                "{} files, {} distinct, shared by {} people.",
+                counts.entries, counts.contents, counts.peers
+            );
+        }
+        return page(StatusCode::OK, view.render());
+    }
+    let found = run_search(
+        &state,
+        caller,
+        SearchParams {
+            q: Some(query.clone()),
+            limit: Some(PAGE_HITS),
+            offset: Some(offset),
+            ..Default::default()
+        },
+    )
+    .await;
+    let result: SearchResponse = match found {
+        Ok(result) => result,
+        // A query the server refuses (too long, only stop words) is said on the page itself.
+        Err(e) if e.status == StatusCode::BAD_REQUEST => {
+            view.notice = Some(e.body.error);
+            return page(StatusCode::BAD_REQUEST, view.render());
+        }
+        Err(e) => return error_page(&state, query, &e),
+    };
+    view.count = match (result.total, result.total_exact) {
+        (0, _) => format!("Nothing found for “{query}” among the people online."),
+        (1, true) => "1 result".to_owned(),
+        (n, true) => format!("{n} results"),
+        (n, false) => format!("{n}+ results"),
+    };
+    view.hits = result.hits.iter().map(HitView::of).collect();
+    view.folders = result.folders.iter().map(FolderHitView::of).collect();
+    if offset > 0 {
+        view.prev = Some(search_url(&query, offset.saturating_sub(PAGE_HITS)));
+    }
+    let shown = offset + result.hits.len() as u64;
+    if result.hits.len() as u64 == PAGE_HITS && (shown < result.total || !result.total_exact) {
+        view.next = Some(search_url(&query, shown));
+    }
+    page(StatusCode::OK, view.render())
+}
+
+struct DirView {
+    name: String,
+    url: String,
+    meta: String,
+}
+
+struct FileView {
+    name: String,
+    size: String,
+    media: Option<String>,
+    hash: String,
+    short: String,
+}
+
+#[derive(Template)]
+#[template(path = "peer.html")]
+struct PeerPage {
+    query: String,
+    footer: String,
+    nick: String,
+    online: bool,
+    presence: String,
+    totals: String,
+    /// (label, URL) from the sharer's top to this folder.
+    crumbs: Vec<(String, String)>,
+    summary: Option<String>,
+    folders: Vec<DirView>,
+    files: Vec<FileView>,
+    prev: Option<String>,
+    next: Option<String>,
+}
+
+/// Query parameters of a sharer's page: the folder and where its page starts.
+#[derive(Deserialize)]
+pub struct PeerPageParams {
+    path: Option<String>,
+    offset: Option<u64>,
+}
+
+fn ago(secs: i64) -> String {
+    match secs {
+        ..60 => "just now".to_owned(),
+        60..3600 => format!("{} min ago", secs / 60),
+        3600..86_400 => format!("{} h ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86_400),
+    }
+}
+
+fn file_view(entry: &BrowseEntry) -> FileView {
+    let name = entry
+        .path
+        .rsplit('/')
+        .next()
+        .unwrap_or(&entry.path)
+        .to_owned();
+    let hash = entry.hash.to_string();
+    FileView {
+        media: entry.tags.display().filter(|shown| *shown != name),
+        name,
+        size: human_size(entry.size),
+        short: hash.chars().take(12).collect(),
+        hash,
+    }
+}
+
+/// `GET /u/{nick}`: a sharer's card and one page of one of its folders (`path`), as the
+/// viewer may see them.
+pub async fn peer_page(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(nick): Path<String>,
+    params: Result<Query<PeerPageParams>, QueryRejection>,
+) -> Response {
+    let Ok(Query(params)) = params else {
+        return error_page(
+            &state,
+            String::new(),
+            &ApiError::bad_request("this page takes path (a folder) and offset (a number)"),
+        );
+    };
+    let offset = params.offset.unwrap_or(0);
+    let path = params.path.unwrap_or_default().trim_matches('/').to_owned();
+    let card = match peer_card(&state, &caller, &nick).await {
+        Ok(card) => card,
+        Err(e) => return error_page(&state, String::new(), &e),
+    };
+    let listing: FolderListing = match list_folder(
+        &state,
+        caller,
+        nick.clone(),
+        FolderListParams {
+            path: Some(path.clone()),
+            offset: Some(offset),
+            limit: Some(PAGE_ENTRIES),
+        },
+    )
+    .await
+    {
+        Ok(listing) => listing,
+        Err(e) => return error_page(&state, String::new(), &e),
+    };
+    let nick = listing.nickname.clone();
+    let mut crumbs = vec![(nick.clone(), peer_url(&nick, None, 0))];
+    let mut walked = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        if !walked.is_empty() {
+            walked.push('/');
+        }
+        walked.push_str(part);
+        crumbs.push((part.to_owned(), peer_url(&nick, Some(&walked), 0)));
+    }
+    let folders = listing
+        .folders
+        .iter()
+        .map(|f| {
+            let full = if f.path.is_empty() {
+                f.share.clone()
+            } else {
+                format!("{}/{}", f.share, f.path)
+            };
+            let name = full.rsplit('/').next().unwrap_or(&full).to_owned();
+            let mut meta = match f.files {
+                0 => String::new(),
+                n => format!("{n} files, {}", human_size(f.bytes)),
+            };
+            let title = f.summary.title("");
+            if !title.is_empty() {
+                meta = if meta.is_empty() {
+                    title
+                } else {
+                    format!("{title} · {meta}")
+                };
+            }
+            DirView {
+                url: peer_url(&nick, Some(&full), 0),
+                name,
+                meta,
+            }
+        })
+        .collect();
+    let summary = listing
+        .folder
+        .as_ref()
+        .map(|f| f.summary.title(""))
+        .filter(|t| !t.is_empty());
+    let here = (!path.is_empty()).then_some(path.as_str());
+    let view = PeerPage {
+        query: String::new(),
+        footer: footer(&state),
+        online: listing.online,
+        presence: if listing.online {
+            "online now".to_owned()
+        } else {
+            match card.last_seen {
+                Some(secs) => format!("offline, last seen {}", ago(secs)),
+                None => "offline".to_owned(),
+            }
+        },
+        totals: match card.files {
+            1 => "shares 1 file you may see".to_owned(),
+            n => format!("shares {n} files you may see"),
+        },
+        crumbs,
+        summary,
+        folders,
+        files: listing.files.iter().map(file_view).collect(),
+        prev: (offset > 0).then(|| peer_url(&nick, here, offset.saturating_sub(PAGE_ENTRIES))),
+        next: listing.next_offset.map(|next| peer_url(&nick, here, next)),
+        nick,
+    };
+    page(StatusCode::OK, view.render())
+}
+
+struct Card {
+    files: u64,
+    /// Seconds since it was last seen, when known.
+    last_seen: Option<i64>,
+}
+
+async fn peer_card(state: &Arc<AppState>, caller: &Caller, nick: &str) -> Result<Card, ApiError> {
+    let scope = caller.scope(state, "read").await?;
+    peerdex_shared::validate::validate_nickname(nick)
+        .map_err(|e| ApiError::bad_request(format!("nickname {e}")))?;
+    let (state2, nick) = (state.clone(), nick.to_owned());
+    super::run_blocking(move || -> Result<Card, ApiError> {
+        let db = &state2.store.db;
+        let peer = db
+            .peer_by_nickname(&nick)?
+            .ok_or_else(|| ApiError::not_found(format!("no one here is called {nick:?}")))?;
+        Ok(Card {
+            files: db.visible_entries(peer.id, &scope)?,
+            last_seen: state2
+                .presence
+                .last_seen(peer.id)
+                .map(|at| (crate::db::unix_now() - at).max(0)),
+        })
+    })
+    .await?
+}
+
+/// A file of the pages, embedded in the binary, cached by browsers for an hour.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response();
+    security_headers(&mut response);
+    response
+}
+
+/// `GET /static/peerdex.css`.
+pub async fn stylesheet() -> Response {
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("../../static/peerdex.css"),
+    )
+}
+
+/// `GET /static/favicon.svg`.
+pub async fn favicon() -> Response {
+    asset("image/svg+xml", include_str!("../../static/favicon.svg"))
+}

@@ -1,0 +1,353 @@
+//! The server's pages in a real browser: Debian's Chromium, driven by chromedriver over
+//! WebDriver (fantoccini). Search, a shared URL, back and forward, a sharer's page, browsing
+//! into folders by keyboard and mouse, one page of a big folder only, no console errors, and
+//! screenshots at desktop and phone widths (saved under `target/tmp/screenshots/`).
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator, key::Key};
+use peerdex_shared::scope::Visibility;
+use peerdex_tests::{TestAgent, TestPeer, TestServer, entry, http, wait_until, write_file};
+use reqwest::StatusCode;
+
+/// How long a page condition may take before the test fails.
+const PAGE_WAIT: Duration = Duration::from_secs(15);
+
+/// A headless Chromium behind its own chromedriver; both are killed on drop.
+struct Browser {
+    client: Client,
+    driver: Child,
+    webdriver: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = {
+            Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect(
+                    "chromedriver is installed (.ci/run installs Debian's chromium and chromium-driver)",
+                )
+        };
+        let webdriver = format!("http://127.0.0.1:{port}");
+        let status = format!("{webdriver}/status");
+        wait_until("chromedriver to answer", Duration::from_secs(20), || {
+            let status = status.clone();
+            async move {
+                match http().get(&status).send().await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(r.status().to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        })
+        .await;
+        let profile = tempfile::tempdir().unwrap();
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--disable-extensions",
+                    "--window-size=1280,800",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }),
+        );
+        capabilities.insert(
+            "goog:loggingPrefs".into(),
+            serde_json::json!({ "browser": "ALL" }),
+        );
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&webdriver)
+            .await
+            .expect("chromedriver starts a headless Chromium session");
+        Browser {
+            client,
+            driver,
+            webdriver,
+            _profile: profile,
+        }
+    }
+
+    /// Waits for an element matching `css`.
+    async fn element(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(PAGE_WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
+    }
+
+    /// Waits until the text of `css` contains `text`; returns it.
+    async fn text_of(&self, css: &str, text: &str) -> String {
+        let client = self.client.clone();
+        wait_until(&format!("{css} to say {text:?}"), PAGE_WAIT, || {
+            let client = client.clone();
+            async move {
+                let element = client
+                    .find(Locator::Css(css))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let shown = element.text().await.map_err(|e| e.to_string())?;
+                if shown.contains(text) {
+                    Ok(shown)
+                } else {
+                    Err(shown)
+                }
+            }
+        })
+        .await
+    }
+
+    /// What the browser logged as errors (failed loads, CSP violations, script errors).
+    async fn console_errors(&self) -> Vec<String> {
+        let session = self.client.session_id().await.unwrap().unwrap();
+        let log: serde_json::Value = http()
+            .post(format!("{}/session/{session}/se/log", self.webdriver))
+            .json(&serde_json::json!({ "type": "browser" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        log["value"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// Saves a screenshot at `width`×`height` as `NAME.png` and checks nothing overflows the
+    /// width (no sideways scrolling).
+    async fn screenshot(&self, name: &str, width: u32, height: u32) {
+        self.client.set_window_size(width, height).await.unwrap();
+        let fits = self
+            .client
+            .execute(
+                "return document.documentElement.scrollWidth <= window.innerWidth",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(fits, serde_json::json!(true), "{name} overflows {width} px");
+        let png = self.client.screenshot().await.unwrap();
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+        self.client.set_window_size(1280, 800).await.unwrap();
+    }
+
+    async fn url(&self) -> String {
+        self.client.current_url().await.unwrap().to_string()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/tmp/browser-drop", "dropped");
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_searches_opens_a_sharers_page_and_browses_its_folders_in_chromium() {
+    let server = TestServer::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let music = root.path().join("Music");
+    write_file(&music, "Beyoncé/I Am Sasha Fierce/Halo.mp3", b"halo-bytes");
+    write_file(
+        &music,
+        "Beatles/Abbey Road/Come Together.mp3",
+        b"come-together",
+    );
+    write_file(&music, "ジブリ/千と千尋の神隠し.mkv", b"spirited-away");
+    let alice = TestAgent::start(&server.url, &[&music], |c| c.nick = Some("alice".into())).await;
+    alice.wait_synced().await;
+    server.wait_for_hits("halo", 1).await;
+    // A big folder of another sharer: 5,000 files, listed 200 at a time.
+    let big = TestPeer::join(&server.url, "bigshare").await;
+    let entries: Vec<_> = (0..5000)
+        .map(|i| {
+            entry(
+                &format!("dump/file-{i:04}.bin"),
+                1000 + i,
+                &format!("big-{i}"),
+            )
+        })
+        .collect();
+    big.client.upload_full(1, &entries).await.unwrap();
+    server.wait_for_hits("file", 100).await;
+
+    let browser = Browser::start().await;
+    let b = &browser.client;
+    b.goto(&format!("{}/", server.url)).await.unwrap();
+    browser
+        .text_of(".intro h1", "Search what people here share")
+        .await;
+    browser.screenshot("server-home-desktop", 1280, 800).await;
+
+    // The keyboard alone: type the words, press Enter.
+    let input = browser.element("input#q").await;
+    input.send_keys("beyonce").await.unwrap();
+    input
+        .send_keys(&char::from(Key::Enter).to_string())
+        .await
+        .unwrap();
+    let name = browser.text_of(".hit .name", "Halo.mp3").await;
+    assert_eq!(name, "Halo.mp3");
+    assert!(
+        browser.url().await.ends_with("/?q=beyonce"),
+        "{}",
+        browser.url().await
+    );
+    browser.text_of("#count", "1 result").await;
+    browser
+        .text_of(".hit .where", "Beyoncé/I Am Sasha Fierce")
+        .await;
+    browser.screenshot("server-search-desktop", 1280, 800).await;
+    browser.screenshot("server-search-phone", 375, 812).await;
+
+    // A shared URL gives the same page; back returns to the earlier one.
+    b.goto(&format!("{}/?q=神隠し", server.url)).await.unwrap();
+    browser.text_of(".hit .name", "千と千尋の神隠し.mkv").await;
+    b.back().await.unwrap();
+    browser.text_of(".hit .name", "Halo.mp3").await;
+    b.forward().await.unwrap();
+    browser.text_of(".hit .name", "千と千尋").await;
+    b.back().await.unwrap();
+    browser.text_of(".hit .name", "Halo.mp3").await;
+
+    // The sharer's page, then into its folders by clicks.
+    browser.element("a.sharer").await.click().await.unwrap();
+    browser.text_of("#nick", "alice").await;
+    browser.text_of("#presence", "online now").await;
+    browser.text_of("#totals", "shares 3 files").await;
+    browser.text_of(".listing .dir a", "Music/").await;
+    browser
+        .element(".listing .dir a")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.text_of(".crumbs", "Music").await;
+    let folders = b.find_all(Locator::Css(".listing .dir a")).await.unwrap();
+    let mut names = Vec::new();
+    for folder in &folders {
+        names.push(folder.text().await.unwrap());
+    }
+    assert_eq!(names, ["Beatles/", "Beyoncé/", "ジブリ/"]);
+    folders[1].click().await.unwrap();
+    browser
+        .text_of(".listing .dir a", "I Am Sasha Fierce/")
+        .await;
+    // Keyboard: focus the link and press Enter.
+    let link = browser.element(".listing .dir a").await;
+    link.send_keys(&char::from(Key::Enter).to_string())
+        .await
+        .unwrap();
+    browser.text_of(".listing .file .name", "Halo.mp3").await;
+    browser
+        .text_of(".crumbs", "alice / Music / Beyoncé / I Am Sasha Fierce")
+        .await;
+    browser.screenshot("server-sharer-desktop", 1280, 800).await;
+    browser.screenshot("server-sharer-phone", 375, 812).await;
+
+    // A folder of 5,000 files: one page of 200, and the next page from its link.
+    b.goto(&format!("{}/u/bigshare?path=music/dump", server.url))
+        .await
+        .unwrap();
+    browser
+        .text_of(".listing .file .name", "file-0000.bin")
+        .await;
+    let rows = b.find_all(Locator::Css(".listing li")).await.unwrap();
+    assert_eq!(rows.len(), 200);
+    let nodes = b
+        .execute("return document.getElementsByTagName('*').length", vec![])
+        .await
+        .unwrap();
+    assert!(nodes.as_u64().unwrap() < 3000, "{nodes} DOM nodes");
+    browser.element("a[rel=next]").await.click().await.unwrap();
+    browser
+        .text_of(".listing .file .name", "file-0200.bin")
+        .await;
+    assert!(browser.url().await.contains("offset=200"));
+
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    b.clone().close().await.unwrap();
+}
+
+#[tokio::test]
+async fn pages_show_guests_only_public_files_and_say_when_guests_are_not_served() {
+    let server = TestServer::start().await;
+    let alice = TestPeer::join(&server.url, "alice").await;
+    let mut members_only = entry("lab/secret-results.csv", 100, "secret");
+    members_only.visibility = "members".parse::<Visibility>().unwrap();
+    alice
+        .client
+        .upload_full(
+            1,
+            &[entry("open/readme-results.txt", 10, "readme"), members_only],
+        )
+        .await
+        .unwrap();
+    server.wait_for_hits("results", 1).await;
+    let page = |path: &str| {
+        let url = format!("{}{path}", server.url);
+        async move {
+            let r = http().get(url).send().await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    let (status, html) = page("/?q=results").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("readme-results.txt"), "{html}");
+    assert!(
+        !html.contains("secret"),
+        "a members-only file reached a guest's page"
+    );
+    let (_, html) = page("/?q=secret").await;
+    assert!(html.contains("Nothing found"), "{html}");
+    let (_, html) = page("/u/alice").await;
+    assert!(html.contains("shares 1 file you may see"), "{html}");
+    let (_, html) = page("/u/alice?path=music/lab").await;
+    assert!(!html.contains("secret-results"), "{html}");
+    // Hostile input gets a page that says what is wrong, not a stack trace.
+    let (status, html) = page("/u/no-such-person").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(html.contains("no one here is called"), "{html}");
+    let (status, _) = page("/?q=x&offset=banana").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, html) = page("/?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E").await;
+    assert!(!html.contains("<script>"), "the query is escaped");
+
+    let closed = TestServer::start_with(|c| c.accounts.guests = false).await;
+    let r = http()
+        .get(format!("{}/?q=results", closed.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.text().await.unwrap().contains("Sign-in required"));
+}
