@@ -65,6 +65,21 @@ struct Args {
     /// Seed of the synthetic corpus.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Compare the search page (`/?q=`) with the API: each client count runs the API and then
+    /// the page on the same query stream, words only, 25 results (the page's size).
+    #[arg(long)]
+    page: bool,
+}
+
+/// What a run's clients ask for.
+#[derive(Clone, Copy, PartialEq)]
+enum Target {
+    /// `GET /api/v1/search` as the corpus's query says (filters included), 20 results.
+    Api,
+    /// `GET /api/v1/search`, words only, 25 results: the page's search.
+    ApiAsPage,
+    /// `GET /?q=`: the HTML search page.
+    Page,
 }
 
 /// What the data directory holds, so a later run with other parameters does not reuse it.
@@ -249,7 +264,12 @@ struct Runs<'a> {
 
 /// `clients` closed-loop clients for `warmup` (not recorded) then `measure`; `run` picks their
 /// query streams.
-async fn search_run(runs: &Runs<'_>, clients: usize, run: u64) -> anyhow::Result<RunResult> {
+async fn search_run(
+    runs: &Runs<'_>,
+    clients: usize,
+    run: u64,
+    target: Target,
+) -> anyhow::Result<RunResult> {
     let Runs {
         url,
         server,
@@ -268,22 +288,49 @@ async fn search_run(runs: &Runs<'_>, clients: usize, run: u64) -> anyhow::Result
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..clients {
         let client = ServerClient::new(url)?;
+        let pages = peerdex_tests::http();
+        let page_url = format!("{url}/");
         let corpus = corpus.clone();
         tasks.spawn(async move {
             let mut stream = corpus.query_stream(run * 1000 + c as u64);
             let (mut latencies, mut errors, mut empty) = (Vec::new(), 0u64, 0u64);
             loop {
-                let request = to_request(&corpus.query(&mut stream));
+                let mut request = to_request(&corpus.query(&mut stream));
+                if target != Target::Api {
+                    request = SearchQuery {
+                        q: request.q,
+                        limit: Some(25),
+                        ..SearchQuery::default()
+                    };
+                }
                 let sent = Instant::now();
                 if sent >= deadline {
                     break;
                 }
-                let answer = client.search(&request).await;
+                let answer: anyhow::Result<bool> = match target {
+                    Target::Page => {
+                        async {
+                            let response = pages
+                                .get(&page_url)
+                                .query(&[("q", &request.q)])
+                                .send()
+                                .await?
+                                .error_for_status()?;
+                            Ok(response.text().await?.contains("Nothing found"))
+                        }
+                        .await
+                    }
+                    _ => client
+                        .search(&request)
+                        .await
+                        .map(|a| a.hits.is_empty())
+                        .map_err(anyhow::Error::from),
+                };
                 if sent >= record_from {
                     match answer {
-                        Ok(a) => {
+                        Ok(nothing) => {
                             latencies.push(sent.elapsed());
-                            empty += u64::from(a.hits.is_empty());
+                            empty += u64::from(nothing);
                         }
                         Err(e) => {
                             errors += 1;
@@ -537,7 +584,14 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut reference = None;
     for (run, &clients) in args.clients.iter().enumerate() {
-        let result = search_run(&runs, clients, run as u64).await?;
+        if args.page {
+            for (target, label) in [(Target::ApiAsPage, "API"), (Target::Page, "page")] {
+                let result = search_run(&runs, clients, run as u64, target).await?;
+                println!("{}", result.row(&format!("{clients}, {label}")));
+            }
+            continue;
+        }
+        let result = search_run(&runs, clients, run as u64, Target::Api).await?;
         println!("{}", result.row(&clients.to_string()));
         if clients == args.churn_clients {
             reference = Some(result);
@@ -546,11 +600,11 @@ async fn main() -> anyhow::Result<()> {
     if args.churn_per_sec > 0 {
         let reference = match reference {
             Some(r) => r,
-            None => search_run(&runs, args.churn_clients, 100).await?,
+            None => search_run(&runs, args.churn_clients, 100, Target::Api).await?,
         };
         let churn_stop = Arc::new(AtomicBool::new(false));
         let churning = churn(peers.clone(), args.churn_per_sec, churn_stop.clone());
-        let during = search_run(&runs, args.churn_clients, 101).await?;
+        let during = search_run(&runs, args.churn_clients, 101, Target::Api).await?;
         churn_stop.store(true, Ordering::Relaxed);
         let cycles = churning.await?;
         println!(

@@ -84,6 +84,18 @@ fn dashboard_queries_are_valid_and_name_existing_series(scrapes: &[&str]) {
     );
 }
 
+/// The server's `/metrics`, from loopback.
+async fn scrape(server: &TestServer) -> String {
+    http()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// The value of the one sample whose line starts with `series` (name and labels), if any.
 pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -178,14 +190,7 @@ async fn metrics_count_requests_searches_ingest_and_peers_in_promtool_valid_text
             .unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
     }
-    let text = http()
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = scrape(&server).await;
     assert_eq!(
         sample(
             &text,
@@ -369,14 +374,7 @@ async fn agent_metrics_count_shares_hashing_uploads_and_downloads_by_route() {
         sample(&text, "peerdex_agent_uploads_completed_total"),
         Some(1.0)
     );
-    let server_text = http()
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let server_text = scrape(&server).await;
     dashboard_queries_are_valid_and_name_existing_series(&[&server_text, &text]);
 }
 
