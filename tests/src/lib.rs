@@ -506,6 +506,17 @@ impl ServerProcess {
     }
 }
 
+/// A server left running by an early return or a panic would keep its data directory's index
+/// lock, and the next run on it could not start: it is killed with its handle.
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Waits (up to a minute) for the child's first line of stdout, which must start with `prefix`,
 /// and returns the rest of it.
 pub fn first_line_after(child: &mut Child, prefix: &str) -> String {
