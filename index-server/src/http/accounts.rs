@@ -48,9 +48,9 @@ pub struct Caller {
 /// connections, relay), social (invites), admin (the admin routes).
 pub const API_KEY_SCOPES: [&str; 5] = ["read", "search", "download", "social", "admin"];
 
-fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
+/// The bearer token of a request, if it sent one.
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -116,7 +116,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let Some(token) = bearer(parts) else {
+        let Some(token) = bearer(&parts.headers) else {
             return Ok(Caller {
                 scopes: "all".into(),
                 ..Caller::default()

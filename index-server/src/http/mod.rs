@@ -140,7 +140,6 @@ pub fn router(state: Arc<AppState>) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ));
-    // Long-lived: the control channel streams for hours, relays are upgraded connections.
     let metrics_route = Router::new().route(routes::METRICS, get(metrics));
     // The web pages: plain GET URLs, under the request timeout like the API.
     let page_routes = Router::new()
@@ -152,6 +151,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ));
+    // Long-lived: the control channel streams for hours, relays are upgraded connections.
     let open_ended = Router::new()
         .route(routes::CONTROL, get(transfers::control))
         .route(routes::RELAY, get(transfers::relay))
@@ -231,12 +231,7 @@ async fn metrics(
         let Some(expected) = config.token.as_deref() else {
             return Err(ApiError::not_found("no such endpoint"));
         };
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        match presented {
+        match accounts::bearer(&headers) {
             None => {
                 return Err(ApiError::unauthorized(
                     "metrics need the bearer token set as metrics.token",
@@ -367,13 +362,9 @@ impl FromRequestParts<Arc<AppState>> for Authed {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+        let token = accounts::bearer(&parts.headers)
             .ok_or_else(|| ApiError::unauthorized("missing bearer token; register first"))?;
-        let hash = *blake3::hash(token.trim().as_bytes()).as_bytes();
+        let hash = *blake3::hash(token.as_bytes()).as_bytes();
         let db = state.store.db.clone();
         let peer = run_blocking(move || db.peer_by_session(&hash)).await??;
         peer.map(Authed).ok_or_else(|| {
@@ -749,8 +740,7 @@ pub(crate) async fn run_search(
     caller: Caller,
     params: SearchParams,
 ) -> Result<SearchResponse, ApiError> {
-    let state = state.clone();
-    let scope = caller.scope(&state, "search").await?;
+    let scope = caller.scope(state, "search").await?;
     let config = &state.config.search;
     let filters = search_filters(
         config,
@@ -897,20 +887,19 @@ async fn browse_folders(
     Path(nick): Path<String>,
     params: Result<Query<FolderListParams>, QueryRejection>,
 ) -> Result<Json<FolderListing>, ApiError> {
-    Ok(Json(
-        list_folder(&state, caller, nick, query_params(params)?).await?,
-    ))
+    let params = query_params(params)?;
+    let scope = caller.scope(&state, "read").await?;
+    Ok(Json(list_folder(&state, scope, nick, params).await?))
 }
 
-/// One page of one folder of `nick`'s shares, as `caller` may see it: the API's answer and the
-/// sharer's page.
+/// One page of one folder of `nick`'s shares, as a viewer with `scope` may see it: the API's
+/// answer and the sharer's page.
 pub(crate) async fn list_folder(
     state: &Arc<AppState>,
-    caller: Caller,
+    scope: Arc<crate::scope::Scope>,
     nick: String,
     params: FolderListParams,
 ) -> Result<FolderListing, ApiError> {
-    let scope = caller.scope(state, "read").await?;
     validate_nickname(&nick).map_err(|e| ApiError::bad_request(format!("nickname {e}")))?;
     let limit = params
         .limit

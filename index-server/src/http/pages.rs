@@ -396,13 +396,18 @@ pub async fn peer_page(
     };
     let offset = params.offset.unwrap_or(0);
     let path = params.path.unwrap_or_default().trim_matches('/').to_owned();
-    let card = match peer_card(&state, &caller, &nick).await {
+    // One scope for the card and the listing.
+    let scope = match caller.scope(&state, "read").await {
+        Ok(scope) => scope,
+        Err(e) => return error_page(&state, String::new(), &e),
+    };
+    let card = match peer_card(&state, scope.clone(), &nick).await {
         Ok(card) => card,
         Err(e) => return error_page(&state, String::new(), &e),
     };
     let listing: FolderListing = match list_folder(
         &state,
-        caller,
+        scope,
         nick.clone(),
         FolderListParams {
             path: Some(path.clone()),
@@ -493,8 +498,11 @@ struct Card {
     last_seen: Option<i64>,
 }
 
-async fn peer_card(state: &Arc<AppState>, caller: &Caller, nick: &str) -> Result<Card, ApiError> {
-    let scope = caller.scope(state, "read").await?;
+async fn peer_card(
+    state: &Arc<AppState>,
+    scope: Arc<crate::scope::Scope>,
+    nick: &str,
+) -> Result<Card, ApiError> {
     peerdex_shared::validate::validate_nickname(nick)
         .map_err(|e| ApiError::bad_request(format!("nickname {e}")))?;
     let (state2, nick) = (state.clone(), nick.to_owned());
