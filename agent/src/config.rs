@@ -251,6 +251,18 @@ impl ConfigFile {
         Ok(())
     }
 
+    /// Reads the file at `path`, changes it with `edit` and writes it back; returns what `edit`
+    /// returned (nothing is written when it fails).
+    pub fn edit<T>(
+        path: &Path,
+        edit: impl FnOnce(&mut ConfigFile) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut file = ConfigFile::load(path)?;
+        let said = edit(&mut file)?;
+        file.save(path)?;
+        Ok(said)
+    }
+
     /// Adds a share (or replaces the one with the same folder); returns its name.
     pub fn share(&mut self, share: ShareConfig) -> anyhow::Result<String> {
         let canonical = canonical_dir(&share.path)?;

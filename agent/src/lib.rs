@@ -21,7 +21,7 @@ mod sync;
 mod tags;
 pub mod transfers;
 mod watch;
-mod web;
+pub mod web;
 
 pub use catalog::{
     CATALOG_FILE, Destination, MIGRATIONS as CATALOG_MIGRATIONS, NewTransfer, ShareCounts, Stored,
@@ -576,7 +576,10 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         stop.clone(),
     ));
     if let Some(listener) = ui_listener {
-        tasks.spawn(web::serve(listener, controls.clone(), stop.clone()));
+        let token = web::load_or_create_token(&controls.config.state)
+            .context("making the web client's token (ui-token in the state directory)")?;
+        let (web_controls, web_stop) = (controls.clone(), stop.clone());
+        tasks.spawn(async move { web::serve(listener, web_controls, &token, web_stop).await });
     }
 
     Ok(AgentHandle {

@@ -20,6 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use peerdex_client::server_api::ApiError;
 use peerdex_client::{Identity, ServerClient};
 use peerdex_download::part::PartPaths;
 use peerdex_download::{
@@ -343,6 +344,34 @@ impl TransferQueue {
             wake: Notify::new(),
             route_bytes: Default::default(),
         })
+    }
+
+    /// A client of the index server that searches, browses and finds sources as this agent's
+    /// account may, and one that reports as this peer (none while signed out of the server).
+    pub fn server_clients(&self) -> Result<(ServerClient, Option<ServerClient>), ApiError> {
+        let client = ServerClient::new(&self.url)?;
+        // The session token also makes searches and sources see what the account may.
+        Ok(match self.sessions.borrow().as_ref() {
+            Some(s) => {
+                let reporter = client.with_session(s.peer, s.token.clone());
+                (
+                    reporter.clone().with_account_token(Some(s.token.clone())),
+                    Some(reporter),
+                )
+            }
+            None => (client, None),
+        })
+    }
+
+    /// How this agent downloads: its key, its source limit, never from itself.
+    pub fn download_options(&self) -> DownloadOptions {
+        DownloadOptions {
+            max_sources: self.settings.max_sources.max(1),
+            exclude_peer: Some(self.identity.peer_id()),
+            identity: Some(self.identity.clone()),
+            accept_connections: self.settings.accept_connections,
+            ..DownloadOptions::default()
+        }
     }
 
     /// Queues downloads (blocking: writes the catalog); returns their ids. A wish's match
@@ -827,33 +856,17 @@ impl TransferQueue {
             row.state = Stored::Queued;
         }
         self.save(&row).await;
-        let session = self.sessions.borrow().clone();
-        let Ok(client) = ServerClient::new(&self.url) else {
+        let Ok((client, reporter)) = self.server_clients() else {
             row.state = Stored::Failed;
             row.reason = format!("the index server URL {:?} cannot be used", self.url);
             self.save(&row).await;
             return;
         };
-        // The session token also makes searches and sources see what the account may.
-        let (client, reporter) = match &session {
-            Some(s) => {
-                let reporter = client.clone().with_session(s.peer, s.token.clone());
-                (
-                    reporter.clone().with_account_token(Some(s.token.clone())),
-                    Some(reporter),
-                )
-            }
-            None => (client, None),
-        };
         let finder: Arc<dyn SourceFinder> = Arc::new(client);
         let options = DownloadOptions {
-            max_sources: self.settings.max_sources.max(1),
             force: row.request.force,
-            exclude_peer: Some(self.identity.peer_id()),
             avoid_peers: row.avoid.clone(),
-            identity: Some(self.identity.clone()),
-            accept_connections: self.settings.accept_connections,
-            ..DownloadOptions::default()
+            ..self.download_options()
         };
         let request = DownloadRequest {
             hash: row.request.hash,

@@ -79,6 +79,22 @@ pub enum Destination {
     /// To standard output, in order, as pieces are verified; the partial file lives in this
     /// work folder meanwhile.
     Stdout(PathBuf),
+    /// Into a channel, in order, as pieces are verified (a player in a web page reads it while
+    /// the rest downloads); the partial file lives in `work` meanwhile and is removed at the
+    /// end. Dropping the receiver stops the download.
+    Stream {
+        /// Folder for the partial file.
+        work: PathBuf,
+        /// Where the verified bytes go, a piece at a time.
+        sink: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    },
+}
+
+/// Where a streamed download's verified bytes go.
+#[derive(Debug, Clone)]
+enum StreamTo {
+    Stdout,
+    Channel(tokio::sync::mpsc::Sender<bytes::Bytes>),
 }
 
 /// Download settings.
@@ -1021,13 +1037,16 @@ fn final_destination(
     file_name: &str,
     fallback: &str,
     force: bool,
-) -> Result<(PathBuf, bool), DownloadError> {
-    let (path, to_stdout) = match destination {
-        Destination::Dir(dir) => (dir.join(file_name), false),
-        Destination::File(path) => (path.clone(), false),
-        Destination::Stdout(work) => (work.join(fallback), true),
+) -> Result<(PathBuf, Option<StreamTo>), DownloadError> {
+    let (path, stream) = match destination {
+        Destination::Dir(dir) => (dir.join(file_name), None),
+        Destination::File(path) => (path.clone(), None),
+        Destination::Stdout(work) => (work.join(fallback), Some(StreamTo::Stdout)),
+        Destination::Stream { work, sink } => {
+            (work.join(fallback), Some(StreamTo::Channel(sink.clone())))
+        }
     };
-    if !to_stdout {
+    if stream.is_none() {
         match std::fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_dir() => return Err(DownloadError::NotAFile(path)),
             Ok(_) if !force => return Err(DownloadError::Exists(path)),
@@ -1037,7 +1056,7 @@ fn final_destination(
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| DownloadError::io("creating folder", dir, e))?;
     }
-    Ok((path, to_stdout))
+    Ok((path, stream))
 }
 
 /// What to download, and where.
@@ -1089,7 +1108,7 @@ pub async fn download(
         }
         // The name the peers of this claim use: liars do not name the file either.
         let file_name = sanitize_file_name(name.unwrap_or(&claim.name), &fallback);
-        let (final_path, to_stdout) =
+        let (final_path, stream) =
             final_destination(destination, &file_name, &fallback, options.force)?;
         *locked(&progress.name) = Some(file_name);
         let paths = PartPaths::beside(&final_path);
@@ -1100,7 +1119,7 @@ pub async fn download(
             size: *size,
             sources: claiming(&found, *size),
             paths: &paths,
-            to_stdout,
+            stream: stream.clone(),
             options,
             progress: progress.clone(),
             cancel: cancel.clone(),
@@ -1112,7 +1131,7 @@ pub async fn download(
                 return Ok(DownloadReport {
                     hash,
                     size: *size,
-                    path: (!to_stdout).then_some(final_path),
+                    path: stream.is_none().then_some(final_path),
                     elapsed_secs: started.elapsed().as_secs_f64(),
                     bytes_fetched: outcome.bytes_fetched,
                     pieces_fetched: outcome.pieces_fetched,
@@ -1165,7 +1184,8 @@ struct RunInput<'a> {
     size: u64,
     sources: Vec<PeerSource>,
     paths: &'a PartPaths,
-    to_stdout: bool,
+    /// Streamed in order rather than kept as a file.
+    stream: Option<StreamTo>,
     options: &'a DownloadOptions,
     progress: Arc<DownloadProgress>,
     cancel: CancellationToken,
@@ -1309,11 +1329,12 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         size,
         sources,
         paths,
-        to_stdout,
+        stream,
         options,
         progress,
         cancel,
     } = input;
+    let streamed = stream.is_some();
     progress.total.store(size, Ordering::Relaxed);
     progress.set_phase(Phase::Verifying);
     let (mut state, file, reused) = tokio::select! {
@@ -1350,7 +1371,7 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
     {
         Ok(warm) => warm,
         Err(Unproven::Stopped(error)) => return Err(error),
-        Err(Unproven::NoSource) => return Err(pool.exhausted(kept(&state, paths, to_stdout))),
+        Err(Unproven::NoSource) => return Err(pool.exhausted(kept(&state, paths, streamed))),
     };
     if warm.is_some() {
         save(&state, &paths.state).await;
@@ -1366,7 +1387,7 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         &cancel,
     ));
     progress.set_phase(Phase::Fetching);
-    let used = fetch_pieces(&job, &mut pool, &mut state, paths, to_stdout, options).await;
+    let used = fetch_pieces(&job, &mut pool, &mut state, paths, stream, options).await;
     if let Some(error) = locked(&job.fatal).take() {
         return Err(error);
     }
@@ -1374,10 +1395,10 @@ async fn run(input: RunInput<'_>) -> Result<RunOutcome, DownloadError> {
         if cancel.is_cancelled() {
             return Err(DownloadError::Interrupted);
         }
-        return Err(pool.exhausted(kept(&state, paths, to_stdout)));
+        return Err(pool.exhausted(kept(&state, paths, streamed)));
     }
     progress.set_phase(Phase::Finishing);
-    finish(&file, paths, to_stdout)?;
+    finish(&file, paths, streamed)?;
     Ok(RunOutcome {
         bytes_fetched: job.bytes_fetched.load(Ordering::Relaxed),
         pieces_fetched: job.pieces_fetched.load(Ordering::Relaxed),
@@ -1447,9 +1468,9 @@ async fn resume(
 
 /// What a failed run leaves for the next: the partial file if it holds verified pieces;
 /// otherwise nothing, not even empty part and state files.
-fn kept(state: &PartState, paths: &PartPaths, to_stdout: bool) -> Option<Kept> {
+fn kept(state: &PartState, paths: &PartPaths, streamed: bool) -> Option<Kept> {
     let bytes = done_bytes(state);
-    if bytes == 0 || to_stdout {
+    if bytes == 0 || streamed {
         let _ = std::fs::remove_file(&paths.data);
         let _ = std::fs::remove_file(&paths.state);
         return None;
@@ -1555,10 +1576,10 @@ async fn fetch_pieces(
     pool: &mut SourcePool<'_>,
     state: &mut PartState,
     paths: &PartPaths,
-    to_stdout: bool,
+    stream: Option<StreamTo>,
     options: &DownloadOptions,
 ) -> Vec<String> {
-    let streamer = to_stdout.then(|| tokio::spawn(stream_to_stdout(job.clone())));
+    let streamer = stream.map(|to| tokio::spawn(stream_in_order(job.clone(), to)));
     let mut used: Vec<String> = Vec::new();
     let mut workers: JoinSet<(PeerSource, WorkerEnd, u64, Option<peer::Route>)> = JoinSet::new();
     let mut in_use: HashSet<PeerId> = HashSet::new();
@@ -1637,10 +1658,10 @@ async fn fetch_pieces(
 /// proven piece hashes before it was written (or re-read and verified on resume), and those
 /// hashes were checked against the content hash, so the file is the content. Reading it back
 /// would hash it a second time.
-fn finish(file: &File, paths: &PartPaths, to_stdout: bool) -> Result<(), DownloadError> {
+fn finish(file: &File, paths: &PartPaths, streamed: bool) -> Result<(), DownloadError> {
     file.sync_all()
         .map_err(|e| DownloadError::io("flushing", &paths.data, e))?;
-    if to_stdout {
+    if streamed {
         let _ = std::fs::remove_file(&paths.data);
     } else {
         std::fs::rename(&paths.data, &paths.destination)
@@ -1765,21 +1786,55 @@ fn has_data(file: &File, start: u64, end: u64) -> bool {
     }
 }
 
-/// Writes the pieces to standard output in order, as they are verified.
-async fn stream_to_stdout(job: Arc<Job>) {
-    if let Err(e) = write_pieces_in_order(&job).await {
+/// Writes the pieces to `to` in order, as they are verified.
+async fn stream_in_order(job: Arc<Job>, to: StreamTo) {
+    let (result, what) = match to {
+        StreamTo::Stdout => (
+            write_pieces_in_order(&job, tokio::io::stdout()).await,
+            "standard output",
+        ),
+        StreamTo::Channel(sink) => (
+            write_pieces_in_order(&job, ChannelWriter(sink)).await,
+            "the stream's reader",
+        ),
+    };
+    if let Err(e) = result {
         // The reader went away (a player was closed) or the output is full: stop the download.
-        job.fail(DownloadError::io(
-            "writing to",
-            Path::new("standard output"),
-            e,
-        ));
+        job.fail(DownloadError::io("writing to", Path::new(what), e));
     }
 }
 
-async fn write_pieces_in_order(job: &Job) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
-    let mut out = tokio::io::stdout();
+/// Sends each write to a channel as one chunk.
+struct ChannelWriter(tokio::sync::mpsc::Sender<bytes::Bytes>);
+
+/// The writes [`write_pieces_in_order`] makes: whole pieces, then one flush.
+trait PieceWriter {
+    async fn write_piece(&mut self, bytes: Vec<u8>) -> std::io::Result<()>;
+    async fn finish(&mut self) -> std::io::Result<()>;
+}
+
+impl PieceWriter for tokio::io::Stdout {
+    async fn write_piece(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
+        tokio::io::AsyncWriteExt::write_all(self, &bytes).await
+    }
+    async fn finish(&mut self) -> std::io::Result<()> {
+        tokio::io::AsyncWriteExt::flush(self).await
+    }
+}
+
+impl PieceWriter for ChannelWriter {
+    async fn write_piece(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
+        self.0
+            .send(bytes::Bytes::from(bytes))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+    async fn finish(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn write_pieces_in_order(job: &Job, mut out: impl PieceWriter) -> std::io::Result<()> {
     let count = job.board().done.len() as u64;
     let mut next = 0u64;
     while next < count {
@@ -1802,11 +1857,11 @@ async fn write_pieces_in_order(job: &Job) -> std::io::Result<()> {
         })
         .await
         .map_err(std::io::Error::other)??;
-        out.write_all(&bytes).await?;
+        out.write_piece(bytes).await?;
         next += 1;
     }
     // The last write's error only shows here.
-    out.flush().await
+    out.finish().await
 }
 
 #[cfg(test)]

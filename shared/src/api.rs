@@ -187,6 +187,25 @@ impl MediaTags {
         }
         Some(out)
     }
+
+    /// "Artist – Title (Album, 1997) · 3:05 · 320 kbit/s · lossless": the display line and the
+    /// audio facts, as pages show a file; `None` when the tags say none of it.
+    pub fn summary_line(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(shown) = self.display() {
+            parts.push(shown);
+        }
+        if let Some(secs) = self.duration_secs {
+            parts.push(crate::units::clock(u64::from(secs)));
+        }
+        if let Some(kbps) = self.bitrate_kbps {
+            parts.push(format!("{kbps} kbit/s"));
+        }
+        if self.lossless == Some(true) {
+            parts.push("lossless".to_owned());
+        }
+        (!parts.is_empty()).then(|| parts.join(" \u{b7} "))
+    }
 }
 
 /// A tag text as it may travel: NFC, control characters (NUL included) and surrounding
@@ -433,6 +452,31 @@ pub struct FolderHit {
     pub partial: u64,
 }
 
+impl FolderHit {
+    /// "12 files, 80.1 MiB, 45:10 · on 3 people, 2 complete", as pages show a folder result.
+    pub fn meta_line(&self) -> String {
+        let mut meta = format!(
+            "{} files, {}",
+            self.files,
+            crate::units::human_size(self.bytes)
+        );
+        if let Some(secs) = self.summary.duration_secs {
+            meta.push_str(&format!(", {}", crate::units::clock(secs)));
+        }
+        meta.push_str(&format!(
+            " \u{b7} on {} {}, {} complete",
+            self.peers_online,
+            if self.peers_online == 1 {
+                "person"
+            } else {
+                "people"
+            },
+            self.complete
+        ));
+        meta
+    }
+}
+
 /// One file of a folder identity.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FolderEntry {
@@ -538,6 +582,18 @@ pub struct SearchResponse {
     /// query, most complete copies first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub folders: Vec<FolderHit>,
+}
+
+impl SearchResponse {
+    /// "12 results", "40+ results", or that nothing was found for `query`.
+    pub fn count_line(&self, query: &str) -> String {
+        match (self.total, self.total_exact) {
+            (0, _) => format!("Nothing found for \u{201c}{query}\u{201d} among the people online."),
+            (1, true) => "1 result".to_owned(),
+            (n, true) => format!("{n} results"),
+            (n, false) => format!("{n}+ results"),
+        }
+    }
 }
 
 /// `GET /api/v1/contents/{hash}/sources` response.

@@ -22,6 +22,7 @@ pub mod social;
 pub mod tls;
 pub mod units;
 pub mod validate;
+pub mod web;
 
 pub use hash::{FileHash, ParseHexError};
 pub use identity::{PeerId, PeerSignature};

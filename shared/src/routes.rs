@@ -123,6 +123,12 @@ pub fn fill(pattern: &str, value: impl Display) -> String {
     }
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header value (how clients send session,
+/// account, API-key and local web client tokens alike).
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    authorization.strip_prefix("Bearer ").map(str::trim)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -196,11 +196,13 @@ where
 
 /// An HTTP client for index servers, trusting what this process trusts (the system's roots).
 pub fn http() -> reqwest::Client {
+    http_builder().build().unwrap()
+}
+
+/// A builder of [`http`] clients, for tests that need other settings (no pooling, no redirects).
+pub fn http_builder() -> reqwest::ClientBuilder {
     let tls = peerdex_client::tls::client_config().unwrap();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(rustls::ClientConfig::clone(&tls))
-        .build()
-        .unwrap()
+    reqwest::Client::builder().tls_backend_preconfigured(rustls::ClientConfig::clone(&tls))
 }
 
 /// An HTTP client for the file server of `peer`: TLS pinned to its key, as a downloader dials.

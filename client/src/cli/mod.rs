@@ -82,6 +82,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the address of the running agent's web client, which signs this browser in
+    /// (`--open` opens it in the default browser)
+    ///
+    /// Exit codes: 0 printed, 1 no agent is running or its web client is off (`ui_listen`).
+    Ui {
+        /// Open the address in the default browser too (xdg-open)
+        #[arg(long)]
+        open: bool,
+        /// Print the address as JSON (`{"url": …, "address": …}`)
+        #[arg(long)]
+        json: bool,
+    },
     /// Search the index server
     Search(search::SearchArgs),
     /// List a peer's shared files, numbered: `peerdex get ROW` downloads a row
@@ -215,7 +227,7 @@ struct AgentArgs {
     /// Accept no inbound connections (as a peer behind NAT)
     #[arg(long)]
     no_listen: bool,
-    /// Loopback address of the local web endpoint (/metrics), or `off` [default: from the
+    /// Loopback address of the local web endpoint (web client and /metrics), or `off` [default: from the
     /// config file, else 127.0.0.1:7702]
     #[arg(long, value_name = "ADDR|off")]
     ui_listen: Option<String>,
@@ -434,7 +446,10 @@ fn status_text(status: &AgentStatus) -> String {
         None => writeln!(out, "serving   no (inbound connections off)"),
     };
     if let Some(ui) = status.ui {
-        let _ = writeln!(out, "local     http://{ui}/metrics");
+        let _ = writeln!(
+            out,
+            "local     http://{ui}/ (web client: `peerdex ui`; metrics at /metrics)"
+        );
     }
     let _ = writeln!(
         out,
@@ -509,14 +524,20 @@ fn status_text(status: &AgentStatus) -> String {
     out
 }
 
-fn edit_config(
-    path: &Path,
-    edit: impl FnOnce(&mut ConfigFile) -> anyhow::Result<String>,
-) -> anyhow::Result<String> {
-    let mut file = ConfigFile::load(path)?;
-    let said = edit(&mut file)?;
-    file.save(path)?;
-    Ok(said)
+/// Opens `url` in the desktop's default browser; says so on standard error when it cannot
+/// (the address was printed anyway).
+fn open_in_browser(url: &str) {
+    let opened = std::process::Command::new("xdg-open")
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    match opened {
+        Ok(status) if status.success() => {}
+        Ok(status) => eprintln!("peerdex: xdg-open failed ({status}); open the address above"),
+        Err(e) => eprintln!("peerdex: cannot run xdg-open ({e}); open the address above"),
+    }
 }
 
 /// After `share` or `unshare` changed the config file: makes a running agent serve the new
@@ -574,7 +595,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Share(args) => {
             let path = config_path(cli.config)?;
-            let said = edit_config(&path, |file| {
+            let said = ConfigFile::edit(&path, |file| {
                 let name = file.share(ShareConfig {
                     path: args.dir,
                     name: args.name,
@@ -591,7 +612,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Unshare { target } => {
             let path = config_path(cli.config)?;
-            let said = edit_config(&path, |file| {
+            let said = ConfigFile::edit(&path, |file| {
                 if !file.unshare(&target) {
                     bail!(
                         "{} is not shared (see {})",
@@ -610,6 +631,28 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 emit(&format!("{}\n", serde_json::to_string_pretty(&status)?))?;
             } else {
                 emit(&status_text(&status))?;
+            }
+        }
+        Command::Ui { open, json } => {
+            let state = state_dir(cli.state)?;
+            let status = agent::control::query(&state).await?;
+            let Some(address) = status.ui else {
+                bail!(
+                    "the running agent's web client is off (ui_listen = \"off\", or its port was taken: see the agent's log)"
+                );
+            };
+            let token = agent::web::load_or_create_token(&state).with_context(|| {
+                format!("reading the web client's token in {}", state.display())
+            })?;
+            let url = agent::web::sign_in_url(address, &token);
+            if json {
+                let document = serde_json::json!({ "url": url, "address": address.to_string() });
+                emit(&format!("{document}\n"))?;
+            } else {
+                emit(&format!("{url}\n"))?;
+            }
+            if open {
+                open_in_browser(&url);
             }
         }
         Command::Search(args) => {

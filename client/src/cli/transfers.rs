@@ -63,7 +63,7 @@ pub(super) async fn hand_to_agent(
     let destination = &match destination {
         Destination::Dir(dir) => Destination::Dir(absolute(dir)),
         Destination::File(file) => Destination::File(absolute(file)),
-        Destination::Stdout(work) => Destination::Stdout(work.clone()),
+        streamed => streamed.clone(),
     };
     let mut new = Vec::new();
     let mut kept = 0usize;
@@ -75,7 +75,9 @@ pub(super) async fn hand_to_agent(
                 destination: match destination {
                     Destination::Dir(dir) => peerdex_agent::Destination::Dir(dir.clone()),
                     Destination::File(file) => peerdex_agent::Destination::File(file.clone()),
-                    Destination::Stdout(_) => anyhow::bail!("--stdout downloads in the foreground"),
+                    Destination::Stdout(_) | Destination::Stream { .. } => {
+                        anyhow::bail!("--stdout downloads in the foreground")
+                    }
                 },
                 label: String::new(),
                 priority: args.priority,

@@ -53,8 +53,7 @@ pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(peerdex_shared::routes::bearer_token)
 }
 
 /// Whether credentials in this request crossed the network in clear: plain HTTP (neither our

@@ -14,7 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use peerdex_shared::api::{BrowseEntry, FolderHit, FolderListing, SearchHit, SearchResponse};
-use peerdex_shared::units::{clock, human_size};
+use peerdex_shared::units::human_size;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
@@ -140,25 +140,6 @@ struct HitView {
     locked: bool,
 }
 
-/// "Artist – Title (Album, 1997) · 3:05 · 320 kbit/s · lossless", when the copy has tags.
-fn media_line(hit: &SearchHit) -> Option<String> {
-    let tags = &hit.tags;
-    let mut parts = Vec::new();
-    if let Some(shown) = tags.display() {
-        parts.push(shown);
-    }
-    if let Some(secs) = tags.duration_secs {
-        parts.push(clock(u64::from(secs)));
-    }
-    if let Some(kbps) = tags.bitrate_kbps {
-        parts.push(format!("{kbps} kbit/s"));
-    }
-    if tags.lossless == Some(true) {
-        parts.push("lossless".to_owned());
-    }
-    (!parts.is_empty()).then(|| parts.join(" · "))
-}
-
 impl HitView {
     fn of(hit: &SearchHit) -> HitView {
         let mut sharers: Vec<(String, String)> = Vec::new();
@@ -175,7 +156,7 @@ impl HitView {
             size: human_size(hit.size),
             kind: format!("{:?}", hit.kind).to_lowercase(),
             folder: hit.folder.clone(),
-            media: media_line(hit),
+            media: hit.tags.summary_line(),
             sources: match hit.sources_online {
                 1 => "1 person online".to_owned(),
                 n => format!("{n} people online"),
@@ -195,23 +176,9 @@ struct FolderHitView {
 
 impl FolderHitView {
     fn of(hit: &FolderHit) -> FolderHitView {
-        let mut meta = format!("{} files, {}", hit.files, human_size(hit.bytes));
-        if let Some(secs) = hit.summary.duration_secs {
-            meta.push_str(&format!(", {}", clock(secs)));
-        }
-        meta.push_str(&format!(
-            " · on {} {}, {} complete",
-            hit.peers_online,
-            if hit.peers_online == 1 {
-                "person"
-            } else {
-                "people"
-            },
-            hit.complete
-        ));
         FolderHitView {
             name: hit.summary.title(&hit.name),
-            meta,
+            meta: hit.meta_line(),
             where_: hit.folder.clone(),
         }
     }
@@ -296,12 +263,7 @@ pub async fn search_page(
         }
         Err(e) => return error_page(&state, query, &e),
     };
-    view.count = match (result.total, result.total_exact) {
-        (0, _) => format!("Nothing found for “{query}” among the people online."),
-        (1, true) => "1 result".to_owned(),
-        (n, true) => format!("{n} results"),
-        (n, false) => format!("{n}+ results"),
-    };
+    view.count = result.count_line(&query);
     view.hits = result.hits.iter().map(HitView::of).collect();
     view.folders = result.folders.iter().map(FolderHitView::of).collect();
     if offset > 0 {
@@ -538,13 +500,10 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 /// `GET /static/peerdex.css`.
 pub async fn stylesheet() -> Response {
-    asset(
-        "text/css; charset=utf-8",
-        include_str!("../../static/peerdex.css"),
-    )
+    asset("text/css; charset=utf-8", peerdex_shared::web::STYLESHEET)
 }
 
 /// `GET /static/favicon.svg`.
 pub async fn favicon() -> Response {
-    asset("image/svg+xml", include_str!("../../static/favicon.svg"))
+    asset("image/svg+xml", peerdex_shared::web::FAVICON)
 }

@@ -184,8 +184,19 @@ async fn a_restart_with_an_unchanged_share_reads_and_uploads_nothing() {
     let agent = TestAgent::start(&server.url, &[&share], |_| {}).await;
     let first = agent.wait_synced().await;
     assert_eq!(first.progress.files_hashed, 51);
-    let version = first.server.list_version;
+    let peer = first.peer_id;
     let (config, state) = agent.stop().await;
+    // The version the server holds once the first run is over (what the restart must keep):
+    // read from the server's own database, not from the agent's last status snapshot.
+    let held = || {
+        operator_db(&server)
+            .peer_by_key(&peer)
+            .unwrap()
+            .expect("the agent's peer is known")
+            .list_version
+    };
+    let version = held();
+    assert!(version.is_some(), "the server holds the first run's list");
 
     let agent = TestAgent::start_with(config).await;
     let status = wait_until("the agent back online", Duration::from_secs(20), || {
@@ -205,6 +216,7 @@ async fn a_restart_with_an_unchanged_share_reads_and_uploads_nothing() {
     assert_eq!(status.server.full_uploads, 0, "no list was uploaded");
     assert_eq!(status.server.delta_uploads, 0, "{status:?}");
     assert_eq!(status.server.list_version, version);
+    assert_eq!(held(), version, "the server's copy did not move");
     agent.stop().await;
     drop(state);
 }

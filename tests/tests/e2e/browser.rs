@@ -164,7 +164,6 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = std::fs::write("/tmp/browser-drop", "dropped");
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }

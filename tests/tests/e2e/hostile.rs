@@ -124,10 +124,17 @@ async fn hostile_requests_to_the_index_server_get_clear_answers() {
         ("oversized", vec![b' '; 2 << 20]),
         ("invalid utf-8", vec![0xff, 0xfe, 0xfd]),
     ];
+    // Each body on its own connection: after answering the oversized one early the server
+    // closes its connection, and a pooled client could send the next body into that close.
+    let fresh = peerdex_tests::http_builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     for (what, body) in bodies {
         let sent = tokio::time::timeout(
             HANG,
-            http.post(url("/api/v1/register"))
+            fresh
+                .post(url("/api/v1/register"))
                 .header("content-type", "application/json")
                 .body(body)
                 .send(),

@@ -26,3 +26,4 @@ mod services;
 mod social;
 mod tls;
 mod transfers;
+mod web_client;

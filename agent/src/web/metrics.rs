@@ -1,95 +1,21 @@
-//! The agent's local web endpoint (`ui_listen`, loopback only): `/metrics` in the Prometheus
-//! text format (PROTOCOL §13.2).
-//!
-//! Any web page the user opens can make the browser send requests to loopback, and a DNS name
-//! that resolves to 127.0.0.1 makes them same-origin for the page (DNS rebinding): every
-//! request must name this endpoint itself in `Host`, or it is refused before any route runs.
+//! `GET /metrics` of the agent's local endpoint, in the Prometheus text format (PROTOCOL §13.2).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::Next;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::{Registry, Unit};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
-use super::AgentControls;
-use super::control::Controls;
-use super::transfers::TransferState;
+use super::Web;
+use crate::AgentControls;
+use crate::control::Controls;
+use crate::transfers::TransferState;
 use peerdex_download::Route;
-
-/// What the endpoint's handlers reach.
-struct Web {
-    controls: Arc<AgentControls>,
-    /// The port it listens on: the only one a valid `Host` may name.
-    port: u16,
-}
-
-/// Binds the endpoint; a taken port is reported and the agent goes on without it (another
-/// agent of this user may hold it: sharing matters more than metrics).
-pub async fn bind(addr: SocketAddr) -> Option<TcpListener> {
-    match TcpListener::bind(addr).await {
-        Ok(listener) => Some(listener),
-        Err(e) => {
-            warn!(%addr, error = %e, "the local web endpoint (ui_listen) cannot listen; set ui_listen to another port or off");
-            None
-        }
-    }
-}
-
-/// Serves the endpoint until `stop`.
-pub async fn serve(listener: TcpListener, controls: Arc<AgentControls>, stop: CancellationToken) {
-    let port = match listener.local_addr() {
-        Ok(addr) => addr.port(),
-        Err(_) => return,
-    };
-    let web = Arc::new(Web { controls, port });
-    let app = Router::new()
-        .route(peerdex_shared::routes::METRICS, get(metrics))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "no such page\n") })
-        .layer(axum::middleware::from_fn_with_state(web.clone(), own_host))
-        .with_state(web);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-    {
-        warn!(error = %e, "the local web endpoint stopped");
-    }
-}
-
-/// Whether `Host` names this endpoint by a loopback name: `localhost`, `127.0.0.1` or `[::1]`,
-/// with our port.
-fn is_own_host(headers: &HeaderMap, port: u16) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
-        return false;
-    };
-    let Some((name, host_port)) = host.rsplit_once(':') else {
-        return false;
-    };
-    host_port.parse() == Ok(port) && matches!(name, "localhost" | "127.0.0.1" | "[::1]")
-}
-
-/// Refuses requests whose `Host` is not this endpoint (DNS rebinding).
-async fn own_host(State(web): State<Arc<Web>>, request: Request, next: Next) -> Response {
-    if !is_own_host(request.headers(), web.port) {
-        return (
-            StatusCode::FORBIDDEN,
-            "this endpoint answers only requests to localhost, 127.0.0.1 or [::1] on its own port\n",
-        )
-            .into_response();
-    }
-    next.run(request).await
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
@@ -106,7 +32,7 @@ struct KindLabel {
     kind: &'static str,
 }
 
-async fn metrics(State(web): State<Arc<Web>>) -> Response {
+pub(super) async fn metrics(State(web): State<Arc<Web>>) -> Response {
     let controls = web.controls.clone();
     let encoded = tokio::task::spawn_blocking(move || encode(&controls)).await;
     match encoded {
@@ -307,34 +233,4 @@ fn encode(controls: &AgentControls) -> Result<String, std::fmt::Error> {
     let mut out = String::with_capacity(8 * 1024);
     prometheus_client::encoding::prometheus_text::encode(&mut out, &root)?;
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn host(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, value.parse().expect("a header value"));
-        headers
-    }
-
-    #[test]
-    fn only_loopback_names_on_our_port_are_our_host() {
-        for ok in ["127.0.0.1:7702", "localhost:7702", "[::1]:7702"] {
-            assert!(is_own_host(&host(ok), 7702), "{ok}");
-        }
-        for bad in [
-            "127.0.0.1:7703",
-            "evil.example:7702",
-            "127.0.0.1.evil.example:7702",
-            "localhost",
-            "127.0.0.1",
-            "[::1]",
-            "",
-        ] {
-            assert!(!is_own_host(&host(bad), 7702), "{bad}");
-        }
-        assert!(!is_own_host(&HeaderMap::new(), 7702));
-    }
 }
