@@ -224,10 +224,12 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Whether a request comes from one of our own pages: its `Origin` is this endpoint (the host
-/// was checked already), or, from a browser that sends no `Origin`, `Sec-Fetch-Site` says so.
+/// was checked already), or, when the browser sends no origin (or the opaque `null`, as some
+/// do for a form under a strict referrer policy), its `Sec-Fetch-Site` says same-origin (no
+/// page's script can set that header).
 fn same_origin(headers: &HeaderMap) -> bool {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    match (text("origin"), text("host")) {
+    match (text("origin").filter(|o| *o != "null"), text("host")) {
         (Some(origin), Some(host)) => origin == format!("http://{host}"),
         (Some(_), None) => false,
         (None, _) => text("sec-fetch-site") == Some("same-origin"),
@@ -299,7 +301,9 @@ async fn security_headers(request: Request, next: Next) -> Response {
              frame-ancestors 'none'",
         ),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        // Same-origin, not no-referrer: under no-referrer a browser's form POST says
+        // `Origin: null`, and the CSRF check wants to see our own origin.
+        (header::REFERRER_POLICY, "same-origin"),
         (header::X_FRAME_OPTIONS, "DENY"),
     ] {
         headers.insert(name, HeaderValue::from_static(value));

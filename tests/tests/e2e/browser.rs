@@ -350,3 +350,153 @@ async fn pages_show_guests_only_public_files_and_say_when_guests_are_not_served(
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(r.text().await.unwrap().contains("Sign-in required"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_searches_downloads_plays_browses_and_shares_in_the_agents_web_client() {
+    use peerdex_agent::config::{ConfigFile, ShareConfig};
+    let server = TestServer::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let music = root.path().join("Music");
+    let track = peerdex_tests::pseudo_random(3 << 20, 11);
+    write_file(&music, "Artist/Album/Track One.mp3", &track);
+    write_file(&music, "notes/readme.txt", b"hello from alice");
+    let alice = TestAgent::start(&server.url, &[&music], |c| c.nick = Some("alice".into())).await;
+    alice.wait_synced().await;
+    // Bob's shares come from a config file, so the page can change them.
+    let mine = root.path().join("Mine");
+    write_file(&mine, "mine.txt", b"bob's own");
+    let later = root.path().join("Later");
+    write_file(&later, "later.txt", b"shared from the page");
+    let config = root.path().join("bob.toml");
+    ConfigFile::edit(&config, |file| {
+        file.share(ShareConfig {
+            path: mine.clone(),
+            name: None,
+            exclude: vec![],
+            follow_symlinks: false,
+            include_hidden: false,
+            visibility: Default::default(),
+            scopes: Vec::new(),
+        })
+    })
+    .unwrap();
+    let bob = TestAgent::start(&server.url, &[&mine], |c| {
+        c.nick = Some("bob".into());
+        c.shares_file = Some(config.clone());
+    })
+    .await;
+    bob.wait_synced().await;
+    server.wait_for_hits("track", 1).await;
+    let addr = bob.handle.ui_addr.expect("the web client listens");
+    let token = peerdex_agent::web::load_or_create_token(&bob.config.state).unwrap();
+
+    let browser = Browser::start().await;
+    let b = &browser.client;
+    // The address `peerdex ui` prints signs the browser in and lands on the start page.
+    b.goto(&peerdex_agent::web::sign_in_url(addr, &token))
+        .await
+        .unwrap();
+    browser.text_of("#nick", "bob").await;
+    browser.text_of("#connection", "Connected to").await;
+    assert!(
+        !browser.url().await.contains("token"),
+        "the token leaves the address bar"
+    );
+    browser.screenshot("agent-home-desktop", 1280, 800).await;
+
+    // Search with the keyboard alone.
+    let input = browser.element("input#q").await;
+    input.send_keys("track").await.unwrap();
+    input
+        .send_keys(&char::from(Key::Enter).to_string())
+        .await
+        .unwrap();
+    browser.text_of(".hit .name", "Track One.mp3").await;
+    assert!(browser.url().await.contains("/search?q=track"));
+    browser.text_of(".hit .sources", "1 person online").await;
+    browser.screenshot("agent-search-desktop", 1280, 800).await;
+    browser.screenshot("agent-search-phone", 375, 812).await;
+
+    // The result's page: who has it, and a player that streams it from the agent.
+    browser.element(".hit a.name").await.click().await.unwrap();
+    browser.text_of("#name", "Track One.mp3").await;
+    browser.text_of("#sources", "alice").await;
+    let player = browser.element("#player audio").await;
+    let src = player.attr("src").await.unwrap().unwrap();
+    assert!(src.starts_with("/play/"), "{src}");
+    let streamed = b
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             fetch(arguments[0]).then(r => r.arrayBuffer())
+               .then(b => done(b.byteLength)).catch(e => done(String(e)));",
+            vec![serde_json::json!(src)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        streamed,
+        serde_json::json!(track.len()),
+        "the page's player gets the whole file"
+    );
+
+    // Download with the keyboard: Enter on the button; the transfers page follows it live.
+    let button = browser.element("#download").await;
+    button
+        .send_keys(&char::from(Key::Enter).to_string())
+        .await
+        .unwrap();
+    browser.text_of("h1", "Downloads").await;
+    assert!(browser.url().await.ends_with("/transfers"));
+    browser.text_of("#downloads tbody tr .state", "done").await;
+    browser
+        .text_of("#downloads tbody tr .bytes", "3.0 MiB of 3.0 MiB")
+        .await;
+    let on_disk = std::fs::read(bob.config.download_dir.join("Track One.mp3")).unwrap();
+    assert!(on_disk == track, "the file on disk is the content");
+    browser
+        .screenshot("agent-transfers-desktop", 1280, 800)
+        .await;
+    browser.screenshot("agent-transfers-phone", 375, 812).await;
+
+    // Browse the sharer from a result: its folder, one page.
+    b.goto(&format!("http://{addr}/search?q=readme"))
+        .await
+        .unwrap();
+    browser.element("a.sharer").await.click().await.unwrap();
+    browser.text_of("#nick", "alice").await;
+    browser.text_of(".crumbs", "alice / Music / notes").await;
+    browser.text_of(".listing .file .name", "readme.txt").await;
+    browser.element(".crumbs a").await.click().await.unwrap();
+    browser.text_of(".listing .dir a", "Music/").await;
+
+    // Shares: add a folder from the page, see it, stop sharing it.
+    b.goto(&format!("http://{addr}/shares")).await.unwrap();
+    browser.text_of("#shares", "Mine").await;
+    let path = browser.element("input#path").await;
+    path.send_keys(&later.display().to_string()).await.unwrap();
+    path.send_keys(&char::from(Key::Enter).to_string())
+        .await
+        .unwrap();
+    browser.text_of(".notice", "Now sharing \"Later\"").await;
+    browser.text_of("#shares", "Later").await;
+    server.wait_for_hits("later", 1).await;
+    browser.screenshot("agent-shares-phone", 375, 812).await;
+    let stop = b
+        .find(Locator::XPath(
+            "//ul[@id='shares']/li[span[@class='name' and text()='Later']]//button",
+        ))
+        .await
+        .unwrap();
+    stop.click().await.unwrap();
+    browser
+        .text_of(".notice", "No longer sharing \"Later\"")
+        .await;
+    let listed = browser.text_of("#shares", "Mine").await;
+    assert!(!listed.contains("Later"), "{listed}");
+
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    b.clone().close().await.unwrap();
+    bob.stop().await;
+    alice.stop().await;
+}
