@@ -265,13 +265,30 @@ struct AgentControls {
     queue: Arc<transfers::TransferQueue>,
 }
 
-impl Controls for AgentControls {
-    fn status(&self) -> AgentStatus {
+/// What the catalog says of the shares: counts per share and changes not yet sent. Reading it
+/// scans the catalog (tens of ms at 200,000 files while hashing), which is why pages keep one.
+#[derive(Debug, Clone, Default)]
+struct CatalogCounts {
+    shares: HashMap<String, ShareCounts>,
+    unsynced_changes: u64,
+}
+
+impl AgentControls {
+    fn catalog_counts(&self) -> CatalogCounts {
         let (counts, unsynced_changes) = self
             .catalog
             .read(|r| Ok((r.counts()?, r.pending_count()?)))
             .unwrap_or_default();
-        let counts: HashMap<String, ShareCounts> = counts.into_iter().collect();
+        CatalogCounts {
+            shares: counts.into_iter().collect(),
+            unsynced_changes,
+        }
+    }
+
+    /// The status with the catalog's part from `counts` (everything else read now).
+    fn status_with(&self, counts: &CatalogCounts) -> AgentStatus {
+        let unsynced_changes = counts.unsynced_changes;
+        let counts = &counts.shares;
         let (_, queued) = self.files.slot_usage();
         let stats = &self.files.stats;
         AgentStatus {
@@ -310,6 +327,12 @@ impl Controls for AgentControls {
                 .filter(|t| !t.row.state.finished())
                 .collect(),
         }
+    }
+}
+
+impl Controls for AgentControls {
+    fn status(&self) -> AgentStatus {
+        self.status_with(&self.catalog_counts())
     }
 
     fn add_transfers(&self, new: &[NewTransfer]) -> anyhow::Result<Vec<u64>> {

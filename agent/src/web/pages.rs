@@ -50,11 +50,11 @@ const HISTORY: usize = 50;
 /// How often the live stream looks for changes.
 const EVENT_TICK: Duration = Duration::from_millis(500);
 
-fn encoded(text: &str) -> String {
+pub(super) fn encoded(text: &str) -> String {
     utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
 }
 
-fn render(status: StatusCode, rendered: Result<String, askama::Error>) -> Response {
+pub(super) fn render(status: StatusCode, rendered: Result<String, askama::Error>) -> Response {
     match rendered {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => (
@@ -73,7 +73,11 @@ struct ErrorPage {
     message: String,
 }
 
-fn error_page(status: StatusCode, heading: &str, message: impl Into<String>) -> Response {
+pub(super) fn error_page(
+    status: StatusCode,
+    heading: &str,
+    message: impl Into<String>,
+) -> Response {
     render(
         status,
         ErrorPage {
@@ -87,7 +91,7 @@ fn error_page(status: StatusCode, heading: &str, message: impl Into<String>) -> 
 
 /// A failed call to the index server as a page: its own status and words when it answered,
 /// 502 when it could not be reached.
-fn server_error(error: &ApiError) -> Response {
+pub(super) fn server_error(error: &ApiError) -> Response {
     match error {
         ApiError::Server { status, body } => {
             let heading = match *status {
@@ -107,7 +111,7 @@ fn server_error(error: &ApiError) -> Response {
     }
 }
 
-fn bad_request(message: impl Into<String>) -> Response {
+pub(super) fn bad_request(message: impl Into<String>) -> Response {
     error_page(StatusCode::BAD_REQUEST, "That did not work", message)
 }
 
@@ -168,8 +172,22 @@ async fn blocking<T: Send + 'static>(
         })
 }
 
+/// The agent's status for a page (its catalog counts a moment old: [`Web::status`]).
+async fn page_status(web: &Arc<Web>) -> Result<crate::AgentStatus, PageError> {
+    let web = web.clone();
+    tokio::task::spawn_blocking(move || web.status())
+        .await
+        .map_err(|_| {
+            PageError::Other(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "the agent's task failed".to_owned(),
+            )
+        })
+}
+
 /// A client of the index server with this agent's session.
-fn server(web: &Web) -> Result<ServerClient, PageError> {
+pub(super) fn server(web: &Web) -> Result<ServerClient, PageError> {
     web.controls
         .queue
         .server_clients()
@@ -191,7 +209,7 @@ struct HomePage {
 
 /// `GET /`: what the agent is doing, and the search box.
 pub(super) async fn home(State(web): State<Arc<Web>>) -> Response {
-    let status = match blocking(&web, |c| c.status()).await {
+    let status = match page_status(&web).await {
         Ok(status) => status,
         Err(page) => return page.into_response(),
     };
@@ -1189,7 +1207,7 @@ pub(super) async fn shares(
         )),
         (None, None) => None,
     };
-    let status = match blocking(&web, |c| c.status()).await {
+    let status = match page_status(&web).await {
         Ok(status) => status,
         Err(page) => return page.into_response(),
     };

@@ -16,6 +16,7 @@ use peerdex_shared::api::ErrorCode;
 use peerdex_shared::social::{
     Contact, ContactState, Event, EventEnvelope, Message, ReceiptState, RoomLine, RoomRole,
 };
+use peerdex_shared::units::ago_since;
 
 use super::{api_key_from_env, emit, resolve_server, visible};
 
@@ -423,7 +424,7 @@ fn line_text(room: Option<&str>, line: &RoomLine) -> String {
         ),
         None => format!(
             "{}\t<{}> {}\n",
-            ago(line.at),
+            ago_since(line.at),
             visible(&line.from),
             body.join(" / ")
         ),
@@ -618,24 +619,11 @@ fn emit_list<T: serde::Serialize>(
 }
 
 /// How long ago `at` (Unix seconds) was, in words.
-fn ago(at: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let secs = now.saturating_sub(at);
-    match secs {
-        0..=59 => "just now".into(),
-        60..=3599 => format!("{} min ago", secs / 60),
-        3600..=86_399 => format!("{} h ago", secs / 3600),
-        _ => format!("{} d ago", secs / 86_400),
-    }
-}
-
 fn contact_line(contact: &Contact) -> String {
     let state = match contact.state {
         ContactState::Accepted if contact.online => "online".to_string(),
         ContactState::Accepted => match contact.last_seen {
-            Some(at) => format!("offline, last seen {}", ago(at)),
+            Some(at) => format!("offline, last seen {}", ago_since(at)),
             None => "offline, never seen".to_string(),
         },
         ContactState::Incoming => format!(
@@ -802,7 +790,7 @@ pub async fn inbox(
             m.id,
             visible(&m.from),
             visible(&m.to),
-            ago(m.sent_at),
+            ago_since(m.sent_at),
             first_line(&m.body)
         ));
     }
@@ -836,7 +824,7 @@ pub async fn read(
             message.id,
             visible(&message.from),
             visible(&message.to),
-            ago(message.sent_at)
+            ago_since(message.sent_at)
         ))?;
     }
     Ok(())
@@ -853,7 +841,10 @@ fn describe(envelope: &EventEnvelope) -> String {
         } => format!(
             "{} went offline{}",
             visible(name),
-            last_seen.map_or(String::new(), |at| format!(" (last seen {})", ago(at)))
+            last_seen.map_or(String::new(), |at| format!(
+                " (last seen {})",
+                ago_since(at)
+            ))
         ),
         Event::ContactRequest { from } => format!(
             "{} asks to be your contact: peerdex contact accept {}",

@@ -14,7 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use peerdex_shared::api::{BrowseEntry, FolderHit, FolderListing, SearchHit, SearchResponse};
-use peerdex_shared::units::human_size;
+use peerdex_shared::units::{ago, human_size};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
@@ -315,15 +315,6 @@ pub struct PeerPageParams {
     offset: Option<u64>,
 }
 
-fn ago(secs: i64) -> String {
-    match secs {
-        ..60 => "just now".to_owned(),
-        60..3600 => format!("{} min ago", secs / 60),
-        3600..86_400 => format!("{} h ago", secs / 3600),
-        _ => format!("{} days ago", secs / 86_400),
-    }
-}
-
 fn file_view(entry: &BrowseEntry) -> FileView {
     let name = entry
         .path
@@ -435,7 +426,7 @@ pub async fn peer_page(
             "online now".to_owned()
         } else {
             match card.last_seen {
-                Some(secs) => format!("offline, last seen {}", ago(secs)),
+                Some(secs) => format!("offline, last seen {}", ago(secs.max(0) as u64)),
                 None => "offline".to_owned(),
             }
         },

@@ -500,3 +500,143 @@ async fn a_user_searches_downloads_plays_browses_and_shares_in_the_agents_web_cl
     bob.stop().await;
     alice.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_messages_and_wishes_in_the_agents_web_client() {
+    use peerdex_client::Identity;
+    use peerdex_tests::{agent_config, sign_up};
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Bob's agent runs on the key his account is linked to; Ann has an account and, later, an agent.
+    let bob_state = dir.path().join("bob-state");
+    std::fs::create_dir_all(&bob_state).unwrap();
+    let bob_key = Identity::load_or_create(&bob_state.join(peerdex_agent::KEY_FILE)).unwrap();
+    sign_up(&server, "bob", &bob_key).await;
+    let ann_state = dir.path().join("ann-state");
+    std::fs::create_dir_all(&ann_state).unwrap();
+    let ann_key = Identity::load_or_create(&ann_state.join(peerdex_agent::KEY_FILE)).unwrap();
+    let ann = sign_up(&server, "ann", &ann_key).await;
+    let share = dir.path().join("share");
+    write_file(&share, "bob.txt", b"bob's");
+    let bob = TestAgent::start_with(agent_config(&server.url, &bob_state, &[&share])).await;
+    bob.wait_synced().await;
+    assert!(!ann.add_contact("bob").await.unwrap());
+    let addr = bob.handle.ui_addr.unwrap();
+    let token = peerdex_agent::web::load_or_create_token(&bob.config.state).unwrap();
+
+    let browser = Browser::start().await;
+    let b = &browser.client;
+    b.goto(&peerdex_agent::web::sign_in_url(addr, &token))
+        .await
+        .unwrap();
+    browser.text_of("#nick", "").await;
+    b.goto(&format!("http://{addr}/people")).await.unwrap();
+    browser.text_of("#contacts", "ann").await;
+    browser
+        .text_of("#contacts", "asks to be your contact")
+        .await;
+    browser
+        .element("#contacts button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.text_of("#contacts", "offline").await;
+
+    // Ann's agent comes online: the page says so.
+    let ann_share = dir.path().join("ann-share");
+    write_file(&ann_share, "ann.txt", b"ann's");
+    let ann_agent =
+        TestAgent::start_with(agent_config(&server.url, &ann_state, &[&ann_share])).await;
+    ann_agent.wait_synced().await;
+    let client = browser.client.clone();
+    wait_until("ann to show online", PAGE_WAIT, || {
+        let client = client.clone();
+        async move {
+            client.refresh().await.map_err(|e| e.to_string())?;
+            let text = client
+                .find(Locator::Css("#contacts"))
+                .await
+                .map_err(|e| e.to_string())?
+                .text()
+                .await
+                .map_err(|e| e.to_string())?;
+            if text.contains("online") && !text.contains("offline") {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        }
+    })
+    .await;
+
+    // A message from Ann is in the inbox; the conversation answers her.
+    ann.send_message("bob", "have you got the slides?")
+        .await
+        .unwrap();
+    b.refresh().await.unwrap();
+    browser.text_of("#inbox", "have you got the slides?").await;
+    browser.element("#inbox a").await.click().await.unwrap();
+    browser.text_of("#with", "ann").await;
+    browser
+        .text_of("#messages", "have you got the slides?")
+        .await;
+    let body = browser.element("textarea#body").await;
+    body.send_keys("yes, in my share").await.unwrap();
+    browser
+        .element("form.stack button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.text_of("#messages", "yes, in my share").await;
+    let to_ann = ann.messages(false, Some("bob"), None).await.unwrap();
+    assert!(
+        to_ann
+            .messages
+            .iter()
+            .any(|m| m.body == "yes, in my share" && m.from == "bob"),
+        "{to_ann:?}"
+    );
+    browser
+        .screenshot("agent-conversation-phone", 375, 812)
+        .await;
+
+    // A wish, added and removed from the page.
+    b.goto(&format!("http://{addr}/people")).await.unwrap();
+    let wish = browser.element("input#wish").await;
+    wish.send_keys("slides").await.unwrap();
+    wish.send_keys(&char::from(Key::Enter).to_string())
+        .await
+        .unwrap();
+    browser.text_of("#wishes", "slides").await;
+    browser.screenshot("agent-people-desktop", 1280, 800).await;
+    browser
+        .element("#wishes button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let client = browser.client.clone();
+    wait_until("the wish to go", PAGE_WAIT, || {
+        let client = client.clone();
+        async move {
+            let items = client
+                .find_all(Locator::Css("#wishes li"))
+                .await
+                .map_err(|e| e.to_string())?;
+            if items.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} wishes", items.len()))
+            }
+        }
+    })
+    .await;
+
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    b.clone().close().await.unwrap();
+    ann_agent.stop().await;
+    bob.stop().await;
+}
