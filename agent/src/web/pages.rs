@@ -1129,9 +1129,22 @@ pub(super) async fn play(
     response
 }
 
-/// `GET /events`: the transfers table, live: a `transfers` event with every line (JSON) each
-/// time something in it changed.
-pub(super) async fn events(State(web): State<Arc<Web>>) -> Response {
+/// What `/events` streams besides the transfers.
+#[derive(Deserialize, Default)]
+pub(super) struct EventsParams {
+    /// `1`: also relay the account's contact, presence, message and wish events.
+    people: Option<u8>,
+}
+
+/// `GET /events[?people=1]`: the transfers table, live: a `transfers` event with every line
+/// (JSON) each time something in it changed; with `people=1` also a `people` event for each
+/// contact, presence, message, receipt or wish-hit event of the account (PROTOCOL §10.1, the
+/// envelope as JSON), relayed from the index server, and `{"type":"relay_open"}` each time
+/// the relay (re)connects to it. One stream per tab.
+pub(super) async fn events(
+    State(web): State<Arc<Web>>,
+    params: Result<Query<EventsParams>, QueryRejection>,
+) -> Response {
     let Ok(permit) = web.event_streams.clone().try_acquire_owned() else {
         return error_page(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -1139,8 +1152,9 @@ pub(super) async fn events(State(web): State<Arc<Web>>) -> Response {
             "Too many live pages are open; close some tabs.",
         );
     };
-    let state = (web, permit, None::<String>, true);
-    let stream = futures_util::stream::unfold(state, |(web, permit, last, first)| async move {
+    let people = params.is_ok_and(|Query(p)| p.people == Some(1));
+    let state = (web.clone(), permit, None::<String>, true);
+    let transfers = futures_util::stream::unfold(state, |(web, permit, last, first)| async move {
         let mut first = first;
         loop {
             if !first {
@@ -1163,9 +1177,96 @@ pub(super) async fn events(State(web): State<Arc<Web>>) -> Response {
             }
         }
     });
-    Sse::new(stream)
+    let relayed = futures_util::StreamExt::flatten(futures_util::stream::iter(
+        people.then(|| people_events(web)),
+    ));
+    Sse::new(futures_util::stream::select(transfers, relayed))
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// The server's account events as they arrive, read with this agent's session.
+type ServerEvents = std::pin::Pin<
+    Box<
+        dyn futures_util::Stream<
+                Item = Result<
+                    eventsource_stream::Event,
+                    eventsource_stream::EventStreamError<reqwest::Error>,
+                >,
+            > + Send,
+    >,
+>;
+
+/// How long the relay waits before it asks the index server for the events again.
+const RELAY_RETRY: Duration = Duration::from_secs(10);
+
+/// The account's social events, relayed as `people` events; the stream to the index server is
+/// opened again (after [`RELAY_RETRY`]) when it fails or ends, e.g. while the device is signed
+/// in to no account.
+fn people_events(
+    web: Arc<Web>,
+) -> impl futures_util::Stream<Item = Result<Event, Infallible>> + Send {
+    use futures_util::StreamExt;
+    use peerdex_shared::social::{Event as Social, EventEnvelope};
+    futures_util::stream::unfold((web, None::<ServerEvents>), |(web, mut open)| async move {
+        loop {
+            let Some(stream) = open.as_mut() else {
+                let opened = match server(&web) {
+                    Ok(client) => client.event_stream(None).await.ok(),
+                    Err(_) => None,
+                };
+                match opened {
+                    Some(response) => {
+                        let events =
+                            eventsource_stream::Eventsource::eventsource(response.bytes_stream());
+                        open = Some(Box::pin(events));
+                        // Live from here on (presence is never replayed): the page may say so.
+                        let event = Event::default()
+                            .event("people")
+                            .data(r#"{"type":"relay_open"}"#);
+                        return Some((Ok(event), (web, open)));
+                    }
+                    None => tokio::select! {
+                        () = web.stop.cancelled() => return None,
+                        () = tokio::time::sleep(RELAY_RETRY) => {}
+                    },
+                }
+                continue;
+            };
+            let next = tokio::select! {
+                () = web.stop.cancelled() => return None,
+                next = stream.next() => next,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    let Ok(envelope) = serde_json::from_str::<EventEnvelope>(&message.data) else {
+                        continue;
+                    };
+                    let social = matches!(
+                        envelope.event,
+                        Social::Presence { .. }
+                            | Social::ContactRequest { .. }
+                            | Social::ContactAccepted { .. }
+                            | Social::ContactRemoved { .. }
+                            | Social::Message { .. }
+                            | Social::Receipt { .. }
+                            | Social::WishHit { .. }
+                    );
+                    if social {
+                        let event = Event::default().event("people").data(message.data);
+                        return Some((Ok(event), (web, open)));
+                    }
+                }
+                Some(Err(_)) | None => {
+                    open = None;
+                    tokio::select! {
+                        () = web.stop.cancelled() => return None,
+                        () = tokio::time::sleep(RELAY_RETRY) => {}
+                    }
+                }
+            }
+        }
+    })
 }
 
 // ---- shares ------------------------------------------------------------------------------------
