@@ -38,7 +38,7 @@ pub struct Caller {
     /// session token was sent.
     pub device: Option<PeerId>,
     /// The bearer token's hash, when it is an account token (for logout).
-    token_hash: Option<[u8; 32]>,
+    pub(crate) token_hash: Option<[u8; 32]>,
     /// What the credentials may do: `all` (a sign-in, a peer session, a guest's public reads)
     /// or an API key's comma list of [`API_KEY_SCOPES`].
     scopes: String,
@@ -60,24 +60,44 @@ pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
 /// TLS nor a trusted proxy's `X-Forwarded-Proto: https`) from a client off loopback, and the
 /// operator did not allow that (`tls.allow_plain_auth`).
 fn sent_in_clear(state: &AppState, parts: &Parts) -> bool {
-    if state.config.tls.allow_plain_auth
-        || parts
-            .extensions
-            .get::<crate::server::ConnectionSecurity>()
-            .is_some_and(|s| s.tls)
-    {
+    if state.config.tls.allow_plain_auth || over_https(state, parts) {
         return false;
     }
     let Some(ConnectInfo(remote)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
         return false;
     };
-    let proxied_https = state.is_trusted_proxy(remote.ip().to_canonical())
+    !client_ip(state, *remote, &parts.headers).is_loopback()
+}
+
+/// Refuses a request that would carry a password in clear (what [`CredentialsChannel`] does,
+/// for handlers that answer with a page).
+pub(crate) fn refuse_in_clear(state: &AppState, parts: &Parts) -> Result<(), ApiError> {
+    if sent_in_clear(state, parts) {
+        Err(insecure_transport())
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether the request came over HTTPS: our own TLS, or a trusted proxy's
+/// `X-Forwarded-Proto: https`.
+pub(crate) fn over_https(state: &AppState, parts: &Parts) -> bool {
+    if parts
+        .extensions
+        .get::<crate::server::ConnectionSecurity>()
+        .is_some_and(|s| s.tls)
+    {
+        return true;
+    }
+    let Some(ConnectInfo(remote)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+        return false;
+    };
+    state.is_trusted_proxy(remote.ip().to_canonical())
         && parts
             .headers
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
-    !proxied_https && !client_ip(state, *remote, &parts.headers).is_loopback()
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
 }
 
 fn insecure_transport() -> ApiError {
@@ -99,9 +119,7 @@ impl FromRequestParts<Arc<AppState>> for CredentialsChannel {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        if sent_in_clear(state, parts) {
-            return Err(insecure_transport());
-        }
+        refuse_in_clear(state, parts)?;
         Ok(CredentialsChannel)
     }
 }
@@ -115,11 +133,67 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let Some(token) = bearer(&parts.headers) else {
-            return Ok(Caller {
-                scopes: "all".into(),
-                ..Caller::default()
-            });
+        let token = bearer(&parts.headers).map(str::to_owned);
+        Caller::of_token(state, parts, token.as_deref()).await
+    }
+}
+
+/// The cookie the server's pages keep an account's token in (set by `POST /signin`).
+pub const PAGE_COOKIE: &str = "peerdex_session";
+
+/// The value of the pages' session cookie in `Cookie`.
+pub(crate) fn page_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == PAGE_COOKIE)
+        .map(|(_, value)| value)
+        .filter(|value| !value.is_empty())
+}
+
+/// Who views a page: the account whose token the session cookie holds, else a guest. A cookie
+/// that no longer names a session (revoked, expired) is a guest, not an error: the page then
+/// offers to sign in again.
+pub struct PageCaller(pub Caller);
+
+impl FromRequestParts<Arc<AppState>> for PageCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let token = page_cookie(&parts.headers).map(str::to_owned);
+        match Caller::of_token(state, parts, token.as_deref()).await {
+            Ok(caller) => Ok(PageCaller(caller)),
+            Err(e) if e.status == StatusCode::UNAUTHORIZED => {
+                Ok(PageCaller(Caller::of_token(state, parts, None).await?))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Caller {
+    /// A guest: no account, public reads.
+    pub(crate) fn guest() -> Caller {
+        Caller {
+            scopes: "all".into(),
+            ..Caller::default()
+        }
+    }
+
+    /// The caller a request with `token` (or none: a guest) stands for.
+    async fn of_token(
+        state: &Arc<AppState>,
+        parts: &Parts,
+        token: Option<&str>,
+    ) -> Result<Caller, ApiError> {
+        let Some(token) = token else {
+            return Ok(Caller::guest());
         };
         let hash = secret_hash(token);
         let db = state.store.db.clone();
@@ -339,6 +413,17 @@ pub async fn login(
 ) -> Result<Json<LoginResponse>, ApiError> {
     let request: LoginRequest = json_body(body)?;
     let ip = client_ip(&state, remote, &headers);
+    sign_in(&state, ip, request).await.map(Json)
+}
+
+/// Checks a name and password (and a device proof, when given) and makes a session token:
+/// what `POST /api/v1/login` and the pages' sign-in form do. Failed attempts count against
+/// the name and the address alike.
+pub(crate) async fn sign_in(
+    state: &Arc<AppState>,
+    ip: std::net::IpAddr,
+    request: LoginRequest,
+) -> Result<LoginResponse, ApiError> {
     let key = nickname_key(&request.name);
     let guards = &state.guards;
     if let Some(wait) = guards
@@ -357,7 +442,7 @@ pub async fn login(
         Some(a) => a.pass_phc.clone(),
         None => decoy_hash(&state.config.accounts),
     };
-    let matches = verify_blocking(&state, phc, request.password).await?;
+    let matches = verify_blocking(state, phc, request.password).await?;
     let account = match account {
         Some(account) if matches && !account.disabled => account,
         other => {
@@ -372,7 +457,7 @@ pub async fn login(
         }
     };
     refuse_banned(
-        &state,
+        state,
         crate::db::BanSubject {
             account: Some(account.name.clone()),
             peer: request.device.as_ref().map(|d| d.peer_id),
@@ -422,10 +507,10 @@ pub async fn login(
     })
     .await??;
     info!(account = %info.name, %ip, device = ?request.device.as_ref().map(|d| d.peer_id.fmt_short()), "signed in");
-    Ok(Json(LoginResponse {
+    Ok(LoginResponse {
         token: secret,
         account: info,
-    }))
+    })
 }
 
 /// `DELETE /api/v1/login`: revokes the token the request carries.

@@ -145,6 +145,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     let page_routes = Router::new()
         .route("/", get(pages::search_page))
         .route("/u/{nick}", get(pages::peer_page))
+        .route("/signin", get(pages::signin_form).post(pages::signin))
+        .route("/signout", post(pages::signout))
         .route("/static/peerdex.css", get(pages::stylesheet))
         .route("/static/favicon.svg", get(pages::favicon))
         .layer(TimeoutLayer::with_status_code(
@@ -332,7 +334,7 @@ fn parse_peer_id(text: &str) -> Result<PeerId, ApiError> {
 
 /// The client's IP: the connection's address, or `X-Forwarded-For` when the connection comes from
 /// a configured trusted proxy (the rightmost address that is not itself a trusted proxy).
-fn client_ip(state: &AppState, remote: SocketAddr, headers: &HeaderMap) -> IpAddr {
+pub(crate) fn client_ip(state: &AppState, remote: SocketAddr, headers: &HeaderMap) -> IpAddr {
     let direct = remote.ip().to_canonical();
     if !state.is_trusted_proxy(direct) {
         return direct;

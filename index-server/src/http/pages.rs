@@ -18,6 +18,7 @@ use peerdex_shared::units::{ago, human_size};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
+use super::accounts::PageCaller;
 use super::{ApiError, Caller, FolderListParams, SearchParams, list_folder, run_search};
 use crate::state::AppState;
 
@@ -59,12 +60,22 @@ fn page(status: StatusCode, rendered: Result<String, askama::Error>) -> Response
     response
 }
 
-fn footer(state: &AppState) -> String {
+/// What frames every page: who is signed in (the header offers to sign in or out) and the
+/// footer's line.
+struct Chrome {
+    viewer: Option<String>,
+    footer: String,
+}
+
+fn chrome(state: &AppState, caller: &Caller) -> Chrome {
     let online = state.presence.snapshot().count();
-    format!(
-        "peerdex index · {online} {} online · files travel between people, never through this server",
-        if online == 1 { "person" } else { "people" }
-    )
+    Chrome {
+        viewer: caller.account.as_ref().map(|a| a.name.clone()),
+        footer: format!(
+            "peerdex index · {online} {} online · files travel between people, never through this server",
+            if online == 1 { "person" } else { "people" }
+        ),
+    }
 }
 
 fn encoded(text: &str) -> String {
@@ -97,13 +108,13 @@ fn search_url(query: &str, offset: u64) -> String {
 #[template(path = "error.html")]
 struct ErrorPage {
     query: String,
-    footer: String,
+    chrome: Chrome,
     heading: String,
     message: String,
 }
 
 /// An API error as a page, with its status.
-fn error_page(state: &AppState, query: String, error: &ApiError) -> Response {
+fn error_page(chrome: Chrome, query: String, error: &ApiError) -> Response {
     let (status, message) = (error.status, error.body.error.clone());
     let heading = match status {
         StatusCode::NOT_FOUND => "Not found",
@@ -118,7 +129,7 @@ fn error_page(state: &AppState, query: String, error: &ApiError) -> Response {
         status,
         ErrorPage {
             query,
-            footer: footer(state),
+            chrome,
             heading,
             message,
         }
@@ -188,7 +199,7 @@ impl FolderHitView {
 #[template(path = "search.html")]
 struct SearchPage {
     query: String,
-    footer: String,
+    chrome: Chrome,
     notice: Option<String>,
     stats: String,
     count: String,
@@ -209,12 +220,12 @@ pub struct SearchPageParams {
 /// `GET /`: the search form, and with `q` a page of results.
 pub async fn search_page(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    PageCaller(caller): PageCaller,
     params: Result<Query<SearchPageParams>, QueryRejection>,
 ) -> Response {
     let Ok(Query(params)) = params else {
         return error_page(
-            &state,
+            chrome(&state, &caller),
             String::new(),
             &ApiError::bad_request("this page takes q (the words) and offset (a number)"),
         );
@@ -223,7 +234,7 @@ pub async fn search_page(
     let offset = params.offset.unwrap_or(0);
     let mut view = SearchPage {
         query: query.clone(),
-        footer: footer(&state),
+        chrome: chrome(&state, &caller),
         notice: None,
         stats: String::new(),
         count: String::new(),
@@ -243,6 +254,7 @@ pub async fn search_page(
         }
         return page(StatusCode::OK, view.render());
     }
+    let frame = chrome(&state, &caller);
     let found = run_search(
         &state,
         caller,
@@ -261,7 +273,7 @@ pub async fn search_page(
             view.notice = Some(e.body.error);
             return page(StatusCode::BAD_REQUEST, view.render());
         }
-        Err(e) => return error_page(&state, query, &e),
+        Err(e) => return error_page(frame, query, &e),
     };
     view.count = result.count_line(&query);
     view.hits = result.hits.iter().map(HitView::of).collect();
@@ -294,7 +306,7 @@ struct FileView {
 #[template(path = "peer.html")]
 struct PeerPage {
     query: String,
-    footer: String,
+    chrome: Chrome,
     nick: String,
     online: bool,
     presence: String,
@@ -336,13 +348,13 @@ fn file_view(entry: &BrowseEntry) -> FileView {
 /// viewer may see them.
 pub async fn peer_page(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    PageCaller(caller): PageCaller,
     Path(nick): Path<String>,
     params: Result<Query<PeerPageParams>, QueryRejection>,
 ) -> Response {
     let Ok(Query(params)) = params else {
         return error_page(
-            &state,
+            chrome(&state, &caller),
             String::new(),
             &ApiError::bad_request("this page takes path (a folder) and offset (a number)"),
         );
@@ -352,11 +364,11 @@ pub async fn peer_page(
     // One scope for the card and the listing.
     let scope = match caller.scope(&state, "read").await {
         Ok(scope) => scope,
-        Err(e) => return error_page(&state, String::new(), &e),
+        Err(e) => return error_page(chrome(&state, &caller), String::new(), &e),
     };
     let card = match peer_card(&state, scope.clone(), &nick).await {
         Ok(card) => card,
-        Err(e) => return error_page(&state, String::new(), &e),
+        Err(e) => return error_page(chrome(&state, &caller), String::new(), &e),
     };
     let listing: FolderListing = match list_folder(
         &state,
@@ -371,7 +383,7 @@ pub async fn peer_page(
     .await
     {
         Ok(listing) => listing,
-        Err(e) => return error_page(&state, String::new(), &e),
+        Err(e) => return error_page(chrome(&state, &caller), String::new(), &e),
     };
     let nick = listing.nickname.clone();
     let mut crumbs = vec![(nick.clone(), peer_url(&nick, None, 0))];
@@ -420,7 +432,7 @@ pub async fn peer_page(
     let here = (!path.is_empty()).then_some(path.as_str());
     let view = PeerPage {
         query: String::new(),
-        footer: footer(&state),
+        chrome: chrome(&state, &caller),
         online: listing.online,
         presence: if listing.online {
             "online now".to_owned()
@@ -473,6 +485,166 @@ async fn peer_card(
         })
     })
     .await?
+}
+
+#[derive(Template)]
+#[template(path = "signin.html")]
+struct SignInPage {
+    query: String,
+    chrome: Chrome,
+    name: String,
+    error: Option<String>,
+}
+
+/// `GET /signin`: the sign-in form.
+pub async fn signin_form(
+    State(state): State<Arc<AppState>>,
+    PageCaller(caller): PageCaller,
+) -> Response {
+    page(
+        StatusCode::OK,
+        SignInPage {
+            query: String::new(),
+            chrome: chrome(&state, &caller),
+            name: String::new(),
+            error: None,
+        }
+        .render(),
+    )
+}
+
+/// What the sign-in form posts.
+#[derive(Deserialize)]
+pub struct SignInForm {
+    name: String,
+    password: String,
+}
+
+/// Whether a form post comes from one of our own pages: its `Origin` names the host it was
+/// sent to, or (a browser that sends no origin, or `null`) `Sec-Fetch-Site` says same-origin.
+fn from_our_pages(headers: &axum::http::HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    match (text("origin").filter(|o| *o != "null"), text("host")) {
+        (Some(origin), Some(host)) => {
+            origin == format!("http://{host}") || origin == format!("https://{host}")
+        }
+        (Some(_), None) => false,
+        (None, _) => text("sec-fetch-site") == Some("same-origin"),
+    }
+}
+
+fn session_cookie(value: &str, secure: bool, clear: bool) -> HeaderValue {
+    let mut cookie = format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Strict",
+        super::accounts::PAGE_COOKIE
+    );
+    if secure {
+        cookie.push_str("; Secure");
+    }
+    if clear {
+        cookie.push_str("; Max-Age=0");
+    }
+    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static("x=; Max-Age=0"))
+}
+
+/// `POST /signin` (`name`, `password`): signs the browser in to the account (a session token
+/// in an `HttpOnly`, `SameSite=Strict` cookie) and goes to the search page; the pages then show
+/// what the account may see. Wrong credentials show the form again with the reason.
+pub async fn signin(
+    State(state): State<Arc<AppState>>,
+    axum::extract::ConnectInfo(remote): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    parts: axum::http::request::Parts,
+    form: Result<axum::Form<SignInForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let guest = Caller::guest();
+    if !from_our_pages(&parts.headers) {
+        return error_page(
+            chrome(&state, &guest),
+            String::new(),
+            &ApiError::new(
+                StatusCode::FORBIDDEN,
+                peerdex_shared::api::ErrorCode::Forbidden,
+                "this sign-in did not come from this server's own page",
+            ),
+        );
+    }
+    let Ok(axum::Form(form)) = form else {
+        return error_page(
+            chrome(&state, &guest),
+            String::new(),
+            &ApiError::bad_request("signing in needs name and password"),
+        );
+    };
+    let secure = super::accounts::over_https(&state, &parts);
+    let ip = super::client_ip(&state, remote, &parts.headers);
+    let request = peerdex_shared::api::LoginRequest {
+        name: form.name.trim().to_owned(),
+        password: form.password,
+        device: None,
+    };
+    let refused = match super::accounts::refuse_in_clear(&state, &parts) {
+        Ok(()) => super::accounts::sign_in(&state, ip, request).await,
+        Err(e) => Err(e),
+    };
+    match refused {
+        Ok(signed_in) => {
+            let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+            response.headers_mut().insert(
+                header::SET_COOKIE,
+                session_cookie(&signed_in.token, secure, false),
+            );
+            security_headers(&mut response);
+            response
+        }
+        // The form again, with the reason: for wrong credentials that is the page asked for
+        // (200: a browser logs any 4xx page as an error); a refusal keeps its status.
+        Err(e) => page(
+            if e.status == StatusCode::UNAUTHORIZED {
+                StatusCode::OK
+            } else {
+                e.status
+            },
+            SignInPage {
+                query: String::new(),
+                chrome: chrome(&state, &guest),
+                name: form.name,
+                error: Some(e.body.error),
+            }
+            .render(),
+        ),
+    }
+}
+
+/// `POST /signout`: revokes the page session and forgets the cookie.
+pub async fn signout(
+    State(state): State<Arc<AppState>>,
+    parts: axum::http::request::Parts,
+    PageCaller(caller): PageCaller,
+) -> Response {
+    if !from_our_pages(&parts.headers) {
+        return error_page(
+            chrome(&state, &caller),
+            String::new(),
+            &ApiError::new(
+                StatusCode::FORBIDDEN,
+                peerdex_shared::api::ErrorCode::Forbidden,
+                "this sign-out did not come from this server's own page",
+            ),
+        );
+    }
+    if let Some(hash) = caller.token_hash {
+        let db = state.store.db.clone();
+        if let Ok(Err(e)) = super::run_blocking(move || db.revoke_token(&hash)).await {
+            tracing::warn!(error = %e, "could not revoke a page session");
+        }
+    }
+    let secure = super::accounts::over_https(&state, &parts);
+    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie("", secure, true));
+    security_headers(&mut response);
+    response
 }
 
 /// A file of the pages, embedded in the binary, cached by browsers for an hour.

@@ -635,3 +635,106 @@ async fn contacts_messages_and_wishes_in_the_agents_web_client() {
     ann_agent.stop().await;
     bob.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_signs_in_on_the_servers_pages_and_sees_what_guests_do_not() {
+    use peerdex_client::Identity;
+    let server = TestServer::start().await;
+    let alice = TestPeer::join(&server.url, "alice").await;
+    let mut members_only = entry("lab/secret-results.csv", 100, "secret");
+    members_only.visibility = "members".parse::<Visibility>().unwrap();
+    alice
+        .client
+        .upload_full(
+            1,
+            &[entry("open/readme-results.txt", 10, "readme"), members_only],
+        )
+        .await
+        .unwrap();
+    server.wait_for_hits("results", 1).await;
+    peerdex_tests::sign_up(&server, "carol", &Identity::generate().unwrap()).await;
+
+    // Another site cannot sign a browser in (or out) by posting the form.
+    let r = http()
+        .post(format!("{}/signin", server.url))
+        .header("origin", "http://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("name=carol&password=carol%20password")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.headers().get("set-cookie").is_none());
+
+    let browser = Browser::start().await;
+    let b = &browser.client;
+    b.goto(&format!("{}/?q=results", server.url)).await.unwrap();
+    browser.text_of(".hit .name", "readme-results.txt").await;
+    let guest_page = browser.text_of("#main", "readme-results.txt").await;
+    assert!(!guest_page.contains("secret-results"), "{guest_page}");
+
+    // A wrong password: the form again, with the reason.
+    browser.element("#signin").await.click().await.unwrap();
+    browser
+        .element("input#name")
+        .await
+        .send_keys("carol")
+        .await
+        .unwrap();
+    let password = browser.element("input#password").await;
+    password.send_keys("not it").await.unwrap();
+    password
+        .send_keys(&char::from(Key::Enter).to_string())
+        .await
+        .unwrap();
+    browser
+        .text_of("#signin-error", "wrong account name or password")
+        .await;
+
+    // The right one: signed in, and the members-only file is there.
+    let password = browser.element("input#password").await;
+    password.send_keys("carol password").await.unwrap();
+    password
+        .send_keys(&char::from(Key::Enter).to_string())
+        .await
+        .unwrap();
+    browser.text_of("#viewer", "carol").await;
+    b.goto(&format!("{}/?q=results", server.url)).await.unwrap();
+    browser.text_of("#main", "secret-results.csv").await;
+    browser.text_of("#main", "readme-results.txt").await;
+    let cookies = b.get_all_cookies().await.unwrap();
+    let session = cookies
+        .iter()
+        .find(|c| c.name() == "peerdex_session")
+        .expect("the session cookie");
+    assert_eq!(session.http_only(), Some(true));
+
+    // Signing out revokes the session: the same cookie is a guest's now.
+    let token = session.value().to_owned();
+    browser
+        .element("form[action='/signout'] button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.element("#signin").await;
+    b.goto(&format!("{}/?q=results", server.url)).await.unwrap();
+    let after = browser.text_of("#main", "readme-results.txt").await;
+    assert!(!after.contains("secret-results"), "{after}");
+    let replayed = http()
+        .get(format!("{}/?q=secret", server.url))
+        .header("cookie", format!("peerdex_session={token}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !replayed.contains("secret-results.csv"),
+        "a signed-out session still sees members' files"
+    );
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    b.clone().close().await.unwrap();
+}
