@@ -4,6 +4,7 @@
 //! never names a rusqlite or tantivy type.
 
 pub mod accounts;
+mod admin_pages;
 mod error;
 mod lists;
 mod pages;
@@ -147,6 +148,23 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/u/{nick}", get(pages::peer_page))
         .route("/signin", get(pages::signin_form).post(pages::signin))
         .route("/signout", post(pages::signout))
+        .route("/admin", get(admin_pages::admin_page))
+        .route(
+            "/admin/accounts/{name}/{action}",
+            post(admin_pages::account_action),
+        )
+        .route("/admin/invites", post(admin_pages::create_invite))
+        .route("/admin/groups", post(admin_pages::create_group))
+        .route(
+            "/admin/groups/{group}/members",
+            post(admin_pages::add_member),
+        )
+        .route("/admin/bans", post(admin_pages::add_ban))
+        .route("/admin/bans/{id}/remove", post(admin_pages::remove_ban))
+        .route(
+            "/admin/quarantine/{peer}/clear",
+            post(admin_pages::clear_quarantine),
+        )
         .route("/static/peerdex.css", get(pages::stylesheet))
         .route("/static/favicon.svg", get(pages::favicon))
         .layer(TimeoutLayer::with_status_code(

@@ -47,7 +47,7 @@ pub fn security_headers(response: &mut Response) {
     }
 }
 
-fn page(status: StatusCode, rendered: Result<String, askama::Error>) -> Response {
+pub(crate) fn page(status: StatusCode, rendered: Result<String, askama::Error>) -> Response {
     let mut response = match rendered {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => (
@@ -62,15 +62,21 @@ fn page(status: StatusCode, rendered: Result<String, askama::Error>) -> Response
 
 /// What frames every page: who is signed in (the header offers to sign in or out) and the
 /// footer's line.
-struct Chrome {
-    viewer: Option<String>,
-    footer: String,
+pub(crate) struct Chrome {
+    pub(crate) viewer: Option<String>,
+    /// An admin or moderator: the header links to `/admin`.
+    pub(crate) admin: bool,
+    pub(crate) footer: String,
 }
 
-fn chrome(state: &AppState, caller: &Caller) -> Chrome {
+pub(crate) fn chrome(state: &AppState, caller: &Caller) -> Chrome {
     let online = state.presence.snapshot().count();
     Chrome {
         viewer: caller.account.as_ref().map(|a| a.name.clone()),
+        admin: caller
+            .account
+            .as_ref()
+            .is_some_and(|a| a.role != peerdex_shared::api::Role::Member),
         footer: format!(
             "peerdex index · {online} {} online · files travel between people, never through this server",
             if online == 1 { "person" } else { "people" }
@@ -78,7 +84,7 @@ fn chrome(state: &AppState, caller: &Caller) -> Chrome {
     }
 }
 
-fn encoded(text: &str) -> String {
+pub(crate) fn encoded(text: &str) -> String {
     utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
 }
 
@@ -114,7 +120,7 @@ struct ErrorPage {
 }
 
 /// An API error as a page, with its status.
-fn error_page(chrome: Chrome, query: String, error: &ApiError) -> Response {
+pub(crate) fn error_page(chrome: Chrome, query: String, error: &ApiError) -> Response {
     let (status, message) = (error.status, error.body.error.clone());
     let heading = match status {
         StatusCode::NOT_FOUND => "Not found",
@@ -522,7 +528,7 @@ pub struct SignInForm {
 
 /// Whether a form post comes from one of our own pages: its `Origin` names the host it was
 /// sent to, or (a browser that sends no origin, or `null`) `Sec-Fetch-Site` says same-origin.
-fn from_our_pages(headers: &axum::http::HeaderMap) -> bool {
+pub(crate) fn from_our_pages(headers: &axum::http::HeaderMap) -> bool {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     match (text("origin").filter(|o| *o != "null"), text("host")) {
         (Some(origin), Some(host)) => {

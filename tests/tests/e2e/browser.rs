@@ -738,3 +738,149 @@ async fn a_member_signs_in_on_the_servers_pages_and_sees_what_guests_do_not() {
     assert!(errors.is_empty(), "console errors: {errors:#?}");
     b.clone().close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_manages_accounts_invites_groups_and_bans_on_the_admin_page() {
+    use peerdex_client::Identity;
+    let server = TestServer::start().await;
+    let admin = peerdex_tests::sign_up(&server, "boss", &Identity::generate().unwrap()).await;
+    peerdex_tests::operator_db(&server)
+        .set_role("operator", "boss", peerdex_shared::api::Role::Admin)
+        .unwrap();
+    let carol = peerdex_tests::sign_up(&server, "carol", &Identity::generate().unwrap()).await;
+    drop(admin);
+
+    let browser = Browser::start().await;
+    let b = &browser.client;
+    // A member's page session gets no admin page.
+    let sign_in = |name: &'static str| {
+        let url = format!("{}/signin", server.url);
+        let client = browser.client.clone();
+        async move {
+            client.goto(&url).await.unwrap();
+            let field = client.find(Locator::Css("input#name")).await.unwrap();
+            field.send_keys(name).await.unwrap();
+            let password = client.find(Locator::Css("input#password")).await.unwrap();
+            password
+                .send_keys(&format!("{name} password"))
+                .await
+                .unwrap();
+            password
+                .send_keys(&char::from(Key::Enter).to_string())
+                .await
+                .unwrap();
+        }
+    };
+    sign_in("boss").await;
+    browser.text_of("#viewer", "boss").await;
+    browser.element("#admin-link").await.click().await.unwrap();
+    browser.text_of("h1", "Administration").await;
+    browser.text_of("#account-list", "carol").await;
+    browser.text_of("#stats", "people online").await;
+
+    // An invite: its code is shown and it works.
+    browser
+        .element("#invites + form button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let shown = browser.text_of("#invite-code", "Invite code").await;
+    let code = shown
+        .split_whitespace()
+        .nth(2)
+        .expect("the code")
+        .trim_end_matches(|c: char| !c.is_alphanumeric())
+        .to_owned();
+    server
+        .client()
+        .create_account(&peerdex_shared::api::CreateAccountRequest {
+            name: "dave".into(),
+            password: "dave password".into(),
+            invite: Some(code.clone()),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("the invite {code:?} from the page works: {e}"));
+
+    // A group, and carol in it.
+    let group = browser.element("input#group-name").await;
+    group.send_keys("lab").await.unwrap();
+    group
+        .send_keys(&char::from(Key::Enter).to_string())
+        .await
+        .unwrap();
+    browser.text_of("#said", "group lab made").await;
+    let member = browser.element("input#member-lab").await;
+    member.send_keys("carol").await.unwrap();
+    member
+        .send_keys(&char::from(Key::Enter).to_string())
+        .await
+        .unwrap();
+    browser.text_of("#said", "carol added to lab").await;
+    browser.text_of("#group-list", "carol").await;
+    assert_eq!(carol.whoami().await.unwrap().groups, ["lab"]);
+
+    // A timed ban on a nickname pattern, listed, then lifted.
+    let value = browser.element("input#ban-value").await;
+    browser
+        .element("#ban-kind option[value=nick]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    value.send_keys("spam*").await.unwrap();
+    browser
+        .element("input#ban-for")
+        .await
+        .send_keys("1h")
+        .await
+        .unwrap();
+    value
+        .send_keys(&char::from(Key::Enter).to_string())
+        .await
+        .unwrap();
+    browser.text_of("#ban-list", "nick spam*").await;
+    browser.text_of("#ban-list", "min left").await;
+    browser.screenshot("server-admin-desktop", 1280, 800).await;
+    browser.screenshot("server-admin-phone", 375, 812).await;
+    browser
+        .element("#ban-list button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.text_of("#said", "lifted").await;
+
+    // Disabling carol: her token stops working at once, and the audit log says who did it.
+    browser
+        .element("tr[data-account=carol] button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.text_of("tr[data-account=carol]", "disabled").await;
+    assert!(
+        carol.whoami().await.is_err(),
+        "a disabled account's token still works"
+    );
+    browser.text_of("#audit-list", "boss").await;
+
+    // A member is not an admin.
+    browser
+        .element("form[action='/signout'] button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    sign_in("dave").await;
+    browser.text_of("#viewer", "dave").await;
+    assert!(
+        b.find(Locator::Css("#admin-link")).await.is_err(),
+        "a member sees the admin link"
+    );
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    b.goto(&format!("{}/admin", server.url)).await.unwrap();
+    browser.text_of("h1", "Not allowed").await;
+    b.clone().close().await.unwrap();
+}
