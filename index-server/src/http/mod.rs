@@ -148,6 +148,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/u/{nick}", get(pages::peer_page))
         .route("/signin", get(pages::signin_form).post(pages::signin))
         .route("/signout", post(pages::signout))
+        .route("/contact", post(pages::ask_contact))
+        .route("/message", post(pages::write_message))
         .route("/admin", get(admin_pages::admin_page))
         .route(
             "/admin/accounts/{name}/{action}",

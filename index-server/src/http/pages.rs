@@ -324,6 +324,13 @@ struct PeerPage {
     files: Vec<FileView>,
     prev: Option<String>,
     next: Option<String>,
+    /// The account of the sharer, for a signed-in viewer who is someone else: the page offers
+    /// to add it as a contact and to write to it.
+    owner: Option<String>,
+    /// What the last action from this page did.
+    said: Option<String>,
+    /// This page's own address, where its forms come back to.
+    back: String,
 }
 
 /// Query parameters of a sharer's page: the folder and where its page starts.
@@ -331,6 +338,7 @@ struct PeerPage {
 pub struct PeerPageParams {
     path: Option<String>,
     offset: Option<u64>,
+    said: Option<String>,
 }
 
 fn file_view(entry: &BrowseEntry) -> FileView {
@@ -436,7 +444,29 @@ pub async fn peer_page(
         .map(|f| f.summary.title(""))
         .filter(|t| !t.is_empty());
     let here = (!path.is_empty()).then_some(path.as_str());
+    let owner = match &caller.account {
+        Some(viewer) => {
+            let (db, nick, viewer) = (state.store.db.clone(), nick.clone(), viewer.name.clone());
+            super::run_blocking(move || -> Result<Option<String>, crate::db::DbError> {
+                let Some(peer) = db.peer_by_nickname(&nick)? else {
+                    return Ok(None);
+                };
+                Ok(db
+                    .account_of_device(&peer.key)?
+                    .map(|a| a.name)
+                    .filter(|name| *name != viewer))
+            })
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+        }
+        None => None,
+    };
     let view = PeerPage {
+        owner,
+        said: params.said,
+        back: peer_url(&nick, here, offset),
         query: String::new(),
         chrome: chrome(&state, &caller),
         online: listing.online,
@@ -651,6 +681,88 @@ pub async fn signout(
         .insert(header::SET_COOKIE, session_cookie("", secure, true));
     security_headers(&mut response);
     response
+}
+
+/// A form on a sharer's page: who, what, and the page to go back to.
+#[derive(Deserialize)]
+pub struct PersonForm {
+    to: String,
+    #[serde(default)]
+    body: String,
+    back: String,
+}
+
+/// Where an action from a sharer's page returns: that page (never another site), saying
+/// `said`.
+fn back_to(back: &str, said: &str) -> Response {
+    let back = if back.starts_with("/u/") && !back.contains("//") {
+        back
+    } else {
+        "/"
+    };
+    let sep = if back.contains('?') { '&' } else { '?' };
+    axum::response::Redirect::to(&format!("{back}{sep}said={}", encoded(said))).into_response()
+}
+
+/// `POST /contact` (`to`, `back`): asks the sharer's account to be a contact (the API's
+/// `PUT /api/v1/contacts/{name}`, with the page's caller).
+pub async fn ask_contact(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    PageCaller(caller): PageCaller,
+    form: Result<axum::Form<PersonForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(axum::Form(form)) = form.map_err(|_| ()).and_then(|f| {
+        if from_our_pages(&headers) {
+            Ok(f)
+        } else {
+            Err(())
+        }
+    }) else {
+        return error_page(
+            chrome(&state, &caller),
+            String::new(),
+            &ApiError::bad_request("this form comes from a sharer's page on this server"),
+        );
+    };
+    match super::social::add_contact(
+        State(state.clone()),
+        caller.clone(),
+        axum::extract::Path(form.to.clone()),
+    )
+    .await
+    {
+        Ok(_) => back_to(&form.back, &format!("asked {} to be your contact", form.to)),
+        Err(e) => error_page(chrome(&state, &caller), String::new(), &e),
+    }
+}
+
+/// `POST /message` (`to`, `body`, `back`): a private message to the sharer's account (the
+/// API's `POST /api/v1/messages`).
+pub async fn write_message(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    PageCaller(caller): PageCaller,
+    form: Result<axum::Form<PersonForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(axum::Form(form)) = form.map_err(|_| ()).and_then(|f| {
+        if from_our_pages(&headers) {
+            Ok(f)
+        } else {
+            Err(())
+        }
+    }) else {
+        return error_page(
+            chrome(&state, &caller),
+            String::new(),
+            &ApiError::bad_request("this form comes from a sharer's page on this server"),
+        );
+    };
+    let body = serde_json::json!({ "to": form.to, "body": form.body }).to_string();
+    match super::social::send_message(State(state.clone()), caller.clone(), Ok(body.into())).await {
+        Ok(_) => back_to(&form.back, &format!("message sent to {}", form.to)),
+        Err(e) => error_page(chrome(&state, &caller), String::new(), &e),
+    }
 }
 
 /// A file of the pages, embedded in the binary, cached by browsers for an hour.

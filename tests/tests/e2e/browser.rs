@@ -709,6 +709,40 @@ async fn a_member_signs_in_on_the_servers_pages_and_sees_what_guests_do_not() {
         .expect("the session cookie");
     assert_eq!(session.http_only(), Some(true));
 
+    // The sharer's page offers a signed-in viewer to add its account and to write to it.
+    let alice_account = peerdex_tests::sign_up(&server, "alice-account", &alice.identity).await;
+    b.goto(&format!("{}/u/alice", server.url)).await.unwrap();
+    browser
+        .element("#ask-contact button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser
+        .text_of("#said", "asked alice-account to be your contact")
+        .await;
+    let asked = alice_account.contacts().await.unwrap();
+    assert_eq!(asked.contacts[0].name, "carol", "{asked:?}");
+    let body = browser.element("#write textarea").await;
+    body.send_keys("may I see the lab results?").await.unwrap();
+    browser
+        .element("#write button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser
+        .text_of("#said", "message sent to alice-account")
+        .await;
+    let inbox = alice_account.messages(false, None, None).await.unwrap();
+    assert!(
+        inbox
+            .messages
+            .iter()
+            .any(|m| m.from == "carol" && m.body == "may I see the lab results?"),
+        "{inbox:?}"
+    );
+
     // Signing out revokes the session: the same cookie is a guest's now.
     let token = session.value().to_owned();
     browser
