@@ -49,8 +49,26 @@
         return;
       }
       if (event.type === "relay_open") {
-        // Live from now on.
-        people.dataset.connected = "yes";
+        // Live from now on. What happened between the page's making and now came before the
+        // relay listened: compare with the page as it is now, and show that if it changed.
+        fetch(window.location.href, { credentials: "same-origin" })
+          .then((response) => response.text())
+          .then((html) => {
+            const fresh = new DOMParser()
+              .parseFromString(html, "text/html")
+              .querySelector('[data-live="people"]');
+            people.dataset.connected = "yes";
+            if (fresh && fresh.innerHTML !== people.innerHTML) {
+              if (typing()) {
+                news();
+              } else {
+                reload();
+              }
+            }
+          })
+          .catch(() => {
+            people.dataset.connected = "yes";
+          });
         return;
       }
       // Presence changes one line in place.

@@ -17,6 +17,7 @@
 mod metrics;
 mod pages;
 mod people;
+mod rooms;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -210,6 +211,10 @@ pub(crate) async fn serve(
         .route("/messages", post(people::send_message))
         .route("/wishes", post(people::add_wish))
         .route("/wishes/{id}/remove", post(people::remove_wish))
+        .route("/rooms", get(rooms::rooms).post(rooms::join))
+        .route("/rooms/{name}", get(rooms::room))
+        .route("/rooms/{name}/say", post(rooms::say))
+        .route("/rooms/{name}/leave", post(rooms::leave))
         .route("/play/{hash}", get(pages::play))
         .route("/events", get(pages::events))
         .route("/api/status", get(pages::status_json))

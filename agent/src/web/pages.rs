@@ -1250,6 +1250,7 @@ fn people_events(
                             | Social::ContactRemoved { .. }
                             | Social::Message { .. }
                             | Social::Receipt { .. }
+                            | Social::Room { .. }
                             | Social::WishHit { .. }
                     );
                     if social {

@@ -629,6 +629,43 @@ async fn contacts_messages_and_wishes_in_the_agents_web_client() {
     })
     .await;
 
+    // A room: made from the page, a line from Ann arrives live, Bob answers, then leaves.
+    b.goto(&format!("http://{addr}/rooms")).await.unwrap();
+    let room = browser.element("input#room-name").await;
+    room.send_keys("lab-talk").await.unwrap();
+    room.send_keys(&char::from(Key::Enter).to_string())
+        .await
+        .unwrap();
+    browser.text_of("#room", "lab-talk").await;
+    ann.join_room("lab-talk", None).await.unwrap();
+    browser
+        .element("[data-live=people][data-connected=yes]")
+        .await;
+    ann.say("lab-talk", "hello room").await.unwrap();
+    browser.text_of("#lines", "hello room").await;
+    let say = browser.element("textarea#body").await;
+    say.send_keys("hi ann").await.unwrap();
+    browser
+        .element("form.stack button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.text_of("#lines", "hi ann").await;
+    let log = ann.room_log("lab-talk", None).await.unwrap();
+    assert!(
+        log.iter().any(|l| l.from == "bob" && l.body == "hi ann"),
+        "{log:?}"
+    );
+    browser
+        .element("form[action$='/leave'] button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.text_of("#rooms", "lab-talk").await;
+    browser.element("#rooms form button").await;
+
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:#?}");
     b.clone().close().await.unwrap();
