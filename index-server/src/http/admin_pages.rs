@@ -5,8 +5,8 @@
 //! Every read and every change calls the admin API's own handler with the page's caller, so
 //! the page may do exactly what that account may do over the API (moderators: bans and the
 //! quarantine; roles and groups are for admins), and every change lands in the audit log the
-//! same way. Changes are form posts from this page only (the origin is checked), each answered
-//! with a redirect back.
+//! same way. Changes are form posts (from this server's own pages only: the page router checks
+//! the origin of every post), each answered with a redirect back.
 
 use std::sync::Arc;
 
@@ -15,13 +15,13 @@ use axum::Form;
 use axum::body::Bytes;
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use peerdex_shared::units::ago;
 use serde::Deserialize;
 
 use super::accounts::{self, PageCaller};
-use super::pages::{Chrome, chrome, error_page, from_our_pages, page};
+use super::pages::{Chrome, chrome, error_page, page};
 use super::{ApiError, Caller, reports};
 use crate::state::AppState;
 
@@ -211,28 +211,12 @@ fn json(value: serde_json::Value) -> Result<Bytes, axum::extract::rejection::Byt
     Ok(Bytes::from(value.to_string()))
 }
 
-fn cross_site(state: &AppState, caller: &Caller) -> Response {
-    error_page(
-        chrome(state, caller),
-        String::new(),
-        &ApiError::new(
-            StatusCode::FORBIDDEN,
-            peerdex_shared::api::ErrorCode::Forbidden,
-            "this change did not come from this server's own page",
-        ),
-    )
-}
-
 /// `POST /admin/accounts/{name}/{disable|enable}`.
 pub async fn account_action(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     PageCaller(caller): PageCaller,
     Path((name, action)): Path<(String, String)>,
 ) -> Response {
-    if !from_our_pages(&headers) {
-        return cross_site(&state, &caller);
-    }
     let disabled = match action.as_str() {
         "disable" => true,
         "enable" => false,
@@ -269,13 +253,9 @@ pub struct InviteForm {
 /// `POST /admin/invites` (`uses`, `expires`, `group`): makes an invite and shows its code.
 pub async fn create_invite(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     PageCaller(caller): PageCaller,
     form: Result<Form<InviteForm>, FormRejection>,
 ) -> Response {
-    if !from_our_pages(&headers) {
-        return cross_site(&state, &caller);
-    }
     let Ok(Form(form)) = form else {
         return done(
             &state,
@@ -341,13 +321,9 @@ pub struct NameForm {
 /// `POST /admin/groups` (`name`): a new group.
 pub async fn create_group(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     PageCaller(caller): PageCaller,
     form: Result<Form<NameForm>, FormRejection>,
 ) -> Response {
-    if !from_our_pages(&headers) {
-        return cross_site(&state, &caller);
-    }
     let Ok(Form(form)) = form else {
         return done(
             &state,
@@ -370,14 +346,10 @@ pub async fn create_group(
 /// `POST /admin/groups/{group}/members` (`name`): adds an account to a group.
 pub async fn add_member(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     PageCaller(caller): PageCaller,
     Path(group): Path<String>,
     form: Result<Form<NameForm>, FormRejection>,
 ) -> Response {
-    if !from_our_pages(&headers) {
-        return cross_site(&state, &caller);
-    }
     let Ok(Form(form)) = form else {
         return done(
             &state,
@@ -415,13 +387,9 @@ pub struct BanForm {
 /// `POST /admin/bans` (`kind`, `value`, `duration`, `reason`).
 pub async fn add_ban(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     PageCaller(caller): PageCaller,
     form: Result<Form<BanForm>, FormRejection>,
 ) -> Response {
-    if !from_our_pages(&headers) {
-        return cross_site(&state, &caller);
-    }
     let Ok(Form(form)) = form else {
         return done(
             &state,
@@ -456,13 +424,9 @@ pub async fn add_ban(
 /// `POST /admin/bans/{id}/remove`.
 pub async fn remove_ban(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     PageCaller(caller): PageCaller,
     Path(id): Path<i64>,
 ) -> Response {
-    if !from_our_pages(&headers) {
-        return cross_site(&state, &caller);
-    }
     let outcome = accounts::admin_remove_ban(State(state.clone()), caller.clone(), Path(id))
         .await
         .map(|_| ());
@@ -472,13 +436,9 @@ pub async fn remove_ban(
 /// `POST /admin/quarantine/{peer}/clear`.
 pub async fn clear_quarantine(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     PageCaller(caller): PageCaller,
     Path(peer): Path<String>,
 ) -> Response {
-    if !from_our_pages(&headers) {
-        return cross_site(&state, &caller);
-    }
     let outcome =
         reports::admin_clear_quarantine(State(state.clone()), caller.clone(), Path(peer.clone()))
             .await

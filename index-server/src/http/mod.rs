@@ -169,6 +169,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/static/peerdex.css", get(pages::stylesheet))
         .route("/static/favicon.svg", get(pages::favicon))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            pages::only_our_forms,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,

@@ -558,7 +558,7 @@ pub struct SignInForm {
 
 /// Whether a form post comes from one of our own pages: its `Origin` names the host it was
 /// sent to, or (a browser that sends no origin, or `null`) `Sec-Fetch-Site` says same-origin.
-pub(crate) fn from_our_pages(headers: &axum::http::HeaderMap) -> bool {
+fn from_our_pages(headers: &axum::http::HeaderMap) -> bool {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     match (text("origin").filter(|o| *o != "null"), text("host")) {
         (Some(origin), Some(host)) => {
@@ -567,6 +567,31 @@ pub(crate) fn from_our_pages(headers: &axum::http::HeaderMap) -> bool {
         (Some(_), None) => false,
         (None, _) => text("sec-fetch-site") == Some("same-origin"),
     }
+}
+
+/// Refuses any page request that changes something (not GET or HEAD) unless it comes from one
+/// of this server's own pages (CSRF): the page router's one check for every form post.
+pub(crate) async fn only_our_forms(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let changes = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if changes && !from_our_pages(request.headers()) {
+        return error_page(
+            chrome(&state, &Caller::guest()),
+            String::new(),
+            &ApiError::new(
+                StatusCode::FORBIDDEN,
+                peerdex_shared::api::ErrorCode::Forbidden,
+                "this form did not come from this server's own pages",
+            ),
+        );
+    }
+    next.run(request).await
 }
 
 fn session_cookie(value: &str, secure: bool, clear: bool) -> HeaderValue {
@@ -593,17 +618,6 @@ pub async fn signin(
     form: Result<axum::Form<SignInForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let guest = Caller::guest();
-    if !from_our_pages(&parts.headers) {
-        return error_page(
-            chrome(&state, &guest),
-            String::new(),
-            &ApiError::new(
-                StatusCode::FORBIDDEN,
-                peerdex_shared::api::ErrorCode::Forbidden,
-                "this sign-in did not come from this server's own page",
-            ),
-        );
-    }
     let Ok(axum::Form(form)) = form else {
         return error_page(
             chrome(&state, &guest),
@@ -657,17 +671,6 @@ pub async fn signout(
     parts: axum::http::request::Parts,
     PageCaller(caller): PageCaller,
 ) -> Response {
-    if !from_our_pages(&parts.headers) {
-        return error_page(
-            chrome(&state, &caller),
-            String::new(),
-            &ApiError::new(
-                StatusCode::FORBIDDEN,
-                peerdex_shared::api::ErrorCode::Forbidden,
-                "this sign-out did not come from this server's own page",
-            ),
-        );
-    }
     if let Some(hash) = caller.token_hash {
         let db = state.store.db.clone();
         if let Ok(Err(e)) = super::run_blocking(move || db.revoke_token(&hash)).await {
@@ -708,21 +711,14 @@ fn back_to(back: &str, said: &str) -> Response {
 /// `PUT /api/v1/contacts/{name}`, with the page's caller).
 pub async fn ask_contact(
     State(state): State<Arc<AppState>>,
-    headers: axum::http::HeaderMap,
     PageCaller(caller): PageCaller,
     form: Result<axum::Form<PersonForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let Ok(axum::Form(form)) = form.map_err(|_| ()).and_then(|f| {
-        if from_our_pages(&headers) {
-            Ok(f)
-        } else {
-            Err(())
-        }
-    }) else {
+    let Ok(axum::Form(form)) = form else {
         return error_page(
             chrome(&state, &caller),
             String::new(),
-            &ApiError::bad_request("this form comes from a sharer's page on this server"),
+            &ApiError::bad_request("this form takes to, body and back"),
         );
     };
     match super::social::add_contact(
@@ -741,21 +737,14 @@ pub async fn ask_contact(
 /// API's `POST /api/v1/messages`).
 pub async fn write_message(
     State(state): State<Arc<AppState>>,
-    headers: axum::http::HeaderMap,
     PageCaller(caller): PageCaller,
     form: Result<axum::Form<PersonForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let Ok(axum::Form(form)) = form.map_err(|_| ()).and_then(|f| {
-        if from_our_pages(&headers) {
-            Ok(f)
-        } else {
-            Err(())
-        }
-    }) else {
+    let Ok(axum::Form(form)) = form else {
         return error_page(
             chrome(&state, &caller),
             String::new(),
-            &ApiError::bad_request("this form comes from a sharer's page on this server"),
+            &ApiError::bad_request("this form takes to, body and back"),
         );
     };
     let body = serde_json::json!({ "to": form.to, "body": form.body }).to_string();

@@ -936,6 +936,30 @@ async fn an_admin_manages_accounts_invites_groups_and_bans_on_the_admin_page() {
     );
     browser.text_of("#audit-list", "boss").await;
 
+    // Another site cannot use the admin's session to change anything.
+    let cookies = b.get_all_cookies().await.unwrap();
+    let session = cookies
+        .iter()
+        .find(|c| c.name() == "peerdex_session")
+        .expect("the session cookie");
+    let forged = http()
+        .post(format!("{}/admin/bans", server.url))
+        .header("cookie", format!("peerdex_session={}", session.value()))
+        .header("origin", "http://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("kind=account&value=carol")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert!(
+        peerdex_tests::operator_db(&server)
+            .active_bans()
+            .unwrap()
+            .is_empty(),
+        "a forged post banned someone"
+    );
+
     // A member is not an admin.
     browser
         .element("form[action='/signout'] button")
