@@ -270,27 +270,15 @@ async fn own_host(State(web): State<Arc<Web>>, request: Request, next: Next) -> 
 
 /// The value of cookie `name` in `Cookie`.
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
+    let values = headers.get_all(header::COOKIE).iter();
+    peerdex_shared::web::cookie(values.filter_map(|v| v.to_str().ok()), name)
 }
 
-/// Whether a request comes from one of our own pages: its `Origin` is this endpoint (the host
-/// was checked already), or, when the browser sends no origin (or the opaque `null`, as some
-/// do for a form under a strict referrer policy), its `Sec-Fetch-Site` says same-origin (no
-/// page's script can set that header).
+/// Whether a request comes from one of our own pages (`shared::web::same_origin`, over
+/// plain HTTP: this endpoint has no TLS).
 fn same_origin(headers: &HeaderMap) -> bool {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    match (text("origin").filter(|o| *o != "null"), text("host")) {
-        (Some(origin), Some(host)) => origin == format!("http://{host}"),
-        (Some(_), None) => false,
-        (None, _) => text("sec-fetch-site") == Some("same-origin"),
-    }
+    peerdex_shared::web::same_origin(text("origin"), text("host"), text("sec-fetch-site"), false)
 }
 
 /// Lets a request through with a valid token, and a change only from our own pages.
@@ -303,7 +291,7 @@ async fn require_token(State(web): State<Arc<Web>>, request: Request, next: Next
         .is_some_and(|token| web.accepts(token));
     let by_cookie = cookie(headers, &web.cookie).is_some_and(|token| web.accepts(token));
     if !by_bearer && !by_cookie {
-        return pages::sign_in_required(headers);
+        return pages::sign_in_required();
     }
     let changes = !matches!(*request.method(), Method::GET | Method::HEAD);
     if changes && !by_bearer && !same_origin(headers) {
@@ -328,7 +316,7 @@ async fn login(State(web): State<Arc<Web>>, Query(params): Query<LoginParams>) -
             }
             response
         }
-        _ => pages::sign_in_required(&HeaderMap::new()),
+        _ => pages::sign_in_required(),
     }
 }
 

@@ -18,7 +18,7 @@ use axum::Form;
 use axum::body::Body;
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use bytes::Bytes;
@@ -133,7 +133,7 @@ impl IntoResponse for PageError {
 }
 
 /// The answer to a request without the token.
-pub(super) fn sign_in_required(_headers: &HeaderMap) -> Response {
+pub(super) fn sign_in_required() -> Response {
     error_page(
         StatusCode::UNAUTHORIZED,
         "Sign-in required",

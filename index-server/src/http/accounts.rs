@@ -143,14 +143,8 @@ pub const PAGE_COOKIE: &str = "peerdex_session";
 
 /// The value of the pages' session cookie in `Cookie`.
 pub(crate) fn page_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == PAGE_COOKIE)
-        .map(|(_, value)| value)
+    let values = headers.get_all(header::COOKIE).iter();
+    peerdex_shared::web::cookie(values.filter_map(|v| v.to_str().ok()), PAGE_COOKIE)
         .filter(|value| !value.is_empty())
 }
 

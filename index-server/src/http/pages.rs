@@ -560,13 +560,7 @@ pub struct SignInForm {
 /// sent to, or (a browser that sends no origin, or `null`) `Sec-Fetch-Site` says same-origin.
 fn from_our_pages(headers: &axum::http::HeaderMap) -> bool {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    match (text("origin").filter(|o| *o != "null"), text("host")) {
-        (Some(origin), Some(host)) => {
-            origin == format!("http://{host}") || origin == format!("https://{host}")
-        }
-        (Some(_), None) => false,
-        (None, _) => text("sec-fetch-site") == Some("same-origin"),
-    }
+    peerdex_shared::web::same_origin(text("origin"), text("host"), text("sec-fetch-site"), true)
 }
 
 /// Refuses any page request that changes something (not GET or HEAD) unless it comes from one

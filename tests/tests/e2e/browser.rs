@@ -529,7 +529,7 @@ async fn contacts_messages_and_wishes_in_the_agents_web_client() {
     b.goto(&peerdex_agent::web::sign_in_url(addr, &token))
         .await
         .unwrap();
-    browser.text_of("#nick", "").await;
+    browser.text_of("#connection", "Connected to").await;
     b.goto(&format!("http://{addr}/people")).await.unwrap();
     browser.text_of("#contacts", "ann").await;
     browser
