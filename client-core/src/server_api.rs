@@ -263,6 +263,14 @@ pub fn ndjson<T: serde::Serialize>(items: &[T]) -> Vec<u8> {
     out
 }
 
+/// How long an idle pooled connection to the index server may be reused. The server closes a
+/// keep-alive connection that sends nothing for `http.header_read_timeout_secs` (10 s by
+/// default); a request written into a connection the server is closing at that moment fails
+/// with "connection closed before message completed" and is not retried. Staying well below
+/// the server's limit means a connection that might be closing is never picked: a stalled
+/// client (a suspended laptop, a starved runtime) opens a new one instead.
+pub const IDLE_CONNECTION_REUSE: std::time::Duration = std::time::Duration::from_secs(4);
+
 impl ServerClient {
     /// A client for the server at `base` (e.g. `http://127.0.0.1:7700`); refuses a URL that
     /// cannot name an index server (no scheme, another scheme, no host).
@@ -274,6 +282,7 @@ impl ServerClient {
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .read_timeout(std::time::Duration::from_secs(60))
+            .pool_idle_timeout(IDLE_CONNECTION_REUSE)
             .tls_backend_preconfigured(rustls::ClientConfig::clone(&tls))
             .build()?;
         Ok(ServerClient {

@@ -202,7 +202,9 @@ pub fn http() -> reqwest::Client {
 /// A builder of [`http`] clients, for tests that need other settings (no pooling, no redirects).
 pub fn http_builder() -> reqwest::ClientBuilder {
     let tls = peerdex_client::tls::client_config().unwrap();
-    reqwest::Client::builder().tls_backend_preconfigured(rustls::ClientConfig::clone(&tls))
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(rustls::ClientConfig::clone(&tls))
+        .pool_idle_timeout(peerdex_client::server_api::IDLE_CONNECTION_REUSE)
 }
 
 /// An HTTP client for the file server of `peer`: TLS pinned to its key, as a downloader dials.
