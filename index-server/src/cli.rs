@@ -39,6 +39,8 @@ pub enum Command {
     /// Administer accounts, invites and groups in the data directory (the server may be running)
     #[command(subcommand)]
     Admin(crate::admin::AdminCommand),
+    /// Print the OpenAPI 3.1 document of the server's API (what `GET /api/openapi.json` serves)
+    Openapi,
 }
 
 impl Args {
@@ -105,6 +107,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     server.run(shutdown_signal()).await
 }
 
+/// Writes `text` to stdout; a closed pipe (`| head`) is not an error.
+fn print(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
+    }
+}
+
 /// Entry point of the binary; returns the process exit code.
 pub fn main() -> ExitCode {
     let mut args = Args::parse();
@@ -115,13 +126,15 @@ pub fn main() -> ExitCode {
         if let Some(Command::Admin(admin)) = command {
             return crate::admin::run(&config, admin);
         }
+        if let Some(Command::Openapi) = command {
+            let text = crate::http::openapi_document()
+                .to_pretty_json()
+                .context("rendering the OpenAPI document")?;
+            return print(&format!("{text}\n"));
+        }
         if print_only {
             let text = toml::to_string_pretty(&config).context("rendering config")?;
-            let mut stdout = std::io::stdout().lock();
-            return match stdout.write_all(text.as_bytes()) {
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-                other => other.context("writing to stdout"),
-            };
+            return print(&text);
         }
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

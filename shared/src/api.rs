@@ -10,6 +10,7 @@ use crate::{FileHash, FileKind, PeerId, PeerSignature};
 
 /// `POST /api/v1/challenge`: a fresh single-use nonce to sign for registration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChallengeResponse {
     /// Opaque nonce to put in the registration message.
     pub nonce: String,
@@ -19,6 +20,7 @@ pub struct ChallengeResponse {
 
 /// `POST /api/v1/register` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterRequest {
     /// The peer's public key.
     pub peer_id: PeerId,
@@ -38,6 +40,7 @@ pub struct RegisterRequest {
 
 /// What a peer's file server (or a downloader's reverse port) speaks (PROTOCOL §12).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum PeerTransport {
     /// HTTP/1.1 in clear: agents from before TLS, or the debugging switch. Public content only.
@@ -56,6 +59,7 @@ impl PeerTransport {
 
 /// Whether other peers can connect to a peer directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Reachability {
     /// The connect-back probe has not finished yet.
@@ -68,6 +72,7 @@ pub enum Reachability {
 
 /// `POST /api/v1/register` response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterResponse {
     /// Bearer token for the calls that change this peer's state.
     pub session_token: String,
@@ -95,6 +100,7 @@ pub struct RegisterResponse {
 /// guessed from file names. Texts are NFC, without control characters, at most
 /// [`MAX_TAG_BYTES`] bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MediaTags {
     /// Performer (audio) or author (documents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -233,6 +239,7 @@ pub const MAX_TAG_BYTES: usize = 256;
 
 /// One shared file, as a line of a full list upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ListEntry {
     /// Name of the share the file is in.
@@ -255,6 +262,7 @@ pub struct ListEntry {
 
 /// One line of a delta upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum DeltaOp {
     /// A file that the server's version of the list does not have.
@@ -272,6 +280,7 @@ pub enum DeltaOp {
 
 /// Response to a full or delta list upload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SyncResponse {
     /// The version the server now holds.
     pub version: u64,
@@ -281,6 +290,7 @@ pub struct SyncResponse {
 
 /// `POST /api/v1/peers/{id}/heartbeat` response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatResponse {
     /// When to send the next one.
     pub heartbeat_interval_secs: u64,
@@ -292,6 +302,7 @@ pub struct HeartbeatResponse {
 
 /// One peer that holds a content, as shown in search results.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Source {
     /// The peer's key.
     pub peer_id: PeerId,
@@ -318,6 +329,7 @@ pub struct Source {
 /// non-public content from one source (see [`crate::identity::grant_message`]). The source
 /// checks it before serving; without it a non-public hash is answered like an unknown one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Grant {
     /// The peer that may serve.
     pub source: PeerId,
@@ -358,6 +370,7 @@ impl Grant {
 
 /// One distinct content in search results, with the online peers that hold it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SearchHit {
     /// Content hash.
     pub hash: FileHash,
@@ -392,6 +405,7 @@ pub struct SearchHit {
 /// What a folder's files say together: the album and artist most of its audio files name, the
 /// year, the total duration, whether all of it is lossless.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FolderSummary {
     /// Album.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -430,6 +444,7 @@ impl FolderSummary {
 /// A folder (a release: an album, a box set's disc, a book's chapters) in search results: one
 /// folder identity, however its copies are named, and how many online peers hold it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FolderHit {
     /// The folder identity (PROTOCOL §5.3).
     pub id: crate::folder::FolderId,
@@ -479,6 +494,7 @@ impl FolderHit {
 
 /// One file of a folder identity.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FolderEntry {
     /// The name it has in the copy shown.
     pub name: String,
@@ -495,6 +511,7 @@ pub struct FolderEntry {
 
 /// A peer holding files of a folder identity.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FolderHolder {
     /// The peer's key.
     pub peer_id: PeerId,
@@ -506,6 +523,7 @@ pub struct FolderHolder {
 
 /// `GET /api/v1/folders/{id}` response: what a folder download fetches.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FolderResponse {
     /// The folder as a search shows it.
     #[serde(flatten)]
@@ -518,6 +536,7 @@ pub struct FolderResponse {
 
 /// A subfolder in a folder listing.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BrowseFolder {
     /// Share name.
     pub share: String,
@@ -537,6 +556,7 @@ pub struct BrowseFolder {
 
 /// `GET /api/v1/peers/by-nick/{nick}/folders` response: one level of a peer's share.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FolderListing {
     /// The peer browsed.
     pub peer_id: PeerId,
@@ -563,6 +583,7 @@ fn exact_by_default() -> bool {
 
 /// `GET /api/v1/search` response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SearchResponse {
     /// Distinct contents matching, online only (before pagination): exact when `total_exact`,
     /// otherwise a lower bound.
@@ -598,6 +619,7 @@ impl SearchResponse {
 
 /// `GET /api/v1/contents/{hash}/sources` response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SourcesResponse {
     /// Content hash.
     pub hash: FileHash,
@@ -622,6 +644,7 @@ pub struct SourcesResponse {
 
 /// A peer that holds some verified pieces of a content it is still downloading.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PartialSource {
     /// The peer, as a source.
     #[serde(flatten)]
@@ -634,6 +657,7 @@ pub struct PartialSource {
 
 /// One content of a `PUT /api/v1/peers/{id}/partials` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PartialEntry {
     /// The content.
     pub hash: FileHash,
@@ -648,6 +672,7 @@ pub struct PartialEntry {
 /// `PUT /api/v1/peers/{id}/partials` body: every partial download the peer serves now (it
 /// replaces the previous announcement).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PartialsAnnouncement {
     /// The partial downloads.
     pub partials: Vec<PartialEntry>,
@@ -658,6 +683,7 @@ pub const MAX_PARTIALS: usize = 256;
 
 /// One size claimed for a content hash, and the online peers that claim it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SizeClaim {
     /// Size in bytes.
     pub size: u64,
@@ -672,6 +698,7 @@ pub struct SizeClaim {
 
 /// A file in a browse listing.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BrowseEntry {
     /// Share name.
     pub share: String,
@@ -692,6 +719,7 @@ pub struct BrowseEntry {
 
 /// `GET /api/v1/peers/by-nick/{nick}/files` response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BrowseResponse {
     /// The peer browsed.
     pub peer_id: PeerId,
@@ -709,6 +737,7 @@ pub struct BrowseResponse {
 
 /// `GET /api/v1/stats` response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatsResponse {
     /// Peers that heartbeat recently.
     pub peers_online: u64,
@@ -723,6 +752,7 @@ pub struct StatsResponse {
 /// A peer's JSON answer to the server's connect-back probe, `GET /peerdex/v1/connect-back?nonce=N`
 /// sent to the peer's advertised address.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConnectBackAnswer {
     /// The peer answering.
     pub peer_id: PeerId,
@@ -732,6 +762,7 @@ pub struct ConnectBackAnswer {
 
 /// What a ticket asks the source peer to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum TicketKind {
     /// Dial the downloader's verified address (`addr`) and serve the content there.
@@ -743,6 +774,7 @@ pub enum TicketKind {
 /// A short-lived permission, signed by the index server, for a source peer to open one
 /// connection for one downloader and one content (see [`crate::identity::ticket_message`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Ticket {
     /// Random id (also the relay session id).
     pub id: String,
@@ -767,6 +799,7 @@ pub struct Ticket {
 /// A message from the index server on a peer's control channel
 /// (`GET /api/v1/peers/{id}/control`, one JSON object per line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ControlMessage {
     /// Keep-alive; also tells the agent it is online.
@@ -793,6 +826,7 @@ pub enum ControlMessage {
 
 /// How one source of a download did, as its downloader reports it (PROTOCOL §11.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeKind {
     /// It delivered verified bytes and was not dropped.
@@ -809,6 +843,7 @@ pub enum OutcomeKind {
 
 /// One source's outcome in a [`TransferReport`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SourceOutcome {
     /// The source.
     pub peer: PeerId,
@@ -831,6 +866,7 @@ pub struct SourceOutcome {
 /// signed by the reporting peer's key (header `x-peerdex-signature`, over
 /// [`crate::identity::report_message`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TransferReport {
     /// The content.
     pub hash: FileHash,
@@ -848,6 +884,7 @@ pub const MAX_REPORT_SOURCES: usize = 64;
 
 /// `POST /api/v1/peers/{id}/reports` response.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReportResponse {
     /// Source outcomes recorded.
     pub recorded: u64,
@@ -858,6 +895,7 @@ pub struct ReportResponse {
 
 /// `POST /api/v1/transfers` body: a downloader asks a firewalled source to connect to it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TransferRequest {
     /// The source peer.
     pub source: PeerId,
@@ -876,6 +914,7 @@ pub struct TransferRequest {
 
 /// `POST /api/v1/transfers` response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TransferResponse {
     /// The ticket sent to the source.
     pub ticket_id: String,
@@ -885,6 +924,7 @@ pub struct TransferResponse {
 
 /// An account's role on the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// An ordinary account.
@@ -918,6 +958,7 @@ impl Role {
 
 /// `POST /api/v1/accounts`: create an account.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccountRequest {
     /// Account name (the rules of nicknames; unique after case folding).
@@ -931,6 +972,7 @@ pub struct CreateAccountRequest {
 
 /// `POST /api/v1/login`: sign in, optionally linking this device's key to the account.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// Account name.
@@ -945,6 +987,7 @@ pub struct LoginRequest {
 
 /// Proof that the one logging in holds a device key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DeviceProof {
     /// The device's key.
@@ -957,6 +1000,7 @@ pub struct DeviceProof {
 
 /// `POST /api/v1/login` response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginResponse {
     /// Bearer token for account requests (`Authorization: Bearer …`); revoke it with
     /// `DELETE /api/v1/login`.
@@ -967,6 +1011,7 @@ pub struct LoginResponse {
 
 /// An account as its owner and admins see it (`GET /api/v1/whoami`, admin listings).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccountInfo {
     /// Account name, as registered.
     pub name: String,
@@ -985,6 +1030,7 @@ pub struct AccountInfo {
 
 /// Machine-readable error codes carried in [`ErrorBody::code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The request is malformed (bad JSON, bad parameter).
@@ -1036,6 +1082,7 @@ pub enum ErrorCode {
 
 /// The JSON body of every error response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// Human-readable message, lowercase, no trailing period.
     pub error: String,

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// What sort of file an entry is, judged by its extension alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum FileKind {
     /// Music and other sound.

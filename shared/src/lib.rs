@@ -12,6 +12,8 @@ pub mod folder;
 pub mod hash;
 pub mod identity;
 pub mod kind;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod peer;
 pub mod pieces;
 pub mod process;

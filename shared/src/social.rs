@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where a contact stands, seen from the account asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ContactState {
     /// Both accepted: mutual contacts.
@@ -19,6 +20,7 @@ pub enum ContactState {
 
 /// One entry of `GET /api/v1/contacts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Contact {
     /// Their account name.
     pub name: String,
@@ -33,6 +35,7 @@ pub struct Contact {
 
 /// `GET /api/v1/contacts` response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ContactsResponse {
     /// Accepted contacts and open requests both ways, by name.
     pub contacts: Vec<Contact>,
@@ -40,6 +43,7 @@ pub struct ContactsResponse {
 
 /// `POST /api/v1/messages` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SendMessageRequest {
     /// The recipient's account name.
@@ -50,6 +54,7 @@ pub struct SendMessageRequest {
 
 /// A private message, as its sender and recipient see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     /// Id, increasing in the order messages were sent.
     pub id: u64,
@@ -71,6 +76,7 @@ pub struct Message {
 
 /// `GET /api/v1/messages` response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessagesResponse {
     /// Messages, oldest first.
     pub messages: Vec<Message>,
@@ -78,6 +84,7 @@ pub struct MessagesResponse {
 
 /// What a receipt says happened to a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ReceiptState {
     /// It reached one of the recipient's clients.
@@ -88,6 +95,7 @@ pub enum ReceiptState {
 
 /// `POST /api/v1/wishes` body: a standing search (the filters of `GET /api/v1/search`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WishRequest {
     /// The query, as for search.
@@ -111,6 +119,7 @@ pub struct WishRequest {
 
 /// A wish as its owner sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Wish {
     /// Id.
     pub id: u64,
@@ -139,6 +148,7 @@ pub struct Wish {
 /// `POST /api/v1/wishes` response: the wish, and what matches it now (reported once: only
 /// later matches come as `wish_hit` events).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WishCreated {
     /// The new wish.
     pub wish: Wish,
@@ -150,6 +160,7 @@ pub struct WishCreated {
 
 /// A member's role in a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RoomRole {
     /// Made the room; cannot be kicked or muted.
@@ -162,6 +173,7 @@ pub enum RoomRole {
 
 /// A room as `GET /api/v1/rooms` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Room {
     /// Its name.
     pub name: String,
@@ -176,6 +188,7 @@ pub struct Room {
 
 /// One line said in a room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RoomLine {
     /// Id, increasing in the order lines were said.
     pub id: u64,
@@ -189,6 +202,7 @@ pub struct RoomLine {
 
 /// `POST /api/v1/rooms/{room}/join` response: the room and its last lines.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JoinedRoom {
     /// The room.
     pub room: Room,
@@ -198,6 +212,7 @@ pub struct JoinedRoom {
 
 /// `POST /api/v1/requests` body: a question or request for what you are looking for.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AskRequest {
     /// What you ask, in words.
@@ -217,6 +232,7 @@ pub struct AskRequest {
 /// A request as its asker sees it (`POST` and `GET /api/v1/requests`). Whom it reached is not
 /// said: only how many.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AskInfo {
     /// Id.
     pub id: u64,
@@ -238,6 +254,7 @@ pub struct AskInfo {
 
 /// `POST /api/v1/requests/{id}/offers` body: an answer with a file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OfferRequest {
     /// A content you share.
@@ -249,6 +266,7 @@ pub struct OfferRequest {
 
 /// What happened, in an [`EventEnvelope`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// An accepted contact came online or went offline (live only, never replayed).
@@ -436,6 +454,7 @@ impl Event {
 
 /// One event of the stream: the SSE `data:` line, as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventEnvelope {
     /// Durable events' id (also the SSE `id:`), increasing per account; none for live-only ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]

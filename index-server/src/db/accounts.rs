@@ -101,7 +101,7 @@ pub struct InviteRow {
 }
 
 /// A group and its members' names.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct GroupRow {
     /// Group name.
     pub name: String,
@@ -110,7 +110,7 @@ pub struct GroupRow {
 }
 
 /// One audit log entry.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct AuditRow {
     /// Unix time.
     pub at: i64,

@@ -14,7 +14,9 @@ use super::accounts::{AccountError, AclRef};
 use super::*;
 
 /// What a ban applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum BanKind {
     /// An account, by name.
@@ -50,7 +52,7 @@ impl BanKind {
 }
 
 /// A ban as stored.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct BanRow {
     /// Row id (to lift it).
     pub id: i64,

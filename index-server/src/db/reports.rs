@@ -66,7 +66,7 @@ pub struct QuarantineRules {
 }
 
 /// A quarantined source, as `admin quarantine list` shows it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct QuarantineRow {
     /// The source's key.
     pub peer: PeerId,

@@ -1,13 +1,15 @@
 //! Accounts over HTTP (PROTOCOL §9): who a request comes from ([`Caller`]), creating accounts,
 //! signing in and out, invites, and the admin routes.
 
+use super::ApiPath;
+use super::openapi::ApiErrors;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use peerdex_shared::PeerId;
@@ -339,7 +341,16 @@ async fn verify_blocking(
     run_blocking(move || verify_password(&phc, &password)).await
 }
 
+/// Create an account.
+///
 /// `POST /api/v1/accounts`.
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::ACCOUNTS,
+    tag = "accounts",
+    request_body = CreateAccountRequest,
+    responses((status = 201, description = "The account exists.", body = AccountInfo), ApiErrors)
+)]
 pub async fn create_account(
     _channel: CredentialsChannel,
     State(state): State<Arc<AppState>>,
@@ -397,7 +408,16 @@ pub async fn create_account(
     Ok((StatusCode::CREATED, Json(info)))
 }
 
+/// Sign in (and link this device).
+///
 /// `POST /api/v1/login`.
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::LOGIN,
+    tag = "accounts",
+    request_body = LoginRequest,
+    responses((status = 200, description = "Signed in: an account token (and the device linked, with a proof).", body = LoginResponse), ApiErrors)
+)]
 pub async fn login(
     _channel: CredentialsChannel,
     State(state): State<Arc<AppState>>,
@@ -507,7 +527,16 @@ pub(crate) async fn sign_in(
     })
 }
 
+/// Sign out (revoke this token).
+///
 /// `DELETE /api/v1/login`: revokes the token the request carries.
+#[utoipa::path(
+    delete,
+    path = peerdex_shared::routes::LOGIN,
+    tag = "accounts",
+    responses((status = 204, description = "The token is revoked."), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn logout(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -520,7 +549,16 @@ pub async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The account signed in.
+///
 /// `GET /api/v1/whoami`.
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::WHOAMI,
+    tag = "accounts",
+    responses((status = 200, description = "The caller's account.", body = AccountInfo), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn whoami(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -534,7 +572,7 @@ pub async fn whoami(
 }
 
 /// `POST /api/v1/invites` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InviteRequest {
     /// Accounts the invite can create (default 1).
@@ -549,7 +587,7 @@ pub struct InviteRequest {
 }
 
 /// `POST /api/v1/invites` response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct InviteResponse {
     /// The code, shown once.
     pub code: String,
@@ -591,8 +629,18 @@ pub fn make_invite(
     })
 }
 
+/// Make an invite.
+///
 /// `POST /api/v1/invites`: admins make any invite; members make single-use invites without
 /// groups, within `invites_per_member` live ones.
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::INVITES,
+    tag = "accounts",
+    request_body = InviteRequest,
+    responses((status = 201, description = "The invite's code.", body = InviteResponse), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn create_invite(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -633,7 +681,16 @@ pub async fn create_invite(
     Ok((StatusCode::CREATED, Json(response)))
 }
 
+/// List accounts.
+///
 /// `GET /api/v1/admin/accounts`.
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::ADMIN_ACCOUNTS,
+    tag = "admin",
+    responses((status = 200, description = "Every account.", body = Vec<AccountInfo>), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn admin_accounts(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -652,7 +709,7 @@ pub async fn admin_accounts(
 }
 
 /// `POST /api/v1/admin/accounts/{name}` body: what to change.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountChange {
     /// Disable (`true`) or enable (`false`).
@@ -678,11 +735,22 @@ pub fn mute_until(duration: Option<&str>) -> Result<i64, ApiError> {
     }
 }
 
+/// Disable, enable, mute or change the role of an account.
+///
 /// `POST /api/v1/admin/accounts/{name}`.
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::ADMIN_ACCOUNT,
+    tag = "admin",
+    params(("name" = String, Path, description = "An account name.")),
+    request_body = AccountChange,
+    responses((status = 204, description = "The account is changed."), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn admin_account(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let change: AccountChange = json_body(body)?;
@@ -698,6 +766,18 @@ pub async fn apply_account_change(
     name: String,
     change: AccountChange,
 ) -> Result<(), ApiError> {
+    // An admin who disables, mutes or demotes their own account locks themselves out of the
+    // very page and API that would undo it; another admin (or `peerdex-server admin`) may.
+    let own = peerdex_shared::validate::nickname_key(&actor)
+        == peerdex_shared::validate::nickname_key(&name);
+    let demotes = change.role.is_some_and(|role| role != Role::Admin);
+    let mutes = change.mute.as_deref().is_some_and(|mute| mute != "off");
+    if own && (change.disabled == Some(true) || demotes || mutes) {
+        return Err(forbidden(
+            "you cannot disable, mute or demote your own account; another admin can \
+             (or the operator: peerdex-server admin account …)",
+        ));
+    }
     if let Some(mute) = change.mute.as_deref() {
         let until = match mute {
             "off" => None,
@@ -747,7 +827,16 @@ pub async fn apply_account_change(
     Ok(())
 }
 
+/// List groups.
+///
 /// `GET /api/v1/admin/groups`.
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::ADMIN_GROUPS,
+    tag = "admin",
+    responses((status = 200, description = "Every group with its members.", body = Vec<GroupRow>), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn admin_groups(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -758,14 +847,24 @@ pub async fn admin_groups(
 }
 
 /// `POST /api/v1/admin/groups` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupCreate {
     /// The new group's name (the rules of nicknames).
     pub name: String,
 }
 
+/// Create a group.
+///
 /// `POST /api/v1/admin/groups`.
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::ADMIN_GROUPS,
+    tag = "admin",
+    request_body = GroupCreate,
+    responses((status = 201, description = "The group exists."), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn admin_create_group(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -780,21 +879,67 @@ pub async fn admin_create_group(
     Ok(StatusCode::CREATED)
 }
 
-/// `PUT` (add) and `DELETE` (remove) `/api/v1/admin/groups/{group}/members/{name}`.
-pub async fn admin_group_member(
+/// Add an account to a group.
+///
+/// `PUT /api/v1/admin/groups/{group}/members/{name}`: adds the account to the group.
+#[utoipa::path(
+    put,
+    path = peerdex_shared::routes::ADMIN_GROUP_MEMBER,
+    tag = "admin",
+    params(("group" = String, Path, description = "A group name."), ("name" = String, Path, description = "An account name.")),
+    responses((status = 204, description = "The account is a member."), ApiErrors),
+    security(("account" = []))
+)]
+pub async fn admin_add_group_member(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    method: axum::http::Method,
-    Path((group, name)): Path<(String, String)>,
+    ApiPath((group, name)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    set_group_member(&state, &caller, group, name, true).await
+}
+
+/// Remove an account from a group.
+///
+/// `DELETE /api/v1/admin/groups/{group}/members/{name}`: removes the account from the group.
+#[utoipa::path(
+    delete,
+    path = peerdex_shared::routes::ADMIN_GROUP_MEMBER,
+    tag = "admin",
+    params(("group" = String, Path, description = "A group name."), ("name" = String, Path, description = "An account name.")),
+    responses((status = 204, description = "The account is not a member."), ApiErrors),
+    security(("account" = []))
+)]
+pub async fn admin_remove_group_member(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiPath((group, name)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    set_group_member(&state, &caller, group, name, false).await
+}
+
+async fn set_group_member(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    group: String,
+    name: String,
+    member: bool,
 ) -> Result<StatusCode, ApiError> {
     let actor = caller.require_role(false)?.name.clone();
-    let member = method == axum::http::Method::PUT;
     let db = state.store.db.clone();
     run_blocking(move || db.set_member(&actor, &group, &name, member)).await??;
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The audit log.
+///
 /// `GET /api/v1/admin/audit`.
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::ADMIN_AUDIT,
+    tag = "admin",
+    responses((status = 200, description = "The newest 1000 administrative actions.", body = Vec<AuditRow>), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn admin_audit(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -840,7 +985,7 @@ pub async fn refuse_banned(
 }
 
 /// `POST /api/v1/admin/bans` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BanRequest {
     /// `account`, `peer`, `ip` or `nick`.
@@ -933,7 +1078,17 @@ pub async fn enforce_ban(state: &Arc<AppState>, ban: crate::db::BanRow) -> Resul
     disconnect_covered(state, &ban, covered).await
 }
 
+/// Ban an account, key, address or nickname.
+///
 /// `POST /api/v1/admin/bans` (admins and moderators).
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::ADMIN_BANS,
+    tag = "admin",
+    request_body = BanRequest,
+    responses((status = 201, description = "The ban is in force, on live sessions too.", body = crate::db::BanRow), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn admin_add_ban(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -941,6 +1096,19 @@ pub async fn admin_add_ban(
 ) -> Result<(StatusCode, Json<crate::db::BanRow>), ApiError> {
     let request: BanRequest = json_body(body)?;
     let actor = caller.require_role(true)?.name.clone();
+    let own_account = request.kind == "account"
+        && peerdex_shared::validate::nickname_key(&request.value)
+            == peerdex_shared::validate::nickname_key(&actor);
+    let own_device = request.kind == "peer"
+        && caller
+            .device
+            .is_some_and(|device| request.value.trim() == device.to_string());
+    if own_account || own_device {
+        return Err(forbidden(
+            "you cannot ban your own account or device; another admin can \
+             (or the operator: peerdex-server admin ban …)",
+        ));
+    }
     let state2 = state.clone();
     let (ban, covered) = run_blocking(move || -> Result<_, ApiError> {
         let ban = add_ban(&state2.store.db, &actor, &request)?;
@@ -953,7 +1121,16 @@ pub async fn admin_add_ban(
     Ok((StatusCode::CREATED, Json(ban)))
 }
 
+/// List bans in force.
+///
 /// `GET /api/v1/admin/bans`.
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::ADMIN_BANS,
+    tag = "admin",
+    responses((status = 200, description = "The bans in force.", body = Vec<crate::db::BanRow>), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn admin_bans(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -963,11 +1140,21 @@ pub async fn admin_bans(
     Ok(Json(run_blocking(move || db.active_bans()).await??))
 }
 
+/// Lift a ban.
+///
 /// `DELETE /api/v1/admin/bans/{id}`.
+#[utoipa::path(
+    delete,
+    path = peerdex_shared::routes::ADMIN_BAN,
+    tag = "admin",
+    params(("id" = i64, Path, description = "The ban's id.")),
+    responses((status = 204, description = "The ban is lifted."), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn admin_remove_ban(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     let actor = caller.require_role(true)?.name.clone();
     let db = state.store.db.clone();
@@ -979,7 +1166,7 @@ pub async fn admin_remove_ban(
 }
 
 /// `POST /api/v1/admin/takedowns` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TakedownRequest {
     /// The content.
@@ -989,8 +1176,18 @@ pub struct TakedownRequest {
     pub reason: String,
 }
 
+/// Take a content down.
+///
 /// `POST /api/v1/admin/takedowns` (admins and moderators): search, sources and tickets stop
 /// offering the content, now and for copies listed later.
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::ADMIN_TAKEDOWNS,
+    tag = "admin",
+    request_body = TakedownRequest,
+    responses((status = 201, description = "The content is offered nowhere from now on."), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn admin_takedown(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -1005,7 +1202,7 @@ pub async fn admin_takedown(
 }
 
 /// `POST /api/v1/apikeys` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyRequest {
     /// What it may do: some of [`API_KEY_SCOPES`].
@@ -1016,7 +1213,7 @@ pub struct ApiKeyRequest {
 }
 
 /// `POST /api/v1/apikeys` response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ApiKeyResponse {
     /// The key (`pdx_…`), shown once; send it as a bearer token.
     pub key: String,
@@ -1024,8 +1221,18 @@ pub struct ApiKeyResponse {
     pub scopes: Vec<String>,
 }
 
+/// Make an API key for scripts.
+///
 /// `POST /api/v1/apikeys`: a key for scripts, made with a sign-in (not with another key), stored
 /// hashed, limited to the scopes asked for (an `admin` key only for admins).
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::API_KEYS,
+    tag = "accounts",
+    request_body = ApiKeyRequest,
+    responses((status = 201, description = "The key, shown once.", body = ApiKeyResponse), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn create_api_key(
     State(state): State<Arc<AppState>>,
     caller: Caller,

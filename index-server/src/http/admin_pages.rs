@@ -15,7 +15,7 @@ use axum::Form;
 use axum::body::Bytes;
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use peerdex_shared::units::ago;
 use serde::Deserialize;
@@ -234,7 +234,7 @@ pub async fn account_action(
     let outcome = accounts::admin_account(
         State(state.clone()),
         caller.clone(),
-        Path(name.clone()),
+        super::ApiPath(name.clone()),
         json(serde_json::json!({ "disabled": disabled })),
     )
     .await
@@ -359,11 +359,10 @@ pub async fn add_member(
         );
     };
     let name = form.name.trim().to_owned();
-    let outcome = accounts::admin_group_member(
+    let outcome = accounts::admin_add_group_member(
         State(state.clone()),
         caller.clone(),
-        Method::PUT,
-        Path((group.clone(), name.clone())),
+        super::ApiPath((group.clone(), name.clone())),
     )
     .await
     .map(|_| ());
@@ -427,9 +426,10 @@ pub async fn remove_ban(
     PageCaller(caller): PageCaller,
     Path(id): Path<i64>,
 ) -> Response {
-    let outcome = accounts::admin_remove_ban(State(state.clone()), caller.clone(), Path(id))
-        .await
-        .map(|_| ());
+    let outcome =
+        accounts::admin_remove_ban(State(state.clone()), caller.clone(), super::ApiPath(id))
+            .await
+            .map(|_| ());
     done(&state, &caller, outcome, &format!("ban {id} lifted"))
 }
 
@@ -439,9 +439,12 @@ pub async fn clear_quarantine(
     PageCaller(caller): PageCaller,
     Path(peer): Path<String>,
 ) -> Response {
-    let outcome =
-        reports::admin_clear_quarantine(State(state.clone()), caller.clone(), Path(peer.clone()))
-            .await
-            .map(|_| ());
+    let outcome = reports::admin_clear_quarantine(
+        State(state.clone()),
+        caller.clone(),
+        super::ApiPath(peer.clone()),
+    )
+    .await
+    .map(|_| ());
     done(&state, &caller, outcome, "quarantine cleared")
 }

@@ -7,6 +7,7 @@ pub mod accounts;
 mod admin_pages;
 mod error;
 mod lists;
+pub mod openapi;
 mod pages;
 mod reports;
 mod social;
@@ -22,7 +23,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use peerdex_shared::api::{
     BrowseEntry, BrowseFolder, BrowseResponse, ChallengeResponse, ErrorCode, FolderListing,
@@ -39,9 +40,12 @@ use serde::Deserialize;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::{Level, info};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use accounts::Caller;
 pub use error::ApiError;
+use openapi::ApiErrors;
 
 use crate::db::PeerRow;
 use crate::index::{MediaFilters, SearchSpec};
@@ -61,87 +65,9 @@ pub(crate) async fn run_blocking<T: Send + 'static>(
 
 /// The application router, with all routes and layers. Tests can call it directly.
 pub fn router(state: Arc<AppState>) -> Router {
-    let limits = &state.config.limits;
-    // List bodies are streamed and bounded by `lists` itself (raw and decompressed bytes).
-    let list_routes = Router::new()
-        .route(routes::LIST, put(put_list).delete(delete_list))
-        .route(routes::LIST_DELTA, post(post_delta));
-    let timeout = Duration::from_secs(state.config.http.request_timeout_secs);
-    let other_routes = Router::new()
-        .route(routes::HEALTHZ, get(healthz))
-        .route(routes::CHALLENGE, post(challenge))
-        .route(routes::REGISTER, post(register))
-        .route(routes::HEARTBEAT, post(heartbeat))
-        .route(routes::SESSION, delete(logout))
-        .route(routes::SEARCH, get(search))
-        .route(routes::SOURCES, get(sources))
-        .route(routes::BROWSE, get(browse))
-        .route(routes::BROWSE_FOLDERS, get(browse_folders))
-        .route(routes::FOLDER, get(folder))
-        .route(routes::STATS, get(stats))
-        .route(routes::TRANSFERS, post(transfers::transfer))
-        .route(routes::ACCOUNTS, post(accounts::create_account))
-        .route(
-            routes::LOGIN,
-            post(accounts::login).delete(accounts::logout),
-        )
-        .route(routes::WHOAMI, get(accounts::whoami))
-        .route(routes::INVITES, post(accounts::create_invite))
-        .route(routes::API_KEYS, post(accounts::create_api_key))
-        .route(routes::ADMIN_ACCOUNTS, get(accounts::admin_accounts))
-        .route(routes::ADMIN_ACCOUNT, post(accounts::admin_account))
-        .route(
-            routes::ADMIN_GROUPS,
-            get(accounts::admin_groups).post(accounts::admin_create_group),
-        )
-        .route(
-            routes::ADMIN_GROUP_MEMBER,
-            put(accounts::admin_group_member).delete(accounts::admin_group_member),
-        )
-        .route(routes::ADMIN_AUDIT, get(accounts::admin_audit))
-        .route(
-            routes::ADMIN_BANS,
-            get(accounts::admin_bans).post(accounts::admin_add_ban),
-        )
-        .route(routes::ADMIN_BAN, delete(accounts::admin_remove_ban))
-        .route(routes::ADMIN_TAKEDOWNS, post(accounts::admin_takedown))
-        .route(routes::ADMIN_QUARANTINE, get(reports::admin_quarantine))
-        .route(
-            routes::ADMIN_QUARANTINE_PEER,
-            delete(reports::admin_clear_quarantine),
-        )
-        .route(routes::REPORTS, post(reports::post_report))
-        .route(routes::PARTIALS, put(reports::put_partials))
-        .route(routes::CONTACTS, get(social::contacts))
-        .route(
-            routes::CONTACT,
-            put(social::add_contact).delete(social::remove_contact),
-        )
-        .route(routes::CONTACT_ACCEPT, post(social::accept_contact))
-        .route(routes::CONTACT_DECLINE, post(social::decline_contact))
-        .route(routes::BLOCKS, get(social::blocks))
-        .route(routes::BLOCK, put(social::block).delete(social::unblock))
-        .route(
-            routes::MESSAGES,
-            get(social::messages).post(social::send_message),
-        )
-        .route(routes::MESSAGE_READ, post(social::read_message))
-        .route(routes::WISHES, get(social::wishes).post(social::add_wish))
-        .route(routes::WISH, delete(social::remove_wish))
-        .route(routes::ROOMS, get(social::rooms))
-        .route(routes::ROOM_JOIN, post(social::join_room))
-        .route(routes::ROOM_LEAVE, post(social::leave_room))
-        .route(routes::ROOM_LINES, get(social::room_log).post(social::say))
-        .route(routes::ROOM_MODERATE, post(social::moderate_room))
-        .route(routes::REQUESTS, get(social::requests).post(social::ask))
-        .route(routes::REQUEST, delete(social::close_request))
-        .route(routes::REQUEST_OFFERS, post(social::offer))
-        .layer(DefaultBodyLimit::max(limits.max_json_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ));
+    let (api, document) = api_routes(&state.config).split_for_parts();
     let metrics_route = Router::new().route(routes::METRICS, get(metrics));
+    let timeout = Duration::from_secs(state.config.http.request_timeout_secs);
     // The web pages: plain GET URLs, under the request timeout like the API.
     let page_routes = Router::new()
         .route("/", get(pages::search_page))
@@ -177,23 +103,15 @@ pub fn router(state: Arc<AppState>) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ));
-    // Long-lived: the control channel streams for hours, relays are upgraded connections.
-    let open_ended = Router::new()
-        .route(routes::CONTROL, get(transfers::control))
-        .route(routes::RELAY, get(transfers::relay))
-        .route(routes::RELAY_ACCEPT, get(transfers::relay_accept))
-        .route(
-            routes::EVENTS,
-            get(social::events)
-                .post(social::report)
-                .layer(DefaultBodyLimit::max(limits.max_json_bytes)),
-        );
+    // The API's description and its viewer (Swagger UI, vendored).
+    let docs = Router::from(
+        utoipa_swagger_ui::SwaggerUi::new(openapi::VIEWER).url(openapi::DOCUMENT, document),
+    );
     Router::new()
-        .merge(list_routes)
-        .merge(open_ended)
-        .merge(other_routes)
+        .merge(api)
         .merge(metrics_route)
         .merge(page_routes)
+        .merge(docs)
         // After routing, so that the matched pattern (not the path as sent) is the label.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -206,6 +124,105 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
         .with_state(state)
+}
+
+/// The OpenAPI document of the API (what `GET /api/openapi.json` serves).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api_routes(&crate::config::Config::default())
+        .split_for_parts()
+        .1
+}
+
+/// The API's routes, each registered with its `#[utoipa::path]` description: the router and
+/// the OpenAPI document are made by the same calls, so neither can have a route the other lacks.
+/// Layers (body limits, timeouts) come from `config`; they do not change the document.
+fn api_routes(config: &crate::config::Config) -> OpenApiRouter<Arc<AppState>> {
+    let limits = &config.limits;
+    let timeout = Duration::from_secs(config.http.request_timeout_secs);
+    // List bodies are streamed and bounded by `lists` itself (raw and decompressed bytes).
+    let list_routes = OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(put_list, delete_list))
+        .routes(utoipa_axum::routes!(post_delta));
+    let other_routes = OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(healthz))
+        .routes(utoipa_axum::routes!(challenge))
+        .routes(utoipa_axum::routes!(register))
+        .routes(utoipa_axum::routes!(heartbeat))
+        .routes(utoipa_axum::routes!(logout))
+        .routes(utoipa_axum::routes!(search))
+        .routes(utoipa_axum::routes!(sources))
+        .routes(utoipa_axum::routes!(browse))
+        .routes(utoipa_axum::routes!(browse_folders))
+        .routes(utoipa_axum::routes!(folder))
+        .routes(utoipa_axum::routes!(stats))
+        .routes(utoipa_axum::routes!(transfers::transfer))
+        .routes(utoipa_axum::routes!(accounts::create_account))
+        .routes(utoipa_axum::routes!(accounts::login, accounts::logout))
+        .routes(utoipa_axum::routes!(accounts::whoami))
+        .routes(utoipa_axum::routes!(accounts::create_invite))
+        .routes(utoipa_axum::routes!(accounts::create_api_key))
+        .routes(utoipa_axum::routes!(accounts::admin_accounts))
+        .routes(utoipa_axum::routes!(accounts::admin_account))
+        .routes(utoipa_axum::routes!(
+            accounts::admin_groups,
+            accounts::admin_create_group
+        ))
+        .routes(utoipa_axum::routes!(
+            accounts::admin_add_group_member,
+            accounts::admin_remove_group_member
+        ))
+        .routes(utoipa_axum::routes!(accounts::admin_audit))
+        .routes(utoipa_axum::routes!(
+            accounts::admin_bans,
+            accounts::admin_add_ban
+        ))
+        .routes(utoipa_axum::routes!(accounts::admin_remove_ban))
+        .routes(utoipa_axum::routes!(accounts::admin_takedown))
+        .routes(utoipa_axum::routes!(reports::admin_quarantine))
+        .routes(utoipa_axum::routes!(reports::admin_clear_quarantine))
+        .routes(utoipa_axum::routes!(reports::post_report))
+        .routes(utoipa_axum::routes!(reports::put_partials))
+        .routes(utoipa_axum::routes!(social::contacts))
+        .routes(utoipa_axum::routes!(
+            social::add_contact,
+            social::remove_contact
+        ))
+        .routes(utoipa_axum::routes!(social::accept_contact))
+        .routes(utoipa_axum::routes!(social::decline_contact))
+        .routes(utoipa_axum::routes!(social::blocks))
+        .routes(utoipa_axum::routes!(social::block, social::unblock))
+        .routes(utoipa_axum::routes!(social::messages, social::send_message))
+        .routes(utoipa_axum::routes!(social::read_message))
+        .routes(utoipa_axum::routes!(social::wishes, social::add_wish))
+        .routes(utoipa_axum::routes!(social::remove_wish))
+        .routes(utoipa_axum::routes!(social::rooms))
+        .routes(utoipa_axum::routes!(social::join_room))
+        .routes(utoipa_axum::routes!(social::leave_room))
+        .routes(utoipa_axum::routes!(social::room_log, social::say))
+        .routes(utoipa_axum::routes!(social::moderate_room))
+        .routes(utoipa_axum::routes!(social::requests, social::ask))
+        .routes(utoipa_axum::routes!(social::close_request))
+        .routes(utoipa_axum::routes!(social::offer))
+        .layer(DefaultBodyLimit::max(limits.max_json_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ));
+    // Long-lived: the control channel streams for hours, relays are upgraded connections.
+    let open_ended = OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(transfers::control))
+        .routes(utoipa_axum::routes!(transfers::relay))
+        .routes(utoipa_axum::routes!(transfers::relay_accept))
+        .routes(utoipa_axum::routes!(social::events))
+        .merge(
+            OpenApiRouter::new()
+                .routes(utoipa_axum::routes!(social::report))
+                .layer(DefaultBodyLimit::max(limits.max_json_bytes)),
+        );
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(list_routes)
+        .merge(open_ended)
+        .merge(other_routes)
 }
 
 // ---- metrics ---------------------------------------------------------------------------------
@@ -346,9 +363,39 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid json: {e}")))
 }
 
-fn query_params<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(v)| v)
-        .map_err(|e| ApiError::bad_request(format!("invalid query parameters: {}", e.body_text())))
+/// `Path<T>` whose rejection is an [`ApiError`] (JSON, like every API error), not axum's plain
+/// text: a path segment that is not valid UTF-8 or not a number is the caller's mistake.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(e) if e.status().is_client_error() => Err(ApiError::bad_request(format!(
+                "invalid path: {}",
+                e.body_text()
+            ))),
+            Err(e) => Err(ApiError::internal(e.body_text())),
+        }
+    }
+}
+
+/// `Query<T>` whose rejection is an [`ApiError`] (400 with a JSON body).
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| ApiQuery(value))
+            .map_err(|e: QueryRejection| {
+                ApiError::bad_request(format!("invalid query parameters: {}", e.body_text()))
+            })
+    }
 }
 
 fn parse_peer_id(text: &str) -> Result<PeerId, ApiError> {
@@ -416,10 +463,29 @@ impl Authed {
 
 // ---- identity and presence ---------------------------------------------------------------------
 
+/// Is the server up.
+///
+/// `GET /healthz` (PROTOCOL §3.1): answers while the server runs; no authentication.
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::HEALTHZ,
+    tag = "server",
+    responses((status = 200, description = "The server is up.", body = serde_json::Value), ApiErrors)
+)]
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// Get a registration nonce.
+///
+/// `POST /api/v1/challenge` (PROTOCOL §3.2): a single-use nonce, valid briefly, that the peer
+/// signs with its key to register.
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::CHALLENGE,
+    tag = "peers",
+    responses((status = 200, description = "A nonce to sign for registration.", body = ChallengeResponse), ApiErrors)
+)]
 async fn challenge(
     State(state): State<Arc<AppState>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -450,6 +516,18 @@ fn rate_limited(message: &str) -> ApiError {
     )
 }
 
+/// Register a peer (sign the nonce with its key).
+///
+/// `POST /api/v1/register` (PROTOCOL §3.3): proves the key by its signature over the nonce, takes
+/// the nickname, starts the connect-back probe of the announced port, and answers a session
+/// token with the list version the server holds (so an unchanged list is not sent again).
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::REGISTER,
+    tag = "peers",
+    request_body = RegisterRequest,
+    responses((status = 200, description = "Registered: the session token and what the server holds of this peer.", body = RegisterResponse), ApiErrors)
+)]
 async fn register(
     State(state): State<Arc<AppState>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -529,9 +607,21 @@ async fn register(
     }))
 }
 
+/// Stay online.
+///
+/// `POST /api/v1/peers/{peer}/heartbeat` (PROTOCOL §3.5): keeps the peer online; answers how
+/// soon the next one is due and what the probe found.
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::HEARTBEAT,
+    tag = "peers",
+    params(("peer" = peerdex_shared::PeerId, Path, description = "The peer's id: its Ed25519 key in hex.")),
+    responses((status = 200, description = "Still online.", body = HeartbeatResponse), ApiErrors),
+    security(("peer_session" = []))
+)]
 async fn heartbeat(
     State(state): State<Arc<AppState>>,
-    Path(peer): Path<String>,
+    ApiPath(peer): ApiPath<String>,
     authed: Authed,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     let peer = authed.require_self(&peer)?;
@@ -543,9 +633,21 @@ async fn heartbeat(
     }))
 }
 
+/// End a peer session (go offline).
+///
+/// `DELETE /api/v1/peers/{peer}/session` (PROTOCOL §3.6): the peer goes offline at once.
+#[utoipa::path(
+    delete,
+    path = peerdex_shared::routes::SESSION,
+    tag = "peers",
+    operation_id = "end_session",
+    params(("peer" = peerdex_shared::PeerId, Path, description = "The peer's id: its Ed25519 key in hex.")),
+    responses((status = 204, description = "The session ended; the peer is offline."), ApiErrors),
+    security(("peer_session" = []))
+)]
 async fn logout(
     State(state): State<Arc<AppState>>,
-    Path(peer): Path<String>,
+    ApiPath(peer): ApiPath<String>,
     authed: Authed,
 ) -> Result<StatusCode, ApiError> {
     let peer = authed.require_self(&peer)?;
@@ -560,52 +662,95 @@ async fn logout(
 
 // ---- lists ---------------------------------------------------------------------------------------
 
-#[derive(Deserialize)]
+/// Query parameters of a full list upload.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct FullParams {
+    /// The list version this upload makes current (greater than the server's).
     version: u64,
 }
 
-#[derive(Deserialize)]
+/// Query parameters of a list delta.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeltaParams {
+    /// The version the delta applies to: the server's current version for this peer.
     base: u64,
+    /// The version the delta makes current.
     version: u64,
 }
 
+/// Upload the full file list.
+///
+/// `PUT /api/v1/peers/{peer}/list?version=V` (PROTOCOL §3.7): replaces the peer's whole list
+/// (NDJSON, optionally gzip or zstd), streamed and checked entry by entry; a bad entry refuses
+/// the upload and keeps the previous list.
+#[utoipa::path(
+    put,
+    path = peerdex_shared::routes::LIST,
+    tag = "peers",
+    params(("peer" = peerdex_shared::PeerId, Path, description = "The peer's id: its Ed25519 key in hex."), FullParams, ("content-encoding" = Option<String>, Header, description = "`gzip` or `zstd` for a compressed body; absent for none.")),
+    request_body(content = String, content_type = "application/x-ndjson", description = "The list, one JSON object per line (PROTOCOL §3.7)"),
+    responses((status = 200, description = "The list is stored and indexed.", body = peerdex_shared::api::SyncResponse), ApiErrors),
+    security(("peer_session" = []))
+)]
 async fn put_list(
     State(state): State<Arc<AppState>>,
-    Path(peer): Path<String>,
+    ApiPath(peer): ApiPath<String>,
     authed: Authed,
-    params: Result<Query<FullParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<FullParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<peerdex_shared::api::SyncResponse>, ApiError> {
     let peer = authed.require_self(&peer)?;
-    let params = query_params(params)?;
     state.presence.touch(peer.id);
     lists::full_upload(&state, peer, params.version, &headers, body)
         .await
         .map(Json)
 }
 
+/// Upload changes to the file list.
+///
+/// `POST /api/v1/peers/{peer}/list/delta?base=B&version=V` (PROTOCOL §3.8): applies adds and
+/// removes to the list the server holds at version `base` (409 `version_mismatch` otherwise).
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::LIST_DELTA,
+    tag = "peers",
+    params(("peer" = peerdex_shared::PeerId, Path, description = "The peer's id: its Ed25519 key in hex."), DeltaParams, ("content-encoding" = Option<String>, Header, description = "`gzip` or `zstd` for a compressed body; absent for none.")),
+    request_body(content = String, content_type = "application/x-ndjson", description = "The delta, one JSON operation per line (PROTOCOL §3.8)"),
+    responses((status = 200, description = "The delta is applied.", body = peerdex_shared::api::SyncResponse), ApiErrors),
+    security(("peer_session" = []))
+)]
 async fn post_delta(
     State(state): State<Arc<AppState>>,
-    Path(peer): Path<String>,
+    ApiPath(peer): ApiPath<String>,
     authed: Authed,
-    params: Result<Query<DeltaParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<DeltaParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<peerdex_shared::api::SyncResponse>, ApiError> {
     let peer = authed.require_self(&peer)?;
-    let params = query_params(params)?;
     state.presence.touch(peer.id);
     lists::delta_upload(&state, peer, params.base, params.version, &headers, body)
         .await
         .map(Json)
 }
 
+/// Withdraw the file list.
+///
+/// `DELETE /api/v1/peers/{peer}/list` (PROTOCOL §3.9): withdraws every file of the peer.
+#[utoipa::path(
+    delete,
+    path = peerdex_shared::routes::LIST,
+    tag = "peers",
+    params(("peer" = peerdex_shared::PeerId, Path, description = "The peer's id: its Ed25519 key in hex.")),
+    responses((status = 204, description = "The list is gone."), ApiErrors),
+    security(("peer_session" = []))
+)]
 async fn delete_list(
     State(state): State<Arc<AppState>>,
-    Path(peer): Path<String>,
+    ApiPath(peer): ApiPath<String>,
     authed: Authed,
 ) -> Result<StatusCode, ApiError> {
     let peer = authed.require_self(&peer)?;
@@ -618,19 +763,33 @@ async fn delete_list(
 // ---- search ---------------------------------------------------------------------------------------
 
 /// Query parameters of a search (PROTOCOL §3.10).
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct SearchParams {
+    /// The query text (PROTOCOL §5: words, `"phrases"`, `-exclusions`, `field:value`), at
+    /// most `search.max_query_bytes` bytes. Required in effect: without it, 400.
     pub(crate) q: Option<String>,
+    /// Only files with this extension (a leading `.` is ignored; 1–16 letters or digits).
     ext: Option<String>,
+    /// `audio`, `video`, `image`, `document`, `archive` or `other` (case-insensitive).
     kind: Option<String>,
+    /// Smallest size in bytes (inclusive).
     min_size: Option<u64>,
+    /// Largest size in bytes (inclusive).
     max_size: Option<u64>,
+    /// Only files tagged with at least this bitrate, kbit/s.
     min_bitrate: Option<u32>,
+    /// Shortest tagged duration in seconds (inclusive).
     min_duration: Option<u32>,
+    /// Longest tagged duration in seconds (inclusive).
     max_duration: Option<u32>,
+    /// `1`/`true`: only lossless audio; `0`/`false`: only lossy.
     lossless: Option<String>,
+    /// Only files tagged with this year.
     year: Option<u32>,
+    /// Page size, clamped to 1…`search.max_limit` (default 20).
     pub(crate) limit: Option<u64>,
+    /// Results to skip, at most `search.max_offset` (default 0).
     pub(crate) offset: Option<u64>,
 }
 
@@ -750,14 +909,24 @@ pub(crate) fn search_filters(
 /// How long a search waits for a free slot before the server says it is busy.
 const SEARCH_QUEUE_WAIT: Duration = Duration::from_secs(5);
 
+/// Search files by keywords and filters.
+///
+/// `GET /api/v1/search` (PROTOCOL §3.10): keyword search over the files of online peers that
+/// the caller may see, one hit per distinct content.
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::SEARCH,
+    tag = "search",
+    params(SearchParams),
+    responses((status = 200, description = "One hit per content the caller may see, online sources first.", body = SearchResponse), ApiErrors),
+    security((), ("account" = []), ("peer_session" = []))
+)]
 async fn search(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    params: Result<Query<SearchParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<SearchParams>,
 ) -> Result<Json<SearchResponse>, ApiError> {
-    Ok(Json(
-        run_search(&state, caller, query_params(params)?).await?,
-    ))
+    Ok(Json(run_search(&state, caller, params).await?))
 }
 
 /// A search as `caller` may see it: the API's answer and the search page's.
@@ -844,10 +1013,22 @@ pub(crate) async fn run_search(
     })
 }
 
+/// The peers that hold a content.
+///
+/// `GET /api/v1/contents/{hash}/sources` (PROTOCOL §3.11): the online peers the caller may
+/// fetch the content from, reachable ones first, with the size best supported by evidence.
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::SOURCES,
+    tag = "search",
+    params(("hash" = peerdex_shared::FileHash, Path, description = "The content's BLAKE3 hash in hex.")),
+    responses((status = 200, description = "The online peers that hold the content and that the caller may fetch from.", body = SourcesResponse), ApiErrors),
+    security((), ("account" = []), ("peer_session" = []))
+)]
 async fn sources(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(hash): Path<String>,
+    ApiPath(hash): ApiPath<String>,
 ) -> Result<Json<SourcesResponse>, ApiError> {
     let hash: FileHash = hash
         .parse()
@@ -867,10 +1048,22 @@ async fn sources(
     .ok_or_else(|| ApiError::not_found("no online peer has this content"))
 }
 
+/// A folder (release) and the peers that hold it.
+///
+/// `GET /api/v1/folders/{id}` (PROTOCOL §3.12b): a folder by its content identity, its files,
+/// and the online peers that hold it (complete or not).
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::FOLDER,
+    tag = "search",
+    params(("id" = peerdex_shared::folder::FolderId, Path, description = "The folder's content identity.")),
+    responses((status = 200, description = "The folder's files and the peers that hold it.", body = FolderResponse), ApiErrors),
+    security((), ("account" = []), ("peer_session" = []))
+)]
 async fn folder(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<FolderResponse>, ApiError> {
     let id: FolderId = id
         .parse()
@@ -889,10 +1082,14 @@ async fn folder(
 }
 
 /// Query parameters of a folder listing (PROTOCOL §3.12a).
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct FolderListParams {
+    /// `SHARE` or `SHARE/FOLDER/…`; empty or absent lists the peer's shares.
     pub(crate) path: Option<String>,
+    /// Rows to skip (subfolders first, then files; default 0).
     pub(crate) offset: Option<u64>,
+    /// Page size, clamped to 1…1000 (default 100).
     pub(crate) limit: Option<u64>,
 }
 
@@ -907,13 +1104,24 @@ fn browse_folder(row: &crate::db::FolderRow) -> BrowseFolder {
     }
 }
 
+/// One folder level of a peer's shares.
+///
+/// `GET /api/v1/peers/by-nick/{nick}/folders` (PROTOCOL §3.12a): subfolders, then files, of one
+/// folder of the peer's shares, paged.
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::BROWSE_FOLDERS,
+    tag = "search",
+    params(("nick" = String, Path, description = "The peer's nickname (case-insensitive; an earlier nickname of the same key works too)."), FolderListParams),
+    responses((status = 200, description = "A page of one folder level of the peer's shares.", body = FolderListing), ApiErrors),
+    security((), ("account" = []), ("peer_session" = []))
+)]
 async fn browse_folders(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(nick): Path<String>,
-    params: Result<Query<FolderListParams>, QueryRejection>,
+    ApiPath(nick): ApiPath<String>,
+    ApiQuery(params): ApiQuery<FolderListParams>,
 ) -> Result<Json<FolderListing>, ApiError> {
-    let params = query_params(params)?;
     let scope = caller.scope(&state, "read").await?;
     Ok(Json(list_folder(&state, scope, nick, params).await?))
 }
@@ -1010,22 +1218,37 @@ pub(crate) async fn list_folder(
     })
 }
 
-#[derive(Deserialize)]
+/// Query parameters of a flat listing of a peer's files.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct BrowseParams {
+    /// The `next_cursor` of the previous page (`SHARE/PATH` of its last entry).
     after: Option<String>,
+    /// Page size, clamped to 1…1000 (default 100).
     limit: Option<i64>,
 }
 
 /// Largest browse page.
 const MAX_BROWSE_LIMIT: i64 = 1000;
 
+/// A page of a peer's files.
+///
+/// `GET /api/v1/peers/by-nick/{nick}/files` (PROTOCOL §3.12): a page of the peer's files the
+/// caller may see, by path.
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::BROWSE,
+    tag = "search",
+    params(("nick" = String, Path, description = "The peer's nickname (case-insensitive; an earlier nickname of the same key works too)."), BrowseParams),
+    responses((status = 200, description = "A page of the peer's files the caller may see.", body = BrowseResponse), ApiErrors),
+    security((), ("account" = []), ("peer_session" = []))
+)]
 async fn browse(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(nick): Path<String>,
-    params: Result<Query<BrowseParams>, QueryRejection>,
+    ApiPath(nick): ApiPath<String>,
+    ApiQuery(params): ApiQuery<BrowseParams>,
 ) -> Result<Json<BrowseResponse>, ApiError> {
-    let params = query_params(params)?;
     let scope = caller.scope(&state, "read").await?;
     validate_nickname(&nick).map_err(|e| ApiError::bad_request(format!("nickname {e}")))?;
     let limit = params.limit.unwrap_or(100).clamp(1, MAX_BROWSE_LIMIT);
@@ -1078,6 +1301,15 @@ async fn browse(
     }))
 }
 
+/// Counts of peers, files and contents.
+///
+/// `GET /api/v1/stats` (PROTOCOL §3.13): counts of peers, files and contents.
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::STATS,
+    tag = "server",
+    responses((status = 200, description = "Counts of peers, files and contents.", body = StatsResponse), ApiErrors)
+)]
 async fn stats(State(state): State<Arc<AppState>>) -> Result<Json<StatsResponse>, ApiError> {
     let state2 = state.clone();
     let counts = run_blocking(move || state2.counts()).await??;

@@ -718,7 +718,7 @@ pub async fn ask_contact(
     match super::social::add_contact(
         State(state.clone()),
         caller.clone(),
-        axum::extract::Path(form.to.clone()),
+        super::ApiPath(form.to.clone()),
     )
     .await
     {

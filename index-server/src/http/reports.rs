@@ -2,11 +2,13 @@
 //! the quarantine they lead to (PROTOCOL §11.3), and the verified pieces they serve while they
 //! download (§11.4).
 
+use super::ApiPath;
+use super::openapi::ApiErrors;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use peerdex_shared::PeerSignature;
 use peerdex_shared::api::{
@@ -25,11 +27,22 @@ use crate::state::AppState;
 /// Longest report body accepted.
 const MAX_REPORT_BYTES: usize = 64 * 1024;
 
+/// Report how the sources of a download behaved.
+///
 /// `POST /api/v1/peers/{id}/reports`: the reporting peer's session, and its key's signature over
 /// the exact body.
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::REPORTS,
+    tag = "transfers",
+    params(("peer" = peerdex_shared::PeerId, Path, description = "The peer's id: its Ed25519 key in hex."), ("x-peerdex-signature" = String, Header, description = "The reporting peer's Ed25519 signature over the exact body, in hex.")),
+    request_body = TransferReport,
+    responses((status = 200, description = "The report is counted.", body = ReportResponse), ApiErrors),
+    security(("peer_session" = []))
+)]
 pub async fn post_report(
     State(state): State<Arc<AppState>>,
-    Path(peer): Path<String>,
+    ApiPath(peer): ApiPath<String>,
     authed: Authed,
     headers: HeaderMap,
     body: Bytes,
@@ -83,7 +96,16 @@ pub async fn post_report(
     Ok(Json(response))
 }
 
+/// List quarantined sources.
+///
 /// `GET /api/v1/admin/quarantine` (admins and moderators).
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::ADMIN_QUARANTINE,
+    tag = "admin",
+    responses((status = 200, description = "The peers in quarantine and why.", body = Vec<QuarantineRow>), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn admin_quarantine(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -93,11 +115,21 @@ pub async fn admin_quarantine(
     Ok(Json(run_blocking(move || db.quarantine_list()).await??))
 }
 
+/// Release a source from quarantine.
+///
 /// `DELETE /api/v1/admin/quarantine/{peer}` (admins and moderators).
+#[utoipa::path(
+    delete,
+    path = peerdex_shared::routes::ADMIN_QUARANTINE_PEER,
+    tag = "admin",
+    params(("peer" = peerdex_shared::PeerId, Path, description = "The peer's id: its Ed25519 key in hex.")),
+    responses((status = 204, description = "The peer is out of quarantine."), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn admin_clear_quarantine(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(peer): Path<String>,
+    ApiPath(peer): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let actor = caller.require_role(true)?.name.clone();
     let key: peerdex_shared::PeerId = peer
@@ -113,10 +145,21 @@ pub async fn admin_clear_quarantine(
     }
 }
 
+/// Announce the partial downloads this peer serves.
+///
 /// `PUT /api/v1/peers/{id}/partials`: replaces the partial downloads the peer serves.
+#[utoipa::path(
+    put,
+    path = peerdex_shared::routes::PARTIALS,
+    tag = "transfers",
+    params(("peer" = peerdex_shared::PeerId, Path, description = "The peer's id: its Ed25519 key in hex.")),
+    request_body = PartialsAnnouncement,
+    responses((status = 204, description = "The partial copies are recorded."), ApiErrors),
+    security(("peer_session" = []))
+)]
 pub async fn put_partials(
     State(state): State<Arc<AppState>>,
-    Path(peer): Path<String>,
+    ApiPath(peer): ApiPath<String>,
     authed: Authed,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<StatusCode, ApiError> {

@@ -1,6 +1,8 @@
 //! The social routes (PROTOCOL §10): the event stream, contacts, blocks and private messages.
 //! Every route needs a signed-in account (or an API key with the `social` scope).
 
+use super::openapi::ApiErrors;
+use super::{ApiPath, ApiQuery};
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -8,8 +10,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
@@ -95,7 +97,8 @@ fn take_token(
 // ---- events ----------------------------------------------------------------------------------
 
 /// `GET /api/v1/events` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Like `Last-Event-ID`, for clients that cannot set headers.
     pub after: Option<u64>,
@@ -111,14 +114,24 @@ fn sse(envelope: &EventEnvelope) -> SseEvent {
     }
 }
 
+/// Stream events (server-sent events).
+///
 /// `GET /api/v1/events`: server-sent events for the account. With `Last-Event-ID` (or
 /// `?after=`), the durable events after that id come first; without, the messages not yet
 /// delivered anywhere. Then live events, until the client leaves or the server drains.
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::EVENTS,
+    tag = "social",
+    params(EventsQuery, ("last-event-id" = Option<u64>, Header, description = "Resume after this event id (durable kinds are replayed).")),
+    responses((status = 200, description = "Server-sent events, one per event, with keep-alives, until the client goes away.", body = String, content_type = "text/event-stream"), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn events(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     headers: HeaderMap,
-    Query(query): Query<EventsQuery>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let account = member(&state, &caller).await?;
     let after = match headers
@@ -212,9 +225,19 @@ impl EventStream {
     }
 }
 
+/// Report an agent's event to its account.
+///
 /// `POST /api/v1/events`: an agent reports what it did for its account (`download` events,
 /// durable, and live `transfer` events, with the peer's session); the account's clients get
 /// them like any other event.
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::EVENTS,
+    tag = "social",
+    request_body = Event,
+    responses((status = 204, description = "The event reached the account's clients."), ApiErrors),
+    security(("peer_session" = []))
+)]
 pub async fn report(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -257,7 +280,16 @@ pub async fn report(
 
 // ---- contacts ----------------------------------------------------------------------------------
 
+/// List contacts and requests.
+///
 /// `GET /api/v1/contacts`.
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::CONTACTS,
+    tag = "social",
+    responses((status = 200, description = "Contacts with presence, and requests both ways.", body = ContactsResponse), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn contacts(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -279,11 +311,21 @@ pub async fn contacts(
     Ok(Json(ContactsResponse { contacts }))
 }
 
+/// Ask someone to be a contact.
+///
 /// `PUT /api/v1/contacts/{name}`: asks them; if they asked already, both are contacts now.
+#[utoipa::path(
+    put,
+    path = peerdex_shared::routes::CONTACT,
+    tag = "social",
+    params(("name" = String, Path, description = "An account name.")),
+    responses((status = 202, description = "Asked: they see a request."), (status = 200, description = "Contacts now (they had asked), or nothing changed."), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn add_contact(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let account = member(&state, &caller).await?;
     if !state.guards.contact_requests.allow(&account.id) {
@@ -338,11 +380,21 @@ async fn accepted(
     Ok(())
 }
 
+/// Accept a contact request.
+///
 /// `POST /api/v1/contacts/{name}/accept`.
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::CONTACT_ACCEPT,
+    tag = "social",
+    params(("name" = String, Path, description = "An account name.")),
+    responses((status = 204, description = "Contacts now."), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn accept_contact(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let account = member(&state, &caller).await?;
     let db = state.store.db.clone();
@@ -352,20 +404,40 @@ pub async fn accept_contact(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Decline a contact request.
+///
 /// `POST /api/v1/contacts/{name}/decline`.
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::CONTACT_DECLINE,
+    tag = "social",
+    params(("name" = String, Path, description = "An account name.")),
+    responses((status = 204, description = "The request is declined."), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn decline_contact(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     end_contact(&state, &caller, name, true).await
 }
 
+/// End a contact or withdraw a request.
+///
 /// `DELETE /api/v1/contacts/{name}`: ends the contact, or withdraws a request.
+#[utoipa::path(
+    delete,
+    path = peerdex_shared::routes::CONTACT,
+    tag = "social",
+    params(("name" = String, Path, description = "An account name.")),
+    responses((status = 204, description = "Not contacts any more."), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn remove_contact(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     end_contact(&state, &caller, name, false).await
 }
@@ -401,7 +473,16 @@ async fn end_contact(
 
 // ---- blocks ------------------------------------------------------------------------------------
 
+/// List blocked accounts.
+///
 /// `GET /api/v1/blocks`: the names blocked.
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::BLOCKS,
+    tag = "social",
+    responses((status = 200, description = "The accounts the caller blocks.", body = Vec<String>), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn blocks(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -411,11 +492,21 @@ pub async fn blocks(
     Ok(Json(run_blocking(move || db.blocks_of(account.id)).await??))
 }
 
+/// Block an account.
+///
 /// `PUT /api/v1/blocks/{name}`.
+#[utoipa::path(
+    put,
+    path = peerdex_shared::routes::BLOCK,
+    tag = "social",
+    params(("name" = String, Path, description = "An account name.")),
+    responses((status = 204, description = "Blocked: no messages, requests or offers from them."), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn block(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let account = member(&state, &caller).await?;
     let db = state.store.db.clone();
@@ -423,11 +514,21 @@ pub async fn block(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Unblock an account.
+///
 /// `DELETE /api/v1/blocks/{name}`.
+#[utoipa::path(
+    delete,
+    path = peerdex_shared::routes::BLOCK,
+    tag = "social",
+    params(("name" = String, Path, description = "An account name.")),
+    responses((status = 204, description = "Not blocked."), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn unblock(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let account = member(&state, &caller).await?;
     let db = state.store.db.clone();
@@ -437,7 +538,17 @@ pub async fn unblock(
 
 // ---- messages ----------------------------------------------------------------------------------
 
+/// Send a private message.
+///
 /// `POST /api/v1/messages`: stores the message, pushes it if the recipient is online.
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::MESSAGES,
+    tag = "social",
+    request_body = SendMessageRequest,
+    responses((status = 201, description = "Stored, and delivered if they are online.", body = peerdex_shared::social::Message), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn send_message(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -470,7 +581,8 @@ pub async fn send_message(
 }
 
 /// `GET /api/v1/messages` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MessagesQuery {
     /// Only messages not read yet.
@@ -482,12 +594,22 @@ pub struct MessagesQuery {
     pub limit: Option<u32>,
 }
 
+/// Read messages.
+///
 /// `GET /api/v1/messages`: messages to the account (or one conversation), oldest first. What
 /// it lists counts as delivered.
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::MESSAGES,
+    tag = "social",
+    params(MessagesQuery),
+    responses((status = 200, description = "The newest messages to and from the caller.", body = MessagesResponse), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn messages(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Query(query): Query<MessagesQuery>,
+    ApiQuery(query): ApiQuery<MessagesQuery>,
 ) -> Result<Json<MessagesResponse>, ApiError> {
     let account = member(&state, &caller).await?;
     let db = state.store.db.clone();
@@ -506,11 +628,21 @@ pub async fn messages(
     }))
 }
 
+/// Mark a message read.
+///
 /// `POST /api/v1/messages/{id}/read`: marks a message read; answers it.
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::MESSAGE_READ,
+    tag = "social",
+    params(("id" = String, Path, description = "The message's id.")),
+    responses((status = 200, description = "The message, marked read (the sender gets a receipt).", body = peerdex_shared::social::Message), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn read_message(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<peerdex_shared::social::Message>, ApiError> {
     let account = member(&state, &caller).await?;
     let id: u64 = id
@@ -526,8 +658,18 @@ pub async fn read_message(
 
 // ---- wishes ------------------------------------------------------------------------------------
 
+/// Add a wish (a standing search).
+///
 /// `POST /api/v1/wishes`: a standing search. What matches now is answered once and taken as
 /// reported; later matches come as `wish_hit` events, the moment their list is committed.
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::WISHES,
+    tag = "social",
+    request_body = peerdex_shared::social::WishRequest,
+    responses((status = 201, description = "The wish stands; matches listed from now on are pushed.", body = peerdex_shared::social::WishCreated), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn add_wish(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -618,7 +760,16 @@ pub async fn add_wish(
     ))
 }
 
+/// List wishes.
+///
 /// `GET /api/v1/wishes`.
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::WISHES,
+    tag = "social",
+    responses((status = 200, description = "The caller's wishes.", body = Vec<peerdex_shared::social::Wish>), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn wishes(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -628,11 +779,21 @@ pub async fn wishes(
     Ok(Json(run_blocking(move || db.wishes_of(account.id)).await??))
 }
 
+/// Remove a wish.
+///
 /// `DELETE /api/v1/wishes/{id}`.
+#[utoipa::path(
+    delete,
+    path = peerdex_shared::routes::WISH,
+    tag = "social",
+    params(("id" = String, Path, description = "The wish's id.")),
+    responses((status = 204, description = "The wish is gone."), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn remove_wish(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let account = member(&state, &caller).await?;
     let id: u64 = id
@@ -680,7 +841,7 @@ fn checked_room_name(name: &str) -> Result<(), ApiError> {
 }
 
 /// `POST /api/v1/rooms/{room}/join` body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinRequest {
     /// For a new room: `public` (default), `private` or `group:NAME`.
@@ -688,7 +849,16 @@ pub struct JoinRequest {
     pub access: Option<String>,
 }
 
+/// List rooms.
+///
 /// `GET /api/v1/rooms`: the rooms the account may see.
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::ROOMS,
+    tag = "social",
+    responses((status = 200, description = "The rooms the caller may see.", body = Vec<peerdex_shared::social::Room>), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn rooms(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -698,11 +868,22 @@ pub async fn rooms(
     Ok(Json(run_blocking(move || db.rooms_for(account.id)).await??))
 }
 
+/// Join or open a room.
+///
 /// `POST /api/v1/rooms/{room}/join`: joins (or opens) a room; answers its last lines.
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::ROOM_JOIN,
+    tag = "social",
+    params(("room" = String, Path, description = "The room's name.")),
+    request_body(content = Option<JoinRequest>, description = "Optional: an empty body joins with the defaults"),
+    responses((status = 200, description = "Joined: the room's last lines.", body = peerdex_shared::social::JoinedRoom), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn join_room(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<peerdex_shared::social::JoinedRoom>, ApiError> {
     let request: JoinRequest = match body {
@@ -744,11 +925,21 @@ pub async fn join_room(
     }))
 }
 
+/// Leave a room.
+///
 /// `POST /api/v1/rooms/{room}/leave`.
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::ROOM_LEAVE,
+    tag = "social",
+    params(("room" = String, Path, description = "The room's name.")),
+    responses((status = 204, description = "Left."), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn leave_room(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let account = member(&state, &caller).await?;
     let db = state.store.db.clone();
@@ -764,18 +955,29 @@ pub async fn leave_room(
 }
 
 /// `POST /api/v1/rooms/{room}/lines` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SayRequest {
     /// The line.
     pub body: String,
 }
 
+/// Say a line in a room.
+///
 /// `POST /api/v1/rooms/{room}/lines`: says a line; every member's stream gets it.
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::ROOM_LINES,
+    tag = "social",
+    params(("room" = String, Path, description = "The room's name.")),
+    request_body = SayRequest,
+    responses((status = 201, description = "The line, sent to the room's members.", body = peerdex_shared::social::RoomLine), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn say(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<peerdex_shared::social::RoomLine>), ApiError> {
     let request: SayRequest = json_body(body)?;
@@ -809,19 +1011,30 @@ pub async fn say(
 }
 
 /// `GET /api/v1/rooms/{room}/lines` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
     /// At most this many, the newest (default and most: `social.room_history`).
     pub limit: Option<u32>,
 }
 
+/// A room's last lines.
+///
 /// `GET /api/v1/rooms/{room}/lines`: the last lines, oldest first (members only).
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::ROOM_LINES,
+    tag = "social",
+    params(("room" = String, Path, description = "The room's name."), LogQuery),
+    responses((status = 200, description = "The room's newest lines, oldest first.", body = Vec<peerdex_shared::social::RoomLine>), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn room_log(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(name): Path<String>,
-    Query(query): Query<LogQuery>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(query): ApiQuery<LogQuery>,
 ) -> Result<Json<Vec<peerdex_shared::social::RoomLine>>, ApiError> {
     let account = member(&state, &caller).await?;
     let most = state.config.social.room_history;
@@ -833,7 +1046,7 @@ pub async fn room_log(
 }
 
 /// `POST /api/v1/rooms/{room}/moderate` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModerateRequest {
     /// `invite`, `kick`, `mute`, `unmute` or `op`.
@@ -845,12 +1058,23 @@ pub struct ModerateRequest {
     pub duration: Option<String>,
 }
 
+/// Invite, kick, mute or set roles in a room.
+///
 /// `POST /api/v1/rooms/{room}/moderate`: the owner or an operator invites, kicks, mutes,
 /// unmutes, or (the owner) makes an operator.
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::ROOM_MODERATE,
+    tag = "social",
+    params(("room" = String, Path, description = "The room's name.")),
+    request_body = ModerateRequest,
+    responses((status = 204, description = "Done."), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn moderate_room(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let request: ModerateRequest = json_body(body)?;
@@ -929,8 +1153,18 @@ fn check_text(state: &AppState, account: &AccountRow, body: &str) -> Result<(), 
 /// Contents looked at to find the holders of a `holders` request.
 const HOLDER_CONTENTS: usize = 1000;
 
+/// Ask contacts or holders for something.
+///
 /// `POST /api/v1/requests`: asks contacts (depth 1 or 2) or every online holder of matching
 /// files, in real time. The answer says how many it reached, never whom.
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::REQUESTS,
+    tag = "social",
+    request_body = peerdex_shared::social::AskRequest,
+    responses((status = 201, description = "Asked: contacts (or holders) get a request event.", body = peerdex_shared::social::AskInfo), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn ask(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -1033,7 +1267,16 @@ async fn holders_of(
     .await?
 }
 
+/// List requests.
+///
 /// `GET /api/v1/requests`: your requests, newest first.
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::REQUESTS,
+    tag = "social",
+    responses((status = 200, description = "Open requests the caller made or may answer.", body = Vec<peerdex_shared::social::AskInfo>), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn requests(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -1050,11 +1293,21 @@ fn request_id(id: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("{id:?} is not a request id")))
 }
 
+/// Close a request.
+///
 /// `DELETE /api/v1/requests/{id}`: closes your request; those it reached are told.
+#[utoipa::path(
+    delete,
+    path = peerdex_shared::routes::REQUEST,
+    tag = "social",
+    params(("id" = String, Path, description = "The request's id.")),
+    responses((status = 204, description = "Closed."), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn close_request(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let account = member(&state, &caller).await?;
     let id = request_id(&id)?;
@@ -1064,12 +1317,23 @@ pub async fn close_request(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Offer a file for a request.
+///
 /// `POST /api/v1/requests/{id}/offers`: offers a file you share to the asker, who gets an
 /// `offer` event and can download it directly.
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::REQUEST_OFFERS,
+    tag = "social",
+    params(("id" = String, Path, description = "The request's id.")),
+    request_body = peerdex_shared::social::OfferRequest,
+    responses((status = 201, description = "The asker gets an offer event."), ApiErrors),
+    security(("account" = []))
+)]
 pub async fn offer(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let request: peerdex_shared::social::OfferRequest = json_body(body)?;

@@ -1,14 +1,16 @@
 //! Routes that help firewalled peers (PROTOCOL §8): the control channel an agent keeps open, the
 //! reverse-connection request of a downloader, and the two ends of a relay session.
 
+use super::openapi::ApiErrors;
+use super::{ApiPath, ApiQuery};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
@@ -20,7 +22,7 @@ use peerdex_shared::{FileHash, PeerId};
 use serde::Deserialize;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::{ApiError, Authed, Caller, client_ip, json_body, query_params, run_blocking};
+use super::{ApiError, Authed, Caller, client_ip, json_body, run_blocking};
 use crate::limits::random_hex;
 use crate::probe::ProbeError;
 use crate::state::AppState;
@@ -114,13 +116,23 @@ fn source_unreachable() -> ApiError {
     )
 }
 
+/// Open the control channel (agents).
+///
 /// `GET /api/v1/peers/{peer}/control`: the agent's control channel, one JSON message per line
 /// (pings and tickets) until the agent or the server closes it. An open channel keeps the peer
 /// online.
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::CONTROL,
+    tag = "transfers",
+    params(("peer" = peerdex_shared::PeerId, Path, description = "The peer's id: its Ed25519 key in hex.")),
+    responses((status = 200, description = "The control channel: one JSON message per line (pings, tickets) for as long as it stays open.", body = String, content_type = "application/x-ndjson"), ApiErrors),
+    security(("peer_session" = []))
+)]
 pub async fn control(
     State(state): State<Arc<AppState>>,
     auth: Authed,
-    Path(peer): Path<String>,
+    ApiPath(peer): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let me = auth.require_self(&peer)?.clone();
     let receiver = state.firewall.control.attach(me.key);
@@ -201,9 +213,19 @@ impl Drop for OfflineWhenGone {
     }
 }
 
+/// Ask a firewalled source to connect (reverse connection or relay).
+///
 /// `POST /api/v1/transfers`: a downloader that accepts connections asks a firewalled source to
 /// connect to it. The downloader's address is verified first (connect-back on its port, signed
 /// with its key); only then does the source get a ticket naming that address.
+#[utoipa::path(
+    post,
+    path = peerdex_shared::routes::TRANSFERS,
+    tag = "transfers",
+    request_body = TransferRequest,
+    responses((status = 202, description = "The source was asked to connect (or to meet at the relay).", body = TransferResponse), ApiErrors),
+    security((), ("account" = []), ("peer_session" = []))
+)]
 pub async fn transfer(
     State(state): State<Arc<AppState>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -279,11 +301,16 @@ pub async fn transfer(
 }
 
 /// Parameters of a relay request.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RelayParams {
+    /// The peer that holds the content (it was asked over its control channel).
     source: PeerId,
+    /// The content to fetch through the relay.
     hash: FileHash,
+    /// The downloader's peer id (the key its TLS session is pinned to).
     downloader: PeerId,
+    /// The ticket's token from `POST /api/v1/transfers`.
     token: String,
 }
 
@@ -315,17 +342,26 @@ fn take_upgrade(request: &mut Request) -> Result<OnUpgrade, ApiError> {
         .ok_or_else(|| ApiError::bad_request("this connection cannot be upgraded"))
 }
 
+/// Downloader end of a relayed transfer.
+///
 /// `GET /api/v1/relay?source&hash&downloader&token` with `Upgrade: peerdex-relay`: the downloader's
 /// end of a relay session. The source is asked (with a ticket) to connect its end; once it does,
 /// both get `101` and the server forwards bytes between them within the quotas.
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::RELAY,
+    tag = "transfers",
+    params(RelayParams),
+    responses((status = 101, description = "Upgraded (`Upgrade: peerdex-relay`): the connection is spliced to the source's once it accepts."), ApiErrors),
+    security((), ("account" = []), ("peer_session" = []))
+)]
 pub async fn relay(
     State(state): State<Arc<AppState>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     caller: Caller,
-    params: Result<Query<RelayParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<RelayParams>,
     mut request: Request,
 ) -> Result<Response, ApiError> {
-    let params: RelayParams = query_params(params)?;
     let scope = caller.scope(&state, "download").await?;
     check_token(&params.token)?;
     let upgrade = take_upgrade(&mut request)?;
@@ -401,12 +437,22 @@ pub async fn relay(
     Ok(switching_protocols())
 }
 
+/// Source end of a relayed transfer.
+///
 /// `GET /api/v1/relay/{id}/accept` with `Upgrade: peerdex-relay`: the source's end of relay
 /// session `id`, authenticated as the peer the ticket named.
+#[utoipa::path(
+    get,
+    path = peerdex_shared::routes::RELAY_ACCEPT,
+    tag = "transfers",
+    params(("id" = String, Path, description = "The relay ticket's id.")),
+    responses((status = 101, description = "Upgraded: this connection is spliced to the waiting downloader's."), ApiErrors),
+    security(("peer_session" = []))
+)]
 pub async fn relay_accept(
     State(state): State<Arc<AppState>>,
     auth: Authed,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     mut request: Request,
 ) -> Result<Response, ApiError> {
     let upgrade = take_upgrade(&mut request)?;

@@ -17,6 +17,7 @@ mod lists;
 mod load;
 mod media;
 mod metrics;
+mod openapi;
 mod peer_server;
 mod presence;
 mod registry;

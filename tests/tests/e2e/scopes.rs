@@ -789,3 +789,67 @@ async fn a_ban_from_the_operators_cli_takes_the_live_session_offline_too() {
     let found = search(&lab.bob, "poster").await;
     assert_eq!(found.total, 0, "her files left results: {found:?}");
 }
+
+/// Found by the OpenAPI conformance run: an admin's token could disable (and so revoke)
+/// its own account, leaving nobody able to undo it through the API or the admin page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_can_disable_mute_demote_or_ban_their_own_account() {
+    let server = TestServer::start().await;
+    let boss = sign_up(&server, "boss", &Identity::generate().unwrap()).await;
+    operator_db(&server)
+        .set_role("operator", "boss", Role::Admin)
+        .unwrap();
+    let _carol = sign_up(&server, "carol", &Identity::generate().unwrap()).await;
+    let token = boss.account_token().unwrap().to_owned();
+    let change = |name: &str, body: serde_json::Value| {
+        let url = format!("{}/api/v1/admin/accounts/{name}", server.url);
+        let token = token.clone();
+        async move {
+            http()
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for body in [
+        serde_json::json!({"disabled": true}),
+        serde_json::json!({"role": "member"}),
+        serde_json::json!({"mute": "30m"}),
+    ] {
+        // Another spelling of the same name is the same account.
+        let answer = change("BOSS", body.clone()).await;
+        assert_eq!(answer.status(), 403, "{body}");
+        let error: peerdex_shared::api::ErrorBody = answer.json().await.unwrap();
+        assert_eq!(error.code, ErrorCode::Forbidden);
+        assert!(error.error.contains("your own account"), "{}", error.error);
+    }
+    // Nor ban it.
+    let ban = http()
+        .post(format!("{}/api/v1/admin/bans", server.url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"kind": "account", "value": "Boss"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ban.status(), 403);
+    // Still an admin, still signed in, and still able to act on others.
+    let me = boss.whoami().await.unwrap();
+    assert_eq!(me.role, Role::Admin);
+    assert!(!me.disabled);
+    assert_eq!(
+        change("carol", serde_json::json!({"disabled": true}))
+            .await
+            .status(),
+        204
+    );
+    // Re-stating one's own admin role changes nothing and is allowed.
+    assert_eq!(
+        change("boss", serde_json::json!({"role": "admin"}))
+            .await
+            .status(),
+        204
+    );
+}
