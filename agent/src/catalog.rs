@@ -253,7 +253,7 @@ const FULL_LIST_QUERY: &str = "SELECT share, dir, name, size, mtime_ns, hash, ta
      ORDER BY share, dir, name";
 
 /// Counts for one share.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ShareCounts {
     /// Files found.
     pub files: u64,

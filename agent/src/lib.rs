@@ -73,11 +73,12 @@ use sync::Syncer;
 pub const KEY_FILE: &str = "peer.key";
 
 /// One share in the status.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ShareStatus {
     /// Name.
     pub name: String,
     /// Folder.
+    #[schema(value_type = String)]
     pub root: PathBuf,
     /// Counts from the catalog.
     #[serde(flatten)]
@@ -85,7 +86,7 @@ pub struct ShareStatus {
 }
 
 /// Uploads in the status.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct UploadStatus {
     /// Slots configured.
     pub slots: usize,
@@ -102,18 +103,21 @@ pub struct UploadStatus {
 }
 
 /// What `peerdex status` shows.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AgentStatus {
     /// Our peer id.
     pub peer_id: PeerId,
     /// Our nickname.
     pub nick: String,
     /// Where the file server listens (none: inbound connections are not accepted).
+    #[schema(value_type = Option<String>)]
     pub serving: Option<SocketAddr>,
     /// Where the local web endpoint (`/metrics`) listens, if it does.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub ui: Option<SocketAddr>,
     /// Where `peerdex get` puts files while this agent runs.
+    #[schema(value_type = String)]
     pub download_dir: PathBuf,
     /// The index server connection.
     pub server: LinkStatus,
@@ -134,7 +138,7 @@ pub struct AgentStatus {
 }
 
 /// What `peerdex transfers` shows.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct TransferList {
     /// Downloads: open ones in the order they run, then the latest finished ones.
     pub downloads: Vec<transfers::TransferView>,

@@ -22,7 +22,7 @@ pub struct Session {
 }
 
 /// The connection to the index server, as `peerdex status` shows it.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct LinkStatus {
     /// Server URL.
     pub url: String,

@@ -33,7 +33,7 @@ pub struct Progress {
 }
 
 /// A file or folder left out of a share because its name cannot be shared.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Unshareable {
     /// The share.
     pub share: String,
@@ -47,7 +47,7 @@ pub struct Unshareable {
 const MAX_UNSHAREABLE: usize = 1000;
 
 /// A snapshot of [`Progress`], as `peerdex status` shows it.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ProgressSnapshot {
     /// A scan is running.
     pub scanning: bool,

@@ -51,7 +51,7 @@ const CHUNK: usize = 256 * 1024;
 type ResponseBody = BoxBody<Bytes, std::io::Error>;
 
 /// An upload in progress, as `peerdex status` lists it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct UploadInfo {
     /// Who downloads: its key (short) when it proved it, else its address.
     pub peer: String,

@@ -115,7 +115,9 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 const RATE_WINDOW: Duration = Duration::from_secs(5);
 
 /// What a transfer is doing, as `peerdex transfers` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TransferState {
     /// Waiting for one of our download slots (`download.max_active`).
@@ -173,7 +175,7 @@ impl TransferState {
 }
 
 /// One source of a running transfer.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SourceView {
     /// Its nickname.
     pub nickname: String,
@@ -191,7 +193,7 @@ pub struct SourceView {
 }
 
 /// One transfer as `peerdex transfers` shows it: the stored row and what it does now.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct TransferView {
     /// The stored row.
     #[serde(flatten)]

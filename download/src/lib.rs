@@ -164,6 +164,7 @@ impl Phase {
 
 /// Where we wait in a busy source's upload queue.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RemoteQueue {
     /// The source's nickname.
     pub peer: String,

@@ -45,10 +45,36 @@ pub enum Destination {
     File(PathBuf),
 }
 
+/// `{"kind": "dir" | "file", "path": "…"}`, as serde writes it.
+impl utoipa::PartialSchema for Destination {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .description(Some("Where a transfer's file goes."))
+            .property(
+                "kind",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["dir", "file"]))
+                    .description(Some(
+                        "`dir`: into this folder, under the sources' name (or the one asked \
+                         for); `file`: exactly this file.",
+                    )),
+            )
+            .required("kind")
+            .property("path", ObjectBuilder::new().schema_type(Type::String))
+            .required("path")
+            .into()
+    }
+}
+impl utoipa::ToSchema for Destination {}
+
 /// A transfer's state as the catalog keeps it. What a running transfer does (connecting,
 /// downloading, queued at a source) is not stored: after a restart it is queued again and
 /// resumes from its verified pieces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Stored {
     /// To run (or running) as soon as a download slot is free.
@@ -96,7 +122,7 @@ impl Stored {
 }
 
 /// A download to add to the queue.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct NewTransfer {
     /// The content.
     pub hash: FileHash,
@@ -120,7 +146,7 @@ pub struct NewTransfer {
 }
 
 /// One row of the transfer queue.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct TransferRow {
     /// Its id (what `peerdex transfers pause ID` names).
     pub id: u64,
@@ -140,6 +166,7 @@ pub struct TransferRow {
     /// Its size, once a source said.
     pub size: Option<u64>,
     /// Where the file is (or will be), once known.
+    #[schema(value_type = Option<String>)]
     pub path: Option<PathBuf>,
     /// Verified bytes, as of the last change of state.
     pub bytes_done: u64,

@@ -14,6 +14,8 @@
 //!
 //! Pages run no inline script and load nothing from elsewhere (a strict CSP).
 
+mod api;
+pub use api::openapi_document;
 mod metrics;
 mod pages;
 mod people;
@@ -193,6 +195,7 @@ pub(crate) async fn serve(
         counts: Arc::default(),
         refreshing: Arc::default(),
     });
+    let (api_routes, api_document) = api::routes();
     let signed_in = Router::new()
         .route("/", get(pages::home))
         .route("/search", get(pages::search))
@@ -217,9 +220,11 @@ pub(crate) async fn serve(
         .route("/rooms/{name}/leave", post(rooms::leave))
         .route("/play/{hash}", get(pages::play))
         .route("/events", get(pages::events))
-        .route("/api/status", get(pages::status_json))
-        .route("/api/transfers", get(pages::transfers_json))
         .route("/logout", post(logout))
+        .merge(api_routes)
+        .merge(Router::from(
+            utoipa_swagger_ui::SwaggerUi::new(api::VIEWER).url(api::DOCUMENT, api_document),
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             web.clone(),
             require_token,
@@ -290,12 +295,22 @@ async fn require_token(State(web): State<Arc<Web>>, request: Request, next: Next
         .and_then(peerdex_shared::routes::bearer_token)
         .is_some_and(|token| web.accepts(token));
     let by_cookie = cookie(headers, &web.cookie).is_some_and(|token| web.accepts(token));
+    // The JSON API answers in JSON, the pages with a page.
+    let api = request.uri().path().starts_with("/api/");
     if !by_bearer && !by_cookie {
-        return pages::sign_in_required();
+        return if api {
+            api::JsonError::sign_in_required().into_response()
+        } else {
+            pages::sign_in_required()
+        };
     }
     let changes = !matches!(*request.method(), Method::GET | Method::HEAD);
     if changes && !by_bearer && !same_origin(headers) {
-        return pages::refused_cross_site();
+        return if api {
+            api::JsonError::cross_site().into_response()
+        } else {
+            pages::refused_cross_site()
+        };
     }
     next.run(request).await
 }

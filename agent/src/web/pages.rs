@@ -156,7 +156,7 @@ pub(super) async fn not_found() -> Response {
 }
 
 /// Runs a blocking call on the agent (it reads the catalog) off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     web: &Arc<Web>,
     call: impl FnOnce(&crate::AgentControls) -> T + Send + 'static,
 ) -> Result<T, PageError> {
@@ -741,16 +741,32 @@ pub(super) async fn download(
     let Ok(Form(form)) = form else {
         return bad_request("a download needs a hash (or a folder)");
     };
+    match queue_download(&web, form.hash, form.name, form.folder).await {
+        Ok(ids) => {
+            info!(?ids, "queued from the web client");
+            Redirect::to("/transfers").into_response()
+        }
+        Err(page) => page.into_response(),
+    }
+}
+
+/// Queues a content (`hash`, with the file `name` to use) or every file of a folder (its
+/// identity) in the agent's transfer queue, into the download folder; answers the new ids.
+pub(super) async fn queue_download(
+    web: &Arc<Web>,
+    hash: Option<String>,
+    name: Option<String>,
+    folder: Option<String>,
+) -> Result<Vec<u64>, PageError> {
+    let refused =
+        |message: String| PageError::Other(StatusCode::BAD_REQUEST, "That did not work", message);
     let download_dir = web.controls.config.download_dir.clone();
-    let new = match (form.hash, form.folder) {
+    let new = match (hash, folder) {
         (Some(hash), _) => {
-            let hash = match parse_hash(&hash) {
-                Ok(hash) => hash,
-                Err(page) => return page.into_response(),
-            };
+            let hash = parse_hash(hash.trim())?;
             vec![NewTransfer {
                 hash,
-                name: form.name.filter(|n| !n.is_empty()),
+                name: name.filter(|n| !n.is_empty()),
                 destination: Destination::Dir(download_dir),
                 label: String::new(),
                 priority: 0,
@@ -759,17 +775,10 @@ pub(super) async fn download(
             }]
         }
         (None, Some(folder)) => {
-            let Ok(id) = folder.parse() else {
-                return bad_request(format!("{folder:?} is not a folder identity"));
-            };
-            let client = match server(&web) {
-                Ok(client) => client,
-                Err(page) => return page.into_response(),
-            };
-            let found = match client.folder(&id).await {
-                Ok(found) => found,
-                Err(e) => return server_error(&e),
-            };
+            let id = folder
+                .parse()
+                .map_err(|_| refused(format!("{folder:?} is not a folder identity")))?;
+            let found = server(web)?.folder(&id).await.map_err(PageError::Server)?;
             let title = found.hit.summary.title(&found.hit.name);
             let dir = download_dir.join(peerdex_download::names::sanitize_file_name(
                 &found.hit.name,
@@ -789,16 +798,11 @@ pub(super) async fn download(
                 })
                 .collect()
         }
-        (None, None) => return bad_request("a download needs a hash (or a folder)"),
+        (None, None) => return Err(refused("a download needs a hash (or a folder)".to_owned())),
     };
-    match blocking(&web, move |c| c.add_transfers(&new)).await {
-        Ok(Ok(ids)) => {
-            info!(?ids, "queued from the web client");
-            Redirect::to("/transfers").into_response()
-        }
-        Ok(Err(e)) => bad_request(format!("{e:#}")),
-        Err(page) => page.into_response(),
-    }
+    blocking(web, move |c| c.add_transfers(&new))
+        .await?
+        .map_err(|e| refused(format!("{e:#}")))
 }
 
 /// One transfer as the table (and the live stream) shows it.
@@ -1438,24 +1442,6 @@ pub(super) async fn remove_share(
     match changed {
         Ok(Ok(())) => Redirect::to(&format!("/shares?removed={}", encoded(&name))).into_response(),
         Ok(Err(e)) => bad_request(format!("{e:#}")),
-        Err(page) => page.into_response(),
-    }
-}
-
-// ---- JSON for scripts --------------------------------------------------------------------------
-
-/// `GET /api/status`: what `peerdex status --json` prints.
-pub(super) async fn status_json(State(web): State<Arc<Web>>) -> Response {
-    match blocking(&web, |c| c.status()).await {
-        Ok(status) => axum::Json(status).into_response(),
-        Err(page) => page.into_response(),
-    }
-}
-
-/// `GET /api/transfers`: what `peerdex transfers --json` prints.
-pub(super) async fn transfers_json(State(web): State<Arc<Web>>) -> Response {
-    match transfer_lines(&web).await {
-        Ok(list) => axum::Json(list).into_response(),
         Err(page) => page.into_response(),
     }
 }

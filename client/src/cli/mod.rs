@@ -87,10 +87,15 @@ enum Command {
     ///
     /// Exit codes: 0 printed, 1 no agent is running or its web client is off (`ui_listen`).
     Ui {
+        /// Print the OpenAPI 3.1 document of the agent's local API instead (what
+        /// `GET /api/openapi.json` on `ui_listen` serves); needs no running agent
+        #[arg(long, conflicts_with_all = ["open", "json"])]
+        openapi: bool,
         /// Open the address in the default browser too (xdg-open)
         #[arg(long)]
         open: bool,
-        /// Print the address as JSON (`{"url": …, "address": …}`)
+        /// Print the address as JSON (`{"url": …, "address": …, "token": …}`; the token is the
+        /// bearer token of the agent's local API)
         #[arg(long)]
         json: bool,
     },
@@ -633,7 +638,13 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 emit(&status_text(&status))?;
             }
         }
-        Command::Ui { open, json } => {
+        Command::Ui { openapi: true, .. } => {
+            let document = agent::web::openapi_document()
+                .to_pretty_json()
+                .context("rendering the OpenAPI document")?;
+            emit(&format!("{document}\n"))?;
+        }
+        Command::Ui { open, json, .. } => {
             let state = state_dir(cli.state)?;
             let status = agent::control::query(&state).await?;
             let Some(address) = status.ui else {
@@ -646,7 +657,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             })?;
             let url = agent::web::sign_in_url(address, &token);
             if json {
-                let document = serde_json::json!({ "url": url, "address": address.to_string() });
+                // The token too: scripts send it as a bearer token to the agent's local API.
+                let document = serde_json::json!({
+                    "url": url,
+                    "address": address.to_string(),
+                    "token": token,
+                });
                 emit(&format!("{document}\n"))?;
             } else {
                 emit(&format!("{url}\n"))?;

@@ -167,17 +167,45 @@ async fn the_live_server_answers_as_its_document_says() {
         .unwrap();
     let token = boss.account_token().unwrap().to_owned();
 
-    let dir = tempfile::tempdir().unwrap();
     // Path parameters that name something real, so that full answers are checked too.
-    let config = dir.path().join("schemathesis.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[parameters]\n\"path.nick\" = \"alice\"\n\"path.hash\" = \"{}\"\n",
-            hash_of("moon river")
-        ),
+    let parameters = format!(
+        "\"path.nick\" = \"alice\"\n\"path.hash\" = \"{}\"\n",
+        hash_of("moon river")
+    );
+    let excluded = [
+        "put_list",
+        "post_delta",
+        "control",
+        "relay",
+        "relay_accept",
+        "events",
+        "logout",
+        "end_session",
+    ];
+    let tested = schemathesis(
+        &format!("{}/api/openapi.json", server.url),
+        &token,
+        &excluded,
+        &parameters,
     )
-    .unwrap();
+    .await;
+    assert!(tested >= 50, "schemathesis tested only {tested} operations");
+}
+
+/// Runs a bounded schemathesis conformance check of the live API described at `document`,
+/// sending `token` as a bearer token, leaving out the `excluded` operation ids, with fixed
+/// values for some parameters (`parameters`: TOML lines like `"path.nick" = "alice"`). Panics
+/// with schemathesis's report when an answer contradicts the document; answers how many
+/// operations it tested.
+pub async fn schemathesis(
+    document: &str,
+    token: &str,
+    excluded: &[&str],
+    parameters: &str,
+) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("schemathesis.toml");
+    std::fs::write(&config, format!("[parameters]\n{parameters}")).unwrap();
     let log = dir.path().join("schemathesis.log");
     let mut command = std::process::Command::new("st");
     command
@@ -187,7 +215,7 @@ async fn the_live_server_answers_as_its_document_says() {
         .env("SCHEMATHESIS_TELEMETRY", "false")
         .env("NO_COLOR", "1")
         .arg("run")
-        .arg(format!("{}/api/openapi.json", server.url))
+        .arg(document)
         .args([
             "--checks",
             "not_a_server_error,status_code_conformance,content_type_conformance,\
@@ -204,16 +232,7 @@ async fn the_live_server_answers_as_its_document_says() {
         ])
         .arg("--header")
         .arg(format!("Authorization: Bearer {token}"));
-    for operation in [
-        "put_list",
-        "post_delta",
-        "control",
-        "relay",
-        "relay_accept",
-        "events",
-        "logout",
-        "end_session",
-    ] {
+    for operation in excluded {
         command.args(["--exclude-operation-id", operation]);
     }
     let output = std::fs::File::create(&log).unwrap();
@@ -235,13 +254,141 @@ async fn the_live_server_answers_as_its_document_says() {
         "schemathesis found answers that contradict the document:\n{report}"
     );
     // It really ran the operations (a document it could not load would not test any).
-    let tested: usize = report
+    report
         .lines()
         .find_map(|line| line.trim().strip_prefix("Tested: "))
         .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no count of tested operations in:\n{report}"));
+        .unwrap_or_else(|| panic!("no count of tested operations in:\n{report}"))
+}
+
+/// The agent's local API: its document is committed, valid and served; scripts queue,
+/// list and steer downloads with the token; errors are JSON; and the live agent answers as
+/// its document says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_local_api_queues_and_steers_downloads_as_its_document_says() {
+    let generated = serde_json::to_value(peerdex_agent::web::openapi_document()).unwrap();
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/agent-openapi.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     assert!(
-        tested >= 50,
-        "schemathesis tested only {tested} operations:\n{report}"
+        committed == generated,
+        "docs/agent-openapi.json is not what the code generates: run \
+         `cargo run -q -p peerdex -- ui --openapi > docs/agent-openapi.json`"
     );
+
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    write_file(&share, "notes.txt", b"some notes");
+    let agent = TestAgent::start(&server.url, &[&share], |_| {}).await;
+    agent.wait_synced().await;
+    let base = format!(
+        "http://{}",
+        agent.handle.ui_addr.expect("the web client listens")
+    );
+    let token = peerdex_agent::web::load_or_create_token(&agent.config.state).unwrap();
+    let http = http();
+
+    // Without the token: a JSON error, like every error of the API.
+    let r = http
+        .get(format!("{base}/api/transfers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let error: peerdex_shared::api::ErrorBody = r.json().await.unwrap();
+    assert_eq!(error.code, peerdex_shared::api::ErrorCode::Unauthorized);
+
+    let served: Value = http
+        .get(format!("{base}/api/openapi.json"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(served == generated);
+    let file = dir.path().join("agent-openapi.json");
+    std::fs::write(&file, serde_json::to_vec(&served).unwrap()).unwrap();
+    let out = std::process::Command::new("openapi-spec-validator")
+        .arg(&file)
+        .output()
+        .expect("openapi-spec-validator is installed (.ci/run)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // A script queues a content nobody has: it waits; it can be paused and resumed.
+    let wanted = hash_of("not shared by anyone");
+    let r = http
+        .post(format!("{base}/api/transfers"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "hash": wanted, "name": "wanted.bin" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let queued: Value = r.json().await.unwrap();
+    let id = queued["ids"][0].as_u64().unwrap();
+    let list: Value = http
+        .get(format!("{base}/api/transfers"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        list["downloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == id && d["hash"] == wanted.to_string()),
+        "{list}"
+    );
+    let paused: Value = http
+        .post(format!("{base}/api/transfers/{id}/pause"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paused["state"], "paused", "{paused}");
+    // Mistakes are named, in JSON.
+    for (path, status) in [
+        (format!("/api/transfers/{id}/explode"), 400),
+        ("/api/transfers/999999/pause".to_owned(), 404),
+        (format!("/api/transfers/{id}/pause"), 409),
+    ] {
+        let r = http
+            .post(format!("{base}{path}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        let _: peerdex_shared::api::ErrorBody = r.json().await.unwrap();
+    }
+    let r = http
+        .post(format!("{base}/api/transfers"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "hash": "not a hash" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // The live agent against its own document.
+    let tested = schemathesis(&format!("{base}/api/openapi.json"), &token, &[], "").await;
+    assert_eq!(tested, 4);
 }
