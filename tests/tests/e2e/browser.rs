@@ -979,3 +979,88 @@ async fn an_admin_manages_accounts_invites_groups_and_bans_on_the_admin_page() {
     browser.text_of("h1", "Not allowed").await;
     b.clone().close().await.unwrap();
 }
+
+/// Swagger UI over the server's OpenAPI document, from the binary alone: every operation
+/// listed, and "Try it out" on search answers a real result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_viewer_lists_every_operation_and_tries_a_search_in_chromium() {
+    let server = TestServer::start().await;
+    let alice = TestPeer::join(&server.url, "alice").await;
+    alice
+        .client
+        .upload_full(1, &[entry("Music/Moon River.mp3", 4_000_000, "moon river")])
+        .await
+        .unwrap();
+    server.wait_for_hits("moon", 1).await;
+
+    let browser = Browser::start().await;
+    let b = &browser.client;
+    b.goto(&format!("{}/api/docs/", server.url)).await.unwrap();
+    let operation = browser.element("#operations-search-search").await;
+    let shown = wait_until("every operation to be listed", PAGE_WAIT, || {
+        let client = b.clone();
+        async move {
+            let blocks = client
+                .find_all(Locator::Css(".opblock"))
+                .await
+                .map_err(|e| e.to_string())?;
+            if blocks.len() >= 60 {
+                Ok(blocks.len())
+            } else {
+                Err(format!("{} operations", blocks.len()))
+            }
+        }
+    })
+    .await;
+    assert!(shown >= 60, "{shown}");
+
+    operation
+        .find(Locator::Css(".opblock-summary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .element("#operations-search-search .try-out__btn")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser
+        .element("#operations-search-search tr[data-param-name='q'] input")
+        .await
+        .send_keys("moon river")
+        .await
+        .unwrap();
+    browser
+        .element("#operations-search-search button.execute")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser
+        .text_of(
+            "#operations-search-search .live-responses-table tbody .response-col_status",
+            "200",
+        )
+        .await;
+    browser
+        .text_of(
+            "#operations-search-search .live-responses-table tbody .response-col_description",
+            "Moon River.mp3",
+        )
+        .await;
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    b.execute(
+        "document.querySelector('#operations-search-search .responses-wrapper').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    browser
+        .screenshot("server-api-docs-desktop", 1280, 900)
+        .await;
+    b.clone().close().await.unwrap();
+}
