@@ -20,6 +20,7 @@ mod metrics;
 mod pages;
 mod people;
 mod rooms;
+mod settings;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -207,6 +208,11 @@ pub(crate) async fn serve(
         .route("/transfers/{id}/{action}", post(pages::transfer_action))
         .route("/shares", get(pages::shares).post(pages::add_share))
         .route("/shares/remove", post(pages::remove_share))
+        .route("/shares/visibility", post(pages::change_visibility))
+        .route(
+            "/settings",
+            get(settings::settings).post(settings::save_settings),
+        )
         .route("/people", get(people::people))
         .route("/people/{name}", get(people::conversation))
         .route("/contacts", post(people::add_contact))

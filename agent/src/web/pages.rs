@@ -173,7 +173,7 @@ pub(super) async fn blocking<T: Send + 'static>(
 }
 
 /// The agent's status for a page (its catalog counts a moment old: [`Web::status`]).
-async fn page_status(web: &Arc<Web>) -> Result<crate::AgentStatus, PageError> {
+pub(super) async fn page_status(web: &Arc<Web>) -> Result<crate::AgentStatus, PageError> {
     let web = web.clone();
     tokio::task::spawn_blocking(move || web.status())
         .await
@@ -385,6 +385,7 @@ impl FolderHitView {
 struct SearchPage {
     query: String,
     kinds: Vec<(&'static str, bool)>,
+    filters: Filters,
     notice: Option<String>,
     count: String,
     first: u64,
@@ -394,19 +395,95 @@ struct SearchPage {
     next: Option<String>,
 }
 
-/// Query parameters of the search page.
+/// Query parameters of the search page. The filters come from a form, so an empty field is
+/// an empty string, not an absent one: they are read as text and checked by [`Filters`].
 #[derive(Deserialize, Default)]
 pub(super) struct SearchParams {
     q: Option<String>,
     kind: Option<String>,
     offset: Option<u64>,
+    #[serde(default)]
+    ext: String,
+    #[serde(default)]
+    min_mb: String,
+    #[serde(default)]
+    max_mb: String,
+    #[serde(default)]
+    min_bitrate: String,
+    #[serde(default)]
+    lossless: String,
 }
 
-fn search_url(query: &str, kind: Option<&str>, offset: u64) -> String {
+/// The search page's filters beyond the kind, as typed (shown again in the form).
+#[derive(Default, Clone)]
+pub(super) struct Filters {
+    /// Only this extension.
+    ext: String,
+    /// At least this many MB.
+    min_mb: String,
+    /// At most this many MB.
+    max_mb: String,
+    /// Audio of at least this bitrate, kbit/s.
+    min_bitrate: String,
+    /// `1` lossless only, `0` lossy only, empty: either.
+    lossless: String,
+}
+
+/// A number typed in a filter: empty is no filter.
+fn filter_number<T: std::str::FromStr>(what: &str, text: &str) -> Result<Option<T>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| format!("{what} must be a whole number, not {text:?}"))
+}
+
+impl Filters {
+    /// Adds the filters to a search, or says which one is wrong.
+    fn apply(&self, query: &mut SearchQuery) -> Result<(), String> {
+        const MB: u64 = 1_000_000;
+        let ext = self.ext.trim().trim_start_matches('.');
+        query.ext = (!ext.is_empty()).then(|| ext.to_owned());
+        query.min_size =
+            filter_number::<u64>("Smallest size", &self.min_mb)?.map(|mb| mb.saturating_mul(MB));
+        query.max_size =
+            filter_number::<u64>("Largest size", &self.max_mb)?.map(|mb| mb.saturating_mul(MB));
+        query.min_bitrate = filter_number("Bitrate", &self.min_bitrate)?;
+        query.lossless = match self.lossless.trim() {
+            "" => None,
+            "1" => Some(1),
+            "0" => Some(0),
+            other => return Err(format!("lossless is 1, 0 or empty, not {other:?}")),
+        };
+        Ok(())
+    }
+
+    /// The filters as URL parameters (`&ext=…`), for the previous and next page links.
+    fn url_part(&self) -> String {
+        let mut part = String::new();
+        for (name, value) in [
+            ("ext", &self.ext),
+            ("min_mb", &self.min_mb),
+            ("max_mb", &self.max_mb),
+            ("min_bitrate", &self.min_bitrate),
+            ("lossless", &self.lossless),
+        ] {
+            if !value.trim().is_empty() {
+                part.push_str(&format!("&{name}={}", encoded(value.trim())));
+            }
+        }
+        part
+    }
+}
+
+fn search_url(query: &str, kind: Option<&str>, filters: &Filters, offset: u64) -> String {
     let mut url = format!("/search?q={}", encoded(query));
     if let Some(kind) = kind {
         url.push_str(&format!("&kind={kind}"));
     }
+    url.push_str(&filters.url_part());
     if offset > 0 {
         url.push_str(&format!("&offset={offset}"));
     }
@@ -428,12 +505,20 @@ pub(super) async fn search(
         .filter(|k| !k.is_empty())
         .and_then(FileKind::parse);
     let offset = params.offset.unwrap_or(0);
+    let filters = Filters {
+        ext: params.ext,
+        min_mb: params.min_mb,
+        max_mb: params.max_mb,
+        min_bitrate: params.min_bitrate,
+        lossless: params.lossless,
+    };
     let mut view = SearchPage {
         query: query.clone(),
         kinds: FileKind::ALL
             .iter()
             .map(|k| (k.as_str(), Some(*k) == kind))
             .collect(),
+        filters: filters.clone(),
         notice: None,
         count: String::new(),
         first: offset + 1,
@@ -450,13 +535,17 @@ pub(super) async fn search(
         Ok(client) => client,
         Err(page) => return page.into_response(),
     };
-    let asked = SearchQuery {
+    let mut asked = SearchQuery {
         q: query.clone(),
         kind: kind.map(|k| k.as_str().to_owned()),
         limit: Some(PAGE_HITS),
         offset: Some(offset),
         ..Default::default()
     };
+    if let Err(wrong) = filters.apply(&mut asked) {
+        view.notice = Some(wrong);
+        return render(StatusCode::BAD_REQUEST, view.render());
+    }
     let result = match client.search(&asked).await {
         Ok(result) => result,
         // A query the server refuses (too long, only stop words) is said on the page itself.
@@ -474,12 +563,13 @@ pub(super) async fn search(
         view.prev = Some(search_url(
             &query,
             kind_text,
+            &filters,
             offset.saturating_sub(PAGE_HITS),
         ));
     }
     let shown = offset + result.hits.len() as u64;
     if result.hits.len() as u64 == PAGE_HITS && (shown < result.total || !result.total_exact) {
-        view.next = Some(search_url(&query, kind_text, shown));
+        view.next = Some(search_url(&query, kind_text, &filters, shown));
     }
     render(StatusCode::OK, view.render())
 }
@@ -1296,6 +1386,7 @@ struct SharesPage {
 pub(super) struct SharesParams {
     added: Option<String>,
     removed: Option<String>,
+    changed: Option<String>,
 }
 
 /// `GET /shares`: what is shared, with whom, and forms to change it.
@@ -1304,14 +1395,17 @@ pub(super) async fn shares(
     params: Result<Query<SharesParams>, QueryRejection>,
 ) -> Response {
     let params = params.map(|Query(p)| p).unwrap_or_default();
-    let notice = match (params.added, params.removed) {
-        (Some(name), _) => Some(format!(
+    let notice = match (params.added, params.removed, params.changed) {
+        (Some(name), _, _) => Some(format!(
             "Now sharing {name:?}: its files are being read and reach the index as they are."
         )),
-        (None, Some(name)) => Some(format!(
+        (None, Some(name), _) => Some(format!(
             "No longer sharing {name:?}: its files leave the index."
         )),
-        (None, None) => None,
+        (None, None, Some(name)) => Some(format!(
+            "Changed who may see {name:?}: the index has the new scope now."
+        )),
+        (None, None, None) => None,
     };
     let status = match page_status(&web).await {
         Ok(status) => status,
@@ -1403,6 +1497,55 @@ pub(super) async fn add_share(
     .await;
     match changed {
         Ok(Ok(name)) => Redirect::to(&format!("/shares?added={}", encoded(&name))).into_response(),
+        Ok(Err(e)) => bad_request(format!("{e:#}")),
+        Err(page) => page.into_response(),
+    }
+}
+
+/// The form that changes who may see a share.
+#[derive(Deserialize)]
+pub(super) struct VisibilityForm {
+    name: String,
+    visibility: String,
+}
+
+/// `POST /shares/visibility` (`name`, `visibility`): changes who may see and download a share's
+/// files; the rest of the share's settings stay. Applied at once (the list is uploaded again
+/// with the new scopes).
+pub(super) async fn change_visibility(
+    State(web): State<Arc<Web>>,
+    form: Result<Form<VisibilityForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return bad_request("say which share and who may see it");
+    };
+    let visibility: peerdex_shared::scope::Visibility = match form.visibility.trim().parse() {
+        Ok(visibility) => visibility,
+        Err(e) => return bad_request(format!("visibility {:?}: {e}", form.visibility)),
+    };
+    let name = form.name;
+    let target = name.clone();
+    let changed = blocking(&web, move |c| {
+        let path = c.config.shares_file.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "this agent was started with --share; its shares come from the command line"
+            )
+        })?;
+        ConfigFile::edit(&path, |file| {
+            let share = file
+                .shares
+                .iter_mut()
+                .find(|s| crate::config::share_name(s).is_ok_and(|n| n == target))
+                .ok_or_else(|| anyhow::anyhow!("no share is named {target:?}"))?;
+            share.visibility = visibility;
+            Ok(())
+        })?;
+        c.reload_shares()?;
+        anyhow::Ok(())
+    })
+    .await;
+    match changed {
+        Ok(Ok(())) => Redirect::to(&format!("/shares?changed={}", encoded(&name))).into_response(),
         Ok(Err(e)) => bad_request(format!("{e:#}")),
         Err(page) => page.into_response(),
     }

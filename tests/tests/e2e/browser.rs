@@ -481,10 +481,30 @@ async fn a_user_searches_downloads_plays_browses_and_shares_in_the_agents_web_cl
     browser.text_of("#shares", "Later").await;
     server.wait_for_hits("later", 1).await;
     browser.screenshot("agent-shares-phone", 375, 812).await;
+    // Who may see it changes in place: hidden, and the index forgets it for everyone else.
+    let row = "//ul[@id='shares']/li[span[@class='name' and text()='Later']]";
+    let visibility = b
+        .find(Locator::XPath(&format!("{row}//input[@name='visibility']")))
+        .await
+        .unwrap();
+    visibility.clear().await.unwrap();
+    visibility.send_keys("hidden").await.unwrap();
+    b.find(Locator::XPath(&format!(
+        "{row}//form[@action='/shares/visibility']//button"
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    browser
+        .text_of(".notice", "Changed who may see \"Later\"")
+        .await;
+    browser.text_of("#shares", "hidden").await;
     let stop = b
-        .find(Locator::XPath(
-            "//ul[@id='shares']/li[span[@class='name' and text()='Later']]//button",
-        ))
+        .find(Locator::XPath(&format!(
+            "{row}//form[@action='/shares/remove']//button"
+        )))
         .await
         .unwrap();
     stop.click().await.unwrap();
@@ -493,6 +513,29 @@ async fn a_user_searches_downloads_plays_browses_and_shares_in_the_agents_web_cl
         .await;
     let listed = browser.text_of("#shares", "Mine").await;
     assert!(!listed.contains("Later"), "{listed}");
+
+    // Settings, by keyboard: the nickname for the next start.
+    b.find(Locator::LinkText("Settings"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.text_of("#running", "bob").await;
+    let nick = browser.element("#nick").await;
+    nick.clear().await.unwrap();
+    nick.send_keys("bobby").await.unwrap();
+    nick.send_keys(&Key::Enter.to_string()).await.unwrap();
+    browser.text_of(".notice", "next start").await;
+    browser.text_of("#running", "saved: bobby").await;
+    browser.screenshot("agent-settings-phone", 375, 812).await;
+    assert_eq!(
+        peerdex_agent::config::ConfigFile::load(&config)
+            .unwrap()
+            .nick
+            .as_deref(),
+        Some("bobby")
+    );
 
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:#?}");

@@ -331,3 +331,220 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+/// The settings page shows what runs and saves changes to the config file for the next start;
+/// a share's visibility changes in place (and the index hides it at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_are_saved_for_the_next_start_and_a_shares_visibility_changes_at_once() {
+    use peerdex_agent::config::{ConfigFile, ShareConfig};
+    let server = TestServer::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let share = root.path().join("Lab");
+    write_file(&share, "results-2026.csv", b"secret results");
+    let config = root.path().join("agent.toml");
+    ConfigFile::edit(&config, |file| {
+        file.share(ShareConfig {
+            path: share.clone(),
+            name: Some("lab".into()),
+            exclude: vec!["*.tmp".into()],
+            follow_symlinks: false,
+            include_hidden: false,
+            visibility: Default::default(),
+            scopes: Vec::new(),
+        })
+    })
+    .unwrap();
+    let agent = TestAgent::start(&server.url, &[&share], |c| {
+        c.nick = Some("carol".into());
+        c.shares_file = Some(config.clone());
+    })
+    .await;
+    agent.wait_synced().await;
+    server.wait_for_hits("results", 1).await;
+    let base = format!("http://{}", agent.handle.ui_addr.unwrap());
+    let token = peerdex_agent::web::load_or_create_token(&agent.config.state).unwrap();
+    let http = plain_http();
+    let post = |path: &str, form: String| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(&token)
+            .header(CONTENT_TYPE, FORM)
+            .body(form)
+            .send()
+    };
+
+    let page = http
+        .get(format!("{base}/settings"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("carol"), "{html}");
+    assert!(html.contains(&agent.handle.peer_id.to_string()));
+    assert!(html.contains(&config.display().to_string()));
+
+    // Mistakes are named, and nothing is written.
+    let before = std::fs::read_to_string(&config).unwrap();
+    for (form, says) in [
+        (
+            "nick=bad%20nick%20%E2%80%AE&download_dir=%2Ftmp%2Fd&max_active=3&slots=4&max_rate_kib=0",
+            "nickname",
+        ),
+        (
+            "nick=carol&download_dir=relative%2Fdir&max_active=3&slots=4&max_rate_kib=0",
+            "full path",
+        ),
+        (
+            "nick=carol&download_dir=%2Ftmp%2Fd&max_active=0&slots=4&max_rate_kib=0",
+            "Downloads at once",
+        ),
+        (
+            "nick=carol&download_dir=%2Ftmp%2Fd&max_active=3&slots=999&max_rate_kib=0",
+            "Upload slots",
+        ),
+        (
+            "nick=carol&download_dir=%2Ftmp%2Fd&max_active=3&slots=4&max_rate_kib=-5",
+            "Upload rate",
+        ),
+    ] {
+        let r = post("/settings", form.to_owned()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{form}");
+        assert!(r.text().await.unwrap().contains(says), "{form}");
+    }
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
+
+    let downloads = root.path().join("Incoming");
+    // (A temporary directory's path has no character a form would need to escape.)
+    let form = format!(
+        "nick=carol2&download_dir={}&max_active=5&slots=2&max_rate_kib=512",
+        downloads.display()
+    );
+    let r = post("/settings", form).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[LOCATION], "/settings?saved=1");
+    let saved = ConfigFile::load(&config).unwrap();
+    assert_eq!(saved.nick.as_deref(), Some("carol2"));
+    assert_eq!(saved.download.dir.as_deref(), Some(downloads.as_path()));
+    assert_eq!(saved.download.max_active, Some(5));
+    assert_eq!(saved.upload.slots, 2);
+    assert_eq!(saved.upload.max_rate, 512 * 1024);
+    // The share's own settings survived the edit.
+    assert_eq!(saved.shares.len(), 1);
+    assert_eq!(saved.shares[0].exclude, vec!["*.tmp".to_owned()]);
+    // The page says what runs and what comes at the next start.
+    let html = http
+        .get(format!("{base}/settings?saved=1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("next start"), "{html}");
+    assert!(html.contains("saved: carol2"), "{html}");
+    assert!(html.contains("saved: 512 KiB/s"), "{html}");
+
+    // Visibility: hidden from everyone else, at once; its exclusions kept.
+    let r = post(
+        "/shares/visibility",
+        "name=lab&visibility=nonsense:x".to_owned(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = post(
+        "/shares/visibility",
+        "name=nobody&visibility=hidden".to_owned(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = post(
+        "/shares/visibility",
+        "name=lab&visibility=hidden".to_owned(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let saved = ConfigFile::load(&config).unwrap();
+    assert_eq!(saved.shares[0].visibility.to_string(), "hidden");
+    assert_eq!(saved.shares[0].exclude, vec!["*.tmp".to_owned()]);
+    wait_until(
+        "the index to hide the share",
+        Duration::from_secs(30),
+        || {
+            let server = &server;
+            async move {
+                let found = server.search("results").await;
+                if found.hits.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{} hits", found.hits.len()))
+                }
+            }
+        },
+    )
+    .await;
+    let shares = http
+        .get(format!("{base}/shares?changed=lab"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(shares.contains("value=\"hidden\""), "{shares}");
+}
+
+/// The search page's filters reach the index server and stay in the form; a wrong one is
+/// named on the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_search_page_filters_by_extension_and_size_and_names_a_wrong_filter() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    write_file(&share, "report small.txt", b"a small report");
+    write_file(&share, "report big.bin", &pseudo_random(2_500_000, 7));
+    let agent = TestAgent::start(&server.url, &[&share], |_| {}).await;
+    agent.wait_synced().await;
+    server.wait_for_hits("report", 2).await;
+    let base = format!("http://{}", agent.handle.ui_addr.unwrap());
+    let token = peerdex_agent::web::load_or_create_token(&agent.config.state).unwrap();
+    let http = plain_http();
+    let page = |query: &'static str| {
+        let request = http
+            .get(format!("{base}/search?q=report&{query}"))
+            .bearer_auth(&token);
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    let (status, html) = page("min_mb=1&max_mb=&ext=&min_bitrate=&lossless=").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("report big.bin") && !html.contains("report small.txt"),
+        "{html}"
+    );
+    assert!(
+        html.contains("id=\"min_mb\" name=\"min_mb\" value=\"1\""),
+        "{html}"
+    );
+    let (_, html) = page("ext=.TXT").await;
+    assert!(
+        html.contains("report small.txt") && !html.contains("report big.bin"),
+        "{html}"
+    );
+    let (status, html) = page("min_mb=lots").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        html.contains("Smallest size must be a whole number"),
+        "{html}"
+    );
+    let (status, html) = page("lossless=maybe").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("lossless is 1, 0 or empty"), "{html}");
+}
