@@ -123,6 +123,10 @@ pub struct AgentStatus {
     pub server: LinkStatus,
     /// Catalog changes not yet confirmed by the server (0: the server's list is current).
     pub unsynced_changes: u64,
+    /// Why the catalog could not be read for this status: the counts and downloads shown are
+    /// then empty, not zero (absent: they were read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog_error: Option<String>,
     /// Shares and their counts.
     pub shares: Vec<ShareStatus>,
     /// Files and folders left out because their names cannot be shared.
@@ -275,24 +279,43 @@ struct AgentControls {
 struct CatalogCounts {
     shares: HashMap<String, ShareCounts>,
     unsynced_changes: u64,
+    /// Why they could not be read (then they are empty).
+    error: Option<String>,
 }
 
 impl AgentControls {
     fn catalog_counts(&self) -> CatalogCounts {
-        let (counts, unsynced_changes) = self
-            .catalog
-            .read(|r| Ok((r.counts()?, r.pending_count()?)))
-            .unwrap_or_default();
-        CatalogCounts {
-            shares: counts.into_iter().collect(),
-            unsynced_changes,
+        match self.catalog.read(|r| Ok((r.counts()?, r.pending_count()?))) {
+            Ok((counts, unsynced_changes)) => CatalogCounts {
+                shares: counts.into_iter().collect(),
+                unsynced_changes,
+                error: None,
+            },
+            Err(e) => {
+                // Said in the status, not taken for "nothing shared, nothing to send".
+                warn!(error = %format!("{e:#}"), "reading the catalog's counts failed");
+                CatalogCounts {
+                    shares: HashMap::new(),
+                    unsynced_changes: 0,
+                    error: Some(format!("{e:#}")),
+                }
+            }
         }
     }
 
     /// The status with the catalog's part from `counts` (everything else read now).
     fn status_with(&self, counts: &CatalogCounts) -> AgentStatus {
         let unsynced_changes = counts.unsynced_changes;
+        let mut catalog_error = counts.error.clone();
         let counts = &counts.shares;
+        let downloads = match self.queue.list(0) {
+            Ok(list) => list,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "reading the transfer list failed");
+                catalog_error.get_or_insert_with(|| format!("{e:#}"));
+                Vec::new()
+            }
+        };
         let (_, queued) = self.files.slot_usage();
         let stats = &self.files.stats;
         AgentStatus {
@@ -303,6 +326,7 @@ impl AgentControls {
             download_dir: self.config.download_dir.clone(),
             server: self.link.snapshot(),
             unsynced_changes,
+            catalog_error,
             shares: self
                 .shares
                 .borrow()
@@ -323,10 +347,7 @@ impl AgentControls {
                 completed: stats.completed.load(Ordering::Relaxed),
                 refused: stats.refused.load(Ordering::Relaxed),
             },
-            downloads: self
-                .queue
-                .list(0)
-                .unwrap_or_default()
+            downloads: downloads
                 .into_iter()
                 .filter(|t| !t.row.state.finished())
                 .collect(),

@@ -678,6 +678,7 @@ impl TestAgent {
                     let hashed: u64 = status.shares.iter().map(|s| s.counts.hashed_files).sum();
                     let files: u64 = status.shares.iter().map(|s| s.counts.files).sum();
                     let synced = status.server.online
+                        && status.catalog_error.is_none()
                         && !status.progress.scanning
                         && status.progress.hash_files_pending == 0
                         && hashed == files

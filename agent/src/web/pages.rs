@@ -229,7 +229,13 @@ pub(super) async fn home(State(web): State<Arc<Web>>) -> Response {
             acc.2 + s.counts.hashed_files,
         )
     });
-    let mut lines = vec![format!(
+    let mut lines = Vec::new();
+    if let Some(error) = &status.catalog_error {
+        lines.push(format!(
+            "The catalog cannot be read ({error}): the counts below are not known."
+        ));
+    }
+    lines.push(format!(
         "Sharing {files} files ({}) in {} {}.",
         human_size(bytes),
         status.shares.len(),
@@ -238,7 +244,7 @@ pub(super) async fn home(State(web): State<Arc<Web>>) -> Response {
         } else {
             "folders"
         }
-    )];
+    ));
     if status.progress.scanning {
         lines.push(format!(
             "Looking through the shared folders: {} folders so far.",

@@ -430,6 +430,12 @@ fn status_text(status: &AgentStatus) -> String {
         }
     };
     let _ = writeln!(out, "server    {} {connection}", link.url);
+    if let Some(error) = &status.catalog_error {
+        let _ = writeln!(
+            out,
+            "catalog   cannot be read ({error}): the counts below are not known"
+        );
+    }
     if let Some(reach) = link.reachability {
         let addr = link.advertised_addr.as_deref().unwrap_or("no address");
         let _ = writeln!(
