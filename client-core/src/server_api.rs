@@ -215,17 +215,13 @@ async fn decode<T: serde::de::DeserializeOwned>(
 async fn error_of(response: reqwest::Response) -> ApiError {
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
-    let body = serde_json::from_str(&text).unwrap_or(ErrorBody {
-        error: if text.is_empty() {
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| {
+        let message = if text.is_empty() {
             status.to_string()
         } else {
             text
-        },
-        code: ErrorCode::Internal,
-        limit: None,
-        line: None,
-        path: None,
-        server_version: None,
+        };
+        ErrorBody::new(ErrorCode::Internal, message)
     });
     ApiError::Server { status, body }
 }

@@ -1102,6 +1102,20 @@ pub struct ErrorBody {
     pub server_version: Option<u64>,
 }
 
+impl ErrorBody {
+    /// An error with a code and a message, and none of the optional details.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            error: message.into(),
+            code,
+            limit: None,
+            line: None,
+            path: None,
+            server_version: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,21 @@ pub fn string_schema(description: &str, pattern: Option<&str>) -> RefOr<Schema> 
         .into()
 }
 
+/// A JSON error answer described by `description`, whose body is an
+/// [`ErrorBody`](crate::api::ErrorBody) (by reference: the document registers its schema).
+pub fn error_response(description: &str) -> utoipa::openapi::response::Response {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
+}
+
 /// Implements `ToSchema` for a type serialized as a string (see [`string_schema`]).
 macro_rules! string_type_schema {
     ($ty:ty, $description:expr, $pattern:expr) => {

@@ -90,17 +90,7 @@ pub(super) struct JsonError(StatusCode, ErrorBody);
 
 impl JsonError {
     fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        JsonError(
-            status,
-            ErrorBody {
-                error: message.into(),
-                code,
-                limit: None,
-                line: None,
-                path: None,
-                server_version: None,
-            },
-        )
+        JsonError(status, ErrorBody::new(code, message))
     }
 
     /// 401: no token, or not this agent's.
@@ -168,7 +158,7 @@ impl utoipa::IntoResponses for AgentErrors {
         String,
         utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
     > {
-        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        use utoipa::openapi::RefOr;
         [
             (
                 "400",
@@ -195,15 +185,7 @@ impl utoipa::IntoResponses for AgentErrors {
         ]
         .into_iter()
         .map(|(status, description)| {
-            let response = ResponseBuilder::new()
-                .description(description)
-                .content(
-                    "application/json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("ErrorBody")))
-                        .build(),
-                )
-                .build();
+            let response = peerdex_shared::openapi::error_response(description);
             (status.to_owned(), RefOr::T(response))
         })
         .collect()

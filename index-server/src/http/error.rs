@@ -28,14 +28,7 @@ impl ApiError {
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
-            body: ErrorBody {
-                error: message.into(),
-                code,
-                limit: None,
-                line: None,
-                path: None,
-                server_version: None,
-            },
+            body: ErrorBody::new(code, message),
             retry_after: None,
         }
     }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use peerdex_shared::api::{ErrorBody, ErrorCode};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::openapi::{Ref, RefOr};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
 /// Where the document is served.
@@ -159,15 +159,7 @@ impl IntoResponses for ApiErrors {
 /// Adds the error responses [`ApiErrors`] refers to, each an [`ErrorBody`].
 fn add_error_responses(components: &mut utoipa::openapi::Components) {
     for (status, description) in ERROR_STATUSES {
-        let response = ResponseBuilder::new()
-            .description(description)
-            .content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("ErrorBody")))
-                    .build(),
-            )
-            .build();
+        let response = peerdex_shared::openapi::error_response(description);
         components
             .responses
             .insert(error_response_name(status), RefOr::T(response));
