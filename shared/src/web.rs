@@ -8,6 +8,13 @@ pub const STYLESHEET: &str = include_str!("../static/peerdex.css");
 /// The icon of every page (`/static/favicon.svg`).
 pub const FAVICON: &str = include_str!("../static/favicon.svg");
 
+/// The Content-Security-Policy of the API viewer (Swagger UI, on the server and the agent):
+/// scripts only from the page's own origin, as everywhere; Swagger UI also sets inline styles
+/// and draws its icons from `data:` URLs.
+pub const API_VIEWER_CSP: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+     form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
 /// The value of cookie `name` among the values of the `Cookie` headers of a request.
 pub fn cookie<'a>(headers: impl IntoIterator<Item = &'a str>, name: &str) -> Option<&'a str> {
     headers

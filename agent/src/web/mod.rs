@@ -357,15 +357,21 @@ async fn logout(State(web): State<Arc<Web>>) -> Response {
 /// What every answer sends: scripts and styles from this endpoint only, nothing from
 /// elsewhere, no framing, no referrer.
 async fn security_headers(request: Request, next: Next) -> Response {
+    let viewer = request.uri().path().starts_with(api::VIEWER);
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
+    let policy = if viewer {
+        peerdex_shared::web::API_VIEWER_CSP
+    } else {
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+         media-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; \
+         frame-ancestors 'none'"
+    };
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(policy),
+    );
     for (name, value) in [
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-             media-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; \
-             frame-ancestors 'none'",
-        ),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         // Same-origin, not no-referrer: under no-referrer a browser's form POST says
         // `Origin: null`, and the CSRF check wants to see our own origin.

@@ -106,7 +106,16 @@ pub fn router(state: Arc<AppState>) -> Router {
     // The API's description and its viewer (Swagger UI, vendored).
     let docs = Router::from(
         utoipa_swagger_ui::SwaggerUi::new(openapi::VIEWER).url(openapi::DOCUMENT, document),
-    );
+    )
+    .layer(axum::middleware::map_response(
+        |mut response: axum::response::Response| async move {
+            response.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                header::HeaderValue::from_static(peerdex_shared::web::API_VIEWER_CSP),
+            );
+            response
+        },
+    ));
     Router::new()
         .merge(api)
         .merge(metrics_route)

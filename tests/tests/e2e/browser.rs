@@ -1107,3 +1107,31 @@ async fn the_api_viewer_lists_every_operation_and_tries_a_search_in_chromium() {
         .await;
     b.clone().close().await.unwrap();
 }
+
+/// The agent's API viewer opens for its signed-in user, under the endpoint's CSP, and lists
+/// the local API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_api_viewer_opens_for_its_user_in_chromium() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    write_file(&share, "notes.txt", b"some notes");
+    let agent = TestAgent::start(&server.url, &[&share], |_| {}).await;
+    agent.wait_synced().await;
+    let addr = agent.handle.ui_addr.expect("the web client listens");
+    let token = peerdex_agent::web::load_or_create_token(&agent.config.state).unwrap();
+
+    let browser = Browser::start().await;
+    let b = &browser.client;
+    b.goto(&peerdex_agent::web::sign_in_url(addr, &token))
+        .await
+        .unwrap();
+    browser.text_of("main", "Sharing").await;
+    b.goto(&format!("http://{addr}/api/docs/")).await.unwrap();
+    browser.element("#operations-agent-queue").await;
+    let blocks = b.find_all(Locator::Css(".opblock")).await.unwrap();
+    assert_eq!(blocks.len(), 4);
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    b.clone().close().await.unwrap();
+}

@@ -113,6 +113,11 @@ async fn the_served_document_is_valid_openapi_and_describes_every_api_route() {
         .await
         .unwrap();
     assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
     let html = page.text().await.unwrap();
     assert!(html.contains("swagger-ui-bundle.js"), "{html}");
     assert!(
