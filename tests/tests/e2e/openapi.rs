@@ -212,7 +212,7 @@ pub async fn schemathesis(
     let config = dir.path().join("schemathesis.toml");
     std::fs::write(&config, format!("[parameters]\n{parameters}")).unwrap();
     let log = dir.path().join("schemathesis.log");
-    let mut command = std::process::Command::new("st");
+    let mut command = std::process::Command::new("schemathesis");
     command
         .current_dir(dir.path())
         .arg("--config-file")
