@@ -19,7 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::Web;
-use super::pages::{PageError, blocking, queue_download};
+use super::pages::{PageError, blocking, queue_download, transfer_lines};
 use crate::control::Controls;
 use crate::transfers::{Action, ActionError, TransferView};
 use crate::{AgentStatus, TransferList};
@@ -28,9 +28,6 @@ use crate::{AgentStatus, TransferList};
 pub(super) const DOCUMENT: &str = "/api/openapi.json";
 /// Where the Swagger UI is served.
 pub(super) const VIEWER: &str = "/api/docs";
-
-/// Finished downloads `GET /api/transfers` includes, like the transfers page.
-const HISTORY: usize = 50;
 
 /// The document's frame; paths come from [`routes`].
 #[derive(OpenApi)]
@@ -239,16 +236,8 @@ async fn status(State(web): State<Arc<Web>>) -> Result<Json<AgentStatus>, JsonEr
     security(("ui_token" = []))
 )]
 async fn transfers(State(web): State<Arc<Web>>) -> Result<Json<TransferList>, JsonError> {
-    let list = blocking(&web, |c| c.transfers(HISTORY))
-        .await?
-        .map_err(|e| {
-            JsonError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorCode::Internal,
-                format!("{e:#}"),
-            )
-        })?;
-    Ok(Json(list))
+    // The same list as the transfers page.
+    Ok(Json(transfer_lines(&web).await?))
 }
 
 /// What to download: a content (`hash`, optionally the file `name`), or every file of a

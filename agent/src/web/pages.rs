@@ -1011,7 +1011,7 @@ struct TransfersPage {
     max_active: usize,
 }
 
-async fn transfer_lines(web: &Arc<Web>) -> Result<crate::TransferList, PageError> {
+pub(super) async fn transfer_lines(web: &Arc<Web>) -> Result<crate::TransferList, PageError> {
     blocking(web, |c| c.transfers(HISTORY)).await?.map_err(|e| {
         PageError::Other(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -1490,19 +1490,35 @@ pub(super) async fn add_share(
         visibility,
         scopes: Vec::new(),
     };
-    let changed = blocking(&web, move |c| {
+    edit_shares(
+        &web,
+        |file| file.share(share),
+        |name| format!("/shares?added={}", encoded(&name)),
+    )
+    .await
+}
+
+/// Edits the shares in the config file (as `peerdex share` does), serves exactly those at
+/// once, and redirects (303) to `then(what the edit said)`; a refused edit is a 400 page.
+async fn edit_shares<T: Send + 'static>(
+    web: &Arc<Web>,
+    edit: impl FnOnce(&mut ConfigFile) -> anyhow::Result<T> + Send + 'static,
+    then: impl FnOnce(T) -> String,
+) -> Response {
+    let changed = blocking(web, move |c| {
         let path = c.config.shares_file.clone().ok_or_else(|| {
             anyhow::anyhow!(
-                "this agent was started with --share; restart it to share other folders"
+                "this agent was started with --share: its shares come from the command line \
+                 (start it without --share to change them here)"
             )
         })?;
-        let name = ConfigFile::edit(&path, |file| file.share(share))?;
+        let said = ConfigFile::edit(&path, edit)?;
         c.reload_shares()?;
-        anyhow::Ok(name)
+        anyhow::Ok(said)
     })
     .await;
     match changed {
-        Ok(Ok(name)) => Redirect::to(&format!("/shares?added={}", encoded(&name))).into_response(),
+        Ok(Ok(said)) => Redirect::to(&then(said)).into_response(),
         Ok(Err(e)) => bad_request(format!("{e:#}")),
         Err(page) => page.into_response(),
     }
@@ -1531,13 +1547,9 @@ pub(super) async fn change_visibility(
     };
     let name = form.name;
     let target = name.clone();
-    let changed = blocking(&web, move |c| {
-        let path = c.config.shares_file.clone().ok_or_else(|| {
-            anyhow::anyhow!(
-                "this agent was started with --share; its shares come from the command line"
-            )
-        })?;
-        ConfigFile::edit(&path, |file| {
+    edit_shares(
+        &web,
+        move |file| {
             let share = file
                 .shares
                 .iter_mut()
@@ -1545,16 +1557,10 @@ pub(super) async fn change_visibility(
                 .ok_or_else(|| anyhow::anyhow!("no share is named {target:?}"))?;
             share.visibility = visibility;
             Ok(())
-        })?;
-        c.reload_shares()?;
-        anyhow::Ok(())
-    })
-    .await;
-    match changed {
-        Ok(Ok(())) => Redirect::to(&format!("/shares?changed={}", encoded(&name))).into_response(),
-        Ok(Err(e)) => bad_request(format!("{e:#}")),
-        Err(page) => page.into_response(),
-    }
+        },
+        |()| format!("/shares?changed={}", encoded(&name)),
+    )
+    .await
 }
 
 /// The form that removes a share.
@@ -1573,26 +1579,18 @@ pub(super) async fn remove_share(
     };
     let name = form.name;
     let target = name.clone();
-    let changed = blocking(&web, move |c| {
-        let path = c.config.shares_file.clone().ok_or_else(|| {
-            anyhow::anyhow!("this agent was started with --share; restart it to change its shares")
-        })?;
-        ConfigFile::edit(&path, |file| {
+    edit_shares(
+        &web,
+        move |file| {
             if file.unshare(std::path::Path::new(&target)) {
                 Ok(())
             } else {
                 Err(anyhow::anyhow!("{target:?} is not shared"))
             }
-        })?;
-        c.reload_shares()?;
-        anyhow::Ok(())
-    })
-    .await;
-    match changed {
-        Ok(Ok(())) => Redirect::to(&format!("/shares?removed={}", encoded(&name))).into_response(),
-        Ok(Err(e)) => bad_request(format!("{e:#}")),
-        Err(page) => page.into_response(),
-    }
+        },
+        |()| format!("/shares?removed={}", encoded(&name)),
+    )
+    .await
 }
 
 // ---- static files ------------------------------------------------------------------------------
